@@ -1,0 +1,433 @@
+"""The cassette format: the model, and its (de)serialisation with orjson.
+
+One file holds one distinct request and the responses recorded for it, in order. Files are
+pretty-printed with a fixed field order (our own fields in a fixed order, provider payloads in
+the order the provider sent them) so re-recording the same traffic gives a small git diff.
+
+llama-stack's test-recorder files are read into the same model (``from_llama_stack``), so the
+store, the matcher and the replayer never need to know which format a file was in.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+from urllib.parse import urlsplit
+
+import orjson
+
+from proxy_addon import matching, redact
+from proxy_addon.sse import Event, StreamFormat, parse_data, split
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "llm-cassette"
+
+BodyKind = Literal["json", "text", "base64"]
+_BODY_FIELDS: dict[BodyKind, str] = {"json": "body", "text": "body_text", "base64": "body_base64"}
+
+_BINARY_MIME_PREFIXES = ("audio/", "image/", "video/", "application/octet-stream",
+                         "application/pdf", "application/zip")
+
+
+class CassetteError(ValueError):
+    """A file that cannot be read as a cassette; the message names the file and the reason."""
+
+    def __init__(self, path: Path | str | None, reason: str) -> None:
+        self.path = str(path) if path is not None else None
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+@dataclass(slots=True)
+class Body:
+    """A body as stored: parsed JSON, text, or base64 for bytes that are not text."""
+
+    kind: BodyKind
+    value: Any
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, content_type: str | None = None) -> Body | None:
+        if not raw:
+            return None
+        mime = (content_type or "").split(";", 1)[0].strip().lower()
+        if mime.startswith(_BINARY_MIME_PREFIXES):
+            return cls("base64", base64.b64encode(raw).decode())
+        if raw.lstrip()[:1] in (b"{", b"["):
+            try:
+                return cls("json", orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                pass
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return cls("base64", base64.b64encode(raw).decode())
+        if "\x00" in text:
+            return cls("base64", base64.b64encode(raw).decode())
+        return cls("text", text)
+
+    def to_bytes(self) -> bytes:
+        if self.kind == "json":
+            return orjson.dumps(self.value)
+        if self.kind == "text":
+            return self.value.encode("utf-8")
+        return base64.b64decode(self.value)
+
+
+@dataclass(slots=True)
+class Stream:
+    """A streamed body split into events. ``complete`` is False when it was cut off."""
+
+    format: StreamFormat
+    events: list[Event]
+    complete: bool = True
+
+    def duration(self) -> float:
+        return self.events[-1].t if self.events else 0.0
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Body | None = None
+    # llama-stack recordings were made by an SDK against some base URL; they match any host.
+    any_host: bool = False
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+    def canonical(self, ignore: Sequence[tuple[str | int, ...]] = ()) -> matching.CanonicalRequest:
+        parts = urlsplit(self.url)
+        if self.body is None:
+            body = None
+        elif self.body.kind == "json":
+            body = matching.canonical_json(self.body.value, ignore)
+        else:
+            body = matching.canonical_body(self.content_type, self.body.to_bytes(), ignore)
+        return matching.CanonicalRequest(
+            method=self.method.upper(),
+            host="" if self.any_host else matching.normalise_host(
+                parts.scheme, parts.hostname or "", parts.port),
+            path=parts.path or "/",
+            query=matching.canonical_query(parts.query),
+            body=body,
+        )
+
+
+@dataclass(slots=True)
+class RecordedResponse:
+    status: int
+    headers: list[list[str]] = field(default_factory=list)
+    body: Body | None = None
+    stream: Stream | None = None
+    recorded_at: str | None = None
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lowered:
+                return v
+        return None
+
+
+@dataclass(slots=True)
+class Recording:
+    request: RecordedRequest
+    responses: list[RecordedResponse]
+    test_id: str | None = None
+    source: Literal["cassette", "llama-stack"] = "cassette"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _body_fields(body: Body | None) -> dict[str, Any]:
+    return {} if body is None else {_BODY_FIELDS[body.kind]: body.value}
+
+
+def event_to_dict(ev: Event) -> dict[str, Any]:
+    out: dict[str, Any] = {"t": round(ev.t, 4)}
+    if ev.comments:
+        out["comments"] = ev.comments
+    if ev.event is not None:
+        out["event"] = ev.event
+    if ev.id is not None:
+        out["id"] = ev.id
+    if ev.retry is not None:
+        out["retry"] = ev.retry
+    if ev.data is not None:
+        out["data"] = ev.data
+    return out
+
+
+def response_to_dict(resp: RecordedResponse) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": resp.status}
+    if resp.recorded_at:
+        out["recorded_at"] = resp.recorded_at
+    out["headers"] = resp.headers
+    if resp.stream is not None:
+        out["stream"] = {
+            "format": resp.stream.format,
+            "complete": resp.stream.complete,
+            "events": [event_to_dict(ev) for ev in resp.stream.events],
+        }
+    else:
+        out.update(_body_fields(resp.body))
+    return out
+
+
+def to_dict(rec: Recording) -> dict[str, Any]:
+    out: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+    if rec.test_id:
+        out["test_id"] = rec.test_id
+    out["request"] = {
+        "method": rec.request.method,
+        "url": rec.request.url,
+        "headers": rec.request.headers,
+        **_body_fields(rec.request.body),
+    }
+    out["responses"] = [response_to_dict(r) for r in rec.responses]
+    return out
+
+
+def dumps(rec: Recording) -> bytes:
+    return orjson.dumps(to_dict(rec), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _expect(cond: bool, path: Path | str | None, reason: str) -> None:
+    if not cond:
+        raise CassetteError(path, reason)
+
+
+def _body_from(obj: dict[str, Any], where: str, path: Path | str | None) -> Body | None:
+    found = [(kind, obj[name]) for kind, name in _BODY_FIELDS.items() if name in obj]
+    _expect(len(found) <= 1, path, f"{where} has more than one of body / body_text / body_base64")
+    if not found:
+        return None
+    kind, value = found[0]
+    if kind != "json":
+        _expect(isinstance(value, str), path, f"{where}.{_BODY_FIELDS[kind]} must be a string")
+    if kind == "base64":
+        try:
+            base64.b64decode(value, validate=True)
+        except ValueError:
+            raise CassetteError(path, f"{where}.body_base64 is not valid base64") from None
+    return Body(kind, value)
+
+
+def _event_from(obj: Any, where: str, path: Path | str | None) -> Event:
+    _expect(isinstance(obj, dict), path, f"{where} must be an object")
+    t = obj.get("t", 0.0)
+    _expect(isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0, path,
+            f"{where}.t must be a non-negative number")
+    for name in ("event", "id"):
+        _expect(obj.get(name) is None or isinstance(obj.get(name), str), path,
+                f"{where}.{name} must be a string")
+    retry = obj.get("retry")
+    _expect(retry is None or (isinstance(retry, int) and not isinstance(retry, bool)), path,
+            f"{where}.retry must be an integer")
+    comments = obj.get("comments", [])
+    _expect(isinstance(comments, list) and all(isinstance(c, str) for c in comments), path,
+            f"{where}.comments must be a list of strings")
+    return Event(data=obj.get("data"), event=obj.get("event"), id=obj.get("id"), retry=retry,
+                 comments=list(comments), t=float(t))
+
+
+def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedResponse:
+    _expect(isinstance(obj, dict), path, f"{where} must be an object")
+    status = obj.get("status")
+    _expect(isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599,
+            path, f"{where}.status must be an HTTP status code")
+    headers = obj.get("headers", [])
+    _expect(isinstance(headers, list) and all(
+        isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h) for h in headers
+    ), path, f"{where}.headers must be a list of [name, value] string pairs")
+    stream = None
+    if "stream" in obj:
+        s = obj["stream"]
+        _expect(isinstance(s, dict), path, f"{where}.stream must be an object")
+        _expect(s.get("format") in ("sse", "ndjson"), path,
+                f"{where}.stream.format must be 'sse' or 'ndjson'")
+        _expect(isinstance(s.get("complete", True), bool), path,
+                f"{where}.stream.complete must be true or false")
+        events = s.get("events")
+        _expect(isinstance(events, list), path, f"{where}.stream.events must be a list")
+        stream = Stream(
+            format=s["format"],
+            events=[_event_from(e, f"{where}.stream.events[{i}]", path) for i, e in enumerate(events)],
+            complete=s.get("complete", True),
+        )
+    body = _body_from(obj, where, path)
+    _expect(stream is None or body is None, path, f"{where} has both a stream and a body")
+    recorded_at = obj.get("recorded_at")
+    _expect(recorded_at is None or isinstance(recorded_at, str), path,
+            f"{where}.recorded_at must be a string")
+    return RecordedResponse(status=status, headers=[list(h) for h in headers], body=body,
+                            stream=stream, recorded_at=recorded_at)
+
+
+def from_dict(doc: Any, path: Path | str | None = None) -> Recording:
+    """Read one of our cassettes, checking every field; errors name the file and the field."""
+    _expect(isinstance(doc, dict), path, "top level must be a JSON object")
+    version = doc.get("version")
+    _expect(isinstance(version, int) and not isinstance(version, bool), path,
+            "missing or non-integer 'version'")
+    _expect(version <= FORMAT_VERSION, path,
+            f"format version {version} is newer than this tool reads ({FORMAT_VERSION}); upgrade")
+    req = doc.get("request")
+    _expect(isinstance(req, dict), path, "'request' must be an object")
+    _expect(isinstance(req.get("method"), str) and req["method"], path,
+            "request.method must be a string")
+    _expect(isinstance(req.get("url"), str) and "://" in req["url"], path,
+            "request.url must be an absolute URL")
+    headers = req.get("headers", {})
+    _expect(isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()), path,
+            "request.headers must be an object of strings")
+    responses = doc.get("responses")
+    _expect(isinstance(responses, list) and responses, path,
+            "'responses' must be a non-empty list")
+    test_id = doc.get("test_id")
+    _expect(test_id is None or isinstance(test_id, str), path, "test_id must be a string")
+    return Recording(
+        request=RecordedRequest(
+            method=req["method"].upper(),
+            url=req["url"],
+            headers={k.lower(): v for k, v in headers.items()},
+            body=_body_from(req, "request", path),
+        ),
+        responses=[_response_from(r, f"responses[{i}]", path) for i, r in enumerate(responses)],
+        test_id=test_id,
+    )
+
+
+def is_llama_stack(doc: Any) -> bool:
+    return (isinstance(doc, dict) and "version" not in doc and isinstance(doc.get("request"), dict)
+            and isinstance(doc.get("response"), dict))
+
+
+def loads(raw: bytes, path: Path | str | None = None) -> Recording:
+    """Parse a file's bytes in either format; raise ``CassetteError`` naming the file."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise CassetteError(path, f"not valid JSON ({e})") from None
+    if is_llama_stack(doc):
+        return from_llama_stack(doc, path)
+    if isinstance(doc, dict) and "version" not in doc:
+        raise CassetteError(path, "not a cassette: no 'version' field, and not a llama-stack "
+                                  "recording (no 'request' and 'response' objects)")
+    return from_dict(doc, path)
+
+
+def load(path: Path) -> Recording:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CassetteError(path, f"cannot read ({e.strerror})") from None
+    return loads(raw, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# llama-stack's recorder format
+
+
+def unwrap(value: Any) -> Any:
+    """Replace llama-stack's ``{"__type__": ..., "__data__": ...}`` wrappers by their data."""
+    if isinstance(value, dict):
+        if "__type__" in value and "__data__" in value:
+            return unwrap(value["__data__"])
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def _type_name(value: Any) -> str:
+    return value.get("__type__", "") if isinstance(value, dict) else ""
+
+
+def _llama_stream(chunks: list[Any], path: Path | str | None) -> Stream:
+    if all(isinstance(c, str) for c in chunks):  # raw SSE lines, as the provider sent them
+        return Stream("sse", split("sse", ("\n".join(chunks) + "\n\n").encode()))
+    if any(_type_name(c).startswith("ollama.") for c in chunks):
+        return Stream("ndjson", [Event(data=unwrap(c)) for c in chunks])
+    events = [Event(data=unwrap(c)) for c in chunks]
+    events.append(Event(data="[DONE]"))
+    return Stream("sse", events)
+
+
+def _llama_error(resp: dict[str, Any]) -> RecordedResponse:
+    data = resp.get("exception_data") or {}
+    status = data.get("status_code") if isinstance(data, dict) else None
+    if not isinstance(status, int) or not 400 <= status <= 599:
+        status = 500
+    body = data.get("body") if isinstance(data, dict) else None
+    if body is None:
+        body = {"message": resp.get("exception_message") or "recorded provider error",
+                "type": data.get("type") if isinstance(data, dict) else None}
+    if not (isinstance(body, dict) and "error" in body):
+        body = {"error": body}
+    return RecordedResponse(status=status, headers=[["content-type", "application/json"]],
+                            body=Body("json", body))
+
+
+def from_llama_stack(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
+    """Read a llama-stack recording into our model, as the client saw it on the wire."""
+    req, resp = doc["request"], doc["response"]
+    url = req.get("url")
+    _expect(isinstance(url, str) and "://" in url, path, "llama-stack request.url missing")
+    body = req.get("body", req.get("payload"))
+    endpoint = req.get("endpoint")
+    parts = urlsplit(url)
+    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
+        endpoint = parts.path
+    method = str(req.get("method") or "POST").upper()
+    if endpoint in matching.GET_ENDPOINTS and not body:
+        method, body = "GET", None
+    request = RecordedRequest(
+        method=method,
+        url=f"{parts.scheme}://{parts.netloc}{endpoint}" + (f"?{parts.query}" if parts.query else ""),
+        headers={"content-type": "application/json"} if body else {},
+        body=Body("json", redact.redact_body(body)) if body else None,
+        any_host=True,
+    )
+    if resp.get("is_exception"):
+        response = _llama_error(resp)
+    else:
+        status = resp.get("status", 200)
+        _expect(isinstance(status, int), path, "llama-stack response.status must be an integer")
+        rbody = resp.get("body")
+        if resp.get("is_streaming"):
+            _expect(isinstance(rbody, list), path, "llama-stack streamed body must be a list")
+            stream = _llama_stream(rbody, path)
+            ctype = "application/x-ndjson" if stream.format == "ndjson" else "text/event-stream"
+            response = RecordedResponse(status=status, headers=[["content-type", ctype]],
+                                        stream=stream)
+        else:
+            value = unwrap(rbody)
+            if isinstance(rbody, list) and endpoint.endswith("/models"):
+                value = {"object": "list", "data": value}
+            elif isinstance(rbody, str):
+                value = parse_data(rbody)
+            response = RecordedResponse(
+                status=status,
+                headers=[["content-type", "application/json" if not isinstance(value, str)
+                          else "text/plain"]],
+                body=Body("json", value) if not isinstance(value, str) else Body("text", value),
+            )
+    test_id = doc.get("test_id")
+    return Recording(request=request, responses=[response],
+                     test_id=test_id if isinstance(test_id, str) else None, source="llama-stack")

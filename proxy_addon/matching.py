@@ -1,0 +1,248 @@
+"""Request canonicalisation and matching: pure functions, request in, key out.
+
+Two requests match when method, host, path, query (without secret parameters) and body are the
+same, where a JSON body is compared as data (key order and whitespace ignored) with secret fields
+and the user's ``cassette_ignore`` paths removed. Nothing here touches mitmproxy or the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Sequence
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from proxy_addon import redact
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# Endpoints that real clients fetch with GET although llama-stack's recorder writes POST.
+GET_ENDPOINTS = frozenset({"/v1/models", "/models", "/api/tags", "/api/ps", "/api/version"})
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalRequest:
+    """What identifies a request for matching. ``host`` is empty for host-agnostic recordings."""
+
+    method: str
+    host: str
+    path: str
+    query: tuple[tuple[str, str], ...] = ()
+    body: Any = None
+
+    def key(self) -> str:
+        payload = orjson.dumps(
+            [self.method, self.host, self.path, self.query, self.body], option=orjson.OPT_SORT_KEYS
+        )
+        return hashlib.sha256(payload).hexdigest()
+
+    def without_host(self) -> CanonicalRequest:
+        return replace(self, host="")
+
+    @property
+    def endpoint(self) -> tuple[str, str, str]:
+        return (self.method, self.host, self.path)
+
+    def describe(self) -> str:
+        query = "&".join(f"{k}={v}" for k, v in self.query)
+        return f"{self.method} {self.host}{self.path}" + (f"?{query}" if query else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ignore paths: "user", "metadata.trace_id", "messages[0].content", "messages.*.name"
+
+_SEGMENT = re.compile(r"[^.\[\]]+|\[(\d+|\*)\]")
+
+
+def parse_path(dotted: str) -> tuple[str | int, ...]:
+    """Split a dotted JSON path into keys (str) and list indices (int); ``*`` matches any."""
+    segments: list[str | int] = []
+    for m in _SEGMENT.finditer(dotted):
+        if m.group(1) is not None:
+            segments.append("*" if m.group(1) == "*" else int(m.group(1)))
+        else:
+            segments.append(m.group(0))
+    if not segments:
+        raise ValueError(f"empty JSON path: {dotted!r}")
+    return tuple(segments)
+
+
+def drop_path(value: Any, path: Sequence[str | int]) -> Any:
+    """A copy of ``value`` without the field at ``path`` (unchanged parts are shared)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        if head == "*":
+            keys = list(value)
+        elif isinstance(head, str) and head in value:
+            keys = [head]
+        else:
+            return value
+        out = dict(value)
+        for k in keys:
+            if rest:
+                out[k] = drop_path(value[k], rest)
+            else:
+                del out[k]
+        return out
+    if isinstance(value, list):
+        if head == "*":
+            indices = range(len(value))
+        elif isinstance(head, int) and 0 <= head < len(value):
+            indices = range(head, head + 1)
+        elif isinstance(head, str) and head.isdigit() and int(head) < len(value):
+            indices = range(int(head), int(head) + 1)
+        else:
+            return value
+        if not rest:
+            return [v for i, v in enumerate(value) if i not in indices]
+        out_list = list(value)
+        for i in indices:
+            out_list[i] = drop_path(value[i], rest)
+        return out_list
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Bodies
+
+
+def _json_body(value: Any, ignore: Sequence[tuple[str | int, ...]]) -> Any:
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k.lower() not in redact.SECRET_BODY_FIELDS}
+    for path in ignore:
+        value = drop_path(value, path)
+    return value
+
+
+def _is_form(content_type: str | None) -> bool:
+    return bool(content_type) and "application/x-www-form-urlencoded" in content_type.lower()
+
+
+def _digest(raw: bytes) -> dict[str, str]:
+    return {"$sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def canonical_body(
+    content_type: str | None, raw: bytes | None, ignore: Sequence[tuple[str | int, ...]] = ()
+) -> Any:
+    """The comparable form of a body given as bytes (a live request)."""
+    if not raw:
+        return None
+    if _is_form(content_type):
+        pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+        return {"$form": sorted((k, v) for k, v in pairs if not redact.is_secret_param(k)
+                                and k.lower() not in redact.SECRET_BODY_FIELDS)}
+    stripped = raw.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _digest(raw)
+        return canonical_json(value, ignore, fallback=raw)
+    return _digest(raw)
+
+
+def canonical_json(value: Any, ignore: Sequence[tuple[str | int, ...]] = (),
+                   fallback: bytes | None = None) -> Any:
+    """The comparable form of a body already parsed from JSON (a stored request)."""
+    try:
+        value = _json_body(value, ignore)
+        orjson.dumps(value, option=orjson.OPT_SORT_KEYS)  # too deep or odd values: hash instead
+    except (orjson.JSONEncodeError, RecursionError):
+        return _digest(fallback if fallback is not None else repr(value).encode())
+    return value
+
+
+def canonical_query(query: str) -> tuple[tuple[str, str], ...]:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return tuple(sorted((k, v) for k, v in pairs if not redact.is_secret_param(k)))
+
+
+def normalise_host(scheme: str, host: str, port: int | None) -> str:
+    host = host.lower().rstrip(".")
+    if port is None or DEFAULT_PORTS.get(scheme.lower()) == port:
+        return host
+    return f"{host}:{port}"
+
+
+def canonicalize(
+    method: str,
+    url: str,
+    content_type: str | None,
+    raw_body: bytes | None,
+    ignore: Sequence[tuple[str | int, ...]] = (),
+) -> CanonicalRequest:
+    """Canonical form of a live request."""
+    parts = urlsplit(url)
+    return CanonicalRequest(
+        method=method.upper(),
+        host=normalise_host(parts.scheme, parts.hostname or "", parts.port),
+        path=parts.path or "/",
+        query=canonical_query(parts.query),
+        body=canonical_body(content_type, raw_body, ignore),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Nearest miss
+
+
+def diff_paths(a: Any, b: Any, limit: int = 20) -> list[str]:
+    """JSON paths (``messages[0].content``) where two values differ, breadth-first, at most
+    ``limit`` of them. Iterative, so arbitrarily deep bodies cannot overflow the stack."""
+    out: list[str] = []
+    stack: list[tuple[str, Any, Any]] = [("", a, b)]
+    while stack and len(out) < limit:
+        path, x, y = stack.pop(0)
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y), key=str):
+                sub = f"{path}.{k}" if path else str(k)
+                if k not in x or k not in y:
+                    out.append(sub)
+                elif x[k] != y[k]:
+                    stack.append((sub, x[k], y[k]))
+        elif isinstance(x, list) and isinstance(y, list):
+            for i in range(max(len(x), len(y))):
+                sub = f"{path}[{i}]"
+                if i >= len(x) or i >= len(y):
+                    out.append(sub)
+                elif x[i] != y[i]:
+                    stack.append((sub, x[i], y[i]))
+        elif x != y or type(x) is not type(y):
+            out.append(path or "(body)")
+    return out[:limit]
+
+
+def request_diff(asked: CanonicalRequest, recorded: CanonicalRequest) -> list[str]:
+    """Where a recorded request differs from the one asked, as readable paths."""
+    diffs: list[str] = []
+    if asked.method != recorded.method:
+        diffs.append("method")
+    if recorded.host and asked.host != recorded.host:
+        diffs.append("host")
+    if asked.path != recorded.path:
+        diffs.append("path")
+    if asked.query != recorded.query:
+        keys = {k for k, _ in asked.query} | {k for k, _ in recorded.query}
+        diffs.extend(
+            f"query.{k}" for k in sorted(keys)
+            if [v for n, v in asked.query if n == k] != [v for n, v in recorded.query if n == k]
+        )
+    diffs.extend(diff_paths(asked.body, recorded.body))
+    return diffs
+
+
+def nearest(asked: CanonicalRequest,
+            candidates: Iterable[tuple[Any, CanonicalRequest]]) -> tuple[Any, list[str]] | None:
+    """The candidate whose request differs from ``asked`` in the fewest paths."""
+    best: tuple[Any, list[str]] | None = None
+    for item, canon in candidates:
+        diffs = request_diff(asked, canon)
+        if best is None or len(diffs) < len(best[1]):
+            best = (item, diffs)
+    return best

@@ -1,0 +1,253 @@
+"""The cassette directory: what is on disk, how it is looked up, and how it is written.
+
+The whole directory is indexed once at start-up (key -> recordings), so a lookup is a dict
+access, never a scan. Files that cannot be read are skipped and remembered with the reason, so
+the proxy keeps serving the others and a miss can say that a broken file might have matched.
+Writes go to a temporary file in the target directory and are renamed into place: a crash
+leaves either the old cassette or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+from urllib.parse import urlsplit
+
+from proxy_addon import cassette, matching
+from proxy_addon.cassette import CassetteError, Recording, RecordedRequest, RecordedResponse
+from proxy_addon.matching import CanonicalRequest
+
+log = logging.getLogger(__name__)
+
+IgnorePaths = Sequence[tuple[str | int, ...]]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(slots=True)
+class Entry:
+    """One readable file of the directory, indexed under its request's key."""
+
+    path: Path
+    recording: Recording
+    canonical: CanonicalRequest
+    uses: int = 0
+
+
+@dataclass(slots=True)
+class BadFile:
+    path: Path
+    reason: str
+
+
+@dataclass(slots=True)
+class Hit:
+    entry: Entry
+    response: RecordedResponse
+    index: int  # which of the recorded responses (0-based)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A key being recorded in this session: its responses in request order."""
+
+    path: Path
+    request: RecordedRequest
+    test_id: str | None
+    slots: list[RecordedResponse | None] = field(default_factory=list)
+
+
+def safe_segment(text: str, limit: int = 64) -> str:
+    """A file-name-safe version of ``text``: never empty, never ``.``/``..``, no separators."""
+    cleaned = _UNSAFE.sub("_", text).strip("._")[:limit]
+    return cleaned or "_"
+
+
+def layout_path(root: Path, canon: CanonicalRequest, url: str, model: str | None) -> Path:
+    """Where a new cassette goes: ``<host>/<path...>/<model or method>-<key12>.json``.
+
+    Browsable by provider and endpoint in a review; every segment is sanitised, and the result
+    is checked to stay inside ``root`` whatever the request said.
+    """
+    parts = urlsplit(url)
+    host = safe_segment(matching.normalise_host(parts.scheme, parts.hostname or "unknown-host",
+                                                parts.port))
+    segments = [safe_segment(s) for s in canon.path.split("/") if s and s not in (".", "..")][:8]
+    stem = safe_segment(model or canon.method.lower(), 48)
+    target = root.joinpath(host, *segments, f"{stem}-{canon.key()[:12]}.json")
+    resolved_root = root.resolve()
+    if not target.resolve().is_relative_to(resolved_root):  # defence in depth
+        raise ValueError(f"refusing to write outside {root}: {target}")
+    return target
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def iter_cassette_files(root: Path) -> Iterator[Path]:
+    """Every ``*.json`` under ``root``, skipping hidden files and directories (temp files)."""
+    if not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith(".json") and not name.startswith("."):
+                yield Path(dirpath, name)
+
+
+def _model_of(request: RecordedRequest) -> str | None:
+    if request.body is not None and request.body.kind == "json" and isinstance(
+            request.body.value, dict):
+        model = request.body.value.get("model")
+        return model if isinstance(model, str) else None
+    return None
+
+
+class CassetteStore:
+    """Index of a cassette directory, with sequential replay and atomic recording."""
+
+    def __init__(self, root: Path, ignore: IgnorePaths = ()) -> None:
+        self.root = Path(root)
+        self.ignore = tuple(ignore)
+        self.entries: dict[str, list[Entry]] = {}
+        self.by_endpoint: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+        self.bad: list[BadFile] = []
+        self._served: dict[str, int] = defaultdict(int)
+        self._pending: dict[str, _Pending] = {}
+
+    # -- reading --------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Index every readable file; remember (and log) the others."""
+        self.entries.clear()
+        self.by_endpoint.clear()
+        self.bad.clear()
+        for path in iter_cassette_files(self.root):
+            try:
+                rec = cassette.load(path)
+            except CassetteError as e:
+                self.bad.append(BadFile(path, e.reason))
+                log.warning("cassette: skipping %s: %s", path, e.reason)
+                continue
+            self._index(Entry(path, rec, rec.request.canonical(self.ignore)))
+
+    def _index(self, entry: Entry) -> None:
+        self.entries.setdefault(entry.canonical.key(), []).append(entry)
+        self.by_endpoint[(entry.canonical.method, entry.canonical.path)].append(entry)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.entries.values())
+
+    def find(self, canon: CanonicalRequest) -> tuple[str, Entry] | None:
+        """The recording for a request: an exact match first, then a host-agnostic one."""
+        for key in (canon.key(), canon.without_host().key()):
+            entries = self.entries.get(key)
+            if entries:
+                return key, entries[0]
+        return None
+
+    def lookup(self, canon: CanonicalRequest) -> Hit | None:
+        """The next response for this request: the N-th call gets the N-th recorded response,
+        and past the end the last one repeats."""
+        found = self.find(canon)
+        if found is None:
+            return None
+        key, entry = found
+        n = self._served[key]
+        self._served[key] = n + 1
+        entry.uses += 1
+        index = min(n, len(entry.recording.responses) - 1)
+        return Hit(entry, entry.recording.responses[index], index)
+
+    def nearest(self, canon: CanonicalRequest) -> tuple[Entry, list[str]] | None:
+        """The recording of the same endpoint that differs least from ``canon``."""
+        candidates = self.by_endpoint.get((canon.method, canon.path), [])
+        if not candidates:
+            return None
+        return matching.nearest(canon, ((e, e.canonical) for e in candidates))
+
+    def bad_files_for(self, canon: CanonicalRequest) -> list[BadFile]:
+        """Unreadable files whose place in the layout says they were for this endpoint."""
+        segments = [safe_segment(s) for s in canon.path.split("/") if s]
+        out = []
+        for bad in self.bad:
+            rel = bad.path.relative_to(self.root).parts[:-1] if bad.path.is_relative_to(
+                self.root) else ()
+            if rel[1:] == tuple(segments) or not rel:
+                out.append(bad)
+        return out
+
+    def unused(self) -> list[Entry]:
+        return [e for entries in self.entries.values() for e in entries if e.uses == 0]
+
+    # -- recording ------------------------------------------------------------------------
+
+    def begin_recording(self, canon: CanonicalRequest, request: RecordedRequest,
+                        test_id: str | None = None) -> tuple[str, int]:
+        """Reserve this request's place in its cassette, in arrival order, before the response
+        is known, so concurrent identical requests keep the order they were made in."""
+        key = canon.key()
+        pending = self._pending.get(key)
+        if pending is None:
+            existing = [e for e in self.entries.get(key, []) if e.recording.source == "cassette"]
+            path = existing[0].path if existing else layout_path(
+                self.root, canon, request.url, _model_of(request))
+            pending = self._pending[key] = _Pending(path, request, test_id)
+        pending.slots.append(None)
+        return key, len(pending.slots) - 1
+
+    def is_recording(self, key: str) -> bool:
+        return key in self._pending
+
+    def finish_recording(self, key: str, slot: int, response: RecordedResponse) -> Path:
+        """Store a response in its place and rewrite the cassette atomically.
+
+        Responses still in flight for earlier slots are left out until they arrive; the file
+        on disk always holds whole responses only.
+        """
+        pending = self._pending[key]
+        if response.recorded_at is None:
+            response.recorded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        pending.slots[slot] = response
+        rec = Recording(request=pending.request,
+                        responses=[r for r in pending.slots if r is not None],
+                        test_id=pending.test_id)
+        atomic_write(pending.path, cassette.dumps(rec))
+        entry = Entry(pending.path, rec, pending.request.canonical(self.ignore), uses=1)
+        self._replace_entry(key, entry)
+        return pending.path
+
+    def abandon_recording(self, key: str, slot: int) -> None:
+        """A response that will never be recorded (cut off, failed): its place stays empty."""
+        pending = self._pending.get(key)
+        if pending is not None and slot < len(pending.slots):
+            pending.slots[slot] = None
+
+    def _replace_entry(self, key: str, entry: Entry) -> None:
+        old = self.entries.get(key, [])
+        kept = [e for e in old if e.path != entry.path]
+        self.entries[key] = [entry, *kept]
+        ep = (entry.canonical.method, entry.canonical.path)
+        self.by_endpoint[ep] = [e for e in self.by_endpoint[ep] if e.path != entry.path] + [entry]
