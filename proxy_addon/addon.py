@@ -17,7 +17,8 @@ import zlib
 import orjson
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence  # mitmproxy's --set parses only this Sequence
+from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
@@ -72,6 +73,11 @@ def _parse_pace(value: str) -> float:
     return pace
 
 
+def split_list(values: Sequence[str]) -> list[str]:
+    """A list option's items: ``--set x=a --set x=b`` and ``--set x=a,b`` both work."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
 class Cassettes:
     """Options, the store and the counters shared by the replay and record hooks."""
 
@@ -99,11 +105,17 @@ class Cassettes:
                           "More request/response header names whose values never reach disk.")
 
     def configure(self, updated: set[str]) -> None:
+        if "cassette_mode" in updated and ctx.options.cassette_mode not in MODES:
+            # mitmproxy does not enforce `choices` for values given with --set
+            raise exceptions.OptionsError(
+                f"cassette_mode must be one of {', '.join(MODES)}, not "
+                f"{ctx.options.cassette_mode!r}")
         if "cassette_pace" in updated:
             self.pace = _parse_pace(ctx.options.cassette_pace)
         if "cassette_ignore" in updated:
             try:
-                self.ignore = tuple(matching.parse_path(p) for p in ctx.options.cassette_ignore)
+                self.ignore = tuple(matching.parse_path(p)
+                                    for p in split_list(ctx.options.cassette_ignore))
             except ValueError as e:
                 raise exceptions.OptionsError(f"cassette_ignore: {e}") from None
         if "cassette_mode" in updated and ctx.options.cassette_mode in ("replay", "auto"):
@@ -131,8 +143,8 @@ class Cassettes:
         return ctx.options.cassette_mode
 
     @property
-    def extra_secret_headers(self) -> Sequence[str]:
-        return ctx.options.cassette_redact_headers
+    def extra_secret_headers(self) -> list[str]:
+        return split_list(ctx.options.cassette_redact_headers)
 
     def done(self) -> None:
         if self.store is None:

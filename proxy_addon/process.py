@@ -1,0 +1,136 @@
+"""Start and stop ``mitmdump`` with the addon as a child process on a free loopback port.
+
+Shared by ``scripts/demo``, the test suite and the CLI, so there is one way to run the proxy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+ADDON_SCRIPT = Path(__file__).with_name("addon.py")
+_LISTENING = re.compile(r"proxy listening at 127\.0\.0\.1:(\d+)")
+
+
+class ProxyStartError(RuntimeError):
+    pass
+
+
+def mitmdump_executable() -> str:
+    """``mitmdump`` next to this Python first (the venv's), then on PATH."""
+    beside = Path(sys.executable).with_name("mitmdump")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mitmdump")
+    if found is None:
+        raise ProxyStartError("mitmdump not found: install the project (pip install -e .)")
+    return found
+
+
+@dataclass
+class RunningProxy:
+    process: subprocess.Popen[str]
+    port: int
+    confdir: Path
+    lines: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ca_cert(self) -> Path:
+        """The public CA certificate clients must trust (never the key file)."""
+        return self.confdir / "mitmproxy-ca-cert.pem"
+
+    def client_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Environment that points HTTP clients in any language at this proxy and its CA."""
+        env = dict(os.environ if base is None else base)
+        ca = str(self.ca_cert)
+        env.update({
+            "HTTPS_PROXY": self.url, "HTTP_PROXY": self.url,
+            "https_proxy": self.url, "http_proxy": self.url,
+            "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "CURL_CA_BUNDLE": ca,
+            "NODE_EXTRA_CA_CERTS": ca,
+        })
+        for name in ("NO_PROXY", "no_proxy"):  # loopback upstreams must go through us too
+            env.pop(name, None)
+        return env
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, timeout: float = 10.0) -> str:
+        """Stop with SIGINT (mitmdump may ignore SIGTERM while clients are connected)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return self.log
+
+
+def start_proxy(
+    cassette_dir: Path | str,
+    mode: str = "replay",
+    confdir: Path | str | None = None,
+    options: Mapping[str, str] | None = None,
+    timeout: float = 20.0,
+) -> RunningProxy:
+    """Start mitmdump with the addon on 127.0.0.1 and a free port; wait until it listens."""
+    confdir = Path(confdir) if confdir is not None else Path(cassette_dir).parent / ".mitmproxy"
+    confdir.mkdir(parents=True, exist_ok=True)
+    args = [
+        mitmdump_executable(), "--listen-host", "127.0.0.1",
+        "--set", "listen_port=0", "--set", f"confdir={confdir}",
+        "-s", str(ADDON_SCRIPT),
+        "--set", f"cassette_dir={cassette_dir}", "--set", f"cassette_mode={mode}",
+    ]
+    for name, value in (options or {}).items():
+        args += ["--set", f"{name}={value}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL, bufsize=1)
+    lines: list[str] = []
+    port_found = threading.Event()
+    port_box: list[int] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = _LISTENING.search(line)
+            if m and not port_box:
+                port_box.append(int(m.group(1)))
+                port_found.set()
+        port_found.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while not port_found.wait(0.05):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise ProxyStartError("mitmdump did not start in time:\n" + "".join(lines))
+    # mitmdump prints "listening" before it exits on a start-up error: give it a moment
+    time.sleep(0.2)
+    if not port_box or proc.poll() is not None or any("Error logged during startup" in l
+                                                       for l in lines):
+        proc.wait(5)
+        reader.join(5)
+        raise ProxyStartError("mitmdump failed to start:\n" + "".join(lines))
+    return RunningProxy(proc, port_box[0], confdir, lines, reader)

@@ -1,0 +1,319 @@
+"""End to end: a real mitmdump with the addon, the real openai SDK, a real local upstream."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from proxy_addon import cassette
+from proxy_addon.process import ProxyStartError, start_proxy
+from proxy_addon.store import iter_cassette_files
+from tests.conftest import FAKE_KEY, SEED, openai_client, sdk_http_client
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+def exercise(client: openai.OpenAI) -> dict[str, Any]:
+    """Every kind of call issue #2 names; returns what the application saw, as plain data."""
+    out: dict[str, Any] = {}
+    msgs = [{"role": "user", "content": "Tell me a joke"}]
+    out["chat"] = client.chat.completions.create(model="gpt-4o", messages=msgs).model_dump()
+    out["chat_stream"] = [c.model_dump() for c in client.chat.completions.create(
+        model="gpt-4o", messages=msgs, stream=True)]
+    out["chat_stream_usage"] = [c.model_dump() for c in client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "count"}], stream=True,
+        stream_options={"include_usage": True})]
+    out["tool_stream"] = [c.model_dump() for c in client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "weather?"}], stream=True,
+        tools=[WEATHER_TOOL])]
+    out["embeddings"] = client.embeddings.create(
+        model="text-embedding-3-small", input=["a", "b"]).model_dump()
+    out["models"] = [m.model_dump() for m in client.models.list()]
+    out["responses_stream"] = [e.model_dump() for e in client.responses.create(
+        model="gpt-4o", input="Say hi", stream=True)]
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model="rate-limited", messages=msgs)
+    headers = err.value.response.headers
+    out["rate_limit"] = (err.value.status_code, headers.get("retry-after"),
+                         headers.get("x-ratelimit-remaining-requests"), err.value.body)
+    out["repeated"] = [client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "again"}]
+    ).choices[0].message.content for _ in range(3)]
+    return out
+
+
+def all_bytes(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in directory.rglob("*") if p.is_file())
+
+
+def test_record_then_replay_gives_identical_sdk_objects(tmp_path, upstream, proxies):
+    cassettes = tmp_path / "cassettes"
+    rec = proxies(cassettes, "record")
+    recorded = exercise(openai_client(rec, upstream))
+    log = rec.stop()
+    assert "cassette summary: 0 hits, 11 recorded, 0 misses" in log
+    assert recorded["repeated"] == [f"Answer {n} to: again" for n in (1, 2, 3)]
+    assert recorded["chat_stream"][-1]["choices"][0]["finish_reason"] == "stop"
+    assert recorded["chat_stream_usage"][-1]["usage"]["total_tokens"] == 11
+    assert recorded["rate_limit"][:3] == (429, "7", "0")
+
+    files = list(iter_cassette_files(cassettes))
+    assert len(files) == 9  # one file per distinct request; the repeated one holds 3 responses
+    for f in files:
+        cassette.load(f)  # every file parses and validates
+    assert FAKE_KEY.encode() not in all_bytes(cassettes)
+
+    hits_after_recording = upstream.state.hits
+    replay = proxies(cassettes, "replay")
+    replayed = exercise(openai_client(replay, upstream))
+    assert replayed == recorded
+    assert upstream.state.hits == hits_after_recording  # nothing reached the upstream
+    # past the end of a sequence the last answer repeats
+    again = openai_client(replay, upstream).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "again"}])
+    assert again.choices[0].message.content == "Answer 3 to: again"
+    assert "cassette summary: 12 hits, 0 recorded, 0 misses, 0 unused" in replay.stop()
+
+
+def test_cassette_is_readable_json_with_events(tmp_path, http_upstream, proxies):
+    cassettes = tmp_path / "cassettes"
+    rec = proxies(cassettes, "record")
+    list(openai_client(rec, http_upstream).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Tell me a joke"}], stream=True))
+    rec.stop()
+    [path] = list(iter_cassette_files(cassettes))
+    assert path.relative_to(cassettes).parts[:4] == ("127.0.0.1_%d" % http_upstream.server_address[1],
+                                                     "v1", "chat", "completions")
+    doc = orjson.loads(path.read_bytes())
+    assert doc["version"] == cassette.FORMAT_VERSION
+    assert doc["request"]["body"]["messages"][0]["content"] == "Tell me a joke"
+    assert doc["request"]["headers"]["authorization"] == "<redacted>"
+    stream = doc["responses"][0]["stream"]
+    assert stream["format"] == "sse" and stream["complete"] is True
+    assert stream["events"][1]["data"]["choices"][0]["delta"]["content"] == "Answer"
+    assert stream["events"][-1]["data"] == "[DONE]"
+    offsets = [e["t"] for e in stream["events"]]
+    assert offsets == sorted(offsets) and offsets[-1] > offsets[0]
+    assert path.read_text().startswith('{\n  "format": "llm-cassette"')  # pretty-printed
+
+
+def test_stream_reaches_client_while_upstream_still_sends(tmp_path, http_upstream, proxies):
+    http_upstream.state.event_delay = 0.1  # ~12 events: the stream lasts over a second
+    rec = proxies(tmp_path / "c", "record")
+    stream = openai_client(rec, http_upstream).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "one two three four five six"}],
+        stream=True)
+    first = next(iter(stream))
+    first_at = time.monotonic()
+    rest = list(stream)
+    assert first.choices[0].delta.role == "assistant" and rest
+    assert http_upstream.state.stream_finished_at > first_at  # not buffered until the end
+
+
+def test_stream_saved_when_sdk_hangs_up_after_done(tmp_path, http_upstream, proxies):
+    """The SDK closes at [DONE] before the body's last chunk: mitmproxy fires `error`, and the
+    stream is complete all the same."""
+    http_upstream.state.tail_delay = 1.0
+    rec = proxies(tmp_path / "c", "record")
+    chunks = list(openai_client(rec, http_upstream).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hang up"}], stream=True))
+    time.sleep(0.3)
+    log = rec.stop()
+    assert "Client disconnected." in log  # the error path, not the response hook
+    [path] = list(iter_cassette_files(tmp_path / "c"))
+    stream = cassette.load(path).responses[0].stream
+    assert stream is not None and stream.complete
+    assert len(stream.events) == len(chunks) + 1  # + [DONE]
+
+
+def test_stream_cut_by_upstream_is_not_saved_as_complete(tmp_path, http_upstream, proxies):
+    rec = proxies(tmp_path / "c", "record")
+    client = openai_client(rec, http_upstream)
+    with pytest.raises((openai.APIError, httpx.HTTPError, Exception)):
+        list(client.chat.completions.create(
+            model="cut-off", messages=[{"role": "user", "content": "x"}], stream=True))
+    log = rec.stop()
+    assert "not saving" in log
+    for path in iter_cassette_files(tmp_path / "c"):
+        for resp in cassette.load(path).responses:
+            assert resp.stream is None or not resp.stream.complete
+
+
+def test_seed_replays_as_its_17_chunks_with_default_base_url(seed_dir, proxies):
+    proxy = proxies(seed_dir, "replay")
+    client = openai.OpenAI(api_key="sk-test-seed", max_retries=0, http_client=sdk_http_client(proxy))
+    chunks = list(client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Tell me a joke"}], stream=True))
+    seed = orjson.loads(SEED.read_bytes())
+    expected = [openai.types.chat.ChatCompletionChunk.model_validate(c["__data__"])
+                for c in seed["response"]["body"]]
+    assert len(chunks) == 17
+    assert chunks == expected
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == "Why don't skeletons fight each other? \n\nThey don't have the guts!"
+
+
+def test_miss_is_a_404_naming_request_and_nearest_difference(seed_dir, proxies):
+    proxy = proxies(seed_dir, "replay")
+    client = openai.OpenAI(api_key="sk-test-seed", max_retries=0, http_client=sdk_http_client(proxy))
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Tell me a pun"}], stream=True)
+    message = err.value.message
+    assert "POST api.openai.com/v1/chat/completions" in message
+    assert "no recording" in message
+    assert "llama-stack-recording-chat-stream.json" in message
+    assert "messages[0].content" in message
+    with pytest.raises(openai.NotFoundError) as err:
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+    assert "No recording exists for this endpoint" in err.value.message
+    log = proxy.stop()
+    assert "cassette miss" in log
+    assert "cassette summary: 0 hits, 0 recorded, 2 misses, 1 unused recordings (of 1)" in log
+
+
+def test_paced_replay_spreads_events_over_time(tmp_path, proxies):
+    cassettes = tmp_path / "c"
+    events = [cassette.Event(data={"choices": [{"index": 0, "delta": {"content": f"w{i}"}}],
+                                   "id": "x", "object": "chat.completion.chunk", "created": 0,
+                                   "model": "gpt-4o"}, t=0.4 * i) for i in range(4)]
+    events.append(cassette.Event(data="[DONE]", t=1.2))
+    rec = cassette.Recording(
+        request=cassette.RecordedRequest("POST", "https://api.openai.com/v1/chat/completions",
+                                         {"content-type": "application/json"},
+                                         cassette.Body("json", {"model": "gpt-4o", "stream": True,
+                                                                "messages": []})),
+        responses=[cassette.RecordedResponse(200, [["content-type", "text/event-stream"]],
+                                             stream=cassette.Stream("sse", events))])
+    cassettes.mkdir()
+    (cassettes / "paced.json").write_bytes(cassette.dumps(rec))
+
+    def arrival_times(pace: str) -> list[float]:
+        proxy = proxies(cassettes, "replay", cassette_pace=pace)
+        client = openai.OpenAI(api_key="sk-test-x", max_retries=0, http_client=sdk_http_client(proxy))
+        start = time.monotonic()
+        times = [time.monotonic() - start for _ in client.chat.completions.create(
+            model="gpt-4o", messages=[], stream=True)]
+        proxy.stop()
+        return times
+
+    paced = arrival_times("1")
+    assert len(paced) == 4
+    assert paced[0] < 0.35  # the first event comes early
+    assert paced[-1] >= 1.1  # the last after about the recorded 1.2 s
+    assert paced[2] - paced[1] >= 0.3  # really spread, not one block at the end
+    half = arrival_times("0.5")
+    assert 0.5 <= half[-1] < 1.1
+
+
+def test_secrets_never_reach_disk(tmp_path, http_upstream, proxies):
+    secret = "sk-test-very-secret-value-42"
+    rec = proxies(tmp_path / "c", "record", cassette_redact_headers="x-custom-token")
+    with httpx.Client(proxy=rec.url) as client:
+        r = client.post(
+            http_upstream.base_url + f"/v1/chat/completions?key={secret}&api_key={secret}&v=1",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+                  "api_key": secret},
+            headers={"authorization": f"Bearer {secret}", "api-key": secret, "x-api-key": secret,
+                     "x-goog-api-key": secret, "cookie": f"session={secret}",
+                     "proxy-authorization": f"Basic {secret}", "x-custom-token": secret})
+        assert r.status_code == 200
+    rec.stop()
+    seen = http_upstream.state.seen[-1]
+    assert seen.headers["authorization"] == f"Bearer {secret}"  # the live request kept it
+    assert secret in seen.path
+    on_disk = all_bytes(tmp_path / "c")
+    assert on_disk and secret.encode() not in on_disk
+    assert b"<redacted>" in on_disk
+
+
+def test_auto_mode_replays_hits_and_records_misses(tmp_path, http_upstream, proxies):
+    cassettes = tmp_path / "c"
+    rec = proxies(cassettes, "record")
+    client = openai_client(rec, http_upstream)
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "old"}])
+    rec.stop()
+    hits = http_upstream.state.hits
+    auto = proxies(cassettes, "auto")
+    client = openai_client(auto, http_upstream)
+    old = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "old"}])
+    assert old.choices[0].message.content == "Answer 1 to: old"
+    assert http_upstream.state.hits == hits
+    new = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "new"}])
+    assert new.choices[0].message.content == "Answer 1 to: new"
+    assert http_upstream.state.hits == hits + 1
+    assert "1 hits, 1 recorded, 0 misses" in auto.stop()
+    assert len(list(iter_cassette_files(cassettes))) == 2
+
+
+def test_ignored_fields_do_not_break_matching(tmp_path, http_upstream, proxies):
+    cassettes = tmp_path / "c"
+    rec = proxies(cassettes, "record")
+    openai_client(rec, http_upstream).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], user="alice",
+        metadata={"trace_id": "t-1"})
+    rec.stop()
+    replay = proxies(cassettes, "replay", cassette_ignore="user,metadata.trace_id")
+    got = openai_client(replay, http_upstream).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], user="bob",
+        metadata={"trace_id": "t-2"})
+    assert got.choices[0].message.content == "Answer 1 to: hi"
+
+
+def test_concurrent_recordings_all_land_whole(tmp_path, http_upstream, proxies):
+    cassettes = tmp_path / "c"
+    rec = proxies(cassettes, "record")
+    client = openai_client(rec, http_upstream)
+    errors: list[BaseException] = []
+
+    def call(i: int) -> None:
+        try:
+            list(client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": f"prompt {i % 6}"}],
+                stream=True))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rec.stop()
+    assert not errors
+    files = list(iter_cassette_files(cassettes))
+    assert len(files) == 6
+    assert sum(len(cassette.load(f).responses) for f in files) == 12
+    assert not [p for p in cassettes.rglob(".*") if p.is_file()]  # no temp files left
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("cassette_pace", "fast", "cassette_pace must be a number"),
+    ("cassette_pace", "-1", "cassette_pace must be a finite number >= 0"),
+    ("cassette_mode", "replya", "cassette_mode must be one of replay, record, auto, passthrough"),
+    ("cassette_ignore", "[]", "cassette_ignore"),
+])
+def test_bad_option_stops_mitmdump_with_a_clear_message(tmp_path, confdir, option, value,
+                                                        expected):
+    (tmp_path / "c").mkdir()
+    with pytest.raises(ProxyStartError) as err:
+        if option == "cassette_mode":
+            start_proxy(tmp_path / "c", value, confdir=confdir)
+        else:
+            start_proxy(tmp_path / "c", "replay", confdir=confdir, options={option: value})
+    assert expected in str(err.value)
+
+
+def test_replay_of_missing_directory_is_refused(tmp_path, confdir):
+    with pytest.raises(ProxyStartError) as err:
+        start_proxy(tmp_path / "nowhere", "replay", confdir=confdir)
+    assert "is not a directory: nothing to replay" in str(err.value)
