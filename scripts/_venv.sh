@@ -1,0 +1,53 @@
+# Sourced by scripts/demo and scripts/test: make sure .venv exists, runs Python >= 3.12, and has
+# the project installed (again when pyproject.toml changed). Prints what it does on stderr.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+is_new_enough() {  # a working interpreter at 3.12 or newer (pyenv shims that fail are skipped)
+    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1
+}
+
+find_python() {
+    local candidates=()
+    [ -n "${PYTHON:-}" ] && candidates+=("$PYTHON")
+    candidates+=(python3 python3.13 python3.12 python3.14)
+    local home_pyenv="${PYENV_ROOT:-$HOME/.pyenv}"
+    # pyenv's versions directly: its shims refuse a version that is not selected
+    for d in $(ls -d "$home_pyenv"/versions/3.1[2-9]* 2>/dev/null | sort -rV); do
+        candidates+=("$d/bin/python3")
+    done
+    candidates+=(/usr/local/bin/python3.13 /usr/local/bin/python3.12 /usr/bin/python3.13 /usr/bin/python3.12)
+    for c in "${candidates[@]}"; do
+        if command -v "$c" >/dev/null 2>&1 && is_new_enough "$c"; then
+            command -v "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+
+if [ ! -x "$VENV/bin/python" ] || ! is_new_enough "$VENV/bin/python"; then
+    if ! PY="$(find_python)"; then
+        echo "error: this project needs Python 3.12 or newer (mitmproxy 12 does not run on older)." >&2
+        echo "       Tried \$PYTHON, python3, python3.13, python3.12 and pyenv's versions in ${PYENV_ROOT:-$HOME/.pyenv}/versions." >&2
+        echo "       Install one, or run with PYTHON=/path/to/python3.12." >&2
+        exit 1
+    fi
+    echo "setting up .venv with $PY ($("$PY" --version 2>&1))" >&2
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+fi
+
+STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+if [ ! -f "$STAMP" ]; then
+    echo "installing the project into .venv (pip install -e '.[test]')" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
+    if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]" 2> "$VENV/pip-install.log"; then
+        grep -v "^WARNING: Location" "$VENV/pip-install.log" >&2
+        echo "error: installing the project failed (log: $VENV/pip-install.log)" >&2
+        exit 1
+    fi
+    rm -f "$VENV"/.installed-*
+    touch "$STAMP"
+fi

@@ -1,0 +1,117 @@
+"""The directory: index, sequential lookup, atomic writes, layout safety, bad files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from proxy_addon import cassette, matching
+from proxy_addon.cassette import Body, RecordedRequest, RecordedResponse
+from proxy_addon.store import CassetteStore, atomic_write, layout_path
+from tests.conftest import FIXTURES, SEED
+
+URL = "https://api.openai.com/v1/chat/completions"
+
+
+def request(content: str) -> tuple[matching.CanonicalRequest, RecordedRequest]:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}
+    canon = matching.canonicalize("POST", URL, "application/json", orjson.dumps(body))
+    return canon, RecordedRequest("POST", URL, {"content-type": "application/json"}, Body("json", body))
+
+
+def answer(text: str) -> RecordedResponse:
+    return RecordedResponse(200, [["content-type", "application/json"]], body=Body("json", {"text": text}))
+
+
+def test_recorded_sequence_replays_in_order_then_repeats_last(tmp_path):
+    store = CassetteStore(tmp_path)
+    canon, req = request("hi")
+    slots = [store.begin_recording(canon, req) for _ in range(3)]
+    # responses arrive out of order; the file keeps request order
+    for (key, slot), text in zip(reversed(slots), ["c", "b", "a"]):
+        store.finish_recording(key, slot, answer(text))
+    replay = CassetteStore(tmp_path)
+    replay.load()
+    got = [replay.lookup(canon).response.body.value["text"] for _ in range(5)]
+    assert got == ["a", "b", "c", "c", "c"]
+    assert replay.unused() == []
+
+
+def test_lookup_misses_and_nearest(tmp_path):
+    store = CassetteStore(tmp_path)
+    canon, req = request("hi")
+    key, slot = store.begin_recording(canon, req)
+    store.finish_recording(key, slot, answer("x"))
+    store.load()
+    other, _ = request("hello")
+    assert store.lookup(other) is None
+    entry, diffs = store.nearest(other)
+    assert diffs == ["messages[0].content"] and entry.path.exists()
+
+
+def test_layout_is_browsable_and_never_escapes_root(tmp_path):
+    canon, req = request("hi")
+    path = layout_path(tmp_path, canon, URL, "gpt-4o")
+    assert path.relative_to(tmp_path).parts[:-1] == ("api.openai.com", "v1", "chat", "completions")
+    assert path.name.startswith("gpt-4o-") and path.suffix == ".json"
+    for evil in ["../../etc/passwd", "/abs/path", "a\x00b", "..", "..\\..\\x"]:
+        c = matching.CanonicalRequest("POST", "h", "/" + evil + "/x")
+        p = layout_path(tmp_path, c, "http://h/" + evil, evil)
+        assert p.resolve().is_relative_to(tmp_path.resolve())
+        assert "\x00" not in str(p)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=60), st.text(max_size=30))
+def test_any_request_path_or_model_stays_inside_root(tmp_path_factory, path, model):
+    root = tmp_path_factory.getbasetemp() / "root"
+    c = matching.CanonicalRequest("POST", "h", "/" + path)
+    assert layout_path(root, c, "http://evil.example/x", model).resolve().is_relative_to(root.resolve())
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "a" / "c.json"
+    atomic_write(target, b"old")
+
+    def boom(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in target.parent.iterdir()] == ["c.json"]  # no temp file left
+
+
+def test_bad_files_are_skipped_with_the_reason_and_others_served(tmp_path):
+    shutil.copy(SEED, tmp_path / "seed.json")
+    (tmp_path / "truncated.json").write_bytes(SEED.read_bytes()[:200])
+    (tmp_path / "other.json").write_bytes(b'{"hello": "world"}')
+    (tmp_path / ".hidden.json.tmp").write_bytes(b"partial")
+    store = CassetteStore(tmp_path)
+    store.load()
+    assert len(store) == 1
+    reasons = {b.path.name: b.reason for b in store.bad}
+    assert set(reasons) == {"truncated.json", "other.json"}
+    assert "not valid JSON" in reasons["truncated.json"]
+
+
+def test_llama_stack_recordings_match_any_host(tmp_path):
+    shutil.copy(SEED, tmp_path)
+    for f in FIXTURES.glob("*.json"):
+        shutil.copy(f, tmp_path)
+    store = CassetteStore(tmp_path)
+    store.load()
+    assert not store.bad and len(store) == 10
+    body = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me a joke"}],
+                         "stream": True})
+    for url in (URL, "http://127.0.0.1:9999/v1/chat/completions"):
+        hit = store.lookup(matching.canonicalize("POST", url, "application/json", body))
+        assert hit is not None and hit.entry.path.name == SEED.name
+    models = store.lookup(matching.canonicalize("GET", "http://localhost:8080/v1/models", None, None))
+    assert models.response.body.value["data"][0]["id"] == "qwen2.5"
