@@ -25,7 +25,7 @@ from mitmproxy import ctx, exceptions, http
 from proxy_addon import matching, redact
 from proxy_addon.cassette import Body, RecordedRequest, RecordedResponse, Stream
 from proxy_addon.sse import Event, StreamCapture, StreamFormat, frame, frame_event, stream_format
-from proxy_addon.store import CassetteStore, Hit
+from proxy_addon.store import CassetteStore, Hit, atomic_write
 
 log = logging.getLogger("proxy_addon")
 
@@ -103,6 +103,9 @@ class Cassettes:
                           "metadata.trace_id, messages[0].name, messages.*.name.")
         loader.add_option("cassette_redact_headers", Sequence[str], [],
                           "More request/response header names whose values never reach disk.")
+        loader.add_option("cassette_summary", str, "",
+                          "Write the run's summary (hits, recorded, misses, unused recordings, "
+                          "miss messages) as JSON to this file when the proxy stops.")
 
     def configure(self, updated: set[str]) -> None:
         if "cassette_mode" in updated and ctx.options.cassette_mode not in MODES:
@@ -149,7 +152,22 @@ class Cassettes:
     def done(self) -> None:
         if self.store is None:
             return
-        log.warning(self.stats.line(len(self.store.unused()), len(self.store)))
+        unused = self.store.unused()
+        log.warning(self.stats.line(len(unused), len(self.store)))
+        if ctx.options.cassette_summary:
+            summary = {
+                "hits": self.stats.hits, "recorded": self.stats.recorded,
+                "misses": self.stats.misses, "not_saved": self.stats.not_saved,
+                "recordings": len(self.store), "unused": sorted(str(e.path) for e in unused),
+                "miss_messages": self.stats.miss_messages,
+                "bad_files": [{"path": str(b.path), "reason": b.reason} for b in self.store.bad],
+            }
+            try:
+                atomic_write(Path(ctx.options.cassette_summary),
+                             orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+            except OSError as e:
+                log.error("cassette: could not write the summary to %s: %s",
+                          ctx.options.cassette_summary, e.strerror)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,241 @@
+"""What the user saw: the assistant text, tool calls and usage rebuilt from a recorded response.
+
+Works on streams (event by event) and on whole bodies, for the shapes of OpenAI chat and legacy
+completions, the Responses API, Anthropic Messages, Ollama and Gemini. Pure: payloads in, a
+``Transcript`` out, so ``cassette text`` and the tests share one implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from proxy_addon.cassette import RecordedResponse
+
+
+@dataclass
+class ToolCall:
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass
+class Transcript:
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    error: Any = None
+    notes: list[str] = field(default_factory=list)  # non-chat bodies: embeddings, model lists
+
+    def render(self) -> str:
+        parts: list[str] = []
+        if self.reasoning:
+            parts.append(f"[reasoning]\n{self.reasoning}\n[/reasoning]")
+        if self.text:
+            parts.append(self.text)
+        for call in self.tool_calls:
+            parts.append(f"[tool call] {call.name or '?'}({call.arguments})"
+                         + (f"  id={call.id}" if call.id else ""))
+        if self.error is not None:
+            parts.append(f"[error] {self.error}")
+        parts.extend(self.notes)
+        if self.usage:
+            parts.append("[usage] " + ", ".join(f"{k}={v}" for k, v in self.usage.items()
+                                                if not isinstance(v, (dict, list))))
+        return "\n".join(parts)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.t = Transcript()
+        self._by_index: dict[Any, ToolCall] = {}
+
+    def call(self, index: Any) -> ToolCall:
+        if index not in self._by_index:
+            self._by_index[index] = ToolCall()
+            self.t.tool_calls.append(self._by_index[index])
+        return self._by_index[index]
+
+    def usage(self, usage: Any) -> None:
+        if isinstance(usage, dict) and usage:
+            self.t.usage = usage
+
+    # -- one payload (a stream event's data, or a whole body) ------------------------------
+
+    def feed(self, d: Any) -> None:
+        if not isinstance(d, dict):
+            return
+        if "error" in d and isinstance(d["error"], (dict, str)) and not d.get("choices"):
+            self.t.error = d["error"].get("message", d["error"]) if isinstance(
+                d["error"], dict) else d["error"]
+            return
+        kind = d.get("type")
+        if isinstance(kind, str) and kind.startswith("response."):
+            return self._responses_event(d, kind)
+        if d.get("object") == "response" or (kind is None and isinstance(d.get("output"), list)):
+            return self._responses_body(d)
+        if isinstance(kind, str) and (kind.startswith(("message", "content_block")) or
+                                      kind == "ping"):
+            return self._anthropic(d, kind)
+        if isinstance(d.get("choices"), list):
+            return self._openai(d)
+        if isinstance(d.get("candidates"), list):
+            return self._gemini(d)
+        if isinstance(d.get("data"), list) or isinstance(d.get("models"), list):
+            return self._listing(d)
+        if "message" in d or "response" in d and "done" in d:
+            return self._ollama(d)
+
+    def _openai(self, d: dict[str, Any]) -> None:
+        for choice in d["choices"]:
+            if not isinstance(choice, dict):
+                continue
+            part = choice.get("delta") or choice.get("message") or {}
+            if isinstance(choice.get("text"), str):  # legacy completions
+                self.t.text += choice["text"]
+            if isinstance(part, dict):
+                if isinstance(part.get("content"), str):
+                    self.t.text += part["content"]
+                for name in ("reasoning_content", "reasoning"):
+                    if isinstance(part.get(name), str):
+                        self.t.reasoning += part[name]
+                for i, tc in enumerate(part.get("tool_calls") or []):
+                    if not isinstance(tc, dict):
+                        continue
+                    call = self.call(tc.get("index", i) if "delta" in choice else ("m", i))
+                    call.id = tc.get("id") or call.id
+                    fn = tc.get("function") or {}
+                    call.name = fn.get("name") or call.name
+                    call.arguments += fn.get("arguments") or ""
+        self.usage(d.get("usage"))
+
+    def _responses_event(self, d: dict[str, Any], kind: str) -> None:
+        if kind == "response.output_text.delta":
+            self.t.text += d.get("delta", "")
+        elif kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
+            self.t.reasoning += d.get("delta", "")
+        elif kind == "response.output_item.added" and isinstance(d.get("item"), dict):
+            item = d["item"]
+            if item.get("type") == "function_call":
+                call = self.call(d.get("output_index"))
+                call.id, call.name = item.get("call_id"), item.get("name")
+        elif kind == "response.function_call_arguments.delta":
+            self.call(d.get("output_index")).arguments += d.get("delta", "")
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            resp = d.get("response") or {}
+            self.usage(resp.get("usage"))
+            if resp.get("error"):
+                self.t.error = resp["error"]
+
+    def _responses_body(self, d: dict[str, Any]) -> None:
+        for i, item in enumerate(d.get("output") or []):
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "message":
+                for c in item.get("content") or []:
+                    if isinstance(c, dict) and c.get("type") == "output_text":
+                        self.t.text += c.get("text", "")
+            elif item.get("type") == "function_call":
+                call = self.call(("r", i))
+                call.id, call.name = item.get("call_id"), item.get("name")
+                call.arguments = item.get("arguments", "")
+        self.usage(d.get("usage"))
+
+    def _anthropic(self, d: dict[str, Any], kind: str) -> None:
+        if kind == "message":  # a whole (non-streamed) message
+            for i, block in enumerate(d.get("content") or []):
+                self._anthropic_block(i, block)
+            self.usage(d.get("usage"))
+        elif kind == "message_start":
+            self.usage((d.get("message") or {}).get("usage"))
+        elif kind == "content_block_start":
+            self._anthropic_block(d.get("index"), d.get("content_block") or {})
+        elif kind == "content_block_delta":
+            delta = d.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                self.t.text += delta.get("text", "")
+            elif dtype == "thinking_delta":
+                self.t.reasoning += delta.get("thinking", "")
+            elif dtype == "input_json_delta":
+                self.call(d.get("index")).arguments += delta.get("partial_json", "")
+        elif kind == "message_delta":
+            merged = dict(self.t.usage or {})
+            merged.update(d.get("usage") or {})
+            self.usage(merged)
+
+    def _anthropic_block(self, index: Any, block: dict[str, Any]) -> None:
+        btype = block.get("type")
+        if btype == "text":
+            self.t.text += block.get("text", "")
+        elif btype == "thinking":
+            self.t.reasoning += block.get("thinking", "")
+        elif btype == "tool_use":
+            call = self.call(index)
+            call.id, call.name = block.get("id"), block.get("name")
+            if block.get("input"):
+                call.arguments = orjson.dumps(block["input"]).decode()
+
+    def _gemini(self, d: dict[str, Any]) -> None:
+        for cand in d["candidates"][:1]:
+            for part in ((cand or {}).get("content") or {}).get("parts") or []:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    if part.get("thought"):
+                        self.t.reasoning += part["text"]
+                    else:
+                        self.t.text += part["text"]
+                elif isinstance(part, dict) and isinstance(part.get("functionCall"), dict):
+                    fc = part["functionCall"]
+                    call = self.call(("g", len(self.t.tool_calls)))
+                    call.name = fc.get("name")
+                    call.arguments = orjson.dumps(fc.get("args") or {}).decode()
+        self.usage(d.get("usageMetadata"))
+
+    def _listing(self, d: dict[str, Any]) -> None:
+        items = [x for x in (d.get("data") or d.get("models") or []) if isinstance(x, dict)]
+        vectors = [x["embedding"] for x in items if isinstance(x.get("embedding"), list)]
+        if vectors:
+            self.t.notes.append(f"[embeddings] {len(vectors)} vector(s) of {len(vectors[0])} "
+                                "dimensions")
+        else:
+            names = [str(x.get("id") or x.get("name") or x.get("model")) for x in items]
+            self.t.notes.append(f"[{len(names)} models] " + ", ".join(names))
+        self.usage(d.get("usage"))
+
+    def _ollama(self, d: dict[str, Any]) -> None:
+        msg = d.get("message")
+        if isinstance(msg, dict):
+            if isinstance(msg.get("content"), str):
+                self.t.text += msg["content"]
+            if isinstance(msg.get("thinking"), str):
+                self.t.reasoning += msg["thinking"]
+            for tc in msg.get("tool_calls") or []:
+                fn = (tc or {}).get("function") or {}
+                call = self.call(("o", len(self.t.tool_calls)))
+                call.name = fn.get("name")
+                args = fn.get("arguments")
+                call.arguments = args if isinstance(args, str) else orjson.dumps(args).decode()
+        if isinstance(d.get("response"), str):
+            self.t.text += d["response"]
+        if isinstance(d.get("thinking"), str):
+            self.t.reasoning += d["thinking"]
+        if d.get("done"):
+            self.usage({k: d[k] for k in ("prompt_eval_count", "eval_count") if d.get(k)})
+
+
+def reassemble(resp: RecordedResponse) -> Transcript:
+    builder = _Builder()
+    if resp.stream is not None:
+        for ev in resp.stream.events:
+            builder.feed(ev.data)
+    elif resp.body is not None and resp.body.kind == "json":
+        body = resp.body.value
+        for item in body if isinstance(body, list) else [body]:  # Gemini's JSON-array stream
+            builder.feed(item)
+    elif resp.body is not None and resp.body.kind == "text":
+        builder.t.text = resp.body.value
+    return builder.t

@@ -1,0 +1,219 @@
+"""The `cassette` command, through click's runner and as the installed executable."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from proxy_addon import cassette
+from proxy_addon.cli import main
+from proxy_addon.store import iter_cassette_files
+from tests.conftest import FIXTURES, SEED
+
+CASSETTE = str(Path(sys.executable).with_name("cassette"))
+JOKE = "Why don't skeletons fight each other? \n\nThey don't have the guts!"
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def fixture_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "cassettes"
+    shutil.copytree(FIXTURES, d, ignore=shutil.ignore_patterns("*.txt"))
+    shutil.copy(SEED, d)
+    return d
+
+
+def test_every_command_says_what_it_does_with_an_example():
+    assert "Example" in run("--help").output
+    for name in main.commands:
+        out = run(name, "--help").output
+        assert "Example" in out, name
+
+
+def test_ls_lists_llama_stack_and_our_own(fixture_dir, tmp_path):
+    result = run("ls", "--dir", str(fixture_dir))
+    assert result.exit_code == 0
+    assert "10 recordings" in result.output
+    assert "*/v1/chat/completions" in result.output and "sse, 18 events" in result.output
+    rows = orjson.loads(run("ls", "--dir", str(fixture_dir), "--json").output)
+    assert len(rows) == 10
+    ollama = [r for r in rows if r["endpoint"] == "*/api/generate"]
+    assert ollama[0]["stream"] == "ndjson, 18 events" and ollama[0]["status"] == [200]
+    grep = orjson.loads(run("ls", "--dir", str(fixture_dir), "--grep", "EMBEDDINGS", "--json").output)
+    assert [r["endpoint"] for r in grep] == ["*/v1/embeddings"]
+
+
+def test_dir_comes_from_the_environment(fixture_dir):
+    result = run("ls", "--json", env={"CASSETTE_DIR": str(fixture_dir)})
+    assert len(orjson.loads(result.output)) == 10
+
+
+def test_text_reassembles_the_seed_joke(fixture_dir):
+    result = run("text", str(fixture_dir / SEED.name))
+    assert result.output == JOKE + "\n"
+    # a unique key prefix works as well as a path
+    key = cassette.load(SEED).request.canonical().key()
+    assert run("text", key[:8], "--dir", str(fixture_dir)).output == JOKE + "\n"
+
+
+def test_text_of_tool_calls_and_anthropic(fixture_dir):
+    tools = run("text", "c4b7e1633e", "--dir", str(fixture_dir)).output
+    assert '[tool call] get_weather({"location":"Paris"})' in tools
+    assert "total_tokens=124" in tools
+    anthropic = run("text", "f22657bfd86d", "--dir", str(fixture_dir)).output
+    assert "1, 2, 3, 4, 5" in anthropic and "[reasoning]" in anthropic
+
+
+def test_ambiguous_or_unknown_reference_is_a_usage_error(fixture_dir):
+    result = CliRunner().invoke(main, ["show", "", "--dir", str(fixture_dir)])
+    assert result.exit_code == 2 and "ambiguous" in result.output
+    result = CliRunner().invoke(main, ["show", "zzzz", "--dir", str(fixture_dir)])
+    assert result.exit_code == 2 and "no cassette file or key prefix" in result.output
+
+
+def test_show_streams_event_by_event_and_raw(fixture_dir):
+    out = run("show", str(fixture_dir / SEED.name)).output
+    assert "POST https://api.openai.com/v1/chat/completions" in out
+    assert "sse stream, 18 events" in out
+    assert '"content":" skeleton"' in out and "[DONE]" in out
+    raw = run("show", "--raw", str(fixture_dir / SEED.name)).output
+    assert raw == SEED.read_text()
+
+
+def test_verify_passes_clean_dirs_and_names_corrupt_files(fixture_dir):
+    ok = run("verify", "--dir", str(fixture_dir))
+    assert ok.exit_code == 0 and "10 files checked, 0 bad" in ok.output
+    (fixture_dir / "sub").mkdir()
+    broken = fixture_dir / "sub" / "broken.json"
+    broken.write_bytes(SEED.read_bytes()[:300])
+    bad = CliRunner().invoke(main, ["verify", "--dir", str(fixture_dir)])
+    assert bad.exit_code == 1
+    assert f"{broken}: not valid JSON" in bad.output
+
+
+def test_verify_finds_planted_secrets(fixture_dir, monkeypatch):
+    doc = orjson.loads(SEED.read_bytes())
+    doc["request"]["body"]["messages"][0]["content"] = "key sk-proj-abcdefghijklmnopqrstuvwx"
+    (fixture_dir / "leak.json").write_bytes(orjson.dumps(doc))
+    result = CliRunner().invoke(main, ["verify", "--dir", str(fixture_dir)])
+    assert result.exit_code == 1
+    assert f"{fixture_dir / 'leak.json'}: contains an sk-... API key" in result.output
+    # the value of any *_API_KEY variable that is set, whatever it looks like
+    monkeypatch.setenv("ACME_API_KEY", "acme-live-7f3e9d")
+    doc["request"]["body"]["messages"][0]["content"] = "acme-live-7f3e9d"
+    (fixture_dir / "leak.json").write_bytes(orjson.dumps(doc))
+    result = CliRunner().invoke(main, ["verify", "--dir", str(fixture_dir)])
+    assert "contains the value of $ACME_API_KEY" in result.output and result.exit_code == 1
+
+
+def test_verify_finds_unredacted_secret_headers(tmp_path):
+    rec = cassette.Recording(
+        request=cassette.RecordedRequest("POST", "https://x.example/v1?key=abc", {"x-api-key": "abc"}),
+        responses=[cassette.RecordedResponse(200)])
+    (tmp_path / "c.json").write_bytes(cassette.dumps(rec))
+    out = CliRunner().invoke(main, ["verify", "--dir", str(tmp_path)]).output
+    assert "request header x-api-key is not redacted" in out
+    assert "request URL has a secret query parameter" in out
+
+
+def test_diff_names_request_and_response_paths(fixture_dir):
+    result = run("diff", "c4b7e1633e", "f7c9050b81", "--dir", str(fixture_dir), "--json")
+    diff = orjson.loads(result.output)
+    assert "tools" in diff["request"] and "messages[0].content" in diff["request"]
+    assert any(p.startswith("responses[0]") for p in diff["responses"])
+    same = orjson.loads(run("diff", "c4b7e1633e", "c4b7e1633e", "--dir", str(fixture_dir),
+                            "--json").output)
+    assert same["request"] == [] and same["responses"] == []
+
+
+APP = """
+import os, sys, openai
+client = openai.OpenAI(api_key="sk-test-run", base_url=sys.argv[1] + "/v1", max_retries=0)
+for prompt in sys.argv[2:]:
+    r = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": prompt}])
+    print(r.choices[0].message.content)
+"""
+
+
+def test_run_records_then_replays_and_fails_on_a_miss(tmp_path, http_upstream):
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    cassettes = tmp_path / "cassettes"
+    base = http_upstream.base_url
+
+    def cassette_run(mode: str, *prompts: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CASSETTE, "run", "--mode", mode, "--dir", str(cassettes), "--",
+                               sys.executable, str(app), base, *prompts],
+                              capture_output=True, text=True, timeout=60)
+
+    rec = cassette_run("record", "one", "two")
+    assert rec.returncode == 0, rec.stderr
+    assert rec.stdout.splitlines() == ["Answer 1 to: one", "Answer 1 to: two"]
+    assert "cassette: 0 hits, 2 recorded, 0 misses" in rec.stderr
+    hits = http_upstream.state.hits
+
+    ok = cassette_run("replay", "one", "two")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == rec.stdout
+    assert "cassette: 2 hits, 0 recorded, 0 misses, 0 unused recordings (of 2)" in ok.stderr
+
+    missed = cassette_run("replay", "one", "three")
+    assert missed.returncode == 1  # the app crashed on the 404: its own exit code
+    assert "1 hits, 0 recorded, 1 misses, 1 unused" in missed.stderr
+    assert "cassette miss" in missed.stderr
+    assert http_upstream.state.hits == hits
+
+
+def test_run_exits_1_when_the_command_passed_despite_a_miss(tmp_path, fixture_dir):
+    swallow = tmp_path / "swallow.py"
+    swallow.write_text("import openai\ntry:\n    openai.OpenAI(api_key='sk-test-x', max_retries=0)"
+                       ".models.retrieve('nope')\nexcept openai.NotFoundError:\n    pass\n")
+    result = subprocess.run([CASSETTE, "run", "--dir", str(fixture_dir), "--", sys.executable,
+                             str(swallow)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "1 misses" in result.stderr
+
+
+def test_run_with_a_bad_directory_is_a_usage_error(tmp_path):
+    result = subprocess.run([CASSETTE, "run", "--dir", str(tmp_path / "none"), "--", "true"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "is not a directory: nothing to replay" in result.stderr
+
+
+def test_proxy_runs_in_the_foreground_and_replays(fixture_dir, tmp_path):
+    proc = subprocess.Popen([CASSETTE, "proxy", "--dir", str(fixture_dir), "--port", "0",
+                             "--confdir", str(tmp_path / "ca")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        port = None
+        deadline = time.monotonic() + 20
+        while port is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "listening at 127.0.0.1:" in line:
+                port = int(line.rsplit(":", 1)[1].strip().rstrip("."))
+        assert port, "".join(lines)
+        assert any("export HTTPS_PROXY=" in l for l in lines)
+        import ssl
+
+        import httpx
+        ca = ssl.create_default_context(cafile=str(tmp_path / "ca" / "mitmproxy-ca-cert.pem"))
+        with httpx.Client(proxy=f"http://127.0.0.1:{port}", verify=ca) as c:
+            r = c.get("https://api.openai.com/v1/models")
+        assert r.status_code == 200 and r.json()["data"][0]["id"] == "qwen2.5"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
