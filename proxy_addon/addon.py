@@ -24,6 +24,7 @@ from mitmproxy import ctx, exceptions, http
 
 from proxy_addon import matching, redact
 from proxy_addon.cassette import Body, RecordedRequest, RecordedResponse, Stream
+from proxy_addon.conversation import LookupContext
 from proxy_addon.sse import Event, StreamCapture, StreamFormat, frame, frame_event, stream_format
 from proxy_addon.store import CassetteStore, Hit, atomic_write
 
@@ -32,6 +33,8 @@ log = logging.getLogger("proxy_addon")
 MODES = ("replay", "record", "auto", "passthrough")
 META = "cassette"  # key of our state in flow.metadata
 PACER_TOKEN_HEADER = "x-cassette-pacer"
+# A client may name the test it runs; the header is removed before matching and forwarding.
+TEST_ID_HEADER = "x-cassette-test-id"
 
 
 @dataclass(slots=True)
@@ -40,6 +43,7 @@ class FlowState:
 
     canonical: matching.CanonicalRequest
     action: str  # "hit", "miss", "record", "pass"
+    test_id: str | None = None
     key: str | None = None
     slot: int | None = None
     request: RecordedRequest | None = None
@@ -310,10 +314,11 @@ class Replayer:
         store = c.store
         assert store is not None
         req = flow.request
+        test_id = req.headers.pop(TEST_ID_HEADER, None)
         canon = matching.canonicalize(req.method, req.pretty_url, req.headers.get("content-type"),
                                       req.raw_content and req.get_content(strict=False),
                                       c.ignore)
-        state = FlowState(canonical=canon, action="pass")
+        state = FlowState(canonical=canon, action="pass", test_id=test_id)
         flow.metadata[META] = state
         mode = c.mode
         if mode == "passthrough":
@@ -321,7 +326,7 @@ class Replayer:
         if mode == "record" or (mode == "auto" and store.is_recording(canon.key())):
             state.action = "record"
             return
-        hit = store.lookup(canon)
+        hit = store.lookup(canon, LookupContext(connection=flow.client_conn.id, test_id=test_id))
         if hit is not None:
             state.action = "hit"
             c.stats.hits += 1
@@ -433,7 +438,8 @@ class Recorder:
         c = self.cassettes
         assert c.store is not None
         state.request = recorded_request(flow.request, c.extra_secret_headers)
-        state.key, state.slot = c.store.begin_recording(state.canonical, state.request)
+        state.key, state.slot = c.store.begin_recording(state.canonical, state.request,
+                                                        state.test_id)
         flow.request.anticomp()  # ask for plain bytes, so cassettes hold readable text
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

@@ -4,8 +4,9 @@ One file holds one distinct request and the responses recorded for it, in order.
 pretty-printed with a fixed field order (our own fields in a fixed order, provider payloads in
 the order the provider sent them) so re-recording the same traffic gives a small git diff.
 
-llama-stack's test-recorder files are read into the same model (``from_llama_stack``), so the
-store, the matcher and the replayer never need to know which format a file was in.
+llama-stack's test-recorder files are read into the same model (``llama_stack.read``, reached
+through ``loads``), so the store, the matcher and the replayer never need to know which format
+a file was in.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from proxy_addon import matching, redact
-from proxy_addon.sse import Event, StreamFormat, parse_data, split
+from proxy_addon import matching
+from proxy_addon.sse import Event, StreamFormat
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "llm-cassette"
@@ -144,6 +145,9 @@ class Recording:
     responses: list[RecordedResponse]
     test_id: str | None = None
     source: Literal["cassette", "llama-stack"] = "cassette"
+    # What a llama-stack file said beyond the wire exchange (type names, endpoint, tool), kept
+    # so that an export writes back what llama-stack's recorder would load.
+    llama_stack: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,10 +196,13 @@ def to_dict(rec: Recording) -> dict[str, Any]:
     out["request"] = {
         "method": rec.request.method,
         "url": rec.request.url,
+        **({"any_host": True} if rec.request.any_host else {}),
         "headers": rec.request.headers,
         **_body_fields(rec.request.body),
     }
     out["responses"] = [response_to_dict(r) for r in rec.responses]
+    if rec.llama_stack and rec.llama_stack.get("request"):
+        out["llama_stack"] = {"request": rec.llama_stack["request"]}
     return out
 
 
@@ -296,20 +303,27 @@ def from_dict(doc: Any, path: Path | str | None = None) -> Recording:
     headers = req.get("headers", {})
     _expect(isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()), path,
             "request.headers must be an object of strings")
+    _expect(isinstance(req.get("any_host", False), bool), path,
+            "request.any_host must be true or false")
     responses = doc.get("responses")
     _expect(isinstance(responses, list) and responses, path,
             "'responses' must be a non-empty list")
     test_id = doc.get("test_id")
     _expect(test_id is None or isinstance(test_id, str), path, "test_id must be a string")
+    origin = doc.get("llama_stack")
+    _expect(origin is None or (isinstance(origin, dict) and isinstance(origin.get("request"), dict)),
+            path, "llama_stack must be an object with a 'request' object")
     return Recording(
         request=RecordedRequest(
             method=req["method"].upper(),
             url=req["url"],
             headers={k.lower(): v for k, v in headers.items()},
             body=_body_from(req, "request", path),
+            any_host=req.get("any_host", False),
         ),
         responses=[_response_from(r, f"responses[{i}]", path) for i, r in enumerate(responses)],
         test_id=test_id,
+        llama_stack=origin,
     )
 
 
@@ -325,7 +339,9 @@ def loads(raw: bytes, path: Path | str | None = None) -> Recording:
     except orjson.JSONDecodeError as e:
         raise CassetteError(path, f"not valid JSON ({e})") from None
     if is_llama_stack(doc):
-        return from_llama_stack(doc, path)
+        from proxy_addon import llama_stack  # it builds on this module's model
+
+        return llama_stack.read(doc, path)
     if isinstance(doc, dict) and "version" not in doc:
         raise CassetteError(path, "not a cassette: no 'version' field, and not a llama-stack "
                                   "recording (no 'request' and 'response' objects)")
@@ -338,96 +354,3 @@ def load(path: Path) -> Recording:
     except OSError as e:
         raise CassetteError(path, f"cannot read ({e.strerror})") from None
     return loads(raw, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# llama-stack's recorder format
-
-
-def unwrap(value: Any) -> Any:
-    """Replace llama-stack's ``{"__type__": ..., "__data__": ...}`` wrappers by their data."""
-    if isinstance(value, dict):
-        if "__type__" in value and "__data__" in value:
-            return unwrap(value["__data__"])
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value
-
-
-def _type_name(value: Any) -> str:
-    return value.get("__type__", "") if isinstance(value, dict) else ""
-
-
-def _llama_stream(chunks: list[Any], path: Path | str | None) -> Stream:
-    if all(isinstance(c, str) for c in chunks):  # raw SSE lines, as the provider sent them
-        return Stream("sse", split("sse", ("\n".join(chunks) + "\n\n").encode()))
-    if any(_type_name(c).startswith("ollama.") for c in chunks):
-        return Stream("ndjson", [Event(data=unwrap(c)) for c in chunks])
-    events = [Event(data=unwrap(c)) for c in chunks]
-    events.append(Event(data="[DONE]"))
-    return Stream("sse", events)
-
-
-def _llama_error(resp: dict[str, Any]) -> RecordedResponse:
-    data = resp.get("exception_data") or {}
-    status = data.get("status_code") if isinstance(data, dict) else None
-    if not isinstance(status, int) or not 400 <= status <= 599:
-        status = 500
-    body = data.get("body") if isinstance(data, dict) else None
-    if body is None:
-        body = {"message": resp.get("exception_message") or "recorded provider error",
-                "type": data.get("type") if isinstance(data, dict) else None}
-    if not (isinstance(body, dict) and "error" in body):
-        body = {"error": body}
-    return RecordedResponse(status=status, headers=[["content-type", "application/json"]],
-                            body=Body("json", body))
-
-
-def from_llama_stack(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
-    """Read a llama-stack recording into our model, as the client saw it on the wire."""
-    req, resp = doc["request"], doc["response"]
-    url = req.get("url")
-    _expect(isinstance(url, str) and "://" in url, path, "llama-stack request.url missing")
-    body = req.get("body", req.get("payload"))
-    endpoint = req.get("endpoint")
-    parts = urlsplit(url)
-    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
-        endpoint = parts.path
-    method = str(req.get("method") or "POST").upper()
-    if endpoint in matching.GET_ENDPOINTS and not body:
-        method, body = "GET", None
-    request = RecordedRequest(
-        method=method,
-        url=f"{parts.scheme}://{parts.netloc}{endpoint}" + (f"?{parts.query}" if parts.query else ""),
-        headers={"content-type": "application/json"} if body else {},
-        body=Body("json", redact.redact_body(body)) if body else None,
-        any_host=True,
-    )
-    if resp.get("is_exception"):
-        response = _llama_error(resp)
-    else:
-        status = resp.get("status", 200)
-        _expect(isinstance(status, int), path, "llama-stack response.status must be an integer")
-        rbody = resp.get("body")
-        if resp.get("is_streaming"):
-            _expect(isinstance(rbody, list), path, "llama-stack streamed body must be a list")
-            stream = _llama_stream(rbody, path)
-            ctype = "application/x-ndjson" if stream.format == "ndjson" else "text/event-stream"
-            response = RecordedResponse(status=status, headers=[["content-type", ctype]],
-                                        stream=stream)
-        else:
-            value = unwrap(rbody)
-            if isinstance(rbody, list) and endpoint.endswith("/models"):
-                value = {"object": "list", "data": value}
-            elif isinstance(rbody, str):
-                value = parse_data(rbody)
-            response = RecordedResponse(
-                status=status,
-                headers=[["content-type", "application/json" if not isinstance(value, str)
-                          else "text/plain"]],
-                body=Body("json", value) if not isinstance(value, str) else Body("text", value),
-            )
-    test_id = doc.get("test_id")
-    return Recording(request=request, responses=[response],
-                     test_id=test_id if isinstance(test_id, str) else None, source="llama-stack")

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from proxy_addon import cassette, matching
 from proxy_addon.cassette import CassetteError, Recording, RecordedRequest, RecordedResponse
+from proxy_addon.conversation import LookupContext, answer_signature, message_signatures
 from proxy_addon.matching import CanonicalRequest
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,12 @@ class Entry:
     recording: Recording
     canonical: CanonicalRequest
     uses: int = 0
+    _answer: str | None | bool = False  # signature of the first answer, computed on demand
+
+    def answer(self) -> str | None:
+        if self._answer is False:
+            self._answer = answer_signature(self.recording.responses[0])
+        return self._answer  # type: ignore[return-value]
 
 
 @dataclass(slots=True)
@@ -70,8 +77,9 @@ def safe_segment(text: str, limit: int = 64) -> str:
     return cleaned or "_"
 
 
-def layout_path(root: Path, canon: CanonicalRequest, url: str, model: str | None) -> Path:
-    """Where a new cassette goes: ``<host>/<path...>/<model or method>-<key12>.json``.
+def layout_path(root: Path, canon: CanonicalRequest, url: str, model: str | None,
+                tag: str | None = None) -> Path:
+    """Where a new cassette goes: ``<host>/<path...>/<model or method>-<key12>[-<tag>].json``.
 
     Browsable by provider and endpoint in a review; every segment is sanitised, and the result
     is checked to stay inside ``root`` whatever the request said.
@@ -81,7 +89,8 @@ def layout_path(root: Path, canon: CanonicalRequest, url: str, model: str | None
                                                 parts.port))
     segments = [safe_segment(s) for s in canon.path.split("/") if s and s not in (".", "..")][:8]
     stem = safe_segment(model or canon.method.lower(), 48)
-    target = root.joinpath(host, *segments, f"{stem}-{canon.key()[:12]}.json")
+    name = f"{stem}-{canon.key()[:12]}" + (f"-{safe_segment(tag, 16)}" if tag else "")
+    target = root.joinpath(host, *segments, f"{name}.json")
     resolved_root = root.resolve()
     if not target.resolve().is_relative_to(resolved_root):  # defence in depth
         raise ValueError(f"refusing to write outside {root}: {target}")
@@ -117,7 +126,7 @@ def iter_cassette_files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath, name)
 
 
-def _model_of(request: RecordedRequest) -> str | None:
+def model_of(request: RecordedRequest) -> str | None:
     if request.body is not None and request.body.kind == "json" and isinstance(
             request.body.value, dict):
         model = request.body.value.get("model")
@@ -136,6 +145,11 @@ class CassetteStore:
         self.bad: list[BadFile] = []
         self._served: dict[str, int] = defaultdict(int)
         self._pending: dict[str, _Pending] = {}
+        # conversation coherence, used only where one request has several recordings
+        self._followed: set[str] | None = None
+        self._served_answers: dict[str, str] = {}
+        self._connection_tests: dict[str, list[str]] = defaultdict(list)
+        self._ambiguous = False
 
     # -- reading --------------------------------------------------------------------------
 
@@ -144,6 +158,7 @@ class CassetteStore:
         self.entries.clear()
         self.by_endpoint.clear()
         self.bad.clear()
+        self._followed = None
         for path in iter_cassette_files(self.root):
             try:
                 rec = cassette.load(path)
@@ -152,6 +167,7 @@ class CassetteStore:
                 log.warning("cassette: skipping %s: %s", path, e.reason)
                 continue
             self._index(Entry(path, rec, rec.request.canonical(self.ignore)))
+        self._ambiguous = any(len(v) > 1 for v in self.entries.values())
 
     def _index(self, entry: Entry) -> None:
         self.entries.setdefault(entry.canonical.key(), []).append(entry)
@@ -160,26 +176,63 @@ class CassetteStore:
     def __len__(self) -> int:
         return sum(len(v) for v in self.entries.values())
 
-    def find(self, canon: CanonicalRequest) -> tuple[str, Entry] | None:
-        """The recording for a request: an exact match first, then a host-agnostic one."""
+    def find(self, canon: CanonicalRequest) -> tuple[str, list[Entry]] | None:
+        """The recordings for a request: exact matches first, then host-agnostic ones."""
         for key in (canon.key(), canon.without_host().key()):
             entries = self.entries.get(key)
             if entries:
-                return key, entries[0]
+                return key, entries
         return None
 
-    def lookup(self, canon: CanonicalRequest) -> Hit | None:
+    def lookup(self, canon: CanonicalRequest, ctx: LookupContext | None = None) -> Hit | None:
         """The next response for this request: the N-th call gets the N-th recorded response,
-        and past the end the last one repeats."""
+        and past the end the last one repeats. Where several files recorded this request
+        (llama-stack tests sharing a first turn), the one that keeps the conversation
+        coherent is chosen (see ``choose``)."""
         found = self.find(canon)
         if found is None:
             return None
-        key, entry = found
+        key, entries = found
+        ctx = ctx or LookupContext()
+        entry = entries[0] if len(entries) == 1 else self.choose(entries, canon, ctx)
         n = self._served[key]
         self._served[key] = n + 1
         entry.uses += 1
         index = min(n, len(entry.recording.responses) - 1)
+        if self._ambiguous:
+            self._remember(entry, ctx)
         return Hit(entry, entry.recording.responses[index], index)
+
+    def choose(self, entries: list[Entry], canon: CanonicalRequest,
+               ctx: LookupContext) -> Entry:
+        """Among recordings of the same request, prefer, in this order: the test named by the
+        client; the test whose answers this conversation already carries; an answer whose
+        follow-up request is itself recorded; a test already served on this connection."""
+        if self._followed is None:
+            self._followed = {sig for es in self.entries.values() for e in es
+                              if e.recording.request.body is not None
+                              for sig in message_signatures(e.recording.request.body.value)}
+        followed = self._followed
+        conversation = {self._served_answers[s] for s in message_signatures(canon.body)
+                        if s in self._served_answers}
+        connection = set(self._connection_tests.get(ctx.connection or "", ()))
+
+        def score(e: Entry) -> tuple[bool, bool, bool, bool]:
+            tid = e.recording.test_id
+            return (ctx.test_id is not None and tid == ctx.test_id, tid in conversation,
+                    e.answer() in followed, tid in connection)
+
+        return max(entries, key=score)
+
+    def _remember(self, entry: Entry, ctx: LookupContext) -> None:
+        tid = entry.recording.test_id
+        if tid is None:
+            return
+        sig = entry.answer()
+        if sig is not None:
+            self._served_answers[sig] = tid
+        if ctx.connection is not None:
+            self._connection_tests[ctx.connection].append(tid)
 
     def nearest(self, canon: CanonicalRequest) -> tuple[Entry, list[str]] | None:
         """The recording of the same endpoint that differs least from ``canon``."""
@@ -213,7 +266,7 @@ class CassetteStore:
         if pending is None:
             existing = [e for e in self.entries.get(key, []) if e.recording.source == "cassette"]
             path = existing[0].path if existing else layout_path(
-                self.root, canon, request.url, _model_of(request))
+                self.root, canon, request.url, model_of(request))
             pending = self._pending[key] = _Pending(path, request, test_id)
         pending.slots.append(None)
         return key, len(pending.slots) - 1

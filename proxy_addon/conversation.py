@@ -1,0 +1,70 @@
+"""Keeping replayed conversations coherent when one request has several recorded answers.
+
+llama-stack's corpus holds the same first turn recorded by several tests, each with its own
+answer; the follow-up turn embeds that answer, so only the follow-up made after the same answer
+is recorded. These pure functions give answers and assistant messages a comparable signature, so
+the store can prefer an answer whose follow-up exists, or the one from the test already being
+replayed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy_addon.cassette import RecordedResponse
+from proxy_addon.reassemble import reassemble
+
+
+@dataclass(frozen=True, slots=True)
+class LookupContext:
+    """Who is asking: the client connection and, when known, the test being replayed."""
+
+    connection: str | None = None
+    test_id: str | None = None
+
+
+def _signature(text: str, calls: list[tuple[Any, Any]]) -> str | None:
+    text = text.strip()
+    if not text and not calls:
+        return None
+    return orjson.dumps([text, calls]).decode()
+
+
+def answer_signature(resp: RecordedResponse) -> str | None:
+    """What the assistant said in a response (text and tool calls), comparable to a message."""
+    transcript = reassemble(resp)
+    return _signature(transcript.text,
+                      [(c.id, c.name, c.arguments) for c in transcript.tool_calls])
+
+
+def _message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def message_signatures(body: Any) -> list[str]:
+    """Signatures of the assistant messages a chat request carries (earlier answers)."""
+    return [sig for _, sig in assistant_messages(body) if sig is not None]
+
+
+def assistant_messages(body: Any) -> list[tuple[int, str | None]]:
+    """(index, signature) of each assistant message in a chat request."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return []
+    out: list[tuple[int, str | None]] = []
+    for index, msg in enumerate(body["messages"]):
+        if not isinstance(msg, dict) or msg.get("role") != "assistant":
+            continue
+        calls = []
+        for tc in msg.get("tool_calls") or []:
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if isinstance(fn, dict):
+                calls.append((tc.get("id"), fn.get("name"), fn.get("arguments") or ""))
+        out.append((index, _signature(_message_text(msg.get("content")), calls)))
+    return out

@@ -1,0 +1,385 @@
+"""llama-stack's test-recorder format: read it as wire exchanges, and write it back.
+
+A llama-stack file records an SDK call, not an HTTP exchange: the body is the call's arguments,
+responses are pydantic objects (``{"__type__": ..., "__data__": ...}``), streams are lists of
+chunk objects (or raw SSE lines for raw HTTP calls), errors are serialised exceptions, and tool
+calls (Tavily web search) have no URL at all. ``read`` turns each into what the provider sent on
+the wire, so the proxy can replay it to any client; ``export`` goes the other way and names the
+file with llama-stack's own hash, so its recorder finds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from proxy_addon import matching, redact
+from proxy_addon.cassette import (
+    Body,
+    CassetteError,
+    Event,
+    Recording,
+    RecordedRequest,
+    RecordedResponse,
+    Stream,
+)
+from proxy_addon.sse import parse_data, split
+
+# Model-list endpoints: llama-stack hashes them without the test id and names the file
+# models-<hash>-<digest of the model ids>.json.
+MODEL_LIST_ENDPOINTS = ("/api/tags", "/v1/models", "/v1/openai/v1/models")
+# SDK call arguments that are not part of the JSON body on the wire.
+_SDK_ONLY_ARGS = ("extra_headers", "extra_query", "timeout")
+
+_FLOAT_IN_STRING = re.compile(r"(-?\d+\.\d{4,})")
+
+
+def _expect(cond: bool, path: Path | str | None, reason: str) -> None:
+    if not cond:
+        raise CassetteError(path, reason)
+
+
+def unwrap(value: Any) -> Any:
+    """Replace ``{"__type__": ..., "__data__": ...}`` wrappers by their data."""
+    if isinstance(value, dict):
+        if "__type__" in value and "__data__" in value:
+            return unwrap(value["__data__"])
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def _type_name(value: Any) -> str:
+    return value.get("__type__", "") if isinstance(value, dict) else ""
+
+
+def wire_body(call_args: Any) -> Any:
+    """The JSON body an SDK sends for these call arguments: ``extra_body`` merged in."""
+    if not isinstance(call_args, dict):
+        return call_args
+    body = {k: v for k, v in call_args.items() if k not in _SDK_ONLY_ARGS and k != "extra_body"}
+    extra = call_args.get("extra_body")
+    if isinstance(extra, dict):
+        body.update(extra)
+    return body
+
+
+# -- tool-level records: replayed as the provider's real HTTP call ----------------------------
+
+
+def _tavily_request(kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "https://api.tavily.com/search", {"api_key": redact.REDACTED, "query": kwargs["query"]}
+
+
+def _tavily_response(result: Any) -> Any:
+    """llama-stack keeps ``{"query", "top_k"}`` made from Tavily's ``{"query", "results"}``."""
+    content = result.get("content") if isinstance(result, dict) else None
+    data = json.loads(content) if isinstance(content, str) else {}
+    return {"query": data.get("query"), "results": data.get("top_k", [])}
+
+
+def _tavily_result(http_body: Any) -> Any:
+    """The inverse of ``_tavily_response``: the ToolInvocationResult llama-stack records."""
+    body = http_body if isinstance(http_body, dict) else {}
+    content = json.dumps({"query": body.get("query"), "top_k": body.get("results", [])})
+    return {"__type__": "llama_stack_api.tools.ToolInvocationResult",
+            "__data__": {"content": content, "error_message": None, "error_code": None,
+                         "metadata": None}}
+
+
+# (provider, tool) -> (kwargs -> (url, body), tool result -> HTTP body, HTTP body -> tool result)
+TOOL_HTTP: dict[tuple[str, str], tuple[Callable[[dict[str, Any]], tuple[str, dict[str, Any]]],
+                                       Callable[[Any], Any], Callable[[Any], Any]]] = {
+    ("tavily", "web_search"): (_tavily_request, _tavily_response, _tavily_result),
+}
+
+
+def _read_tool(doc: dict[str, Any], path: Path | str | None) -> Recording:
+    req = doc["request"]
+    name = (req.get("provider"), req.get("tool_name"))
+    _expect(name in TOOL_HTTP and isinstance(req.get("kwargs"), dict), path,
+            f"llama-stack tool record for {name[0]}.{name[1]} has no known HTTP form")
+    to_request, to_response, _ = TOOL_HTTP[name]  # type: ignore[index]
+    url, body = to_request(req["kwargs"])
+    result = unwrap(doc["response"].get("body"))
+    return Recording(
+        request=RecordedRequest("POST", url, {"content-type": "application/json"},
+                                Body("json", body), any_host=False),
+        responses=[RecordedResponse(200, [["content-type", "application/json"]],
+                                    body=Body("json", to_response(result)))],
+        test_id=doc.get("test_id") if isinstance(doc.get("test_id"), str) else None,
+        source="llama-stack",
+        llama_stack={"request": req, "response": doc["response"]},
+    )
+
+
+def _recorder_request(rec: Recording, meta: dict[str, Any], test_id: str | None) -> dict[str, Any]:
+    """The request dict llama-stack wrote, rebuilt from the metadata an import kept."""
+    if "kwargs" in meta:  # a tool record: kept whole
+        return dict(meta, test_id=test_id) if "test_id" in meta else dict(meta)
+    body = meta.get("call_args")
+    if body is None:
+        body = rec.request.body.value if rec.request.body is not None and \
+            rec.request.body.kind == "json" else {}
+    out = {k: v for k, v in meta.items() if k not in ("body_field", "call_args")}
+    if meta.get("body_field") == "payload":
+        out["payload"] = body
+        if "test_id" in out:
+            out["test_id"] = test_id
+        return out
+    ordered = {"method": out.pop("method", "POST"), "url": out.pop("url", rec.request.url),
+               "headers": {}, "body": body}
+    ordered.update(out)
+    return ordered
+
+
+# -- inference records -------------------------------------------------------------------------
+
+
+def _stream(chunks: list[Any]) -> Stream:
+    if all(isinstance(c, str) for c in chunks):  # raw SSE lines, as the provider sent them
+        return Stream("sse", split("sse", ("\n".join(chunks) + "\n\n").encode()))
+    if any(_type_name(c).startswith("ollama.") for c in chunks):
+        return Stream("ndjson", [Event(data=unwrap(c)) for c in chunks])
+    events = [Event(data=unwrap(c)) for c in chunks]
+    events.append(Event(data="[DONE]"))
+    return Stream("sse", events)
+
+
+def _error(resp: dict[str, Any]) -> RecordedResponse:
+    data = resp.get("exception_data") if isinstance(resp.get("exception_data"), dict) else {}
+    status = data.get("status_code")
+    if not isinstance(status, int) or not 400 <= status <= 599:
+        status = 500
+    message = resp.get("exception_message") or data.get("message") or "recorded provider error"
+    body = data.get("body")
+    if body is None:
+        body = {"error": {"message": message, "type": data.get("type")}}
+    elif isinstance(body, dict) and "error" not in body and "- {'error'" in str(message):
+        # the SDK keeps the inside of {"error": {...}}; the wire had the wrapper
+        body = {"error": body}
+    return RecordedResponse(status=status, headers=[["content-type", "application/json"]],
+                            body=Body("json", body))
+
+
+def real_path(recorded_path: str, endpoint: str) -> str:
+    """Where the request really went. The recorder joined a base URL ending in ``/v1`` with an
+    endpoint starting with ``/v1``: ``/v1/v1/chat/completions`` was ``/v1/chat/completions``,
+    and ``/ml/v1/v1/chat/completions`` (watsonx) was ``/ml/v1/chat/completions``."""
+    if recorded_path.endswith(endpoint) and "/v1/v1/" in recorded_path:
+        return recorded_path.replace("/v1/v1/", "/v1/", 1)
+    return recorded_path if recorded_path.endswith(endpoint) else endpoint
+
+
+def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
+    """A llama-stack recording as the client saw it on the wire."""
+    req, resp = doc["request"], doc["response"]
+    if "kwargs" in req and "url" not in req:
+        return _read_tool(doc, path)
+    url = req.get("url")
+    _expect(isinstance(url, str) and "://" in url, path, "llama-stack request.url missing")
+    raw_http = "payload" in req
+    call_args = req.get("payload") if raw_http else req.get("body")
+    body = call_args if raw_http else wire_body(call_args)
+    parts = urlsplit(url)
+    endpoint = req.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
+        endpoint = parts.path
+    wire_path = real_path(parts.path, endpoint)
+    method = str(req.get("method") or "POST").upper()
+    if endpoint in matching.GET_ENDPOINTS and not body:
+        method, body = "GET", None  # recorded as POST; clients list models with GET
+    request = RecordedRequest(
+        method=method,
+        url=f"{parts.scheme}://{parts.netloc}{wire_path}" + (f"?{parts.query}" if parts.query else ""),
+        headers={"content-type": "application/json"} if body else {},
+        body=Body("json", redact.redact_body(body)) if body else None,
+        any_host=True,
+    )
+    if resp.get("is_exception"):
+        response = _error(resp)
+    else:
+        status = resp.get("status", 200)
+        _expect(isinstance(status, int), path, "llama-stack response.status must be an integer")
+        rbody = resp.get("body")
+        if resp.get("is_streaming"):
+            _expect(isinstance(rbody, list), path, "llama-stack streamed body must be a list")
+            stream = _stream(rbody)
+            ctype = "application/x-ndjson" if stream.format == "ndjson" else "text/event-stream"
+            response = RecordedResponse(status=status, headers=[["content-type", ctype]],
+                                        stream=stream)
+        else:
+            value = unwrap(rbody)
+            if isinstance(rbody, list) and endpoint.endswith("/models"):
+                value = {"object": "list", "data": value}
+            elif isinstance(rbody, str):
+                value = parse_data(rbody)
+            as_text = isinstance(value, str)
+            response = RecordedResponse(
+                status=status,
+                headers=[["content-type", "text/plain" if as_text else "application/json"]],
+                body=Body("text", value) if as_text else Body("json", value),
+            )
+    test_id = doc.get("test_id")
+    meta_request = {k: v for k, v in req.items() if k not in ("body", "payload", "headers")}
+    meta_request["body_field"] = "payload" if raw_http else "body"
+    if call_args != body:  # e.g. extra_body: keep the call's own arguments for the hash
+        meta_request["call_args"] = call_args
+    return Recording(request=request, responses=[response],
+                     test_id=test_id if isinstance(test_id, str) else None, source="llama-stack",
+                     llama_stack={"request": meta_request, "response": resp})
+
+
+# -- the hash recipe and export ----------------------------------------------------------------
+
+
+def _normalise_for_hash(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _normalise_for_hash(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise_for_hash(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 5)
+    if isinstance(value, str):
+        return _FLOAT_IN_STRING.sub(lambda m: f"{float(m.group(0)):.5f}", value)
+    return value
+
+
+def request_hash(req: dict[str, Any], test_id: str | None) -> str:
+    """llama-stack's file hash for a recorded request (checked against its own file names)."""
+    if "kwargs" in req and "url" not in req:
+        normalised: dict[str, Any] = {"provider": req["provider"], "tool_name": req["tool_name"],
+                                      "kwargs": req["kwargs"]}
+    elif "payload" in req:
+        normalised = {"test_id": test_id, "url": req["url"], "method": req["method"].upper(),
+                      "payload": _normalise_for_hash(req["payload"])}
+    else:
+        parts = urlsplit(req["url"])
+        body = _normalise_for_hash(req.get("body"))
+        if "bedrock" in parts.netloc and isinstance(body, dict):
+            body.pop("stream_options", None)
+        normalised = {"method": req["method"].upper(), "endpoint": parts.path, "body": body}
+        if parts.path not in MODEL_LIST_ENDPOINTS:
+            normalised["test_id"] = test_id
+    return hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()
+
+
+def file_name(req: dict[str, Any], response_body: Any, test_id: str | None) -> str:
+    digest = request_hash(req, test_id)
+    endpoint = req.get("endpoint")
+    if endpoint in MODEL_LIST_ENDPOINTS:
+        items = unwrap(response_body)
+        if isinstance(items, dict):
+            items = items.get("models") or items.get("data") or []
+        idents = sorted({str(m.get("model") if endpoint == "/api/tags" else m.get("id"))
+                         for m in items if isinstance(m, dict)})
+        suffix = hashlib.sha256("|".join(idents).encode()).hexdigest()[:8]
+        return f"models-{digest}-{suffix}.json"
+    return f"{digest}.json"
+
+
+_OPENAI_TYPES = {
+    "chat.completion": "openai.types.chat.chat_completion.ChatCompletion",
+    "chat.completion.chunk": "openai.types.chat.chat_completion_chunk.ChatCompletionChunk",
+    "text_completion": "openai.types.completion.Completion",
+    "model": "openai.types.model.Model",
+    "response": "openai.types.responses.response.Response",
+}
+_OLLAMA_TYPES = {"/api/generate": "ollama._types.GenerateResponse",
+                 "/api/chat": "ollama._types.ChatResponse",
+                 "/api/ps": "ollama._types.ProcessResponse",
+                 "/api/tags": "ollama._types.ListResponse",
+                 "/api/embed": "ollama._types.EmbedResponse"}
+
+
+def _wrap(data: Any, endpoint: str) -> Any:
+    if not isinstance(data, dict):
+        return data
+    if endpoint in _OLLAMA_TYPES:
+        return {"__type__": _OLLAMA_TYPES[endpoint], "__data__": data}
+    if endpoint.endswith("/embeddings"):
+        return {"__type__": "openai.types.create_embedding_response.CreateEmbeddingResponse",
+                "__data__": data}
+    kind = _OPENAI_TYPES.get(str(data.get("object")))
+    return {"__type__": kind, "__data__": data} if kind else data
+
+
+def recorder_url(scheme: str, netloc: str, path: str) -> tuple[str, str]:
+    """(url, endpoint) as llama-stack records them: the inverse of ``real_path``. Its OpenAI
+    clients' base URL ends in /v1 and the endpoint starts with /v1 again; model lists and
+    Ollama's native API are not doubled."""
+    prefix, sep, rest = path.partition("/v1/")
+    if not sep:
+        return f"{scheme}://{netloc}{path}", path
+    endpoint = "/v1/" + rest
+    if endpoint in MODEL_LIST_ENDPOINTS:
+        return f"{scheme}://{netloc}{path}", endpoint
+    return f"{scheme}://{netloc}{prefix}/v1{endpoint}", endpoint
+
+
+def export(rec: Recording, test_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A llama-stack recording (file name, document) for the first response of ``rec``."""
+    test_id = test_id if test_id is not None else rec.test_id
+    meta = rec.llama_stack or {}
+    if "response" in meta:  # read from a llama-stack file just now: give back what it said
+        req = _recorder_request(rec, meta["request"], test_id)
+        doc: dict[str, Any] = {"test_id": test_id, "request": req, "response": meta["response"],
+                               "id_normalization_mapping": {}}
+        return file_name(req, meta["response"].get("body"), test_id), doc
+    parts = urlsplit(rec.request.url)
+    url, endpoint = recorder_url(parts.scheme, parts.netloc, parts.path)
+    body = rec.request.body.value if rec.request.body is not None and \
+        rec.request.body.kind == "json" else {}
+    answer = rec.responses[0]
+    raw_sse = endpoint.endswith("/messages")  # Anthropic: recorded as raw HTTP lines
+    if raw_sse:
+        req = {"test_id": test_id, "url": rec.request.url, "method": rec.request.method,
+               "payload": body}
+    else:
+        req = {"method": "POST", "url": url,
+               "headers": {}, "body": body, "endpoint": endpoint,
+               "model": body.get("model", "") if isinstance(body, dict) else ""}
+    if "request" in meta:  # imported earlier: the recorder's own URL, endpoint and arguments
+        req = _recorder_request(rec, meta["request"], test_id)
+        raw_sse = "payload" in req
+        tool = TOOL_HTTP.get((req.get("provider"), req.get("tool_name")))  # type: ignore[arg-type]
+        if "kwargs" in req and tool is not None:
+            body_value = answer.body.value if answer.body is not None else None
+            response = {"body": tool[2](body_value), "is_streaming": False}
+            doc = {"test_id": test_id, "request": req, "response": response,
+                   "id_normalization_mapping": {}}
+            return file_name(req, None, test_id), doc
+    response: dict[str, Any]
+    if answer.status >= 400:
+        err = answer.body.value if answer.body is not None and answer.body.kind == "json" else {}
+        inner = err.get("error", err) if isinstance(err, dict) else err
+        message = f"Error code: {answer.status} - {err!r}"
+        response = {"body": None, "is_streaming": False, "is_exception": True,
+                    "exception_data": {"category": "provider_sdk", "provider": "openai",
+                                       "type": "APIStatusError", "message": message,
+                                       "status_code": answer.status, "body": inner},
+                    "exception_message": message}
+    elif answer.stream is not None:
+        if raw_sse:
+            from proxy_addon.sse import frame
+
+            lines = frame("sse", answer.stream.events).decode().split("\n")
+            chunks: list[Any] = lines[:-2] if lines[-2:] == ["", ""] else lines
+        else:
+            chunks = [_wrap(e.data, endpoint) for e in answer.stream.events
+                      if not (isinstance(e.data, str) and e.data.strip() == "[DONE]")]
+        response = {"body": chunks, "is_streaming": True}
+    else:
+        value = answer.body.value if answer.body is not None else None
+        if endpoint in ("/v1/models", "/v1/openai/v1/models") and isinstance(value, dict):
+            value = [_wrap(m, endpoint) for m in value.get("data", [])]
+        else:
+            value = _wrap(value, endpoint)
+        response = {"body": value, "is_streaming": False}
+    doc = {"test_id": test_id, "request": req, "response": response, "id_normalization_mapping": {}}
+    return file_name(req, response.get("body"), test_id), doc
