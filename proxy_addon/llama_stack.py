@@ -44,13 +44,19 @@ def _expect(cond: bool, path: Path | str | None, reason: str) -> None:
 
 
 def unwrap(value: Any) -> Any:
-    """Replace ``{"__type__": ..., "__data__": ...}`` wrappers by their data."""
+    """Replace ``{"__type__": ..., "__data__": ...}`` wrappers by their data.
+
+    The recorder wraps top-level objects and each chunk of a list; what is inside ``__data__``
+    is a plain ``model_dump``, so this does not walk into it (walking made loading a large
+    corpus several times slower).
+    """
     if isinstance(value, dict):
         if "__type__" in value and "__data__" in value:
-            return unwrap(value["__data__"])
-        return {k: unwrap(v) for k, v in value.items()}
+            return value["__data__"]
+        return value
     if isinstance(value, list):
-        return [unwrap(v) for v in value]
+        return [v["__data__"] if isinstance(v, dict) and "__type__" in v and "__data__" in v
+                else v for v in value]
     return value
 
 
@@ -144,9 +150,9 @@ def _recorder_request(rec: Recording, meta: dict[str, Any], test_id: str | None)
 def _stream(chunks: list[Any]) -> Stream:
     if all(isinstance(c, str) for c in chunks):  # raw SSE lines, as the provider sent them
         return Stream("sse", split("sse", ("\n".join(chunks) + "\n\n").encode()))
-    if any(_type_name(c).startswith("ollama.") for c in chunks):
-        return Stream("ndjson", [Event(data=unwrap(c)) for c in chunks])
-    events = [Event(data=unwrap(c)) for c in chunks]
+    if any(_type_name(c).startswith("ollama.") for c in chunks[:1]):
+        return Stream("ndjson", [Event(data=data) for data in unwrap(chunks)])
+    events = [Event(data=data) for data in unwrap(chunks)]
     events.append(Event(data="[DONE]"))
     return Stream("sse", events)
 

@@ -208,11 +208,7 @@ class CassetteStore:
         """Among recordings of the same request, prefer, in this order: the test named by the
         client; the test whose answers this conversation already carries; an answer whose
         follow-up request is itself recorded; a test already served on this connection."""
-        if self._followed is None:
-            self._followed = {sig for es in self.entries.values() for e in es
-                              if e.recording.request.body is not None
-                              for sig in message_signatures(e.recording.request.body.value)}
-        followed = self._followed
+        followed = self.followed_answers()
         conversation = {self._served_answers[s] for s in message_signatures(canon.body)
                         if s in self._served_answers}
         connection = set(self._connection_tests.get(ctx.connection or "", ()))
@@ -223,6 +219,14 @@ class CassetteStore:
                     e.answer() in followed, tid in connection)
 
         return max(entries, key=score)
+
+    def followed_answers(self) -> set[str]:
+        """Signatures of every answer that some recorded request carries as an earlier turn."""
+        if self._followed is None:
+            self._followed = {sig for es in self.entries.values() for e in es
+                              if e.recording.request.body is not None
+                              for sig in message_signatures(e.recording.request.body.value)}
+        return self._followed
 
     def _remember(self, entry: Entry, ctx: LookupContext) -> None:
         tid = entry.recording.test_id
