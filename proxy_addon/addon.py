@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence  # mitmproxy's --set parses only 
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.net import encoding as mitm_encoding
 
 from proxy_addon import matching, redact
 from proxy_addon.cassette import Body, RecordedRequest, RecordedResponse, Stream
@@ -37,6 +38,23 @@ PACER_TOKEN_HEADER = "x-cassette-pacer"
 TEST_ID_HEADER = "x-cassette-test-id"
 
 
+class BodyTap:
+    """A ``flow.response.stream`` callable for a plain body that arrives progressively (Gemini's
+    JSON-array stream, an error answering a streaming request): the client gets each chunk at
+    once, and the body is kept whole to be stored when it ends."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.finished = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk:
+            self.chunks.append(chunk)
+        else:
+            self.finished = True
+        return chunk
+
+
 @dataclass(slots=True)
 class FlowState:
     """What the addon decided about one flow, kept in ``flow.metadata[META]``."""
@@ -48,6 +66,7 @@ class FlowState:
     slot: int | None = None
     request: RecordedRequest | None = None
     capture: StreamCapture | None = None
+    body_tap: BodyTap | None = None
     headers_at: float = 0.0
     paced: bool = False
 
@@ -390,6 +409,19 @@ def _stream_decoder(content_encoding: str) -> Callable[[bytes], bytes] | None:
     raise ValueError(f"unsupported content-encoding {content_encoding!r}")
 
 
+def asks_for_stream(req: http.Request) -> bool:
+    """Whether a request asked for a streamed answer, whatever content type comes back."""
+    if ":streamGenerateContent" in req.path:
+        return True
+    if b'"stream"' not in (req.raw_content or b""):
+        return False
+    try:
+        body = orjson.loads(req.get_content(strict=False) or b"")
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("stream") is True
+
+
 class StreamTap:
     """The ``flow.response.stream`` callable: passes each chunk on untouched and feeds a copy,
     decoded, to the capture with its arrival time."""
@@ -417,12 +449,19 @@ def recorded_request(req: http.Request, extra_secret: Sequence[str]) -> Recorded
     elif body is not None and body.kind == "text" and content_type and \
             "x-www-form-urlencoded" in content_type:
         body = Body("text", redact.redact_form(body.value))
+    elif body is not None and body.kind == "multipart":
+        body = Body("multipart", redact.redact_multipart(body.value))
     return RecordedRequest(
         method=req.method,
         url=redact.redact_url(req.pretty_url),
         headers=redact.request_headers_for_cassette(req.headers.items(multi=True), extra_secret),
         body=body,
     )
+
+
+def client_hung_up(error_message: str) -> bool:
+    """mitmproxy's error text says which side closed: "Client disconnected." for the client."""
+    return "client" in error_message.lower()
 
 
 class Recorder:
@@ -449,6 +488,9 @@ class Recorder:
         state.headers_at = time.monotonic()
         fmt = stream_format(flow.response.headers.get("content-type"))
         if fmt is None:
+            if asks_for_stream(flow.request):
+                state.body_tap = BodyTap()
+                flow.response.stream = state.body_tap
             return
         try:
             tap = StreamTap(fmt, flow.response.headers.get("content-encoding", ""),
@@ -478,16 +520,24 @@ class Recorder:
         if not isinstance(state, FlowState) or state.action != "record":
             return
         capture = state.capture
-        if capture is not None and capture.complete and flow.response is not None:
-            # SDKs hang up as soon as they read the end marker, often before the last HTTP
-            # chunk: mitmproxy reports an error, but the stream is whole.
-            self._save(flow, state, capture)
-            return
+        reason = flow.error.msg if flow.error else "error"
+        if capture is not None and flow.response is not None:
+            if capture.complete:
+                # SDKs hang up as soon as they read the end marker, often before the last HTTP
+                # chunk: mitmproxy reports an error, but the stream is whole.
+                self._save(flow, state, capture)
+                return
+            if not client_hung_up(reason):
+                # The provider cut the stream: that is what it did, and a replay reproduces the
+                # cut, so a client's error handling can be tested. Marked incomplete.
+                log.warning("cassette: %s %s was cut off by the upstream (%s); saved as "
+                            "incomplete", flow.request.method, flow.request.pretty_url, reason)
+                self._save(flow, state, capture)
+                return
         self.cassettes.stats.not_saved += 1
         self._abandon(state)
         log.warning("cassette: not saving %s %s: %s before the response was complete",
-                    flow.request.method, flow.request.pretty_url,
-                    flow.error.msg if flow.error else "error")
+                    flow.request.method, flow.request.pretty_url, reason)
 
     def _abandon(self, state: FlowState) -> None:
         store = self.cassettes.store
@@ -506,7 +556,16 @@ class Recorder:
                 status=resp.status_code, headers=headers,
                 stream=Stream(capture.format, capture.events, complete=capture.complete))
         else:
-            raw = resp.get_content(strict=False) or b""
+            if state.body_tap is not None:
+                raw = b"".join(state.body_tap.chunks)
+                encoding = resp.headers.get("content-encoding", "")
+                if encoding:
+                    try:
+                        raw = mitm_encoding.decode(raw, encoding)
+                    except ValueError:
+                        pass
+            else:
+                raw = resp.get_content(strict=False) or b""
             recorded = RecordedResponse(status=resp.status_code, headers=headers,
                                         body=Body.from_bytes(raw, resp.headers.get("content-type")))
         try:

@@ -25,8 +25,9 @@ from proxy_addon.sse import Event, StreamFormat
 FORMAT_VERSION = 1
 FORMAT_NAME = "llm-cassette"
 
-BodyKind = Literal["json", "text", "base64"]
-_BODY_FIELDS: dict[BodyKind, str] = {"json": "body", "text": "body_text", "base64": "body_base64"}
+BodyKind = Literal["json", "text", "base64", "multipart"]
+_BODY_FIELDS: dict[BodyKind, str] = {"json": "body", "text": "body_text", "base64": "body_base64",
+                                     "multipart": "body_multipart"}
 
 _BINARY_MIME_PREFIXES = ("audio/", "image/", "video/", "application/octet-stream",
                          "application/pdf", "application/zip")
@@ -47,7 +48,8 @@ class CassetteError(ValueError):
 
 @dataclass(slots=True)
 class Body:
-    """A body as stored: parsed JSON, text, or base64 for bytes that are not text."""
+    """A body as stored: parsed JSON, text, base64 for bytes that are not text, or for a
+    multipart upload its fields with a SHA-256 per file (the file bytes are not kept)."""
 
     kind: BodyKind
     value: Any
@@ -57,6 +59,10 @@ class Body:
         if not raw:
             return None
         mime = (content_type or "").split(";", 1)[0].strip().lower()
+        if mime == "multipart/form-data":
+            parts = matching.multipart_parts(content_type or "", raw)
+            if parts is not None:
+                return cls("multipart", parts)
         if mime.startswith(_BINARY_MIME_PREFIXES):
             return cls("base64", base64.b64encode(raw).decode())
         if raw.lstrip()[:1] in (b"{", b"["):
@@ -77,6 +83,8 @@ class Body:
             return orjson.dumps(self.value)
         if self.kind == "text":
             return self.value.encode("utf-8")
+        if self.kind == "multipart":
+            raise ValueError("a multipart upload is stored as its fields' hashes, not its bytes")
         return base64.b64decode(self.value)
 
 
@@ -111,6 +119,8 @@ class RecordedRequest:
             body = None
         elif self.body.kind == "json":
             body = matching.canonical_json(self.body.value, ignore)
+        elif self.body.kind == "multipart":
+            body = matching.canonical_multipart(self.body.value)
         else:
             body = matching.canonical_body(self.content_type, self.body.to_bytes(), ignore)
         return matching.CanonicalRequest(
@@ -225,7 +235,10 @@ def _body_from(obj: dict[str, Any], where: str, path: Path | str | None) -> Body
     if not found:
         return None
     kind, value = found[0]
-    if kind != "json":
+    if kind == "multipart":
+        _expect(isinstance(value, list) and all(isinstance(p, dict) for p in value), path,
+                f"{where}.body_multipart must be a list of objects")
+    elif kind != "json":
         _expect(isinstance(value, str), path, f"{where}.{_BODY_FIELDS[kind]} must be a string")
     if kind == "base64":
         try:

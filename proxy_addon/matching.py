@@ -119,6 +119,43 @@ def _json_body(value: Any, ignore: Sequence[tuple[str | int, ...]]) -> Any:
     return value
 
 
+def multipart_parts(content_type: str, raw: bytes) -> list[dict[str, Any]] | None:
+    """The fields of a multipart/form-data body: values for fields, a SHA-256 for files.
+
+    Uploads are identified by their content, never by the random boundary, so the same file
+    sent twice matches; the file bytes themselves need not be stored.
+    """
+    import email.parser
+    import email.policy
+
+    if not raw or "boundary=" not in content_type:
+        return None
+    try:
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+    except (ValueError, TypeError, UnicodeError):
+        return None
+    if not msg.is_multipart():
+        return None
+    parts: list[dict[str, Any]] = []
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is None and part.get_content_maintype() == "text":
+            parts.append({"name": name, "value": payload.decode("utf-8", "replace")})
+        else:
+            parts.append({"name": name, "filename": filename,
+                          "content_type": part.get_content_type(),
+                          "sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)})
+    return parts
+
+
+def canonical_multipart(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    kept = [p for p in parts if str(p.get("name", "")).lower() not in redact.SECRET_BODY_FIELDS]
+    return {"$multipart": sorted(kept, key=lambda p: (str(p.get("name")), str(p.get("filename"))))}
+
+
 def _is_form(content_type: str | None) -> bool:
     return bool(content_type) and "application/x-www-form-urlencoded" in content_type.lower()
 
@@ -133,6 +170,10 @@ def canonical_body(
     """The comparable form of a body given as bytes (a live request)."""
     if not raw:
         return None
+    if content_type and content_type.lower().startswith("multipart/form-data"):
+        parts = multipart_parts(content_type, raw)
+        if parts is not None:
+            return canonical_multipart(parts)
     if _is_form(content_type):
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
         return {"$form": sorted((k, v) for k, v in pairs if not redact.is_secret_param(k)

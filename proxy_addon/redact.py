@@ -128,3 +128,9 @@ def redact_form(text: str) -> str:
         return text
     return urlencode([(k, REDACTED if is_secret_param(k) or k.lower() in SECRET_BODY_FIELDS else v)
                       for k, v in pairs], safe="<>")
+
+
+def redact_multipart(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Multipart fields with secret values replaced (files are stored as hashes anyway)."""
+    return [dict(p, value=REDACTED) if "value" in p and str(p.get("name", "")).lower()
+            in SECRET_BODY_FIELDS else p for p in parts]

@@ -9,11 +9,16 @@ a small delay between them, as real providers do.
 from __future__ import annotations
 
 import datetime
+import email.parser
+import email.policy
+import gzip
+import hashlib
 import ipaddress
 import json
 import ssl
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -92,10 +97,23 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _encoding(self) -> str:
+        """Tests ask for a compressed answer with x-fake-encoding, whatever accept-encoding says
+        (the proxy asks for identity; some servers compress anyway)."""
+        return self.headers.get("x-fake-encoding", "")
+
     def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(obj).encode()
+        self._bytes(status, json.dumps(obj).encode(), "application/json", headers)
+
+    def _bytes(self, status: int, body: bytes, content_type: str,
+               headers: dict[str, str] | None = None) -> None:
+        enc = self._encoding()
+        if enc:
+            body = compress(body, enc)
         self.send_response(status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", content_type)
+        if enc:
+            self.send_header("content-encoding", enc)
         self.send_header("content-length", str(len(body)))
         self.send_header("x-request-id", "req_fake")
         for k, v in (headers or {}).items():
@@ -109,6 +127,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("content-type", content_type)
         self.send_header("transfer-encoding", "chunked")
         self.send_header("cache-control", "no-cache")
+        gz = None
+        if self._encoding() == "gzip":
+            self.send_header("content-encoding", "gzip")
+            gz = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+            # each event compressed and flushed on its own, so it still streams
+            events = [gz.compress(e) + gz.flush(zlib.Z_SYNC_FLUSH) for e in events]
+            events.append(gz.flush())
         self.end_headers()
         state = self.server.state
         delay = state.event_delay
@@ -145,13 +170,43 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle(self._read_body())
 
+    def _multipart(self, body: bytes) -> dict[str, Any]:
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + self.headers["content-type"].encode() + b"\r\n\r\n" + body)
+        out: dict[str, Any] = {}
+        for part in msg.iter_parts():
+            payload = part.get_payload(decode=True) or b""
+            name = part.get_param("name", header="content-disposition")
+            out[name] = (hashlib.sha256(payload).hexdigest()[:12] if part.get_filename()
+                         else payload.decode())
+        return out
+
     def _handle(self, body: bytes) -> None:
         state = self.server.state
         with state.lock:
             state.hits += 1
             state.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body))
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        ctype = self.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            form = self._multipart(body)
+            if path.endswith("/audio/transcriptions"):
+                return self._json(200, {"text": f"transcript of {form['file']}"})
+            return self._json(200, {"id": f"file-{form['file']}", "object": "file", "bytes": 6,
+                                    "created_at": 1700000000, "filename": "upload",
+                                    "purpose": form.get("purpose"), "status": "processed"})
         data = json.loads(body) if body else {}
+        if path.endswith("/audio/speech"):
+            audio = b"ID3\x03\x00" + bytes(range(256)) * 8 + data["input"].encode()
+            return self._bytes(200, audio, "audio/mpeg")
+        if path.endswith("/v1/completions"):
+            return self._completions(data)
+        if path.endswith("/v1/messages"):
+            return self._anthropic(data)
+        if path in ("/api/chat", "/api/generate"):
+            return self._ollama(path, data)
+        if ":generateContent" in path or ":streamGenerateContent" in path:
+            return self._gemini(path, query, data)
         if path.endswith("/models") and self.command == "GET":
             return self._json(200, {"object": "list", "data": [
                 {"id": "gpt-4o", "object": "model", "created": 1700000000, "owned_by": "fake"},
@@ -240,6 +295,114 @@ class Handler(BaseHTTPRequestHandler):
         events.append(self._sse({"type": "response.completed", "sequence_number": next(seq),
                                  "response": done}, "response.completed"))
         self._stream(events)
+
+
+    # -- more providers -----------------------------------------------------------------------
+
+    def _completions(self, data: dict[str, Any]) -> None:
+        words = f"completion of {data['prompt']}".split(" ")
+        base = {"id": "cmpl-fake", "object": "text_completion", "created": 1700000000,
+                "model": data["model"], "system_fingerprint": None}
+        if not data.get("stream"):
+            return self._json(200, dict(base, choices=[
+                {"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None}],
+                usage={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}))
+        events = [self._sse(dict(base, choices=[{"index": 0, "text": (" " if i else "") + w,
+                                                  "finish_reason": None, "logprobs": None}]))
+                  for i, w in enumerate(words)]
+        events.append(self._sse(dict(base, choices=[{"index": 0, "text": "",
+                                                      "finish_reason": "stop", "logprobs": None}])))
+        events.append(b"data: [DONE]\n\n")
+        self._stream(events)
+
+    def _anthropic(self, data: dict[str, Any]) -> None:
+        prompt = data["messages"][-1]["content"]
+        text = f"Claude says: {prompt}"
+        message = {"id": "msg_fake", "type": "message", "role": "assistant",
+                   "model": data["model"], "content": [], "stop_reason": None,
+                   "stop_sequence": None, "usage": {"input_tokens": 9, "output_tokens": 1}}
+        if not data.get("stream"):
+            return self._json(200, dict(message, content=[{"type": "text", "text": text}],
+                                        stop_reason="end_turn",
+                                        usage={"input_tokens": 9, "output_tokens": 4}))
+        events = [self._sse({"type": "message_start", "message": message}, "message_start"),
+                  self._sse({"type": "content_block_start", "index": 0,
+                             "content_block": {"type": "text", "text": ""}},
+                            "content_block_start"),
+                  self._sse({"type": "ping"}, "ping")]
+        for i, w in enumerate(text.split(" ")):
+            events.append(self._sse({"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "text_delta", "text": (" " if i else "") + w}},
+                                    "content_block_delta"))
+        events += [self._sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+                   self._sse({"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                                                                 "stop_sequence": None},
+                              "usage": {"output_tokens": 4}}, "message_delta"),
+                   self._sse({"type": "message_stop"}, "message_stop")]
+        self._stream(events)
+
+    def _ollama(self, path: str, data: dict[str, Any]) -> None:
+        chat = path == "/api/chat"
+        prompt = data["messages"][-1]["content"] if chat else data["prompt"]
+        words = f"Llama says {prompt}".split(" ")
+        base = {"model": data["model"], "created_at": "2026-11-26T00:00:00Z"}
+
+        def piece(text: str, done: bool) -> dict[str, Any]:
+            body = dict(base, done=done)
+            if chat:
+                body["message"] = {"role": "assistant", "content": text}
+            else:
+                body["response"] = text
+            if done:
+                body.update(done_reason="stop", prompt_eval_count=3, eval_count=len(words))
+            return body
+
+        if data.get("stream") is False:
+            return self._json(200, piece(" ".join(words), True))
+        lines = [json.dumps(piece((" " if i else "") + w, False)).encode() + b"\n"
+                 for i, w in enumerate(words)]
+        lines.append(json.dumps(piece("", True)).encode() + b"\n")
+        self._stream(lines, "application/x-ndjson")
+
+    def _gemini(self, path: str, query: str, data: dict[str, Any]) -> None:
+        prompt = data["contents"][-1]["parts"][0]["text"]
+        words = f"Gemini says {prompt}".split(" ")
+        chunks = [{"candidates": [{"content": {"role": "model", "parts": [
+            {"text": (" " if i else "") + w}]}, "index": 0}],
+            "modelVersion": "gemini-test"} for i, w in enumerate(words)]
+        chunks[-1]["candidates"][0]["finishReason"] = "STOP"
+        chunks[-1]["usageMetadata"] = {"promptTokenCount": 2, "candidatesTokenCount": 4,
+                                       "totalTokenCount": 6}
+        if ":generateContent" in path:
+            whole = {"candidates": [{"content": {"role": "model", "parts": [
+                {"text": " ".join(words)}]}, "finishReason": "STOP", "index": 0}]}
+            return self._json(200, whole)
+        if "alt=sse" in query:
+            return self._stream([b"data: " + json.dumps(c).encode() + b"\r\n\r\n"
+                                 for c in chunks])
+        # without alt=sse: one JSON array, written progressively
+        parts = [b"[" + json.dumps(chunks[0]).encode()]
+        parts += [b",\r\n" + json.dumps(c).encode() for c in chunks[1:]]
+        parts.append(b"]")
+        self._stream(parts, "application/json")
+
+
+def compress(body: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(body)
+    if encoding == "deflate":
+        return zlib.compress(body)
+    if encoding == "br":
+        import brotli
+
+        return brotli.compress(body)
+    if encoding == "zstd":
+        try:
+            from compression import zstd  # type: ignore[import-not-found]
+        except ImportError:
+            from backports import zstd  # type: ignore[import-not-found,no-redef]
+        return zstd.compress(body)
+    raise ValueError(encoding)
 
 
 class FakeUpstreamServer(ThreadingHTTPServer):
