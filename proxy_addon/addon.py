@@ -126,6 +126,8 @@ class Cassettes:
                           "metadata.trace_id, messages[0].name, messages.*.name.")
         loader.add_option("cassette_redact_headers", Sequence[str], [],
                           "More request/response header names whose values never reach disk.")
+        loader.add_option("cassette_max_file_mb", int, 512,
+                          "Skip (with a warning) cassette files larger than this many MB.")
         loader.add_option("cassette_summary", str, "",
                           "Write the run's summary (hits, recorded, misses, unused recordings, "
                           "miss messages) as JSON to this file when the proxy stops.")
@@ -149,7 +151,9 @@ class Cassettes:
             # to api.openai.com must not make mitmproxy resolve and dial it first.
             if ctx.options.connection_strategy != "lazy":
                 ctx.options.update(connection_strategy="lazy")
-        if updated & {"cassette_dir", "cassette_ignore", "cassette_mode"}:
+        if "cassette_max_file_mb" in updated and ctx.options.cassette_max_file_mb <= 0:
+            raise exceptions.OptionsError("cassette_max_file_mb must be a positive number of MB")
+        if updated & {"cassette_dir", "cassette_ignore", "cassette_mode", "cassette_max_file_mb"}:
             root = Path(ctx.options.cassette_dir)
             if ctx.options.cassette_mode == "replay" and not root.is_dir():
                 raise exceptions.OptionsError(
@@ -157,7 +161,8 @@ class Cassettes:
                     "(record first with --set cassette_mode=record or auto)")
             if root.exists() and not root.is_dir():
                 raise exceptions.OptionsError(f"cassette_dir {str(root)!r} is not a directory")
-            store = CassetteStore(root, self.ignore)
+            store = CassetteStore(root, self.ignore,
+                                  max_file_bytes=ctx.options.cassette_max_file_mb * 1024 * 1024)
             store.load()
             self.store = store
             log.info("cassette: %d recordings in %s (%s mode)%s", len(store), root,

@@ -12,15 +12,16 @@ a file was in.
 from __future__ import annotations
 
 import base64
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, BinaryIO, Literal, Sequence
 from urllib.parse import urlsplit
 
 import orjson
 
 from proxy_addon import matching
-from proxy_addon.sse import Event, StreamFormat
+from proxy_addon.sse import Event, StreamFormat, parsed
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "llm-cassette"
@@ -179,11 +180,14 @@ def event_to_dict(ev: Event) -> dict[str, Any]:
     if ev.retry is not None:
         out["retry"] = ev.retry
     if ev.data is not None:
-        out["data"] = ev.data
+        out["data"] = parsed(ev)
     return out
 
 
-def response_to_dict(resp: RecordedResponse) -> dict[str, Any]:
+_EVENTS_MARK = "\x00events of response {}\x00"
+
+
+def response_to_dict(resp: RecordedResponse, events_mark: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"status": resp.status}
     if resp.recorded_at:
         out["recorded_at"] = resp.recorded_at
@@ -192,14 +196,15 @@ def response_to_dict(resp: RecordedResponse) -> dict[str, Any]:
         out["stream"] = {
             "format": resp.stream.format,
             "complete": resp.stream.complete,
-            "events": [event_to_dict(ev) for ev in resp.stream.events],
+            "events": [events_mark] if events_mark is not None else
+            [event_to_dict(ev) for ev in resp.stream.events],
         }
     else:
         out.update(_body_fields(resp.body))
     return out
 
 
-def to_dict(rec: Recording) -> dict[str, Any]:
+def to_dict(rec: Recording, mark_events: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
     if rec.test_id:
         out["test_id"] = rec.test_id
@@ -210,14 +215,42 @@ def to_dict(rec: Recording) -> dict[str, Any]:
         "headers": rec.request.headers,
         **_body_fields(rec.request.body),
     }
-    out["responses"] = [response_to_dict(r) for r in rec.responses]
+    out["responses"] = [response_to_dict(r, _EVENTS_MARK.format(i) if mark_events else None)
+                        for i, r in enumerate(rec.responses)]
     if rec.llama_stack and rec.llama_stack.get("request"):
         out["llama_stack"] = {"request": rec.llama_stack["request"]}
     return out
 
 
+def write(rec: Recording, out: BinaryIO) -> None:
+    """Write the cassette to ``out`` one event at a time.
+
+    The same bytes as one ``orjson.dumps`` of the whole document, but a long stream is never
+    held as one tree of objects plus one buffer: each event is parsed and written on its own.
+    """
+    head = orjson.dumps(to_dict(rec, mark_events=True), option=orjson.OPT_INDENT_2)
+    for i, resp in enumerate(rec.responses):
+        if resp.stream is None:
+            continue
+        mark = orjson.dumps(_EVENTS_MARK.format(i))
+        at = head.index(mark)
+        line_start = head.rindex(b"\n", 0, at) + 1
+        indent = b"\n" + head[line_start:at]
+        out.write(head[:at])
+        for n, ev in enumerate(resp.stream.events):
+            if n:
+                out.write(b"," + indent)
+            out.write(orjson.dumps(event_to_dict(ev), option=orjson.OPT_INDENT_2)
+                      .replace(b"\n", indent))
+        head = head[at + len(mark):]
+    out.write(head)
+    out.write(b"\n")
+
+
 def dumps(rec: Recording) -> bytes:
-    return orjson.dumps(to_dict(rec), option=orjson.OPT_INDENT_2) + b"\n"
+    buf = io.BytesIO()
+    write(rec, buf)
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from proxy_addon.cassette import RecordedResponse
+from proxy_addon.sse import parsed
 
 
 @dataclass
@@ -231,7 +232,7 @@ def reassemble(resp: RecordedResponse) -> Transcript:
     builder = _Builder()
     if resp.stream is not None:
         for ev in resp.stream.events:
-            builder.feed(ev.data)
+            builder.feed(parsed(ev))
     elif resp.body is not None and resp.body.kind == "json":
         body = resp.body.value
         for item in body if isinstance(body, list) else [body]:  # Gemini's JSON-array stream

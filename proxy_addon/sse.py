@@ -40,10 +40,17 @@ class Event:
         return dump_data(self.data)
 
 
+class Unparsed(str):
+    """An event payload kept as received: parsed only when the cassette is written, so a long
+    stream being recorded costs its text once, not a tree of Python objects."""
+
+    __slots__ = ()
+
+
 def parse_data(text: str) -> Any:
     """Parse an event payload when it is a JSON object or array; otherwise keep the string."""
-    stripped = text.lstrip()
-    if stripped[:1] in ("{", "["):
+    text = str(text)  # orjson takes only exact str, not the Unparsed subclass
+    if text.lstrip()[:1] in ("{", "["):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -119,10 +126,11 @@ class SseSplitter:
 
     Feed it chunks as they arrive; each call returns the events completed by that chunk.
     Comment-only blocks (``: keep-alive``) become events with ``comments`` and no data, so a
-    replay can re-emit them.
+    replay can re-emit them. With ``parse=False`` payloads stay ``Unparsed`` text.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, parse: bool = True) -> None:
+        self._parse = parse_data if parse else Unparsed
         self._lines = _LineBuffer()
         self._reset()
         self._first_line = True
@@ -187,7 +195,7 @@ class SseSplitter:
         if self._data is None and not self._comments and self._event is None and self._id is None:
             self._reset()
             return None
-        data = parse_data("\n".join(self._data)) if self._data is not None else None
+        data = self._parse("\n".join(self._data)) if self._data is not None else None
         ev = Event(data=data, event=self._event, id=self._id, retry=self._retry,
                    comments=self._comments)
         self._reset()
@@ -197,22 +205,23 @@ class SseSplitter:
 class NdjsonSplitter:
     """Incremental splitter for newline-delimited JSON (Ollama's streaming format)."""
 
-    def __init__(self) -> None:
+    def __init__(self, parse: bool = True) -> None:
+        self._parse = parse_data if parse else Unparsed
         self._lines = _LineBuffer()
 
     def feed(self, chunk: bytes) -> list[Event]:
-        return [Event(data=parse_data(line)) for line in self._lines.feed(chunk) if line.strip()]
+        return [Event(data=self._parse(line)) for line in self._lines.feed(chunk) if line.strip()]
 
     def flush(self) -> list[Event]:
-        return [Event(data=parse_data(line)) for line in self._lines.flush() if line.strip()]
+        return [Event(data=self._parse(line)) for line in self._lines.flush() if line.strip()]
 
     @property
     def has_partial(self) -> bool:
         return bool(self._lines._buf)
 
 
-def splitter_for(fmt: StreamFormat) -> SseSplitter | NdjsonSplitter:
-    return SseSplitter() if fmt == "sse" else NdjsonSplitter()
+def splitter_for(fmt: StreamFormat, parse: bool = True) -> SseSplitter | NdjsonSplitter:
+    return SseSplitter(parse) if fmt == "sse" else NdjsonSplitter(parse)
 
 
 def split(fmt: StreamFormat, body: bytes) -> list[Event]:
@@ -242,17 +251,32 @@ def frame(fmt: StreamFormat, events: Iterable[Event]) -> bytes:
     return b"".join(frame_event(fmt, ev) for ev in events)
 
 
+def parsed(ev: Event) -> Any:
+    """The event's payload as data, parsing ``Unparsed`` text on demand."""
+    return parse_data(ev.data) if isinstance(ev.data, Unparsed) else ev.data
+
+
+_END_HINTS = ('"message_stop"', '"done":true', '"done": true', '"response.completed"',
+              '"response.failed"', '"response.incomplete"')
+
+
 def is_end_event(ev: Event) -> bool:
     """Whether this event is a provider's own end-of-stream marker.
 
     SDKs stop reading as soon as they see it, so a stream that reached it is complete even if
     the client hung up before the last HTTP chunk.
     """
-    data = ev.data
-    if isinstance(data, str):
-        return data.strip() == "[DONE]"
     if ev.event == "message_stop":  # Anthropic
         return True
+    data = ev.data
+    if isinstance(data, Unparsed):
+        if data.strip() == "[DONE]":
+            return True
+        if not any(hint in data for hint in _END_HINTS):  # cheap test before parsing
+            return False
+        data = parse_data(data)
+    if isinstance(data, str):
+        return data.strip() == "[DONE]"
     if isinstance(data, dict):
         if data.get("type") == "message_stop":
             return True
@@ -272,9 +296,11 @@ class StreamCapture:
         self.events: list[Event] = []
         self.saw_end_marker = False
         self.upstream_finished = False
-        self._splitter = splitter_for(fmt)
+        self.bytes = 0
+        self._splitter = splitter_for(fmt, parse=False)
 
     def feed(self, chunk: bytes, t: float) -> None:
+        self.bytes += len(chunk)
         for ev in self._splitter.feed(chunk):
             self._add(ev, t)
 

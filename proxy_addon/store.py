@@ -17,8 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
+
+import orjson
 
 from proxy_addon import cassette, matching
 from proxy_addon.cassette import CassetteError, Recording, RecordedRequest, RecordedResponse
@@ -32,15 +34,23 @@ IgnorePaths = Sequence[tuple[str | int, ...]]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+# Recordings in files larger than this are not kept in memory: read again when replayed.
+KEEP_IN_MEMORY_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(slots=True)
 class Entry:
     """One readable file of the directory, indexed under its request's key."""
 
     path: Path
-    recording: Recording
+    held: Recording | None  # None: too large to keep, read from ``path`` when needed
     canonical: CanonicalRequest
     uses: int = 0
     _answer: str | None | bool = False  # signature of the first answer, computed on demand
+
+    @property
+    def recording(self) -> Recording:
+        return self.held if self.held is not None else cassette.load(self.path)
 
     def answer(self) -> str | None:
         if self._answer is False:
@@ -52,6 +62,7 @@ class Entry:
 class BadFile:
     path: Path
     reason: str
+    key: str | None = None  # the request's key, when the request part could still be read
 
 
 @dataclass(slots=True)
@@ -62,13 +73,20 @@ class Hit:
 
 
 @dataclass(slots=True)
+class _OnDisk:
+    """A recorded response too large to keep: its position in the cassette as last written."""
+
+    position: int
+
+
+@dataclass(slots=True)
 class _Pending:
     """A key being recorded in this session: its responses in request order."""
 
     path: Path
     request: RecordedRequest
     test_id: str | None
-    slots: list[RecordedResponse | None] = field(default_factory=list)
+    slots: list[RecordedResponse | _OnDisk | None] = field(default_factory=list)
 
 
 def safe_segment(text: str, limit: int = 64) -> str:
@@ -97,13 +115,24 @@ def layout_path(root: Path, canon: CanonicalRequest, url: str, model: str | None
     return target
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``data`` (bytes, or a function writing to a file) to ``path`` so that readers see
+    the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -137,9 +166,11 @@ def model_of(request: RecordedRequest) -> str | None:
 class CassetteStore:
     """Index of a cassette directory, with sequential replay and atomic recording."""
 
-    def __init__(self, root: Path, ignore: IgnorePaths = ()) -> None:
+    def __init__(self, root: Path, ignore: IgnorePaths = (),
+                 max_file_bytes: int = 512 * 1024 * 1024) -> None:
         self.root = Path(root)
         self.ignore = tuple(ignore)
+        self.max_file_bytes = max_file_bytes
         self.entries: dict[str, list[Entry]] = {}
         self.by_endpoint: dict[tuple[str, str], list[Entry]] = defaultdict(list)
         self.bad: list[BadFile] = []
@@ -160,13 +191,21 @@ class CassetteStore:
         self.bad.clear()
         self._followed = None
         for path in iter_cassette_files(self.root):
+            size = _size(path)
+            if size > self.max_file_bytes:
+                reason = (f"too large ({size / 1048576:.1f} MB, the limit is "
+                          f"{self.max_file_bytes / 1048576:.0f} MB: cassette_max_file_mb)")
+                self.bad.append(BadFile(path, reason))
+                log.warning("cassette: skipping %s: %s", path, reason)
+                continue
             try:
                 rec = cassette.load(path)
             except CassetteError as e:
-                self.bad.append(BadFile(path, e.reason))
+                self.bad.append(BadFile(path, e.reason, self._salvage_key(path)))
                 log.warning("cassette: skipping %s: %s", path, e.reason)
                 continue
-            self._index(Entry(path, rec, rec.request.canonical(self.ignore)))
+            held = rec if size <= KEEP_IN_MEMORY_BYTES else None
+            self._index(Entry(path, held, rec.request.canonical(self.ignore)))
         self._ambiguous = any(len(v) > 1 for v in self.entries.values())
 
     def _index(self, entry: Entry) -> None:
@@ -245,11 +284,29 @@ class CassetteStore:
             return None
         return matching.nearest(canon, ((e, e.canonical) for e in candidates))
 
+    def _salvage_key(self, path: Path) -> str | None:
+        """The key of a broken file's request, if its request part is intact."""
+        try:
+            doc = orjson.loads(path.read_bytes())
+            req = doc["request"]
+            probe = cassette.from_dict({"version": 1, "request": req,
+                                        "responses": [{"status": 200}]})
+            return probe.request.canonical(self.ignore).key()
+        except Exception:  # anything unreadable: nothing to salvage
+            return None
+
     def bad_files_for(self, canon: CanonicalRequest) -> list[BadFile]:
-        """Unreadable files whose place in the layout says they were for this endpoint."""
+        """Unreadable files that would have matched this request (their request part says so),
+        or that sit where this endpoint's cassettes go."""
+        keys = {canon.key(), canon.without_host().key()}
+        exact = [b for b in self.bad if b.key in keys]
+        if exact:
+            return exact
         segments = [safe_segment(s) for s in canon.path.split("/") if s]
         out = []
         for bad in self.bad:
+            if bad.key is not None:
+                continue
             rel = bad.path.relative_to(self.root).parts[:-1] if bad.path.is_relative_to(
                 self.root) else ()
             if rel[1:] == tuple(segments) or not rel:
@@ -282,17 +339,28 @@ class CassetteStore:
         """Store a response in its place and rewrite the cassette atomically.
 
         Responses still in flight for earlier slots are left out until they arrive; the file
-        on disk always holds whole responses only.
+        on disk always holds whole responses only. A response too large to keep in memory is
+        written through and read back from the file if the cassette is rewritten.
         """
         pending = self._pending[key]
         if response.recorded_at is None:
             response.recorded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         pending.slots[slot] = response
-        rec = Recording(request=pending.request,
-                        responses=[r for r in pending.slots if r is not None],
-                        test_id=pending.test_id)
-        atomic_write(pending.path, cassette.dumps(rec))
-        entry = Entry(pending.path, rec, pending.request.canonical(self.ignore), uses=1)
+        filled = [(k, r) for k, r in enumerate(pending.slots) if r is not None]
+        on_disk = None
+        if any(isinstance(r, _OnDisk) for _, r in filled):
+            on_disk = cassette.load(pending.path).responses
+        responses = [on_disk[r.position] if isinstance(r, _OnDisk) else r  # type: ignore[index]
+                     for _, r in filled]
+        rec = Recording(request=pending.request, responses=responses, test_id=pending.test_id)
+        atomic_write(pending.path, lambda f: cassette.write(rec, f))
+        held = rec if _size(pending.path) <= KEEP_IN_MEMORY_BYTES else None
+        for position, (k, r) in enumerate(filled):
+            if isinstance(r, _OnDisk):
+                r.position = position
+            elif held is None:
+                pending.slots[k] = _OnDisk(position)  # drop the events from memory
+        entry = Entry(pending.path, held, pending.request.canonical(self.ignore), uses=1)
         self._replace_entry(key, entry)
         return pending.path
 

@@ -65,6 +65,7 @@ class Seen:
 @dataclass
 class UpstreamState:
     hits: int = 0
+    connections: int = 0  # TCP connections accepted: a replay must make none
     seen: list[Seen] = field(default_factory=list)
     answer_counter: dict[str, int] = field(default_factory=dict)
     event_delay: float = 0.01
@@ -195,7 +196,18 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"id": f"file-{form['file']}", "object": "file", "bytes": 6,
                                     "created_at": 1700000000, "filename": "upload",
                                     "purpose": form.get("purpose"), "status": "processed"})
-        data = json.loads(body) if body else {}
+        if ctype.startswith("application/x-www-form-urlencoded"):
+            from urllib.parse import parse_qsl
+
+            return self._json(200, {"form_fields": sorted(k for k, _ in parse_qsl(body.decode()))})
+        try:
+            data = json.loads(body) if body else {}
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return self._json(400, {"error": {"message": "body is not JSON",
+                                              "type": "invalid_request_error"}})
+        if not isinstance(data, dict):
+            return self._json(400, {"error": {"message": "body is not an object",
+                                              "type": "invalid_request_error"}})
         if path.endswith("/audio/speech"):
             audio = b"ID3\x03\x00" + bytes(range(256)) * 8 + data["input"].encode()
             return self._bytes(200, audio, "audio/mpeg")
@@ -240,6 +252,13 @@ class Handler(BaseHTTPRequestHandler):
                                               "code": "rate_limit_exceeded"}},
                               {"retry-after": "7", "x-ratelimit-remaining-requests": "0",
                                "x-ratelimit-reset-requests": "7s"})
+        if model == "malformed":
+            return self._stream([b"data: {not json\n\n", b"event\x00: ???\n", b"data: [DONE]\n\n"])
+        if model == "hang":
+            time.sleep(30)  # never answers in time
+            return
+        if model == "big-stream":
+            return self._big_stream(int(data.get("max_tokens") or 1000))
         answer = self._answer(data, body)
         cid = "chatcmpl-fake"
         if not data.get("stream"):
@@ -296,6 +315,24 @@ class Handler(BaseHTTPRequestHandler):
                                  "response": done}, "response.completed"))
         self._stream(events)
 
+
+    def _big_stream(self, events: int) -> None:
+        """A long stream (about 1 kB an event), written without pauses."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        filler = "x" * 900
+        batch = []
+        for i in range(events):
+            batch.append(self._sse(_chat_chunk("chatcmpl-big", "big", {"content": f"{i} {filler}"})))
+            if len(batch) == 64 or i == events - 1:
+                data = b"".join(batch)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                batch = []
+        done = b"data: [DONE]\n\n"
+        self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+        self.wfile.flush()
 
     # -- more providers -----------------------------------------------------------------------
 
@@ -407,6 +444,7 @@ def compress(body: bytes, encoding: str) -> bytes:
 
 class FakeUpstreamServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # 64 concurrent clients must not overflow the listen backlog
     allow_reuse_address = True
 
     def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
@@ -418,6 +456,12 @@ class FakeUpstreamServer(ThreadingHTTPServer):
             ctx.load_cert_chain(str(tls[0]), str(tls[1]))
             self.socket = ctx.wrap_socket(self.socket, server_side=True)
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def get_request(self):  # type: ignore[no-untyped-def]
+        conn = super().get_request()
+        with self.state.lock:
+            self.state.connections += 1
+        return conn
 
     @property
     def base_url(self) -> str:
