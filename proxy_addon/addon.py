@@ -27,7 +27,7 @@ from proxy_addon import matching, redact
 from proxy_addon.cassette import Body, RecordedRequest, RecordedResponse, Stream
 from proxy_addon.conversation import LookupContext
 from proxy_addon.sse import Event, StreamCapture, StreamFormat, frame, frame_event, stream_format
-from proxy_addon.store import CassetteStore, Hit, atomic_write
+from proxy_addon.store import CassetteStore, Hit, atomic_write, scope_name
 
 log = logging.getLogger("proxy_addon")
 
@@ -62,6 +62,7 @@ class FlowState:
     canonical: matching.CanonicalRequest
     action: str  # "hit", "miss", "record", "pass"
     test_id: str | None = None
+    scope: str | None = None
     key: str | None = None
     slot: int | None = None
     request: RecordedRequest | None = None
@@ -101,12 +102,23 @@ def split_list(values: Sequence[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
+@dataclass(slots=True)
+class Scope:
+    """The test being run, as told over the control channel: its id, its own cassette, and
+    the misses it caused so far."""
+
+    test_id: str | None = None
+    cassette: str | None = None
+    misses: list[str] = field(default_factory=list)
+
+
 class Cassettes:
     """Options, the store and the counters shared by the replay and record hooks."""
 
     def __init__(self) -> None:
         self.store: CassetteStore | None = None
         self.stats = Stats()
+        self.scope = Scope()
         self.pace = 0.0
         self.ignore: tuple[tuple[str | int, ...], ...] = ()
 
@@ -219,6 +231,9 @@ def miss_message(canon: matching.CanonicalRequest, store: CassetteStore) -> str:
     model = canon.body.get("model") if isinstance(canon.body, dict) else None
     msg = (f"cassette miss: no recording in {store.root}/ matches {asked}"
            + (f" (model {model})" if isinstance(model, str) else "") + ".")
+    if canon.body is not None:
+        body = orjson.dumps(canon.body).decode()
+        msg += f" Request body: {body[:300]}" + ("..." if len(body) > 300 else "") + "."
     near = store.nearest(canon)
     if near is not None:
         entry, diffs = near
@@ -324,6 +339,52 @@ class Pacer:
         return True
 
 
+CONTROL_HOST = "cassette.control"
+
+
+class ControlChannel:
+    """Requests to the reserved host ``cassette.control`` are answered by the proxy itself,
+    never forwarded. The pytest plugin uses them to say which test runs and to ask which
+    misses it caused:
+
+    - ``POST /scope`` with ``{"test_id": ..., "cassette": ...}`` (or ``{}`` after the test)
+    - ``GET /misses``: the miss messages since the scope was set
+    """
+
+    def __init__(self, cassettes: Cassettes) -> None:
+        self.cassettes = cassettes
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.request.pretty_host != CONTROL_HOST:
+            return
+        scope = self.cassettes.scope
+        path = flow.request.path.split("?", 1)[0]
+        if path == "/scope" and flow.request.method == "POST":
+            try:
+                body = orjson.loads(flow.request.get_content(strict=False) or b"{}")
+            except orjson.JSONDecodeError:
+                body = None
+            if not isinstance(body, dict):
+                flow.response = _json_response(400, {"error": "expected a JSON object"})
+                return
+            test_id = body.get("test_id")
+            cassette_name = body.get("cassette")
+            scope.test_id = test_id if isinstance(test_id, str) else None
+            scope.cassette = scope_name(cassette_name) if isinstance(cassette_name, str) and \
+                cassette_name else None
+            scope.misses = []
+            flow.response = _json_response(200, {"test_id": scope.test_id,
+                                                 "cassette": scope.cassette})
+        elif path == "/misses":
+            flow.response = _json_response(200, {"misses": scope.misses})
+        else:
+            flow.response = _json_response(404, {"error": f"no control endpoint {path}"})
+
+
+def _json_response(status: int, body: Any) -> http.Response:
+    return http.Response.make(status, orjson.dumps(body), {"content-type": "application/json"})
+
+
 class Replayer:
     """Answers requests from the store; decides which flows are recorded instead."""
 
@@ -338,19 +399,21 @@ class Replayer:
         store = c.store
         assert store is not None
         req = flow.request
-        test_id = req.headers.pop(TEST_ID_HEADER, None)
+        test_id = req.headers.pop(TEST_ID_HEADER, None) or c.scope.test_id
+        scope = c.scope.cassette
         canon = matching.canonicalize(req.method, req.pretty_url, req.headers.get("content-type"),
                                       req.raw_content and req.get_content(strict=False),
                                       c.ignore)
-        state = FlowState(canonical=canon, action="pass", test_id=test_id)
+        state = FlowState(canonical=canon, action="pass", test_id=test_id, scope=scope)
         flow.metadata[META] = state
         mode = c.mode
         if mode == "passthrough":
             return
-        if mode == "record" or (mode == "auto" and store.is_recording(canon.key())):
+        if mode == "record" or (mode == "auto" and store.is_recording(canon, scope)):
             state.action = "record"
             return
-        hit = store.lookup(canon, LookupContext(connection=flow.client_conn.id, test_id=test_id))
+        hit = store.lookup(canon, LookupContext(connection=flow.client_conn.id, test_id=test_id,
+                                                scope=scope))
         if hit is not None:
             state.action = "hit"
             c.stats.hits += 1
@@ -363,6 +426,7 @@ class Replayer:
         c.stats.misses += 1
         message = miss_message(canon, store)
         c.stats.miss_messages.append(message)
+        c.scope.misses.append(message)
         log.warning(message)
         flow.response = miss_response(message)
 
@@ -483,7 +547,7 @@ class Recorder:
         assert c.store is not None
         state.request = recorded_request(flow.request, c.extra_secret_headers)
         state.key, state.slot = c.store.begin_recording(state.canonical, state.request,
-                                                        state.test_id)
+                                                        state.test_id, state.scope)
         flow.request.anticomp()  # ask for plain bytes, so cassettes hold readable text
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -588,4 +652,5 @@ class Recorder:
 
 cassettes = Cassettes()
 pacer = Pacer()
-addons = [cassettes, Replayer(cassettes, pacer), Recorder(cassettes), pacer]
+addons = [cassettes, ControlChannel(cassettes), Replayer(cassettes, pacer), Recorder(cassettes),
+          pacer]

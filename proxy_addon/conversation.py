@@ -20,10 +20,12 @@ from proxy_addon.reassemble import reassemble
 
 @dataclass(frozen=True, slots=True)
 class LookupContext:
-    """Who is asking: the client connection and, when known, the test being replayed."""
+    """Who is asking: the client connection and, when known, the test being replayed and the
+    test's own cassette (its scope)."""
 
     connection: str | None = None
     test_id: str | None = None
+    scope: str | None = None
 
 
 def _signature(text: str, calls: list[tuple[Any, Any]]) -> str | None:

@@ -9,6 +9,7 @@ leaves either the old cassette or the new one, never half of one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -36,6 +37,27 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 # Recordings in files larger than this are not kept in memory: read again when replayed.
 KEEP_IN_MEMORY_BYTES = 8 * 1024 * 1024
+# Per-test cassettes live in <cassette_dir>/by-test/<scope>/; everything else is shared.
+SCOPES_DIR = "by-test"
+
+
+def scope_name(name: str) -> str:
+    """A one-directory name for a test's cassette, readable from its pytest node id:
+    ``tests/test_app.py::test_joke[gpt]`` -> ``tests__test_app.py__test_joke_gpt``."""
+    flat = name.replace("::", "__").replace("/", "__")
+    cleaned = safe_segment(flat, 200)
+    if len(cleaned) > 120:  # keep paths short, and distinct
+        cleaned = cleaned[:100] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return cleaned
+
+
+def scope_of(root: Path, path: Path) -> str | None:
+    """The test scope a cassette file belongs to, or None for a shared one."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return None
+    return parts[1] if len(parts) > 2 and parts[0] == SCOPES_DIR else None
 
 
 @dataclass(slots=True)
@@ -46,6 +68,7 @@ class Entry:
     held: Recording | None  # None: too large to keep, read from ``path`` when needed
     canonical: CanonicalRequest
     uses: int = 0
+    scope: str | None = None  # the test's cassette it belongs to; None: shared
     _answer: str | None | bool = False  # signature of the first answer, computed on demand
 
     @property
@@ -86,6 +109,8 @@ class _Pending:
     path: Path
     request: RecordedRequest
     test_id: str | None
+    index_key: str  # the request's key in the index
+    scope: str | None = None
     slots: list[RecordedResponse | _OnDisk | None] = field(default_factory=list)
 
 
@@ -205,7 +230,8 @@ class CassetteStore:
                 log.warning("cassette: skipping %s: %s", path, e.reason)
                 continue
             held = rec if size <= KEEP_IN_MEMORY_BYTES else None
-            self._index(Entry(path, held, rec.request.canonical(self.ignore)))
+            self._index(Entry(path, held, rec.request.canonical(self.ignore),
+                              scope=scope_of(self.root, path)))
         self._ambiguous = any(len(v) > 1 for v in self.entries.values())
 
     def _index(self, entry: Entry) -> None:
@@ -215,12 +241,21 @@ class CassetteStore:
     def __len__(self) -> int:
         return sum(len(v) for v in self.entries.values())
 
-    def find(self, canon: CanonicalRequest) -> tuple[str, list[Entry]] | None:
-        """The recordings for a request: exact matches first, then host-agnostic ones."""
+    def find(self, canon: CanonicalRequest,
+             scope: str | None = None) -> tuple[str, list[Entry]] | None:
+        """The recordings for a request: exact matches first, then host-agnostic ones; within
+        those, the test's own cassette first, then the shared ones. Other tests' cassettes
+        never answer."""
         for key in (canon.key(), canon.without_host().key()):
             entries = self.entries.get(key)
-            if entries:
-                return key, entries
+            if not entries:
+                continue
+            own = [e for e in entries if e.scope == scope] if scope is not None else []
+            if own:
+                return f"{scope}|{key}", own
+            shared = [e for e in entries if e.scope is None]
+            if shared:
+                return f"|{key}", shared
         return None
 
     def lookup(self, canon: CanonicalRequest, ctx: LookupContext | None = None) -> Hit | None:
@@ -228,11 +263,11 @@ class CassetteStore:
         and past the end the last one repeats. Where several files recorded this request
         (llama-stack tests sharing a first turn), the one that keeps the conversation
         coherent is chosen (see ``choose``)."""
-        found = self.find(canon)
+        ctx = ctx or LookupContext()
+        found = self.find(canon, ctx.scope)
         if found is None:
             return None
         key, entries = found
-        ctx = ctx or LookupContext()
         entry = entries[0] if len(entries) == 1 else self.choose(entries, canon, ctx)
         n = self._served[key]
         self._served[key] = n + 1
@@ -319,21 +354,25 @@ class CassetteStore:
     # -- recording ------------------------------------------------------------------------
 
     def begin_recording(self, canon: CanonicalRequest, request: RecordedRequest,
-                        test_id: str | None = None) -> tuple[str, int]:
+                        test_id: str | None = None,
+                        scope: str | None = None) -> tuple[str, int]:
         """Reserve this request's place in its cassette, in arrival order, before the response
         is known, so concurrent identical requests keep the order they were made in."""
-        key = canon.key()
+        index_key = canon.key()
+        key = f"{scope or ''}|{index_key}"
         pending = self._pending.get(key)
         if pending is None:
-            existing = [e for e in self.entries.get(key, []) if e.recording.source == "cassette"]
+            existing = [e for e in self.entries.get(index_key, [])
+                        if e.scope == scope and e.recording.source == "cassette"]
+            root = self.root / SCOPES_DIR / scope if scope else self.root
             path = existing[0].path if existing else layout_path(
-                self.root, canon, request.url, model_of(request))
-            pending = self._pending[key] = _Pending(path, request, test_id)
+                root, canon, request.url, model_of(request))
+            pending = self._pending[key] = _Pending(path, request, test_id, index_key, scope)
         pending.slots.append(None)
         return key, len(pending.slots) - 1
 
-    def is_recording(self, key: str) -> bool:
-        return key in self._pending
+    def is_recording(self, canon: CanonicalRequest, scope: str | None = None) -> bool:
+        return f"{scope or ''}|{canon.key()}" in self._pending
 
     def finish_recording(self, key: str, slot: int, response: RecordedResponse) -> Path:
         """Store a response in its place and rewrite the cassette atomically.
@@ -360,8 +399,9 @@ class CassetteStore:
                 r.position = position
             elif held is None:
                 pending.slots[k] = _OnDisk(position)  # drop the events from memory
-        entry = Entry(pending.path, held, pending.request.canonical(self.ignore), uses=1)
-        self._replace_entry(key, entry)
+        entry = Entry(pending.path, held, pending.request.canonical(self.ignore), uses=1,
+                      scope=pending.scope)
+        self._replace_entry(pending.index_key, entry)
         return pending.path
 
     def abandon_recording(self, key: str, slot: int) -> None:

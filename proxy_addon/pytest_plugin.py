@@ -1,0 +1,214 @@
+"""pytest plugin: ``pytest --cassette-mode=replay`` runs the suite through the recording proxy.
+
+One proxy per pytest process (each xdist worker has its own) with a fresh CA, its environment
+variables set for the whole session so any client in the process or its subprocesses goes
+through it. Each test's recordings go to its own cassette (``by-test/<node id>/``) told to the
+proxy over its control channel; ``@pytest.mark.cassette("name")`` shares one between tests;
+a lookup falls back to the shared cassettes. A replay miss fails the test that caused it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from proxy_addon.process import RunningProxy, start_proxy
+
+MODES = ("replay", "record", "auto", "passthrough")
+CONTROL = "http://cassette.control"
+_PROXY_KEY = pytest.StashKey["_Session"]()
+_WORKER_SUMMARIES = pytest.StashKey[list]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cassette", "record and replay LLM API traffic through a proxy")
+    group.addoption("--cassette-mode", choices=MODES, default=None,
+                    help="Run the session through the cassette proxy in this mode "
+                         "(off when not given).")
+    group.addoption("--cassette-dir", default=None,
+                    help="Cassette directory (default: $CASSETTE_DIR or ./cassettes).")
+    group.addoption("--cassette-pace", default="0",
+                    help="Stream replay speed: 0 at once, 1 with the recorded gaps.")
+    group.addoption("--cassette-prune", action="store_true",
+                    help="After a full run, list recordings no test used (delete with --yes).")
+    group.addoption("--yes", action="store_true", dest="cassette_yes",
+                    help="With --cassette-prune: delete the unused recordings.")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cassette(name): record and replay this test in the named shared cassette")
+    mode = config.getoption("--cassette-mode")
+    if mode is None:
+        return
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # xdist controller: the workers run the tests, and each starts its own proxy
+    config.stash[_PROXY_KEY] = _Session(config, mode)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(_PROXY_KEY, None)
+    if session is not None:
+        session.stop()
+
+
+class _Session:
+    """The proxy of this pytest process and what it reported."""
+
+    def __init__(self, config: pytest.Config, mode: str) -> None:
+        self.config = config
+        self.mode = mode
+        self.dir = Path(config.getoption("--cassette-dir") or os.environ.get("CASSETTE_DIR")
+                        or "cassettes").resolve()
+        if mode != "replay":
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix="cassette-pytest-"))
+        self.summary_path = self.tmp / "summary.json"
+        self.summary: dict[str, Any] | None = None
+        try:
+            self.proxy: RunningProxy | None = start_proxy(
+                self.dir, mode, confdir=self.tmp / "ca",
+                options={"cassette_pace": config.getoption("--cassette-pace"),
+                         "cassette_summary": str(self.summary_path)})
+        except Exception as e:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise pytest.UsageError(f"cassette: the proxy did not start: {e}") from None
+        self.saved_env = {k: os.environ.get(k) for k in self.proxy.client_env({})}
+        self.saved_env.update({k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy")})
+        os.environ.update(self.proxy.client_env({}))
+        for name in ("NO_PROXY", "no_proxy"):
+            os.environ.pop(name, None)
+        self.control = httpx.Client(proxy=self.proxy.url, timeout=10, trust_env=False)
+
+    def scope(self, test_id: str | None, cassette: str | None) -> None:
+        self.control.post(f"{CONTROL}/scope", json={"test_id": test_id, "cassette": cassette})
+
+    def misses(self) -> list[str]:
+        return self.control.get(f"{CONTROL}/misses").json()["misses"]
+
+    def stop(self) -> None:
+        if self.proxy is None:
+            return
+        self.control.close()
+        self.proxy.stop()
+        self.proxy = None
+        for name, value in self.saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        try:
+            self.summary = orjson.loads(self.summary_path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            self.summary = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _session(item: pytest.Item) -> _Session | None:
+    return item.config.stash.get(_PROXY_KEY, None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):  # type: ignore[no-untyped-def]
+    session = _session(item)
+    if session is not None:
+        marker = item.get_closest_marker("cassette")
+        name = str(marker.args[0]) if marker and marker.args else item.nodeid
+        session.scope(item.nodeid, name)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    session = _session(item)
+    if session is None or call.when != "call":
+        return
+    report = outcome.get_result()
+    misses = session.misses()
+    if misses and report.outcome != "failed":
+        # the application may have swallowed the 404: the test still fails, with the reason
+        report.outcome = "failed"
+        report.longrepr = "cassette replay miss:\n" + "\n".join(misses)
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    session = _session(item)
+    if session is not None:
+        session.scope(None, None)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    own = session.config.stash.get(_PROXY_KEY, None)
+    if own is None:
+        return
+    own.stop()
+    if hasattr(session.config, "workerinput") and own.summary is not None:
+        session.config.workeroutput["cassette_summary"] = orjson.dumps(own.summary).decode()
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without xdist
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: collect each worker's summary."""
+    raw = getattr(node, "workeroutput", {}).get("cassette_summary")
+    if raw:
+        node.config.stash.setdefault(_WORKER_SUMMARIES, []).append(orjson.loads(raw))
+
+
+def _combined(config: pytest.Config) -> dict[str, Any] | None:
+    own = config.stash.get(_PROXY_KEY, None)
+    summaries = list(config.stash.get(_WORKER_SUMMARIES, []))
+    if own is not None and own.summary is not None:
+        summaries.append(own.summary)
+    if not summaries:
+        return None
+    unused = set(summaries[0]["unused"])
+    for s in summaries[1:]:
+        unused &= set(s["unused"])  # unused only if no worker used it
+    return {
+        "hits": sum(s["hits"] for s in summaries),
+        "recorded": sum(s["recorded"] for s in summaries),
+        "misses": sum(s["misses"] for s in summaries),
+        "recordings": max(s["recordings"] for s in summaries),
+        "unused": sorted(unused),
+    }
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if config.getoption("--cassette-mode") is None:
+        return
+    summary = _combined(config)
+    if summary is None:
+        terminalreporter.write_line("cassette: the proxy wrote no summary")
+        return
+    terminalreporter.write_line(
+        f"cassette: {summary['hits']} hits, {summary['recorded']} recorded, "
+        f"{summary['misses']} misses, {len(summary['unused'])} unused recordings "
+        f"(of {summary['recordings']})")
+    if config.getoption("--cassette-prune"):
+        _prune(terminalreporter, config, summary["unused"])
+
+
+def _prune(terminalreporter: Any, config: pytest.Config, unused: list[str]) -> None:
+    deselected = terminalreporter.stats.get("deselected")
+    if deselected or config.getoption("keyword") or config.getoption("markexpr") or \
+            terminalreporter.stats.get("failed"):
+        terminalreporter.write_line("cassette: not pruning: only a full, passing run shows "
+                                    "which recordings are unused")
+        return
+    if not unused:
+        terminalreporter.write_line("cassette: nothing to prune")
+        return
+    verb = "deleting" if config.getoption("cassette_yes") else "unused (run with --yes to delete)"
+    terminalreporter.write_line(f"cassette: {len(unused)} recordings {verb}:")
+    for path in unused:
+        terminalreporter.write_line(f"  {path}")
+        if config.getoption("cassette_yes"):
+            Path(path).unlink(missing_ok=True)

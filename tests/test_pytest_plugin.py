@@ -1,0 +1,134 @@
+"""The pytest plugin, run with pytester on a small project that uses the real openai SDK
+against a local upstream: recorded, replayed, with a miss, with xdist and with a marker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy_addon import cassette
+from proxy_addon.store import SCOPES_DIR, iter_cassette_files
+
+pytest_plugins = ["pytester"]
+
+PROJECT = '''
+import os, subprocess, sys
+import openai, pytest
+
+def ask(prompt):
+    client = openai.OpenAI(api_key="sk-test-plugin", base_url=os.environ["FAKE_UPSTREAM"] + "/v1",
+                           max_retries=0)
+    return client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": prompt}]).choices[0].message.content
+
+def test_joke():
+    assert ask("joke") == "Answer 1 to: joke"
+
+def test_twice():
+    assert [ask("again"), ask("again")] == ["Answer 1 to: again", "Answer 2 to: again"]
+
+@pytest.mark.cassette("greetings")
+def test_marker_first():
+    assert ask("hello").startswith("Answer")
+
+@pytest.mark.cassette("greetings")
+def test_marker_second():
+    assert ask("hello").startswith("Answer")
+
+def test_from_a_subprocess():
+    code = "import sys; sys.path.insert(0, '.'); from test_app import ask; print(ask('child'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "Answer 1 to: child"
+'''
+
+SWALLOW = '''
+import os, openai
+
+def test_swallows_the_error():
+    client = openai.OpenAI(api_key="sk-test-plugin", base_url=os.environ["FAKE_UPSTREAM"] + "/v1",
+                           max_retries=0)
+    try:
+        client.chat.completions.create(model="gpt-4o",
+                                       messages=[{"role": "user", "content": "never recorded"}])
+    except openai.NotFoundError:
+        pass  # the application hides it; the plugin must not
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, http_upstream, monkeypatch) -> pytest.Pytester:
+    monkeypatch.setenv("FAKE_UPSTREAM", http_upstream.base_url)
+    pytester.makepyfile(test_app=PROJECT)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+
+
+def test_record_then_replay_per_test_cassettes(project, http_upstream):
+    cassettes = project.path / "cassettes"
+    recorded = run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}")
+    recorded.assert_outcomes(passed=5)
+    recorded.stdout.fnmatch_lines(["cassette: 0 hits, 6 recorded, 0 misses*"])
+    scopes = {p.relative_to(cassettes).parts[1] for p in iter_cassette_files(cassettes)}
+    assert scopes == {"test_app.py__test_joke", "test_app.py__test_twice", "greetings",
+                      "test_app.py__test_from_a_subprocess"}
+    greetings = [p for p in iter_cassette_files(cassettes / SCOPES_DIR / "greetings")]
+    assert len(cassette.load(greetings[0]).responses) == 2  # the marker shared one cassette
+    assert all(p.relative_to(cassettes).parts[0] == SCOPES_DIR for p in iter_cassette_files(cassettes))
+
+    hits = http_upstream.state.hits
+    replayed = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}")
+    replayed.assert_outcomes(passed=5)
+    replayed.stdout.fnmatch_lines(["cassette: 6 hits, 0 recorded, 0 misses, 0 unused*"])
+    assert http_upstream.state.hits == hits
+
+    # with two xdist workers, each with its own proxy
+    parallel = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "-n", "2")
+    parallel.assert_outcomes(passed=5)
+    parallel.stdout.fnmatch_lines(["cassette: 6 hits, 0 recorded, 0 misses, 0 unused*"])
+    assert http_upstream.state.hits == hits
+
+
+def test_a_swallowed_miss_fails_the_test_that_caused_it(project):
+    cassettes = project.path / "cassettes"
+    cassettes.mkdir()
+    project.makepyfile(test_swallow=SWALLOW)
+    result = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
+                 "test_swallow.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*cassette replay miss*", "*never recorded*"])
+
+
+def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_upstream):
+    cassettes = project.path / "cassettes"
+    # recorded outside any test scope (e.g. by `cassette run`): shared by every test
+    shared = run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}",
+                 "-k", "joke")
+    shared.assert_outcomes(passed=1)
+    scoped = next(iter_cassette_files(cassettes))
+    target = cassettes / Path(*scoped.relative_to(cassettes).parts[2:])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scoped.rename(target)  # now a shared recording, not test_joke's own
+    extra = target.with_name("gpt-4o-unused.json")
+    rec = cassette.load(target)
+    rec.request.body.value["messages"][0]["content"] = "nobody asks this"
+    extra.write_bytes(cassette.dumps(rec))
+
+    result = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
+                 "-k", "joke", "--cassette-prune")
+    result.assert_outcomes(passed=1)  # test_joke found its answer in the shared cassette
+    result.stdout.fnmatch_lines(["*not pruning*full*"])  # -k: not a full run
+
+    project.makepyfile(test_app="import os\n" + PROJECT.split("def test_twice")[0])
+    listed = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
+                 "--cassette-prune")
+    listed.assert_outcomes(passed=1)
+    listed.stdout.fnmatch_lines(["cassette: 1 recordings unused*", f"*{extra.name}"])
+    assert extra.exists()
+    deleted = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
+                  "--cassette-prune", "--yes")
+    deleted.stdout.fnmatch_lines(["cassette: 1 recordings deleting*"])
+    assert not extra.exists() and target.exists()
