@@ -27,7 +27,7 @@ from proxy_addon import matching, redact
 from proxy_addon.cassette import Body, RecordedRequest, RecordedResponse, Stream
 from proxy_addon.conversation import LookupContext
 from proxy_addon.sse import Event, StreamCapture, StreamFormat, frame, frame_event, stream_format
-from proxy_addon.store import CassetteStore, Hit, atomic_write, scope_name
+from proxy_addon.store import BackgroundWriter, CassetteStore, Hit, atomic_write, scope_name
 
 log = logging.getLogger("proxy_addon")
 
@@ -119,6 +119,7 @@ class Cassettes:
         self.store: CassetteStore | None = None
         self.stats = Stats()
         self.scope = Scope()
+        self.writer: BackgroundWriter | None = None
         self.pace = 0.0
         self.ignore: tuple[tuple[str | int, ...], ...] = ()
 
@@ -173,8 +174,11 @@ class Cassettes:
                     "(record first with --set cassette_mode=record or auto)")
             if root.exists() and not root.is_dir():
                 raise exceptions.OptionsError(f"cassette_dir {str(root)!r} is not a directory")
+            if self.writer is None:
+                self.writer = BackgroundWriter(self._written)
             store = CassetteStore(root, self.ignore,
-                                  max_file_bytes=ctx.options.cassette_max_file_mb * 1024 * 1024)
+                                  max_file_bytes=ctx.options.cassette_max_file_mb * 1024 * 1024,
+                                  writer=self.writer)
             store.load()
             self.store = store
             log.info("cassette: %d recordings in %s (%s mode)%s", len(store), root,
@@ -189,7 +193,19 @@ class Cassettes:
     def extra_secret_headers(self) -> list[str]:
         return split_list(ctx.options.cassette_redact_headers)
 
+    def _written(self, path: Path, error: OSError | None) -> None:
+        """Called by the writer thread after each cassette write."""
+        if error is None:
+            self.stats.recorded += 1
+            log.info("cassette: recorded %s", path)
+        else:
+            self.stats.not_saved += 1
+            log.error("cassette: could not write the cassette %s: %s", path,
+                      error.strerror or error)
+
     def done(self) -> None:
+        if self.writer is not None:
+            self.writer.close()  # every finished recording reaches the disk before we exit
         if self.store is None:
             return
         unused = self.store.unused()
@@ -223,6 +239,14 @@ def replay_body(resp: RecordedResponse) -> bytes:
     if resp.stream is not None:
         return frame(resp.stream.format, resp.stream.events)
     return resp.body.to_bytes() if resp.body is not None else b""
+
+
+def wire_response(resp: RecordedResponse) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and body bytes of a replayed response, framed once and reused: a request
+    replayed many times costs a dictionary lookup, not a JSON encoding per event."""
+    if resp.wire is None:
+        resp.wire = (_wire_headers(resp), replay_body(resp))
+    return resp.wire
 
 
 def miss_message(canon: matching.CanonicalRequest, store: CassetteStore) -> str:
@@ -355,7 +379,7 @@ class ControlChannel:
         self.cassettes = cassettes
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.request.pretty_host != CONTROL_HOST:
+        if flow.request.host != CONTROL_HOST:
             return
         scope = self.cassettes.scope
         path = flow.request.path.split("?", 1)[0]
@@ -444,7 +468,8 @@ class Replayer:
             flow.request.headers[PACER_TOKEN_HEADER] = token
             state.paced = True
             return
-        flow.response = http.Response.make(resp.status, replay_body(resp), _wire_headers(resp))
+        headers, body = wire_response(resp)
+        flow.response = http.Response.make(resp.status, body, headers)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = flow.metadata.get(META)
@@ -638,16 +663,11 @@ class Recorder:
             recorded = RecordedResponse(status=resp.status_code, headers=headers,
                                         body=Body.from_bytes(raw, resp.headers.get("content-type")))
         try:
-            path = c.store.finish_recording(state.key, state.slot, recorded)
-        except OSError as e:
+            c.store.finish_recording(state.key, state.slot, recorded)  # written in background
+        except (OSError, ValueError) as e:  # the layout refused the path, or a read-back failed
             c.stats.not_saved += 1
-            log.error("cassette: could not write the cassette for %s %s: %s (%s)",
-                      flow.request.method, flow.request.pretty_url, e.strerror,
-                      e.filename or c.store.root)
-            return
-        c.stats.recorded += 1
-        log.info("cassette: recorded %s %s -> %s", flow.request.method, flow.request.pretty_url,
-                 path)
+            log.error("cassette: could not record %s %s: %s", flow.request.method,
+                      flow.request.pretty_url, e)
 
 
 cassettes = Cassettes()

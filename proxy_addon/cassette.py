@@ -141,6 +141,9 @@ class RecordedResponse:
     body: Body | None = None
     stream: Stream | None = None
     recorded_at: str | None = None
+    # what a replay sends, built once: (headers, body bytes); not part of the format
+    wire: tuple[list[tuple[bytes, bytes]], bytes] | None = field(
+        default=None, repr=False, compare=False)
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Iterable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
@@ -23,7 +24,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 GET_ENDPOINTS = frozenset({"/v1/models", "/models", "/api/tags", "/api/ps", "/api/version"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CanonicalRequest:
     """What identifies a request for matching. ``host`` is empty for host-agnostic recordings."""
 
@@ -34,6 +35,10 @@ class CanonicalRequest:
     body: Any = None
 
     def key(self) -> str:
+        return self._key
+
+    @cached_property
+    def _key(self) -> str:  # computed once per request, however often it is looked up
         payload = orjson.dumps(
             [self.method, self.host, self.path, self.query, self.body], option=orjson.OPT_SORT_KEYS
         )

@@ -91,16 +91,19 @@ def start_proxy(
     confdir: Path | str | None = None,
     options: Mapping[str, str] | None = None,
     timeout: float = 20.0,
+    script: Path = ADDON_SCRIPT,
 ) -> RunningProxy:
-    """Start mitmdump with the addon on 127.0.0.1 and a free port; wait until it listens."""
+    """Start mitmdump with the addon (or another ``script``, for a benchmark's baseline) on
+    127.0.0.1 and a free port; wait until it listens."""
     confdir = Path(confdir) if confdir is not None else Path(cassette_dir).parent / ".mitmproxy"
     confdir.mkdir(parents=True, exist_ok=True)
     args = [
         mitmdump_executable(), "--listen-host", "127.0.0.1",
         "--set", "listen_port=0", "--set", f"confdir={confdir}",
-        "-s", str(ADDON_SCRIPT),
-        "--set", f"cassette_dir={cassette_dir}", "--set", f"cassette_mode={mode}",
+        "-s", str(script),
     ]
+    if script == ADDON_SCRIPT:
+        args += ["--set", f"cassette_dir={cassette_dir}", "--set", f"cassette_mode={mode}"]
     for name, value in (options or {}).items():
         args += ["--set", f"{name}={value}"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

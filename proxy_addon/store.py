@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
 import tempfile
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -140,6 +142,15 @@ def layout_path(root: Path, canon: CanonicalRequest, url: str, model: str | None
     return target
 
 
+def _approx_bytes(resp: RecordedResponse) -> int:
+    """Roughly how much a response weighs, to decide whether to keep it in memory."""
+    if resp.stream is not None:
+        return sum(len(ev.data) if isinstance(ev.data, str) else 256 for ev in resp.stream.events)
+    if resp.body is not None and isinstance(resp.body.value, str):
+        return len(resp.body.value)
+    return 1024
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -169,6 +180,52 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
         raise
 
 
+Writer = Callable[[Path, Callable[[BinaryIO], None]], None]
+
+
+def write_now(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    atomic_write(path, write)
+
+
+class BackgroundWriter:
+    """Writes cassettes on one thread, in the order they were finished, so a client never waits
+    for the disk: its stream ends when the provider's does. ``on_done(path, error)`` reports
+    each write. Call ``close`` before exit to drain the queue."""
+
+    def __init__(self, on_done: Callable[[Path, OSError | None], None]) -> None:
+        self._on_done = on_done
+        self._queue: queue.Queue[tuple[Path, Callable[[BinaryIO], None]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="cassette-writer", daemon=True)
+        self._thread.start()
+
+    def __call__(self, path: Path, write: Callable[[BinaryIO], None]) -> None:
+        self._queue.put((path, write))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                path, write = item
+                try:
+                    atomic_write(path, write)
+                except OSError as e:
+                    self._on_done(path, e)
+                else:
+                    self._on_done(path, None)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 def iter_cassette_files(root: Path) -> Iterator[Path]:
     """Every ``*.json`` under ``root``, skipping hidden files and directories (temp files)."""
     if not root.is_dir():
@@ -192,8 +249,9 @@ class CassetteStore:
     """Index of a cassette directory, with sequential replay and atomic recording."""
 
     def __init__(self, root: Path, ignore: IgnorePaths = (),
-                 max_file_bytes: int = 512 * 1024 * 1024) -> None:
+                 max_file_bytes: int = 512 * 1024 * 1024, writer: Writer = write_now) -> None:
         self.root = Path(root)
+        self.writer = writer
         self.ignore = tuple(ignore)
         self.max_file_bytes = max_file_bytes
         self.entries: dict[str, list[Entry]] = {}
@@ -388,12 +446,15 @@ class CassetteStore:
         filled = [(k, r) for k, r in enumerate(pending.slots) if r is not None]
         on_disk = None
         if any(isinstance(r, _OnDisk) for _, r in filled):
+            flush = getattr(self.writer, "flush", None)
+            if flush is not None:
+                flush()  # the earlier write must be on disk before it is read back
             on_disk = cassette.load(pending.path).responses
         responses = [on_disk[r.position] if isinstance(r, _OnDisk) else r  # type: ignore[index]
                      for _, r in filled]
         rec = Recording(request=pending.request, responses=responses, test_id=pending.test_id)
-        atomic_write(pending.path, lambda f: cassette.write(rec, f))
-        held = rec if _size(pending.path) <= KEEP_IN_MEMORY_BYTES else None
+        self.writer(pending.path, lambda f: cassette.write(rec, f))
+        held = rec if sum(map(_approx_bytes, responses)) <= KEEP_IN_MEMORY_BYTES else None
         for position, (k, r) in enumerate(filled):
             if isinstance(r, _OnDisk):
                 r.position = position

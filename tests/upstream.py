@@ -87,6 +87,7 @@ def _chat_chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small writes go out at once, as real servers do
     server: "FakeUpstreamServer"
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
