@@ -8,6 +8,7 @@ only translate between mitmproxy's flow objects and those functions.
 # No `from __future__ import annotations` here: mitmdump loads this file as a script outside
 # sys.modules, where dataclasses cannot resolve string annotations.
 import asyncio
+import gc
 import logging
 import math
 import secrets
@@ -179,7 +180,15 @@ class Cassettes:
             store = CassetteStore(root, self.ignore,
                                   max_file_bytes=ctx.options.cassette_max_file_mb * 1024 * 1024,
                                   writer=self.writer)
-            store.load()
+            # Loading makes many long-lived objects: without the collector running over and over
+            # meanwhile, and with them frozen out of its later passes, start-up and per-request
+            # latency stay flat with the directory's size (see scripts/bench).
+            gc.disable()
+            try:
+                store.load()
+            finally:
+                gc.enable()
+            gc.freeze()
             self.store = store
             log.info("cassette: %d recordings in %s (%s mode)%s", len(store), root,
                      ctx.options.cassette_mode,
@@ -425,9 +434,11 @@ class Replayer:
         req = flow.request
         test_id = req.headers.pop(TEST_ID_HEADER, None) or c.scope.test_id
         scope = c.scope.cassette
-        canon = matching.canonicalize(req.method, req.pretty_url, req.headers.get("content-type"),
-                                      req.raw_content and req.get_content(strict=False),
-                                      c.ignore)
+        path, _, query = req.path.partition("?")
+        canon = matching.canonicalize_parts(
+            req.method, req.scheme, req.pretty_host, req.port, path, query,
+            req.headers.get("content-type"), req.raw_content and req.get_content(strict=False),
+            c.ignore)
         state = FlowState(canonical=canon, action="pass", test_id=test_id, scope=scope)
         flow.metadata[META] = state
         mode = c.mode

@@ -68,8 +68,10 @@ class Body:
             return cls("base64", base64.b64encode(raw).decode())
         if raw.lstrip()[:1] in (b"{", b"["):
             try:
-                return cls("json", orjson.loads(raw))
-            except orjson.JSONDecodeError:
+                value = orjson.loads(raw)
+                orjson.dumps(value)  # nested deeper than orjson writes: keep it as text
+                return cls("json", value)
+            except (orjson.JSONDecodeError, orjson.JSONEncodeError):
                 pass
         try:
             text = raw.decode("utf-8")

@@ -39,9 +39,11 @@ class CanonicalRequest:
 
     @cached_property
     def _key(self) -> str:  # computed once per request, however often it is looked up
-        payload = orjson.dumps(
-            [self.method, self.host, self.path, self.query, self.body], option=orjson.OPT_SORT_KEYS
-        )
+        try:
+            payload = orjson.dumps([self.method, self.host, self.path, self.query, self.body],
+                                   option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONEncodeError, RecursionError):  # nested deeper than orjson writes
+            payload = repr([self.method, self.host, self.path, self.query, self.body]).encode()
         return hashlib.sha256(payload).hexdigest()
 
     def without_host(self) -> CanonicalRequest:
@@ -197,11 +199,9 @@ def canonical_json(value: Any, ignore: Sequence[tuple[str | int, ...]] = (),
                    fallback: bytes | None = None) -> Any:
     """The comparable form of a body already parsed from JSON (a stored request)."""
     try:
-        value = _json_body(value, ignore)
-        orjson.dumps(value, option=orjson.OPT_SORT_KEYS)  # too deep or odd values: hash instead
-    except (orjson.JSONEncodeError, RecursionError):
+        return _json_body(value, ignore)
+    except RecursionError:
         return _digest(fallback if fallback is not None else repr(value).encode())
-    return value
 
 
 def canonical_query(query: str) -> tuple[tuple[str, str], ...]:
@@ -223,13 +223,29 @@ def canonicalize(
     raw_body: bytes | None,
     ignore: Sequence[tuple[str | int, ...]] = (),
 ) -> CanonicalRequest:
-    """Canonical form of a live request."""
+    """Canonical form of a live request given by its URL."""
     parts = urlsplit(url)
+    return canonicalize_parts(method, parts.scheme, parts.hostname or "", parts.port,
+                              parts.path, parts.query, content_type, raw_body, ignore)
+
+
+def canonicalize_parts(
+    method: str,
+    scheme: str,
+    host: str,
+    port: int | None,
+    path: str,
+    query: str,
+    content_type: str | None,
+    raw_body: bytes | None,
+    ignore: Sequence[tuple[str | int, ...]] = (),
+) -> CanonicalRequest:
+    """Canonical form of a live request given by its parts (no URL to build and re-parse)."""
     return CanonicalRequest(
         method=method.upper(),
-        host=normalise_host(parts.scheme, parts.hostname or "", parts.port),
-        path=parts.path or "/",
-        query=canonical_query(parts.query),
+        host=normalise_host(scheme, host, port),
+        path=path or "/",
+        query=canonical_query(query) if query else (),
         body=canonical_body(content_type, raw_body, ignore),
     )
 

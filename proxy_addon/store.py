@@ -55,11 +55,12 @@ def scope_name(name: str) -> str:
 
 def scope_of(root: Path, path: Path) -> str | None:
     """The test scope a cassette file belongs to, or None for a shared one."""
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
+    prefix = os.path.join(root, SCOPES_DIR, "")
+    text = os.fspath(path)
+    if not text.startswith(prefix):
         return None
-    return parts[1] if len(parts) > 2 and parts[0] == SCOPES_DIR else None
+    rest = text[len(prefix):].split(os.sep)
+    return rest[0] if len(rest) > 2 else None
 
 
 @dataclass(slots=True)
@@ -196,9 +197,10 @@ class BackgroundWriter:
         self._on_done = on_done
         self._queue: queue.Queue[tuple[Path, Callable[[BinaryIO], None]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="cassette-writer", daemon=True)
-        self._thread.start()
 
     def __call__(self, path: Path, write: Callable[[BinaryIO], None]) -> None:
+        if not self._thread.is_alive():  # started on the first write: replay never needs it
+            self._thread.start()
         self._queue.put((path, write))
 
     def _run(self) -> None:
@@ -210,8 +212,8 @@ class BackgroundWriter:
                 path, write = item
                 try:
                     atomic_write(path, write)
-                except OSError as e:
-                    self._on_done(path, e)
+                except Exception as e:  # never let one bad write stop the writer
+                    self._on_done(path, e if isinstance(e, OSError) else OSError(str(e)))
                 else:
                     self._on_done(path, None)
             finally:
