@@ -67,6 +67,13 @@ class RunningProxy:
             env.pop(name, None)
         return env
 
+    def peak_rss_mb(self) -> float:
+        """The proxy process's peak resident memory so far (Linux), for tests and benchmarks."""
+        for line in open(f"/proc/{self.process.pid}/status"):
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM in /proc: peak memory is measured on Linux only")
+
     @property
     def log(self) -> str:
         return "".join(self.lines)

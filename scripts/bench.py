@@ -35,17 +35,10 @@ from proxy_addon import cassette  # noqa: E402
 from proxy_addon.addon import _wire_headers, replay_body  # noqa: E402
 from proxy_addon.cassette import Body, Event, Recording, RecordedRequest, RecordedResponse, Stream  # noqa: E402
 from proxy_addon.process import RunningProxy, start_proxy  # noqa: E402
-from tests.upstream import FakeUpstreamServer  # noqa: E402
+from tests.upstream import FakeUpstreamServer, read_big_stream  # noqa: E402
 
 URL = "http://api.openai.com/v1/chat/completions"
 BASELINE = ROOT / "scripts" / "bench_baseline_addon.py"
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def chat_recording(prompt: str, stream: bool, events: int = 15) -> Recording:
@@ -229,7 +222,7 @@ def bench_scale(confdir: Path, sizes: list[int], rounds: int, requests: int,
                         assert r.status_code == 200, r.text[:300]
                 lat.append(statistics.median(times))
                 if n == max(sizes):
-                    rss_10k = peak_rss_mb(p.process.pid)
+                    rss_10k = p.peak_rss_mb()
                 p.stop()
             latencies[n] = statistics.median(lat) * 1000
             rows.append((f"start-up, {n:,} recordings", f"{statistics.median(starts):.2f} s",
@@ -286,16 +279,10 @@ def bench_memory_record(confdir: Path) -> tuple[float, float, int]:
     upstream = FakeUpstreamServer().start()
     with tempfile.TemporaryDirectory() as tmp:
         p = start_proxy(Path(tmp) / "c", "record", confdir=confdir)
-        before = peak_rss_mb(p.process.pid)
-        size = 0
-        with httpx.Client(proxy=p.url, timeout=120) as client:
-            with client.stream("POST", upstream.base_url + "/v1/chat/completions",
-                               json={"model": "big-stream", "stream": True, "max_tokens": 50_000,
-                                     "messages": []}) as r:
-                for chunk in r.iter_bytes():
-                    size += len(chunk)
+        before = p.peak_rss_mb()
+        size = read_big_stream(p.url, upstream.base_url)
         time.sleep(0.5)
-        after = peak_rss_mb(p.process.pid)
+        after = p.peak_rss_mb()
         p.stop()
     upstream.stop()
     return before, after, size

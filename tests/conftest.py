@@ -90,3 +90,13 @@ def seed_dir(tmp_path: Path) -> Path:
     d.mkdir()
     shutil.copy(SEED, d / SEED.name)
     return d
+
+
+def record_prompts(proxies, cassettes: Path, upstream: FakeUpstreamServer, *prompts: str) -> None:
+    """Record one plain chat completion per prompt into ``cassettes``, then stop that proxy."""
+    proxy = proxies(cassettes, "record")
+    client = openai_client(proxy, upstream)
+    for prompt in prompts:
+        client.chat.completions.create(model="gpt-4o",
+                                       messages=[{"role": "user", "content": prompt}])
+    proxy.stop()

@@ -15,7 +15,7 @@ import pytest
 from proxy_addon import cassette
 from proxy_addon.process import ProxyStartError, start_proxy
 from proxy_addon.store import iter_cassette_files
-from tests.conftest import FAKE_KEY, SEED, openai_client, sdk_http_client
+from tests.conftest import FAKE_KEY, SEED, openai_client, record_prompts, sdk_http_client
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "weather in a city",
@@ -238,10 +238,7 @@ def test_secrets_never_reach_disk(tmp_path, http_upstream, proxies):
 
 def test_auto_mode_replays_hits_and_records_misses(tmp_path, http_upstream, proxies):
     cassettes = tmp_path / "c"
-    rec = proxies(cassettes, "record")
-    client = openai_client(rec, http_upstream)
-    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "old"}])
-    rec.stop()
+    record_prompts(proxies, cassettes, http_upstream, "old")
     hits = http_upstream.state.hits
     auto = proxies(cassettes, "auto")
     client = openai_client(auto, http_upstream)

@@ -25,17 +25,10 @@ import pytest
 from proxy_addon import cassette, sse
 from proxy_addon.process import start_proxy
 from proxy_addon.store import iter_cassette_files
-from tests.conftest import SEED, openai_client
-from tests.upstream import FakeUpstreamServer
+from tests.conftest import SEED, openai_client, record_prompts
+from tests.upstream import FakeUpstreamServer, read_big_stream
 
 CASSETTE = str(Path(sys.executable).with_name("cassette"))
-
-
-def _peak_rss_mb(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) // 1024
-    raise AssertionError("no VmHWM")
 
 
 def _verify(directory: Path) -> subprocess.CompletedProcess[str]:
@@ -96,16 +89,10 @@ def test_64_concurrent_streams_record_then_replay_exactly(tmp_path, http_upstrea
 @pytest.mark.slow
 def test_memory_stays_bounded_recording_a_50_mb_stream(tmp_path, http_upstream, proxies):
     proxy = proxies(tmp_path / "c", "record")
-    before = _peak_rss_mb(proxy.process.pid)
-    received = 0
-    with httpx.Client(proxy=proxy.url, timeout=120) as client:
-        with client.stream("POST", http_upstream.base_url + "/v1/chat/completions",
-                           json={"model": "big-stream", "stream": True, "max_tokens": 50_000,
-                                 "messages": []}) as r:
-            for chunk in r.iter_bytes():
-                received += len(chunk)
+    before = proxy.peak_rss_mb()
+    received = read_big_stream(proxy.url, http_upstream.base_url)
     time.sleep(0.5)
-    growth = _peak_rss_mb(proxy.process.pid) - before
+    growth = proxy.peak_rss_mb() - before
     proxy.stop()
     assert received > 50 * 1024 * 1024
     # the stream passes through and its events are kept once, as text: well under twice its size
@@ -358,10 +345,7 @@ def test_a_key_in_every_place_never_reaches_disk(tmp_path, upstream, proxies):
 
 def test_replay_makes_no_upstream_connection_for_hits_or_misses(tmp_path, http_upstream, proxies):
     cassettes = tmp_path / "c"
-    rec = proxies(cassettes, "record")
-    client = openai_client(rec, http_upstream)
-    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hit"}])
-    rec.stop()
+    record_prompts(proxies, cassettes, http_upstream, "hit")
     before = http_upstream.state.connections
     replay = proxies(cassettes, "replay")
     client = openai_client(replay, http_upstream)

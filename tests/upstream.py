@@ -425,6 +425,21 @@ class Handler(BaseHTTPRequestHandler):
         self._stream(parts, "application/json")
 
 
+def read_big_stream(proxy_url: str, upstream_base: str, events: int = 50_000) -> int:
+    """Ask the fake upstream for its long stream (about 1 kB an event) through a proxy and read
+    it to the end; returns how many bytes arrived."""
+    import httpx
+
+    received = 0
+    with httpx.Client(proxy=proxy_url, timeout=120) as client:
+        with client.stream("POST", upstream_base + "/v1/chat/completions",
+                           json={"model": "big-stream", "stream": True, "max_tokens": events,
+                                 "messages": []}) as r:
+            for chunk in r.iter_bytes():
+                received += len(chunk)
+    return received
+
+
 def compress(body: bytes, encoding: str) -> bytes:
     if encoding == "gzip":
         return gzip.compress(body)
