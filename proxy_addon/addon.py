@@ -14,20 +14,19 @@ import math
 import secrets
 import time
 import zlib
-
-import orjson
+from collections.abc import Callable, Sequence  # mitmproxy's --set parses only this Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence  # mitmproxy's --set parses only this Sequence
 from typing import Any
 
+import orjson
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net import encoding as mitm_encoding
 
 from proxy_addon import matching, redact
 from proxy_addon.cassette import Body, RecordedRequest, RecordedResponse, Stream
 from proxy_addon.conversation import LookupContext
-from proxy_addon.sse import Event, StreamCapture, StreamFormat, frame, frame_event, stream_format
+from proxy_addon.sse import StreamCapture, StreamFormat, frame, frame_event, stream_format
 from proxy_addon.store import BackgroundWriter, CassetteStore, Hit, atomic_write, scope_name
 
 log = logging.getLogger("proxy_addon")
@@ -46,13 +45,10 @@ class BodyTap:
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
-        self.finished = False
 
     def __call__(self, chunk: bytes) -> bytes:
         if chunk:
             self.chunks.append(chunk)
-        else:
-            self.finished = True
         return chunk
 
 

@@ -18,11 +18,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from proxy_addon import cassette, matching, redact
-from proxy_addon.cassette import CassetteError, Recording, RecordedResponse
+from proxy_addon import cassette, llama_stack, matching, redact
+from proxy_addon.cassette import CassetteError, RecordedResponse, Recording
 from proxy_addon.process import ADDON_SCRIPT, ProxyStartError, mitmdump_executable, start_proxy
 from proxy_addon.reassemble import reassemble
-from proxy_addon import llama_stack
 from proxy_addon.store import (
     CassetteStore,
     Entry,

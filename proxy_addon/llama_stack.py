@@ -22,9 +22,9 @@ from proxy_addon.cassette import (
     Body,
     CassetteError,
     Event,
-    Recording,
     RecordedRequest,
     RecordedResponse,
+    Recording,
     Stream,
 )
 from proxy_addon.sse import parse_data, split

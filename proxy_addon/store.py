@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from proxy_addon import cassette, matching
-from proxy_addon.cassette import CassetteError, Recording, RecordedRequest, RecordedResponse
+from proxy_addon.cassette import CassetteError, RecordedRequest, RecordedResponse, Recording
 from proxy_addon.conversation import LookupContext, answer_signature, message_signatures
 from proxy_addon.matching import CanonicalRequest
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 import httpx
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from proxy_addon import cassette  # noqa: E402
 from proxy_addon.addon import _wire_headers, replay_body  # noqa: E402
-from proxy_addon.cassette import Body, Event, Recording, RecordedRequest, RecordedResponse, Stream  # noqa: E402
+from proxy_addon.cassette import Body, Event, RecordedRequest, RecordedResponse, Recording, Stream  # noqa: E402
 from proxy_addon.process import RunningProxy, start_proxy  # noqa: E402
 from tests.upstream import FakeUpstreamServer, read_big_stream  # noqa: E402
 

@@ -6,7 +6,15 @@ import orjson
 import pytest
 
 from proxy_addon import cassette
-from proxy_addon.cassette import Body, CassetteError, Event, Recording, RecordedRequest, RecordedResponse, Stream
+from proxy_addon.cassette import (
+    Body,
+    CassetteError,
+    Event,
+    RecordedRequest,
+    RecordedResponse,
+    Recording,
+    Stream,
+)
 from tests.conftest import FIXTURES, SEED
 
 

@@ -5,7 +5,6 @@ Each test is bounded to seconds; the long ones are marked ``slow`` but stay in t
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -15,7 +14,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
@@ -26,7 +24,7 @@ from proxy_addon import cassette, sse
 from proxy_addon.process import start_proxy
 from proxy_addon.store import iter_cassette_files
 from tests.conftest import SEED, openai_client, record_prompts
-from tests.upstream import FakeUpstreamServer, read_big_stream
+from tests.upstream import read_big_stream
 
 CASSETTE = str(Path(sys.executable).with_name("cassette"))
 
@@ -123,7 +121,7 @@ def test_kill_9_mid_recording_leaves_only_whole_cassettes(tmp_path, http_upstrea
             pass  # the proxy died under it
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(30)]
-    for n, t in enumerate(threads):
+    for t in threads:
         t.start()
         time.sleep(0.02)
     time.sleep(0.3)

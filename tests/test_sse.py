@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy_addon import sse
 from proxy_addon.cassette import load

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from proxy_addon import cassette, matching
+from proxy_addon import matching
 from proxy_addon.cassette import Body, RecordedRequest, RecordedResponse
 from proxy_addon.store import CassetteStore, atomic_write, layout_path
 from tests.conftest import FIXTURES, SEED
