@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from proxy_addon.cassette import RecordedResponse
-from proxy_addon.reassemble import reassemble
+from proxy_addon.reassemble import Transcript, reassemble
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +70,30 @@ def assistant_messages(body: Any) -> list[tuple[int, str | None]]:
                 calls.append((tc.get("id"), fn.get("name"), fn.get("arguments") or ""))
         out.append((index, _signature(_message_text(msg.get("content")), calls)))
     return out
+
+
+def write_answer(body: dict[str, Any], index: int, answer: Transcript) -> dict[str, Any]:
+    """``body`` (changed in place) with the assistant message at ``index`` replaced by
+    ``answer``, written in the shape the message already has: text as a string or as one text
+    part, reasoning, tool calls; tool-call ids are renamed in the later tool messages too."""
+    msg = body["messages"][index]
+    ids: dict[str, str] = {}
+    content = msg.get("content")
+    if isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
+        msg["content"] = [dict(content[0], text=answer.text)]  # the same text, as a part
+    elif isinstance(content, str) or answer.text:
+        msg["content"] = answer.text if answer.text or content is not None else None
+    if isinstance(msg.get("reasoning"), str) and answer.reasoning:
+        msg["reasoning"] = answer.reasoning
+    for k, call in enumerate(msg.get("tool_calls") or []):
+        if k < len(answer.tool_calls):
+            got = answer.tool_calls[k]
+            if call.get("id") and got.id:
+                ids[call["id"]] = got.id
+                call["id"] = got.id
+            call["function"]["name"] = got.name
+            call["function"]["arguments"] = got.arguments
+    for later in body["messages"][index + 1:]:
+        if isinstance(later, dict) and later.get("tool_call_id") in ids:
+            later["tool_call_id"] = ids[later["tool_call_id"]]
+    return body

@@ -9,7 +9,10 @@ leaves either the old cassette or the new one, never half of one.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
+import itertools
 import logging
 import os
 import queue
@@ -27,7 +30,14 @@ import orjson
 
 from proxy_addon import cassette, matching
 from proxy_addon.cassette import CassetteError, RecordedRequest, RecordedResponse, Recording
-from proxy_addon.conversation import LookupContext, answer_signature, message_signatures
+from proxy_addon.conversation import (
+    LookupContext,
+    answer_signature,
+    assistant_messages,
+    message_signatures,
+    write_answer,
+)
+from proxy_addon.reassemble import Transcript, reassemble
 from proxy_addon.matching import CanonicalRequest
 
 log = logging.getLogger(__name__)
@@ -262,8 +272,11 @@ class CassetteStore:
         self._served: dict[str, int] = defaultdict(int)
         self._pending: dict[str, _Pending] = {}
         # conversation coherence, used only where one request has several recordings
-        self._followed: set[str] | None = None
+        self._followed: dict[str, list[Entry]] | None = None
+        self._depths: dict[int, int] = {}
         self._served_answers: dict[str, str] = {}
+        # served answer -> the other answers recorded for the same request
+        self._alternatives: dict[str, list[Transcript]] = {}
         self._connection_tests: dict[str, list[str]] = defaultdict(list)
         self._ambiguous = False
 
@@ -325,6 +338,9 @@ class CassetteStore:
         coherent is chosen (see ``choose``)."""
         ctx = ctx or LookupContext()
         found = self.find(canon, ctx.scope)
+        variants = self._variants(canon, ctx.scope) if self._alternatives else []
+        if found is None and variants:
+            found = max(variants, key=lambda f: max(self.depth(e) for e in f[1]))
         if found is None:
             return None
         key, entries = found
@@ -334,39 +350,94 @@ class CassetteStore:
         entry.uses += 1
         index = min(n, len(entry.recording.responses) - 1)
         if self._ambiguous:
-            self._remember(entry, ctx)
+            self._remember(entry, ctx, entries + [e for _, es in variants for e in es])
         return Hit(entry, entry.recording.responses[index], index)
+
+    def _variants(self, canon: CanonicalRequest,
+                  scope: str | None) -> list[tuple[str, list[Entry]]]:
+        """This request as other recorded conversations made it: with each answer we chose
+        among several replaced by one of the others.
+
+        A first turn recorded by several tests gets one of their answers; the client's next
+        turn embeds that answer, while its own test recorded that turn after another one. Any
+        of them was right for the first turn, so the next turn as recorded after another answer
+        is a coherent reply, and the answers of those variants are in turn alternatives of each
+        other for the turns after. At most 32 combinations are tried.
+        """
+        slots = [(index, self._alternatives[sig]) for index, sig in assistant_messages(canon.body)
+                 if sig is not None and sig in self._alternatives]
+        if not slots:
+            return []
+        fits = []
+        for combination in itertools.islice(itertools.product(*(alts for _, alts in slots)), 32):
+            body = copy.deepcopy(canon.body)
+            for (index, _), answer in zip(slots, combination, strict=True):
+                write_answer(body, index, answer)
+            found = self.find(dataclasses.replace(canon, body=body), scope)
+            if found is not None:
+                fits.append(found)
+        return fits
 
     def choose(self, entries: list[Entry], canon: CanonicalRequest,
                ctx: LookupContext) -> Entry:
         """Among recordings of the same request, prefer, in this order: the test named by the
-        client; the test whose answers this conversation already carries; an answer whose
-        follow-up request is itself recorded; a test already served on this connection."""
-        followed = self.followed_answers()
+        client; the test whose answers this conversation already carries; the answer followed
+        by the longest recorded conversation (a client whose own conversation is shorter
+        still finds its next turn among the ``_variants``); a test already served on this
+        connection."""
         conversation = {self._served_answers[s] for s in message_signatures(canon.body)
                         if s in self._served_answers}
         connection = set(self._connection_tests.get(ctx.connection or "", ()))
 
-        def score(e: Entry) -> tuple[bool, bool, bool, bool]:
+        def score(e: Entry) -> tuple[bool, bool, int, bool]:
             tid = e.recording.test_id
             return (ctx.test_id is not None and tid == ctx.test_id, tid in conversation,
-                    e.answer() in followed, tid in connection)
+                    self.depth(e), tid in connection)
 
         return max(entries, key=score)
 
     def followed_answers(self) -> set[str]:
         """Signatures of every answer that some recorded request carries as an earlier turn."""
+        return set(self._followers_index())
+
+    def _followers_index(self) -> dict[str, list[Entry]]:
+        """Answer signature -> the recordings whose request carries it as its last answer."""
         if self._followed is None:
-            self._followed = {sig for es in self.entries.values() for e in es
-                              if e.recording.request.body is not None
-                              for sig in message_signatures(e.recording.request.body.value)}
+            index: dict[str, list[Entry]] = defaultdict(list)
+            for es in self.entries.values():
+                for e in es:
+                    if e.recording.request.body is not None:
+                        sigs = message_signatures(e.recording.request.body.value)
+                        if sigs:
+                            index[sigs[-1]].append(e)
+            self._followed = index
+            self._depths = {}
         return self._followed
 
-    def _remember(self, entry: Entry, ctx: LookupContext) -> None:
+    def depth(self, entry: Entry, _seen: frozenset[int] = frozenset()) -> int:
+        """How many recorded turns follow this recording's answer (0: none)."""
+        key = id(entry)
+        if key in self._depths:
+            return self._depths[key]
+        sig = entry.answer()
+        followers = self._followers_index().get(sig, []) if sig is not None else []
+        seen = _seen | {key}
+        result = max((1 + self.depth(f, seen) for f in followers if id(f) not in seen),
+                     default=0)
+        self._depths[key] = result
+        return result
+
+    def _remember(self, entry: Entry, ctx: LookupContext, entries: list[Entry]) -> None:
+        """Note what was served: its answer's alternatives (the answers of the other
+        recordings of this turn), and its test for the conversation and the connection."""
+        sig = entry.answer()
+        others = {e.answer(): e for e in entries if e.answer() not in (None, sig)}
+        if sig is not None and others:
+            self._alternatives[sig] = [reassemble(e.recording.responses[0])
+                                       for e in others.values()]
         tid = entry.recording.test_id
         if tid is None:
             return
-        sig = entry.answer()
         if sig is not None:
             self._served_answers[sig] = tid
         if ctx.connection is not None:

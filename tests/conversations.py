@@ -16,7 +16,7 @@ from typing import Any, Callable
 import orjson
 
 from proxy_addon.cassette import RecordedResponse
-from proxy_addon.conversation import assistant_messages
+from proxy_addon.conversation import assistant_messages, write_answer
 from proxy_addon.reassemble import Transcript
 
 
@@ -66,41 +66,32 @@ def find_conversations(entries: list[tuple[str | None, str, dict[str, Any], str 
     return out
 
 
-def write_answer(body: dict[str, Any], index: int, answer: Transcript) -> dict[str, Any]:
-    """``body`` with the assistant message at ``index`` replaced by ``answer`` in its shape."""
-    msg = body["messages"][index]
-    ids: dict[str, str] = {}
-    content = msg.get("content")
-    if isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
-        msg["content"] = [dict(content[0], text=answer.text)]  # the same text, as a part
-    elif isinstance(content, str) or answer.text:
-        msg["content"] = answer.text if answer.text or content is not None else None
-    if isinstance(msg.get("reasoning"), str) and answer.reasoning:
-        msg["reasoning"] = answer.reasoning
-    for k, call in enumerate(msg.get("tool_calls") or []):
-        if k < len(answer.tool_calls):
-            got = answer.tool_calls[k]
-            if call.get("id") and got.id:
-                ids[call["id"]] = got.id
-                call["id"] = got.id
-            call["function"]["name"] = got.name
-            call["function"]["arguments"] = got.arguments
-    for later in body["messages"][index + 1:]:
-        if isinstance(later, dict) and later.get("tool_call_id") in ids:
-            later["tool_call_id"] = ids[later["tool_call_id"]]
-    return body
-
-
 def drive(conv: Conversation, send: Callable[[dict[str, Any]], RecordedResponse | None],
           answer_of: Callable[[RecordedResponse], Transcript]) -> int:
     """Play a conversation; returns how many turns were answered (all of them on success)."""
+    return play(conv, send, answer_of)[0]
+
+
+def play(conv: Conversation, send: Callable[[dict[str, Any]], RecordedResponse | None],
+         answer_of: Callable[[RecordedResponse], Transcript]) -> tuple[int, list[Transcript]]:
+    """``drive``, also returning the answers received."""
     answers: list[Transcript] = []
     for n, turn in enumerate(conv.turns):
         body = copy.deepcopy(turn)
-        for index, answer in zip(conv.answer_at[n], answers):
+        for index, answer in zip(conv.answer_at[n], answers, strict=False):
             write_answer(body, index, answer)
         resp = send(body)
         if resp is None:
-            return n
+            return n, answers
         answers.append(answer_of(resp))
-    return len(conv.turns)
+    return len(conv.turns), answers
+
+
+def fits_shape(conv: Conversation, turn: int, answers: list[Transcript]) -> bool:
+    """Whether the answers received before ``turn`` can be written into that turn's recorded
+    shape: the same number of tool calls as the recorded messages. When not, a real client
+    would have sent a different next turn (one result per call), which this driver cannot
+    build."""
+    messages = conv.turns[turn]["messages"]
+    return all(len(messages[index].get("tool_calls") or []) == len(answer.tool_calls)
+               for index, answer in zip(conv.answer_at[turn], answers, strict=False))

@@ -19,7 +19,7 @@ from proxy_addon.conversation import LookupContext
 from proxy_addon.reassemble import reassemble
 from proxy_addon.store import CassetteStore
 from tests.conftest import FIXTURES, SEED, sdk_http_client
-from tests.conversations import Conversation, drive, find_conversations
+from tests.conversations import Conversation, drive, find_conversations, fits_shape, play
 
 SUITE = FIXTURES.parent / "llama-stack-suite"
 TAVILY = SUITE / "responses" / "661e959c98b894f6daf608d415bbf64f6a5a1af0eef8012354886062b9244f7b.json"
@@ -136,24 +136,28 @@ def test_every_conversation_replays_when_the_test_is_named(corpus):
 
 def test_conversations_with_no_test_named(corpus):
     """Without the test's name, a first turn that several tests recorded with different answers
-    cannot be told apart, and the heuristics (a recorded follow-up, the conversation's and the
-    connection's tests) must do. Every conversation whose turns each have a single recording
-    replays; across all of them the heuristics keep most coherent (434 of 699 when written)."""
+    cannot be told apart. The proxy prefers the answer followed by the longest recorded
+    conversation, and when a client's next turn carries an answer it chose among several, it
+    finds that turn as recorded after one of the others.
+
+    When written: 692 of 699 conversations replayed end to end. Of the other 7, 6 were given an
+    answer with another number of tool calls than their own (a real client would then send a
+    next turn with as many tool results, as the other test did, which this driver cannot
+    build), and 1 is recorded with the same answer written differently in its two later turns.
+    """
     _, conversations = corpus
     fresh = CassetteStore(SUITE)
     fresh.load()
-
-    def ambiguous(conv: Conversation) -> bool:
-        return any(len(fresh.find(matching.canonicalize(
-            "POST", "https://x" + conv.path, "application/json", orjson.dumps(t)))[1]) > 1
-            for t in conv.turns)
-
-    complete = {id(c) for n, c in enumerate(conversations)
-                if drive(c, _send_to_store(fresh, c, LookupContext(connection=f"c{n}")),
-                         reassemble) == len(c.turns)}
-    plain = [c for c in conversations if not ambiguous(c)]
-    assert plain and all(id(c) in complete for c in plain)
-    assert len(complete) >= 0.6 * len(conversations)
+    unbuildable = other = 0
+    for n, conv in enumerate(conversations):
+        done, answers = play(conv, _send_to_store(fresh, conv, LookupContext(connection=f"c{n}")),
+                             reassemble)
+        if done < len(conv.turns):
+            if fits_shape(conv, done, answers):
+                other += 1
+            else:
+                unbuildable += 1
+    assert unbuildable + other <= 7 and other <= 1, (unbuildable, other)
 
 
 def test_an_answer_with_a_recorded_follow_up_is_preferred(corpus):
