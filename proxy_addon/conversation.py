@@ -14,8 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy_addon.cassette import RecordedResponse
-from proxy_addon.reassemble import Transcript, reassemble
+from proxy_addon.reassemble import Transcript
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +34,8 @@ def _signature(text: str, calls: list[tuple[Any, Any]]) -> str | None:
     return orjson.dumps([text, calls]).decode()
 
 
-def answer_signature(resp: RecordedResponse) -> str | None:
-    """What the assistant said in a response (text and tool calls), comparable to a message."""
-    transcript = reassemble(resp)
+def transcript_signature(transcript: Transcript) -> str | None:
+    """What the assistant said in an answer (text and tool calls), comparable to a message."""
     return _signature(transcript.text,
                       [(c.id, c.name, c.arguments) for c in transcript.tool_calls])
 

@@ -32,13 +32,13 @@ from proxy_addon import cassette, matching
 from proxy_addon.cassette import CassetteError, RecordedRequest, RecordedResponse, Recording
 from proxy_addon.conversation import (
     LookupContext,
-    answer_signature,
     assistant_messages,
     message_signatures,
+    transcript_signature,
     write_answer,
 )
-from proxy_addon.reassemble import Transcript, reassemble
 from proxy_addon.matching import CanonicalRequest
+from proxy_addon.reassemble import Transcript, reassemble
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,13 @@ class Entry:
     uses: int = 0
     scope: str | None = None  # the test's cassette it belongs to; None: shared
     _answer: str | None | bool = False  # signature of the first answer, computed on demand
+    _transcript: Transcript | None = None
+
+    def transcript(self) -> Transcript:
+        """The first answer as the user saw it, reassembled once."""
+        if self._transcript is None:
+            self._transcript = reassemble(self.recording.responses[0])
+        return self._transcript
 
     @property
     def recording(self) -> Recording:
@@ -90,7 +97,7 @@ class Entry:
 
     def answer(self) -> str | None:
         if self._answer is False:
-            self._answer = answer_signature(self.recording.responses[0])
+            self._answer = transcript_signature(self.transcript())
         return self._answer  # type: ignore[return-value]
 
 
@@ -433,8 +440,7 @@ class CassetteStore:
         sig = entry.answer()
         others = {e.answer(): e for e in entries if e.answer() not in (None, sig)}
         if sig is not None and others:
-            self._alternatives[sig] = [reassemble(e.recording.responses[0])
-                                       for e in others.values()]
+            self._alternatives[sig] = [e.transcript() for e in others.values()]
         tid = entry.recording.test_id
         if tid is None:
             return
