@@ -99,9 +99,6 @@ class Stream:
     events: list[Event]
     complete: bool = True
 
-    def duration(self) -> float:
-        return self.events[-1].t if self.events else 0.0
-
 
 @dataclass(slots=True)
 class RecordedRequest:

@@ -57,11 +57,6 @@ TRANSPORT_RESPONSE_HEADERS: frozenset[str] = frozenset(
 )
 
 
-def is_secret_header(name: str, extra: Iterable[str] = ()) -> bool:
-    lowered = name.lower()
-    return lowered in SECRET_HEADERS or lowered in {e.lower() for e in extra}
-
-
 def request_headers_for_cassette(
     headers: Iterable[tuple[str, str]], extra_secret: Iterable[str] = ()
 ) -> dict[str, str]:

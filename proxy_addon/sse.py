@@ -151,12 +151,6 @@ class SseSplitter:
         pending = self._dispatch()
         return events + ([pending] if pending else [])
 
-    @property
-    def has_partial(self) -> bool:
-        """True when bytes of an unfinished event are buffered."""
-        return bool(self._lines._buf) or self._data is not None or bool(self._comments) or (
-            self._event is not None
-        )
 
     def _take(self, lines: list[str]) -> list[Event]:
         out: list[Event] = []
@@ -215,9 +209,6 @@ class NdjsonSplitter:
     def flush(self) -> list[Event]:
         return [Event(data=self._parse(line)) for line in self._lines.flush() if line.strip()]
 
-    @property
-    def has_partial(self) -> bool:
-        return bool(self._lines._buf)
 
 
 def splitter_for(fmt: StreamFormat, parse: bool = True) -> SseSplitter | NdjsonSplitter:
