@@ -360,7 +360,7 @@ class Pacer:
             if not resp.stream.complete:
                 return False
         else:
-            body = replay_body(resp)
+            body = wire_response(resp)[1]
             if body:
                 writer.write(b"%x\r\n%s\r\n" % (len(body), body))
         writer.write(b"0\r\n\r\n")
@@ -429,6 +429,9 @@ class Replayer:
         assert store is not None
         req = flow.request
         test_id = req.headers.pop(TEST_ID_HEADER, None) or c.scope.test_id
+        mode = c.mode
+        if mode == "passthrough":
+            return
         scope = c.scope.cassette
         path, _, query = req.path.partition("?")
         canon = matching.canonicalize_parts(
@@ -437,9 +440,6 @@ class Replayer:
             c.ignore)
         state = FlowState(canonical=canon, action="pass", test_id=test_id, scope=scope)
         flow.metadata[META] = state
-        mode = c.mode
-        if mode == "passthrough":
-            return
         if mode == "record" or (mode == "auto" and store.is_recording(canon, scope)):
             state.action = "record"
             return
@@ -510,17 +510,12 @@ def _stream_decoder(content_encoding: str) -> Callable[[bytes], bytes] | None:
     raise ValueError(f"unsupported content-encoding {content_encoding!r}")
 
 
-def asks_for_stream(req: http.Request) -> bool:
-    """Whether a request asked for a streamed answer, whatever content type comes back."""
-    if ":streamGenerateContent" in req.path:
+def asks_for_stream(canon: matching.CanonicalRequest) -> bool:
+    """Whether a request asked for a streamed answer, whatever content type comes back (read
+    from its canonical form: the body is not parsed again)."""
+    if ":streamGenerateContent" in canon.path:
         return True
-    if b'"stream"' not in (req.raw_content or b""):
-        return False
-    try:
-        body = orjson.loads(req.get_content(strict=False) or b"")
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(body, dict) and body.get("stream") is True
+    return isinstance(canon.body, dict) and canon.body.get("stream") is True
 
 
 class StreamTap:
@@ -589,7 +584,7 @@ class Recorder:
         state.headers_at = time.monotonic()
         fmt = stream_format(flow.response.headers.get("content-type"))
         if fmt is None:
-            if asks_for_stream(flow.request):
+            if asks_for_stream(state.canonical):
                 state.body_tap = BodyTap()
                 flow.response.stream = state.body_tap
             return

@@ -259,22 +259,23 @@ def dumps(rec: Recording) -> bytes:
 # Reading
 
 
-def _expect(cond: bool, path: Path | str | None, reason: str) -> None:
+def require(cond: bool, path: Path | str | None, reason: str) -> None:
+    """Raise ``CassetteError`` naming the file unless ``cond`` holds (both readers use it)."""
     if not cond:
         raise CassetteError(path, reason)
 
 
 def _body_from(obj: dict[str, Any], where: str, path: Path | str | None) -> Body | None:
     found = [(kind, obj[name]) for kind, name in _BODY_FIELDS.items() if name in obj]
-    _expect(len(found) <= 1, path, f"{where} has more than one of body / body_text / body_base64")
+    require(len(found) <= 1, path, f"{where} has more than one of body / body_text / body_base64")
     if not found:
         return None
     kind, value = found[0]
     if kind == "multipart":
-        _expect(isinstance(value, list) and all(isinstance(p, dict) for p in value), path,
+        require(isinstance(value, list) and all(isinstance(p, dict) for p in value), path,
                 f"{where}.body_multipart must be a list of objects")
     elif kind != "json":
-        _expect(isinstance(value, str), path, f"{where}.{_BODY_FIELDS[kind]} must be a string")
+        require(isinstance(value, str), path, f"{where}.{_BODY_FIELDS[kind]} must be a string")
     if kind == "base64":
         try:
             base64.b64decode(value, validate=True)
@@ -284,51 +285,51 @@ def _body_from(obj: dict[str, Any], where: str, path: Path | str | None) -> Body
 
 
 def _event_from(obj: Any, where: str, path: Path | str | None) -> Event:
-    _expect(isinstance(obj, dict), path, f"{where} must be an object")
+    require(isinstance(obj, dict), path, f"{where} must be an object")
     t = obj.get("t", 0.0)
-    _expect(isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0, path,
+    require(isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0, path,
             f"{where}.t must be a non-negative number")
     for name in ("event", "id"):
-        _expect(obj.get(name) is None or isinstance(obj.get(name), str), path,
+        require(obj.get(name) is None or isinstance(obj.get(name), str), path,
                 f"{where}.{name} must be a string")
     retry = obj.get("retry")
-    _expect(retry is None or (isinstance(retry, int) and not isinstance(retry, bool)), path,
+    require(retry is None or (isinstance(retry, int) and not isinstance(retry, bool)), path,
             f"{where}.retry must be an integer")
     comments = obj.get("comments", [])
-    _expect(isinstance(comments, list) and all(isinstance(c, str) for c in comments), path,
+    require(isinstance(comments, list) and all(isinstance(c, str) for c in comments), path,
             f"{where}.comments must be a list of strings")
     return Event(data=obj.get("data"), event=obj.get("event"), id=obj.get("id"), retry=retry,
                  comments=list(comments), t=float(t))
 
 
 def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedResponse:
-    _expect(isinstance(obj, dict), path, f"{where} must be an object")
+    require(isinstance(obj, dict), path, f"{where} must be an object")
     status = obj.get("status")
-    _expect(isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599,
+    require(isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599,
             path, f"{where}.status must be an HTTP status code")
     headers = obj.get("headers", [])
-    _expect(isinstance(headers, list) and all(
+    require(isinstance(headers, list) and all(
         isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h) for h in headers
     ), path, f"{where}.headers must be a list of [name, value] string pairs")
     stream = None
     if "stream" in obj:
         s = obj["stream"]
-        _expect(isinstance(s, dict), path, f"{where}.stream must be an object")
-        _expect(s.get("format") in ("sse", "ndjson"), path,
+        require(isinstance(s, dict), path, f"{where}.stream must be an object")
+        require(s.get("format") in ("sse", "ndjson"), path,
                 f"{where}.stream.format must be 'sse' or 'ndjson'")
-        _expect(isinstance(s.get("complete", True), bool), path,
+        require(isinstance(s.get("complete", True), bool), path,
                 f"{where}.stream.complete must be true or false")
         events = s.get("events")
-        _expect(isinstance(events, list), path, f"{where}.stream.events must be a list")
+        require(isinstance(events, list), path, f"{where}.stream.events must be a list")
         stream = Stream(
             format=s["format"],
             events=[_event_from(e, f"{where}.stream.events[{i}]", path) for i, e in enumerate(events)],
             complete=s.get("complete", True),
         )
     body = _body_from(obj, where, path)
-    _expect(stream is None or body is None, path, f"{where} has both a stream and a body")
+    require(stream is None or body is None, path, f"{where} has both a stream and a body")
     recorded_at = obj.get("recorded_at")
-    _expect(recorded_at is None or isinstance(recorded_at, str), path,
+    require(recorded_at is None or isinstance(recorded_at, str), path,
             f"{where}.recorded_at must be a string")
     return RecordedResponse(status=status, headers=[list(h) for h in headers], body=body,
                             stream=stream, recorded_at=recorded_at)
@@ -336,30 +337,30 @@ def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedRes
 
 def from_dict(doc: Any, path: Path | str | None = None) -> Recording:
     """Read one of our cassettes, checking every field; errors name the file and the field."""
-    _expect(isinstance(doc, dict), path, "top level must be a JSON object")
+    require(isinstance(doc, dict), path, "top level must be a JSON object")
     version = doc.get("version")
-    _expect(isinstance(version, int) and not isinstance(version, bool), path,
+    require(isinstance(version, int) and not isinstance(version, bool), path,
             "missing or non-integer 'version'")
-    _expect(version <= FORMAT_VERSION, path,
+    require(version <= FORMAT_VERSION, path,
             f"format version {version} is newer than this tool reads ({FORMAT_VERSION}); upgrade")
     req = doc.get("request")
-    _expect(isinstance(req, dict), path, "'request' must be an object")
-    _expect(isinstance(req.get("method"), str) and req["method"], path,
+    require(isinstance(req, dict), path, "'request' must be an object")
+    require(isinstance(req.get("method"), str) and req["method"], path,
             "request.method must be a string")
-    _expect(isinstance(req.get("url"), str) and "://" in req["url"], path,
+    require(isinstance(req.get("url"), str) and "://" in req["url"], path,
             "request.url must be an absolute URL")
     headers = req.get("headers", {})
-    _expect(isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()), path,
+    require(isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()), path,
             "request.headers must be an object of strings")
-    _expect(isinstance(req.get("any_host", False), bool), path,
+    require(isinstance(req.get("any_host", False), bool), path,
             "request.any_host must be true or false")
     responses = doc.get("responses")
-    _expect(isinstance(responses, list) and responses, path,
+    require(isinstance(responses, list) and responses, path,
             "'responses' must be a non-empty list")
     test_id = doc.get("test_id")
-    _expect(test_id is None or isinstance(test_id, str), path, "test_id must be a string")
+    require(test_id is None or isinstance(test_id, str), path, "test_id must be a string")
     origin = doc.get("llama_stack")
-    _expect(origin is None or (isinstance(origin, dict) and isinstance(origin.get("request"), dict)),
+    require(origin is None or (isinstance(origin, dict) and isinstance(origin.get("request"), dict)),
             path, "llama_stack must be an object with a 'request' object")
     return Recording(
         request=RecordedRequest(

@@ -72,7 +72,7 @@ def _load_store(cassette_dir: Path) -> CassetteStore:
 
 
 def _entries(store: CassetteStore) -> list[Entry]:
-    return sorted((e for es in store.entries.values() for e in es), key=lambda e: str(e.path))
+    return sorted(store.all_entries(), key=lambda e: str(e.path))
 
 
 def _resolve(ref: str, cassette_dir: Path) -> tuple[Path, Recording]:

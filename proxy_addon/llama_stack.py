@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 from proxy_addon import matching, redact
 from proxy_addon.cassette import (
     Body,
-    CassetteError,
     Event,
     RecordedRequest,
     RecordedResponse,
     Recording,
     Stream,
+    require,
 )
 from proxy_addon.sse import parse_data, split
 
@@ -36,11 +36,6 @@ MODEL_LIST_ENDPOINTS = ("/api/tags", "/v1/models", "/v1/openai/v1/models")
 _SDK_ONLY_ARGS = ("extra_headers", "extra_query", "timeout")
 
 _FLOAT_IN_STRING = re.compile(r"(-?\d+\.\d{4,})")
-
-
-def _expect(cond: bool, path: Path | str | None, reason: str) -> None:
-    if not cond:
-        raise CassetteError(path, reason)
 
 
 def unwrap(value: Any) -> Any:
@@ -108,7 +103,7 @@ TOOL_HTTP: dict[tuple[str, str], tuple[Callable[[dict[str, Any]], tuple[str, dic
 def _read_tool(doc: dict[str, Any], path: Path | str | None) -> Recording:
     req = doc["request"]
     name = (req.get("provider"), req.get("tool_name"))
-    _expect(name in TOOL_HTTP and isinstance(req.get("kwargs"), dict), path,
+    require(name in TOOL_HTTP and isinstance(req.get("kwargs"), dict), path,
             f"llama-stack tool record for {name[0]}.{name[1]} has no known HTTP form")
     to_request, to_response, _ = TOOL_HTTP[name]  # type: ignore[index]
     url, body = to_request(req["kwargs"])
@@ -188,7 +183,7 @@ def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
     if "kwargs" in req and "url" not in req:
         return _read_tool(doc, path)
     url = req.get("url")
-    _expect(isinstance(url, str) and "://" in url, path, "llama-stack request.url missing")
+    require(isinstance(url, str) and "://" in url, path, "llama-stack request.url missing")
     raw_http = "payload" in req
     call_args = req.get("payload") if raw_http else req.get("body")
     body = call_args if raw_http else wire_body(call_args)
@@ -211,10 +206,10 @@ def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
         response = _error(resp)
     else:
         status = resp.get("status", 200)
-        _expect(isinstance(status, int), path, "llama-stack response.status must be an integer")
+        require(isinstance(status, int), path, "llama-stack response.status must be an integer")
         rbody = resp.get("body")
         if resp.get("is_streaming"):
-            _expect(isinstance(rbody, list), path, "llama-stack streamed body must be a list")
+            require(isinstance(rbody, list), path, "llama-stack streamed body must be a list")
             stream = _stream(rbody)
             ctype = "application/x-ndjson" if stream.format == "ndjson" else "text/event-stream"
             response = RecordedResponse(status=status, headers=[["content-type", ctype]],

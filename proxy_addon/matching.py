@@ -49,6 +49,14 @@ class CanonicalRequest:
     def without_host(self) -> CanonicalRequest:
         return replace(self, host="")
 
+    def any_host_key(self) -> str:
+        """The key of this request as a host-agnostic recording (llama-stack's) is stored."""
+        return self._any_host_key
+
+    @cached_property
+    def _any_host_key(self) -> str:
+        return self.without_host().key() if self.host else self.key()
+
     @property
     def endpoint(self) -> tuple[str, str, str]:
         return (self.method, self.host, self.path)
@@ -159,7 +167,7 @@ def multipart_parts(content_type: str, raw: bytes) -> list[dict[str, Any]] | Non
 
 
 def canonical_multipart(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    kept = [p for p in parts if str(p.get("name", "")).lower() not in redact.SECRET_BODY_FIELDS]
+    kept = [p for p in parts if not redact.is_secret_form_field(str(p.get("name")))]
     return {"$multipart": sorted(kept, key=lambda p: (str(p.get("name")), str(p.get("filename"))))}
 
 
@@ -183,8 +191,7 @@ def canonical_body(
             return canonical_multipart(parts)
     if _is_form(content_type):
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
-        return {"$form": sorted((k, v) for k, v in pairs if not redact.is_secret_param(k)
-                                and k.lower() not in redact.SECRET_BODY_FIELDS)}
+        return {"$form": sorted((k, v) for k, v in pairs if not redact.is_secret_form_field(k))}
     stripped = raw.lstrip()
     if stripped[:1] in (b"{", b"["):
         try:

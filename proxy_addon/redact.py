@@ -93,6 +93,11 @@ def is_secret_param(name: str) -> bool:
     return name.lower() in SECRET_QUERY_PARAMS
 
 
+def is_secret_form_field(name: str) -> bool:
+    """A urlencoded or multipart field that carries a key (query-style or body-style name)."""
+    return is_secret_param(name) or name.lower() in SECRET_BODY_FIELDS
+
+
 def redact_query_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, REDACTED if is_secret_param(k) else v) for k, v in pairs]
 
@@ -119,13 +124,13 @@ def redact_body(body: Any) -> Any:
 def redact_form(text: str) -> str:
     """A urlencoded form body with secret fields replaced."""
     pairs = parse_qsl(text, keep_blank_values=True)
-    if not any(is_secret_param(k) or k.lower() in SECRET_BODY_FIELDS for k, _ in pairs):
+    if not any(is_secret_form_field(k) for k, _ in pairs):
         return text
-    return urlencode([(k, REDACTED if is_secret_param(k) or k.lower() in SECRET_BODY_FIELDS else v)
-                      for k, v in pairs], safe="<>")
+    return urlencode([(k, REDACTED if is_secret_form_field(k) else v) for k, v in pairs],
+                     safe="<>")
 
 
 def redact_multipart(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Multipart fields with secret values replaced (files are stored as hashes anyway)."""
-    return [dict(p, value=REDACTED) if "value" in p and str(p.get("name", "")).lower()
-            in SECRET_BODY_FIELDS else p for p in parts]
+    return [dict(p, value=REDACTED) if "value" in p and is_secret_form_field(str(p.get("name")))
+            else p for p in parts]

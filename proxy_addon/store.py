@@ -321,12 +321,16 @@ class CassetteStore:
     def __len__(self) -> int:
         return sum(len(v) for v in self.entries.values())
 
+    def all_entries(self) -> Iterator[Entry]:
+        for entries in self.entries.values():
+            yield from entries
+
     def find(self, canon: CanonicalRequest,
              scope: str | None = None) -> tuple[str, list[Entry]] | None:
         """The recordings for a request: exact matches first, then host-agnostic ones; within
         those, the test's own cassette first, then the shared ones. Other tests' cassettes
         never answer."""
-        for key in (canon.key(), canon.without_host().key()):
+        for key in (canon.key(), canon.any_host_key()):
             entries = self.entries.get(key)
             if not entries:
                 continue
@@ -411,12 +415,11 @@ class CassetteStore:
         """Answer signature -> the recordings whose request carries it as its last answer."""
         if self._followed is None:
             index: dict[str, list[Entry]] = defaultdict(list)
-            for es in self.entries.values():
-                for e in es:
-                    if e.recording.request.body is not None:
-                        sigs = message_signatures(e.recording.request.body.value)
-                        if sigs:
-                            index[sigs[-1]].append(e)
+            for e in self.all_entries():
+                if e.recording.request.body is not None:
+                    sigs = message_signatures(e.recording.request.body.value)
+                    if sigs:
+                        index[sigs[-1]].append(e)
             self._followed = index
             self._depths = {}
         return self._followed
@@ -470,7 +473,7 @@ class CassetteStore:
     def bad_files_for(self, canon: CanonicalRequest) -> list[BadFile]:
         """Unreadable files that would have matched this request (their request part says so),
         or that sit where this endpoint's cassettes go."""
-        keys = {canon.key(), canon.without_host().key()}
+        keys = {canon.key(), canon.any_host_key()}
         exact = [b for b in self.bad if b.key in keys]
         if exact:
             return exact
@@ -486,7 +489,7 @@ class CassetteStore:
         return out
 
     def unused(self) -> list[Entry]:
-        return [e for entries in self.entries.values() for e in entries if e.uses == 0]
+        return [e for e in self.all_entries() if e.uses == 0]
 
     # -- recording ------------------------------------------------------------------------
 

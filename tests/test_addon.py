@@ -314,3 +314,21 @@ def test_replay_of_missing_directory_is_refused(tmp_path, confdir):
     with pytest.raises(ProxyStartError) as err:
         start_proxy(tmp_path / "nowhere", "replay", confdir=confdir)
     assert "is not a directory: nothing to replay" in str(err.value)
+
+
+def test_passthrough_forwards_records_nothing_and_strips_the_test_header(tmp_path, http_upstream,
+                                                                          proxies):
+    cassettes = tmp_path / "c"
+    cassettes.mkdir()
+    proxy = proxies(cassettes, "passthrough")
+    client = openai.OpenAI(api_key=FAKE_KEY, base_url=http_upstream.base_url + "/v1",
+                           max_retries=0, default_headers={"x-cassette-test-id": "tests/x.py::t"},
+                           http_client=openai.DefaultHttpxClient(proxy=proxy.url))
+    for _ in range(2):
+        got = client.chat.completions.create(model="gpt-4o",
+                                             messages=[{"role": "user", "content": "live"}])
+    assert got.choices[0].message.content == "Answer 2 to: live"  # each call reached upstream
+    assert "0 hits, 0 recorded, 0 misses" in proxy.stop()
+    assert not list(iter_cassette_files(cassettes))
+    seen = http_upstream.state.seen[-1].headers
+    assert not any(k.lower() == "x-cassette-test-id" for k in seen)
