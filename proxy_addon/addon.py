@@ -179,6 +179,7 @@ class Cassettes:
             # Loading makes many long-lived objects: without the collector running over and over
             # meanwhile, and with them frozen out of its later passes, start-up and per-request
             # latency stay flat with the directory's size (see scripts/bench).
+            gc.unfreeze()  # a store loaded before (options changed at run time) can be freed
             gc.disable()
             try:
                 store.load()
