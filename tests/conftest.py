@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tarfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -12,17 +13,33 @@ from proxy_addon.process import RunningProxy, start_proxy
 from tests.upstream import FakeUpstreamServer, make_certificate
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-SEED = SHARED / "seeds" / "llama-stack-recording-chat-stream.json"
-FIXTURES = SHARED / "fixtures" / "llama-stack"
+# Test data shipped with the repository (tests/fixtures/SOURCES says where each file came from).
+FIXTURE_ROOT = Path(__file__).resolve().parent / "fixtures"
+SEED = FIXTURE_ROOT / "llama-stack-recording-chat-stream.json"
+FIXTURES = FIXTURE_ROOT / "llama-stack"
+SUITE_ARCHIVE = FIXTURE_ROOT / "llama-stack-suite.tar.xz"
 
 FAKE_KEY = "sk-test-cassette-0123456789abcdef"
+# Test-only addons loaded beside ours in a real mitmdump (see each file).
+TEST_ADDONS = Path(__file__).resolve().parent / "addons"
 
 
 @pytest.fixture(scope="session")
 def confdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One mitmproxy CA for the session: generating it costs a second per start."""
     return tmp_path_factory.mktemp("mitmproxy-conf")
+
+
+@pytest.fixture(scope="session")
+def llama_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """llama-stack's Responses-suite corpus (1,584 recordings, 54 MB), unpacked once per session
+    from the 1.3 MB archive in tests/fixtures."""
+    target = tmp_path_factory.mktemp("corpus")
+    with tarfile.open(SUITE_ARCHIVE) as archive:
+        archive.extractall(target, filter="data")
+    suite = target / "llama-stack-suite"
+    assert len(list(suite.glob("*/*.json"))) == 1584, "the corpus archive is incomplete"
+    return suite
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +67,11 @@ def proxies(confdir: Path) -> Iterator[Callable[..., RunningProxy]]:
     """Start mitmdump processes; all are stopped at the end of the test."""
     started: list[RunningProxy] = []
 
-    def start(cassette_dir: Path, mode: str = "replay", **options: str) -> RunningProxy:
+    def start(cassette_dir: Path, mode: str = "replay", extra_scripts: tuple[Path, ...] = (),
+              **options: str) -> RunningProxy:
         opts = {"ssl_insecure": "true", **options}
-        proxy = start_proxy(cassette_dir, mode, confdir=confdir, options=opts)
+        proxy = start_proxy(cassette_dir, mode, confdir=confdir, options=opts,
+                            extra_scripts=extra_scripts)
         started.append(proxy)
         return proxy
 
