@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 ADDON_SCRIPT = Path(__file__).with_name("addon.py")
 _LISTENING = re.compile(r"proxy listening at 127\.0\.0\.1:(\d+)")
@@ -99,9 +99,11 @@ def start_proxy(
     options: Mapping[str, str] | None = None,
     timeout: float = 20.0,
     script: Path = ADDON_SCRIPT,
+    extra_scripts: Sequence[Path] = (),
 ) -> RunningProxy:
     """Start mitmdump with the addon (or another ``script``, for a benchmark's baseline) on
-    127.0.0.1 and a free port; wait until it listens."""
+    127.0.0.1 and a free port; wait until it listens. ``extra_scripts`` are loaded after it,
+    as with more ``-s`` options."""
     confdir = Path(confdir) if confdir is not None else Path(cassette_dir).parent / ".mitmproxy"
     confdir.mkdir(parents=True, exist_ok=True)
     args = [
@@ -109,6 +111,8 @@ def start_proxy(
         "--set", "listen_port=0", "--set", f"confdir={confdir}",
         "-s", str(script),
     ]
+    for extra in extra_scripts:
+        args += ["-s", str(extra)]
     if script == ADDON_SCRIPT:
         args += ["--set", f"cassette_dir={cassette_dir}", "--set", f"cassette_mode={mode}"]
     for name, value in (options or {}).items():

@@ -85,9 +85,9 @@ def test_anthropic_messages_streamed_and_not(tmp_path, upstream, proxies):
     assert reassemble(streamed.responses[0]).text == "Claude says: hello"
 
 
-def test_ollama_chat_and_generate_ndjson_and_plain(tmp_path, upstream, proxies):
-    if upstream.tls:
-        pytest.skip("Ollama serves plain HTTP")
+def test_ollama_chat_and_generate_ndjson_and_plain(tmp_path, http_upstream, proxies):
+    """Ollama serves plain HTTP, so only the plain upstream."""
+    upstream = http_upstream
 
     def call(proxy):
         client = ollama.Client(host=upstream.base_url, proxy=proxy.url)
@@ -153,10 +153,14 @@ def test_compressed_bodies_are_stored_decoded_and_replayed_right(tmp_path, http_
     assert resp.header("content-encoding") is None and resp.header("content-length") is None
 
 
-def test_gzip_stream_recorded_readable_and_replayed(tmp_path, http_upstream, proxies):
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+def test_compressed_stream_recorded_readable_and_replayed(tmp_path, http_upstream, proxies,
+                                                          encoding):
+    """The upstream compresses the stream and flushes after each event, as streaming servers
+    do: the proxy decodes it as it arrives, stores readable events, replays it uncompressed."""
     def call(proxy):
         client = openai.OpenAI(api_key=FAKE_KEY, base_url=http_upstream.base_url + "/v1",
-                               max_retries=0, default_headers={"x-fake-encoding": "gzip"},
+                               max_retries=0, default_headers={"x-fake-encoding": encoding},
                                http_client=openai.DefaultHttpxClient(proxy=proxy.url))
         return [c.model_dump() for c in client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "zipped stream"}], stream=True)]

@@ -5,6 +5,7 @@ Each test is bounded to seconds; the long ones are marked ``slow`` but stay in t
 
 from __future__ import annotations
 
+import resource
 import shutil
 import signal
 import socket
@@ -23,7 +24,7 @@ import pytest
 from proxy_addon import cassette, sse
 from proxy_addon.process import start_proxy
 from proxy_addon.store import iter_cassette_files
-from tests.conftest import SEED, openai_client, record_prompts
+from tests.conftest import SEED, TEST_ADDONS, openai_client, record_prompts
 from tests.upstream import read_big_stream
 
 CASSETTE = str(Path(sys.executable).with_name("cassette"))
@@ -38,31 +39,31 @@ def _verify(directory: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_64_concurrent_streams_record_then_replay_exactly(tmp_path, http_upstream, proxies):
-    """60 clients with distinct prompts and 4 that each repeat one prompt three times in a row,
-    all at once: while recording and again while replaying."""
+def test_72_concurrent_streams_record_then_replay_exactly(tmp_path, http_upstream, proxies):
+    """72 streamed requests at once, recorded and then replayed: 60 distinct prompts, and 4
+    prompts each sent by 3 clients at the same moment (so identical requests are in flight
+    together). Nothing is lost, duplicated or mixed up."""
     http_upstream.state.event_delay = 0.02
     cassettes = tmp_path / "c"
+    prompts = [f"distinct {i}" for i in range(60)] + [f"repeat {i % 4}" for i in range(12)]
 
-    def wave(proxy) -> dict[int, list[str]]:
+    def wave(proxy) -> list[str]:
         client = openai_client(proxy, http_upstream)
-        results: dict[int, list[str]] = {}
+        results: list[str] = [""] * len(prompts)
         errors: list[BaseException] = []
-        start = threading.Barrier(64)
+        start = threading.Barrier(len(prompts))
 
         def run(i: int) -> None:
             try:
                 start.wait()
-                prompts = [f"distinct {i}"] if i < 60 else [f"repeat {i}"] * 3
-                results[i] = ["".join(c.choices[0].delta.content or "" for c in
-                                      client.chat.completions.create(
-                                          model="gpt-4o", stream=True,
-                                          messages=[{"role": "user", "content": p}]))
-                              for p in prompts]
+                results[i] = "".join(c.choices[0].delta.content or "" for c in
+                                     client.chat.completions.create(
+                                         model="gpt-4o", stream=True,
+                                         messages=[{"role": "user", "content": prompts[i]}]))
             except BaseException as e:  # reported below
                 errors.append(e)
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(64)]
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
         for t in threads:
             t.start()
         for t in threads:
@@ -72,16 +73,66 @@ def test_64_concurrent_streams_record_then_replay_exactly(tmp_path, http_upstrea
 
     rec = proxies(cassettes, "record")
     recorded = wave(rec)
-    assert "64 recorded" not in rec.stop()  # 72 requests: 60 + 4 x 3
-    assert recorded[3] == ["Answer 1 to: distinct 3"]
-    assert recorded[61] == [f"Answer {n} to: repeat 61" for n in (1, 2, 3)]
-    assert len(list(iter_cassette_files(cassettes))) == 64
+    assert "cassette summary: 0 hits, 72 recorded, 0 misses" in rec.stop()
+    assert recorded[3] == "Answer 1 to: distinct 3"
+    for k in range(4):  # each repeated prompt got the upstream's answers 1, 2 and 3
+        got = sorted(r for r, p in zip(recorded, prompts) if p == f"repeat {k}")
+        assert got == [f"Answer {n} to: repeat {k}" for n in (1, 2, 3)]
+    files = list(iter_cassette_files(cassettes))
+    assert len(files) == 64
+    assert sorted(len(cassette.load(f).responses) for f in files) == [1] * 60 + [3] * 4
     hits = http_upstream.state.hits
     replay = proxies(cassettes, "replay")
     replayed = wave(replay)
-    assert replayed == recorded
+    assert replayed[:60] == recorded[:60]
+    for k in range(4):  # in flight together, they share out the three recorded answers
+        assert sorted(r for r, p in zip(replayed, prompts) if p == f"repeat {k}") == \
+            sorted(r for r, p in zip(recorded, prompts) if p == f"repeat {k}")
     assert http_upstream.state.hits == hits
-    assert "72 hits, 0 recorded, 0 misses, 0 unused" in replay.stop()
+    assert "cassette summary: 72 hits, 0 recorded, 0 misses, 0 unused" in replay.stop()
+
+
+def test_identical_requests_in_flight_together_keep_their_order(tmp_path, http_upstream,
+                                                                proxies):
+    """Three identical requests sent 0.15 s apart, all in flight at once, the first answered
+    last (the upstream delays it most): the cassette holds the answers in the order the
+    requests were made, and a replay gives them out in that order."""
+    cassettes = tmp_path / "c"
+    delays = ["0.9", "0.6", "0.3"]  # the first request is answered last
+
+    def send_staggered(proxy) -> list[str]:
+        client = openai_client(proxy, http_upstream)
+        out: list[str] = [""] * 3
+
+        def run(i: int) -> None:
+            out[i] = client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "same"}],
+                extra_headers={"x-fake-delay": delays[i], "x-fake-tag": f"client {i}"},
+            ).choices[0].message.content
+
+        threads = []
+        for i in range(3):
+            threads.append(threading.Thread(target=run, args=(i,)))
+            threads[-1].start()
+            time.sleep(0.15)
+        for t in threads:
+            t.join(20)
+        return out
+
+    rec = proxies(cassettes, "record")
+    recorded = send_staggered(rec)
+    assert "0 hits, 3 recorded, 0 misses" in rec.stop()
+    assert recorded == [f"Answer {n} to: same [client {n - 1}]" for n in (1, 2, 3)]
+    [path] = list(iter_cassette_files(cassettes))
+    on_disk = [r.body.value["choices"][0]["message"]["content"]
+               for r in cassette.load(path).responses]
+    assert on_disk == recorded  # request order, not the order the answers finished in
+    replay = proxies(cassettes, "replay")
+    assert send_staggered(replay) == recorded
+    again = openai_client(replay, http_upstream).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "same"}])
+    assert again.choices[0].message.content == recorded[-1]  # past the end, the last repeats
+    assert "4 hits, 0 recorded, 0 misses" in replay.stop()
 
 
 @pytest.mark.slow
@@ -98,6 +149,38 @@ def test_memory_stays_bounded_recording_a_50_mb_stream(tmp_path, http_upstream, 
     [path] = list(iter_cassette_files(tmp_path / "c"))
     rec = cassette.load(path)
     assert rec.responses[0].stream.complete and len(rec.responses[0].stream.events) == 50_001
+
+
+@pytest.mark.slow
+def test_recordings_over_8_mb_are_read_back_from_disk(tmp_path, http_upstream, proxies):
+    """A 10 MB stream recorded twice in one session (the second rewrite reads the first back
+    from the file), then replayed: the proxy serves it from the file, not from memory, so a
+    change to the file while it runs is what the next client gets."""
+    cassettes = tmp_path / "c"
+    proxy = proxies(cassettes, "record")
+    sizes = [read_big_stream(proxy.url, http_upstream.base_url, events=10_000) for _ in range(2)]
+    assert "0 hits, 2 recorded, 0 misses" in proxy.stop()
+    [path] = list(iter_cassette_files(cassettes))
+    assert path.stat().st_size > 8 * 1024 * 1024
+    rec = cassette.load(path)
+    assert [len(r.stream.events) for r in rec.responses] == [10_001, 10_001]
+    assert all(r.stream.complete for r in rec.responses)
+
+    replay = proxies(cassettes, "replay")
+    with httpx.Client(proxy=replay.url, timeout=60) as client:
+        def ask() -> list:
+            r = client.post(rec.request.url, json=rec.request.body.value)
+            return [e.data for e in sse.split("sse", r.content)]
+
+        first = ask()
+        assert first == [e.data for e in rec.responses[0].stream.events]
+        assert len(b"".join(sse.frame_event("sse", e) for e in rec.responses[0].stream.events)) \
+            == sizes[0]
+        rec.responses[1].stream.events[0].data["choices"][0]["delta"]["content"] = "changed"
+        path.write_bytes(cassette.dumps(rec))  # under the running proxy
+        second = ask()
+    assert second[0]["choices"][0]["delta"]["content"] == "changed"
+    assert "2 hits" in replay.stop()
 
 
 # -- crashes -------------------------------------------------------------------------------------
@@ -164,26 +247,28 @@ def test_unwritable_cassette_dir_still_answers_and_names_the_file(tmp_path, http
     assert f"127.0.0.1_{http_upstream.server_address[1]}" in log
 
 
-def test_full_disk_still_answers_and_logs(tmp_path, http_upstream, proxies):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                          capture_output=True)
-    if made.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here: " + made.stderr.decode().strip())
-    try:
-        proxy = proxies(mount, "record")
-        client = openai_client(proxy, http_upstream)
-        big = "word " * 30_000  # the cassette would be ~150 kB, the disk holds 64 kB
-        got = client.chat.completions.create(model="gpt-4o",
-                                             messages=[{"role": "user", "content": big}])
-        assert got.choices[0].message.content.startswith("Answer 1 to: word")
-        log = proxy.stop()
-        assert "could not write the cassette" in log and "No space left" in log
-        assert not list(iter_cassette_files(mount))
-        assert not [p for p in mount.rglob("*") if p.is_file()]  # no temp file left behind
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
+def test_a_failing_write_still_answers_and_logs(tmp_path, http_upstream, proxies):
+    """Every write of the proxy process past 64 kB fails (RLIMIT_FSIZE: EFBIG, as a full disk
+    fails with ENOSPC; no root needed): the client still gets its live answer, the error
+    names the file, and no temp file is left behind."""
+    cassettes = tmp_path / "c"
+    proxy = proxies(cassettes, "record")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.prlimit(proxy.process.pid, resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    client = openai_client(proxy, http_upstream)
+    big = "word " * 30_000  # the cassette would be ~150 kB
+    got = client.chat.completions.create(model="gpt-4o",
+                                         messages=[{"role": "user", "content": big}])
+    assert got.choices[0].message.content.startswith("Answer 1 to: word")
+    small = client.chat.completions.create(model="gpt-4o",
+                                           messages=[{"role": "user", "content": "small"}])
+    assert small.choices[0].message.content == "Answer 1 to: small"
+    log = proxy.stop()
+    assert "could not write the cassette" in log and "File too large" in log
+    assert "0 hits, 1 recorded, 0 misses" in log and "1 not saved" in log
+    [saved] = list(iter_cassette_files(cassettes))  # the small one fits
+    assert cassette.load(saved).request.body.value["messages"][0]["content"] == "small"
+    assert [p for p in cassettes.rglob("*") if p.is_file()] == [saved]  # no temp file left
 
 
 # -- faults ----------------------------------------------------------------------------------------
@@ -208,6 +293,16 @@ def test_upstream_faults_reach_the_client_and_the_proxy_keeps_serving(tmp_path, 
         with pytest.raises(httpx.ReadTimeout):
             client.post(http_upstream.base_url + "/v1/chat/completions",
                         json={"model": "hang", "messages": [{"role": "user", "content": "z"}]})
+        # reset before any byte of the answer: mitmproxy's 502 says the server closed it
+        r = client.post(http_upstream.base_url + "/v1/chat/completions",
+                        json={"model": "reset", "messages": []})
+        assert r.status_code == 502 and "server closed connection" in r.text, r.text
+        # reset in the middle of a stream: the client sees the stream break
+        with pytest.raises(httpx.RemoteProtocolError):
+            with client.stream("POST", http_upstream.base_url + "/v1/chat/completions",
+                               json={"model": "reset-mid-stream", "stream": True,
+                                     "messages": [{"role": "user", "content": "r"}]}) as r:
+                list(r.iter_bytes())
         # malformed SSE passes through byte for byte
         r = client.post(http_upstream.base_url + "/v1/chat/completions",
                         json={"model": "malformed", "stream": True, "messages": []})
@@ -219,8 +314,11 @@ def test_upstream_faults_reach_the_client_and_the_proxy_keeps_serving(tmp_path, 
     proxy.stop()
     saved = {cassette.load(p).request.body.value.get("model"): cassette.load(p)
              for p in iter_cassette_files(cassettes)}
-    assert set(saved) == {"malformed", "gpt-4o"}  # nothing for the refused or the hung request
+    # nothing for the refused, the hung and the reset-before-answering requests
+    assert set(saved) == {"malformed", "gpt-4o", "reset-mid-stream"}
     assert saved["malformed"].responses[0].stream.events[0].data == "{not json"
+    cut = saved["reset-mid-stream"].responses[0].stream  # what arrived, marked as cut
+    assert not cut.complete and len(cut.events) == 3
 
 
 def test_client_disconnect_mid_stream_leaves_no_complete_looking_cassette(tmp_path, http_upstream,
@@ -233,10 +331,8 @@ def test_client_disconnect_mid_stream_leaves_no_complete_looking_cassette(tmp_pa
     stream.close()  # the client gives up after the first event
     time.sleep(2.5)  # the upstream finishes its side meanwhile
     log = proxy.stop()
-    for path in iter_cassette_files(tmp_path / "c"):
-        for resp in cassette.load(path).responses:
-            assert resp.stream is None or not resp.stream.complete
-    assert "not saving" in log or not list(iter_cassette_files(tmp_path / "c"))
+    assert not list(iter_cassette_files(tmp_path / "c"))  # an abandoned stream is not saved
+    assert "not saving" in log and "0 recorded" in log
 
 
 # -- bad cassettes --------------------------------------------------------------------------------
@@ -282,8 +378,14 @@ def test_bad_cassettes_are_skipped_by_name_and_explained_on_a_miss(tmp_path, con
 
 def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(tmp_path, http_upstream,
                                                                          proxies):
+    """Bodies that are not JSON or not UTF-8, 100,000-deep JSON, a 60 kB header, ``../`` and NUL
+    in paths and test ids: each is recorded (counted), and every file the proxy process
+    wrote, renamed or created anywhere on the machine (seen by a Python audit hook in the
+    proxy, tests/addons/write_audit.py) is inside the cassette directory."""
     cassettes = tmp_path / "c"
-    proxy = proxies(cassettes, "record")
+    audit = tmp_path / "writes.log"
+    proxy = proxies(cassettes, "record", extra_scripts=(TEST_ADDONS / "write_audit.py",),
+                    write_audit_log=str(audit))
     url = http_upstream.base_url + "/v1/chat/completions"
     with httpx.Client(proxy=proxy.url, timeout=10) as client:
         hostile = [
@@ -301,11 +403,14 @@ def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(tmp_pa
         ok = client.post(url, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
         assert ok.status_code == 200
     log = proxy.stop()
-    assert "could not" not in log  # every one of them was recorded
+    assert "cassette summary: 0 hits, 9 recorded, 0 misses" in log
+    assert len(list(iter_cassette_files(cassettes))) == 9
     root = cassettes.resolve()
-    for p in tmp_path.rglob("*"):
-        if p.is_file():
-            assert p.resolve().is_relative_to(root), p
+    writes = [line.split(" ", 1) for line in audit.read_text().splitlines()]
+    assert writes, "the audit hook saw no write at all"
+    outside = [(event, path) for event, path in writes
+               if not Path(path).resolve().is_relative_to(root)]
+    assert not outside, outside
     assert _verify(cassettes).returncode == 0
 
 
@@ -334,7 +439,7 @@ def test_a_key_in_every_place_never_reaches_disk(tmp_path, upstream, proxies):
         client.post(base + "/v1/files", data={"api_key": key, "purpose": "x"},
                     files={"file": ("f.txt", b"data", "text/plain")})
     log = proxy.stop()
-    assert "7 recorded" in log
+    assert "cassette summary: 0 hits, 7 recorded, 0 misses" in log
     for p in tmp_path.rglob("*"):
         if p.is_file() and p.resolve().is_relative_to(cassettes.resolve()):
             assert key.encode() not in p.read_bytes(), p

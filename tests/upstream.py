@@ -15,7 +15,9 @@ import gzip
 import hashlib
 import ipaddress
 import json
+import socket
 import ssl
+import struct
 import threading
 import time
 import zlib
@@ -124,24 +126,24 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _stream(self, events: list[bytes], content_type: str = "text/event-stream",
-                cut_after: int | None = None) -> None:
+                cut_after: int | None = None, reset: bool = False) -> None:
         self.send_response(200)
         self.send_header("content-type", content_type)
         self.send_header("transfer-encoding", "chunked")
         self.send_header("cache-control", "no-cache")
-        gz = None
-        if self._encoding() == "gzip":
-            self.send_header("content-encoding", "gzip")
-            gz = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+        encoding = self._encoding()
+        if encoding:
+            self.send_header("content-encoding", encoding)
             # each event compressed and flushed on its own, so it still streams
-            events = [gz.compress(e) + gz.flush(zlib.Z_SYNC_FLUSH) for e in events]
-            events.append(gz.flush())
+            events = compress_stream(events, encoding)
         self.end_headers()
         state = self.server.state
         delay = state.event_delay
         for n, raw in enumerate(events):
             if cut_after is not None and n == cut_after:
                 # the provider dies mid-stream: no end marker, no terminating chunk
+                if reset:
+                    return self.reset()
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
@@ -183,11 +185,23 @@ class Handler(BaseHTTPRequestHandler):
                          else payload.decode())
         return out
 
+    def reset(self) -> None:
+        """Abort the connection with a TCP reset (RST), as a crashed server or a middlebox does."""
+        self.close_connection = True
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
     def _handle(self, body: bytes) -> None:
         state = self.server.state
         with state.lock:
             state.hits += 1
             state.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body))
+            key = body.decode("utf-8", "replace")
+            self.arrival = state.answer_counter[key] = state.answer_counter.get(key, 0) + 1
+        delay = self.headers.get("x-fake-delay")  # not part of matching: tests order answers
+        if delay:
+            time.sleep(float(delay))
         path, _, query = self.path.partition("?")
         ctype = self.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
@@ -231,22 +245,19 @@ class Handler(BaseHTTPRequestHandler):
                 {"object": "embedding", "index": i, "embedding": [0.125 * (i + 1), -0.5, 0.25]}
                 for i in range(len(inputs))], "usage": {"prompt_tokens": 3, "total_tokens": 3}})
         if path.endswith("/chat/completions"):
-            return self._chat(data, body)
+            return self._chat(data)
         if path.endswith("/responses"):
             return self._responses(data)
         self._json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
 
-    def _answer(self, data: dict[str, Any], body: bytes) -> str:
-        """A deterministic answer; the N-th identical request gets answer number N."""
-        state = self.server.state
-        key = body.decode("utf-8", "replace")
-        with state.lock:
-            n = state.answer_counter.get(key, 0) + 1
-            state.answer_counter[key] = n
+    def _answer(self, data: dict[str, Any]) -> str:
+        """A deterministic answer; the N-th identical request gets answer number N (counted
+        when it arrived, before any x-fake-delay), and an x-fake-tag is echoed."""
         prompt = data["messages"][-1]["content"] if data.get("messages") else data.get("input")
-        return f"Answer {n} to: {prompt}"
+        tag = self.headers.get("x-fake-tag")
+        return f"Answer {self.arrival} to: {prompt}" + (f" [{tag}]" if tag else "")
 
-    def _chat(self, data: dict[str, Any], body: bytes) -> None:
+    def _chat(self, data: dict[str, Any]) -> None:
         model = data.get("model", "gpt-4o")
         if model == "rate-limited":
             return self._json(429, {"error": {"message": "Rate limit reached", "type": "requests",
@@ -258,9 +269,11 @@ class Handler(BaseHTTPRequestHandler):
         if model == "hang":
             time.sleep(30)  # never answers in time
             return
+        if model == "reset":
+            return self.reset()  # before any byte of the response
         if model == "big-stream":
             return self._big_stream(int(data.get("max_tokens") or 1000))
-        answer = self._answer(data, body)
+        answer = self._answer(data)
         cid = "chatcmpl-fake"
         if not data.get("stream"):
             return self._json(200, {
@@ -290,7 +303,8 @@ class Handler(BaseHTTPRequestHandler):
             events.append(self._sse(_chat_chunk(cid, model, {}, usage={
                 "prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}, choices=False)))
         events.append(b"data: [DONE]\n\n")
-        self._stream(events, cut_after=3 if model == "cut-off" else None)
+        self._stream(events, cut_after=3 if model in ("cut-off", "reset-mid-stream") else None,
+                     reset=model == "reset-mid-stream")
 
     def _responses(self, data: dict[str, Any]) -> None:
         answer = f"Responses answer to: {data.get('input')}"
@@ -440,6 +454,32 @@ def read_big_stream(proxy_url: str, upstream_base: str, events: int = 50_000) ->
     return received
 
 
+def _zstd():  # type: ignore[no-untyped-def]
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]
+    return zstd
+
+
+def compress_stream(events: list[bytes], encoding: str) -> list[bytes]:
+    """Each event compressed and flushed on its own, as a streaming server does, so every
+    event can be decoded as soon as it arrives; the last item ends the compressed stream."""
+    if encoding in ("gzip", "deflate"):
+        z = zlib.compressobj(wbits=16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        return [z.compress(e) + z.flush(zlib.Z_SYNC_FLUSH) for e in events] + [z.flush()]
+    if encoding == "br":
+        import brotli
+
+        b = brotli.Compressor()
+        return [b.process(e) + b.flush() for e in events] + [b.finish()]
+    if encoding == "zstd":
+        zstd = _zstd()
+        c = zstd.ZstdCompressor()
+        return [c.compress(e, c.FLUSH_BLOCK) for e in events] + [c.flush(c.FLUSH_FRAME)]
+    raise ValueError(encoding)
+
+
 def compress(body: bytes, encoding: str) -> bytes:
     if encoding == "gzip":
         return gzip.compress(body)
@@ -450,11 +490,7 @@ def compress(body: bytes, encoding: str) -> bytes:
 
         return brotli.compress(body)
     if encoding == "zstd":
-        try:
-            from compression import zstd  # type: ignore[import-not-found]
-        except ImportError:
-            from backports import zstd  # type: ignore[import-not-found,no-redef]
-        return zstd.compress(body)
+        return _zstd().compress(body)
     raise ValueError(encoding)
 
 
