@@ -70,18 +70,23 @@ class CanonicalRequest:
 # Ignore paths: "user", "metadata.trace_id", "messages[0].content", "messages.*.name"
 
 _SEGMENT = re.compile(r"[^.\[\]]+|\[(\d+|\*)\]")
+_PATH = re.compile(r"(?:[^.\[\]]+|\[(?:\d+|\*)\])(?:\.[^.\[\]]+|\[(?:\d+|\*)\])*")
 
 
 def parse_path(dotted: str) -> tuple[str | int, ...]:
-    """Split a dotted JSON path into keys (str) and list indices (int); ``*`` matches any."""
+    """Split a dotted JSON path into keys (str) and list indices (int); ``*`` matches any.
+
+    The whole text must parse: ``messages[-1]`` or ``a[x]`` is refused rather than read as a
+    key nobody has, which would silently ignore nothing."""
+    if not _PATH.fullmatch(dotted):
+        raise ValueError(f"{dotted!r} is not a JSON path: write keys separated by dots, and "
+                         "[n] or [*] for list items, e.g. messages[0].content or messages.*.name")
     segments: list[str | int] = []
     for m in _SEGMENT.finditer(dotted):
         if m.group(1) is not None:
             segments.append("*" if m.group(1) == "*" else int(m.group(1)))
         else:
             segments.append(m.group(0))
-    if not segments:
-        raise ValueError(f"empty JSON path: {dotted!r}")
     return tuple(segments)
 
 
@@ -126,7 +131,40 @@ def drop_path(value: Any, path: Sequence[str | int]) -> Any:
 # Bodies
 
 
-def _json_body(value: Any, ignore: Sequence[tuple[str | int, ...]]) -> Any:
+# A body may hold a float only where a digit is followed by "." or an exponent.
+_FLOAT_HINT = re.compile(rb"\d[.eE]")
+_EXACT_INT = 2**63  # orjson writes integers up to 64 bits
+
+
+def integral_floats_as_ints(value: Any) -> Any:
+    """``value`` with every float that is a whole number written as an int.
+
+    JSON has one number type: ``1`` and ``1.0`` are the same value, and a client in another
+    language may send either. Unchanged parts are shared, not copied."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < _EXACT_INT else value
+    if isinstance(value, dict):
+        changed: dict[str, Any] | None = None
+        for k, v in value.items():
+            new = integral_floats_as_ints(v)
+            if new is not v:
+                changed = changed if changed is not None else dict(value)
+                changed[k] = new
+        return changed if changed is not None else value
+    if isinstance(value, list):
+        items: list[Any] | None = None
+        for i, v in enumerate(value):
+            new = integral_floats_as_ints(v)
+            if new is not v:
+                items = items if items is not None else list(value)
+                items[i] = new
+        return items if items is not None else value
+    return value
+
+
+def _json_body(value: Any, ignore: Sequence[tuple[str | int, ...]], floats: bool) -> Any:
+    if floats:
+        value = integral_floats_as_ints(value)
     if isinstance(value, dict):
         value = {k: v for k, v in value.items() if k.lower() not in redact.SECRET_BODY_FIELDS}
     for path in ignore:
@@ -198,15 +236,17 @@ def canonical_body(
             value = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return _digest(raw)
-        return canonical_json(value, ignore, fallback=raw)
+        return canonical_json(value, ignore, fallback=raw,
+                              floats=_FLOAT_HINT.search(raw) is not None)
     return _digest(raw)
 
 
 def canonical_json(value: Any, ignore: Sequence[tuple[str | int, ...]] = (),
-                   fallback: bytes | None = None) -> Any:
-    """The comparable form of a body already parsed from JSON (a stored request)."""
+                   fallback: bytes | None = None, floats: bool = True) -> Any:
+    """The comparable form of a body already parsed from JSON (a stored request). ``floats``
+    False: the caller knows there is no float in it (see ``_FLOAT_HINT``)."""
     try:
-        return _json_body(value, ignore)
+        return _json_body(value, ignore, floats)
     except RecursionError:
         return _digest(fallback if fallback is not None else repr(value).encode())
 

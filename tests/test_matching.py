@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -61,8 +63,26 @@ def test_parse_path_forms():
     assert matching.parse_path("messages[0].content") == ("messages", 0, "content")
     assert matching.parse_path("a.*.b") == ("a", "*", "b")
     assert matching.parse_path("messages[*]") == ("messages", "*")
-    with pytest.raises(ValueError):
-        matching.parse_path("[]")
+
+
+@pytest.mark.parametrize("typo", ["[]", "", "messages[-1]", "a[x]", "a..b", ".a", "a.", "a[0"])
+def test_a_path_that_does_not_parse_is_refused_by_name(typo):
+    with pytest.raises(ValueError) as err:
+        matching.parse_path(typo)
+    assert repr(typo) in str(err.value)
+
+
+def test_whole_number_floats_and_ints_are_the_same_json_value():
+    assert key(body={**BODY, "temperature": 1}) == key(body={**BODY, "temperature": 1.0})
+    nested = {**BODY, "tools": [{"n": 2, "x": [0, -0.0, 3e2]}]}
+    same = {**BODY, "tools": [{"n": 2.0, "x": [0.0, 0, 300]}]}
+    assert key(body=nested) == key(body=same)
+    assert key(body={**BODY, "temperature": 1.5}) != key(body={**BODY, "temperature": 1})
+    # a recording read from a file (already parsed) gets the same key as the live request
+    stored = matching.canonical_json({**BODY, "temperature": 1.0})
+    live = matching.canonicalize("POST", URL, "application/json",
+                                 orjson.dumps({**BODY, "temperature": 1}))
+    assert stored == live.body
 
 
 def test_non_json_bodies_are_hashed_and_forms_compared_as_fields():
@@ -73,10 +93,13 @@ def test_non_json_bodies_are_hashed_and_forms_compared_as_fields():
     assert key(body=b"{not json", ctype="application/json") == key(body=b"{not json")
 
 
-def test_deeply_nested_json_does_not_crash():
+def test_deeply_nested_json_is_compared_by_its_bytes():
     deep = b"[" * 5000 + b"]" * 5000
     canon = matching.canonicalize("POST", URL, "application/json", deep)
-    assert canon.key()  # hashed instead of compared as data, no RecursionError
+    assert canon.body == {"$sha256": hashlib.sha256(deep).hexdigest()}  # no RecursionError
+    other = b"[" * 5000 + b"1" + b"]" * 5000
+    assert matching.canonicalize("POST", URL, "application/json", other).key() != canon.key()
+    assert matching.canonicalize("POST", URL, "application/json", deep).key() == canon.key()
 
 
 def test_diff_paths_names_where_bodies_differ():
@@ -96,16 +119,72 @@ def test_nearest_picks_the_fewest_differences():
     assert matching.request_diff(asked, asked.without_host()) == []  # host-agnostic recording
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=8),
-                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
-                    max_leaves=20))
-def test_canonicaliser_is_total_and_order_insensitive(value):
-    raw = orjson.dumps(value)
-    canon = matching.canonicalize("POST", URL, "application/json", raw)
+KEYS = st.text(alphabet="abcdéü中_ ", max_size=4)  # no secret field name can be spelled
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False, min_value=-1e300, max_value=1e300),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=25)
+
+
+def reordered(value, rnd):
+    """The same JSON value with the keys of every object in another order."""
     if isinstance(value, dict):
-        shuffled = orjson.dumps(dict(reversed(list(value.items()))))
-        assert matching.canonicalize("POST", URL, "application/json", shuffled).key() == canon.key()
+        items = list(value.items())
+        rnd.shuffle(items)
+        return {k: reordered(v, rnd) for k, v in items}
+    if isinstance(value, list):
+        return [reordered(v, rnd) for v in value]
+    return value
+
+
+def as_other_number_type(value):
+    """Whole-number floats written as ints and small ints as floats: the same JSON value."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53:
+        return float(value)
+    if isinstance(value, dict):
+        return {k: as_other_number_type(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_other_number_type(v) for v in value]
+    return value
+
+
+def leaves(value, path=()):
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from leaves(v, (*path, k))
+    elif isinstance(value, list) and value:
+        for i, v in enumerate(value):
+            yield from leaves(v, (*path, i))
+    else:
+        yield path, value
+
+
+def replaced(value, path, new):
+    if not path:
+        return new
+    if isinstance(value, dict):
+        return {**value, path[0]: replaced(value[path[0]], path[1:], new)}
+    return [replaced(v, path[1:], new) if i == path[0] else v for i, v in enumerate(value)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(KEYS, JSON_VALUES, max_size=5), st.randoms(use_true_random=False),
+       st.data())
+def test_canonical_key_is_the_json_value(body, rnd, data):
+    """Key order at any depth, whitespace and number spelling do not change the key; changing
+    any one leaf does."""
+    canon = lambda raw: matching.canonicalize("POST", URL, "application/json", raw).key()
+    k = canon(orjson.dumps(body))
+    assert canon(orjson.dumps(reordered(body, rnd), option=orjson.OPT_INDENT_2)) == k
+    assert canon(orjson.dumps(as_other_number_type(body))) == k
+    paths = list(leaves(body))
+    path, old = data.draw(st.sampled_from(paths))
+    if path:  # an empty body has no leaf to change
+        new = old + "!" if isinstance(old, str) else "changed"
+        assert canon(orjson.dumps(replaced(body, path, new))) != k
 
 
 @settings(max_examples=200, deadline=None)
