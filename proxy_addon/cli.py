@@ -333,7 +333,8 @@ def _response_value(resp: RecordedResponse) -> Any:
 @dir_option
 @json_option
 def diff_command(a: str, b: str, cassette_dir: Path, as_json: bool) -> None:
-    """Show where two recordings differ: request and response JSON paths.
+    """Show where two recordings differ: request and response JSON paths. Exits 1 when they
+    differ, 0 when they are the same, like diff.
 
     \b
     Example: cassette diff 3f2a9c 8b01de
@@ -350,12 +351,14 @@ def diff_command(a: str, b: str, cassette_dir: Path, as_json: bool) -> None:
                  matching.diff_paths(_response_value(x), _response_value(y), limit=50)]
     if as_json:
         _print_json({"a": str(pa), "b": str(pb), "request": req, "responses": resp})
-        return
-    click.echo(f"A: {pa}\nB: {pb}")
-    click.echo("request: " + ("same" if not req else "differs at " + ", ".join(req)))
-    click.echo("responses: " + ("same" if not resp else "differ at:"))
-    for line in resp:
-        click.echo(f"  {line}")
+    else:
+        click.echo(f"A: {pa}\nB: {pb}")
+        click.echo("request: " + ("same" if not req else "differs at " + ", ".join(req)))
+        click.echo("responses: " + ("same" if not resp else "differ at:"))
+        for line in resp:
+            click.echo(f"  {line}")
+    if req or resp:
+        sys.exit(1)
 
 
 # -- llama-stack conversion -------------------------------------------------------------------

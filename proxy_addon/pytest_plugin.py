@@ -193,15 +193,33 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"{summary['misses']} misses, {len(summary['unused'])} unused recordings "
         f"(of {summary['recordings']})")
     if config.getoption("--cassette-prune"):
-        _prune(terminalreporter, config, summary["unused"])
+        _prune(terminalreporter, config, summary["unused"], exitstatus)
 
 
-def _prune(terminalreporter: Any, config: pytest.Config, unused: list[str]) -> None:
-    deselected = terminalreporter.stats.get("deselected")
-    if deselected or config.getoption("keyword") or config.getoption("markexpr") or \
-            terminalreporter.stats.get("failed"):
-        terminalreporter.write_line("cassette: not pruning: only a full, passing run shows "
-                                    "which recordings are unused")
+def _not_a_full_passing_run(terminalreporter: Any, config: pytest.Config,
+                            exitstatus: int) -> str | None:
+    """Why this run cannot tell which recordings are unused, or None when it can: only a run
+    of every test, all passing, used every recording that is still needed."""
+    stats = terminalreporter.stats
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        return "tests were selected on the command line"
+    if config.getoption("keyword") or config.getoption("markexpr"):
+        return "tests were selected with -k or -m"
+    if stats.get("deselected"):
+        return f"{len(stats['deselected'])} tests were deselected"
+    if exitstatus != pytest.ExitCode.OK:
+        return f"the run did not pass ({pytest.ExitCode(exitstatus).name.lower()})"
+    if stats.get("skipped"):
+        return f"{len(stats['skipped'])} tests were skipped: their recordings would look unused"
+    return None
+
+
+def _prune(terminalreporter: Any, config: pytest.Config, unused: list[str],
+           exitstatus: int) -> None:
+    why_not = _not_a_full_passing_run(terminalreporter, config, exitstatus)
+    if why_not is not None:
+        terminalreporter.write_line(f"cassette: not pruning: {why_not}; only a full, passing "
+                                    "run shows which recordings are unused")
         return
     if not unused:
         terminalreporter.write_line("cassette: nothing to prune")

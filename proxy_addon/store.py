@@ -53,14 +53,31 @@ KEEP_IN_MEMORY_BYTES = 8 * 1024 * 1024
 SCOPES_DIR = "by-test"
 
 
+_HASHED = re.compile(r"-[0-9a-f]{12}$")
+
+
+def _unflatten(flat: str) -> str:
+    """The pytest node id a readable name stands for: the parts up to the first ``*.py`` are
+    the file's path, the others its ``::`` parts (the inverse of the flattening below)."""
+    parts = flat.split("__")
+    for i, part in enumerate(parts):
+        if part.endswith(".py"):
+            return "/".join(parts[: i + 1]) + "".join("::" + p for p in parts[i + 1:])
+    return "::".join(parts)
+
+
 def scope_name(name: str) -> str:
     """A one-directory name for a test's cassette, readable from its pytest node id:
-    ``tests/test_app.py::test_joke[gpt]`` -> ``tests__test_app.py__test_joke_gpt``."""
+    ``tests/test_app.py::test_joke`` -> ``tests__test_app.py__test_joke``.
+
+    Injective: the readable form is kept as it is only when it reads back as ``name`` exactly
+    (``_unflatten``); otherwise (``test[hello, world]``, ``[é]``, a long id) it ends with a
+    hash of ``name``, and no name kept as it is ends like one."""
     flat = name.replace("::", "__").replace("/", "__")
-    cleaned = safe_segment(flat, 200)
-    if len(cleaned) > 120:  # keep paths short, and distinct
-        cleaned = cleaned[:100] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
-    return cleaned
+    cleaned = safe_segment(flat, 100)
+    if cleaned == flat and _unflatten(flat) == name and not _HASHED.search(flat):
+        return cleaned
+    return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def scope_of(root: Path, path: Path) -> str | None:

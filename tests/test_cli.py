@@ -127,14 +127,19 @@ def test_verify_finds_unredacted_secret_headers(tmp_path):
     assert "request URL has a secret query parameter" in out
 
 
-def test_diff_names_request_and_response_paths(fixture_dir):
-    result = run("diff", "c4b7e1633e", "f7c9050b81", "--dir", str(fixture_dir), "--json")
+def test_diff_names_request_and_response_paths_and_exits_1_when_they_differ(fixture_dir):
+    result = CliRunner().invoke(main, ["diff", "c4b7e1633e", "f7c9050b81", "--dir",
+                                       str(fixture_dir), "--json"])
+    assert result.exit_code == 1  # like diff: they differ
     diff = orjson.loads(result.output)
     assert "tools" in diff["request"] and "messages[0].content" in diff["request"]
     assert any(p.startswith("responses[0]") for p in diff["responses"])
-    same = orjson.loads(run("diff", "c4b7e1633e", "c4b7e1633e", "--dir", str(fixture_dir),
-                            "--json").output)
-    assert same["request"] == [] and same["responses"] == []
+    same = run("diff", "c4b7e1633e", "c4b7e1633e", "--dir", str(fixture_dir), "--json")
+    assert same.exit_code == 0
+    assert orjson.loads(same.output)["request"] == [] == orjson.loads(same.output)["responses"]
+    plain = CliRunner().invoke(main, ["diff", "c4b7e1633e", "f7c9050b81", "--dir",
+                                      str(fixture_dir)])
+    assert plain.exit_code == 1 and "request: differs at" in plain.output
 
 
 APP = """

@@ -132,3 +132,34 @@ def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_up
                   "--cassette-prune", "--yes")
     deleted.stdout.fnmatch_lines(["cassette: 1 recordings deleting*"])
     assert not extra.exists() and target.exists()
+
+
+def test_prune_refuses_unless_every_test_ran_and_passed(project):
+    """Recordings of tests that did not run look unused: pruning after a partial or failing run
+    would delete them. Each way of not running everything is refused, and nothing is deleted."""
+    cassettes = project.path / "cassettes"
+    run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}").assert_outcomes(
+        passed=5)
+    joke = next(p for p in iter_cassette_files(cassettes) if "test_joke" in str(p))
+    replay = ["--cassette-mode=replay", f"--cassette-dir={cassettes}", "--cassette-prune", "--yes"]
+    cases = [
+        ((), "test_app.py::test_joke", "tests were selected on the command line"),
+        ((), "-k joke", "tests were selected with -k or -m"),
+        (("test_fail", "def test_fails():\n    assert False\n"), "", "the run did not pass (tests_failed)"),
+        (("test_stop", "def test_stop():\n    raise KeyboardInterrupt\n"), "",
+         "the run did not pass (interrupted)"),
+        (("test_skip", "import pytest\n@pytest.mark.skip\ndef test_later():\n    pass\n"), "",
+         "1 tests were skipped"),
+    ]
+    for extra_file, args, reason in cases:
+        if extra_file:
+            project.makepyfile(**{extra_file[0]: extra_file[1]})
+        result = run(project, *replay, *args.split())
+        result.stdout.fnmatch_lines([f"cassette: not pruning: {reason}*"])
+        assert joke.exists(), reason
+        if extra_file:
+            (project.path / f"{extra_file[0]}.py").unlink()
+    # every test ran and passed: nothing is unused, nothing is deleted
+    full = run(project, *replay)
+    full.stdout.fnmatch_lines(["cassette: nothing to prune"])
+    assert len(list(iter_cassette_files(cassettes))) == 4

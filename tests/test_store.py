@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import orjson
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from proxy_addon import matching
 from proxy_addon.cassette import Body, RecordedRequest, RecordedResponse
-from proxy_addon.store import CassetteStore, atomic_write, layout_path
+from proxy_addon.store import CassetteStore, atomic_write, layout_path, scope_name
 from tests.conftest import FIXTURES, SEED
 
 URL = "https://api.openai.com/v1/chat/completions"
@@ -115,3 +116,26 @@ def test_llama_stack_recordings_match_any_host(tmp_path):
         assert hit is not None and hit.entry.path.name == SEED.name
     models = store.lookup(matching.canonicalize("GET", "http://localhost:8080/v1/models", None, None))
     assert models.response.body.value["data"][0]["id"] == "qwen2.5"
+
+
+@pytest.mark.parametrize("a, b", [("test[hello, world]", "test[hello world]"), ("t[é]", "t[ü]"),
+                                  ("a/b::c", "a::b::c"), ("x" * 130, "x" * 131),
+                                  ("foo", "foo-" + scope_name("x")[-12:])])
+def test_per_test_cassette_names_never_collide(a, b):
+    assert scope_name(a) != scope_name(b)
+
+
+def test_plain_node_ids_keep_their_readable_names():
+    assert scope_name("tests/test_app.py::test_joke") == "tests__test_app.py__test_joke"
+    assert scope_name("tests/test_app.py::TestX::test_y") == "tests__test_app.py__TestX__test_y"
+    assert scope_name("greetings") == "greetings"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet="ab_/:.[], é-", max_size=12), min_size=2, max_size=2,
+                unique=True))
+def test_scope_names_are_injective_and_one_safe_directory(ids):
+    a, b = ids
+    assert scope_name(a) != scope_name(b)
+    for name in map(scope_name, ids):
+        assert re.fullmatch(r"[A-Za-z0-9._-]{1,120}", name) and name not in (".", "..")
