@@ -76,11 +76,15 @@ class Stats:
     misses: int = 0
     not_saved: int = 0
     miss_messages: list[str] = field(default_factory=list)
+    # hits answered from a recording made for another host: (asked host, recorded for, file)
+    other_host: list[tuple[str, str, str]] = field(default_factory=list)
 
     def line(self, unused: int, total: int) -> str:
         return (f"cassette summary: {self.hits} hits, {self.recorded} recorded, "
                 f"{self.misses} misses, {unused} unused recordings (of {total})"
-                + (f", {self.not_saved} not saved (incomplete)" if self.not_saved else ""))
+                + (f", {self.not_saved} not saved (incomplete)" if self.not_saved else "")
+                + (f", {len(self.other_host)} answered from another host's recording"
+                   if self.other_host else ""))
 
 
 def _parse_pace(value: str) -> float:
@@ -222,6 +226,8 @@ class Cassettes:
                 "misses": self.stats.misses, "not_saved": self.stats.not_saved,
                 "recordings": len(self.store), "unused": sorted(str(e.path) for e in unused),
                 "miss_messages": self.stats.miss_messages,
+                "other_host": [{"asked": a, "recorded_for": r, "file": f}
+                               for a, r, f in self.stats.other_host],
                 "bad_files": [{"path": str(b.path), "reason": b.reason} for b in self.store.bad],
             }
             try:
@@ -449,6 +455,10 @@ class Replayer:
         if hit is not None:
             state.action = "hit"
             c.stats.hits += 1
+            if hit.other_host is not None:
+                c.stats.other_host.append((canon.host, hit.other_host, str(hit.entry.path)))
+                log.info("cassette: %s answered from a recording made for %s: %s",
+                         canon.describe(), hit.other_host, hit.entry.path)
             await self._answer(flow, state, hit)
             return
         if mode == "auto":

@@ -29,6 +29,7 @@ from proxy_addon.store import (
     iter_cassette_files,
     layout_path,
     model_of,
+    origin_of,
 )
 
 MODES = ("replay", "record", "auto", "passthrough")
@@ -222,6 +223,11 @@ def show_command(ref: str, cassette_dir: Path, raw: bool) -> None:
     if rec.test_id:
         console.print(f"test: {rec.test_id}", markup=False)
     console.print(f"[bold]{rec.request.method} {rec.request.url}[/bold]", highlight=False)
+    if rec.request.any_host:
+        console.print(f"answers this request on any host; requests to {origin_of(rec.request)} "
+                      "prefer it, others only when no recording of their own host or provider "
+                      "exists (then counted as answered from another host's recording)",
+                      markup=False, highlight=False)
     for name, value in rec.request.headers.items():
         console.print(f"[cyan]{name}[/cyan]: {value}", highlight=False)
     if rec.request.body is not None:

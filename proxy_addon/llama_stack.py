@@ -15,7 +15,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from proxy_addon import matching, redact
 from proxy_addon.cassette import (
@@ -195,9 +195,13 @@ def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
     method = str(req.get("method") or "POST").upper()
     if endpoint in matching.GET_ENDPOINTS and not body:
         method, body = "GET", None  # recorded as POST; clients list models with GET
+    query = parts.query
+    extra_query = call_args.get("extra_query") if isinstance(call_args, dict) else None
+    if isinstance(extra_query, dict) and extra_query:  # the SDK sends it in the URL
+        query = "&".join(q for q in (query, urlencode(extra_query)) if q)
     request = RecordedRequest(
         method=method,
-        url=f"{parts.scheme}://{parts.netloc}{wire_path}" + (f"?{parts.query}" if parts.query else ""),
+        url=f"{parts.scheme}://{parts.netloc}{wire_path}" + (f"?{query}" if query else ""),
         headers={"content-type": "application/json"} if body else {},
         body=Body("json", redact.redact_body(body)) if body else None,
         any_host=True,

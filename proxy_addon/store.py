@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from proxy_addon import cassette, matching
+from proxy_addon import cassette, hosts, matching
 from proxy_addon.cassette import CassetteError, RecordedRequest, RecordedResponse, Recording
 from proxy_addon.conversation import (
     LookupContext,
@@ -99,6 +99,7 @@ class Entry:
     canonical: CanonicalRequest
     uses: int = 0
     scope: str | None = None  # the test's cassette it belongs to; None: shared
+    origin: str = ""  # the host it was recorded for (an any-host recording keeps it too)
     _answer: str | None | bool = False  # signature of the first answer, computed on demand
     _transcript: Transcript | None = None
 
@@ -130,6 +131,16 @@ class Hit:
     entry: Entry
     response: RecordedResponse
     index: int  # which of the recorded responses (0-based)
+    other_host: str | None = None  # answered from a recording made for this other host
+
+
+@dataclass(slots=True)
+class Found:
+    """The recordings that answer a request, all equally close to it."""
+
+    counter: str  # the key its calls are counted under (the N-th call, the N-th response)
+    entries: list[Entry]
+    other_host: str | None = None  # they were recorded for another host than the request's
 
 
 @dataclass(slots=True)
@@ -273,6 +284,12 @@ def iter_cassette_files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath, name)
 
 
+def origin_of(request: RecordedRequest) -> str:
+    """The host a request was recorded for, normalised as matching compares hosts."""
+    parts = urlsplit(request.url)
+    return matching.normalise_host(parts.scheme, parts.hostname or "", parts.port)
+
+
 def model_of(request: RecordedRequest) -> str | None:
     if request.body is not None and request.body.kind == "json" and isinstance(
             request.body.value, dict):
@@ -303,6 +320,7 @@ class CassetteStore:
         self._alternatives: dict[str, list[Transcript]] = {}
         self._connection_tests: dict[str, list[str]] = defaultdict(list)
         self._ambiguous = False
+        self._merged: dict[str, RecordedResponse] = {}  # model lists of one host, united
 
     # -- reading --------------------------------------------------------------------------
 
@@ -328,7 +346,7 @@ class CassetteStore:
                 continue
             held = rec if size <= KEEP_IN_MEMORY_BYTES else None
             self._index(Entry(path, held, rec.request.canonical(self.ignore),
-                              scope=scope_of(self.root, path)))
+                              scope=scope_of(self.root, path), origin=origin_of(rec.request)))
         self._ambiguous = any(len(v) > 1 for v in self.entries.values())
 
     def _index(self, entry: Entry) -> None:
@@ -342,21 +360,28 @@ class CassetteStore:
         for entries in self.entries.values():
             yield from entries
 
-    def find(self, canon: CanonicalRequest,
-             scope: str | None = None) -> tuple[str, list[Entry]] | None:
+    def find(self, canon: CanonicalRequest, scope: str | None = None) -> Found | None:
         """The recordings for a request: exact matches first, then host-agnostic ones; within
-        those, the test's own cassette first, then the shared ones. Other tests' cassettes
-        never answer."""
+        those, the test's own cassette first, then the shared ones (other tests' cassettes
+        never answer). Among host-agnostic ones, only those closest to the request's host:
+        recorded for that host, else for the same provider family, else any (``hosts``)."""
         for key in (canon.key(), canon.any_host_key()):
             entries = self.entries.get(key)
             if not entries:
                 continue
             own = [e for e in entries if e.scope == scope] if scope is not None else []
-            if own:
-                return f"{scope}|{key}", own
-            shared = [e for e in entries if e.scope is None]
-            if shared:
-                return f"|{key}", shared
+            group, counter = (own, f"{scope}|{key}") if own else \
+                ([e for e in entries if e.scope is None], f"|{key}")
+            if not group:
+                continue
+            if key == canon.key():
+                return Found(counter, group)
+            closeness = [hosts.closeness(canon.host, e.origin, canon.path) for e in group]
+            best = max(closeness)
+            closest = [e for e, c in zip(group, closeness) if c == best]
+            if best == 2:
+                return Found(f"{counter}|{canon.host}", closest)
+            return Found(f"{counter}|{canon.host}", closest, other_host=closest[0].origin)
         return None
 
     def lookup(self, canon: CanonicalRequest, ctx: LookupContext | None = None) -> Hit | None:
@@ -368,21 +393,41 @@ class CassetteStore:
         found = self.find(canon, ctx.scope)
         variants = self._variants(canon, ctx.scope) if self._alternatives else []
         if found is None and variants:
-            found = max(variants, key=lambda f: max(self.depth(e) for e in f[1]))
+            found = max(variants, key=lambda f: max(self.depth(e) for e in f.entries))
         if found is None:
             return None
-        key, entries = found
+        entries = found.entries
+        if len(entries) > 1 and found.other_host is None and \
+                hosts.is_model_list(canon.method, canon.path):
+            return self._model_list(found)
         entry = entries[0] if len(entries) == 1 else self.choose(entries, canon, ctx)
-        n = self._served[key]
-        self._served[key] = n + 1
+        n = self._served[found.counter]
+        self._served[found.counter] = n + 1
         entry.uses += 1
         index = min(n, len(entry.recording.responses) - 1)
         if self._ambiguous:
-            self._remember(entry, ctx, entries + [e for _, es in variants for e in es])
-        return Hit(entry, entry.recording.responses[index], index)
+            self._remember(entry, ctx, entries + [e for f in variants for e in f.entries])
+        other_host = entry.origin if found.other_host is not None else None
+        return Hit(entry, entry.recording.responses[index], index, other_host)
+
+    def _model_list(self, found: Found) -> Hit:
+        """One host's model list recorded several times (each time with the models it had
+        then): answered with all of them, built once."""
+        merged = self._merged.get(found.counter)
+        if merged is None:
+            answers = [e.recording.responses[-1] for e in found.entries]
+            bodies = [r.body.value for r in answers if r.body is not None and r.body.kind == "json"]
+            first = answers[0]
+            merged = RecordedResponse(first.status, first.headers, recorded_at=first.recorded_at,
+                                      body=cassette.Body("json", hosts.union_of_model_lists(bodies))
+                                      if bodies else first.body)
+            self._merged[found.counter] = merged
+        for e in found.entries:
+            e.uses += 1
+        return Hit(found.entries[0], merged, 0)
 
     def _variants(self, canon: CanonicalRequest,
-                  scope: str | None) -> list[tuple[str, list[Entry]]]:
+                  scope: str | None) -> list[Found]:
         """This request as other recorded conversations made it: with each answer we chose
         among several replaced by one of the others.
 
@@ -396,7 +441,7 @@ class CassetteStore:
                  if sig is not None and sig in self._alternatives]
         if not slots:
             return []
-        fits = []
+        fits: list[Found] = []
         for combination in itertools.islice(itertools.product(*(alts for _, alts in slots)), 32):
             body = copy.deepcopy(canon.body)
             for (index, _), answer in zip(slots, combination, strict=True):
@@ -560,7 +605,7 @@ class CassetteStore:
             elif held is None:
                 pending.slots[k] = _OnDisk(position)  # drop the events from memory
         entry = Entry(pending.path, held, pending.request.canonical(self.ignore), uses=1,
-                      scope=pending.scope)
+                      scope=pending.scope, origin=origin_of(pending.request))
         self._replace_entry(pending.index_key, entry)
         return pending.path
 

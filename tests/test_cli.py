@@ -85,6 +85,7 @@ def test_ambiguous_or_unknown_reference_is_a_usage_error(fixture_dir):
 def test_show_streams_event_by_event_and_raw(fixture_dir):
     out = run("show", str(fixture_dir / SEED.name)).output
     assert "POST https://api.openai.com/v1/chat/completions" in out
+    assert "answers this request on any host; requests to api.openai.com prefer it" in out
     assert "sse stream, 18 events" in out
     assert '"content":" skeleton"' in out and "[DONE]" in out
     raw = run("show", "--raw", str(fixture_dir / SEED.name)).output

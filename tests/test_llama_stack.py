@@ -8,6 +8,7 @@ import ssl
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import openai
@@ -284,3 +285,89 @@ def test_tavily_tool_record_answers_the_real_http_call(fixture_proxy, llama_suit
                         json={"api_key": "tvly-test-123", "query": "latest Python version 2023"})
     assert r.status_code == 200
     assert r.json() == cassette.load(llama_suite / TAVILY_FILE).responses[0].body.value
+
+
+# -- any-host recordings: the request's own host first -----------------------------------------
+
+LOOPBACK = {"localhost", "127.0.0.1", "0.0.0.0"}
+
+
+def recorded_model_lists(suite: Path) -> dict[tuple[str, str], tuple[list[str], list[str]]]:
+    """From the raw files: (server, port) -> (the URLs a client lists models at, the model ids
+    recorded for that server). A client sends ``extra_query`` in the URL; the recorder doubled
+    ``/v1``; loopback names are one machine."""
+    servers: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    for path in sorted(suite.rglob("models-*.json")):
+        doc = orjson.loads(path.read_bytes())
+        req = doc["request"]
+        url = req["url"].replace("/v1/v1/", "/v1/")
+        query = (req.get("body") or {}).get("extra_query")
+        if query:
+            url += "?" + urlencode(query)
+        parts = urlsplit(url)
+        host = "localhost" if parts.hostname in LOOPBACK else parts.hostname
+        urls, ids = servers.setdefault((host, str(parts.port or "")), ([], []))
+        urls.append(url)
+        ids += [item["__data__"]["id"] for item in doc["response"]["body"]]
+    return servers
+
+
+def test_every_model_list_answers_with_its_own_hosts_models(llama_suite, proxies):
+    """The corpus holds 110 model lists from 10 servers, all with the same empty request. A GET
+    to each recorded URL gets the models recorded for that server, never another server's: its
+    one recording as recorded, or the union of its recordings (each model once)."""
+    servers = recorded_model_lists(llama_suite)
+    assert sum(len(urls) for urls, _ in servers.values()) == 110 and len(servers) == 10
+    proxy = proxies(llama_suite, "replay")
+    with _httpx(proxy) as client:
+        for (host, port), (urls, ids) in servers.items():
+            for url in sorted(set(urls)):
+                got = [m["id"] for m in client.get(url).json()["data"]]
+                if len(urls) == 1:
+                    assert got == ids, url
+                else:
+                    assert len(got) == len(set(got)) and set(got) == set(ids), url
+        openai_ids = [m["id"] for m in client.get("https://api.openai.com/v1/models").json()["data"]]
+    assert "gpt-4o" in openai_ids and "text-embedding-3-small" in openai_ids
+    assert not [i for i in openai_ids if any(w in i.lower() for w in ("qwen", "llama", "granite"))]
+    log = proxy.stop()
+    assert "answered from another host" not in log
+
+
+def _llama_chat(url: str, answer: str) -> dict[str, Any]:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Which host?"}]}
+    return {"test_id": None,
+            "request": {"method": "POST", "url": url, "headers": {}, "body": body,
+                        "endpoint": "/v1/chat/completions", "model": "gpt-4o"},
+            "response": {"is_streaming": False, "body": {
+                "__type__": "openai.types.chat.chat_completion.ChatCompletion",
+                "__data__": {"id": "c", "object": "chat.completion", "created": 0,
+                             "model": "gpt-4o", "choices": [{
+                                 "index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": answer}}]}}}}
+
+
+def test_a_request_recorded_for_two_hosts_is_answered_from_its_own_hosts(tmp_path, proxies):
+    cassettes = tmp_path / "c"
+    cassettes.mkdir()
+    for name, url, answer in [("a", "https://api.openai.com/v1/v1/chat/completions", "OpenAI"),
+                              ("b", "http://localhost:8000/v1/v1/chat/completions", "vLLM")]:
+        (cassettes / f"{name}.json").write_bytes(orjson.dumps(_llama_chat(url, answer)))
+    summary = tmp_path / "summary.json"
+    proxy = proxies(cassettes, "replay", cassette_summary=str(summary))
+
+    def ask(base_url: str) -> str:
+        return _openai(proxy, base_url).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Which host?"}]
+        ).choices[0].message.content
+
+    assert ask("https://api.openai.com/v1") == "OpenAI"
+    assert ask("http://127.0.0.1:8000/v1") == "vLLM"  # the same local server as localhost
+    assert ask("http://localhost:8000/v1") == "vLLM"
+    assert ask("https://gateway.example/v1") in ("OpenAI", "vLLM")  # no recording of its own
+    log = proxy.stop()
+    assert "4 hits, 0 recorded, 0 misses" in log and \
+        "1 answered from another host's recording" in log
+    [other] = orjson.loads(summary.read_bytes())["other_host"]
+    assert other["asked"] == "gateway.example"
+    assert other["recorded_for"] in ("api.openai.com", "localhost:8000")
