@@ -3,28 +3,17 @@
 llama-stack's corpus holds the same first turn recorded by several tests, each with its own
 answer; the follow-up turn embeds that answer, so only the follow-up made after the same answer
 is recorded. These pure functions give answers and assistant messages a comparable signature, so
-the store can prefer an answer whose follow-up exists, or the one from the test already being
-replayed.
+the store's chooser can prefer an answer whose follow-up exists, or the one from the test already
+being replayed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from proxy_addon.reassemble import Transcript
-
-
-@dataclass(frozen=True, slots=True)
-class LookupContext:
-    """Who is asking: the client connection and, when known, the test being replayed and the
-    test's own cassette (its scope)."""
-
-    connection: str | None = None
-    test_id: str | None = None
-    scope: str | None = None
 
 
 def _signature(text: str, calls: list[tuple[Any, Any]]) -> str | None:

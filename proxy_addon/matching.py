@@ -16,12 +16,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from proxy_addon import redact
+from proxy_addon import multipart, redact
+from proxy_addon.model import RecordedRequest
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-
-# Endpoints that real clients fetch with GET although llama-stack's recorder writes POST.
-GET_ENDPOINTS = frozenset({"/v1/models", "/models", "/api/tags", "/api/ps", "/api/version"})
+IgnorePaths = Sequence[tuple[str | int, ...]]
 
 
 @dataclass(frozen=True)
@@ -56,10 +55,6 @@ class CanonicalRequest:
     @cached_property
     def _any_host_key(self) -> str:
         return self.without_host().key() if self.host else self.key()
-
-    @property
-    def endpoint(self) -> tuple[str, str, str]:
-        return (self.method, self.host, self.path)
 
     def describe(self) -> str:
         query = "&".join(f"{k}={v}" for k, v in self.query)
@@ -162,7 +157,7 @@ def integral_floats_as_ints(value: Any) -> Any:
     return value
 
 
-def _json_body(value: Any, ignore: Sequence[tuple[str | int, ...]], floats: bool) -> Any:
+def _json_body(value: Any, ignore: IgnorePaths, floats: bool) -> Any:
     if floats:
         value = integral_floats_as_ints(value)
     if isinstance(value, dict):
@@ -170,38 +165,6 @@ def _json_body(value: Any, ignore: Sequence[tuple[str | int, ...]], floats: bool
     for path in ignore:
         value = drop_path(value, path)
     return value
-
-
-def multipart_parts(content_type: str, raw: bytes) -> list[dict[str, Any]] | None:
-    """The fields of a multipart/form-data body: values for fields, a SHA-256 for files.
-
-    Uploads are identified by their content, never by the random boundary, so the same file
-    sent twice matches; the file bytes themselves need not be stored.
-    """
-    import email.parser
-    import email.policy
-
-    if not raw or "boundary=" not in content_type:
-        return None
-    try:
-        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
-    except (ValueError, TypeError, UnicodeError):
-        return None
-    if not msg.is_multipart():
-        return None
-    parts: list[dict[str, Any]] = []
-    for part in msg.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
-        filename = part.get_filename()
-        if filename is None and part.get_content_maintype() == "text":
-            parts.append({"name": name, "value": payload.decode("utf-8", "replace")})
-        else:
-            parts.append({"name": name, "filename": filename,
-                          "content_type": part.get_content_type(),
-                          "sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)})
-    return parts
 
 
 def canonical_multipart(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -218,13 +181,13 @@ def _digest(raw: bytes) -> dict[str, str]:
 
 
 def canonical_body(
-    content_type: str | None, raw: bytes | None, ignore: Sequence[tuple[str | int, ...]] = ()
+    content_type: str | None, raw: bytes | None, ignore: IgnorePaths = ()
 ) -> Any:
     """The comparable form of a body given as bytes (a live request)."""
     if not raw:
         return None
     if content_type and content_type.lower().startswith("multipart/form-data"):
-        parts = multipart_parts(content_type, raw)
+        parts = multipart.fields(content_type, raw)
         if parts is not None:
             return canonical_multipart(parts)
     if _is_form(content_type):
@@ -241,7 +204,7 @@ def canonical_body(
     return _digest(raw)
 
 
-def canonical_json(value: Any, ignore: Sequence[tuple[str | int, ...]] = (),
+def canonical_json(value: Any, ignore: IgnorePaths = (),
                    fallback: bytes | None = None, floats: bool = True) -> Any:
     """The comparable form of a body already parsed from JSON (a stored request). ``floats``
     False: the caller knows there is no float in it (see ``_FLOAT_HINT``)."""
@@ -268,7 +231,7 @@ def canonicalize(
     url: str,
     content_type: str | None,
     raw_body: bytes | None,
-    ignore: Sequence[tuple[str | int, ...]] = (),
+    ignore: IgnorePaths = (),
 ) -> CanonicalRequest:
     """Canonical form of a live request given by its URL."""
     parts = urlsplit(url)
@@ -285,7 +248,7 @@ def canonicalize_parts(
     query: str,
     content_type: str | None,
     raw_body: bytes | None,
-    ignore: Sequence[tuple[str | int, ...]] = (),
+    ignore: IgnorePaths = (),
 ) -> CanonicalRequest:
     """Canonical form of a live request given by its parts (no URL to build and re-parse)."""
     return CanonicalRequest(
@@ -294,6 +257,28 @@ def canonicalize_parts(
         path=path or "/",
         query=canonical_query(query) if query else (),
         body=canonical_body(content_type, raw_body, ignore),
+    )
+
+
+def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = ()) -> CanonicalRequest:
+    """Canonical form of a stored request: the same as the live request it was recorded from."""
+    parts = urlsplit(request.url)
+    body = request.body
+    if body is None:
+        value = None
+    elif body.kind == "json":
+        value = canonical_json(body.value, ignore)
+    elif body.kind == "multipart":
+        value = canonical_multipart(body.value)
+    else:
+        value = canonical_body(request.content_type, body.to_bytes(), ignore)
+    return CanonicalRequest(
+        method=request.method.upper(),
+        host="" if request.any_host else normalise_host(
+            parts.scheme, parts.hostname or "", parts.port),
+        path=parts.path or "/",
+        query=canonical_query(parts.query),
+        body=value,
     )
 
 

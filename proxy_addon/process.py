@@ -92,6 +92,22 @@ class RunningProxy:
         return self.log
 
 
+def mitmdump_args(cassette_dir: Path | str, mode: str, confdir: Path, port: int = 0,
+                  options: Mapping[str, str] | None = None, script: Path = ADDON_SCRIPT,
+                  extra_scripts: Sequence[Path] = ()) -> list[str]:
+    """The command line of a ``mitmdump`` running the addon (or another ``script``, for a
+    benchmark's baseline) on 127.0.0.1:``port``; ``extra_scripts`` are loaded after it."""
+    args = [mitmdump_executable(), "--listen-host", "127.0.0.1",
+            "--set", f"listen_port={port}", "--set", f"confdir={confdir}", "-s", str(script)]
+    for extra in extra_scripts:
+        args += ["-s", str(extra)]
+    if script == ADDON_SCRIPT:
+        args += ["--set", f"cassette_dir={cassette_dir}", "--set", f"cassette_mode={mode}"]
+    for name, value in (options or {}).items():
+        args += ["--set", f"{name}={value}"]
+    return args
+
+
 def start_proxy(
     cassette_dir: Path | str,
     mode: str = "replay",
@@ -101,22 +117,10 @@ def start_proxy(
     script: Path = ADDON_SCRIPT,
     extra_scripts: Sequence[Path] = (),
 ) -> RunningProxy:
-    """Start mitmdump with the addon (or another ``script``, for a benchmark's baseline) on
-    127.0.0.1 and a free port; wait until it listens. ``extra_scripts`` are loaded after it,
-    as with more ``-s`` options."""
+    """Start ``mitmdump_args(...)`` on a free port; wait until it listens."""
     confdir = Path(confdir) if confdir is not None else Path(cassette_dir).parent / ".mitmproxy"
     confdir.mkdir(parents=True, exist_ok=True)
-    args = [
-        mitmdump_executable(), "--listen-host", "127.0.0.1",
-        "--set", "listen_port=0", "--set", f"confdir={confdir}",
-        "-s", str(script),
-    ]
-    for extra in extra_scripts:
-        args += ["-s", str(extra)]
-    if script == ADDON_SCRIPT:
-        args += ["--set", f"cassette_dir={cassette_dir}", "--set", f"cassette_mode={mode}"]
-    for name, value in (options or {}).items():
-        args += ["--set", f"{name}={value}"]
+    args = mitmdump_args(cassette_dir, mode, confdir, 0, options, script, extra_scripts)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL, bufsize=1)
     lines: list[str] = []
@@ -142,8 +146,8 @@ def start_proxy(
             raise ProxyStartError("mitmdump did not start in time:\n" + "".join(lines))
     # mitmdump prints "listening" before it exits on a start-up error: give it a moment
     time.sleep(0.2)
-    if not port_box or proc.poll() is not None or any("Error logged during startup" in l
-                                                       for l in lines):
+    if not port_box or proc.poll() is not None or any("Error logged during startup" in line
+                                                       for line in lines):
         proc.wait(5)
         reader.join(5)
         raise ProxyStartError("mitmdump failed to start:\n" + "".join(lines))

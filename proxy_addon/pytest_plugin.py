@@ -19,12 +19,13 @@ import httpx
 import orjson
 import pytest
 
+from proxy_addon.control import CONTROL_HOST
 from proxy_addon.process import RunningProxy, start_proxy
+from proxy_addon.summary import MODES, Summary
 
-MODES = ("replay", "record", "auto", "passthrough")
-CONTROL = "http://cassette.control"
+CONTROL = f"http://{CONTROL_HOST}"
 _PROXY_KEY = pytest.StashKey["_Session"]()
-_WORKER_SUMMARIES = pytest.StashKey[list]()
+_WORKER_SUMMARIES = pytest.StashKey[list[Summary]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,7 +72,7 @@ class _Session:
             self.dir.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix="cassette-pytest-"))
         self.summary_path = self.tmp / "summary.json"
-        self.summary: dict[str, Any] | None = None
+        self.summary: Summary | None = None
         try:
             self.proxy: RunningProxy | None = start_proxy(
                 self.dir, mode, confdir=self.tmp / "ca",
@@ -87,8 +88,8 @@ class _Session:
             os.environ.pop(name, None)
         self.control = httpx.Client(proxy=self.proxy.url, timeout=10, trust_env=False)
 
-    def scope(self, test_id: str | None, cassette: str | None) -> None:
-        self.control.post(f"{CONTROL}/scope", json={"test_id": test_id, "cassette": cassette})
+    def begin_test(self, test_id: str | None, cassette: str | None) -> None:
+        self.control.post(f"{CONTROL}/test", json={"test_id": test_id, "cassette": cassette})
 
     def misses(self) -> list[str]:
         return self.control.get(f"{CONTROL}/misses").json()["misses"]
@@ -104,10 +105,7 @@ class _Session:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        try:
-            self.summary = orjson.loads(self.summary_path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            self.summary = None
+        self.summary = Summary.read(self.summary_path)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -121,7 +119,7 @@ def pytest_runtest_setup(item: pytest.Item):  # type: ignore[no-untyped-def]
     if session is not None:
         marker = item.get_closest_marker("cassette")
         name = str(marker.args[0]) if marker and marker.args else item.nodeid
-        session.scope(item.nodeid, name)
+        session.begin_test(item.nodeid, name)
     yield
 
 
@@ -142,7 +140,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 def pytest_runtest_teardown(item: pytest.Item) -> None:
     session = _session(item)
     if session is not None:
-        session.scope(None, None)
+        session.begin_test(None, None)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -151,7 +149,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     own.stop()
     if hasattr(session.config, "workerinput") and own.summary is not None:
-        session.config.workeroutput["cassette_summary"] = orjson.dumps(own.summary).decode()
+        session.config.workeroutput["cassette_summary"] = orjson.dumps(
+            own.summary.to_json()).decode()
 
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without xdist
@@ -159,26 +158,16 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect each worker's summary."""
     raw = getattr(node, "workeroutput", {}).get("cassette_summary")
     if raw:
-        node.config.stash.setdefault(_WORKER_SUMMARIES, []).append(orjson.loads(raw))
+        node.config.stash.setdefault(_WORKER_SUMMARIES, []).append(
+            Summary.from_json(orjson.loads(raw)))
 
 
-def _combined(config: pytest.Config) -> dict[str, Any] | None:
+def _combined(config: pytest.Config) -> Summary | None:
     own = config.stash.get(_PROXY_KEY, None)
     summaries = list(config.stash.get(_WORKER_SUMMARIES, []))
     if own is not None and own.summary is not None:
         summaries.append(own.summary)
-    if not summaries:
-        return None
-    unused = set(summaries[0]["unused"])
-    for s in summaries[1:]:
-        unused &= set(s["unused"])  # unused only if no worker used it
-    return {
-        "hits": sum(s["hits"] for s in summaries),
-        "recorded": sum(s["recorded"] for s in summaries),
-        "misses": sum(s["misses"] for s in summaries),
-        "recordings": max(s["recordings"] for s in summaries),
-        "unused": sorted(unused),
-    }
+    return Summary.combine(summaries) if summaries else None
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -188,12 +177,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if summary is None:
         terminalreporter.write_line("cassette: the proxy wrote no summary")
         return
-    terminalreporter.write_line(
-        f"cassette: {summary['hits']} hits, {summary['recorded']} recorded, "
-        f"{summary['misses']} misses, {len(summary['unused'])} unused recordings "
-        f"(of {summary['recordings']})")
+    terminalreporter.write_line(summary.line())
     if config.getoption("--cassette-prune"):
-        _prune(terminalreporter, config, summary["unused"], exitstatus)
+        _prune(terminalreporter, config, summary.unused, exitstatus)
 
 
 def _not_a_full_passing_run(terminalreporter: Any, config: pytest.Config,

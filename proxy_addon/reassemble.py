@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from proxy_addon.cassette import RecordedResponse
+from proxy_addon.model import RecordedResponse
 from proxy_addon.sse import parsed
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from proxy_addon.model import Body, RecordedRequest
+
 REDACTED = "<redacted>"
 
 SECRET_HEADERS: frozenset[str] = frozenset(
@@ -134,3 +136,21 @@ def redact_multipart(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Multipart fields with secret values replaced (files are stored as hashes anyway)."""
     return [dict(p, value=REDACTED) if "value" in p and is_secret_form_field(str(p.get("name")))
             else p for p in parts]
+
+
+def recorded_request(method: str, url: str, headers: Iterable[tuple[str, str]], raw_body: bytes,
+                     extra_secret: Iterable[str] = ()) -> RecordedRequest:
+    """A live request as it is written to a cassette: the headers that change the answer,
+    secrets replaced by a marker in the URL, headers and body (the live request is untouched)."""
+    items = list(headers)
+    kept = request_headers_for_cassette(items, extra_secret)
+    content_type = next((v for k, v in items if k.lower() == "content-type"), None)
+    body = Body.from_bytes(raw_body, content_type)
+    if body is not None and body.kind == "json":
+        body = Body("json", redact_body(body.value))
+    elif body is not None and body.kind == "text" and content_type and \
+            "x-www-form-urlencoded" in content_type:
+        body = Body("text", redact_form(body.value))
+    elif body is not None and body.kind == "multipart":
+        body = Body("multipart", redact_multipart(body.value))
+    return RecordedRequest(method=method, url=redact_url(url), headers=kept, body=body)

@@ -7,6 +7,8 @@ yields the same events as the unsplit stream. Nothing here knows about mitmproxy
 
 from __future__ import annotations
 
+import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
@@ -34,10 +36,6 @@ class Event:
     retry: int | None = None
     comments: list[str] = field(default_factory=list)
     t: float = 0.0
-
-    def data_text(self) -> str:
-        """The payload as it goes on the wire."""
-        return dump_data(self.data)
 
 
 class Unparsed(str):
@@ -278,6 +276,58 @@ def is_end_event(ev: Event) -> bool:
     return False
 
 
+def asks_for_stream(path: str, body: Any) -> bool:
+    """Whether a request asked for a streamed answer, whatever content type comes back:
+    ``"stream": true`` in its (canonical) body, or Gemini's ``:streamGenerateContent``."""
+    if ":streamGenerateContent" in path:
+        return True
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+class Decoder:
+    """An incremental decoder for a compressed body (``content-encoding``): feed it chunks as
+    they arrive; ``finished`` says whether the compressed stream reached its own end."""
+
+    def __init__(self, content_encoding: str) -> None:
+        enc = content_encoding.strip().lower()
+        self._obj: Any
+        if enc in ("gzip", "x-gzip"):
+            self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._feed = self._obj.decompress
+        elif enc == "deflate":
+            self._obj = zlib.decompressobj()
+            self._feed = self._obj.decompress
+        elif enc == "br":
+            import brotli
+
+            self._obj = brotli.Decompressor()
+            self._feed = self._obj.process
+        elif enc == "zstd":
+            try:
+                from compression import zstd  # type: ignore[import-not-found]
+            except ImportError:
+                from backports import zstd  # type: ignore[import-not-found,no-redef]
+            self._obj = zstd.ZstdDecompressor()
+            self._feed = self._obj.decompress
+        else:
+            raise ValueError(f"unsupported content-encoding {content_encoding!r}")
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._feed(chunk)
+
+    @property
+    def finished(self) -> bool:
+        obj = self._obj
+        return bool(obj.is_finished() if hasattr(obj, "is_finished") else obj.eof)
+
+
+def decoder_for(content_encoding: str) -> Decoder | None:
+    """A decoder for this ``content-encoding``, None for identity; ValueError if unknown."""
+    if content_encoding.strip().lower() in ("", "identity"):
+        return None
+    return Decoder(content_encoding)
+
+
 class StreamCapture:
     """Collects the events of a live stream with their arrival times, and knows whether the
     stream is complete: its provider's end marker was seen, or the upstream finished it."""
@@ -287,11 +337,10 @@ class StreamCapture:
         self.events: list[Event] = []
         self.saw_end_marker = False
         self.upstream_finished = False
-        self.bytes = 0
+        self.cut: str | None = None  # why the copy stopped before the end, when it did
         self._splitter = splitter_for(fmt, parse=False)
 
     def feed(self, chunk: bytes, t: float) -> None:
-        self.bytes += len(chunk)
         for ev in self._splitter.feed(chunk):
             self._add(ev, t)
 
@@ -309,4 +358,46 @@ class StreamCapture:
 
     @property
     def complete(self) -> bool:
-        return self.saw_end_marker or self.upstream_finished
+        return self.cut is None and (self.saw_end_marker or self.upstream_finished)
+
+
+class BodyTap:
+    """The live tap on a plain body that arrives progressively (Gemini's JSON-array stream, an
+    error answering a streaming request): each chunk goes on to the client at once, and the
+    body is kept whole to be stored when it ends."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk:
+            self.chunks.append(chunk)
+        return chunk
+
+
+class StreamTap:
+    """The live tap on a streamed response: called with each chunk as it arrives (``b""`` at
+    the end), it returns the chunk untouched for the client and feeds a decoded copy to a
+    ``StreamCapture`` with its arrival time. A chunk it cannot decode never stops the client's
+    stream: the copy stops there and is marked as cut, with the reason."""
+
+    def __init__(self, fmt: StreamFormat, content_encoding: str, started: float) -> None:
+        self.capture = StreamCapture(fmt)
+        self._decoder = decoder_for(content_encoding)  # ValueError: unknown encoding
+        self._started = started
+
+    def __call__(self, chunk: bytes) -> bytes:
+        capture = self.capture
+        if capture.cut is not None:
+            return chunk
+        t = time.monotonic() - self._started
+        try:
+            if chunk:
+                capture.feed(self._decoder.feed(chunk) if self._decoder else chunk, t)
+            else:
+                capture.finish(t)
+                if self._decoder is not None and not self._decoder.finished:
+                    capture.cut = "the compressed stream ended before its end"
+        except Exception as e:  # noqa: BLE001 - any decoding fault: the client's bytes go on
+            capture.cut = f"could not decode the stream: {type(e).__name__}: {e}"
+        return chunk

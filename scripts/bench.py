@@ -31,9 +31,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from proxy_addon import cassette  # noqa: E402
-from proxy_addon.addon import _wire_headers, replay_body  # noqa: E402
-from proxy_addon.cassette import Body, Event, RecordedRequest, RecordedResponse, Recording, Stream  # noqa: E402
+from proxy_addon.formats import cassette  # noqa: E402
+from proxy_addon.model import Body, RecordedRequest, RecordedResponse, Recording, Stream  # noqa: E402
+from proxy_addon.sse import Event  # noqa: E402
+from proxy_addon.wire import wire, wire_body, wire_headers  # noqa: E402
 from proxy_addon.process import RunningProxy, start_proxy  # noqa: E402
 from tests.upstream import FakeUpstreamServer, read_big_stream  # noqa: E402
 
@@ -122,8 +123,8 @@ def bench_replay(confdir: Path, rounds: int, requests: int) -> list[tuple[str, s
             table = d / f"{kind.split(',')[0]}.json"
             table.write_text(json.dumps({"/v1/chat/completions": {
                 "status": resp.status,
-                "headers": [[k.decode(), v.decode()] for k, v in _wire_headers(resp)],
-                "body": base64.b64encode(replay_body(resp)).decode()}}))
+                "headers": [[k.decode(), v.decode()] for k, v in wire_headers(resp)],
+                "body": base64.b64encode(wire_body(resp)).decode()}}))
             ours, base = [], []
             for _ in range(rounds):
                 p = start_proxy(d, script=BASELINE, confdir=confdir,
@@ -241,7 +242,6 @@ def bench_lookup(sizes: list[int], requests: int = 2000) -> list[tuple[str, str,
     import gc
 
     from proxy_addon import matching
-    from proxy_addon.addon import wire_response
     from proxy_addon.store import CassetteStore
 
     costs: dict[int, float] = {}
@@ -259,7 +259,7 @@ def bench_lookup(sizes: list[int], requests: int = 2000) -> list[tuple[str, str,
             def serve() -> None:
                 for raw in raws:
                     hit = store.lookup(matching.canonicalize("POST", URL, "application/json", raw))
-                    wire_response(hit.response)
+                    wire(hit.response)
 
             serve()  # frame each answer once
             runs = []

@@ -12,9 +12,10 @@ import openai
 import orjson
 import pytest
 
-from proxy_addon import cassette
+from proxy_addon import formats, model, sse
+from proxy_addon.formats import cassette
 from proxy_addon.process import ProxyStartError, start_proxy
-from proxy_addon.store import iter_cassette_files
+from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import FAKE_KEY, SEED, openai_client, record_prompts, sdk_http_client
 
 WEATHER_TOOL = {"type": "function", "function": {
@@ -69,7 +70,7 @@ def test_record_then_replay_gives_identical_sdk_objects(tmp_path, upstream, prox
     files = list(iter_cassette_files(cassettes))
     assert len(files) == 9  # one file per distinct request; the repeated one holds 3 responses
     for f in files:
-        cassette.load(f)  # every file parses and validates
+        formats.load(f)  # every file parses and validates
     assert FAKE_KEY.encode() not in all_bytes(cassettes)
 
     hits_after_recording = upstream.state.hits
@@ -130,7 +131,7 @@ def test_stream_saved_when_sdk_hangs_up_after_done(tmp_path, http_upstream, prox
     log = rec.stop()
     assert "Client disconnected." in log  # the error path, not the response hook
     [path] = list(iter_cassette_files(tmp_path / "c"))
-    stream = cassette.load(path).responses[0].stream
+    stream = formats.load(path).responses[0].stream
     assert stream is not None and stream.complete
     assert len(stream.events) == len(chunks) + 1  # + [DONE]
 
@@ -144,7 +145,7 @@ def test_stream_cut_by_upstream_is_not_saved_as_complete(tmp_path, http_upstream
     log = rec.stop()
     assert "cut off by the upstream" in log and "saved as incomplete" in log
     for path in iter_cassette_files(tmp_path / "c"):
-        for resp in cassette.load(path).responses:
+        for resp in formats.load(path).responses:
             assert resp.stream is None or not resp.stream.complete
 
 
@@ -183,17 +184,17 @@ def test_miss_is_a_404_naming_request_and_nearest_difference(seed_dir, proxies):
 
 def test_paced_replay_spreads_events_over_time(tmp_path, proxies):
     cassettes = tmp_path / "c"
-    events = [cassette.Event(data={"choices": [{"index": 0, "delta": {"content": f"w{i}"}}],
+    events = [sse.Event(data={"choices": [{"index": 0, "delta": {"content": f"w{i}"}}],
                                    "id": "x", "object": "chat.completion.chunk", "created": 0,
                                    "model": "gpt-4o"}, t=0.4 * i) for i in range(4)]
-    events.append(cassette.Event(data="[DONE]", t=1.2))
-    rec = cassette.Recording(
-        request=cassette.RecordedRequest("POST", "https://api.openai.com/v1/chat/completions",
+    events.append(sse.Event(data="[DONE]", t=1.2))
+    rec = model.Recording(
+        request=model.RecordedRequest("POST", "https://api.openai.com/v1/chat/completions",
                                          {"content-type": "application/json"},
-                                         cassette.Body("json", {"model": "gpt-4o", "stream": True,
+                                         model.Body("json", {"model": "gpt-4o", "stream": True,
                                                                 "messages": []})),
-        responses=[cassette.RecordedResponse(200, [["content-type", "text/event-stream"]],
-                                             stream=cassette.Stream("sse", events))])
+        responses=[model.RecordedResponse(200, [["content-type", "text/event-stream"]],
+                                             stream=model.Stream("sse", events))])
     cassettes.mkdir()
     (cassettes / "paced.json").write_bytes(cassette.dumps(rec))
 
@@ -289,7 +290,7 @@ def test_concurrent_recordings_all_land_whole(tmp_path, http_upstream, proxies):
     assert not errors
     files = list(iter_cassette_files(cassettes))
     assert len(files) == 6
-    assert sum(len(cassette.load(f).responses) for f in files) == 12
+    assert sum(len(formats.load(f).responses) for f in files) == 12
     assert not [p for p in cassettes.rglob(".*") if p.is_file()]  # no temp files left
 
 

@@ -13,9 +13,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from proxy_addon import cassette
+from proxy_addon import formats, matching, model
+from proxy_addon.formats import cassette
 from proxy_addon.cli import main
-from proxy_addon.store import iter_cassette_files
+from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import FIXTURES, SEED
 
 CASSETTE = str(Path(sys.executable).with_name("cassette"))
@@ -63,7 +64,7 @@ def test_text_reassembles_the_seed_joke(fixture_dir):
     result = run("text", str(fixture_dir / SEED.name))
     assert result.output == JOKE + "\n"
     # a unique key prefix works as well as a path
-    key = cassette.load(SEED).request.canonical().key()
+    key = matching.canonical_recorded(formats.load(SEED).request).key()
     assert run("text", key[:8], "--dir", str(fixture_dir)).output == JOKE + "\n"
 
 
@@ -119,9 +120,9 @@ def test_verify_finds_planted_secrets(fixture_dir, monkeypatch):
 
 
 def test_verify_finds_unredacted_secret_headers(tmp_path):
-    rec = cassette.Recording(
-        request=cassette.RecordedRequest("POST", "https://x.example/v1?key=abc", {"x-api-key": "abc"}),
-        responses=[cassette.RecordedResponse(200)])
+    rec = model.Recording(
+        request=model.RecordedRequest("POST", "https://x.example/v1?key=abc", {"x-api-key": "abc"}),
+        responses=[model.RecordedResponse(200)])
     (tmp_path / "c.json").write_bytes(cassette.dumps(rec))
     out = CliRunner().invoke(main, ["verify", "--dir", str(tmp_path)]).output
     assert "request header x-api-key is not redacted" in out
@@ -166,13 +167,13 @@ def test_run_records_then_replays_and_fails_on_a_miss(tmp_path, http_upstream):
     rec = cassette_run("record", "one", "two")
     assert rec.returncode == 0, rec.stderr
     assert rec.stdout.splitlines() == ["Answer 1 to: one", "Answer 1 to: two"]
-    assert "cassette: 0 hits, 2 recorded, 0 misses" in rec.stderr
+    assert "cassette summary: 0 hits, 2 recorded, 0 misses" in rec.stderr
     hits = http_upstream.state.hits
 
     ok = cassette_run("replay", "one", "two")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == rec.stdout
-    assert "cassette: 2 hits, 0 recorded, 0 misses, 0 unused recordings (of 2)" in ok.stderr
+    assert "cassette summary: 2 hits, 0 recorded, 0 misses, 0 unused recordings (of 2)" in ok.stderr
 
     missed = cassette_run("replay", "one", "three")
     assert missed.returncode == 1  # the app crashed on the 404: its own exit code
@@ -231,7 +232,7 @@ def test_import_then_export_llama_stack_round_trips(tmp_path):
     assert result.output.strip() == f"imported 9 recordings into {cassettes}"
     assert run("verify", "--dir", str(cassettes)).exit_code == 0
     files = list(iter_cassette_files(cassettes))
-    assert all(cassette.load(f).source == "cassette" for f in files)  # our format now
+    assert all(formats.load(f).source == "cassette" for f in files)  # our format now
     result = run("export-llama-stack", str(cassettes), "--to", str(exported))
     assert "exported 9 recordings" in result.output
     for original in FIXTURES.glob("*.json"):

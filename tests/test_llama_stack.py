@@ -15,7 +15,8 @@ import openai
 import orjson
 import pytest
 
-from proxy_addon import cassette, llama_stack
+from proxy_addon import formats, matching
+from proxy_addon.formats import cassette, llama_stack
 from tests.conftest import FIXTURES, SEED, sdk_http_client
 from tests.conversations import (
     Answer,
@@ -65,7 +66,7 @@ def test_extra_body_is_merged_into_the_wire_body():
 
 
 def test_recorded_exception_is_the_providers_http_error():
-    rec = cassette.load(fixture("28a43dc80443"))
+    rec = formats.load(fixture("28a43dc80443"))
     resp = rec.responses[0]
     assert resp.status == 400
     assert resp.body.value == {"error": {"message": "invalid image input",
@@ -75,11 +76,11 @@ def test_recorded_exception_is_the_providers_http_error():
 
 def test_tool_record_becomes_the_providers_http_call(llama_suite):
     tavily = llama_suite / TAVILY_FILE
-    rec = cassette.load(tavily)
+    rec = formats.load(tavily)
     assert (rec.request.method, rec.request.url) == ("POST", "https://api.tavily.com/search")
     assert rec.request.body.value == {"api_key": "<redacted>",
                                       "query": "latest Python version 2023"}
-    canon = rec.request.canonical()
+    canon = matching.canonical_recorded(rec.request)
     assert canon.body == {"query": "latest Python version 2023"}  # the key is not matched
     top_k = orjson.loads(orjson.loads(tavily.read_bytes())["response"]["body"]["__data__"]["content"])["top_k"]
     assert rec.responses[0].body.value == {"query": "latest Python version 2023", "results": top_k}
@@ -90,10 +91,10 @@ def test_hash_recipe_reproduces_the_files_own_names(llama_suite):
     versions of its recipe (the 12-character prefixes, and some corpus files)."""
     fixtures = [p for p in FIXTURES.glob("*.json") if len(p.stem) > 12]
     for path in fixtures:
-        name, _ = llama_stack.export(cassette.load(path))
+        name, _ = llama_stack.export(formats.load(path))
         assert name == path.name
     suite = sorted(llama_suite.glob("*/*.json"))
-    same = sum(llama_stack.export(cassette.load(p))[0] == p.name for p in suite)
+    same = sum(llama_stack.export(formats.load(p))[0] == p.name for p in suite)
     assert same >= 1450, f"only {same} of {len(suite)} names reproduced"
 
 
@@ -101,12 +102,12 @@ def test_every_file_round_trips_through_our_format_losslessly(llama_suite):
     """import then export: the same request, and the same wire answer for the client."""
     for path in all_llama_files(llama_suite):
         original = orjson.loads(path.read_bytes())
-        ours = cassette.loads(cassette.dumps(cassette.load(path)))
+        ours = formats.loads(cassette.dumps(formats.load(path)))
         _, doc = llama_stack.export(ours)
         assert doc["request"] == original["request"], path
         again = llama_stack.read(orjson.loads(orjson.dumps(doc)))
         assert again.responses == llama_stack.read(original).responses, path
-        assert again.request.canonical() == cassette.load(path).request.canonical(), path
+        assert matching.canonical_recorded(again.request) == matching.canonical_recorded(formats.load(path).request), path
 
 
 # -- the corpus's conversations, through mitmdump --------------------------------------------
@@ -284,7 +285,7 @@ def test_tavily_tool_record_answers_the_real_http_call(fixture_proxy, llama_suit
         r = client.post("https://api.tavily.com/search",
                         json={"api_key": "tvly-test-123", "query": "latest Python version 2023"})
     assert r.status_code == 200
-    assert r.json() == cassette.load(llama_suite / TAVILY_FILE).responses[0].body.value
+    assert r.json() == formats.load(llama_suite / TAVILY_FILE).responses[0].body.value
 
 
 # -- any-host recordings: the request's own host first -----------------------------------------

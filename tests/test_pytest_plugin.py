@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy_addon import cassette
-from proxy_addon.store import SCOPES_DIR, iter_cassette_files
+from proxy_addon import formats
+from proxy_addon.formats import cassette
+from proxy_addon.store.layout import BY_TEST_DIR, iter_cassette_files
 
 pytest_plugins = ["pytester"]
 
@@ -71,24 +72,24 @@ def test_record_then_replay_per_test_cassettes(project, http_upstream):
     cassettes = project.path / "cassettes"
     recorded = run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}")
     recorded.assert_outcomes(passed=5)
-    recorded.stdout.fnmatch_lines(["cassette: 0 hits, 6 recorded, 0 misses*"])
+    recorded.stdout.fnmatch_lines(["cassette summary: 0 hits, 6 recorded, 0 misses*"])
     scopes = {p.relative_to(cassettes).parts[1] for p in iter_cassette_files(cassettes)}
     assert scopes == {"test_app.py__test_joke", "test_app.py__test_twice", "greetings",
                       "test_app.py__test_from_a_subprocess"}
-    greetings = [p for p in iter_cassette_files(cassettes / SCOPES_DIR / "greetings")]
-    assert len(cassette.load(greetings[0]).responses) == 2  # the marker shared one cassette
-    assert all(p.relative_to(cassettes).parts[0] == SCOPES_DIR for p in iter_cassette_files(cassettes))
+    greetings = [p for p in iter_cassette_files(cassettes / BY_TEST_DIR / "greetings")]
+    assert len(formats.load(greetings[0]).responses) == 2  # the marker shared one cassette
+    assert all(p.relative_to(cassettes).parts[0] == BY_TEST_DIR for p in iter_cassette_files(cassettes))
 
     hits = http_upstream.state.hits
     replayed = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}")
     replayed.assert_outcomes(passed=5)
-    replayed.stdout.fnmatch_lines(["cassette: 6 hits, 0 recorded, 0 misses, 0 unused*"])
+    replayed.stdout.fnmatch_lines(["cassette summary: 6 hits, 0 recorded, 0 misses, 0 unused*"])
     assert http_upstream.state.hits == hits
 
     # with two xdist workers, each with its own proxy
     parallel = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "-n", "2")
     parallel.assert_outcomes(passed=5)
-    parallel.stdout.fnmatch_lines(["cassette: 6 hits, 0 recorded, 0 misses, 0 unused*"])
+    parallel.stdout.fnmatch_lines(["cassette summary: 6 hits, 0 recorded, 0 misses, 0 unused*"])
     assert http_upstream.state.hits == hits
 
 
@@ -113,7 +114,7 @@ def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_up
     target.parent.mkdir(parents=True, exist_ok=True)
     scoped.rename(target)  # now a shared recording, not test_joke's own
     extra = target.with_name("gpt-4o-unused.json")
-    rec = cassette.load(target)
+    rec = formats.load(target)
     rec.request.body.value["messages"][0]["content"] = "nobody asks this"
     extra.write_bytes(cassette.dumps(rec))
 

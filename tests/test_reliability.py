@@ -21,9 +21,10 @@ import openai
 import orjson
 import pytest
 
-from proxy_addon import cassette, sse
+from proxy_addon import formats, sse
+from proxy_addon.formats import cassette
 from proxy_addon.process import start_proxy
-from proxy_addon.store import iter_cassette_files
+from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import SEED, TEST_ADDONS, openai_client, record_prompts
 from tests.upstream import read_big_stream
 
@@ -80,7 +81,7 @@ def test_72_concurrent_streams_record_then_replay_exactly(tmp_path, http_upstrea
         assert got == [f"Answer {n} to: repeat {k}" for n in (1, 2, 3)]
     files = list(iter_cassette_files(cassettes))
     assert len(files) == 64
-    assert sorted(len(cassette.load(f).responses) for f in files) == [1] * 60 + [3] * 4
+    assert sorted(len(formats.load(f).responses) for f in files) == [1] * 60 + [3] * 4
     hits = http_upstream.state.hits
     replay = proxies(cassettes, "replay")
     replayed = wave(replay)
@@ -125,7 +126,7 @@ def test_identical_requests_in_flight_together_keep_their_order(tmp_path, http_u
     assert recorded == [f"Answer {n} to: same [client {n - 1}]" for n in (1, 2, 3)]
     [path] = list(iter_cassette_files(cassettes))
     on_disk = [r.body.value["choices"][0]["message"]["content"]
-               for r in cassette.load(path).responses]
+               for r in formats.load(path).responses]
     assert on_disk == recorded  # request order, not the order the answers finished in
     replay = proxies(cassettes, "replay")
     assert send_staggered(replay) == recorded
@@ -147,7 +148,7 @@ def test_memory_stays_bounded_recording_a_50_mb_stream(tmp_path, http_upstream, 
     # the stream passes through and its events are kept once, as text: well under twice its size
     assert growth < 1.5 * received / 1024 / 1024, f"peak RSS grew {growth} MB"
     [path] = list(iter_cassette_files(tmp_path / "c"))
-    rec = cassette.load(path)
+    rec = formats.load(path)
     assert rec.responses[0].stream.complete and len(rec.responses[0].stream.events) == 50_001
 
 
@@ -162,7 +163,7 @@ def test_recordings_over_8_mb_are_read_back_from_disk(tmp_path, http_upstream, p
     assert "0 hits, 2 recorded, 0 misses" in proxy.stop()
     [path] = list(iter_cassette_files(cassettes))
     assert path.stat().st_size > 8 * 1024 * 1024
-    rec = cassette.load(path)
+    rec = formats.load(path)
     assert [len(r.stream.events) for r in rec.responses] == [10_001, 10_001]
     assert all(r.stream.complete for r in rec.responses)
 
@@ -221,7 +222,7 @@ def test_kill_9_mid_recording_leaves_only_whole_cassettes(tmp_path, http_upstrea
     try:
         with httpx.Client(proxy=replay.url) as c:
             for path in files:
-                rec = cassette.load(path)
+                rec = formats.load(path)
                 r = c.post(rec.request.url, json=rec.request.body.value)
                 events = sse.split("sse", r.content)
                 assert [e.data for e in events] == [e.data for e in rec.responses[0].stream.events]
@@ -265,9 +266,9 @@ def test_a_failing_write_still_answers_and_logs(tmp_path, http_upstream, proxies
     assert small.choices[0].message.content == "Answer 1 to: small"
     log = proxy.stop()
     assert "could not write the cassette" in log and "File too large" in log
-    assert "0 hits, 1 recorded, 0 misses" in log and "1 not saved" in log
+    assert "0 hits, 1 recorded, 0 misses" in log and "1 could not be written" in log
     [saved] = list(iter_cassette_files(cassettes))  # the small one fits
-    assert cassette.load(saved).request.body.value["messages"][0]["content"] == "small"
+    assert formats.load(saved).request.body.value["messages"][0]["content"] == "small"
     assert [p for p in cassettes.rglob("*") if p.is_file()] == [saved]  # no temp file left
 
 
@@ -312,7 +313,7 @@ def test_upstream_faults_reach_the_client_and_the_proxy_keeps_serving(tmp_path, 
                          json={"model": "gpt-4o", "messages": [{"role": "user", "content": "ok"}]})
         assert ok.json()["choices"][0]["message"]["content"] == "Answer 1 to: ok"
     proxy.stop()
-    saved = {cassette.load(p).request.body.value.get("model"): cassette.load(p)
+    saved = {formats.load(p).request.body.value.get("model"): formats.load(p)
              for p in iter_cassette_files(cassettes)}
     # nothing for the refused, the hung and the reset-before-answering requests
     assert set(saved) == {"malformed", "gpt-4o", "reset-mid-stream"}
@@ -344,7 +345,7 @@ def test_bad_cassettes_are_skipped_by_name_and_explained_on_a_miss(tmp_path, con
     shutil.copy(SEED, d / "good.json")
     good = orjson.loads(SEED.read_bytes())
     (d / "truncated.json").write_bytes(SEED.read_bytes()[:500])
-    ours = orjson.loads(cassette.dumps(cassette.load(SEED)))
+    ours = orjson.loads(cassette.dumps(formats.load(SEED)))
     ours["request"]["body"]["messages"][0]["content"] = "wrong types"
     ours["responses"][0]["status"] = "two hundred"
     (d / "wrong-types.json").write_bytes(orjson.dumps(ours))

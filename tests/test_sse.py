@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy_addon import sse
-from proxy_addon.cassette import load
+from proxy_addon.formats import load
 from tests.conftest import FIXTURES, SEED
 
 ANTHROPIC_FIXTURE = FIXTURES / "f22657bfd86db6348c0a0d0b17332dcfc038b345d2a7be8da4b880a433d36a52.json"

@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy_addon import matching
-from proxy_addon.cassette import Body, RecordedRequest, RecordedResponse
-from proxy_addon.store import CassetteStore, atomic_write, layout_path, scope_name
+from proxy_addon.model import Body, RecordedRequest, RecordedResponse
+from proxy_addon.store import CassetteStore
+from proxy_addon.store.layout import layout_path, per_test_dir
+from proxy_addon.store.writer import atomic_write
 from tests.conftest import FIXTURES, SEED
 
 URL = "https://api.openai.com/v1/chat/completions"
@@ -32,26 +34,26 @@ def answer(text: str) -> RecordedResponse:
 def test_recorded_sequence_replays_in_order_then_repeats_last(tmp_path):
     store = CassetteStore(tmp_path)
     canon, req = request("hi")
-    slots = [store.begin_recording(canon, req) for _ in range(3)]
+    slots = [store.recorder.begin(canon, req) for _ in range(3)]
     # responses arrive out of order; the file keeps request order
     for (key, slot), text in zip(reversed(slots), ["c", "b", "a"]):
-        store.finish_recording(key, slot, answer(text))
+        store.recorder.finish(key, slot, answer(text))
     replay = CassetteStore(tmp_path)
     replay.load()
     got = [replay.lookup(canon).response.body.value["text"] for _ in range(5)]
     assert got == ["a", "b", "c", "c", "c"]
-    assert replay.unused() == []
+    assert replay.index.unused() == []
 
 
 def test_lookup_misses_and_nearest(tmp_path):
     store = CassetteStore(tmp_path)
     canon, req = request("hi")
-    key, slot = store.begin_recording(canon, req)
-    store.finish_recording(key, slot, answer("x"))
+    key, slot = store.recorder.begin(canon, req)
+    store.recorder.finish(key, slot, answer("x"))
     store.load()
     other, _ = request("hello")
     assert store.lookup(other) is None
-    entry, diffs = store.nearest(other)
+    entry, diffs = store.index.nearest(other)
     assert diffs == ["messages[0].content"] and entry.path.exists()
 
 
@@ -97,7 +99,7 @@ def test_bad_files_are_skipped_with_the_reason_and_others_served(tmp_path):
     store = CassetteStore(tmp_path)
     store.load()
     assert len(store) == 1
-    reasons = {b.path.name: b.reason for b in store.bad}
+    reasons = {b.path.name: b.reason for b in store.index.bad}
     assert set(reasons) == {"truncated.json", "other.json"}
     assert "not valid JSON" in reasons["truncated.json"]
 
@@ -108,7 +110,7 @@ def test_llama_stack_recordings_match_any_host(tmp_path):
         shutil.copy(f, tmp_path)
     store = CassetteStore(tmp_path)
     store.load()
-    assert not store.bad and len(store) == 10
+    assert not store.index.bad and len(store) == 10
     body = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me a joke"}],
                          "stream": True})
     for url in (URL, "http://127.0.0.1:9999/v1/chat/completions"):
@@ -120,22 +122,22 @@ def test_llama_stack_recordings_match_any_host(tmp_path):
 
 @pytest.mark.parametrize("a, b", [("test[hello, world]", "test[hello world]"), ("t[é]", "t[ü]"),
                                   ("a/b::c", "a::b::c"), ("x" * 130, "x" * 131),
-                                  ("foo", "foo-" + scope_name("x")[-12:])])
+                                  ("foo", "foo-" + per_test_dir("x")[-12:])])
 def test_per_test_cassette_names_never_collide(a, b):
-    assert scope_name(a) != scope_name(b)
+    assert per_test_dir(a) != per_test_dir(b)
 
 
 def test_plain_node_ids_keep_their_readable_names():
-    assert scope_name("tests/test_app.py::test_joke") == "tests__test_app.py__test_joke"
-    assert scope_name("tests/test_app.py::TestX::test_y") == "tests__test_app.py__TestX__test_y"
-    assert scope_name("greetings") == "greetings"
+    assert per_test_dir("tests/test_app.py::test_joke") == "tests__test_app.py__test_joke"
+    assert per_test_dir("tests/test_app.py::TestX::test_y") == "tests__test_app.py__TestX__test_y"
+    assert per_test_dir("greetings") == "greetings"
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.text(alphabet="ab_/:.[], é-", max_size=12), min_size=2, max_size=2,
                 unique=True))
-def test_scope_names_are_injective_and_one_safe_directory(ids):
+def test_per_test_dirs_are_injective_and_one_safe_directory(ids):
     a, b = ids
-    assert scope_name(a) != scope_name(b)
-    for name in map(scope_name, ids):
+    assert per_test_dir(a) != per_test_dir(b)
+    for name in map(per_test_dir, ids):
         assert re.fullmatch(r"[A-Za-z0-9._-]{1,120}", name) and name not in (".", "..")

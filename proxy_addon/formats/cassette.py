@@ -1,166 +1,37 @@
-"""The cassette format: the model, and its (de)serialisation with orjson.
+"""Our cassette format (version 1): pretty-printed JSON, one distinct request per file.
 
-One file holds one distinct request and the responses recorded for it, in order. Files are
-pretty-printed with a fixed field order (our own fields in a fixed order, provider payloads in
-the order the provider sent them) so re-recording the same traffic gives a small git diff.
-
-llama-stack's test-recorder files are read into the same model (``llama_stack.read``, reached
-through ``loads``), so the store, the matcher and the replayer never need to know which format
-a file was in.
+Files are written with a fixed field order (our own fields in a fixed order, provider payloads
+in the order the provider sent them) so re-recording the same traffic gives a small git diff,
+and a long stream is written event by event, never held as one tree of objects. Reading checks
+every field; an error names the file and the field.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Sequence
-from urllib.parse import urlsplit
+from typing import Any, BinaryIO
 
 import orjson
 
-from proxy_addon import matching
-from proxy_addon.sse import Event, StreamFormat, parsed
+from proxy_addon.model import (
+    Body,
+    BodyKind,
+    CassetteError,
+    RecordedRequest,
+    RecordedResponse,
+    Recording,
+    Stream,
+    require,
+)
+from proxy_addon.sse import Event, parsed
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "llm-cassette"
 
-BodyKind = Literal["json", "text", "base64", "multipart"]
 _BODY_FIELDS: dict[BodyKind, str] = {"json": "body", "text": "body_text", "base64": "body_base64",
                                      "multipart": "body_multipart"}
-
-_BINARY_MIME_PREFIXES = ("audio/", "image/", "video/", "application/octet-stream",
-                         "application/pdf", "application/zip")
-
-
-class CassetteError(ValueError):
-    """A file that cannot be read as a cassette; the message names the file and the reason."""
-
-    def __init__(self, path: Path | str | None, reason: str) -> None:
-        self.path = str(path) if path is not None else None
-        self.reason = reason
-        super().__init__(f"{path}: {reason}" if path is not None else reason)
-
-
-# ---------------------------------------------------------------------------------------------
-# Model
-
-
-@dataclass(slots=True)
-class Body:
-    """A body as stored: parsed JSON, text, base64 for bytes that are not text, or for a
-    multipart upload its fields with a SHA-256 per file (the file bytes are not kept)."""
-
-    kind: BodyKind
-    value: Any
-
-    @classmethod
-    def from_bytes(cls, raw: bytes, content_type: str | None = None) -> Body | None:
-        if not raw:
-            return None
-        mime = (content_type or "").split(";", 1)[0].strip().lower()
-        if mime == "multipart/form-data":
-            parts = matching.multipart_parts(content_type or "", raw)
-            if parts is not None:
-                return cls("multipart", parts)
-        if mime.startswith(_BINARY_MIME_PREFIXES):
-            return cls("base64", base64.b64encode(raw).decode())
-        if raw.lstrip()[:1] in (b"{", b"["):
-            try:
-                value = orjson.loads(raw)
-                orjson.dumps(value)  # nested deeper than orjson writes: keep it as text
-                return cls("json", value)
-            except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-                pass
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return cls("base64", base64.b64encode(raw).decode())
-        if "\x00" in text:
-            return cls("base64", base64.b64encode(raw).decode())
-        return cls("text", text)
-
-    def to_bytes(self) -> bytes:
-        if self.kind == "json":
-            return orjson.dumps(self.value)
-        if self.kind == "text":
-            return self.value.encode("utf-8")
-        if self.kind == "multipart":
-            raise ValueError("a multipart upload is stored as its fields' hashes, not its bytes")
-        return base64.b64decode(self.value)
-
-
-@dataclass(slots=True)
-class Stream:
-    """A streamed body split into events. ``complete`` is False when it was cut off."""
-
-    format: StreamFormat
-    events: list[Event]
-    complete: bool = True
-
-
-@dataclass(slots=True)
-class RecordedRequest:
-    method: str
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    body: Body | None = None
-    # llama-stack recordings were made by an SDK against some base URL; they match any host.
-    any_host: bool = False
-
-    @property
-    def content_type(self) -> str | None:
-        return self.headers.get("content-type")
-
-    def canonical(self, ignore: Sequence[tuple[str | int, ...]] = ()) -> matching.CanonicalRequest:
-        parts = urlsplit(self.url)
-        if self.body is None:
-            body = None
-        elif self.body.kind == "json":
-            body = matching.canonical_json(self.body.value, ignore)
-        elif self.body.kind == "multipart":
-            body = matching.canonical_multipart(self.body.value)
-        else:
-            body = matching.canonical_body(self.content_type, self.body.to_bytes(), ignore)
-        return matching.CanonicalRequest(
-            method=self.method.upper(),
-            host="" if self.any_host else matching.normalise_host(
-                parts.scheme, parts.hostname or "", parts.port),
-            path=parts.path or "/",
-            query=matching.canonical_query(parts.query),
-            body=body,
-        )
-
-
-@dataclass(slots=True)
-class RecordedResponse:
-    status: int
-    headers: list[list[str]] = field(default_factory=list)
-    body: Body | None = None
-    stream: Stream | None = None
-    recorded_at: str | None = None
-    # what a replay sends, built once: (headers, body bytes); not part of the format
-    wire: tuple[list[tuple[bytes, bytes]], bytes] | None = field(
-        default=None, repr=False, compare=False)
-
-    def header(self, name: str) -> str | None:
-        lowered = name.lower()
-        for k, v in self.headers:
-            if k.lower() == lowered:
-                return v
-        return None
-
-
-@dataclass(slots=True)
-class Recording:
-    request: RecordedRequest
-    responses: list[RecordedResponse]
-    test_id: str | None = None
-    source: Literal["cassette", "llama-stack"] = "cassette"
-    # What a llama-stack file said beyond the wire exchange (type names, endpoint, tool), kept
-    # so that an export writes back what llama-stack's recorder would load.
-    llama_stack: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +69,7 @@ def response_to_dict(resp: RecordedResponse, events_mark: str | None = None) -> 
         out["stream"] = {
             "format": resp.stream.format,
             "complete": resp.stream.complete,
+            **({"cut": resp.stream.cut} if resp.stream.cut else {}),
             "events": [events_mark] if events_mark is not None else
             [event_to_dict(ev) for ev in resp.stream.events],
         }
@@ -259,12 +131,6 @@ def dumps(rec: Recording) -> bytes:
 # Reading
 
 
-def require(cond: bool, path: Path | str | None, reason: str) -> None:
-    """Raise ``CassetteError`` naming the file unless ``cond`` holds (both readers use it)."""
-    if not cond:
-        raise CassetteError(path, reason)
-
-
 def _body_from(obj: dict[str, Any], where: str, path: Path | str | None) -> Body | None:
     found = [(kind, obj[name]) for kind, name in _BODY_FIELDS.items() if name in obj]
     require(len(found) <= 1, path, f"{where} has more than one of body / body_text / body_base64")
@@ -319,12 +185,15 @@ def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedRes
                 f"{where}.stream.format must be 'sse' or 'ndjson'")
         require(isinstance(s.get("complete", True), bool), path,
                 f"{where}.stream.complete must be true or false")
+        require(s.get("cut") is None or isinstance(s.get("cut"), str), path,
+                f"{where}.stream.cut must be a string")
         events = s.get("events")
         require(isinstance(events, list), path, f"{where}.stream.events must be a list")
         stream = Stream(
             format=s["format"],
             events=[_event_from(e, f"{where}.stream.events[{i}]", path) for i, e in enumerate(events)],
             complete=s.get("complete", True),
+            cut=s.get("cut"),
         )
     body = _body_from(obj, where, path)
     require(stream is None or body is None, path, f"{where} has both a stream and a body")
@@ -333,6 +202,10 @@ def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedRes
             f"{where}.recorded_at must be a string")
     return RecordedResponse(status=status, headers=[list(h) for h in headers], body=body,
                             stream=stream, recorded_at=recorded_at)
+
+
+def is_ours(doc: Any) -> bool:
+    return isinstance(doc, dict) and "version" in doc
 
 
 def from_dict(doc: Any, path: Path | str | None = None) -> Recording:
@@ -374,32 +247,3 @@ def from_dict(doc: Any, path: Path | str | None = None) -> Recording:
         test_id=test_id,
         llama_stack=origin,
     )
-
-
-def is_llama_stack(doc: Any) -> bool:
-    return (isinstance(doc, dict) and "version" not in doc and isinstance(doc.get("request"), dict)
-            and isinstance(doc.get("response"), dict))
-
-
-def loads(raw: bytes, path: Path | str | None = None) -> Recording:
-    """Parse a file's bytes in either format; raise ``CassetteError`` naming the file."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise CassetteError(path, f"not valid JSON ({e})") from None
-    if is_llama_stack(doc):
-        from proxy_addon import llama_stack  # it builds on this module's model
-
-        return llama_stack.read(doc, path)
-    if isinstance(doc, dict) and "version" not in doc:
-        raise CassetteError(path, "not a cassette: no 'version' field, and not a llama-stack "
-                                  "recording (no 'request' and 'response' objects)")
-    return from_dict(doc, path)
-
-
-def load(path: Path) -> Recording:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise CassetteError(path, f"cannot read ({e.strerror})") from None
-    return loads(raw, path)

@@ -17,18 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
-from proxy_addon import matching, redact
-from proxy_addon.cassette import (
-    Body,
-    Event,
-    RecordedRequest,
-    RecordedResponse,
-    Recording,
-    Stream,
-    require,
-)
-from proxy_addon.sse import parse_data, split
+from proxy_addon import redact
+from proxy_addon.model import Body, RecordedRequest, RecordedResponse, Recording, Stream, require
+from proxy_addon.sse import Event, frame, parse_data, split
 
+# Endpoints that real clients fetch with GET although llama-stack's recorder writes POST.
+GET_ENDPOINTS = frozenset({"/v1/models", "/models", "/api/tags", "/api/ps", "/api/version"})
 # Model-list endpoints: llama-stack hashes them without the test id and names the file
 # models-<hash>-<digest of the model ids>.json.
 MODEL_LIST_ENDPOINTS = ("/api/tags", "/v1/models", "/v1/openai/v1/models")
@@ -177,11 +171,14 @@ def real_path(recorded_path: str, endpoint: str) -> str:
     return recorded_path if recorded_path.endswith(endpoint) else endpoint
 
 
-def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
-    """A llama-stack recording as the client saw it on the wire."""
-    req, resp = doc["request"], doc["response"]
-    if "kwargs" in req and "url" not in req:
-        return _read_tool(doc, path)
+def is_llama_stack(doc: Any) -> bool:
+    return (isinstance(doc, dict) and "version" not in doc and isinstance(doc.get("request"), dict)
+            and isinstance(doc.get("response"), dict))
+
+
+def _wire_request(req: dict[str, Any], path: Path | str | None
+                  ) -> tuple[RecordedRequest, str, Any, Any]:
+    """(the request as sent on the wire, its endpoint, the call's arguments, the wire body)."""
     url = req.get("url")
     require(isinstance(url, str) and "://" in url, path, "llama-stack request.url missing")
     raw_http = "payload" in req
@@ -191,9 +188,8 @@ def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
     endpoint = req.get("endpoint")
     if not isinstance(endpoint, str) or not endpoint.startswith("/"):
         endpoint = parts.path
-    wire_path = real_path(parts.path, endpoint)
     method = str(req.get("method") or "POST").upper()
-    if endpoint in matching.GET_ENDPOINTS and not body:
+    if endpoint in GET_ENDPOINTS and not body:
         method, body = "GET", None  # recorded as POST; clients list models with GET
     query = parts.query
     extra_query = call_args.get("extra_query") if isinstance(call_args, dict) else None
@@ -201,41 +197,53 @@ def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
         query = "&".join(q for q in (query, urlencode(extra_query)) if q)
     request = RecordedRequest(
         method=method,
-        url=f"{parts.scheme}://{parts.netloc}{wire_path}" + (f"?{query}" if query else ""),
+        url=f"{parts.scheme}://{parts.netloc}{real_path(parts.path, endpoint)}"
+        + (f"?{query}" if query else ""),
         headers={"content-type": "application/json"} if body else {},
         body=Body("json", redact.redact_body(body)) if body else None,
         any_host=True,
     )
+    return request, endpoint, call_args, body
+
+
+def _wire_response(resp: dict[str, Any], endpoint: str,
+                   path: Path | str | None) -> RecordedResponse:
+    """The answer as the provider sent it: an error, a stream, or a body."""
     if resp.get("is_exception"):
-        response = _error(resp)
-    else:
-        status = resp.get("status", 200)
-        require(isinstance(status, int), path, "llama-stack response.status must be an integer")
-        rbody = resp.get("body")
-        if resp.get("is_streaming"):
-            require(isinstance(rbody, list), path, "llama-stack streamed body must be a list")
-            stream = _stream(rbody)
-            ctype = "application/x-ndjson" if stream.format == "ndjson" else "text/event-stream"
-            response = RecordedResponse(status=status, headers=[["content-type", ctype]],
-                                        stream=stream)
-        else:
-            value = unwrap(rbody)
-            if isinstance(rbody, list) and endpoint.endswith("/models"):
-                value = {"object": "list", "data": value}
-            elif isinstance(rbody, str):
-                value = parse_data(rbody)
-            as_text = isinstance(value, str)
-            response = RecordedResponse(
-                status=status,
-                headers=[["content-type", "text/plain" if as_text else "application/json"]],
-                body=Body("text", value) if as_text else Body("json", value),
-            )
+        return _error(resp)
+    status = resp.get("status", 200)
+    require(isinstance(status, int), path, "llama-stack response.status must be an integer")
+    rbody = resp.get("body")
+    if resp.get("is_streaming"):
+        require(isinstance(rbody, list), path, "llama-stack streamed body must be a list")
+        stream = _stream(rbody)
+        ctype = "application/x-ndjson" if stream.format == "ndjson" else "text/event-stream"
+        return RecordedResponse(status=status, headers=[["content-type", ctype]], stream=stream)
+    value = unwrap(rbody)
+    if isinstance(rbody, list) and endpoint.endswith("/models"):
+        value = {"object": "list", "data": value}
+    elif isinstance(rbody, str):
+        value = parse_data(rbody)
+    as_text = isinstance(value, str)
+    return RecordedResponse(
+        status=status,
+        headers=[["content-type", "text/plain" if as_text else "application/json"]],
+        body=Body("text", value) if as_text else Body("json", value),
+    )
+
+
+def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
+    """A llama-stack recording as the client saw it on the wire."""
+    req, resp = doc["request"], doc["response"]
+    if "kwargs" in req and "url" not in req:
+        return _read_tool(doc, path)
+    request, endpoint, call_args, body = _wire_request(req, path)
     test_id = doc.get("test_id")
     meta_request = {k: v for k, v in req.items() if k not in ("body", "payload", "headers")}
-    meta_request["body_field"] = "payload" if raw_http else "body"
+    meta_request["body_field"] = "payload" if "payload" in req else "body"
     if call_args != body:  # e.g. extra_body: keep the call's own arguments for the hash
         meta_request["call_args"] = call_args
-    return Recording(request=request, responses=[response],
+    return Recording(request=request, responses=[_wire_response(resp, endpoint, path)],
                      test_id=test_id if isinstance(test_id, str) else None, source="llama-stack",
                      llama_stack={"request": meta_request, "response": resp})
 
@@ -359,32 +367,34 @@ def export(rec: Recording, test_id: str | None = None) -> tuple[str, dict[str, A
             doc = {"test_id": test_id, "request": req, "response": response,
                    "id_normalization_mapping": {}}
             return file_name(req, None, test_id), doc
-    response: dict[str, Any]
+    response = _recorder_response(answer, endpoint, raw_sse)
+    doc = {"test_id": test_id, "request": req, "response": response, "id_normalization_mapping": {}}
+    return file_name(req, response.get("body"), test_id), doc
+
+
+def _recorder_response(answer: RecordedResponse, endpoint: str, raw_sse: bool) -> dict[str, Any]:
+    """The response dict llama-stack's recorder writes for this answer: a serialised SDK
+    exception for an error, chunk objects (or raw SSE lines) for a stream, objects otherwise."""
     if answer.status >= 400:
         err = answer.body.value if answer.body is not None and answer.body.kind == "json" else {}
         inner = err.get("error", err) if isinstance(err, dict) else err
         message = f"Error code: {answer.status} - {err!r}"
-        response = {"body": None, "is_streaming": False, "is_exception": True,
-                    "exception_data": {"category": "provider_sdk", "provider": "openai",
-                                       "type": "APIStatusError", "message": message,
-                                       "status_code": answer.status, "body": inner},
-                    "exception_message": message}
-    elif answer.stream is not None:
+        return {"body": None, "is_streaming": False, "is_exception": True,
+                "exception_data": {"category": "provider_sdk", "provider": "openai",
+                                   "type": "APIStatusError", "message": message,
+                                   "status_code": answer.status, "body": inner},
+                "exception_message": message}
+    if answer.stream is not None:
         if raw_sse:
-            from proxy_addon.sse import frame
-
             lines = frame("sse", answer.stream.events).decode().split("\n")
             chunks: list[Any] = lines[:-2] if lines[-2:] == ["", ""] else lines
         else:
             chunks = [_wrap(e.data, endpoint) for e in answer.stream.events
                       if not (isinstance(e.data, str) and e.data.strip() == "[DONE]")]
-        response = {"body": chunks, "is_streaming": True}
+        return {"body": chunks, "is_streaming": True}
+    value = answer.body.value if answer.body is not None else None
+    if endpoint in ("/v1/models", "/v1/openai/v1/models") and isinstance(value, dict):
+        value = [_wrap(m, endpoint) for m in value.get("data", [])]
     else:
-        value = answer.body.value if answer.body is not None else None
-        if endpoint in ("/v1/models", "/v1/openai/v1/models") and isinstance(value, dict):
-            value = [_wrap(m, endpoint) for m in value.get("data", [])]
-        else:
-            value = _wrap(value, endpoint)
-        response = {"body": value, "is_streaming": False}
-    doc = {"test_id": test_id, "request": req, "response": response, "id_normalization_mapping": {}}
-    return file_name(req, response.get("body"), test_id), doc
+        value = _wrap(value, endpoint)
+    return {"body": value, "is_streaming": False}

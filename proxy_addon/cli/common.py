@@ -1,0 +1,80 @@
+"""What the ``cassette`` commands share: options, output (rich on a terminal, plain in a pipe
+or a CI log), and finding a cassette by path or key prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from proxy_addon import formats
+from proxy_addon.model import CassetteError, Recording
+from proxy_addon.store import CassetteStore
+from proxy_addon.store.index import Entry
+
+dir_option = click.option(
+    "--dir", "cassette_dir", type=click.Path(path_type=Path, file_okay=False), default="cassettes",
+    envvar="CASSETTE_DIR", show_default=True, show_envvar=True, help="Cassette directory.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+def console() -> Console:
+    """Colour and boxes on a terminal; plain, wide, uncoloured text in a pipe or a CI log."""
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=max(out.width, 200), no_color=True, highlight=False)
+    return out
+
+
+def table(out: Console, *columns: str) -> Table:
+    if out.is_terminal:
+        rows = Table(*columns, header_style="bold")
+    else:
+        rows = Table(*columns, box=None, pad_edge=False, show_edge=False, header_style="")
+    for col in rows.columns:
+        col.overflow = "ellipsis"
+        col.no_wrap = True
+    return rows
+
+
+def print_json(value: Any) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def load_store(cassette_dir: Path) -> CassetteStore:
+    if not cassette_dir.is_dir():
+        raise click.UsageError(f"no cassette directory at {cassette_dir} (use --dir or "
+                               "CASSETTE_DIR)")
+    store = CassetteStore(cassette_dir)
+    store.load()
+    return store
+
+
+def entries(store: CassetteStore) -> list[Entry]:
+    return sorted(store.index.all_entries(), key=lambda e: str(e.path))
+
+
+def resolve(ref: str, cassette_dir: Path) -> tuple[Path, Recording]:
+    """A cassette by file path, or by a unique prefix of its key or of its file name."""
+    path = Path(ref)
+    if path.is_file():
+        try:
+            return path, formats.load(path)
+        except CassetteError as e:
+            raise click.ClickException(str(e)) from None
+    store = load_store(cassette_dir)
+    found = [e for e in entries(store)
+             if e.canonical.key().startswith(ref) or e.path.stem.startswith(ref)
+             or e.path.stem.rsplit("-", 1)[-1].startswith(ref)]
+    if not found:
+        raise click.BadParameter(f"no cassette file or key prefix {ref!r} in {cassette_dir}",
+                                 param_hint="CASSETTE")
+    if len({e.path for e in found}) > 1:
+        names = "\n  ".join(str(e.path) for e in found[:10])
+        raise click.BadParameter(f"{ref!r} is ambiguous, it matches:\n  {names}",
+                                 param_hint="CASSETTE")
+    return found[0].path, found[0].recording

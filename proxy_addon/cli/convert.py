@@ -1,0 +1,102 @@
+"""Converting between llama-stack's recordings and our cassettes: ``import-llama-stack`` and
+``export-llama-stack``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import click
+
+from proxy_addon import formats, matching
+from proxy_addon.cli.common import dir_option, resolve
+from proxy_addon.formats import cassette, llama_stack
+from proxy_addon.model import CassetteError, Recording
+from proxy_addon.store.layout import iter_cassette_files, layout_path, model_of
+from proxy_addon.store.writer import atomic_write
+
+
+def _json_files(sources: Iterable[Path]) -> Iterable[Path]:
+    for src in sources:
+        if src.is_dir():
+            yield from iter_cassette_files(src)
+        else:
+            yield src
+
+
+@click.command("import-llama-stack")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@dir_option
+def import_command(sources: tuple[Path, ...], cassette_dir: Path) -> None:
+    """Convert llama-stack recordings (files or directories) into cassettes in --dir.
+
+    Lossless for what a client sees; each file keeps its test id and what llama-stack's
+    recorder needs to export it back.
+
+    \b
+    Example: cassette import-llama-stack tests/integration/recordings --dir cassettes
+    """
+    written = skipped = 0
+    taken: set[Path] = set()
+    for path in _json_files(sources):
+        try:
+            rec = formats.load(path)
+        except CassetteError as e:
+            click.echo(f"skipped {e}", err=True)
+            skipped += 1
+            continue
+        if rec.source != "llama-stack":
+            click.echo(f"skipped {path}: already a cassette", err=True)
+            skipped += 1
+            continue
+        canon = matching.canonical_recorded(rec.request)
+        # one request may be recorded by several tests (and model lists by several servers):
+        # the source file's name keeps them apart
+        tag = hashlib.sha256(path.name.encode()).hexdigest()[:8]
+        target = layout_path(cassette_dir, canon, rec.request.url, model_of(rec.request), tag)
+        n = 1
+        while target in taken:
+            n += 1
+            target = target.with_name(f"{target.stem.rsplit('~', 1)[0]}~{n}.json")
+        taken.add(target)
+        atomic_write(target, cassette.dumps(rec))
+        written += 1
+    click.echo(f"imported {written} recordings into {cassette_dir}"
+               + (f", skipped {skipped}" if skipped else ""))
+    if skipped and not written:
+        sys.exit(1)
+
+
+@click.command("export-llama-stack")
+@click.argument("refs", nargs=-1, required=True, metavar="CASSETTE...")
+@dir_option
+@click.option("--to", "target", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write llama-stack recordings into.")
+@click.option("--test-id", default=None, help="Test id to record (default: the cassette's own).")
+def export_command(refs: tuple[str, ...], cassette_dir: Path, target: Path,
+                   test_id: str | None) -> None:
+    """Write cassettes as files llama-stack's recorder loads, named by its hash.
+
+    \b
+    Example: cassette export-llama-stack cassettes/api.openai.com --to tests/integration/recordings
+    """
+    recordings: list[tuple[Path, Recording]] = []
+    for ref in refs:
+        if Path(ref).is_dir():
+            for path in iter_cassette_files(Path(ref)):
+                try:
+                    recordings.append((path, formats.load(path)))
+                except CassetteError as e:
+                    raise click.ClickException(str(e)) from None
+        else:
+            recordings.append(resolve(ref, cassette_dir))
+    for path, rec in recordings:
+        if len(rec.responses) > 1:
+            click.echo(f"{path}: llama-stack keeps one answer per request; exporting the first "
+                       f"of {len(rec.responses)}", err=True)
+        name, doc = llama_stack.export(rec, test_id)
+        atomic_write(target / name, json.dumps(doc, indent=2).encode() + b"\n")
+    click.echo(f"exported {len(recordings)} recordings to {target}")

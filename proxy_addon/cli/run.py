@@ -1,0 +1,107 @@
+"""Running things through the proxy: ``cassette run`` (a command, in CI) and ``cassette
+proxy`` (the proxy in the foreground)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, NoReturn
+
+import click
+
+from proxy_addon.cli.common import dir_option
+from proxy_addon.process import ProxyStartError, mitmdump_args, start_proxy
+from proxy_addon.summary import MODES, Summary
+
+
+mode_option = click.option("--mode", type=click.Choice(MODES), default="replay", show_default=True,
+                           help="replay, record, auto (replay hits, record misses), passthrough.")
+pace_option = click.option("--pace", default="0", show_default=True,
+                           help="Stream replay speed: 0 at once, 1 recorded gaps, 0.5 twice as fast.")
+set_option = click.option("--set", "extra", multiple=True, metavar="NAME=VALUE",
+                          help="Any other mitmproxy or cassette option, e.g. ssl_insecure=true.")
+
+
+def _options(pace: str, extra: Iterable[str]) -> dict[str, str]:
+    opts = {"cassette_pace": pace}
+    for item in extra:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--set")
+        opts[name] = value
+    return opts
+
+
+def _fail_start(e: ProxyStartError) -> NoReturn:
+    lines = [l for l in str(e).splitlines() if "Error" in l or "cassette" in l or "error" in l]
+    raise click.UsageError("the proxy did not start:\n" + "\n".join(lines or [str(e)]))
+
+
+@click.command("run", context_settings={"ignore_unknown_options": True})
+@mode_option
+@pace_option
+@dir_option
+@set_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...],
+                command: tuple[str, ...]) -> None:
+    """Run COMMAND through a fresh proxy; exit with its code, or 1 on a replay miss.
+
+    \b
+    Example: cassette run --mode replay -- pytest -q
+    """
+    with tempfile.TemporaryDirectory(prefix="cassette-run-") as tmp:
+        summary_path = Path(tmp) / "summary.json"
+        opts = _options(pace, extra) | {"cassette_summary": str(summary_path)}
+        try:
+            proxy = start_proxy(cassette_dir, mode, confdir=Path(tmp) / "ca", options=opts)
+        except ProxyStartError as e:
+            _fail_start(e)
+        try:
+            code = subprocess.call(list(command), env=proxy.client_env())
+        except FileNotFoundError:
+            proxy.stop()
+            raise click.UsageError(f"command not found: {command[0]}") from None
+        except KeyboardInterrupt:
+            code = 130
+        proxy.stop()
+        summary = Summary.read(summary_path)
+        if summary is None:
+            click.echo("cassette: the proxy wrote no summary; its log:\n" + proxy.log, err=True)
+            sys.exit(code or 1)
+    for message in summary.miss_messages:
+        click.echo(message, err=True)
+    click.echo(summary.line(), err=True)
+    if code == 0 and summary.misses:
+        sys.exit(1)
+    sys.exit(code)
+
+
+@click.command("proxy")
+@mode_option
+@pace_option
+@dir_option
+@set_option
+@click.option("--port", default=8080, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--confdir", type=click.Path(path_type=Path), default=Path("~/.mitmproxy"),
+              show_default=True, help="Where mitmproxy keeps its CA.")
+def proxy_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...], port: int,
+                  confdir: Path) -> None:
+    """Run the proxy in the foreground and print how to point a client at it.
+
+    \b
+    Example: cassette proxy --mode record --port 8080
+    """
+    confdir = confdir.expanduser()
+    url = f"http://127.0.0.1:{port}"
+    ca = confdir / "mitmproxy-ca-cert.pem"
+    click.echo(f"cassette proxy: {mode} mode over {cassette_dir} on {url}. Point a client at it:\n"
+               f"  export HTTPS_PROXY={url} HTTP_PROXY={url}\n"
+               f"  export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} CURL_CA_BUNDLE={ca} "
+               f"NODE_EXTRA_CA_CERTS={ca}\n"
+               "Stop with Ctrl-C.", err=True)
+    args = mitmdump_args(cassette_dir, mode, confdir, port, _options(pace, extra))
+    os.execv(args[0], args)

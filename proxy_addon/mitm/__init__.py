@@ -1,0 +1,23 @@
+"""The mitmproxy glue, the only part of the package that imports mitmproxy: the options and
+the hooks, thin, each calling the plain modules beside this package.
+
+A request's way through the hooks: ``control`` (the reserved control host), ``replay`` (answer
+from the store, or mark it as a miss or for recording), ``record`` (forward it, tap the stream,
+save the exchange); ``state`` holds what they share.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy_addon.mitm.control import ControlChannel
+from proxy_addon.mitm.record import Recorder
+from proxy_addon.mitm.replay import Replayer
+from proxy_addon.mitm.state import State
+from proxy_addon.pacer import Pacer
+
+
+def make_addons() -> list[Any]:
+    """The addon instances, in hook order, sharing one ``State``."""
+    state = State()
+    return [state, ControlChannel(state), Replayer(state, Pacer()), Recorder(state)]

@@ -1,0 +1,24 @@
+"""The control channel's hook: requests to ``cassette.control`` are answered here, never
+forwarded (the protocol is in ``proxy_addon.control``)."""
+
+from __future__ import annotations
+
+import orjson
+from mitmproxy import http
+
+from proxy_addon import control
+from proxy_addon.mitm.state import State
+
+
+class ControlChannel:
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.request.host != control.CONTROL_HOST:
+            return
+        status, answer = control.handle(self.state.current, flow.request.method,
+                                        flow.request.path,
+                                        flow.request.get_content(strict=False) or b"")
+        flow.response = http.Response.make(status, orjson.dumps(answer),
+                                           {"content-type": "application/json"})

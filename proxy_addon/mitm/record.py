@@ -1,0 +1,140 @@
+"""The record hooks: forward the flows marked for recording, tap their streams live, and save
+each whole exchange in its place."""
+
+from __future__ import annotations
+
+import time
+
+from mitmproxy import http
+
+from proxy_addon import redact
+from proxy_addon.mitm.state import FlowState, State, flow_state, log
+from proxy_addon.model import Body, RecordedResponse, Stream
+from proxy_addon.sse import (
+    BodyTap,
+    StreamCapture,
+    StreamTap,
+    asks_for_stream,
+    decoder_for,
+    stream_format,
+)
+
+
+def client_hung_up(error_message: str) -> bool:
+    """mitmproxy's error text says which side closed: "Client disconnected." for the client."""
+    return "client" in error_message.lower()
+
+
+def _decoded(raw: bytes, content_encoding: str) -> bytes:
+    """A whole body tapped as it arrived, decoded (kept as it came if it cannot be)."""
+    try:
+        decoder = decoder_for(content_encoding)
+        return decoder.feed(raw) if decoder is not None else raw
+    except Exception:  # noqa: BLE001 - an unknown or broken encoding: store what came
+        return raw
+
+
+class Recorder:
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow, "record")
+        if st is None:
+            return
+        store = self.state.store
+        assert store is not None
+        req = flow.request
+        st.request = redact.recorded_request(req.method, req.pretty_url,
+                                              req.headers.items(multi=True),
+                                              req.get_content(strict=False) or b"",
+                                              self.state.extra_secret_headers)
+        st.key, st.slot = store.recorder.begin(st.canonical, st.request, st.test_id, st.test_dir)
+        req.anticomp()  # ask for plain bytes, so cassettes hold readable text
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow, "record")
+        if st is None or flow.response is None:
+            return
+        st.headers_at = time.monotonic()
+        fmt = stream_format(flow.response.headers.get("content-type"))
+        if fmt is None:
+            if asks_for_stream(st.canonical.path, st.canonical.body):
+                st.body_tap = BodyTap()
+                flow.response.stream = st.body_tap
+            return
+        try:
+            tap = StreamTap(fmt, flow.response.headers.get("content-encoding", ""), st.headers_at)
+        except ValueError as e:  # an encoding we cannot decode: pass it on, do not record it
+            log.warning("cassette: not recording %s: %s", flow.request.pretty_url, e)
+            flow.response.stream = True
+            st.action = "pass"
+            self._abandon(st)
+            return
+        st.capture = tap.capture
+        flow.response.stream = tap
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow, "record")
+        if st is None or flow.response is None:
+            return
+        if st.capture is not None and not st.capture.upstream_finished:  # the tap never saw the end
+            st.capture.finish(time.monotonic() - st.headers_at)
+        self._save(flow, st, st.capture)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow, "record")
+        if st is None:
+            return
+        capture = st.capture
+        reason = flow.error.msg if flow.error else "error"
+        if capture is not None and flow.response is not None:
+            if capture.complete:
+                # SDKs hang up as soon as they read the end marker, often before the last HTTP
+                # chunk: mitmproxy reports an error, but the stream is whole.
+                self._save(flow, st, capture)
+                return
+            if not client_hung_up(reason):
+                # The provider cut the stream: that is what it did, and a replay reproduces the
+                # cut, so a client's error handling can be tested. Marked incomplete.
+                log.warning("cassette: %s %s was cut off by the upstream (%s); saved as "
+                            "incomplete", flow.request.method, flow.request.pretty_url, reason)
+                capture.cut = capture.cut or f"the upstream ended it early: {reason}"
+                self._save(flow, st, capture)
+                return
+        self.state.counters.add("abandoned")
+        self._abandon(st)
+        log.warning("cassette: not saving %s %s: %s before the response was complete",
+                    flow.request.method, flow.request.pretty_url, reason)
+
+    def _abandon(self, st: FlowState) -> None:
+        store = self.state.store
+        if store is not None and st.key is not None and st.slot is not None:
+            store.recorder.abandon(st.key, st.slot)
+
+    def _save(self, flow: http.HTTPFlow, st: FlowState, capture: StreamCapture | None) -> None:
+        store = self.state.store
+        assert store is not None and flow.response is not None
+        assert st.key is not None and st.slot is not None
+        resp = flow.response
+        headers = redact.response_headers_for_cassette(resp.headers.items(multi=True),
+                                                       self.state.extra_secret_headers)
+        if capture is not None:
+            recorded = RecordedResponse(
+                status=resp.status_code, headers=headers,
+                stream=Stream(capture.format, capture.events, complete=capture.complete,
+                              cut=capture.cut))
+        else:
+            if st.body_tap is not None:
+                raw = _decoded(b"".join(st.body_tap.chunks),
+                               resp.headers.get("content-encoding", ""))
+            else:
+                raw = resp.get_content(strict=False) or b""
+            recorded = RecordedResponse(status=resp.status_code, headers=headers,
+                                        body=Body.from_bytes(raw, resp.headers.get("content-type")))
+        try:
+            store.recorder.finish(st.key, st.slot, recorded)  # written in the background
+        except (OSError, ValueError) as e:  # the layout refused the path
+            self.state.counters.add("write_errors")
+            log.error("cassette: could not record %s %s: %s", flow.request.method,
+                      flow.request.pretty_url, e)

@@ -1,0 +1,182 @@
+"""The options (declared in ``load``, checked in ``configure``) and what the hooks share: the
+store, the counters, the test being run; and what the addon decided about each flow."""
+
+# Package modules may use string annotations; only proxy_addon/addon.py is run as a script.
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence  # mitmproxy's --set parses only this Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from mitmproxy import ctx, exceptions, http
+
+from proxy_addon import matching
+from proxy_addon.control import CurrentTest
+from proxy_addon.matching import CanonicalRequest
+from proxy_addon.model import RecordedRequest
+from proxy_addon.sse import BodyTap, StreamCapture
+from proxy_addon.store import CassetteStore
+from proxy_addon.store.writer import BackgroundWriter, atomic_write
+from proxy_addon.summary import MODES, Counters
+
+log = logging.getLogger("proxy_addon")
+
+META = "cassette"  # key of our FlowState in flow.metadata
+
+
+@dataclass(slots=True)
+class FlowState:
+    """What the addon decided about one flow, kept in ``flow.metadata[META]``."""
+
+    canonical: CanonicalRequest
+    action: str  # "hit", "miss", "record", "pass"
+    test_id: str | None = None
+    test_dir: str | None = None
+    key: str | None = None  # its place in the store's recorder (record)
+    slot: int | None = None
+    request: RecordedRequest | None = None  # as it is written (record)
+    capture: StreamCapture | None = None
+    body_tap: BodyTap | None = None
+    headers_at: float = 0.0  # when the response headers arrived (monotonic)
+    pacer_token: str | None = None  # served by the pacer (paced or cut replay)
+
+
+def flow_state(flow: http.HTTPFlow, action: str | None = None) -> FlowState | None:
+    """The flow's state, if the addon took it (and decided ``action``, when given)."""
+    state = flow.metadata.get(META)
+    if not isinstance(state, FlowState) or (action is not None and state.action != action):
+        return None
+    return state
+
+
+def parse_pace(value: str) -> float:
+    try:
+        pace = float(value)
+    except ValueError:
+        raise exceptions.OptionsError(
+            f"cassette_pace must be a number such as 0, 0.5 or 1, not {value!r}") from None
+    if not math.isfinite(pace) or pace < 0:
+        raise exceptions.OptionsError(f"cassette_pace must be a finite number >= 0, not {value!r}")
+    return pace
+
+
+def split_list(values: Sequence[str]) -> list[str]:
+    """A list option's items: ``--set x=a --set x=b`` and ``--set x=a,b`` both work."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+class State:
+    """Options, the store, the counters and the current test, shared by the hooks."""
+
+    def __init__(self) -> None:
+        self.store: CassetteStore | None = None
+        self.counters = Counters()
+        self.current = CurrentTest()
+        self.writer: BackgroundWriter | None = None
+        self.pace = 0.0
+        self.ignore: tuple[tuple[str | int, ...], ...] = ()
+
+    def load(self, loader: Any) -> None:
+        loader.add_option("cassette_dir", str, "cassettes",
+                          "Directory of cassettes: read at start-up, written when recording.")
+        loader.add_option("cassette_mode", str, "replay",
+                          "replay: answer from cassettes, never touch the network; record: "
+                          "forward everything and (re)write cassettes; auto: replay hits and "
+                          "record misses; passthrough: forward, record nothing.",
+                          choices=MODES)
+        loader.add_option("cassette_pace", str, "0",
+                          "Replay speed of streams, a number: 0 = as fast as possible, "
+                          "1 = with the recorded gaps between events, 0.5 = twice as fast.")
+        loader.add_option("cassette_ignore", Sequence[str], [],
+                          "Dotted JSON paths left out of request matching, e.g. user, "
+                          "metadata.trace_id, messages[0].name, messages.*.name.")
+        loader.add_option("cassette_redact_headers", Sequence[str], [],
+                          "More request/response header names whose values never reach disk.")
+        loader.add_option("cassette_max_file_mb", int, 512,
+                          "Skip (with a warning) cassette files larger than this many MB.")
+        loader.add_option("cassette_summary", str, "",
+                          "Write the run's summary (hits, recorded, misses, unused recordings, "
+                          "miss messages) as JSON to this file when the proxy stops.")
+
+    def configure(self, updated: set[str]) -> None:
+        opts = ctx.options
+        if "cassette_mode" in updated and opts.cassette_mode not in MODES:
+            # mitmproxy does not enforce `choices` for values given with --set
+            raise exceptions.OptionsError(
+                f"cassette_mode must be one of {', '.join(MODES)}, not {opts.cassette_mode!r}")
+        if "cassette_pace" in updated:
+            self.pace = parse_pace(opts.cassette_pace)
+        if "cassette_ignore" in updated:
+            try:
+                self.ignore = tuple(matching.parse_path(p)
+                                    for p in split_list(opts.cassette_ignore))
+            except ValueError as e:
+                raise exceptions.OptionsError(f"cassette_ignore: {e}") from None
+        if "cassette_mode" in updated and opts.cassette_mode in ("replay", "auto") and \
+                opts.connection_strategy != "lazy":
+            # Answer from cassettes before any upstream connection exists: offline, a CONNECT
+            # to api.openai.com must not make mitmproxy resolve and dial it first.
+            opts.update(connection_strategy="lazy")
+        if "cassette_max_file_mb" in updated and opts.cassette_max_file_mb <= 0:
+            raise exceptions.OptionsError("cassette_max_file_mb must be a positive number of MB")
+        if updated & {"cassette_dir", "cassette_ignore", "cassette_mode", "cassette_max_file_mb"}:
+            self._open_store(Path(opts.cassette_dir))
+
+    def _open_store(self, root: Path) -> None:
+        mode = ctx.options.cassette_mode
+        if mode == "replay" and not root.is_dir():
+            raise exceptions.OptionsError(
+                f"cassette_dir {str(root)!r} is not a directory: nothing to replay "
+                "(record first with --set cassette_mode=record or auto)")
+        if root.exists() and not root.is_dir():
+            raise exceptions.OptionsError(f"cassette_dir {str(root)!r} is not a directory")
+        if self.writer is None:
+            self.writer = BackgroundWriter(self._written)
+        store = CassetteStore(root, self.ignore,
+                              max_file_bytes=ctx.options.cassette_max_file_mb * 1024 * 1024,
+                              writer=self.writer)
+        store.load()
+        self.store = store
+        bad = len(store.index.bad)
+        log.info("cassette: %d recordings in %s (%s mode)%s", len(store), root, mode,
+                 f", {bad} unreadable files skipped" if bad else "")
+
+    @property
+    def mode(self) -> str:
+        return ctx.options.cassette_mode
+
+    @property
+    def extra_secret_headers(self) -> list[str]:
+        return split_list(ctx.options.cassette_redact_headers)
+
+    def _written(self, path: Path, error: Exception | None) -> None:
+        """Called on the writer's thread after each cassette write."""
+        if error is None:
+            self.counters.add("recorded")
+            log.info("cassette: recorded %s", path)
+        else:
+            self.counters.add("write_errors")
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            log.error("cassette: could not write the cassette %s: %s", path, reason)
+
+    def done(self) -> None:
+        if self.writer is not None:
+            self.writer.close()  # every finished recording reaches the disk before we exit
+        if self.store is None:
+            return
+        index = self.store.index
+        summary = self.counters.snapshot(
+            len(index), sorted(str(e.path) for e in index.unused()),
+            [{"path": str(b.path), "reason": b.reason} for b in index.bad])
+        log.warning(summary.line())
+        if ctx.options.cassette_summary:
+            try:
+                atomic_write(Path(ctx.options.cassette_summary),
+                             orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
+            except OSError as e:
+                log.error("cassette: could not write the summary to %s: %s",
+                          ctx.options.cassette_summary, e.strerror)

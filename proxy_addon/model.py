@@ -1,0 +1,129 @@
+"""What a cassette holds, independent of how it is stored: a request and its recorded responses.
+
+Both file formats (ours, llama-stack's) read into these classes, so matching, the store and the
+proxy never need to know which format a file was in.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from proxy_addon import multipart
+from proxy_addon.sse import Event, StreamFormat
+
+BodyKind = Literal["json", "text", "base64", "multipart"]
+
+_BINARY_MIME_PREFIXES = ("audio/", "image/", "video/", "application/octet-stream",
+                         "application/pdf", "application/zip")
+
+
+class CassetteError(ValueError):
+    """A file that cannot be read as a cassette; the message names the file and the reason."""
+
+    def __init__(self, path: Path | str | None, reason: str) -> None:
+        self.path = str(path) if path is not None else None
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
+
+
+def require(cond: bool, path: Path | str | None, reason: str) -> None:
+    """Raise ``CassetteError`` naming the file unless ``cond`` holds (both readers use it)."""
+    if not cond:
+        raise CassetteError(path, reason)
+
+
+@dataclass(slots=True)
+class Body:
+    """A body as stored: parsed JSON, text, base64 for bytes that are not text, or for a
+    multipart upload its fields with a SHA-256 per file (the file bytes are not kept)."""
+
+    kind: BodyKind
+    value: Any
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, content_type: str | None = None) -> Body | None:
+        if not raw:
+            return None
+        mime = (content_type or "").split(";", 1)[0].strip().lower()
+        if mime == "multipart/form-data":
+            parts = multipart.fields(content_type or "", raw)
+            if parts is not None:
+                return cls("multipart", parts)
+        if mime.startswith(_BINARY_MIME_PREFIXES):
+            return cls("base64", base64.b64encode(raw).decode())
+        if raw.lstrip()[:1] in (b"{", b"["):
+            try:
+                value = orjson.loads(raw)
+                orjson.dumps(value)  # nested deeper than orjson writes: keep it as text
+                return cls("json", value)
+            except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+                pass
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return cls("base64", base64.b64encode(raw).decode())
+        if "\x00" in text:
+            return cls("base64", base64.b64encode(raw).decode())
+        return cls("text", text)
+
+    def to_bytes(self) -> bytes:
+        if self.kind == "json":
+            return orjson.dumps(self.value)
+        if self.kind == "text":
+            return self.value.encode("utf-8")
+        if self.kind == "multipart":
+            raise ValueError("a multipart upload is stored as its fields' hashes, not its bytes")
+        return base64.b64decode(self.value)
+
+
+@dataclass(slots=True)
+class Stream:
+    """A streamed body split into events. ``complete`` is False when it was cut off, and
+    ``cut`` then says why when the proxy knows (a decode error, the upstream closing)."""
+
+    format: StreamFormat
+    events: list[Event]
+    complete: bool = True
+    cut: str | None = None
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Body | None = None
+    # llama-stack recordings were made by an SDK against some base URL; they match any host.
+    any_host: bool = False
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+
+@dataclass(slots=True)
+class RecordedResponse:
+    status: int
+    headers: list[list[str]] = field(default_factory=list)
+    body: Body | None = None
+    stream: Stream | None = None
+    recorded_at: str | None = None
+    # What a replay sends, built once by the replayer and reused on every hit (wire headers and
+    # body bytes); not part of the format.
+    wire: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass(slots=True)
+class Recording:
+    request: RecordedRequest
+    responses: list[RecordedResponse]
+    test_id: str | None = None
+    source: Literal["cassette", "llama-stack"] = "cassette"
+    # What a llama-stack file said beyond the wire exchange (type names, endpoint, tool), kept
+    # so that an export writes back what llama-stack's recorder would load.
+    llama_stack: dict[str, Any] | None = None

@@ -1,0 +1,94 @@
+"""The cassette directory: what is on disk (``index``), how a request is answered from it
+(``CassetteStore.lookup``), and how new recordings are written (``recorder``, ``writer``).
+
+Files in the order a request's way passes them: ``layout`` (where files live), ``index`` (what
+is there), ``chooser`` (which of several recordings), ``recorder`` and ``writer`` (writing).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy_addon import hosts
+from proxy_addon.matching import CanonicalRequest, IgnorePaths
+from proxy_addon.model import Body, RecordedResponse
+from proxy_addon.store.chooser import Chooser, LookupContext
+from proxy_addon.store.index import Entry, Found, Index
+from proxy_addon.store.recorder import Recorder
+from proxy_addon.store.writer import Writer, atomic_write
+
+__all__ = ["CassetteStore", "Hit", "LookupContext"]
+
+
+@dataclass(slots=True)
+class Hit:
+    entry: Entry
+    response: RecordedResponse
+    index: int  # which of the recorded responses (0-based)
+    other_host: str | None = None  # answered from a recording made for this other host
+
+
+class CassetteStore:
+    """A cassette directory, answering requests in recorded order and taking new recordings."""
+
+    def __init__(self, root: Path, ignore: IgnorePaths = (),
+                 max_file_bytes: int = 512 * 1024 * 1024, writer: Writer = atomic_write) -> None:
+        self.root = Path(root)
+        self.index = Index(self.root, ignore, max_file_bytes)
+        self.recorder = Recorder(self.index, writer)
+        self.chooser = Chooser(self.index)
+        self._served: dict[str, int] = defaultdict(int)
+        self._merged: dict[str, RecordedResponse] = {}  # model lists of one host, united
+        self._ambiguous = False
+
+    def load(self) -> None:
+        self.index.load()
+        self.chooser = Chooser(self.index)
+        self._ambiguous = any(len(v) > 1 for v in self.index.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def lookup(self, canon: CanonicalRequest, ctx: LookupContext | None = None) -> Hit | None:
+        """The next response for this request: the N-th call gets the N-th recorded response,
+        and past the end the last one repeats. Where several files recorded this request, the
+        one that keeps the conversation coherent is chosen (``chooser``)."""
+        ctx = ctx or LookupContext()
+        found = self.index.find(canon, ctx.test_dir)
+        variants = self.chooser.variants(canon, ctx.test_dir)
+        if found is None and variants:
+            found = self.chooser.deepest(variants)
+        if found is None:
+            return None
+        entries = found.entries
+        if len(entries) > 1 and found.other_host is None and \
+                hosts.is_model_list(canon.method, canon.path):
+            return self._model_list(found)
+        entry = entries[0] if len(entries) == 1 else self.chooser.choose(entries, canon, ctx)
+        n = self._served[found.counter]
+        self._served[found.counter] = n + 1
+        entry.uses += 1
+        responses = entry.recording.responses
+        index = min(n, len(responses) - 1)
+        if self._ambiguous:
+            self.chooser.remember(entry, ctx, entries + [e for f in variants for e in f.entries])
+        return Hit(entry, responses[index], index,
+                   entry.origin if found.other_host is not None else None)
+
+    def _model_list(self, found: Found) -> Hit:
+        """One host's model list recorded several times (each time with the models it had
+        then): answered with all of them, built once."""
+        merged = self._merged.get(found.counter)
+        if merged is None:
+            answers = [e.recording.responses[-1] for e in found.entries]
+            bodies = [r.body.value for r in answers if r.body is not None and r.body.kind == "json"]
+            first = answers[0]
+            merged = RecordedResponse(first.status, first.headers, recorded_at=first.recorded_at,
+                                      body=Body("json", hosts.union_of_model_lists(bodies))
+                                      if bodies else first.body)
+            self._merged[found.counter] = merged
+        for e in found.entries:
+            e.uses += 1
+        return Hit(found.entries[0], merged, 0)

@@ -1,0 +1,109 @@
+"""Where cassettes live in the directory: names that are safe, readable and never collide.
+
+``<cassette_dir>/<host>/<path...>/<model or method>-<key12>.json`` for shared cassettes, the
+same under ``by-test/<test dir>/`` for a test's own. Every name is sanitised, and a path is
+checked to stay inside the directory whatever the request said.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+from proxy_addon import matching
+from proxy_addon.matching import CanonicalRequest
+from proxy_addon.model import RecordedRequest
+
+# Per-test cassettes live in <cassette_dir>/by-test/<test dir>/; everything else is shared.
+BY_TEST_DIR = "by-test"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_HASHED = re.compile(r"-[0-9a-f]{12}$")
+
+
+def safe_segment(text: str, limit: int = 64) -> str:
+    """A file-name-safe version of ``text``: never empty, never ``.``/``..``, no separators."""
+    cleaned = _UNSAFE.sub("_", text).strip("._")[:limit]
+    return cleaned or "_"
+
+
+def _unflatten(flat: str) -> str:
+    """The pytest node id a readable name stands for: the parts up to the first ``*.py`` are
+    the file's path, the others its ``::`` parts (the inverse of the flattening below)."""
+    parts = flat.split("__")
+    for i, part in enumerate(parts):
+        if part.endswith(".py"):
+            return "/".join(parts[: i + 1]) + "".join("::" + p for p in parts[i + 1:])
+    return "::".join(parts)
+
+
+def per_test_dir(name: str) -> str:
+    """A one-directory name for a test's cassette, readable from its pytest node id:
+    ``tests/test_app.py::test_joke`` -> ``tests__test_app.py__test_joke``.
+
+    Injective: the readable form is kept as it is only when it reads back as ``name`` exactly
+    (``_unflatten``); otherwise (``test[hello, world]``, ``[é]``, a long id) it ends with a
+    hash of ``name``, and no name kept as it is ends like one."""
+    flat = name.replace("::", "__").replace("/", "__")
+    cleaned = safe_segment(flat, 100)
+    if cleaned == flat and _unflatten(flat) == name and not _HASHED.search(flat):
+        return cleaned
+    return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+def per_test_dir_of(root: Path, path: Path) -> str | None:
+    """The test directory a cassette file belongs to, or None for a shared one."""
+    prefix = os.path.join(root, BY_TEST_DIR, "")
+    text = os.fspath(path)
+    if not text.startswith(prefix):
+        return None
+    rest = text[len(prefix):].split(os.sep)
+    return rest[0] if len(rest) > 2 else None
+
+
+def origin_of(request: RecordedRequest) -> str:
+    """The host a request was recorded for, normalised as matching compares hosts."""
+    parts = urlsplit(request.url)
+    return matching.normalise_host(parts.scheme, parts.hostname or "", parts.port)
+
+
+def model_of(request: RecordedRequest) -> str | None:
+    if request.body is not None and request.body.kind == "json" and isinstance(
+            request.body.value, dict):
+        model = request.body.value.get("model")
+        return model if isinstance(model, str) else None
+    return None
+
+
+def layout_path(root: Path, canon: CanonicalRequest, url: str, model: str | None,
+                tag: str | None = None) -> Path:
+    """Where a new cassette goes: ``<host>/<path...>/<model or method>-<key12>[-<tag>].json``.
+
+    Browsable by provider and endpoint in a review; every segment is sanitised, and the result
+    is checked to stay inside ``root`` whatever the request said.
+    """
+    parts = urlsplit(url)
+    host = safe_segment(matching.normalise_host(parts.scheme, parts.hostname or "unknown-host",
+                                                parts.port))
+    segments = [safe_segment(s) for s in canon.path.split("/") if s and s not in (".", "..")][:8]
+    stem = safe_segment(model or canon.method.lower(), 48)
+    name = f"{stem}-{canon.key()[:12]}" + (f"-{safe_segment(tag, 16)}" if tag else "")
+    target = root.joinpath(host, *segments, f"{name}.json")
+    if not target.resolve().is_relative_to(root.resolve()):  # defence in depth
+        raise ValueError(f"refusing to write outside {root}: {target}")
+    return target
+
+
+def iter_cassette_files(root: Path) -> Iterator[Path]:
+    """Every ``*.json`` under ``root``, skipping hidden files and directories (temp files)."""
+    if not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith(".json") and not name.startswith("."):
+                yield Path(dirpath, name)

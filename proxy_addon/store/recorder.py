@@ -1,0 +1,120 @@
+"""Recording into the directory: each request takes its place when it arrives, and its cassette
+is rewritten with every whole response in that order as each one finishes.
+
+Concurrent identical requests therefore keep the order they were made in, whatever order their
+answers finish in. A response too large to keep in memory is written through and read back from
+the file when the cassette is rewritten; that read happens on the writer's thread, in order
+after the earlier write, so the proxy's event loop never waits for the disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+from proxy_addon import formats, matching
+from proxy_addon.formats import cassette
+from proxy_addon.matching import CanonicalRequest
+from proxy_addon.model import RecordedRequest, RecordedResponse, Recording
+from proxy_addon.store.index import KEEP_IN_MEMORY_BYTES, Entry, Index
+from proxy_addon.store.layout import BY_TEST_DIR, layout_path, model_of, origin_of
+from proxy_addon.store.writer import Writer
+
+
+@dataclass(slots=True)
+class _OnDisk:
+    """A recorded response too large to keep: its position in the cassette as last written."""
+
+    position: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A request being recorded in this session: its responses in request order."""
+
+    path: Path
+    request: RecordedRequest
+    test_id: str | None
+    test_dir: str | None
+    slots: list[RecordedResponse | _OnDisk | None] = field(default_factory=list)
+
+
+def _approx_bytes(resp: RecordedResponse) -> int:
+    """Roughly how much a response weighs, to decide whether to keep it in memory."""
+    if resp.stream is not None:
+        return sum(len(ev.data) if isinstance(ev.data, str) else 256 for ev in resp.stream.events)
+    if resp.body is not None and isinstance(resp.body.value, str):
+        return len(resp.body.value)
+    return 1024
+
+
+class Recorder:
+    """Places for requests being recorded, and the rewrites of their cassettes."""
+
+    def __init__(self, index: Index, writer: Writer) -> None:
+        self.index = index
+        self.writer = writer
+        self._pending: dict[str, _Pending] = {}
+
+    @staticmethod
+    def _key(canon: CanonicalRequest, test_dir: str | None) -> str:
+        return f"{test_dir or ''}|{canon.key()}"
+
+    def is_recording(self, canon: CanonicalRequest, test_dir: str | None = None) -> bool:
+        return self._key(canon, test_dir) in self._pending
+
+    def begin(self, canon: CanonicalRequest, request: RecordedRequest,
+              test_id: str | None = None, test_dir: str | None = None) -> tuple[str, int]:
+        """Reserve this request's place in its cassette, in arrival order, before the response
+        is known. Returns (key, slot) for ``finish`` or ``abandon``."""
+        key = self._key(canon, test_dir)
+        pending = self._pending.get(key)
+        if pending is None:
+            existing = [e for e in self.index.entries.get(canon.key(), [])
+                        if e.test_dir == test_dir and e.recording.source == "cassette"]
+            root = self.index.root / BY_TEST_DIR / test_dir if test_dir else self.index.root
+            path = existing[0].path if existing else layout_path(
+                root, canon, request.url, model_of(request))
+            pending = self._pending[key] = _Pending(path, request, test_id, test_dir)
+        pending.slots.append(None)
+        return key, len(pending.slots) - 1
+
+    def finish(self, key: str, slot: int, response: RecordedResponse) -> Path:
+        """Store a response in its place and have the cassette rewritten with every whole
+        response so far (responses still in flight for earlier places are left out until
+        they arrive)."""
+        pending = self._pending[key]
+        if response.recorded_at is None:
+            response.recorded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        pending.slots[slot] = response
+        filled = [(k, r) for k, r in enumerate(pending.slots) if r is not None]
+        # what the rewrite takes from memory, and what from the file as last written
+        sources = [r.position if isinstance(r, _OnDisk) else r for _, r in filled]
+        in_memory = [r for r in sources if isinstance(r, RecordedResponse)]
+        keep = len(in_memory) == len(sources) and \
+            sum(map(_approx_bytes, in_memory)) <= KEEP_IN_MEMORY_BYTES
+        request, test_id, path = pending.request, pending.test_id, pending.path
+
+        def rewrite(out: BinaryIO) -> None:  # on the writer's thread
+            on_disk = formats.load(path).responses if len(in_memory) < len(sources) else []
+            responses = [on_disk[s] if isinstance(s, int) else s for s in sources]
+            cassette.write(Recording(request=request, responses=responses, test_id=test_id), out)
+
+        self.writer(path, rewrite)
+        for position, (k, r) in enumerate(filled):
+            if isinstance(r, _OnDisk):
+                r.position = position
+            elif not keep:
+                pending.slots[k] = _OnDisk(position)  # drop the events from memory
+        held = Recording(request=request, responses=in_memory, test_id=test_id) if keep else None
+        self.index.replace(Entry(path, held, matching.canonical_recorded(request, self.index.ignore),
+                                 uses=1, test_dir=pending.test_dir, origin=origin_of(request)))
+        return path
+
+    def abandon(self, key: str, slot: int) -> None:
+        """A response that will never be recorded (cut off, failed): its place stays empty."""
+        pending = self._pending.get(key)
+        if pending is not None and slot < len(pending.slots):
+            pending.slots[slot] = None

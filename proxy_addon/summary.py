@@ -1,0 +1,99 @@
+"""What a run of the proxy did: its modes, its counters, and the one summary everybody prints.
+
+The addon counts; when it stops it logs ``line()`` and writes ``Summary`` as JSON to
+``cassette_summary``; ``cassette run`` and the pytest plugin read that file back (and the plugin
+combines its xdist workers'), so the wording and the schema live here only.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+MODES = ("replay", "record", "auto", "passthrough")
+
+
+@dataclass
+class Summary:
+    """A run's counts, as written to ``cassette_summary``."""
+
+    hits: int = 0
+    recorded: int = 0
+    misses: int = 0
+    abandoned: int = 0  # responses not saved: the client left before they were complete
+    write_errors: int = 0  # recordings that could not be written (disk full, ...)
+    recordings: int = 0  # recordings in the directory
+    unused: list[str] = field(default_factory=list)  # files no request used
+    miss_messages: list[str] = field(default_factory=list)
+    bad_files: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    # hits answered from a recording made for another host: {"asked", "recorded_for", "file"}
+    other_host: list[dict[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        extras = [(self.abandoned, "not saved (the client left before the end)"),
+                  (self.write_errors, "could not be written"),
+                  (len(self.other_host), "answered from another host's recording")]
+        return (f"cassette summary: {self.hits} hits, {self.recorded} recorded, "
+                f"{self.misses} misses, {len(self.unused)} unused recordings "
+                f"(of {self.recordings})"
+                + "".join(f", {n} {what}" for n, what in extras if n))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Summary:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    @classmethod
+    def read(cls, path: Path) -> Summary | None:
+        """The summary a proxy wrote when it stopped, or None if it wrote none."""
+        try:
+            return cls.from_json(orjson.loads(path.read_bytes()))
+        except (OSError, orjson.JSONDecodeError, TypeError):
+            return None
+
+    @classmethod
+    def combine(cls, parts: list[Summary]) -> Summary:
+        """Several proxies over one directory (xdist workers): counts add up; a recording is
+        unused only if no proxy used it."""
+        unused = set(parts[0].unused)
+        for part in parts[1:]:
+            unused &= set(part.unused)
+        total = cls(recordings=max(p.recordings for p in parts), unused=sorted(unused))
+        for part in parts:
+            for name in ("hits", "recorded", "misses", "abandoned", "write_errors"):
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+            total.miss_messages += part.miss_messages
+            total.other_host += part.other_host
+        total.bad_files = parts[0].bad_files
+        return total
+
+
+class Counters:
+    """The counts of a running proxy. The event loop and the writer thread both count, so
+    every change goes through ``add`` under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._summary = Summary()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self._summary, name, getattr(self._summary, name) + n)
+
+    def note(self, name: str, item: Any) -> None:
+        """Append to one of the lists (miss_messages, other_host)."""
+        with self._lock:
+            getattr(self._summary, name).append(item)
+
+    def snapshot(self, recordings: int, unused: list[str],
+                 bad_files: list[dict[str, str]]) -> Summary:
+        with self._lock:
+            s = self._summary
+            return Summary(s.hits, s.recorded, s.misses, s.abandoned, s.write_errors, recordings,
+                           unused, list(s.miss_messages), bad_files, list(s.other_host))

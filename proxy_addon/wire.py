@@ -1,0 +1,30 @@
+"""What a replay sends for a recorded response: its headers without the transport ones (the
+body is stored decoded, so a stale ``content-length`` or ``content-encoding`` would be wrong),
+and its body bytes, a stream framed back into SSE or NDJSON. Built once per response."""
+
+from __future__ import annotations
+
+from proxy_addon import redact
+from proxy_addon.model import RecordedResponse
+from proxy_addon.sse import frame
+
+WireHeaders = list[tuple[bytes, bytes]]
+
+
+def wire_headers(resp: RecordedResponse) -> WireHeaders:
+    return [(k.encode(), v.encode()) for k, v in resp.headers
+            if k.lower() not in redact.TRANSPORT_RESPONSE_HEADERS]
+
+
+def wire_body(resp: RecordedResponse) -> bytes:
+    if resp.stream is not None:
+        return frame(resp.stream.format, resp.stream.events)
+    return resp.body.to_bytes() if resp.body is not None else b""
+
+
+def wire(resp: RecordedResponse) -> tuple[WireHeaders, bytes]:
+    """Headers and body bytes of a replayed response, framed once and reused: a request
+    replayed many times costs a lookup, not a JSON encoding per event."""
+    if resp.wire is None:
+        resp.wire = (wire_headers(resp), wire_body(resp))
+    return resp.wire
