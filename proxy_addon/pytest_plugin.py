@@ -144,13 +144,22 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    own = session.config.stash.get(_PROXY_KEY, None)
-    if own is None:
+    config = session.config
+    own = config.stash.get(_PROXY_KEY, None)
+    if own is not None:
+        own.stop()
+        if hasattr(config, "workerinput"):
+            if own.summary is not None:
+                config.workeroutput["cassette_summary"] = orjson.dumps(
+                    own.summary.to_json()).decode()
+            return  # the controller judges the whole run
+    if config.getoption("--cassette-mode") is None:
         return
-    own.stop()
-    if hasattr(session.config, "workerinput") and own.summary is not None:
-        session.config.workeroutput["cassette_summary"] = orjson.dumps(
-            own.summary.to_json()).decode()
+    summary = _combined(config)
+    if summary is not None and summary.failed and session.exitstatus == pytest.ExitCode.OK:
+        # a miss outside any test, a fault inside the proxy, a connection a replay refused:
+        # the tests may all have passed, the run did not
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without xdist
@@ -179,6 +188,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.write_line(summary.line())
     if config.getoption("--cassette-prune"):
+        if summary.failed:  # see pytest_sessionfinish: the run failed
+            exitstatus = max(exitstatus, pytest.ExitCode.TESTS_FAILED)
         _prune(terminalreporter, config, summary.unused, exitstatus)
 
 

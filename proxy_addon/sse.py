@@ -291,34 +291,36 @@ class Decoder:
     def __init__(self, content_encoding: str) -> None:
         enc = content_encoding.strip().lower()
         self._obj: Any
-        if enc in ("gzip", "x-gzip"):
-            self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            self._feed = self._obj.decompress
-        elif enc == "deflate":
-            self._obj = zlib.decompressobj()
-            self._feed = self._obj.decompress
+        if enc in ("gzip", "x-gzip", "deflate"):
+            self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if enc != "deflate" else
+                                           zlib.MAX_WBITS)
         elif enc == "br":
             import brotli
 
             self._obj = brotli.Decompressor()
-            self._feed = self._obj.process
         elif enc == "zstd":
             try:
                 from compression import zstd  # type: ignore[import-not-found]
             except ImportError:
                 from backports import zstd  # type: ignore[import-not-found,no-redef]
             self._obj = zstd.ZstdDecompressor()
-            self._feed = self._obj.decompress
         else:
             raise ValueError(f"unsupported content-encoding {content_encoding!r}")
+        self._kind = "br" if enc == "br" else "zstd" if enc == "zstd" else "zlib"
 
-    def feed(self, chunk: bytes) -> bytes:
-        return self._feed(chunk)
+    def feed(self, chunk: bytes, limit: int = -1) -> bytes:
+        """The bytes ``chunk`` decodes to; with ``limit`` >= 0, at most about that many (the
+        rest of a chunk that decodes to more is left undecoded)."""
+        if self._kind == "br":
+            return self._obj.process(chunk, **({"output_buffer_limit": max(limit, 1)}
+                                               if limit >= 0 else {}))
+        if self._kind == "zlib":
+            return self._obj.decompress(chunk, max(limit, 0))  # 0: no limit
+        return self._obj.decompress(chunk, max_length=limit)
 
     @property
     def finished(self) -> bool:
-        obj = self._obj
-        return bool(obj.is_finished() if hasattr(obj, "is_finished") else obj.eof)
+        return bool(self._obj.is_finished() if self._kind == "br" else self._obj.eof)
 
 
 def decoder_for(content_encoding: str) -> Decoder | None:
@@ -326,6 +328,19 @@ def decoder_for(content_encoding: str) -> Decoder | None:
     if content_encoding.strip().lower() in ("", "identity"):
         return None
     return Decoder(content_encoding)
+
+
+def decode_limited(raw: bytes, content_encoding: str, limit: int) -> bytes | None:
+    """A whole body decoded, or None when it cannot be: an unknown or broken encoding, or more
+    than ``limit`` bytes once decoded (a decompression bomb is never expanded in memory)."""
+    try:
+        decoder = decoder_for(content_encoding)
+        if decoder is None:
+            return raw
+        out = decoder.feed(raw, limit + 1)
+    except Exception:  # noqa: BLE001 - any decoding fault means: not decodable
+        return None
+    return out if len(out) <= limit else None
 
 
 class StreamCapture:
@@ -381,10 +396,12 @@ class StreamTap:
     ``StreamCapture`` with its arrival time. A chunk it cannot decode never stops the client's
     stream: the copy stops there and is marked as cut, with the reason."""
 
-    def __init__(self, fmt: StreamFormat, content_encoding: str, started: float) -> None:
+    def __init__(self, fmt: StreamFormat, content_encoding: str, started: float,
+                 max_bytes: int) -> None:
         self.capture = StreamCapture(fmt)
         self._decoder = decoder_for(content_encoding)  # ValueError: unknown encoding
         self._started = started
+        self._room = max_bytes  # decoded bytes the copy may still take
 
     def __call__(self, chunk: bytes) -> bytes:
         capture = self.capture
@@ -393,7 +410,12 @@ class StreamTap:
         t = time.monotonic() - self._started
         try:
             if chunk:
-                capture.feed(self._decoder.feed(chunk) if self._decoder else chunk, t)
+                data = self._decoder.feed(chunk, self._room + 1) if self._decoder else chunk
+                self._room -= len(data)
+                if self._room < 0:
+                    capture.cut = "the stream is larger than cassette_max_file_mb: not kept"
+                    return chunk
+                capture.feed(data, t)
             else:
                 capture.finish(t)
                 if self._decoder is not None and not self._decoder.finished:

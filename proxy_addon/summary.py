@@ -8,7 +8,7 @@ combines its xdist workers'), so the wording and the schema live here only.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ class Summary:
     misses: int = 0
     abandoned: int = 0  # responses not saved: the client left before they were complete
     write_errors: int = 0  # recordings that could not be written (disk full, ...)
+    internal_errors: int = 0  # faults inside the proxy's hooks (each answered or logged)
+    refused_connections: int = 0  # upstream connections refused in replay mode
     recordings: int = 0  # recordings in the directory
     unused: list[str] = field(default_factory=list)  # files no request used
     miss_messages: list[str] = field(default_factory=list)
@@ -36,11 +38,19 @@ class Summary:
     def line(self) -> str:
         extras = [(self.abandoned, "not saved (the client left before the end)"),
                   (self.write_errors, "could not be written"),
+                  (self.internal_errors, "internal errors"),
+                  (self.refused_connections, "upstream connections refused (replay)"),
                   (len(self.other_host), "answered from another host's recording")]
         return (f"cassette summary: {self.hits} hits, {self.recorded} recorded, "
                 f"{self.misses} misses, {len(self.unused)} unused recordings "
                 f"(of {self.recordings})"
                 + "".join(f", {n} {what}" for n, what in extras if n))
+
+    @property
+    def failed(self) -> bool:
+        """Whether the run went wrong in a way a green test run must not hide: a replay miss,
+        a fault inside the proxy, or a connection the replay refused."""
+        return bool(self.misses or self.internal_errors or self.refused_connections)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +76,8 @@ class Summary:
             unused &= set(part.unused)
         total = cls(recordings=max(p.recordings for p in parts), unused=sorted(unused))
         for part in parts:
-            for name in ("hits", "recorded", "misses", "abandoned", "write_errors"):
+            for name in ("hits", "recorded", "misses", "abandoned", "write_errors",
+                         "internal_errors", "refused_connections"):
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.miss_messages += part.miss_messages
             total.other_host += part.other_host
@@ -95,5 +106,5 @@ class Counters:
                  bad_files: list[dict[str, str]]) -> Summary:
         with self._lock:
             s = self._summary
-            return Summary(s.hits, s.recorded, s.misses, s.abandoned, s.write_errors, recordings,
-                           unused, list(s.miss_messages), bad_files, list(s.other_host))
+            return replace(s, recordings=recordings, unused=unused, bad_files=bad_files,
+                           miss_messages=list(s.miss_messages), other_host=list(s.other_host))

@@ -164,3 +164,32 @@ def test_prune_refuses_unless_every_test_ran_and_passed(project):
     full = run(project, *replay)
     full.stdout.fnmatch_lines(["cassette: nothing to prune"])
     assert len(list(iter_cassette_files(cassettes))) == 4
+
+
+TUNNEL = '''
+import os, socket
+
+def test_passes_but_opens_a_raw_tunnel():
+    port = int(os.environ["HTTPS_PROXY"].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"CONNECT 127.0.0.1:" + os.environ["FAKE_UPSTREAM"].rsplit(":", 1)[1].encode()
+                  + b" HTTP/1.1\\r\\n\\r\\n")
+        s.recv(200)
+        s.sendall(b"\\x00\\x01 not http")
+        s.recv(200)
+'''
+
+
+def test_a_passing_run_fails_when_the_replay_refused_a_connection(project, http_upstream):
+    """Every test passed, but something tried to reach the network in replay: the session
+    exits non-zero and the summary says why."""
+    cassettes = project.path / "cassettes"
+    cassettes.mkdir()
+    project.makepyfile(test_tunnel=TUNNEL)
+    before = http_upstream.state.connections
+    result = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
+                 "test_tunnel.py")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["cassette summary: *, 1 upstream connections refused (replay)"])
+    assert http_upstream.state.connections == before

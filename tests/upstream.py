@@ -136,6 +136,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("content-encoding", encoding)
             # each event compressed and flushed on its own, so it still streams
             events = compress_stream(events, encoding)
+            corrupt = self.headers.get("x-fake-corrupt")  # garble this compressed event
+            if corrupt:
+                events[int(corrupt)] = bytes(b ^ 0x5A for b in events[int(corrupt)])
         self.end_headers()
         state = self.server.state
         delay = state.event_delay

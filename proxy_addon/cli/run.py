@@ -48,7 +48,8 @@ def _fail_start(e: ProxyStartError) -> NoReturn:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...],
                 command: tuple[str, ...]) -> None:
-    """Run COMMAND through a fresh proxy; exit with its code, or 1 on a replay miss.
+    """Run COMMAND through a fresh proxy; exit with its code, or 1 when it passed but a replay
+    missed, the proxy failed inside, or a replay refused an upstream connection.
 
     \b
     Example: cassette run --mode replay -- pytest -q
@@ -75,7 +76,7 @@ def run_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...]
     for message in summary.miss_messages:
         click.echo(message, err=True)
     click.echo(summary.line(), err=True)
-    if code == 0 and summary.misses:
+    if code == 0 and summary.failed:  # a miss, a fault inside the proxy, a refused connection
         sys.exit(1)
     sys.exit(code)
 

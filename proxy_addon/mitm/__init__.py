@@ -3,7 +3,8 @@ the hooks, thin, each calling the plain modules beside this package.
 
 A request's way through the hooks: ``control`` (the reserved control host), ``replay`` (answer
 from the store, or mark it as a miss or for recording), ``record`` (forward it, tap the stream,
-save the exchange); ``state`` holds what they share.
+save the exchange); ``state`` holds what they share; ``guard`` makes every fault, and every
+connection a replay did not ask for, an HTTP error rather than a forwarded request.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy_addon.mitm.control import ControlChannel
+from proxy_addon.mitm.guard import ConnectionGuard, guard_all
 from proxy_addon.mitm.record import Recorder
 from proxy_addon.mitm.replay import Replayer
 from proxy_addon.mitm.state import State
@@ -18,6 +20,8 @@ from proxy_addon.pacer import Pacer
 
 
 def make_addons() -> list[Any]:
-    """The addon instances, in hook order, sharing one ``State``."""
+    """The addon instances, in hook order, sharing one ``State``, each wrapped so that a fault
+    in any hook fails closed (``guard``)."""
     state = State()
-    return [state, ControlChannel(state), Replayer(state, Pacer()), Recorder(state)]
+    return guard_all([state, ConnectionGuard(state), ControlChannel(state),
+                      Replayer(state, Pacer()), Recorder(state)], state)

@@ -6,32 +6,25 @@ from __future__ import annotations
 import time
 
 from mitmproxy import http
+from mitmproxy.connection import ConnectionState
 
 from proxy_addon import redact
-from proxy_addon.mitm.state import FlowState, State, flow_state, log
+from proxy_addon.mitm.state import FlowState, State, body_of, flow_state, log
 from proxy_addon.model import Body, RecordedResponse, Stream
 from proxy_addon.sse import (
     BodyTap,
     StreamCapture,
     StreamTap,
     asks_for_stream,
-    decoder_for,
     stream_format,
 )
 
 
-def client_hung_up(error_message: str) -> bool:
-    """mitmproxy's error text says which side closed: "Client disconnected." for the client."""
-    return "client" in error_message.lower()
-
-
-def _decoded(raw: bytes, content_encoding: str) -> bytes:
-    """A whole body tapped as it arrived, decoded (kept as it came if it cannot be)."""
-    try:
-        decoder = decoder_for(content_encoding)
-        return decoder.feed(raw) if decoder is not None else raw
-    except Exception:  # noqa: BLE001 - an unknown or broken encoding: store what came
-        return raw
+def client_hung_up(flow: http.HTTPFlow) -> bool:
+    """Whether the client closed its side, told by its connection's state when the ``error``
+    hook runs (not by the wording of mitmproxy's message). An HTTP/2 client that cancels one
+    stream keeps its connection open, and so counts as an upstream cut."""
+    return not flow.client_conn.state & ConnectionState.CAN_READ
 
 
 class Recorder:
@@ -46,8 +39,7 @@ class Recorder:
         assert store is not None
         req = flow.request
         st.request = redact.recorded_request(req.method, req.pretty_url,
-                                              req.headers.items(multi=True),
-                                              req.get_content(strict=False) or b"",
+                                              req.headers.items(multi=True), body_of(req),
                                               self.state.extra_secret_headers)
         st.key, st.slot = store.recorder.begin(st.canonical, st.request, st.test_id, st.test_dir)
         req.anticomp()  # ask for plain bytes, so cassettes hold readable text
@@ -64,7 +56,8 @@ class Recorder:
                 flow.response.stream = st.body_tap
             return
         try:
-            tap = StreamTap(fmt, flow.response.headers.get("content-encoding", ""), st.headers_at)
+            tap = StreamTap(fmt, flow.response.headers.get("content-encoding", ""), st.headers_at,
+                            self.state.max_file_bytes)
         except ValueError as e:  # an encoding we cannot decode: pass it on, do not record it
             log.warning("cassette: not recording %s: %s", flow.request.pretty_url, e)
             flow.response.stream = True
@@ -94,7 +87,7 @@ class Recorder:
                 # chunk: mitmproxy reports an error, but the stream is whole.
                 self._save(flow, st, capture)
                 return
-            if not client_hung_up(reason):
+            if not client_hung_up(flow):
                 # The provider cut the stream: that is what it did, and a replay reproduces the
                 # cut, so a client's error handling can be tested. Marked incomplete.
                 log.warning("cassette: %s %s was cut off by the upstream (%s); saved as "
@@ -125,11 +118,8 @@ class Recorder:
                 stream=Stream(capture.format, capture.events, complete=capture.complete,
                               cut=capture.cut))
         else:
-            if st.body_tap is not None:
-                raw = _decoded(b"".join(st.body_tap.chunks),
-                               resp.headers.get("content-encoding", ""))
-            else:
-                raw = resp.get_content(strict=False) or b""
+            tapped = b"".join(st.body_tap.chunks) if st.body_tap is not None else None
+            raw = body_of(resp, tapped, self.state.max_file_bytes)
             recorded = RecordedResponse(status=resp.status_code, headers=headers,
                                         body=Body.from_bytes(raw, resp.headers.get("content-type")))
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from proxy_addon import control, matching, misses
-from proxy_addon.mitm.state import META, FlowState, State, flow_state, log
+from proxy_addon.mitm.state import META, FlowState, State, body_of, flow_state, log
 from proxy_addon.pacer import TOKEN_HEADER, Pacer
 from proxy_addon.store import Hit, LookupContext
 from proxy_addon.wire import wire
@@ -13,10 +13,9 @@ from proxy_addon.wire import wire
 
 def canonical_request(req: http.Request, ignore: matching.IgnorePaths) -> matching.CanonicalRequest:
     path, _, query = req.path.partition("?")
-    return matching.canonicalize_parts(
-        req.method, req.scheme, req.pretty_host, req.port, path, query,
-        req.headers.get("content-type"), req.raw_content and req.get_content(strict=False),
-        ignore)
+    return matching.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
+                                       query, req.headers.get("content-type"), body_of(req),
+                                       ignore)
 
 
 def miss_response(message: str) -> http.Response:
@@ -81,6 +80,7 @@ class Replayer:
             # Stream through the pacer: events spread over time, or a recorded cut replayed
             # as a real cut (the connection closes before the stream's end).
             port = await self.pacer.ensure_started()
+            self.state.own_servers.add(("127.0.0.1", port))
             st.pacer_token = self.pacer.register(resp, pace)
             flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
             flow.request.headers[TOKEN_HEADER] = st.pacer_token
@@ -107,4 +107,7 @@ class Replayer:
             self.pacer.forget(st.pacer_token)
 
     def done(self) -> None:
+        if self.pacer.waiting:
+            log.warning("cassette: %d paced replays were registered and never served",
+                        self.pacer.waiting)
         self.pacer.close()

@@ -18,7 +18,7 @@ from proxy_addon import matching
 from proxy_addon.control import CurrentTest
 from proxy_addon.matching import CanonicalRequest
 from proxy_addon.model import RecordedRequest
-from proxy_addon.sse import BodyTap, StreamCapture
+from proxy_addon.sse import BodyTap, StreamCapture, decode_limited
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.writer import BackgroundWriter, atomic_write
 from proxy_addon.summary import MODES, Counters
@@ -26,6 +26,9 @@ from proxy_addon.summary import MODES, Counters
 log = logging.getLogger("proxy_addon")
 
 META = "cassette"  # key of our FlowState in flow.metadata
+# A content-encoded request body is decoded for matching and recording up to this size; beyond
+# it (a decompression bomb) it is matched and stored by its bytes as sent.
+MAX_DECODED_REQUEST = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -51,6 +54,18 @@ def flow_state(flow: http.HTTPFlow, action: str | None = None) -> FlowState | No
     if not isinstance(state, FlowState) or (action is not None and state.action != action):
         return None
     return state
+
+
+def body_of(message: http.Message, raw: bytes | None = None,
+            limit: int = MAX_DECODED_REQUEST) -> bytes:
+    """A request's or response's body (or ``raw``, bytes a tap kept of it), decoded from its
+    ``content-encoding`` when that can be done within ``limit`` bytes; otherwise as it came."""
+    raw = (message.raw_content if raw is None else raw) or b""
+    encoding = message.headers.get("content-encoding", "")
+    if not raw or not encoding.strip():
+        return raw
+    decoded = decode_limited(raw, encoding, limit)
+    return decoded if decoded is not None else raw
 
 
 def parse_pace(value: str) -> float:
@@ -79,6 +94,8 @@ class State:
         self.writer: BackgroundWriter | None = None
         self.pace = 0.0
         self.ignore: tuple[tuple[str | int, ...], ...] = ()
+        # the addon's own loopback servers: the only upstreams a replay may connect to
+        self.own_servers: set[tuple[str, int]] = set()
 
     def load(self, loader: Any) -> None:
         loader.add_option("cassette_dir", str, "cassettes",
@@ -136,8 +153,7 @@ class State:
             raise exceptions.OptionsError(f"cassette_dir {str(root)!r} is not a directory")
         if self.writer is None:
             self.writer = BackgroundWriter(self._written)
-        store = CassetteStore(root, self.ignore,
-                              max_file_bytes=ctx.options.cassette_max_file_mb * 1024 * 1024,
+        store = CassetteStore(root, self.ignore, max_file_bytes=self.max_file_bytes,
                               writer=self.writer)
         store.load()
         self.store = store
@@ -148,6 +164,10 @@ class State:
     @property
     def mode(self) -> str:
         return ctx.options.cassette_mode
+
+    @property
+    def max_file_bytes(self) -> int:
+        return ctx.options.cassette_max_file_mb * 1024 * 1024
 
     @property
     def extra_secret_headers(self) -> list[str]:

@@ -113,6 +113,11 @@ class Recorder:
                                  uses=1, test_dir=pending.test_dir, origin=origin_of(request)))
         return path
 
+    def path_of(self, key: str) -> Path | None:
+        """The file a request being recorded goes to."""
+        pending = self._pending.get(key)
+        return pending.path if pending is not None else None
+
     def abandon(self, key: str, slot: int) -> None:
         """A response that will never be recorded (cut off, failed): its place stays empty."""
         pending = self._pending.get(key)
