@@ -38,6 +38,10 @@ _LOCAL_PORTS = {"11434": "ollama", "8000": "vllm", "8080": "llama.cpp", "4000": 
                 "1234": "lmstudio"}
 
 
+def is_loopback(name: str) -> bool:
+    return name.lower() in _LOOPBACK
+
+
 def split_host(host: str) -> tuple[str, str]:
     """``name:port`` as (name, port); the port is empty when it is the scheme's default."""
     if host.startswith("["):  # [::1]:8080

@@ -1,4 +1,6 @@
-"""Start and stop ``mitmdump`` with the addon as a child process on a free loopback port.
+"""Start and stop ``mitmdump`` with the addon as a child process on free loopback ports: the
+forward proxy (``HTTPS_PROXY``) and, on request, one base-URL listener per provider
+(``providers``).
 
 Shared by ``scripts/demo``, the test suite and the CLI, so there is one way to run the proxy.
 """
@@ -9,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from proxy_addon.providers import PROVIDERS, Listener, plan
+
 ADDON_SCRIPT = Path(__file__).with_name("addon.py")
-_LISTENING = re.compile(r"proxy listening at 127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)")
 
 
 class ProxyStartError(RuntimeError):
@@ -36,6 +41,30 @@ def mitmdump_executable() -> str:
     return found
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` ports free for TCP and UDP on ``host`` just now (a reverse ``https`` listener binds
+    both, for HTTP/3). Another process may take one before mitmdump does: callers retry."""
+    ports: list[int] = []
+    held: list[socket.socket] = []
+    try:
+        while len(ports) < n:
+            tcp = socket.socket()
+            tcp.bind((host, 0))
+            held.append(tcp)
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                udp.bind((host, tcp.getsockname()[1]))
+            except OSError:
+                udp.close()
+                continue
+            held.append(udp)
+            ports.append(tcp.getsockname()[1])
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
+
+
 @dataclass
 class RunningProxy:
     process: subprocess.Popen[str]
@@ -43,6 +72,7 @@ class RunningProxy:
     confdir: Path
     lines: list[str] = field(default_factory=list)
     _reader: threading.Thread | None = None
+    listeners: list[Listener] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -54,7 +84,9 @@ class RunningProxy:
         return self.confdir / "mitmproxy-ca-cert.pem"
 
     def client_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Environment that points HTTP clients in any language at this proxy and its CA."""
+        """Environment that points clients in any language at this proxy: the forward proxy and
+        its CA for clients that read HTTPS_PROXY, and each provider's base-URL variable at its
+        listener for those that do not."""
         env = dict(os.environ if base is None else base)
         ca = str(self.ca_cert)
         env.update({
@@ -63,6 +95,7 @@ class RunningProxy:
             "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "CURL_CA_BUNDLE": ca,
             "NODE_EXTRA_CA_CERTS": ca,
         })
+        env.update({listener.provider.variable: listener.value for listener in self.listeners})
         for name in ("NO_PROXY", "no_proxy"):  # loopback upstreams must go through us too
             env.pop(name, None)
         return env
@@ -94,11 +127,17 @@ class RunningProxy:
 
 def mitmdump_args(cassette_dir: Path | str, mode: str, confdir: Path, port: int = 0,
                   options: Mapping[str, str] | None = None, script: Path = ADDON_SCRIPT,
-                  extra_scripts: Sequence[Path] = ()) -> list[str]:
+                  extra_scripts: Sequence[Path] = (), listeners: Sequence[Listener] = (),
+                  listen_host: str = "127.0.0.1") -> list[str]:
     """The command line of a ``mitmdump`` running the addon (or another ``script``, for a
-    benchmark's baseline) on 127.0.0.1:``port``; ``extra_scripts`` are loaded after it."""
-    args = [mitmdump_executable(), "--listen-host", "127.0.0.1",
+    benchmark's baseline) as a forward proxy on ``listen_host``:``port`` and a reverse proxy
+    per listener; ``extra_scripts`` are loaded after the addon."""
+    args = [mitmdump_executable(), "--listen-host", listen_host,
             "--set", f"listen_port={port}", "--set", f"confdir={confdir}", "-s", str(script)]
+    if listeners:
+        args += ["--mode", "regular"]
+        for listener in listeners:
+            args += ["--mode", listener.mode]
     for extra in extra_scripts:
         args += ["-s", str(extra)]
     if script == ADDON_SCRIPT:
@@ -116,11 +155,31 @@ def start_proxy(
     timeout: float = 20.0,
     script: Path = ADDON_SCRIPT,
     extra_scripts: Sequence[Path] = (),
+    listeners: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> RunningProxy:
-    """Start ``mitmdump_args(...)`` on a free port; wait until it listens."""
+    """Start ``mitmdump_args(...)`` on a free port, with a base-URL listener per provider when
+    ``listeners`` is set (forwarding where the variables of ``env``, by default this process's
+    environment, point); wait until it listens. A listener port taken meanwhile is retried."""
+    for attempt in range(3):
+        planned = plan(os.environ if env is None else env, free_ports(len(PROVIDERS))) \
+            if listeners else []
+        try:
+            return _start(cassette_dir, mode, confdir, options, timeout, script, extra_scripts,
+                          planned)
+        except ProxyStartError as e:
+            if not planned or "already in use" not in str(e) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start(cassette_dir: Path | str, mode: str, confdir: Path | str | None,
+           options: Mapping[str, str] | None, timeout: float, script: Path,
+           extra_scripts: Sequence[Path], listeners: list[Listener]) -> RunningProxy:
     confdir = Path(confdir) if confdir is not None else Path(cassette_dir).parent / ".mitmproxy"
     confdir.mkdir(parents=True, exist_ok=True)
-    args = mitmdump_args(cassette_dir, mode, confdir, 0, options, script, extra_scripts)
+    args = mitmdump_args(cassette_dir, mode, confdir, 0, options, script, extra_scripts,
+                         listeners)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL, bufsize=1)
     lines: list[str] = []
@@ -151,4 +210,4 @@ def start_proxy(
         proc.wait(5)
         reader.join(5)
         raise ProxyStartError("mitmdump failed to start:\n" + "".join(lines))
-    return RunningProxy(proc, port_box[0], confdir, lines, reader)
+    return RunningProxy(proc, port_box[0], confdir, lines, reader, listeners)

@@ -1,7 +1,8 @@
 """The mitmproxy glue, the only part of the package that imports mitmproxy: the options and
 the hooks, thin, each calling the plain modules beside this package.
 
-A request's way through the hooks: ``control`` (the reserved control host), ``replay`` (answer
+A request's way through the hooks: ``control`` (the reserved control host), ``listeners`` (a
+request sent to one of our own base-URL listeners goes to its upstream), ``replay`` (answer
 from the store, or mark it as a miss or for recording), ``record`` (forward it, tap the stream,
 save the exchange); ``state`` holds what they share; ``guard`` makes every fault, and every
 connection a replay did not ask for, an HTTP error rather than a forwarded request.
@@ -13,6 +14,7 @@ from typing import Any
 
 from proxy_addon.mitm.control import ControlChannel
 from proxy_addon.mitm.guard import ConnectionGuard, guard_all
+from proxy_addon.mitm.listeners import OwnListeners
 from proxy_addon.mitm.record import Recorder
 from proxy_addon.mitm.replay import Replayer
 from proxy_addon.mitm.state import State
@@ -23,5 +25,5 @@ def make_addons() -> list[Any]:
     """The addon instances, in hook order, sharing one ``State``, each wrapped so that a fault
     in any hook fails closed (``guard``)."""
     state = State()
-    return guard_all([state, ConnectionGuard(state), ControlChannel(state),
+    return guard_all([state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
                       Replayer(state, Pacer()), Recorder(state)], state)

@@ -1,0 +1,89 @@
+"""Base-URL listeners: one reverse-proxy port per provider, for clients that ignore HTTPS_PROXY.
+
+Node's built-in fetch and the official Node SDKs (``openai``, ``@anthropic-ai/sdk``) never read
+``HTTPS_PROXY``; every official SDK reads a base-URL variable instead. For each provider below
+the proxy opens a reverse-proxy listener on 127.0.0.1 that forwards to the provider (or to
+whatever the variable already pointed at: a local vLLM, a gateway, a test stand-in), and the
+variable is set to that listener. The client then speaks plain HTTP to 127.0.0.1, needs no CA,
+and its requests are recorded under the real upstream's host, as through HTTPS_PROXY.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlsplit
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    variable: str  # the environment variable the SDKs read
+    default: str  # its value when unset: the provider's public base URL, as the SDKs expect it
+    read_by: str  # which SDKs read the variable (checked; see README)
+    host_only: bool = False  # the value is a host[:port] (OLLAMA_HOST), not a base URL
+
+
+# The one table of providers. Not here, because their SDKs read no base-URL variable: Mistral
+# (``server_url=`` / ``serverURL``), and in Node ollama (``host``) and cohere-ai (``baseUrl``).
+PROVIDERS: tuple[Provider, ...] = (
+    Provider("openai", "OPENAI_BASE_URL", "https://api.openai.com/v1",
+             "openai (Python, Node)"),
+    Provider("anthropic", "ANTHROPIC_BASE_URL", "https://api.anthropic.com",
+             "anthropic (Python), @anthropic-ai/sdk (Node)"),
+    Provider("ollama", "OLLAMA_HOST", "http://127.0.0.1:11434", "ollama (Python)",
+             host_only=True),
+    Provider("gemini", "GOOGLE_GEMINI_BASE_URL", "https://generativelanguage.googleapis.com",
+             "google-genai (Python), @google/genai (Node)"),
+    Provider("groq", "GROQ_BASE_URL", "https://api.groq.com", "groq (Python)"),
+    Provider("cohere", "CO_API_URL", "https://api.cohere.com", "cohere (Python)"),
+)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A provider's listener: where it forwards, and what its variable is set to."""
+
+    provider: Provider
+    port: int
+    upstream: str  # scheme://host[:port], the target of ``--mode reverse:``
+    path: str  # the base URL's path (``/v1``), kept in the variable's new value
+    host: str = LOOPBACK  # where clients reach the listener
+
+    @property
+    def mode(self) -> str:
+        """mitmproxy's ``--mode`` spec for this listener."""
+        return f"reverse:{self.upstream}@{self.port}"
+
+    @property
+    def value(self) -> str:
+        """The provider variable's value that points a client at this listener."""
+        if self.provider.host_only:
+            return f"http://{self.host}:{self.port}"
+        return f"http://{self.host}:{self.port}{self.path}"
+
+
+def _base_url(provider: Provider, value: str) -> str:
+    """The variable's value as a URL: OLLAMA_HOST may be ``host``, ``host:port`` or a URL."""
+    if not provider.host_only:
+        return value
+    if "://" not in value:
+        value = f"http://{value}"
+    parts = urlsplit(value)
+    return f"{parts.scheme}://{parts.hostname or LOOPBACK}:{parts.port or 11434}"
+
+
+def plan(env: Mapping[str, str], ports: list[int], host: str = LOOPBACK) -> list[Listener]:
+    """One listener per provider, on ``ports`` in table order. Each forwards to the variable's
+    value in ``env`` when the user set one, otherwise to the provider's public URL."""
+    listeners = []
+    for provider, port in zip(PROVIDERS, ports, strict=True):
+        parts = urlsplit(_base_url(provider, env.get(provider.variable) or provider.default))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{provider.variable}={env.get(provider.variable)!r} is not a base "
+                             "URL such as https://api.example.com/v1")
+        listeners.append(Listener(provider, port, f"{parts.scheme}://{parts.netloc}",
+                                  parts.path.rstrip("/"), host))
+    return listeners
