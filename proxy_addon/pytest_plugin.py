@@ -21,7 +21,7 @@ import pytest
 
 from proxy_addon.control import CONTROL_HOST
 from proxy_addon.process import RunningProxy, start_proxy
-from proxy_addon.summary import MODES, Summary
+from proxy_addon.summary import MODES, NOTHING_REACHED, Summary, nothing_reached_fails
 
 CONTROL = f"http://{CONTROL_HOST}"
 _PROXY_KEY = pytest.StashKey["_Session"]()
@@ -77,7 +77,8 @@ class _Session:
             self.proxy: RunningProxy | None = start_proxy(
                 self.dir, mode, confdir=self.tmp / "ca",
                 options={"cassette_pace": config.getoption("--cassette-pace"),
-                         "cassette_summary": str(self.summary_path)})
+                         "cassette_summary": str(self.summary_path)},
+                listeners=True)
         except Exception as e:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise pytest.UsageError(f"cassette: the proxy did not start: {e}") from None
@@ -156,9 +157,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if config.getoption("--cassette-mode") is None:
         return
     summary = _combined(config)
-    if summary is not None and summary.failed and session.exitstatus == pytest.ExitCode.OK:
-        # a miss outside any test, a fault inside the proxy, a connection a replay refused:
-        # the tests may all have passed, the run did not
+    if summary is None or session.exitstatus != pytest.ExitCode.OK:
+        return
+    # a miss outside any test, a fault inside the proxy, a connection a replay refused, or in
+    # replay on CI no request at all: the tests may all have passed, the run did not
+    nothing = summary.requests == 0 and nothing_reached_fails(
+        config.getoption("--cassette-mode"), os.environ)
+    if summary.failed or nothing:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -187,6 +192,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line("cassette: the proxy wrote no summary")
         return
     terminalreporter.write_line(summary.line())
+    if summary.requests == 0:
+        terminalreporter.write_line(f"cassette: warning: {NOTHING_REACHED}")
     if config.getoption("--cassette-prune"):
         if summary.failed:  # see pytest_sessionfinish: the run failed
             exitstatus = max(exitstatus, pytest.ExitCode.TESTS_FAILED)

@@ -10,17 +10,29 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 
 MODES = ("replay", "record", "auto", "passthrough")
+
+# What a run that saw no request at all most likely means.
+NOTHING_REACHED = ("no request reached the proxy: does the client read HTTPS_PROXY or a base-URL "
+                   "variable such as OPENAI_BASE_URL? (a client built with an explicit base URL "
+                   "or HTTP client needs pointing at the proxy)")
+
+
+def nothing_reached_fails(mode: str, environ: Mapping[str, str]) -> bool:
+    """Whether a run that no request reached is an error, not a warning: in replay mode on CI
+    (``CI=true``), where a green run that tested nothing is the failure to prevent."""
+    return mode == "replay" and environ.get("CI", "").lower() in ("true", "1")
 
 
 @dataclass
 class Summary:
     """A run's counts, as written to ``cassette_summary``."""
 
+    requests: int = 0  # requests that reached the proxy (the control channel's not counted)
     hits: int = 0
     recorded: int = 0
     misses: int = 0
@@ -76,7 +88,7 @@ class Summary:
             unused &= set(part.unused)
         total = cls(recordings=max(p.recordings for p in parts), unused=sorted(unused))
         for part in parts:
-            for name in ("hits", "recorded", "misses", "abandoned", "write_errors",
+            for name in ("requests", "hits", "recorded", "misses", "abandoned", "write_errors",
                          "internal_errors", "refused_connections"):
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.miss_messages += part.miss_messages

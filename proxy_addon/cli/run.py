@@ -13,8 +13,9 @@ from typing import Iterable, NoReturn
 import click
 
 from proxy_addon.cli.common import dir_option
-from proxy_addon.process import ProxyStartError, mitmdump_args, start_proxy
-from proxy_addon.summary import MODES, Summary
+from proxy_addon.process import ProxyStartError, free_ports, mitmdump_args, start_proxy
+from proxy_addon.providers import PROVIDERS, plan
+from proxy_addon.summary import MODES, NOTHING_REACHED, Summary, nothing_reached_fails
 
 
 mode_option = click.option("--mode", type=click.Choice(MODES), default="replay", show_default=True,
@@ -49,7 +50,10 @@ def _fail_start(e: ProxyStartError) -> NoReturn:
 def run_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...],
                 command: tuple[str, ...]) -> None:
     """Run COMMAND through a fresh proxy; exit with its code, or 1 when it passed but a replay
-    missed, the proxy failed inside, or a replay refused an upstream connection.
+    missed, the proxy failed inside, or a replay refused an upstream connection. Clients that
+    read HTTPS_PROXY go through the forward proxy, the others through a base-URL listener per
+    provider (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, OLLAMA_HOST, ...). If no request reached
+    the proxy it says so; in replay mode with CI=true that exits 1.
 
     \b
     Example: cassette run --mode replay -- pytest -q
@@ -58,7 +62,8 @@ def run_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...]
         summary_path = Path(tmp) / "summary.json"
         opts = _options(pace, extra) | {"cassette_summary": str(summary_path)}
         try:
-            proxy = start_proxy(cassette_dir, mode, confdir=Path(tmp) / "ca", options=opts)
+            proxy = start_proxy(cassette_dir, mode, confdir=Path(tmp) / "ca", options=opts,
+                                listeners=True)
         except ProxyStartError as e:
             _fail_start(e)
         try:
@@ -78,6 +83,10 @@ def run_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...]
     click.echo(summary.line(), err=True)
     if code == 0 and summary.failed:  # a miss, a fault inside the proxy, a refused connection
         sys.exit(1)
+    if summary.requests == 0:
+        click.echo(f"cassette: warning: {NOTHING_REACHED}", err=True)
+        if code == 0 and nothing_reached_fails(mode, os.environ):
+            sys.exit(1)
     sys.exit(code)
 
 
@@ -86,23 +95,36 @@ def run_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...]
 @pace_option
 @dir_option
 @set_option
-@click.option("--port", default=8080, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--port", default=8080, show_default=True,
+              help="Port of the forward proxy; the providers' listeners take the next ones.")
+@click.option("--listen-host", default="127.0.0.1", show_default=True,
+              help="Address to listen on: 0.0.0.0 to serve containers.")
 @click.option("--confdir", type=click.Path(path_type=Path), default=Path("~/.mitmproxy"),
               show_default=True, help="Where mitmproxy keeps its CA.")
 def proxy_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...], port: int,
-                  confdir: Path) -> None:
+                  listen_host: str, confdir: Path) -> None:
     """Run the proxy in the foreground and print how to point a client at it.
 
     \b
     Example: cassette proxy --mode record --port 8080
     """
     confdir = confdir.expanduser()
-    url = f"http://127.0.0.1:{port}"
+    ports = free_ports(len(PROVIDERS)) if port == 0 else \
+        list(range(port + 1, port + 1 + len(PROVIDERS)))
+    reach = "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
+    listeners = plan(os.environ, ports, reach)
+    url = f"http://{reach}:{port}"
     ca = confdir / "mitmproxy-ca-cert.pem"
-    click.echo(f"cassette proxy: {mode} mode over {cassette_dir} on {url}. Point a client at it:\n"
+    click.echo(f"cassette proxy: {mode} mode over {cassette_dir}. Point a client at it:\n"
                f"  export HTTPS_PROXY={url} HTTP_PROXY={url}\n"
                f"  export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} CURL_CA_BUNDLE={ca} "
                f"NODE_EXTRA_CA_CERTS={ca}\n"
-               "Stop with Ctrl-C.", err=True)
-    args = mitmdump_args(cassette_dir, mode, confdir, port, _options(pace, extra))
+               "  or, for clients that ignore HTTPS_PROXY (no CA needed):\n"
+               + "".join(f"  export {lst.provider.variable}={lst.value}   # -> {lst.upstream}\n"
+                         for lst in listeners)
+               + ("  (from a container, use this machine's address instead of 127.0.0.1)\n"
+                  if reach != listen_host else "")
+               + "Stop with Ctrl-C.", err=True)
+    args = mitmdump_args(cassette_dir, mode, confdir, port, _options(pace, extra),
+                         listeners=listeners, listen_host=listen_host)
     os.execv(args[0], args)

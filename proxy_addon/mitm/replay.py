@@ -37,6 +37,7 @@ class Replayer:
             return
         state, store = self.state, self.state.store
         assert store is not None
+        state.counters.add("requests")
         test_id = flow.request.headers.pop(control.TEST_ID_HEADER, None) or state.current.test_id
         mode = state.mode
         if mode == "passthrough":
