@@ -210,10 +210,13 @@ def test_proxy_runs_in_the_foreground_and_replays(fixture_dir, tmp_path):
         while port is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
             lines.append(line)
-            if "listening at 127.0.0.1:" in line:
+            if "HTTP(S) proxy listening at 127.0.0.1:" in line:
                 port = int(line.rsplit(":", 1)[1].strip().rstrip("."))
         assert port, "".join(lines)
         assert any("export HTTPS_PROXY=" in l for l in lines)
+        [openai_base] = [line.split("=", 1)[1].split()[0] for line in lines
+                         if line.strip().startswith("export OPENAI_BASE_URL=")]
+        assert openai_base.startswith("http://127.0.0.1:") and openai_base.endswith("/v1")
         import ssl
 
         import httpx
@@ -221,6 +224,8 @@ def test_proxy_runs_in_the_foreground_and_replays(fixture_dir, tmp_path):
         with httpx.Client(proxy=f"http://127.0.0.1:{port}", verify=ca) as c:
             r = c.get("https://api.openai.com/v1/models")
         assert r.status_code == 200 and r.json()["data"][0]["id"] == "qwen2.5"
+        with httpx.Client(trust_env=False) as direct:  # the listener: plain HTTP, no CA
+            assert direct.get(openai_base + "/models").json() == r.json()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)

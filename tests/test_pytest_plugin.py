@@ -193,3 +193,19 @@ def test_a_passing_run_fails_when_the_replay_refused_a_connection(project, http_
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["cassette summary: *, 1 upstream connections refused (replay)"])
     assert http_upstream.state.connections == before
+
+
+def test_a_session_no_request_reached_warns_and_fails_on_ci(project, monkeypatch):
+    cassettes = project.path / "cassettes"
+    cassettes.mkdir()
+    project.makepyfile(test_nothing="def test_no_llm_call():\n    assert True\n")
+    monkeypatch.delenv("CI", raising=False)
+    quiet = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
+                "test_nothing.py")
+    assert quiet.ret == pytest.ExitCode.OK
+    quiet.stdout.fnmatch_lines(["cassette: warning: no request reached the proxy*"])
+    monkeypatch.setenv("CI", "true")
+    on_ci = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
+                "test_nothing.py")
+    on_ci.assert_outcomes(passed=1)
+    assert on_ci.ret == pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,166 @@
+"""Any client, any language: clients that ignore HTTPS_PROXY go through a base-URL listener per
+provider. Real `cassette run` processes, the official Node SDKs (installed from the npm registry
+into a cached folder by the test), the openai Python SDK, curl, and a local stand-in provider
+that counts the requests it gets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy_addon.formats import load
+from proxy_addon.store.layout import iter_cassette_files
+
+CASSETTE = str(Path(sys.executable).with_name("cassette"))
+NODE_APP = Path(__file__).with_name("node") / "app.mjs"
+NODE_PACKAGES = ["openai@6", "@anthropic-ai/sdk@1"]  # the majors that run on Node 20
+
+
+@pytest.fixture(scope="session")
+def node_sdks() -> Path:
+    """A folder with the official Node SDKs installed, cached between runs."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: the Node tests need Node.js 20+ and npm")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = cache / "llm-cassette-proxy" / ("node-" + "-".join(
+        p.replace("@", "").replace("/", "_") for p in NODE_PACKAGES))
+    if not (folder / "node_modules" / "openai").is_dir() or \
+            not (folder / "node_modules" / "@anthropic-ai" / "sdk").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "package.json").write_text('{"private": true, "type": "module"}\n')
+        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
+                               *NODE_PACKAGES], cwd=folder, capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode != 0:
+            pytest.fail(f"npm install {' '.join(NODE_PACKAGES)} failed in {folder}:\n"
+                        f"{done.stdout}\n{done.stderr}")
+    shutil.copy(NODE_APP, folder / "app.mjs")
+    return folder
+
+
+def cassette_run(mode: str, cassettes: Path, command: list[str], env: dict[str, str],
+                 cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CASSETTE, "run", "--mode", mode, "--dir", str(cassettes), "--",
+                           *command], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def stand_in_env(upstream, **more: str) -> dict[str, str]:
+    """The user's environment: the SDKs' base URLs point at the local stand-in provider."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NO_PROXY", "no_proxy")}
+    return {**env, "OPENAI_BASE_URL": upstream.base_url + "/v1",
+            "ANTHROPIC_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "sk-test-any-client",
+            "ANTHROPIC_API_KEY": "sk-ant-test-any-client", **more}
+
+
+def test_node_sdks_record_then_replay_through_their_base_url(tmp_path, http_upstream, node_sdks):
+    """The official `openai` and `@anthropic-ai/sdk` Node packages ignore HTTPS_PROXY: through
+    the listeners a streamed chat, a plain chat and an Anthropic message are recorded, then
+    replayed with identical output and no request reaching the stand-in."""
+    cassettes = tmp_path / "cassettes"
+    env = stand_in_env(http_upstream)
+    recorded = cassette_run("record", cassettes, ["node", "app.mjs"], env, cwd=node_sdks)
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout.splitlines() == ["stream: Answer 1 to: streamed from node",
+                                            "plain: Answer 1 to: plain from node",
+                                            "anthropic: Claude says: hello from node"]
+    assert "0 hits, 3 recorded, 0 misses" in recorded.stderr
+    assert http_upstream.state.hits == 3
+    replayed = cassette_run("replay", cassettes, ["node", "app.mjs"], env, cwd=node_sdks)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == recorded.stdout
+    assert "3 hits, 0 recorded, 0 misses" in replayed.stderr
+    assert http_upstream.state.hits == 3  # nothing reached the stand-in
+
+
+PY_APP = """
+import sys, openai
+route, upstream, prompt = sys.argv[1:4]
+if route == "proxy":      # HTTPS_PROXY only: an explicit base URL, the proxy from the environment
+    client = openai.OpenAI(base_url=upstream + "/v1", max_retries=0)
+elif route == "base-url":  # the base-URL variable only: no proxy at all
+    client = openai.OpenAI(max_retries=0, http_client=openai.DefaultHttpxClient(trust_env=False))
+else:                      # both: OPENAI_BASE_URL, and HTTP_PROXY for it
+    client = openai.OpenAI(max_retries=0)
+r = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": prompt}])
+print(r.choices[0].message.content)
+"""
+
+
+@pytest.fixture
+def py_app(tmp_path: Path) -> Path:
+    app = tmp_path / "app.py"
+    app.write_text(PY_APP)
+    return app
+
+
+def test_a_client_reading_both_variables_is_recorded_once(tmp_path, http_upstream, py_app):
+    cassettes = tmp_path / "cassettes"
+    env = stand_in_env(http_upstream)
+    result = cassette_run("record", cassettes, [sys.executable, str(py_app), "both",
+                                                http_upstream.base_url, "once"], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Answer 1 to: once"
+    assert "0 hits, 1 recorded, 0 misses" in result.stderr
+    [path] = list(iter_cassette_files(cassettes))
+    rec = load(path)
+    assert len(rec.responses) == 1
+    assert rec.request.url == http_upstream.base_url + "/v1/chat/completions"  # the real host
+    assert http_upstream.state.hits == 1
+
+
+@pytest.mark.parametrize("record_route, replay_route", [("proxy", "base-url"),
+                                                        ("base-url", "proxy")])
+def test_one_cassette_whichever_route(tmp_path, http_upstream, py_app, record_route,
+                                      replay_route):
+    cassettes = tmp_path / "cassettes"
+    env = stand_in_env(http_upstream)
+    app = [sys.executable, str(py_app)]
+    recorded = cassette_run("record", cassettes, [*app, record_route, http_upstream.base_url,
+                                                  "route"], env)
+    assert recorded.returncode == 0 and "1 recorded" in recorded.stderr, recorded.stderr
+    replayed = cassette_run("replay", cassettes, [*app, replay_route, http_upstream.base_url,
+                                                  "route"], env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == recorded.stdout == "Answer 1 to: route\n"
+    assert "1 hits, 0 recorded, 0 misses" in replayed.stderr
+    assert http_upstream.state.hits == 1
+
+
+def test_curl_through_a_listener_needs_no_ca(tmp_path, http_upstream):
+    """Recorded with curl through the listener, replayed with curl and no CA or proxy variable
+    at all: plain HTTP to 127.0.0.1."""
+    cassettes = tmp_path / "cassettes"
+    env = stand_in_env(http_upstream)
+    curl = ["sh", "-c", "env -u SSL_CERT_FILE -u CURL_CA_BUNDLE -u REQUESTS_CA_BUNDLE "
+            "-u HTTPS_PROXY -u HTTP_PROXY -u https_proxy -u http_proxy "
+            'curl -sS --fail "$OPENAI_BASE_URL/models"']
+    recorded = cassette_run("record", cassettes, curl, env)
+    assert recorded.returncode == 0, recorded.stderr
+    replayed = cassette_run("replay", cassettes, curl, env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout) == json.loads(recorded.stdout)
+    assert [m["id"] for m in json.loads(replayed.stdout)["data"]] == ["gpt-4o",
+                                                                      "text-embedding-3-small"]
+    assert "1 hits" in replayed.stderr and http_upstream.state.hits == 1
+
+
+def test_a_run_that_no_request_reached_says_so_and_fails_on_ci(tmp_path):
+    cassettes = tmp_path / "cassettes"
+    cassettes.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    quiet = cassette_run("replay", cassettes, ["true"], env)
+    assert quiet.returncode == 0
+    assert "no request reached the proxy: does the client read HTTPS_PROXY or a base-URL " \
+           "variable such as OPENAI_BASE_URL?" in quiet.stderr
+    on_ci = cassette_run("replay", cassettes, ["true"], {**env, "CI": "true"})
+    assert on_ci.returncode == 1 and "no request reached the proxy" in on_ci.stderr
+    recording = cassette_run("record", cassettes, ["true"], {**env, "CI": "true"})
+    assert recording.returncode == 0 and "no request reached the proxy" in recording.stderr
