@@ -13,7 +13,6 @@ Two mechanisms, each enough on its own:
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import re
@@ -80,33 +79,36 @@ def _request_of(arg: Any) -> str:
 class FailClosed:
     """An addon of ours, with every flow hook guarded (see the module's docstring). Other
     attributes (``load``, ``configure``, ``done``) are the addon's own: a bad option must still
-    stop start-up."""
+    stop start-up. mitmproxy looks a hook up on every event, so each guarded hook is built once;
+    it calls the addon's method as it is at that moment."""
 
     def __init__(self, inner: Any, state: State) -> None:
         self._inner = inner
         self._state = state
         # mitmproxy looks addons up by name, which must be unique among all its addons
         self.name = f"cassette_{type(inner).__name__.lower()}"
+        for hook in FLOW_HOOKS:
+            method = getattr(inner, hook, None)
+            if callable(method):
+                setattr(self, hook, self._guarded(hook, inspect.iscoroutinefunction(method)))
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if name not in FLOW_HOOKS or not callable(attr):
-            return attr
-        if inspect.iscoroutinefunction(attr):
-            @functools.wraps(attr)
+        return getattr(self._inner, name)
+
+    def _guarded(self, hook: str, is_async: bool) -> Any:
+        if is_async:
             async def guarded_async(arg: Any) -> None:
                 try:
-                    await attr(arg)
+                    await getattr(self._inner, hook)(arg)
                 except Exception as e:  # noqa: BLE001 - this is the point
-                    self._failed(name, arg, e)
+                    self._failed(hook, arg, e)
             return guarded_async
 
-        @functools.wraps(attr)
         def guarded(arg: Any) -> None:
             try:
-                attr(arg)
+                getattr(self._inner, hook)(arg)
             except Exception as e:  # noqa: BLE001 - this is the point
-                self._failed(name, arg, e)
+                self._failed(hook, arg, e)
         return guarded
 
     def _failed(self, hook: str, arg: Any, error: Exception) -> None:
