@@ -127,7 +127,7 @@ def drop_path(value: Any, path: Sequence[str | int]) -> Any:
 
 
 # A body may hold a float only where a digit is followed by "." or an exponent.
-_FLOAT_HINT = re.compile(rb"\d[.eE]")
+FLOAT_HINT = re.compile(rb"\d[.eE]")
 _EXACT_INT = 2**63  # orjson writes integers up to 64 bits
 
 
@@ -200,14 +200,14 @@ def canonical_body(
         except orjson.JSONDecodeError:
             return _digest(raw)
         return canonical_json(value, ignore, fallback=raw,
-                              floats=_FLOAT_HINT.search(raw) is not None)
+                              floats=FLOAT_HINT.search(raw) is not None)
     return _digest(raw)
 
 
 def canonical_json(value: Any, ignore: IgnorePaths = (),
                    fallback: bytes | None = None, floats: bool = True) -> Any:
     """The comparable form of a body already parsed from JSON (a stored request). ``floats``
-    False: the caller knows there is no float in it (see ``_FLOAT_HINT``)."""
+    False: the caller knows there is no float in it (see ``FLOAT_HINT``)."""
     try:
         return _json_body(value, ignore, floats)
     except RecursionError:
@@ -260,14 +260,16 @@ def canonicalize_parts(
     )
 
 
-def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = ()) -> CanonicalRequest:
-    """Canonical form of a stored request: the same as the live request it was recorded from."""
+def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
+                       floats: bool = True) -> CanonicalRequest:
+    """Canonical form of a stored request: the same as the live request it was recorded from.
+    ``floats`` False: the text it was read from held no float (``FLOAT_HINT``)."""
     parts = urlsplit(request.url)
     body = request.body
     if body is None:
         value = None
     elif body.kind == "json":
-        value = canonical_json(body.value, ignore)
+        value = canonical_json(body.value, ignore, floats=floats)
     elif body.kind == "multipart":
         value = canonical_multipart(body.value)
     else:

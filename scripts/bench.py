@@ -86,7 +86,8 @@ def generate(directory: Path, n: int) -> list[dict[str, Any]]:
     for i in range(n):
         if i % 2:
             doc = llama_stack_doc(f"llama prompt {i}")
-            (directory / f"ls-{i:06d}.json").write_bytes(json.dumps(doc).encode())
+            # indented, as llama-stack's recorder writes its files
+            (directory / f"ls-{i:06d}.json").write_bytes(json.dumps(doc, indent=2).encode())
             bodies.append(doc["request"]["body"])
         else:
             rec = chat_recording(f"prompt {i}", stream=False)

@@ -49,7 +49,7 @@ def load_store(cassette_dir: Path) -> CassetteStore:
     if not cassette_dir.is_dir():
         raise click.UsageError(f"no cassette directory at {cassette_dir} (use --dir or "
                                "CASSETTE_DIR)")
-    store = CassetteStore(cassette_dir)
+    store = CassetteStore(cassette_dir, validate=True)  # every file read whole: reports all
     store.load()
     return store
 
@@ -68,7 +68,7 @@ def resolve(ref: str, cassette_dir: Path) -> tuple[Path, Recording]:
             raise click.ClickException(str(e)) from None
     store = load_store(cassette_dir)
     found = [e for e in entries(store)
-             if e.canonical.key().startswith(ref) or e.path.stem.startswith(ref)
+             if e.key.startswith(ref) or e.path.stem.startswith(ref)
              or e.path.stem.rsplit("-", 1)[-1].startswith(ref)]
     if not found:
         raise click.BadParameter(f"no cassette file or key prefix {ref!r} in {cassette_dir}",

@@ -46,7 +46,7 @@ def _row(entry: Entry, root: Path) -> dict[str, Any]:
     recorded = next((r.recorded_at for r in rec.responses if r.recorded_at), None)
     return {
         "file": str(entry.path.relative_to(root)) if entry.path.is_relative_to(root) else str(entry.path),
-        "key": entry.canonical.key(),
+        "key": entry.key,
         "method": rec.request.method,
         "endpoint": _endpoint(rec),
         "model": model_of(rec.request) or "",

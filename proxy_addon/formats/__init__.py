@@ -3,12 +3,30 @@ llama-stack's test-recorder files (``formats.llama_stack``), both into ``model.R
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import orjson
 
 from proxy_addon.formats import cassette, llama_stack
-from proxy_addon.model import CassetteError, Recording
+from proxy_addon.matching import FLOAT_HINT
+from proxy_addon.model import CassetteError, RecordedRequest, Recording
+
+# Where a file's responses begin, in the layout each writer uses (a top-level key, indented two
+# spaces): the index reads what comes before, and the responses only when they are needed.
+_RESPONSES_START = {b'\n  "responses": [': "cassette", b'\n  "response": {': "llama-stack"}
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What indexing a file needs: its request, its test id and its format, and whether the
+    part read may hold a float (see ``matching.canonical_recorded``)."""
+
+    request: RecordedRequest
+    test_id: str | None
+    source: Literal["cassette", "llama-stack"]
+    floats: bool = True
 
 
 def loads(raw: bytes, path: Path | str | None = None) -> Recording:
@@ -31,3 +49,43 @@ def load(path: Path) -> Recording:
     except OSError as e:
         raise CassetteError(path, f"cannot read ({e.strerror})") from None
     return loads(raw, path)
+
+
+def _head_doc(raw: bytes) -> tuple[dict, str, bytes] | None:
+    """The file's top-level fields before its responses, parsed alone, with the format and the
+    bytes parsed; None when the file is not laid out as the writers lay it out (then it is
+    parsed whole)."""
+    for mark, source in _RESPONSES_START.items():
+        at = raw.find(mark)
+        if at > 0:
+            head = raw[:at].rstrip().rstrip(b",") + b"\n}"
+            try:
+                doc = orjson.loads(head)
+            except orjson.JSONDecodeError:
+                return None
+            return (doc, source, head) if isinstance(doc, dict) and "request" in doc else None
+    return None
+
+
+def head_of(raw: bytes, path: Path | str | None = None) -> Head:
+    """A file's request, test id and format, its responses left unread where the layout allows
+    (they are checked when first used); ``CassetteError`` naming the file otherwise."""
+    found = _head_doc(raw)
+    if found is None:
+        rec = loads(raw, path)
+        return Head(rec.request, rec.test_id, rec.source)
+    doc, source, head = found
+    floats = FLOAT_HINT.search(head) is not None
+    test_id = doc.get("test_id") if isinstance(doc.get("test_id"), str) else None
+    if source == "llama-stack" and "version" not in doc:
+        return Head(llama_stack.read_request(doc, path), test_id, "llama-stack", floats)
+    request, test_id = cassette.request_from(doc, path)
+    return Head(request, test_id, "cassette", floats)
+
+
+def load_head(path: Path) -> Head:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CassetteError(path, f"cannot read ({e.strerror})") from None
+    return head_of(raw, path)

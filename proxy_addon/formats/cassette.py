@@ -208,8 +208,8 @@ def is_ours(doc: Any) -> bool:
     return isinstance(doc, dict) and "version" in doc
 
 
-def from_dict(doc: Any, path: Path | str | None = None) -> Recording:
-    """Read one of our cassettes, checking every field; errors name the file and the field."""
+def request_from(doc: Any, path: Path | str | None = None) -> tuple[RecordedRequest, str | None]:
+    """The request of one of our cassettes and its test id, checked with the version."""
     require(isinstance(doc, dict), path, "top level must be a JSON object")
     version = doc.get("version")
     require(isinstance(version, int) and not isinstance(version, bool), path,
@@ -227,22 +227,26 @@ def from_dict(doc: Any, path: Path | str | None = None) -> Recording:
             "request.headers must be an object of strings")
     require(isinstance(req.get("any_host", False), bool), path,
             "request.any_host must be true or false")
+    test_id = doc.get("test_id")
+    require(test_id is None or isinstance(test_id, str), path, "test_id must be a string")
+    request = RecordedRequest(method=req["method"].upper(), url=req["url"],
+                              headers={k.lower(): v for k, v in headers.items()},
+                              body=_body_from(req, "request", path),
+                              any_host=req.get("any_host", False))
+    return request, test_id
+
+
+def from_dict(doc: Any, path: Path | str | None = None) -> Recording:
+    """Read one of our cassettes, checking every field; errors name the file and the field."""
+    request, test_id = request_from(doc, path)
     responses = doc.get("responses")
     require(isinstance(responses, list) and responses, path,
             "'responses' must be a non-empty list")
-    test_id = doc.get("test_id")
-    require(test_id is None or isinstance(test_id, str), path, "test_id must be a string")
     origin = doc.get("llama_stack")
     require(origin is None or (isinstance(origin, dict) and isinstance(origin.get("request"), dict)),
             path, "llama_stack must be an object with a 'request' object")
     return Recording(
-        request=RecordedRequest(
-            method=req["method"].upper(),
-            url=req["url"],
-            headers={k.lower(): v for k, v in headers.items()},
-            body=_body_from(req, "request", path),
-            any_host=req.get("any_host", False),
-        ),
+        request=request,
         responses=[_response_from(r, f"responses[{i}]", path) for i, r in enumerate(responses)],
         test_id=test_id,
         llama_stack=origin,

@@ -94,17 +94,25 @@ TOOL_HTTP: dict[tuple[str, str], tuple[Callable[[dict[str, Any]], tuple[str, dic
 }
 
 
-def _read_tool(doc: dict[str, Any], path: Path | str | None) -> Recording:
-    req = doc["request"]
+def _tool(req: dict[str, Any], path: Path | str | None) -> tuple[Any, ...]:
     name = (req.get("provider"), req.get("tool_name"))
     require(name in TOOL_HTTP and isinstance(req.get("kwargs"), dict), path,
             f"llama-stack tool record for {name[0]}.{name[1]} has no known HTTP form")
-    to_request, to_response, _ = TOOL_HTTP[name]  # type: ignore[index]
-    url, body = to_request(req["kwargs"])
+    return TOOL_HTTP[name]  # type: ignore[index]
+
+
+def _tool_request(req: dict[str, Any], path: Path | str | None) -> RecordedRequest:
+    url, body = _tool(req, path)[0](req["kwargs"])
+    return RecordedRequest("POST", url, {"content-type": "application/json"}, Body("json", body),
+                           any_host=False)
+
+
+def _read_tool(doc: dict[str, Any], path: Path | str | None) -> Recording:
+    req = doc["request"]
+    to_response = _tool(req, path)[1]
     result = unwrap(doc["response"].get("body"))
     return Recording(
-        request=RecordedRequest("POST", url, {"content-type": "application/json"},
-                                Body("json", body), any_host=False),
+        request=_tool_request(req, path),
         responses=[RecordedResponse(200, [["content-type", "application/json"]],
                                     body=Body("json", to_response(result)))],
         test_id=doc.get("test_id") if isinstance(doc.get("test_id"), str) else None,
@@ -230,6 +238,15 @@ def _wire_response(resp: dict[str, Any], endpoint: str,
         headers=[["content-type", "text/plain" if as_text else "application/json"]],
         body=Body("text", value) if as_text else Body("json", value),
     )
+
+
+def read_request(doc: dict[str, Any], path: Path | str | None = None) -> RecordedRequest:
+    """Only the request of a llama-stack recording (its response need not be there)."""
+    req = doc.get("request")
+    require(isinstance(req, dict), path, "llama-stack 'request' must be an object")
+    if "kwargs" in req and "url" not in req:
+        return _tool_request(req, path)
+    return _wire_request(req, path)[0]
 
 
 def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:

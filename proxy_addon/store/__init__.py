@@ -13,7 +13,7 @@ from pathlib import Path
 
 from proxy_addon import hosts
 from proxy_addon.matching import CanonicalRequest, IgnorePaths
-from proxy_addon.model import Body, RecordedResponse
+from proxy_addon.model import Body, CassetteError, RecordedResponse
 from proxy_addon.store.chooser import Chooser, LookupContext
 from proxy_addon.store.index import Entry, Found, Index
 from proxy_addon.store.recorder import Recorder
@@ -34,9 +34,10 @@ class CassetteStore:
     """A cassette directory, answering requests in recorded order and taking new recordings."""
 
     def __init__(self, root: Path, ignore: IgnorePaths = (),
-                 max_file_bytes: int = 512 * 1024 * 1024, writer: Writer = atomic_write) -> None:
+                 max_file_bytes: int = 512 * 1024 * 1024, writer: Writer = atomic_write,
+                 validate: bool = False) -> None:
         self.root = Path(root)
-        self.index = Index(self.root, ignore, max_file_bytes)
+        self.index = Index(self.root, ignore, max_file_bytes, validate)
         self.recorder = Recorder(self.index, writer)
         self.chooser = Chooser(self.index)
         self._served: dict[str, int] = defaultdict(int)
@@ -54,8 +55,19 @@ class CassetteStore:
     def lookup(self, canon: CanonicalRequest, ctx: LookupContext | None = None) -> Hit | None:
         """The next response for this request: the N-th call gets the N-th recorded response,
         and past the end the last one repeats. Where several files recorded this request, the
-        one that keeps the conversation coherent is chosen (``chooser``)."""
-        ctx = ctx or LookupContext()
+        one that keeps the conversation coherent is chosen (``chooser``). A file whose
+        responses cannot be read is dropped from the index, and the others are tried."""
+        while True:
+            try:
+                return self._lookup(canon, ctx or LookupContext())
+            except CassetteError as e:
+                broken = [entry for entries in self.index.entries.values() for entry in entries
+                          if entry.file == e.path]
+                if not broken:
+                    raise
+                self.index.drop(broken[0], e)
+
+    def _lookup(self, canon: CanonicalRequest, ctx: LookupContext) -> Hit | None:
         found = self.index.find(canon, ctx.test_dir)
         variants = self.chooser.variants(canon, ctx.test_dir)
         if found is None and variants:

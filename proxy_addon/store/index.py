@@ -1,16 +1,20 @@
 """The index of a cassette directory: every readable recording under its request's key.
 
-Built once at start-up, so a lookup is a dict access, never a scan. Files that cannot be read
-are skipped and remembered with the reason, so the proxy keeps serving the others and a miss
-can say that a broken file might have matched.
+Built once at start-up, so a lookup is a dict access, never a scan. Only the requests are read
+then (``formats.load_head``); a recording's responses are read when it is first replayed
+(``cache``). Files that cannot be read are skipped and remembered with the reason, so the proxy
+keeps serving the others and a miss can say that a broken file might have matched; a file whose
+responses turn out broken when first used is skipped the same way then.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
+import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -19,9 +23,11 @@ import orjson
 from proxy_addon import formats, hosts, matching
 from proxy_addon.formats import cassette
 from proxy_addon.matching import CanonicalRequest, IgnorePaths
-from proxy_addon.model import CassetteError, Recording
+from proxy_addon.model import CassetteError, RecordedRequest, Recording
+from proxy_addon.store.cache import RecordingCache
 from proxy_addon.store.layout import (
-    iter_cassette_files,
+    cassette_files,
+    model_of,
     origin_of,
     per_test_dir_of,
     safe_segment,
@@ -29,25 +35,45 @@ from proxy_addon.store.layout import (
 
 log = logging.getLogger(__name__)
 
-# Recordings in files larger than this are not kept in memory: read again when replayed.
-KEEP_IN_MEMORY_BYTES = 8 * 1024 * 1024
+NEAREST_CANDIDATES = 200  # recordings of an endpoint compared to explain a miss
 
 
 @dataclass(slots=True, eq=False)
 class Entry:
-    """One readable file of the directory, indexed under its request's key. Compared by
-    identity: the same file read twice is two entries."""
+    """One readable file of the directory, as little as finding it needs (a directory may hold
+    100,000 of them). Compared by identity: the same file read twice is two entries."""
 
-    path: Path
-    held: Recording | None  # None: too large to keep, read from ``path`` when needed
-    canonical: CanonicalRequest
+    file: str
+    key: str
+    method: str
+    endpoint: str  # the URL's path
+    test_dir: str | None  # the test's own cassette it belongs to; None: shared
+    origin: str  # the host it was recorded for (an any-host recording keeps it too)
+    model: str | None
+    from_llama_stack: bool
+    cache: RecordingCache = field(repr=False)
+    held: Recording | None = None  # recorded in this run: kept until the run ends
     uses: int = 0
-    test_dir: str | None = None  # the test's own cassette it belongs to; None: shared
-    origin: str = ""  # the host it was recorded for (an any-host recording keeps it too)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
 
     @property
     def recording(self) -> Recording:
-        return self.held if self.held is not None else formats.load(self.path)
+        """The whole recording (``CassetteError`` if its responses cannot be read)."""
+        return self.held if self.held is not None else self.cache.load(self.file)
+
+
+def make_entry(file: str, request: RecordedRequest, canon: CanonicalRequest, root: str,
+               cache: RecordingCache, from_llama_stack: bool,
+               held: Recording | None = None) -> Entry:
+    intern = sys.intern  # endpoints, hosts and models repeat across thousands of entries
+    model = model_of(request)
+    test_dir = per_test_dir_of(root, file)
+    return Entry(file, canon.key(), intern(canon.method), intern(canon.path),
+                 intern(test_dir) if test_dir else None, intern(origin_of(request)),
+                 intern(model) if model else None, from_llama_stack, cache, held)
 
 
 @dataclass(slots=True)
@@ -66,21 +92,30 @@ class Found:
     other_host: str | None = None  # they were recorded for another host than the request's
 
 
-def _size(path: Path) -> int:
+def _read(path: str, max_bytes: int) -> bytes:
+    """A file's bytes, unless it is larger than ``max_bytes`` (``CassetteError`` saying so)."""
     try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise CassetteError(path, f"too large ({size / 1048576:.1f} MB, the limit is "
+                                          f"{max_bytes / 1048576:.0f} MB: cassette_max_file_mb)")
+            return f.read()
+    except OSError as e:
+        raise CassetteError(path, f"cannot read ({e.strerror})") from None
 
 
 class Index:
     """key -> recordings of one directory, with what could not be read."""
 
     def __init__(self, root: Path, ignore: IgnorePaths = (),
-                 max_file_bytes: int = 512 * 1024 * 1024) -> None:
+                 max_file_bytes: int = 512 * 1024 * 1024, validate: bool = False) -> None:
         self.root = Path(root)
         self.ignore = tuple(ignore)
         self.max_file_bytes = max_file_bytes
+        self.validate = validate  # read every file whole at load (the CLI), not only requests
+        self._root_text = os.fspath(self.root)
+        self.cache = RecordingCache()
         self.entries: dict[str, list[Entry]] = {}
         self.by_endpoint: dict[tuple[str, str], list[Entry]] = defaultdict(list)
         self.bad: list[BadFile] = []
@@ -99,44 +134,53 @@ class Index:
         gc.unfreeze()
         gc.disable()
         try:
-            for path in iter_cassette_files(self.root):
-                self._load_file(path)
+            for file in cassette_files(self.root):
+                self._load_file(file)
         finally:
             gc.enable()
         gc.freeze()
 
-    def _load_file(self, path: Path) -> None:
-        size = _size(path)
-        if size > self.max_file_bytes:
-            reason = (f"too large ({size / 1048576:.1f} MB, the limit is "
-                      f"{self.max_file_bytes / 1048576:.0f} MB: cassette_max_file_mb)")
-            self.bad.append(BadFile(path, reason))
-            log.warning("cassette: skipping %s: %s", path, reason)
-            return
+    def _load_file(self, file: str) -> None:
         try:
-            rec = formats.load(path)
+            raw = _read(file, self.max_file_bytes)
+            if self.validate:
+                rec = formats.loads(raw, file)
+                head = formats.Head(rec.request, rec.test_id, rec.source)
+            else:
+                head = formats.head_of(raw, file)
         except CassetteError as e:
-            self.bad.append(BadFile(path, e.reason, self._salvage_key(path)))
-            log.warning("cassette: skipping %s: %s", path, e.reason)
+            self.bad.append(BadFile(Path(file), e.reason, None if e.reason.startswith(
+                "too large") else self._salvage_key(Path(file))))
+            log.warning("cassette: skipping %s: %s", file, e.reason)
             return
-        held = rec if size <= KEEP_IN_MEMORY_BYTES else None
-        self.add(Entry(path, held, matching.canonical_recorded(rec.request, self.ignore),
-                       test_dir=per_test_dir_of(self.root, path), origin=origin_of(rec.request)))
+        canon = matching.canonical_recorded(head.request, self.ignore, head.floats)
+        self.add(make_entry(file, head.request, canon, self._root_text, self.cache,
+                            head.source == "llama-stack"))
 
     def add(self, entry: Entry) -> None:
         """Index an entry read from the directory (after the ones read before it)."""
-        self.entries.setdefault(entry.canonical.key(), []).append(entry)
-        self.by_endpoint[(entry.canonical.method, entry.canonical.path)].append(entry)
+        self.entries.setdefault(entry.key, []).append(entry)
+        self.by_endpoint[(entry.method, entry.endpoint)].append(entry)
 
     def replace(self, entry: Entry) -> None:
         """Index a file just (re)written, first among its key's entries, in place of any
         earlier entry of the same file."""
-        key = entry.canonical.key()
-        self.entries[key] = [entry, *(e for e in self.entries.get(key, [])
-                                      if e.path != entry.path)]
-        endpoint = (entry.canonical.method, entry.canonical.path)
+        self.cache.forget(entry.file)
+        self.entries[entry.key] = [entry, *(e for e in self.entries.get(entry.key, [])
+                                            if e.file != entry.file)]
+        endpoint = (entry.method, entry.endpoint)
         self.by_endpoint[endpoint] = [e for e in self.by_endpoint[endpoint]
-                                      if e.path != entry.path] + [entry]
+                                      if e.file != entry.file] + [entry]
+
+    def drop(self, entry: Entry, error: CassetteError) -> None:
+        """A file whose responses turned out broken when first used: skipped from now on,
+        like the files found broken at start-up (a miss may then name it)."""
+        self.cache.forget(entry.file)
+        self.entries[entry.key] = [e for e in self.entries.get(entry.key, []) if e is not entry]
+        endpoint = (entry.method, entry.endpoint)
+        self.by_endpoint[endpoint] = [e for e in self.by_endpoint[endpoint] if e is not entry]
+        self.bad.append(BadFile(entry.path, error.reason, entry.key))
+        log.warning("cassette: skipping %s: %s", entry.file, error.reason)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.entries.values())
@@ -172,11 +216,23 @@ class Index:
         return None
 
     def nearest(self, canon: CanonicalRequest) -> tuple[Entry, list[str]] | None:
-        """The recording of the same endpoint that differs least from ``canon``."""
+        """The recording of the same endpoint that differs least from ``canon``, among at most
+        ``NEAREST_CANDIDATES`` of them, those of the same model first (requests are read
+        again from their files: only a miss pays for this)."""
         candidates = self.by_endpoint.get((canon.method, canon.path), [])
         if not candidates:
             return None
-        return matching.nearest(canon, ((e, e.canonical) for e in candidates))
+        model = canon.body.get("model") if isinstance(canon.body, dict) else None
+        ordered = sorted(candidates, key=lambda e: e.model != model)[:NEAREST_CANDIDATES]
+        return matching.nearest(canon, ((e, self._canonical(e)) for e in ordered))
+
+    def _canonical(self, entry: Entry) -> CanonicalRequest:
+        try:
+            request = entry.held.request if entry.held is not None else \
+                formats.load_head(entry.path).request
+        except CassetteError:
+            return CanonicalRequest(entry.method, "", entry.endpoint)
+        return matching.canonical_recorded(request, self.ignore)
 
     def _salvage_key(self, path: Path) -> str | None:
         """The key of a broken file's request, if its request part is intact."""
@@ -185,7 +241,7 @@ class Index:
             probe = cassette.from_dict({"version": 1, "request": doc["request"],
                                         "responses": [{"status": 200}]})
             return matching.canonical_recorded(probe.request, self.ignore).key()
-        except Exception:  # anything unreadable: nothing to salvage
+        except Exception:  # noqa: BLE001 - anything unreadable: nothing to salvage
             return None
 
     def bad_files_for(self, canon: CanonicalRequest) -> list[BadFile]:

@@ -18,8 +18,9 @@ from proxy_addon import formats, matching
 from proxy_addon.formats import cassette
 from proxy_addon.matching import CanonicalRequest
 from proxy_addon.model import RecordedRequest, RecordedResponse, Recording
-from proxy_addon.store.index import KEEP_IN_MEMORY_BYTES, Entry, Index
-from proxy_addon.store.layout import BY_TEST_DIR, layout_path, model_of, origin_of
+from proxy_addon.store.cache import LARGE_FILE_BYTES
+from proxy_addon.store.index import Index, make_entry
+from proxy_addon.store.layout import BY_TEST_DIR, layout_path, model_of
 from proxy_addon.store.writer import Writer
 
 
@@ -73,7 +74,7 @@ class Recorder:
         pending = self._pending.get(key)
         if pending is None:
             existing = [e for e in self.index.entries.get(canon.key(), [])
-                        if e.test_dir == test_dir and e.recording.source == "cassette"]
+                        if e.test_dir == test_dir and not e.from_llama_stack]
             root = self.index.root / BY_TEST_DIR / test_dir if test_dir else self.index.root
             path = existing[0].path if existing else layout_path(
                 root, canon, request.url, model_of(request))
@@ -94,7 +95,7 @@ class Recorder:
         sources = [r.position if isinstance(r, _OnDisk) else r for _, r in filled]
         in_memory = [r for r in sources if isinstance(r, RecordedResponse)]
         keep = len(in_memory) == len(sources) and \
-            sum(map(_approx_bytes, in_memory)) <= KEEP_IN_MEMORY_BYTES
+            sum(map(_approx_bytes, in_memory)) <= LARGE_FILE_BYTES
         request, test_id, path = pending.request, pending.test_id, pending.path
 
         def rewrite(out: BinaryIO) -> None:  # on the writer's thread
@@ -109,8 +110,11 @@ class Recorder:
             elif not keep:
                 pending.slots[k] = _OnDisk(position)  # drop the events from memory
         held = Recording(request=request, responses=in_memory, test_id=test_id) if keep else None
-        self.index.replace(Entry(path, held, matching.canonical_recorded(request, self.index.ignore),
-                                 uses=1, test_dir=pending.test_dir, origin=origin_of(request)))
+        entry = make_entry(str(path), request,
+                           matching.canonical_recorded(request, self.index.ignore),
+                           str(self.index.root), self.index.cache, False, held)
+        entry.uses = 1
+        self.index.replace(entry)
         return path
 
     def path_of(self, key: str) -> Path | None:
