@@ -3,7 +3,8 @@ the hooks, thin, each calling the plain modules beside this package.
 
 A request's way through the hooks: ``control`` (the reserved control host), ``replay`` (answer
 from the store, or mark it as a miss or for recording), ``record`` (forward it, tap the stream,
-save the exchange); ``state`` holds what they share; ``guard`` makes every fault, and every
+save the exchange), ``websocket`` (a WebSocket's conversation recorded, or its replay pointed
+at the loopback server); ``state`` holds what they share; ``guard`` makes every fault, and every
 connection a replay did not ask for, an HTTP error rather than a forwarded request.
 """
 
@@ -16,6 +17,7 @@ from proxy_addon.mitm.guard import ConnectionGuard, guard_all
 from proxy_addon.mitm.record import Recorder
 from proxy_addon.mitm.replay import Replayer
 from proxy_addon.mitm.state import State
+from proxy_addon.mitm.websocket import WebSocketRecorder, websocket_server
 from proxy_addon.pacer import Pacer
 
 
@@ -24,4 +26,5 @@ def make_addons() -> list[Any]:
     in any hook fails closed (``guard``)."""
     state = State()
     return guard_all([state, ConnectionGuard(state), ControlChannel(state),
-                      Replayer(state, Pacer()), Recorder(state)], state)
+                      Replayer(state, Pacer(), websocket_server(state)), Recorder(state),
+                      WebSocketRecorder(state)], state)
