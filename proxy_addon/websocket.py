@@ -129,8 +129,11 @@ class _Script:
         self.cursor = 0
 
     def next_client(self) -> WebSocketMessage | None:
+        """The client message the recording expects next (None: none, or the server's turn)."""
         messages = self.conversation.messages
-        return messages[self.cursor] if self.cursor < len(messages) else None
+        if self.cursor < len(messages) and messages[self.cursor].side == "client":
+            return messages[self.cursor]
+        return None
 
     def server_run(self) -> list[WebSocketMessage]:
         """The server messages from here to the next client message; the cursor moves past."""

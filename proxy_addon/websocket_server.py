@@ -161,6 +161,8 @@ class _Session:
             asyncio.Queue()
         self.sender = asyncio.ensure_future(self._send())
         self.parts: list[str | bytes] = []  # a fragmented message so far
+        # the recorded close, due when the recording has ended, unless the client says more
+        self.close_timer: asyncio.TimerHandle | None = None
 
     async def run(self, reader: asyncio.StreamReader) -> None:
         self._schedule(self.replay.opening(), time.monotonic())
@@ -183,6 +185,8 @@ class _Session:
         self.parts.append(event.data)
         if not event.message_finished or self.replay.over:
             return
+        if self.close_timer is not None:  # more than was recorded: a miss, not the close
+            self.close_timer.cancel()
         if isinstance(event, TextMessage):
             content, is_text = "".join(self.parts).encode(), True  # type: ignore[arg-type]
         else:
@@ -206,10 +210,12 @@ class _Session:
             self.queue.put_nowait(
                 (arrived + max(0.0, message.t - reply.anchor) * self.pace, event))
         if reply.close is not None:
-            at = arrived + reply.close_delay(self.pace)
             close = reply.close
-            self.queue.put_nowait((at, None if close.code in _NOT_SENDABLE else
-                                   CloseConnection(close.code, close.reason)))
+            event_or_drop = None if close.code in _NOT_SENDABLE else \
+                CloseConnection(close.code, close.reason)
+            self.close_timer = asyncio.get_running_loop().call_later(
+                max(0.0, arrived + reply.close_delay(self.pace) - time.monotonic()),
+                self.queue.put_nowait, (0.0, event_or_drop))
 
     async def _send(self) -> None:
         """Send queued events in order, each not before its time; ``None`` drops the
@@ -243,3 +249,5 @@ class _Session:
 
     def stop(self) -> None:
         self.sender.cancel()
+        if self.close_timer is not None:
+            self.close_timer.cancel()

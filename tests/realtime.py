@@ -105,7 +105,12 @@ class RealtimeStandIn:
                 self.received.append(raw)
                 await ws.send(binary_answer(raw))
                 continue
-            event = json.loads(raw)
+            try:
+                event = json.loads(raw)
+            except ValueError:  # plain text: echoed
+                self.received.append(raw)
+                await ws.send(f"echo: {raw}")
+                continue
             self.received.append(event)
             kind = event.get("type")
             if kind == "session.update":

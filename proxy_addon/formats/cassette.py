@@ -107,7 +107,8 @@ def response_to_dict(resp: RecordedResponse, events_mark: str | None = None) -> 
 
 def to_dict(rec: Recording, mark_events: bool = False) -> dict[str, Any]:
     websocket = any(r.websocket is not None for r in rec.responses)
-    out: dict[str, Any] = {"format": FORMAT_NAME, "version": WEBSOCKET_VERSION if websocket else HTTP_VERSION}
+    out: dict[str, Any] = {"format": FORMAT_NAME,
+                           "version": WEBSOCKET_VERSION if websocket else HTTP_VERSION}
     if rec.test_id:
         out["test_id"] = rec.test_id
     out["request"] = {
