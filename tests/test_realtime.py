@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 from proxy_addon.cli import main
 from proxy_addon.process import RunningProxy, start_proxy
 from proxy_addon.summary import Summary
-from tests.conftest import FAKE_KEY
+from tests.conftest import FAKE_KEY, TEST_ADDONS
 from tests.realtime import MODEL, RealtimeStandIn, answer_for, binary_answer
 
 SYNC_TURNS = ("What is the capital of France?", "And of Italy?")
@@ -35,6 +35,7 @@ ASYNC_TURNS = ("Tell me a joke", "Another one")
 # binary "audio chunks" with NUL bytes and invalid UTF-8, and one plain text message
 CHUNKS = (bytes(range(256)) * 16, b"\xff\xfe\x00\x00RIFF" + bytes(1000), b"\x80" * 3)
 TIMEOUT = 30  # generous: a hang fails the test instead of the suite
+FAULTS = TEST_ADDONS / "faults.py"
 
 
 class PortWatch:
@@ -358,3 +359,31 @@ def test_auto_records_a_new_handshake_and_replays_a_known_one_passthrough_record
         assert len(orjson.loads(added.read_bytes())["responses"]) == 1
     finally:
         fresh.stop()
+
+
+def test_a_fault_while_recording_a_websocket_costs_only_its_cassette(confdir, tmp_path):
+    """A hook of ours that raises mid-conversation (injected by tests/addons/faults.py): the
+    live conversation goes on untouched, nothing half-recorded is written, and it is counted."""
+    cassettes, summary_path = tmp_path / "cassettes", tmp_path / "summary.json"
+    stand_in = RealtimeStandIn().start()
+    proxy = start_proxy(cassettes, "record", confdir=confdir, extra_scripts=(FAULTS,), options={
+        "fault_hooks": "cassette_websocketrecorder.websocket_message",
+        "cassette_summary": str(summary_path)})
+
+    async def session() -> list[Any]:
+        url = stand_in.ws_url.replace("/v1/", "/fault/v1/")
+        async with connect(url, proxy=proxy.url) as ws:
+            answers = [orjson.loads(await ws.recv())["type"]]
+            await ws.send(CHUNKS[0])
+            answers.append(await ws.recv())
+        return answers
+
+    try:
+        answers = asyncio.run(asyncio.wait_for(session(), TIMEOUT))
+        summary = summary_of(proxy, summary_path)
+    finally:
+        stand_in.stop()
+    assert answers == ["session.created", binary_answer(CHUNKS[0])]
+    assert summary.internal_errors == 3 and summary.recorded == 0  # one per message relayed
+    assert not list(cassettes.rglob("*.json"))
+    assert "not recording GET" in proxy.log and "websocket_message" in proxy.log
