@@ -116,4 +116,7 @@ class Replayer:
             log.warning("cassette: %d paced replays were registered and never served",
                         self.pacer.waiting)
         self.pacer.close()
+        if self.sockets.waiting:
+            log.warning("cassette: %d WebSocket replays were registered and never served",
+                        self.sockets.waiting)
         self.sockets.close()
