@@ -208,11 +208,10 @@ def test_recording_holds_every_message_in_order_with_the_handshake_redacted(reco
         assert response["websocket"]["close"]["code"] == 1000
 
 
-def test_sdk_conversations_replay_identically_with_no_upstream_connection(recorded, confdir,
+def test_sdk_conversations_replay_identically_with_no_upstream_connection(recorded, proxies,
                                                                          tmp_path):
     summary_path = tmp_path / "summary.json"
-    proxy = start_proxy(recorded.cassettes, "replay", confdir=confdir,
-                        options={"cassette_summary": str(summary_path)})
+    proxy = proxies(recorded.cassettes, "replay", cassette_summary=str(summary_path))
     # the async conversation first: the recording in turn (the sync one) sends the opening,
     # then the first user message leaves only the async recording
     replayed_async = asyncio.run(asyncio.wait_for(
@@ -226,7 +225,7 @@ def test_sdk_conversations_replay_identically_with_no_upstream_connection(record
             summary.internal_errors) == (2, 0, 0, 0)
 
 
-def test_binary_frames_round_trip_byte_exact(recorded, confdir):
+def test_binary_frames_round_trip_byte_exact(recorded, proxies):
     assert recorded.binary_answers == [binary_answer(c) for c in CHUNKS] + [
         "echo: plain text, not JSON"]
     doc = orjson.loads(the_file(recorded.cassettes, recorded.ws).read_bytes())
@@ -236,7 +235,7 @@ def test_binary_frames_round_trip_byte_exact(recorded, confdir):
     assert messages[-2:] == [
         {"t": messages[-2]["t"], "from": "client", "text": "plain text, not JSON"},
         {"t": messages[-1]["t"], "from": "server", "text": "echo: plain text, not JSON"}]
-    proxy = start_proxy(recorded.cassettes, "replay", confdir=confdir)
+    proxy = proxies(recorded.cassettes, "replay")
     answers = asyncio.run(asyncio.wait_for(binary_session(proxy, recorded.ws), TIMEOUT))
     proxy.stop()
     assert answers == recorded.binary_answers
@@ -271,10 +270,9 @@ async def unknown_handshake(proxy: RunningProxy, stand_in: RealtimeStandIn) -> A
         return e.response.status_code
 
 
-def test_misses_never_hang_they_get_an_error_event_and_a_close(recorded, confdir, tmp_path):
+def test_misses_never_hang_they_get_an_error_event_and_a_close(recorded, proxies, tmp_path):
     summary_path = tmp_path / "summary.json"
-    proxy = start_proxy(recorded.cassettes, "replay", confdir=confdir,
-                        options={"cassette_summary": str(summary_path)})
+    proxy = proxies(recorded.cassettes, "replay", cassette_summary=str(summary_path))
 
     async def run_all() -> tuple[Any, ...]:
         changed = await async_conversation(proxy, recorded.wss, ("Tell me a poem",))
@@ -337,13 +335,13 @@ def test_cassette_commands_read_a_websocket_recording(recorded, tmp_path):
 
 
 def test_auto_records_a_new_handshake_and_replays_a_known_one_passthrough_records_none(
-        recorded, confdir, tmp_path):
+        recorded, proxies, tmp_path):
     cassettes = tmp_path / "cassettes"
     shutil.copytree(recorded.cassettes, cassettes)
     before = sorted(cassettes.rglob("*.json"))
     fresh = RealtimeStandIn().start()  # a new port: a handshake with no recording
     try:
-        auto = start_proxy(cassettes, "auto", confdir=confdir)
+        auto = proxies(cassettes, "auto")
         known = sync_conversation(auto, recorded.wss, SYNC_TURNS)
         new = sync_conversation(auto, fresh, ("hello",))
         auto.stop()
@@ -351,7 +349,7 @@ def test_auto_records_a_new_handshake_and_replays_a_known_one_passthrough_record
         assert new == expected_deltas(("hello",)) and fresh.connections == 1
         [added] = sorted(set(cassettes.rglob("*.json")) - set(before))
         assert added.parts[-4] == f"127.0.0.1_{fresh.port}"
-        passthrough = start_proxy(cassettes, "passthrough", confdir=confdir)
+        passthrough = proxies(cassettes, "passthrough")
         again = sync_conversation(passthrough, fresh, ("again",))
         passthrough.stop()
         assert again == expected_deltas(("again",)) and fresh.connections == 2
@@ -361,14 +359,14 @@ def test_auto_records_a_new_handshake_and_replays_a_known_one_passthrough_record
         fresh.stop()
 
 
-def test_a_fault_while_recording_a_websocket_costs_only_its_cassette(confdir, tmp_path):
+def test_a_fault_while_recording_a_websocket_costs_only_its_cassette(proxies, tmp_path):
     """A hook of ours that raises mid-conversation (injected by tests/addons/faults.py): the
     live conversation goes on untouched, nothing half-recorded is written, and it is counted."""
     cassettes, summary_path = tmp_path / "cassettes", tmp_path / "summary.json"
     stand_in = RealtimeStandIn().start()
-    proxy = start_proxy(cassettes, "record", confdir=confdir, extra_scripts=(FAULTS,), options={
-        "fault_hooks": "cassette_websocketrecorder.websocket_message",
-        "cassette_summary": str(summary_path)})
+    proxy = proxies(cassettes, "record", extra_scripts=(FAULTS,),
+                    fault_hooks="cassette_websocketrecorder.websocket_message",
+                    cassette_summary=str(summary_path))
 
     async def session() -> list[Any]:
         url = stand_in.ws_url.replace("/v1/", "/fault/v1/")
