@@ -17,6 +17,7 @@ from proxy_addon import multipart
 from proxy_addon.sse import Event, StreamFormat
 
 BodyKind = Literal["json", "text", "base64", "multipart"]
+Side = Literal["client", "server"]  # who sent a WebSocket message or close
 
 _BINARY_MIME_PREFIXES = ("audio/", "image/", "video/", "application/octet-stream",
                          "application/pdf", "application/zip")
@@ -93,6 +94,36 @@ class Stream:
 
 
 @dataclass(slots=True)
+class WebSocketMessage:
+    """One message of a WebSocket conversation: who sent it, when (seconds after the
+    handshake), and its payload (``json`` or ``text`` for a text message, ``base64`` for a
+    binary one)."""
+
+    side: Side
+    payload: Body
+    t: float = 0.0
+
+
+@dataclass(slots=True)
+class WebSocketClose:
+    """How a WebSocket conversation ended: the close code and reason, and who closed it (1006:
+    the connection dropped without a close frame)."""
+
+    side: Side
+    code: int
+    reason: str = ""
+    t: float = 0.0
+
+
+@dataclass(slots=True)
+class WebSocketConversation:
+    """What followed a 101 answer: every message in order, then the close."""
+
+    messages: list[WebSocketMessage] = field(default_factory=list)
+    close: WebSocketClose | None = None
+
+
+@dataclass(slots=True)
 class RecordedRequest:
     method: str
     url: str
@@ -112,6 +143,7 @@ class RecordedResponse:
     headers: list[list[str]] = field(default_factory=list)
     body: Body | None = None
     stream: Stream | None = None
+    websocket: WebSocketConversation | None = None  # a 101 answer: the conversation after it
     recorded_at: str | None = None
     # What a replay sends, built once by the replayer and reused on every hit (wire headers and
     # body bytes); not part of the format.

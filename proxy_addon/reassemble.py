@@ -1,8 +1,10 @@
 """What the user saw: the assistant text, tool calls and usage rebuilt from a recorded response.
 
 Works on streams (event by event) and on whole bodies, for the shapes of OpenAI chat and legacy
-completions, the Responses API, Anthropic Messages, Ollama and Gemini. Pure: payloads in, a
-``Transcript`` out, so ``cassette text`` and the tests share one implementation.
+completions, the Responses API, Anthropic Messages, Ollama and Gemini, and on a WebSocket
+conversation of the Realtime API (turn by turn: the user's messages, the assistant's text and
+audio transcript deltas). Pure: payloads in, a ``Transcript`` out, so ``cassette text`` and the
+tests share one implementation.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy_addon.model import RecordedResponse
+from proxy_addon.model import RecordedResponse, WebSocketConversation, WebSocketMessage
 from proxy_addon.sse import parsed
 
 
@@ -31,12 +33,16 @@ class Transcript:
     usage: dict[str, Any] | None = None
     error: Any = None
     notes: list[str] = field(default_factory=list)  # non-chat bodies: embeddings, model lists
+    # a WebSocket conversation, in order: ("user", text), ("assistant", text), ...
+    turns: list[tuple[str, str]] = field(default_factory=list)
 
     def render(self) -> str:
         parts: list[str] = []
         if self.reasoning:
             parts.append(f"[reasoning]\n{self.reasoning}\n[/reasoning]")
-        if self.text:
+        if self.turns:
+            parts.extend(f"[{who}] {what}" for who, what in self.turns)
+        elif self.text:
             parts.append(self.text)
         for call in self.tool_calls:
             parts.append(f"[tool call] {call.name or '?'}({call.arguments})"
@@ -228,7 +234,82 @@ class _Builder:
             self.usage({k: d[k] for k in ("prompt_eval_count", "eval_count") if d.get(k)})
 
 
+# Realtime API server events whose ``delta`` the user sees or hears (GA names, then beta ones).
+_REALTIME_DELTAS = frozenset({
+    "response.output_text.delta", "response.output_audio_transcript.delta",
+    "response.text.delta", "response.audio_transcript.delta"})
+
+
+def _user_turns(item: Any) -> list[tuple[str, str]]:
+    """The turns a client's ``conversation.item.create`` adds: a user's text or audio, a tool's
+    output."""
+    if not isinstance(item, dict):
+        return []
+    if item.get("type") == "function_call_output":
+        return [("tool output", str(item.get("output", "")))]
+    turns = []
+    for part in item.get("content") or []:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            turns.append((str(item.get("role", "user")), part["text"]))
+        elif isinstance(part, dict) and part.get("type") == "input_audio":
+            turns.append((str(item.get("role", "user")), "<audio>"))
+    return turns
+
+
+class _Realtime:
+    """A Realtime conversation, message by message: turns in order, tool calls, usage."""
+
+    def __init__(self) -> None:
+        self.builder = _Builder()
+        self.answer = ""  # the assistant's text of the response in progress
+
+    def feed(self, message: WebSocketMessage) -> None:
+        t = self.builder.t
+        payload = message.payload
+        if payload.kind != "json" or not isinstance(payload.value, dict):
+            shown = payload.value if payload.kind == "text" else \
+                f"<{len(payload.to_bytes())} bytes, binary>"
+            t.turns.append((message.side, shown))
+            return
+        d = payload.value
+        kind = d.get("type")
+        if message.side == "client":
+            if kind == "conversation.item.create":
+                t.turns.extend(_user_turns(d.get("item")))
+        elif kind in _REALTIME_DELTAS:
+            self.answer += str(d.get("delta", ""))
+            t.text += str(d.get("delta", ""))
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            t.turns.append(("user", f"<audio> {d.get('transcript', '')}"))
+        elif kind == "response.output_item.added" and (d.get("item") or {}).get(
+                "type") == "function_call":
+            call = self.builder.call(("rt", d["item"].get("call_id")))
+            call.id, call.name = d["item"].get("call_id"), d["item"].get("name")
+        elif kind == "response.function_call_arguments.delta":
+            self.builder.call(("rt", d.get("call_id"))).arguments += str(d.get("delta", ""))
+        elif kind == "response.done":
+            self.end_answer()
+            self.builder.usage((d.get("response") or {}).get("usage"))
+        elif kind == "error":
+            self.builder.feed(d)
+
+    def end_answer(self) -> None:
+        if self.answer:
+            self.builder.t.turns.append(("assistant", self.answer))
+            self.answer = ""
+
+
+def reassemble_websocket(conversation: WebSocketConversation) -> Transcript:
+    realtime = _Realtime()
+    for message in conversation.messages:
+        realtime.feed(message)
+    realtime.end_answer()  # a response cut before its response.done
+    return realtime.builder.t
+
+
 def reassemble(resp: RecordedResponse) -> Transcript:
+    if resp.websocket is not None:
+        return reassemble_websocket(resp.websocket)
     builder = _Builder()
     if resp.stream is not None:
         for ev in resp.stream.events:

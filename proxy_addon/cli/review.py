@@ -21,7 +21,8 @@ from proxy_addon.cli.common import (
     resolve,
     table,
 )
-from proxy_addon.model import Body, RecordedResponse, Recording
+from proxy_addon.formats import cassette
+from proxy_addon.model import Body, RecordedResponse, Recording, WebSocketConversation
 from proxy_addon.reassemble import reassemble
 from proxy_addon.store.index import Entry
 from proxy_addon.store.layout import model_of, origin_of
@@ -43,6 +44,7 @@ def _size(n: int) -> str:
 def _row(entry: Entry, root: Path) -> dict[str, Any]:
     rec = entry.recording
     streams = [r.stream for r in rec.responses if r.stream is not None]
+    sockets = [r.websocket for r in rec.responses if r.websocket is not None]
     recorded = next((r.recorded_at for r in rec.responses if r.recorded_at), None)
     return {
         "file": str(entry.path.relative_to(root)) if entry.path.is_relative_to(root) else str(entry.path),
@@ -50,7 +52,8 @@ def _row(entry: Entry, root: Path) -> dict[str, Any]:
         "method": rec.request.method,
         "endpoint": _endpoint(rec),
         "model": model_of(rec.request) or "",
-        "stream": f"{streams[0].format}, {len(streams[0].events)} events" if streams else None,
+        "stream": f"{streams[0].format}, {len(streams[0].events)} events" if streams else
+        f"ws, {len(sockets[0].messages)} messages" if sockets else None,
         "responses": len(rec.responses),
         "status": [r.status for r in rec.responses],
         "size": entry.path.stat().st_size,
@@ -112,8 +115,28 @@ def _show_response(console: Console, i: int, total: int, resp: RecordedResponse)
                 payload = ev.data if isinstance(ev.data, str) else orjson.dumps(ev.data).decode()
             console.print(f"{label} ", end="", style="dim", markup=False, highlight=False)
             console.print(payload, markup=False, highlight=console.is_terminal, soft_wrap=True)
+    elif resp.websocket is not None:
+        _show_websocket(console, resp.websocket)
     elif resp.body is not None:
         _show_body(console, resp.body)
+
+
+def _show_websocket(console: Console, conversation: WebSocketConversation) -> None:
+    """Each message with its time after the handshake and its direction, then the close."""
+    console.print(f"[bold]websocket[/bold], {len(conversation.messages)} messages")
+    for n, m in enumerate(conversation.messages):
+        arrow = "client ->" if m.side == "client" else "server <-"
+        body = m.payload
+        payload = orjson.dumps(body.value).decode() if body.kind == "json" else \
+            body.value if body.kind == "text" else f"<{len(body.to_bytes())} bytes, binary>"
+        console.print(f"#{n:<3} +{m.t:7.3f}s {arrow} ", end="", style="dim", markup=False,
+                      highlight=False)
+        console.print(payload, markup=False, highlight=console.is_terminal, soft_wrap=True)
+    close = conversation.close
+    if close is not None:
+        console.print(f"close +{close.t:.3f}s by the {close.side}: {close.code}"
+                      + (f" {close.reason}" if close.reason else ""), markup=False,
+                      highlight=False)
 
 
 def _show_body(console: Console, body: Body) -> None:
@@ -130,7 +153,8 @@ def _show_body(console: Console, body: Body) -> None:
 @dir_option
 @click.option("--raw", is_flag=True, help="Print the file exactly as stored.")
 def show_command(ref: str, cassette_dir: Path, raw: bool) -> None:
-    """Show a recording's request and responses; streams event by event.
+    """Show a recording's request and responses; streams event by event, WebSockets message
+    by message.
 
     \b
     Example: cassette show 3f2a9c   (a key prefix) or cassette show path/to/file.json
@@ -179,6 +203,12 @@ def _body_value(body: Body | None) -> Any:
 
 
 def _response_value(resp: RecordedResponse) -> Any:
+    if resp.websocket is not None:  # as in the file, without the times
+        section = cassette.websocket_to_dict(resp.websocket)
+        return {"websocket": {"messages": [{k: v for k, v in m.items() if k != "t"}
+                                           for m in section["messages"]],
+                              "close": {k: v for k, v in section.get("close", {}).items()
+                                        if k != "t"}}}
     if resp.stream is not None:
         return {"stream": [e.data for e in resp.stream.events], "complete": resp.stream.complete}
     return {"body": _body_value(resp.body)}

@@ -1,4 +1,9 @@
-"""Our cassette format (version 1): pretty-printed JSON, one distinct request per file.
+"""Our cassette format: pretty-printed JSON, one distinct request per file.
+
+Version 1 is every HTTP recording; version 2 adds the ``websocket`` section of a 101 answer
+(the messages and close of a WebSocket conversation). A file is written with the lowest version
+that holds it, so HTTP cassettes stay readable by older tools, and an older tool refuses a
+WebSocket cassette (naming the version) rather than replay a 101 with nothing after it.
 
 Files are written with a fixed field order (our own fields in a fixed order, provider payloads
 in the order the provider sent them) so re-recording the same traffic gives a small git diff,
@@ -23,15 +28,23 @@ from proxy_addon.model import (
     RecordedResponse,
     Recording,
     Stream,
+    WebSocketClose,
+    WebSocketConversation,
+    WebSocketMessage,
     require,
 )
 from proxy_addon.sse import Event, parsed
 
-FORMAT_VERSION = 1
+HTTP_VERSION = 1  # a file of HTTP answers only
+WEBSOCKET_VERSION = 2  # a file with a ``websocket`` section
+FORMAT_VERSION = WEBSOCKET_VERSION  # the newest version this tool reads
 FORMAT_NAME = "llm-cassette"
 
 _BODY_FIELDS: dict[BodyKind, str] = {"json": "body", "text": "body_text", "base64": "body_base64",
                                      "multipart": "body_multipart"}
+# A WebSocket message's payload: parsed JSON, other text, or a binary message's bytes.
+_PAYLOAD_FIELDS: dict[BodyKind, str] = {"json": "data", "text": "text", "base64": "base64"}
+_SIDES = ("client", "server")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,6 +73,18 @@ def event_to_dict(ev: Event) -> dict[str, Any]:
 _EVENTS_MARK = "\x00events of response {}\x00"
 
 
+def websocket_to_dict(conv: WebSocketConversation) -> dict[str, Any]:
+    """The ``websocket`` section: messages as ``{"t", "from", "data" | "text" | "base64"}``,
+    then the close as ``{"t", "from", "code", "reason"}``."""
+    out: dict[str, Any] = {"messages": [
+        {"t": round(m.t, 4), "from": m.side, _PAYLOAD_FIELDS[m.payload.kind]: m.payload.value}
+        for m in conv.messages]}
+    if conv.close is not None:
+        c = conv.close
+        out["close"] = {"t": round(c.t, 4), "from": c.side, "code": c.code, "reason": c.reason}
+    return out
+
+
 def response_to_dict(resp: RecordedResponse, events_mark: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"status": resp.status}
     if resp.recorded_at:
@@ -73,13 +98,17 @@ def response_to_dict(resp: RecordedResponse, events_mark: str | None = None) -> 
             "events": [events_mark] if events_mark is not None else
             [event_to_dict(ev) for ev in resp.stream.events],
         }
+    elif resp.websocket is not None:
+        out["websocket"] = websocket_to_dict(resp.websocket)
     else:
         out.update(_body_fields(resp.body))
     return out
 
 
 def to_dict(rec: Recording, mark_events: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+    websocket = any(r.websocket is not None for r in rec.responses)
+    out: dict[str, Any] = {"format": FORMAT_NAME,
+                           "version": WEBSOCKET_VERSION if websocket else HTTP_VERSION}
     if rec.test_id:
         out["test_id"] = rec.test_id
     out["request"] = {
@@ -168,6 +197,54 @@ def _event_from(obj: Any, where: str, path: Path | str | None) -> Event:
                  comments=list(comments), t=float(t))
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _message_from(obj: Any, where: str, path: Path | str | None) -> WebSocketMessage:
+    require(isinstance(obj, dict), path, f"{where} must be an object")
+    t = obj.get("t", 0.0)
+    require(_number(t) and t >= 0, path, f"{where}.t must be a non-negative number")
+    require(obj.get("from") in _SIDES, path, f"{where}.from must be 'client' or 'server'")
+    found = [(kind, obj[name]) for kind, name in _PAYLOAD_FIELDS.items() if name in obj]
+    require(len(found) == 1, path, f"{where} must have exactly one of data / text / base64")
+    kind, value = found[0]
+    if kind == "json":
+        require(isinstance(value, (dict, list)), path,
+                f"{where}.data must be a JSON object or array (other text goes in 'text')")
+    else:
+        require(isinstance(value, str), path, f"{where}.{_PAYLOAD_FIELDS[kind]} must be a string")
+    if kind == "base64":
+        try:
+            base64.b64decode(value, validate=True)
+        except ValueError:
+            raise CassetteError(path, f"{where}.base64 is not valid base64") from None
+    return WebSocketMessage(side=obj["from"], payload=Body(kind, value), t=float(t))
+
+
+def _close_from(obj: Any, where: str, path: Path | str | None) -> WebSocketClose:
+    require(isinstance(obj, dict), path, f"{where} must be an object")
+    t = obj.get("t", 0.0)
+    require(_number(t) and t >= 0, path, f"{where}.t must be a non-negative number")
+    require(obj.get("from") in _SIDES, path, f"{where}.from must be 'client' or 'server'")
+    code = obj.get("code")
+    require(isinstance(code, int) and not isinstance(code, bool) and 1000 <= code <= 4999, path,
+            f"{where}.code must be a WebSocket close code (1000-4999)")
+    require(isinstance(obj.get("reason", ""), str), path, f"{where}.reason must be a string")
+    return WebSocketClose(side=obj["from"], code=code, reason=obj.get("reason", ""), t=float(t))
+
+
+def _websocket_from(obj: Any, where: str, path: Path | str | None) -> WebSocketConversation:
+    require(isinstance(obj, dict), path, f"{where} must be an object")
+    messages = obj.get("messages")
+    require(isinstance(messages, list), path, f"{where}.messages must be a list")
+    close = obj.get("close")
+    return WebSocketConversation(
+        messages=[_message_from(m, f"{where}.messages[{i}]", path)
+                  for i, m in enumerate(messages)],
+        close=None if close is None else _close_from(close, f"{where}.close", path))
+
+
 def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedResponse:
     require(isinstance(obj, dict), path, f"{where} must be an object")
     status = obj.get("status")
@@ -197,11 +274,19 @@ def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedRes
         )
     body = _body_from(obj, where, path)
     require(stream is None or body is None, path, f"{where} has both a stream and a body")
+    websocket = None
+    if "websocket" in obj:
+        require(status == 101 and stream is None and body is None, path,
+                f"{where}.websocket belongs to a 101 answer with no body or stream")
+        websocket = _websocket_from(obj["websocket"], f"{where}.websocket", path)
+    require(status != 101 or websocket is not None, path,
+            f"{where} is a 101 answer with no 'websocket' section (it holds only the "
+            "handshake, as recorded before WebSocket support): record it again")
     recorded_at = obj.get("recorded_at")
     require(recorded_at is None or isinstance(recorded_at, str), path,
             f"{where}.recorded_at must be a string")
     return RecordedResponse(status=status, headers=[list(h) for h in headers], body=body,
-                            stream=stream, recorded_at=recorded_at)
+                            stream=stream, websocket=websocket, recorded_at=recorded_at)
 
 
 def is_ours(doc: Any) -> bool:

@@ -4,7 +4,8 @@ the hooks, thin, each calling the plain modules beside this package.
 A request's way through the hooks: ``control`` (the reserved control host), ``listeners`` (a
 request sent to one of our own base-URL listeners goes to its upstream), ``replay`` (answer
 from the store, or mark it as a miss or for recording), ``record`` (forward it, tap the stream,
-save the exchange); ``state`` holds what they share; ``guard`` makes every fault, and every
+save the exchange), ``websocket`` (a WebSocket's conversation recorded, or its replay pointed
+at the loopback server); ``state`` holds what they share; ``guard`` makes every fault, and every
 connection a replay did not ask for, an HTTP error rather than a forwarded request.
 """
 
@@ -18,6 +19,7 @@ from proxy_addon.mitm.listeners import OwnListeners
 from proxy_addon.mitm.record import Recorder
 from proxy_addon.mitm.replay import Replayer
 from proxy_addon.mitm.state import State
+from proxy_addon.mitm.websocket import WebSocketRecorder, websocket_server
 from proxy_addon.pacer import Pacer
 
 
@@ -26,4 +28,5 @@ def make_addons() -> list[Any]:
     in any hook fails closed (``guard``)."""
     state = State()
     return guard_all([state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
-                      Replayer(state, Pacer()), Recorder(state)], state)
+                      Replayer(state, Pacer(), websocket_server(state)), Recorder(state),
+                      WebSocketRecorder(state)], state)

@@ -4,7 +4,7 @@ Two mechanisms, each enough on its own:
 
 - ``ConnectionGuard``: where mitmproxy opens server connections (``server_connect``, before any
   DNS lookup or TCP connect), a replay refuses every one but those to the addon's own loopback
-  servers (the pacer). The client gets mitmproxy's 502, naming the cause.
+  servers (the pacer, the WebSocket replay server). The client gets mitmproxy's 502, naming the cause.
 - ``FailClosed``: every addon of ours is wrapped, so an exception in any of its flow hooks is an
   answer: in replay a 500 in the provider's error shape, naming the exception and the request;
   in record and auto the live answer goes on untouched and only its cassette is skipped.

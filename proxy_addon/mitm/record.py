@@ -69,8 +69,8 @@ class Recorder:
 
     def response(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow, "record")
-        if st is None or flow.response is None:
-            return
+        if st is None or flow.response is None or flow.websocket is not None:
+            return  # a WebSocket is saved when its conversation ends (mitm/websocket.py)
         if st.capture is not None and not st.capture.upstream_finished:  # the tap never saw the end
             st.capture.finish(time.monotonic() - st.headers_at)
         self._save(flow, st, st.capture)

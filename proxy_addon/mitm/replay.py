@@ -6,8 +6,10 @@ from mitmproxy import http
 
 from proxy_addon import control, matching, misses
 from proxy_addon.mitm.state import META, FlowState, State, body_of, flow_state, log
+from proxy_addon.mitm.websocket import answer_websocket
 from proxy_addon.pacer import TOKEN_HEADER, Pacer
 from proxy_addon.store import Hit, LookupContext
+from proxy_addon.websocket_server import WebSocketServer
 from proxy_addon.wire import wire
 
 
@@ -28,9 +30,10 @@ def miss_response(message: str) -> http.Response:
 class Replayer:
     """Answers requests from the store; marks the ones to record instead."""
 
-    def __init__(self, state: State, pacer: Pacer) -> None:
+    def __init__(self, state: State, pacer: Pacer, sockets: WebSocketServer) -> None:
         self.state = state
         self.pacer = pacer
+        self.sockets = sockets
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
@@ -67,16 +70,16 @@ class Replayer:
             return
         st.action = "miss"
         message = misses.miss_message(canon, store.index)
-        state.counters.add("misses")
-        state.counters.note("miss_messages", message)
-        state.current.misses.append(message)
-        log.warning(message)
+        state.miss(message)
         flow.response = miss_response(message)
 
     async def _answer(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> None:
         resp = hit.response
         pace = self.state.pace
         flow.is_replay = "response"  # as mitmproxy's own server replay marks its flows
+        if resp.websocket is not None:
+            await answer_websocket(flow, st, hit, self.sockets, self.state)
+            return
         if resp.stream is not None and (pace > 0 or not resp.stream.complete):
             # Stream through the pacer: events spread over time, or a recorded cut replayed
             # as a real cut (the connection closes before the stream's end).
@@ -101,14 +104,20 @@ class Replayer:
         self._forget(flow)
 
     def _forget(self, flow: http.HTTPFlow) -> None:
-        """A flow sent to the pacer ended: its token must not stay behind (it may never have
-        reached the pacer)."""
+        """A flow sent to the pacer or the WebSocket server ended (for a WebSocket: its
+        handshake did): its token must not stay behind (it may never have reached them)."""
         st = flow_state(flow, "hit")
         if st is not None and st.pacer_token is not None:
             self.pacer.forget(st.pacer_token)
+        if st is not None and st.websocket_token is not None:
+            self.sockets.forget(st.websocket_token)
 
     def done(self) -> None:
         if self.pacer.waiting:
             log.warning("cassette: %d paced replays were registered and never served",
                         self.pacer.waiting)
         self.pacer.close()
+        if self.sockets.waiting:
+            log.warning("cassette: %d WebSocket replays were registered and never served",
+                        self.sockets.waiting)
+        self.sockets.close()

@@ -22,6 +22,7 @@ from proxy_addon.sse import BodyTap, StreamCapture, decode_limited
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.writer import BackgroundWriter, atomic_write
 from proxy_addon.summary import MODES, Counters
+from proxy_addon.websocket import Capture
 
 log = logging.getLogger("proxy_addon")
 
@@ -46,6 +47,8 @@ class FlowState:
     body_tap: BodyTap | None = None
     headers_at: float = 0.0  # when the response headers arrived (monotonic)
     pacer_token: str | None = None  # served by the pacer (paced or cut replay)
+    websocket_token: str | None = None  # a replayed WebSocket, served by the loopback server
+    websocket: Capture | None = None  # a WebSocket conversation being recorded
 
 
 def flow_state(flow: http.HTTPFlow, action: str | None = None) -> FlowState | None:
@@ -160,6 +163,13 @@ class State:
         bad = len(store.index.bad)
         log.info("cassette: %d recordings in %s (%s mode)%s", len(store), root, mode,
                  f", {bad} unreadable files skipped" if bad else "")
+
+    def miss(self, message: str) -> None:
+        """A replay miss: counted, kept for the summary and the current test, and logged."""
+        self.counters.add("misses")
+        self.counters.note("miss_messages", message)
+        self.current.misses.append(message)
+        log.warning(message)
 
     @property
     def mode(self) -> str:

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
+import orjson
+
 from proxy_addon import formats, matching
 from proxy_addon.formats import cassette
 from proxy_addon.matching import CanonicalRequest
@@ -46,6 +48,9 @@ def _approx_bytes(resp: RecordedResponse) -> int:
     """Roughly how much a response weighs, to decide whether to keep it in memory."""
     if resp.stream is not None:
         return sum(len(ev.data) if isinstance(ev.data, str) else 256 for ev in resp.stream.events)
+    if resp.websocket is not None:
+        return sum(len(m.payload.value) if isinstance(m.payload.value, str) else
+                   len(orjson.dumps(m.payload.value)) for m in resp.websocket.messages)
     if resp.body is not None and isinstance(resp.body.value, str):
         return len(resp.body.value)
     return 1024

@@ -1,0 +1,97 @@
+"""The WebSocket hooks, thin: record a conversation message by message, and point a replayed
+handshake at the addon's loopback WebSocket server.
+
+A handshake is matched and counted like any request (``mitm/replay.py``, ``mitm/record.py``);
+what follows the 101 is ``proxy_addon.websocket``'s (capture, matching, replay state) and
+``proxy_addon.websocket_server``'s (the protocol on the replay side).
+"""
+
+from __future__ import annotations
+
+import time
+
+from mitmproxy import http
+
+from proxy_addon import redact
+from proxy_addon.mitm.state import FlowState, State, flow_state, log
+from proxy_addon.model import RecordedResponse
+from proxy_addon.store import Hit
+from proxy_addon.websocket import Capture, Replay
+from proxy_addon.websocket_server import TOKEN_HEADER, Registration, WebSocketServer
+
+
+def websocket_server(state: State) -> WebSocketServer:
+    """The replay server, reporting misses and faults to the run's counters."""
+
+    def fault(error: Exception) -> None:
+        state.counters.add("internal_errors")
+        log.error("cassette: internal error while replaying a WebSocket: %s: %s",
+                  type(error).__name__, error, exc_info=error)
+
+    return WebSocketServer(state.miss, fault)
+
+
+async def answer_websocket(flow: http.HTTPFlow, st: FlowState, hit: Hit,
+                           server: WebSocketServer, state: State) -> None:
+    """Point a replayed handshake at the loopback server, with every recorded conversation of
+    this handshake (the one in turn first) to follow the client's messages."""
+    responses = hit.entry.recording.responses
+    order = [hit.index] + [i for i in range(len(responses)) if i != hit.index]
+    recordings = [responses[i].websocket for i in order if responses[i].websocket is not None]
+    where = f"{st.canonical.describe()} ({hit.entry.path})"
+    port = await server.ensure_started()
+    state.own_servers.add(("127.0.0.1", port))
+    st.websocket_token = server.register(Registration(
+        Replay(recordings, state.ignore, where), hit.response.headers, state.pace))
+    flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
+    flow.request.headers[TOKEN_HEADER] = st.websocket_token
+
+
+class WebSocketRecorder:
+    """Records the conversations of handshakes marked for recording; the file is written when
+    the conversation ends, as one more response of its handshake's cassette."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.open: set[str] = set()  # flows whose conversation is being recorded
+
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow, "record")
+        if st is None or flow.response is None:
+            return
+        st.websocket = Capture(flow.response.timestamp_end or time.time())
+        self.open.add(flow.id)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow, "record")
+        if st is None or st.websocket is None or flow.websocket is None:
+            return
+        message = flow.websocket.messages[-1]
+        st.websocket.message(message.from_client, message.is_text, message.content,
+                             message.timestamp)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self.open.discard(flow.id)
+        st = flow_state(flow, "record")
+        if st is None or st.websocket is None or flow.websocket is None or flow.response is None:
+            return
+        ws = flow.websocket
+        st.websocket.close(bool(ws.closed_by_client), ws.close_code or 1005, ws.close_reason or "",
+                           ws.timestamp_end or time.time())
+        store = self.state.store
+        assert store is not None and st.key is not None and st.slot is not None
+        headers = redact.response_headers_for_cassette(flow.response.headers.items(multi=True),
+                                                       self.state.extra_secret_headers)
+        recorded = RecordedResponse(status=flow.response.status_code, headers=headers,
+                                    websocket=st.websocket.conversation)
+        try:
+            store.recorder.finish(st.key, st.slot, recorded)  # written in the background
+        except (OSError, ValueError) as e:  # the layout refused the path
+            self.state.counters.add("write_errors")
+            log.error("cassette: could not record the WebSocket %s: %s",
+                      redact.redact_url(flow.request.pretty_url), e)
+
+    def done(self) -> None:
+        if self.open:
+            log.warning("cassette: %d WebSocket conversations were still open when the proxy "
+                        "stopped: not recorded", len(self.open))
