@@ -93,10 +93,11 @@ class RunningProxy:
 
 
 def mitmdump_args(cassette_dir: Path | str, mode: str, confdir: Path, port: int = 0,
-                  options: Mapping[str, str] | None = None, script: Path = ADDON_SCRIPT,
-                  extra_scripts: Sequence[Path] = ()) -> list[str]:
+                  options: Mapping[str, str | Sequence[str]] | None = None,
+                  script: Path = ADDON_SCRIPT, extra_scripts: Sequence[Path] = ()) -> list[str]:
     """The command line of a ``mitmdump`` running the addon (or another ``script``, for a
-    benchmark's baseline) on 127.0.0.1:``port``; ``extra_scripts`` are loaded after it."""
+    benchmark's baseline) on 127.0.0.1:``port``; ``extra_scripts`` are loaded after it. An
+    option given a list is set once per item (list options: ``cassette_normalize``)."""
     args = [mitmdump_executable(), "--listen-host", "127.0.0.1",
             "--set", f"listen_port={port}", "--set", f"confdir={confdir}", "-s", str(script)]
     for extra in extra_scripts:
@@ -104,7 +105,8 @@ def mitmdump_args(cassette_dir: Path | str, mode: str, confdir: Path, port: int 
     if script == ADDON_SCRIPT:
         args += ["--set", f"cassette_dir={cassette_dir}", "--set", f"cassette_mode={mode}"]
     for name, value in (options or {}).items():
-        args += ["--set", f"{name}={value}"]
+        for item in [value] if isinstance(value, str) else value:
+            args += ["--set", f"{name}={item}"]
     return args
 
 
@@ -112,7 +114,7 @@ def start_proxy(
     cassette_dir: Path | str,
     mode: str = "replay",
     confdir: Path | str | None = None,
-    options: Mapping[str, str] | None = None,
+    options: Mapping[str, str | Sequence[str]] | None = None,
     timeout: float = 20.0,
     script: Path = ADDON_SCRIPT,
     extra_scripts: Sequence[Path] = (),
