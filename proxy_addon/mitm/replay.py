@@ -47,7 +47,8 @@ class Replayer:
         self.pacer = pacer
         self._ages: AgeLimit | None = None
         self._told: set[Path] = set()  # files already warned about (stale, not refreshed)
-        self._refreshed: set[Path] = set()  # files re-recorded in this run (refresh)
+        # files re-recorded in this run (refresh), and the test (directory) re-recording each
+        self._refreshed: dict[Path, str | None] = {}
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
@@ -134,12 +135,16 @@ class Replayer:
 
     def _refreshes(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> bool:
         """Refresh mode: whether this hit is forwarded to re-record its recording, in its own
-        file. Not when the recording was refreshed earlier in this run, is fresh (younger than
-        ``cassette_max_age``, when set) or is a llama-stack file (another tool's format):
-        those are replayed."""
+        file. Not when another test refreshed the recording earlier in this run, when it is
+        fresh (younger than ``cassette_max_age``, when set) or a llama-stack file (another
+        tool's format): those are replayed. The same test asking again (before its first
+        re-recording took its place) goes on re-recording it."""
         entry = hit.entry
         if entry.path in self._refreshed:
-            return False
+            if self._refreshed[entry.path] != st.test_dir:
+                return False
+            st.action, st.refresh = "record", entry
+            return True
         if entry.recording.source != "cassette":
             if entry.path not in self._told:
                 self._told.add(entry.path)
@@ -150,7 +155,7 @@ class Replayer:
         how_old = self._age_over_limit(hit)
         if self.state.max_age is not None and how_old is None:
             return False
-        self._refreshed.add(entry.path)
+        self._refreshed[entry.path] = st.test_dir
         st.action, st.refresh = "record", entry
         self.state.refresh_upstreams.add((flow.request.host, flow.request.port))
         log.info("cassette: refreshing %s%s", entry.path,
