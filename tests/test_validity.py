@@ -204,6 +204,14 @@ def test_refresh_rewrites_old_recordings_in_place_and_diff_since_shows_the_chang
     assert seen["noise"] == ['response 1: text (4 → 4 words): "Answer 1 to: old" → '
                              '"Answer 2 to: old"']
 
+    gone = file_of(cassettes, "unrelated")
+    gone.rename(gone.with_name("renamed.json"))  # untracked now: an added and a deleted file
+    files = orjson.loads(cli("diff", "--since", "HEAD", "--dir", str(cassettes), "--json")
+                         .output)["files"]
+    assert {(f["status"], f["file"]) for f in files} == {
+        ("modified", rel), ("deleted", gone.relative_to(repo).as_posix()),
+        ("added", gone.with_name("renamed.json").relative_to(repo).as_posix())}
+
 
 # ---------------------------------------------------------------------------------------------
 # Unit tests: the presets, rules, and the shape / noise split
