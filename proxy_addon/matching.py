@@ -2,7 +2,11 @@
 
 Two requests match when method, host, path, query (without secret parameters) and body are the
 same, where a JSON body is compared as data (key order and whitespace ignored) with secret fields
-and the user's ``cassette_ignore`` paths removed. Nothing here touches mitmproxy or the disk.
+and the user's ``cassette_ignore`` paths removed, and the strings of the JSON body and the query
+values pass through the ``cassette_normalize`` normaliser (``normalize.py``) when there is one.
+The path is never normalised: it is the endpoint, which names the files and groups the
+recordings, and ids in it come from earlier recorded answers, which a replay gives back as they
+were. Nothing here touches mitmproxy or the disk.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import orjson
 
 from proxy_addon import multipart, redact
 from proxy_addon.model import RecordedRequest
+from proxy_addon.normalize import Normalizer
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 IgnorePaths = Sequence[tuple[str | int, ...]]
@@ -157,13 +162,16 @@ def integral_floats_as_ints(value: Any) -> Any:
     return value
 
 
-def _json_body(value: Any, ignore: IgnorePaths, floats: bool) -> Any:
+def _json_body(value: Any, ignore: IgnorePaths, floats: bool,
+               normalize: Normalizer | None) -> Any:
     if floats:
         value = integral_floats_as_ints(value)
     if isinstance(value, dict):
         value = {k: v for k, v in value.items() if k.lower() not in redact.SECRET_BODY_FIELDS}
     for path in ignore:
         value = drop_path(value, path)
+    if normalize is not None:
+        value = normalize.value(value)
     return value
 
 
@@ -181,7 +189,8 @@ def _digest(raw: bytes) -> dict[str, str]:
 
 
 def canonical_body(
-    content_type: str | None, raw: bytes | None, ignore: IgnorePaths = ()
+    content_type: str | None, raw: bytes | None, ignore: IgnorePaths = (),
+    normalize: Normalizer | None = None,
 ) -> Any:
     """The comparable form of a body given as bytes (a live request)."""
     if not raw:
@@ -200,22 +209,26 @@ def canonical_body(
         except orjson.JSONDecodeError:
             return _digest(raw)
         return canonical_json(value, ignore, fallback=raw,
-                              floats=FLOAT_HINT.search(raw) is not None)
+                              floats=FLOAT_HINT.search(raw) is not None, normalize=normalize)
     return _digest(raw)
 
 
 def canonical_json(value: Any, ignore: IgnorePaths = (),
-                   fallback: bytes | None = None, floats: bool = True) -> Any:
+                   fallback: bytes | None = None, floats: bool = True,
+                   normalize: Normalizer | None = None) -> Any:
     """The comparable form of a body already parsed from JSON (a stored request). ``floats``
     False: the caller knows there is no float in it (see ``FLOAT_HINT``)."""
     try:
-        return _json_body(value, ignore, floats)
+        return _json_body(value, ignore, floats, normalize)
     except RecursionError:
         return _digest(fallback if fallback is not None else repr(value).encode())
 
 
-def canonical_query(query: str) -> tuple[tuple[str, str], ...]:
+def canonical_query(query: str,
+                    normalize: Normalizer | None = None) -> tuple[tuple[str, str], ...]:
     pairs = parse_qsl(query, keep_blank_values=True)
+    if normalize is not None:
+        pairs = [(k, normalize.text(v)) for k, v in pairs]
     return tuple(sorted((k, v) for k, v in pairs if not redact.is_secret_param(k)))
 
 
@@ -232,11 +245,12 @@ def canonicalize(
     content_type: str | None,
     raw_body: bytes | None,
     ignore: IgnorePaths = (),
+    normalize: Normalizer | None = None,
 ) -> CanonicalRequest:
     """Canonical form of a live request given by its URL."""
     parts = urlsplit(url)
     return canonicalize_parts(method, parts.scheme, parts.hostname or "", parts.port,
-                              parts.path, parts.query, content_type, raw_body, ignore)
+                              parts.path, parts.query, content_type, raw_body, ignore, normalize)
 
 
 def canonicalize_parts(
@@ -249,19 +263,21 @@ def canonicalize_parts(
     content_type: str | None,
     raw_body: bytes | None,
     ignore: IgnorePaths = (),
+    normalize: Normalizer | None = None,
 ) -> CanonicalRequest:
     """Canonical form of a live request given by its parts (no URL to build and re-parse)."""
     return CanonicalRequest(
         method=method.upper(),
         host=normalise_host(scheme, host, port),
         path=path or "/",
-        query=canonical_query(query) if query else (),
-        body=canonical_body(content_type, raw_body, ignore),
+        query=canonical_query(query, normalize) if query else (),
+        body=canonical_body(content_type, raw_body, ignore, normalize),
     )
 
 
-def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
-                       floats: bool = True) -> CanonicalRequest:
+def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (), *,
+                       floats: bool = True,
+                       normalize: Normalizer | None = None) -> CanonicalRequest:
     """Canonical form of a stored request: the same as the live request it was recorded from.
     ``floats`` False: the text it was read from held no float (``FLOAT_HINT``)."""
     parts = urlsplit(request.url)
@@ -269,17 +285,17 @@ def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
     if body is None:
         value = None
     elif body.kind == "json":
-        value = canonical_json(body.value, ignore, floats=floats)
+        value = canonical_json(body.value, ignore, floats=floats, normalize=normalize)
     elif body.kind == "multipart":
         value = canonical_multipart(body.value)
     else:
-        value = canonical_body(request.content_type, body.to_bytes(), ignore)
+        value = canonical_body(request.content_type, body.to_bytes(), ignore, normalize)
     return CanonicalRequest(
         method=request.method.upper(),
         host="" if request.any_host else normalise_host(
             parts.scheme, parts.hostname or "", parts.port),
         path=parts.path or "/",
-        query=canonical_query(parts.query),
+        query=canonical_query(parts.query, normalize),
         body=value,
     )
 

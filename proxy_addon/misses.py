@@ -1,14 +1,23 @@
-"""What the client and the log are told when a request has no recording (or fails inside the
-proxy): the wording, and the provider-style error body. Never fails, whatever the request."""
+"""What the client and the log are told when a request has no recording, hits a stale one, or
+fails inside the proxy: the wording, and the provider-style error body. Never fails, whatever the
+request."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
 
 import orjson
 
+from proxy_addon import age, matching, normalize
 from proxy_addon.matching import CanonicalRequest
-from proxy_addon.store.index import Index
+from proxy_addon.normalize import Normalizer
+from proxy_addon.store.index import Entry, Index
+
+# The request as matching would see it under another normaliser (computed again from the live
+# request, only when a miss is explained).
+Recanonicalize = Callable[[Normalizer | None], CanonicalRequest]
 
 QUOTE_LIMIT = 300  # characters of a request body or URL quoted in a message
 
@@ -26,8 +35,10 @@ def quote(value: Any) -> str:
         return f"<a {type(value).__name__} nested too deep to show>"
 
 
-def miss_message(canon: CanonicalRequest, index: Index) -> str:
-    """What a user needs to fix a miss: what was asked, what was nearest and where it differs."""
+def miss_message(canon: CanonicalRequest, index: Index,
+                 recanonicalize: Recanonicalize | None = None) -> str:
+    """What a user needs to fix a miss: what was asked, what was nearest and where it differs,
+    and the normaliser that would have made it match the nearest, if one would."""
     model = canon.body.get("model") if isinstance(canon.body, dict) else None
     msg = (f"cassette miss: no recording in {index.root}/ matches {clip(canon.describe())}"
            + (f" (model {clip(model, 80)})" if isinstance(model, str) else "") + ".")
@@ -41,6 +52,9 @@ def miss_message(canon: CanonicalRequest, index: Index) -> str:
         entry, diffs = near
         where = ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "") if diffs else "nothing"
         msg += f" Nearest recording: {entry.path}, which differs at: {clip(where)}."
+        hint = normaliser_hint(index, entry, recanonicalize) if recanonicalize else None
+        if hint:
+            msg += " " + hint
     else:
         msg += " No recording exists for this endpoint."
     bad = index.bad_files_for(canon)
@@ -48,6 +62,34 @@ def miss_message(canon: CanonicalRequest, index: Index) -> str:
         msg += " Unreadable files that may have matched: " + "; ".join(
             f"{b.path} ({b.reason})" for b in bad[:3]) + "."
     return msg + " Record it with --set cassette_mode=auto (or record)."
+
+
+def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) -> str | None:
+    """The presets not configured that would make the request match ``entry``: each alone
+    first, then all of them together."""
+    current = index.normalize or Normalizer()
+    missing = [name for name in normalize.PRESETS if name not in current.presets]
+    tries = [[name] for name in missing] + ([missing] if len(missing) > 1 else [])
+    try:
+        for names in tries:
+            rules = current.with_presets(names)
+            recorded = matching.canonical_recorded(entry.recording.request, index.ignore,
+                                                   normalize=rules)
+            if not matching.request_diff(recanonicalize(rules), recorded):
+                value = ",".join(names)
+                return (f"It matches with the normaliser {value!r} (volatile values such as "
+                        f"today's date in the prompt): add --set cassette_normalize={value}.")
+    except (RecursionError, OSError, ValueError):  # too deep to compare, or a file gone
+        return None
+    return None
+
+
+def stale_message(path: Path, how_old: timedelta, limit: str, refused: bool) -> str:
+    """A hit on a recording older than ``cassette_max_age``, answered or refused."""
+    return (f"cassette stale: {path} was recorded {age.describe(how_old)} ago, more than "
+            f"cassette_max_age={limit}" + ("; refused (cassette_stale=fail)" if refused else "")
+            + f". Re-record it: cassette run --mode refresh --older-than {limit} -- COMMAND "
+            "(or --set cassette_mode=refresh).")
 
 
 def error_body(message: str, kind: str, code: str) -> bytes:

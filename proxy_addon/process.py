@@ -126,12 +126,13 @@ class RunningProxy:
 
 
 def mitmdump_args(cassette_dir: Path | str, mode: str, confdir: Path, port: int = 0,
-                  options: Mapping[str, str] | None = None, script: Path = ADDON_SCRIPT,
-                  extra_scripts: Sequence[Path] = (), listeners: Sequence[Listener] = (),
-                  listen_host: str = "127.0.0.1") -> list[str]:
+                  options: Mapping[str, str | Sequence[str]] | None = None,
+                  script: Path = ADDON_SCRIPT, extra_scripts: Sequence[Path] = (),
+                  listeners: Sequence[Listener] = (), listen_host: str = "127.0.0.1") -> list[str]:
     """The command line of a ``mitmdump`` running the addon (or another ``script``, for a
     benchmark's baseline) as a forward proxy on ``listen_host``:``port`` and a reverse proxy
-    per listener; ``extra_scripts`` are loaded after the addon."""
+    per listener; ``extra_scripts`` are loaded after the addon. An option given a list is set
+    once per item (list options: ``cassette_normalize``)."""
     args = [mitmdump_executable(), "--listen-host", listen_host,
             "--set", f"listen_port={port}", "--set", f"confdir={confdir}", "-s", str(script)]
     if listeners:
@@ -143,7 +144,8 @@ def mitmdump_args(cassette_dir: Path | str, mode: str, confdir: Path, port: int 
     if script == ADDON_SCRIPT:
         args += ["--set", f"cassette_dir={cassette_dir}", "--set", f"cassette_mode={mode}"]
     for name, value in (options or {}).items():
-        args += ["--set", f"{name}={value}"]
+        for item in [value] if isinstance(value, str) else value:
+            args += ["--set", f"{name}={item}"]
     return args
 
 
@@ -151,7 +153,7 @@ def start_proxy(
     cassette_dir: Path | str,
     mode: str = "replay",
     confdir: Path | str | None = None,
-    options: Mapping[str, str] | None = None,
+    options: Mapping[str, str | Sequence[str]] | None = None,
     timeout: float = 20.0,
     script: Path = ADDON_SCRIPT,
     extra_scripts: Sequence[Path] = (),

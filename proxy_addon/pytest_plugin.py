@@ -37,6 +37,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Cassette directory (default: $CASSETTE_DIR or ./cassettes).")
     group.addoption("--cassette-pace", default="0",
                     help="Stream replay speed: 0 at once, 1 with the recorded gaps.")
+    group.addoption("--cassette-older-than", default=None, metavar="AGE",
+                    help="cassette_max_age: recordings older than AGE (30d, 12h) are stale; "
+                         "--cassette-mode=refresh re-records only them, replay warns.")
     group.addoption("--cassette-prune", action="store_true",
                     help="After a full run, list recordings no test used (delete with --yes).")
     group.addoption("--yes", action="store_true", dest="cassette_yes",
@@ -68,17 +71,18 @@ class _Session:
         self.mode = mode
         self.dir = Path(config.getoption("--cassette-dir") or os.environ.get("CASSETTE_DIR")
                         or "cassettes").resolve()
-        if mode != "replay":
+        if mode not in ("replay", "refresh"):  # those two need recordings to be there
             self.dir.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix="cassette-pytest-"))
         self.summary_path = self.tmp / "summary.json"
         self.summary: Summary | None = None
+        options = {"cassette_pace": config.getoption("--cassette-pace"),
+                   "cassette_summary": str(self.summary_path)}
+        if config.getoption("--cassette-older-than"):
+            options["cassette_max_age"] = config.getoption("--cassette-older-than")
         try:
             self.proxy: RunningProxy | None = start_proxy(
-                self.dir, mode, confdir=self.tmp / "ca",
-                options={"cassette_pace": config.getoption("--cassette-pace"),
-                         "cassette_summary": str(self.summary_path)},
-                listeners=True)
+                self.dir, mode, confdir=self.tmp / "ca", options=options, listeners=True)
         except Exception as e:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise pytest.UsageError(f"cassette: the proxy did not start: {e}") from None

@@ -35,6 +35,8 @@ class Transcript:
     notes: list[str] = field(default_factory=list)  # non-chat bodies: embeddings, model lists
     # a WebSocket conversation, in order: ("user", text), ("assistant", text), ...
     turns: list[tuple[str, str]] = field(default_factory=list)
+    # why the answer ended, as the provider said it (stop, tool_calls, end_turn, length...)
+    finish: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         parts: list[str] = []
@@ -71,6 +73,10 @@ class _Builder:
         if isinstance(usage, dict) and usage:
             self.t.usage = usage
 
+    def finished(self, reason: Any) -> None:
+        if isinstance(reason, str) and reason:
+            self.t.finish.append(reason)
+
     # -- one payload (a stream event's data, or a whole body) ------------------------------
 
     def feed(self, d: Any) -> None:
@@ -104,6 +110,7 @@ class _Builder:
             part = choice.get("delta") or choice.get("message") or {}
             if isinstance(choice.get("text"), str):  # legacy completions
                 self.t.text += choice["text"]
+            self.finished(choice.get("finish_reason"))
             if isinstance(part, dict):
                 if isinstance(part.get("content"), str):
                     self.t.text += part["content"]
@@ -135,6 +142,7 @@ class _Builder:
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
             resp = d.get("response") or {}
             self.usage(resp.get("usage"))
+            self.finished(resp.get("status"))
             if resp.get("error"):
                 self.t.error = resp["error"]
 
@@ -151,12 +159,14 @@ class _Builder:
                 call.id, call.name = item.get("call_id"), item.get("name")
                 call.arguments = item.get("arguments", "")
         self.usage(d.get("usage"))
+        self.finished(d.get("status"))
 
     def _anthropic(self, d: dict[str, Any], kind: str) -> None:
         if kind == "message":  # a whole (non-streamed) message
             for i, block in enumerate(d.get("content") or []):
                 self._anthropic_block(i, block)
             self.usage(d.get("usage"))
+            self.finished(d.get("stop_reason"))
         elif kind == "message_start":
             self.usage((d.get("message") or {}).get("usage"))
         elif kind == "content_block_start":
@@ -171,6 +181,7 @@ class _Builder:
             elif dtype == "input_json_delta":
                 self.call(d.get("index")).arguments += delta.get("partial_json", "")
         elif kind == "message_delta":
+            self.finished((d.get("delta") or {}).get("stop_reason"))
             merged = dict(self.t.usage or {})
             merged.update(d.get("usage") or {})
             self.usage(merged)
@@ -189,6 +200,7 @@ class _Builder:
 
     def _gemini(self, d: dict[str, Any]) -> None:
         for cand in d["candidates"][:1]:
+            self.finished((cand or {}).get("finishReason"))
             for part in ((cand or {}).get("content") or {}).get("parts") or []:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     if part.get("thought"):
@@ -231,6 +243,7 @@ class _Builder:
         if isinstance(d.get("thinking"), str):
             self.t.reasoning += d["thinking"]
         if d.get("done"):
+            self.finished(d.get("done_reason"))
             self.usage({k: d[k] for k in ("prompt_eval_count", "eval_count") if d.get(k)})
 
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import orjson
 
-MODES = ("replay", "record", "auto", "passthrough")
+MODES = ("replay", "record", "auto", "passthrough", "refresh")
 
 # What a run that saw no request at all most likely means.
 NOTHING_REACHED = ("no request reached the proxy: does the client read HTTPS_PROXY or a base-URL "
@@ -40,6 +40,10 @@ class Summary:
     write_errors: int = 0  # recordings that could not be written (disk full, ...)
     internal_errors: int = 0  # faults inside the proxy's hooks (each answered or logged)
     refused_connections: int = 0  # upstream connections refused in replay mode
+    # hits on recordings older than cassette_max_age: answered (cassette_stale=warn) or refused
+    # with an error (cassette_stale=fail)
+    stale: int = 0
+    stale_refused: int = 0
     recordings: int = 0  # recordings in the directory
     unused: list[str] = field(default_factory=list)  # files no request used
     miss_messages: list[str] = field(default_factory=list)
@@ -52,6 +56,8 @@ class Summary:
                   (self.write_errors, "could not be written"),
                   (self.internal_errors, "internal errors"),
                   (self.refused_connections, "upstream connections refused (replay)"),
+                  (self.stale, "answered from stale recordings (older than cassette_max_age)"),
+                  (self.stale_refused, "refused as stale (older than cassette_max_age)"),
                   (len(self.other_host), "answered from another host's recording")]
         return (f"cassette summary: {self.hits} hits, {self.recorded} recorded, "
                 f"{self.misses} misses, {len(self.unused)} unused recordings "
@@ -61,8 +67,10 @@ class Summary:
     @property
     def failed(self) -> bool:
         """Whether the run went wrong in a way a green test run must not hide: a replay miss,
-        a fault inside the proxy, or a connection the replay refused."""
-        return bool(self.misses or self.internal_errors or self.refused_connections)
+        a fault inside the proxy, a connection the replay refused, or a stale recording refused
+        (``cassette_stale=fail``)."""
+        return bool(self.misses or self.internal_errors or self.refused_connections
+                    or self.stale_refused)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +97,7 @@ class Summary:
         total = cls(recordings=max(p.recordings for p in parts), unused=sorted(unused))
         for part in parts:
             for name in ("requests", "hits", "recorded", "misses", "abandoned", "write_errors",
-                         "internal_errors", "refused_connections"):
+                         "internal_errors", "refused_connections", "stale", "stale_refused"):
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.miss_messages += part.miss_messages
             total.other_host += part.other_host

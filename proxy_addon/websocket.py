@@ -28,6 +28,7 @@ from proxy_addon.model import (
     WebSocketConversation,
     WebSocketMessage,
 )
+from proxy_addon.normalize import Normalizer
 from proxy_addon.sse import parse_data
 
 # Ids a client makes up itself, left out when its messages are matched (with cassette_ignore):
@@ -81,12 +82,13 @@ class Capture:
                                                  max(0.0, at - self.started))
 
 
-def canonical_message(payload: Body, ignore: matching.IgnorePaths) -> Any:
+def canonical_message(payload: Body, ignore: matching.IgnorePaths,
+                      normalize: Normalizer | None = None) -> Any:
     """The comparable form of a client message: a JSON message as matching compares request
-    bodies (``cassette_ignore`` paths and the client's own ids left out), other text as it
-    is, a binary message by its SHA-256."""
+    bodies (``cassette_ignore`` paths and the client's own ids left out, ``cassette_normalize``
+    applied), other text as it is, a binary message by its SHA-256."""
     if payload.kind == "json":
-        return matching.canonical_json(payload.value, ignore)
+        return matching.canonical_json(payload.value, ignore, normalize=normalize)
     if payload.kind == "text":
         return payload.value
     return {"$binary_sha256": hashlib.sha256(payload.to_bytes()).hexdigest()}
@@ -155,10 +157,11 @@ class Replay:
     """One replayed connection: the recordings still consistent with what the client sent."""
 
     def __init__(self, recordings: list[WebSocketConversation], ignore: matching.IgnorePaths,
-                 where: str) -> None:
+                 where: str, normalize: Normalizer | None = None) -> None:
         assert recordings, "a replay needs at least one recording"
         self._alive = [_Script(r) for r in recordings]
         self._ignore = tuple(ignore) + CLIENT_ID_PATHS
+        self._normalize = normalize
         self._where = where  # the handshake and the file, for messages
         self.received = 0  # client messages so far
         self.over = False  # a miss ended it
@@ -172,7 +175,7 @@ class Replay:
         """The answer to the client's next message: the server messages that followed it in
         the first recording that still matches, or a miss."""
         self.received += 1
-        asked = canonical_message(payload, self._ignore)
+        asked = self._canonical(payload)
         kept = [s for s in self._alive if self._matches(s, asked)]
         if not kept:
             self.over = True
@@ -187,7 +190,10 @@ class Replay:
 
     def _matches(self, script: _Script, asked: Any) -> bool:
         recorded = script.next_client()
-        return recorded is not None and canonical_message(recorded.payload, self._ignore) == asked
+        return recorded is not None and self._canonical(recorded.payload) == asked
+
+    def _canonical(self, payload: Body) -> Any:
+        return canonical_message(payload, self._ignore, self._normalize)
 
     @staticmethod
     def _reply(script: _Script, run: list[WebSocketMessage], anchor: float) -> Reply:
@@ -201,7 +207,7 @@ class Replay:
             recorded = script.next_client()
             if recorded is None:
                 continue
-            expected = canonical_message(recorded.payload, self._ignore)
+            expected = self._canonical(recorded.payload)
             diffs = matching.diff_paths(asked, expected)
             if nearest is None or len(diffs) < len(nearest[0]):
                 nearest = (diffs, expected)

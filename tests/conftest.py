@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+import orjson
 import pytest
 
 from proxy_addon.process import RunningProxy, start_proxy
@@ -119,3 +121,13 @@ def record_prompts(proxies, cassettes: Path, upstream: FakeUpstreamServer, *prom
         client.chat.completions.create(model="gpt-4o",
                                        messages=[{"role": "user", "content": prompt}])
     proxy.stop()
+
+
+def age_by(path: Path, days: int) -> None:
+    """Rewrite every response's recorded_at in a cassette file ``days`` back from now, as an
+    old file has it (plain JSON, not the proxy's own reader or writer)."""
+    doc = orjson.loads(path.read_bytes())
+    when = (datetime.now(timezone.utc) - timedelta(days=days)).isoformat(timespec="seconds")
+    for resp in doc["responses"]:
+        resp["recorded_at"] = when
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))

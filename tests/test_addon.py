@@ -301,6 +301,11 @@ def test_concurrent_recordings_all_land_whole(tmp_path, http_upstream, proxies):
     ("cassette_ignore", "[]", "cassette_ignore"),
     ("cassette_ignore", "user,messages[-1]", "cassette_ignore: 'messages[-1]' is not a JSON path"),
     ("cassette_ignore", "a[x]", "cassette_ignore: 'a[x]' is not a JSON path"),
+    ("cassette_normalize", "([a-z]=x", "cassette_normalize: '([a-z]=x': '([a-z]' is not a "
+                                       "valid regular expression"),
+    ("cassette_normalize", "datez", "cassette_normalize: 'datez' is neither a preset"),
+    ("cassette_max_age", "30", "cassette_max_age: '30' is not an age"),
+    ("cassette_stale", "sometimes", "cassette_stale must be warn or fail"),
 ])
 def test_bad_option_stops_mitmdump_with_a_clear_message(tmp_path, confdir, option, value,
                                                         expected):

@@ -249,6 +249,28 @@ def test_a_raw_tcp_tunnel_in_replay_is_refused(recorded, http_upstream, proxies)
     assert "1 upstream connections refused (replay)" in log
 
 
+def test_in_refresh_mode_only_a_re_recording_reaches_the_upstream(recorded, http_upstream,
+                                                                   proxies):
+    """Refresh forwards what re-records an existing recording, nothing else: a hook that raises
+    before deciding is a 500 and a raw tunnel is refused, as in replay."""
+    before = http_upstream.state.connections
+    proxy = proxies(recorded, "refresh", extra_scripts=(FAULTS,),
+                    fault_hooks="cassette_replayer.request")
+    with _client(proxy) as client:
+        r = client.post(http_upstream.base_url + "/fault/v1/chat/completions", json={"x": 1})
+    assert r.status_code == 500
+    assert "nothing was forwarded (refresh mode)" in r.json()["error"]["message"]
+    assert raw_tunnel(proxy.port, http_upstream.server_address[1]) == b""
+    assert http_upstream.state.connections == before
+    again = openai_client(proxy, http_upstream).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hit"}])
+    assert again.choices[0].message.content == "Answer 2 to: hit"  # re-recorded
+    log = proxy.stop()
+    assert http_upstream.state.connections == before + 1
+    assert "1 recorded, 0 misses" in log
+    assert "1 internal errors, 1 upstream connections refused" in log
+
+
 def raw_tunnel(proxy_port: int, target_port: int) -> bytes:
     """CONNECT through the proxy, send bytes that are neither HTTP nor TLS; what came back."""
     with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as s:

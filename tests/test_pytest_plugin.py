@@ -10,6 +10,7 @@ import pytest
 from proxy_addon import formats
 from proxy_addon.formats import cassette
 from proxy_addon.store.layout import BY_TEST_DIR, iter_cassette_files
+from tests.conftest import age_by
 
 pytest_plugins = ["pytester"]
 
@@ -209,3 +210,46 @@ def test_a_session_no_request_reached_warns_and_fails_on_ci(project, monkeypatch
                 "test_nothing.py")
     on_ci.assert_outcomes(passed=1)
     assert on_ci.ret == pytest.ExitCode.TESTS_FAILED
+
+
+PAIR = '''
+import os, openai
+
+def ask(prompt):
+    client = openai.OpenAI(api_key="sk-test-plugin", base_url=os.environ["FAKE_UPSTREAM"] + "/v1",
+                           max_retries=0)
+    return client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": prompt}]).choices[0].message.content
+
+def test_one():
+    assert ask("one").startswith("Answer")
+
+def test_two():
+    assert ask("two").startswith("Answer")
+'''
+
+
+def test_refresh_of_one_old_test_rewrites_only_its_own_cassette(pytester, http_upstream,
+                                                                 monkeypatch):
+    """pytest --cassette-mode=refresh -k NAME: the test's recording is forwarded and rewritten
+    in its own file; the other test's file is not touched."""
+    monkeypatch.setenv("FAKE_UPSTREAM", http_upstream.base_url)
+    pytester.makepyfile(test_pair=PAIR)
+    cassettes = pytester.path / "cassettes"
+    run(pytester, "--cassette-mode=record", f"--cassette-dir={cassettes}").assert_outcomes(
+        passed=2)
+    files = {p.relative_to(cassettes).parts[1]: p for p in iter_cassette_files(cassettes)}
+    for path in files.values():
+        age_by(path, 40)
+    untouched = files["test_pair.py__test_two"].read_bytes()
+    hits = http_upstream.state.hits
+
+    result = run(pytester, "--cassette-mode=refresh", "--cassette-older-than=30d",
+                 f"--cassette-dir={cassettes}", "-k", "test_one")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["cassette summary: 0 hits, 1 recorded, 0 misses*"])
+    assert http_upstream.state.hits == hits + 1
+    assert set(iter_cassette_files(cassettes)) == set(files.values())
+    [answer] = formats.load(files["test_pair.py__test_one"]).responses
+    assert answer.body.value["choices"][0]["message"]["content"] == "Answer 2 to: one"
+    assert files["test_pair.py__test_two"].read_bytes() == untouched

@@ -1,15 +1,16 @@
 """The ``cassette`` command: read cassettes the way they are reviewed, and run things through
 the proxy in CI. Exit codes: 0 ok, 1 a check failed, 2 usage error.
 
-One module per group of commands: ``review`` (ls, show, text, diff), ``verify``, ``convert``
-(llama-stack import and export), ``run`` (run, proxy); ``common`` holds what they share.
+One module per group of commands: ``review`` (ls, show, text, stale), ``diff``, ``verify``,
+``convert`` (llama-stack import and export), ``run`` (run, proxy); ``common`` holds what they
+share.
 """
 
 from __future__ import annotations
 
 import click
 
-from proxy_addon.cli import convert, review, run, verify
+from proxy_addon.cli import convert, diff, review, run, verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +25,7 @@ def main() -> None:
 
 
 for command in (review.ls_command, review.show_command, review.text_command,
-                review.diff_command, verify.verify_command, convert.import_command,
+                review.stale_command, diff.diff_command, verify.verify_command,
+                convert.import_command,
                 convert.export_command, run.run_command, run.proxy_command):
     main.add_command(command)

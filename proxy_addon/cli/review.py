@@ -1,8 +1,10 @@
-"""Reading cassettes the way they are reviewed: ``ls``, ``show``, ``text``, ``diff``."""
+"""Reading cassettes the way they are reviewed: ``ls``, ``show``, ``text``, and how old they are
+(``ls --older-than``, ``stale``)."""
 
 from __future__ import annotations
 
-import sys
+from collections import defaultdict
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import click
 import orjson
 from rich.console import Console
 
-from proxy_addon import matching
+from proxy_addon import age, matching
 from proxy_addon.cli.common import (
     console,
     dir_option,
@@ -21,7 +23,6 @@ from proxy_addon.cli.common import (
     resolve,
     table,
 )
-from proxy_addon.formats import cassette
 from proxy_addon.model import Body, RecordedResponse, Recording, WebSocketConversation
 from proxy_addon.reassemble import reassemble
 from proxy_addon.store.index import Entry
@@ -45,7 +46,7 @@ def _row(entry: Entry, root: Path) -> dict[str, Any]:
     rec = entry.recording
     streams = [r.stream for r in rec.responses if r.stream is not None]
     sockets = [r.websocket for r in rec.responses if r.websocket is not None]
-    recorded = next((r.recorded_at for r in rec.responses if r.recorded_at), None)
+    recorded = age.recorded(rec)
     return {
         "file": str(entry.path.relative_to(root)) if entry.path.is_relative_to(root) else str(entry.path),
         "key": entry.key,
@@ -57,25 +58,42 @@ def _row(entry: Entry, root: Path) -> dict[str, Any]:
         "responses": len(rec.responses),
         "status": [r.status for r in rec.responses],
         "size": entry.path.stat().st_size,
-        "recorded": recorded[:10] if recorded else None,
+        "recorded": recorded.date().isoformat() if recorded else None,
         "source": rec.source,
         "test_id": rec.test_id,
     }
 
 
 
+def _age_option(value: str | None) -> timedelta | None:
+    try:
+        return age.parse_age(value) if value is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--older-than") from None
+
+
 @click.command("ls")
 @dir_option
 @click.option("--grep", "pattern", help="Only rows whose text contains PATTERN (case-insensitive).")
+@click.option("--older-than", "older_than", metavar="AGE",
+              callback=lambda ctx, param, value: _age_option(value),
+              help="Only recordings older than AGE (30d, 12h, 2w), by their newest response's "
+                   "recorded_at; recordings without one (llama-stack's) are never listed.")
 @json_option
-def ls_command(cassette_dir: Path, pattern: str | None, as_json: bool) -> None:
+def ls_command(cassette_dir: Path, pattern: str | None, older_than: timedelta | None,
+               as_json: bool) -> None:
     """List recordings: method, endpoint, model, stream, status, size, date.
 
     \b
     Example: cassette ls --dir cassettes --grep chat/completions
+             cassette ls --older-than 30d
     """
     store = load_store(cassette_dir)
-    rows = [_row(e, cassette_dir) for e in entries(store)]
+    found = entries(store)
+    if older_than is not None:
+        limit = age.now() - older_than
+        found = [e for e in found if (when := age.recorded(e.recording)) and when < limit]
+    rows = [_row(e, cassette_dir) for e in found]
     if pattern:
         needle = pattern.lower()
         rows = [r for r in rows if needle in orjson.dumps(r).decode().lower()]
@@ -197,53 +215,54 @@ def text_command(ref: str, cassette_dir: Path) -> None:
         click.echo(reassemble(resp).render())
 
 
+def _age_rows(found: list[tuple[str, datetime | None]], now: datetime) -> list[dict[str, Any]]:
+    """Per directory (and ``(all)``): how many recordings, the oldest and newest date, how
+    many are older than each of ``age.THRESHOLDS``, how many have no date."""
+    groups: dict[str, list[datetime | None]] = defaultdict(list)
+    for directory, when in found:
+        groups[directory].append(when)
+    groups["(all)"] = [when for _, when in found]
+    limits = {name: now - age.parse_age(name) for name in age.THRESHOLDS}
+    rows = []
+    for directory, whens in sorted(groups.items(), key=lambda g: (g[0] == "(all)", g[0])):
+        dated = [w for w in whens if w is not None]
+        rows.append({
+            "dir": directory, "recordings": len(whens),
+            "oldest": min(dated).date().isoformat() if dated else None,
+            "newest": max(dated).date().isoformat() if dated else None,
+            "older_than": {name: sum(1 for w in dated if w < limit)
+                           for name, limit in limits.items()},
+            "undated": len(whens) - len(dated),
+        })
+    return rows
 
-def _body_value(body: Body | None) -> Any:
-    return None if body is None else body.value
 
-
-def _response_value(resp: RecordedResponse) -> Any:
-    if resp.websocket is not None:  # as in the file, without the times
-        section = cassette.websocket_to_dict(resp.websocket)
-        return {"websocket": {"messages": [{k: v for k, v in m.items() if k != "t"}
-                                           for m in section["messages"]],
-                              "close": {k: v for k, v in section.get("close", {}).items()
-                                        if k != "t"}}}
-    if resp.stream is not None:
-        return {"stream": [e.data for e in resp.stream.events], "complete": resp.stream.complete}
-    return {"body": _body_value(resp.body)}
-
-
-@click.command("diff")
-@click.argument("a", metavar="A")
-@click.argument("b", metavar="B")
+@click.command("stale")
 @dir_option
 @json_option
-def diff_command(a: str, b: str, cassette_dir: Path, as_json: bool) -> None:
-    """Show where two recordings differ: request and response JSON paths. Exits 1 when they
-    differ, 0 when they are the same, like diff.
+def stale_command(cassette_dir: Path, as_json: bool) -> None:
+    """How old the recordings are, per directory: how many, the oldest and newest, how many
+    are older than 7, 30, 90 and 365 days, and how many have no date (llama-stack's: never
+    stale). A recording's date is its newest response's recorded_at.
 
     \b
-    Example: cassette diff 3f2a9c 8b01de
+    Example: cassette stale --dir cassettes
     """
-    (pa, ra), (pb, rb) = resolve(a, cassette_dir), resolve(b, cassette_dir)
-    req = matching.request_diff(matching.canonical_recorded(ra.request),
-                                matching.canonical_recorded(rb.request))
-    resp: list[str] = []
-    if len(ra.responses) != len(rb.responses):
-        resp.append(f"responses: {len(ra.responses)} vs {len(rb.responses)}")
-    for i, (x, y) in enumerate(zip(ra.responses, rb.responses)):
-        if x.status != y.status:
-            resp.append(f"responses[{i}].status: {x.status} vs {y.status}")
-        resp += [f"responses[{i}].{p}" for p in
-                 matching.diff_paths(_response_value(x), _response_value(y), limit=50)]
+    store = load_store(cassette_dir)
+    found = []
+    for e in entries(store):
+        rel = e.path.parent.relative_to(cassette_dir) if e.path.is_relative_to(
+            cassette_dir) else e.path.parent
+        found.append((rel.as_posix(), age.recorded(e.recording)))
+    rows = _age_rows(found, age.now())
     if as_json:
-        print_json({"a": str(pa), "b": str(pb), "request": req, "responses": resp})
-    else:
-        click.echo(f"A: {pa}\nB: {pb}")
-        click.echo("request: " + ("same" if not req else "differs at " + ", ".join(req)))
-        click.echo("responses: " + ("same" if not resp else "differ at:"))
-        for line in resp:
-            click.echo(f"  {line}")
-    if req or resp:
-        sys.exit(1)
+        print_json(rows)
+        return
+    out = console()
+    listing = table(out, "directory", "recordings", "oldest", "newest",
+                    *(f">{name}" for name in age.THRESHOLDS), "undated")
+    for r in rows:
+        listing.add_row(r["dir"], str(r["recordings"]), r["oldest"] or "-", r["newest"] or "-",
+                        *(str(r["older_than"][name]) for name in age.THRESHOLDS),
+                        str(r["undated"]))
+    out.print(listing)

@@ -19,20 +19,32 @@ from proxy_addon.summary import MODES, NOTHING_REACHED, Summary, nothing_reached
 
 
 mode_option = click.option("--mode", type=click.Choice(MODES), default="replay", show_default=True,
-                           help="replay, record, auto (replay hits, record misses), passthrough.")
+                           help="replay, record, auto (replay hits, record misses), passthrough, "
+                                "refresh (re-record what has a recording, in its own file).")
+older_option = click.option("--older-than", "max_age", metavar="AGE",
+                            help="cassette_max_age: recordings older than AGE (30d, 12h) are "
+                                 "stale; refresh mode re-records only them, replay warns.")
 pace_option = click.option("--pace", default="0", show_default=True,
                            help="Stream replay speed: 0 at once, 1 recorded gaps, 0.5 twice as fast.")
 set_option = click.option("--set", "extra", multiple=True, metavar="NAME=VALUE",
                           help="Any other mitmproxy or cassette option, e.g. ssl_insecure=true.")
 
 
-def _options(pace: str, extra: Iterable[str]) -> dict[str, str]:
-    opts = {"cassette_pace": pace}
+def _options(pace: str, extra: Iterable[str],
+             max_age: str | None = None) -> dict[str, str | list[str]]:
+    """The proxy's options; a name set more than once keeps every value, in order (list
+    options such as cassette_normalize take one rule per value)."""
+    opts: dict[str, str | list[str]] = {"cassette_pace": pace}
+    if max_age:
+        opts["cassette_max_age"] = max_age
+    given: dict[str, list[str]] = {}
     for item in extra:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--set")
-        opts[name] = value
+        given.setdefault(name, []).append(value)
+    opts.update({name: values[0] if len(values) == 1 else values
+                 for name, values in given.items()})
     return opts
 
 
@@ -44,23 +56,26 @@ def _fail_start(e: ProxyStartError) -> NoReturn:
 @click.command("run", context_settings={"ignore_unknown_options": True})
 @mode_option
 @pace_option
+@older_option
 @dir_option
 @set_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...],
-                command: tuple[str, ...]) -> None:
+def run_command(mode: str, pace: str, max_age: str | None, cassette_dir: Path,
+                extra: tuple[str, ...], command: tuple[str, ...]) -> None:
     """Run COMMAND through a fresh proxy; exit with its code, or 1 when it passed but a replay
-    missed, the proxy failed inside, or a replay refused an upstream connection. Clients that
-    read HTTPS_PROXY go through the forward proxy, the others through a base-URL listener per
-    provider (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, OLLAMA_HOST, ...). If no request reached
-    the proxy it says so; in replay mode with CI=true that exits 1.
+    missed, the proxy failed inside, a replay refused an upstream connection, or a stale
+    recording was refused (cassette_stale=fail). Clients that read HTTPS_PROXY go through the
+    forward proxy, the others through a base-URL listener per provider (OPENAI_BASE_URL,
+    ANTHROPIC_BASE_URL, OLLAMA_HOST, ...). If no request reached the proxy it says so; in
+    replay mode with CI=true that exits 1.
 
     \b
     Example: cassette run --mode replay -- pytest -q
+             cassette run --mode refresh --older-than 30d -- pytest -q
     """
     with tempfile.TemporaryDirectory(prefix="cassette-run-") as tmp:
         summary_path = Path(tmp) / "summary.json"
-        opts = _options(pace, extra) | {"cassette_summary": str(summary_path)}
+        opts = _options(pace, extra, max_age) | {"cassette_summary": str(summary_path)}
         try:
             proxy = start_proxy(cassette_dir, mode, confdir=Path(tmp) / "ca", options=opts,
                                 listeners=True)

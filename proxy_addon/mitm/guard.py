@@ -1,13 +1,16 @@
-"""Fail closed: in replay mode nothing reaches the network, whatever goes wrong in the proxy.
+"""Fail closed: in replay mode nothing reaches the network, whatever goes wrong in the proxy;
+in refresh mode nothing does but the re-recording of an existing recording.
 
 Two mechanisms, each enough on its own:
 
 - ``ConnectionGuard``: where mitmproxy opens server connections (``server_connect``, before any
   DNS lookup or TCP connect), a replay refuses every one but those to the addon's own loopback
-  servers (the pacer, the WebSocket replay server). The client gets mitmproxy's 502, naming the cause.
+  servers (the pacer, the WebSocket replay server); a refresh also lets through those to a host
+  it forwarded a re-recording to. The client gets mitmproxy's 502, naming the cause.
 - ``FailClosed``: every addon of ours is wrapped, so an exception in any of its flow hooks is an
-  answer: in replay a 500 in the provider's error shape, naming the exception and the request;
-  in record and auto the live answer goes on untouched and only its cassette is skipped.
+  answer: in replay (and in refresh, for a flow not marked to be re-recorded) a 500 in the
+  provider's error shape, naming the exception and the request; in record and auto (and for a
+  refresh's re-recording) the live answer goes on untouched and only its cassette is skipped.
   mitmproxy itself would log the error and forward the flow.
 """
 
@@ -36,6 +39,9 @@ FLOW_HOOKS = frozenset({
 })
 
 
+# The modes in which nothing reaches the network that the addon did not decide to forward.
+CLOSED_MODES = ("replay", "refresh")
+
 # The start of an HTTP request line: a method token, a space, a target.
 _REQUEST_LINE = re.compile(rb"[A-Za-z][A-Za-z0-9._~!#$%&'*+^`|-]{1,31} [^ \r\n]")
 
@@ -53,21 +59,25 @@ class ConnectionGuard:
         like a request line is HTTP, so it is answered (a miss, or mitmproxy's 400) instead of
         closed; anything else is left to mitmproxy (raw TCP is then refused below). Runs before
         mitmproxy's own decision, which keeps a layer an addon chose."""
-        if self.state.mode == "replay" and nextlayer.layer is None and \
+        if self.state.mode in CLOSED_MODES and nextlayer.layer is None and \
                 len(nextlayer.context.layers) > 1 and _REQUEST_LINE.match(nextlayer.data_client()):
             nextlayer.layer = layers.HttpLayer(nextlayer.context, HTTPMode.transparent)
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
-        if self.state.mode != "replay":
+        mode = self.state.mode
+        if mode not in CLOSED_MODES:
             return
         address = data.server.address
-        if address is not None and (address[0], address[1]) in self.state.own_servers:
+        target = (address[0], address[1]) if address is not None else None
+        if target in self.state.own_servers or \
+                (mode == "refresh" and target in self.state.refresh_upstreams):
             return
         where = f"{address[0]}:{address[1]}" if address else "an unknown address"
-        data.server.error = (f"cassette replay: no upstream connection is made in replay mode "
-                             f"(refused {where})")
+        allowed = "" if mode == "replay" else " but to re-record an existing recording"
+        data.server.error = (f"cassette {mode}: no upstream connection is made in {mode} mode"
+                             f"{allowed} (refused {where})")
         self.state.counters.add("refused_connections")
-        log.error("cassette: refused an upstream connection to %s in replay mode", where)
+        log.error("cassette: refused an upstream connection to %s in %s mode", where, mode)
 
 
 def _request_of(arg: Any) -> str:
@@ -118,20 +128,28 @@ class FailClosed:
         request = _request_of(arg)
         log.error("cassette: internal error in %s.%s for %s: %s", self.name, hook, request, what,
                   exc_info=error)
-        replay = state.mode == "replay"
+        closed = self._closed(arg)
         if isinstance(arg, ServerConnectionHookData):
-            if replay:
-                arg.server.error = f"cassette replay: internal error ({what})"
+            if closed:
+                arg.server.error = f"cassette {state.mode}: internal error ({what})"
         elif isinstance(arg, http.HTTPFlow):
-            if replay and arg.response is None:
+            if closed and arg.response is None:
                 message = (f"cassette: internal error in the proxy ({hook} hook: {what}) while "
-                           f"answering {request}; nothing was forwarded (replay mode).")
+                           f"answering {request}; nothing was forwarded ({state.mode} mode).")
                 arg.response = http.Response.make(
                     500, misses.error_body(message, "cassette_internal_error",
                                            "cassette_internal_error"),
                     {"content-type": "application/json"})
-            elif not replay:
+            elif not closed:
                 self._skip_recording(arg, hook)
+
+    def _closed(self, arg: Any) -> bool:
+        """Whether a fault must stop the flow: in replay always; in refresh unless the flow was
+        marked to be re-recorded (its live answer then goes on, as in record mode)."""
+        mode = self._state.mode
+        if mode == "refresh" and isinstance(arg, http.HTTPFlow):
+            return flow_state(arg, "record") is None
+        return mode in CLOSED_MODES
 
     def _skip_recording(self, flow: http.HTTPFlow, hook: str) -> None:
         """The live answer goes on; its cassette is not written."""

@@ -41,7 +41,8 @@ class Recorder:
         st.request = redact.recorded_request(req.method, req.pretty_url,
                                               req.headers.items(multi=True), body_of(req),
                                               self.state.extra_secret_headers)
-        st.key, st.slot = store.recorder.begin(st.canonical, st.request, st.test_id, st.test_dir)
+        st.key, st.slot = store.recorder.begin(st.canonical, st.request, st.test_id, st.test_dir,
+                                               into=st.refresh)
         req.anticomp()  # ask for plain bytes, so cassettes hold readable text
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

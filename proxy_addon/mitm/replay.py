@@ -1,23 +1,30 @@
-"""The replay hooks: answer a request from the store, or decide it is recorded, or a miss."""
+"""The replay hooks: answer a request from the store, or decide it is recorded (or refreshed),
+or a miss; judge the age of what answers it (``cassette_max_age``)."""
 
 from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
 
 from mitmproxy import http
 
 from proxy_addon import control, matching, misses
+from proxy_addon.age import AgeLimit, describe
 from proxy_addon.mitm.state import META, FlowState, State, body_of, flow_state, log
 from proxy_addon.mitm.websocket import answer_websocket
+from proxy_addon.normalize import Normalizer
 from proxy_addon.pacer import TOKEN_HEADER, Pacer
 from proxy_addon.store import Hit, LookupContext
 from proxy_addon.websocket_server import WebSocketServer
 from proxy_addon.wire import wire
 
 
-def canonical_request(req: http.Request, ignore: matching.IgnorePaths) -> matching.CanonicalRequest:
+def canonical_request(req: http.Request, ignore: matching.IgnorePaths,
+                      normalize: Normalizer | None = None) -> matching.CanonicalRequest:
     path, _, query = req.path.partition("?")
     return matching.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
                                        query, req.headers.get("content-type"), body_of(req),
-                                       ignore)
+                                       ignore, normalize)
 
 
 def miss_response(message: str) -> http.Response:
@@ -27,6 +34,13 @@ def miss_response(message: str) -> http.Response:
                               {"content-type": "application/json", "x-cassette-miss": "1"})
 
 
+def stale_response(message: str) -> http.Response:
+    """A 410 Gone (the recording expired), which SDKs do not retry either."""
+    return http.Response.make(410, misses.error_body(message, "cassette_stale",
+                                                     "cassette_stale"),
+                              {"content-type": "application/json", "x-cassette-stale": "1"})
+
+
 class Replayer:
     """Answers requests from the store; marks the ones to record instead."""
 
@@ -34,6 +48,10 @@ class Replayer:
         self.state = state
         self.pacer = pacer
         self.sockets = sockets
+        self._ages: AgeLimit | None = None
+        self._told: set[Path] = set()  # files already warned about (stale, not refreshed)
+        # files re-recorded in this run (refresh), and the test (directory) re-recording each
+        self._refreshed: dict[Path, str | None] = {}
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
@@ -46,15 +64,20 @@ class Replayer:
         if mode == "passthrough":
             return
         test_dir = state.current.test_dir
-        canon = canonical_request(flow.request, state.ignore)
+        canon = canonical_request(flow.request, state.ignore, state.normalize)
         st = FlowState(canonical=canon, action="pass", test_id=test_id, test_dir=test_dir)
         flow.metadata[META] = st
-        if mode == "record" or (mode == "auto" and store.recorder.is_recording(canon, test_dir)):
-            st.action = "record"
+        if mode == "record" or (mode in ("auto", "refresh") and
+                                store.recorder.is_recording(canon, test_dir)):
+            st.action = "record"  # recorded in this run: its sequence goes on being recorded
             return
         hit = store.lookup(canon, LookupContext(connection=flow.client_conn.id, test_id=test_id,
                                                 test_dir=test_dir))
         if hit is not None:
+            if mode == "refresh" and self._refreshes(flow, st, hit):
+                return
+            if mode != "refresh" and self._refused_as_stale(flow, st, hit):
+                return
             st.action = "hit"
             state.counters.add("hits")
             if hit.other_host is not None:
@@ -68,10 +91,77 @@ class Replayer:
         if mode == "auto":
             st.action = "record"
             return
+        self._miss(flow, st)
+
+    def _miss(self, flow: http.HTTPFlow, st: FlowState) -> None:
+        """No recording answers it (replay, refresh): a 404 naming the nearest recording."""
+        state, store = self.state, self.state.store
+        assert store is not None
         st.action = "miss"
-        message = misses.miss_message(canon, store.index)
+        message = misses.miss_message(
+            st.canonical, store.index,
+            lambda rules: canonical_request(flow.request, state.ignore, rules))
         state.miss(message)
         flow.response = miss_response(message)
+
+    def _age_over_limit(self, hit: Hit) -> timedelta | None:
+        limit = self.state.max_age
+        if limit is None:
+            return None
+        if self._ages is None or self._ages.limit != limit:
+            self._ages = AgeLimit(limit)
+        return self._ages.age_over(hit.entry, lambda: hit.entry.recording)
+
+    def _refused_as_stale(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> bool:
+        """A hit on a recording older than ``cassette_max_age``: counted and warned about once
+        per file; answered (``warn``), or refused with a 410 like a miss (``fail``)."""
+        how_old = self._age_over_limit(hit)
+        if how_old is None:
+            return False
+        state = self.state
+        refused = state.stale_policy == "fail"
+        message = misses.stale_message(hit.entry.path, how_old, state.max_age_text, refused)
+        if hit.entry.path not in self._told:
+            self._told.add(hit.entry.path)
+            log.warning(message)
+        if not refused:
+            state.counters.add("stale")
+            return False
+        st.action = "stale"
+        state.counters.add("stale_refused")
+        state.counters.note("miss_messages", message)
+        state.current.misses.append(message)
+        flow.response = stale_response(message)
+        return True
+
+    def _refreshes(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> bool:
+        """Refresh mode: whether this hit is forwarded to re-record its recording, in its own
+        file. Not when another test refreshed the recording earlier in this run, when it is
+        fresh (younger than ``cassette_max_age``, when set) or a llama-stack file (another
+        tool's format): those are replayed. The same test asking again (before its first
+        re-recording took its place) goes on re-recording it."""
+        entry = hit.entry
+        if entry.path in self._refreshed:
+            if self._refreshed[entry.path] != st.test_dir:
+                return False
+            st.action, st.refresh = "record", entry
+            return True
+        if entry.recording.source != "cassette":
+            if entry.path not in self._told:
+                self._told.add(entry.path)
+                log.warning("cassette: not refreshing %s: a llama-stack file is replayed as it "
+                            "is (cassette import-llama-stack turns it into a cassette that can "
+                            "be refreshed)", entry.path)
+            return False
+        how_old = self._age_over_limit(hit)
+        if self.state.max_age is not None and how_old is None:
+            return False
+        self._refreshed[entry.path] = st.test_dir
+        st.action, st.refresh = "record", entry
+        self.state.refresh_upstreams.add((flow.request.host, flow.request.port))
+        log.info("cassette: refreshing %s%s", entry.path,
+                 f" (recorded {describe(how_old)} ago)" if how_old is not None else "")
+        return True
 
     async def _answer(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> None:
         resp = hit.response

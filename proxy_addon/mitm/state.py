@@ -8,18 +8,21 @@ import logging
 import math
 from collections.abc import Sequence  # mitmproxy's --set parses only this Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 from mitmproxy import ctx, exceptions, http
 
-from proxy_addon import matching
+from proxy_addon import age, matching, normalize
 from proxy_addon.control import CurrentTest
 from proxy_addon.matching import CanonicalRequest
 from proxy_addon.model import RecordedRequest
+from proxy_addon.normalize import Normalizer
 from proxy_addon.sse import BodyTap, StreamCapture, decode_limited
 from proxy_addon.store import CassetteStore
+from proxy_addon.store.index import Entry
 from proxy_addon.store.writer import BackgroundWriter, atomic_write
 from proxy_addon.summary import MODES, Counters
 from proxy_addon.websocket import Capture
@@ -30,6 +33,9 @@ META = "cassette"  # key of our FlowState in flow.metadata
 # A content-encoded request body is decoded for matching and recording up to this size; beyond
 # it (a decompression bomb) it is matched and stored by its bytes as sent.
 MAX_DECODED_REQUEST = 64 * 1024 * 1024
+STALE_POLICIES = ("warn", "fail")
+# Modes that answer from the cassettes before any upstream connection exists.
+ANSWERING_MODES = ("replay", "auto", "refresh")
 
 
 @dataclass(slots=True)
@@ -37,7 +43,7 @@ class FlowState:
     """What the addon decided about one flow, kept in ``flow.metadata[META]``."""
 
     canonical: CanonicalRequest
-    action: str  # "hit", "miss", "record", "pass"
+    action: str  # "hit", "miss", "stale", "record", "pass"
     test_id: str | None = None
     test_dir: str | None = None
     key: str | None = None  # its place in the store's recorder (record)
@@ -49,6 +55,7 @@ class FlowState:
     pacer_token: str | None = None  # served by the pacer (paced or cut replay)
     websocket_token: str | None = None  # a replayed WebSocket, served by the loopback server
     websocket: Capture | None = None  # a WebSocket conversation being recorded
+    refresh: Entry | None = None  # the recording this flow re-records, in its own file (refresh)
 
 
 def flow_state(flow: http.HTTPFlow, action: str | None = None) -> FlowState | None:
@@ -97,8 +104,12 @@ class State:
         self.writer: BackgroundWriter | None = None
         self.pace = 0.0
         self.ignore: tuple[tuple[str | int, ...], ...] = ()
+        self.normalize: Normalizer | None = None
+        self.max_age: timedelta | None = None
         # the addon's own loopback servers: the only upstreams a replay may connect to
         self.own_servers: set[tuple[str, int]] = set()
+        # in refresh mode, the hosts a re-recording was forwarded to: the only others allowed
+        self.refresh_upstreams: set[tuple[str, int]] = set()
 
     def load(self, loader: Any) -> None:
         loader.add_option("cassette_dir", str, "cassettes",
@@ -106,7 +117,9 @@ class State:
         loader.add_option("cassette_mode", str, "replay",
                           "replay: answer from cassettes, never touch the network; record: "
                           "forward everything and (re)write cassettes; auto: replay hits and "
-                          "record misses; passthrough: forward, record nothing.",
+                          "record misses; passthrough: forward, record nothing; refresh: "
+                          "re-record what has a recording (with cassette_max_age, only those "
+                          "older), in its own file; a miss is a 404 as in replay.",
                           choices=MODES)
         loader.add_option("cassette_pace", str, "0",
                           "Replay speed of streams, a number: 0 = as fast as possible, "
@@ -114,6 +127,17 @@ class State:
         loader.add_option("cassette_ignore", Sequence[str], [],
                           "Dotted JSON paths left out of request matching, e.g. user, "
                           "metadata.trace_id, messages[0].name, messages.*.name.")
+        loader.add_option("cassette_normalize", Sequence[str], [],
+                          "Volatile values in request strings replaced for matching only: "
+                          "presets dates, times, uuids, hex-ids (comma-separated), or a rule "
+                          "PATTERN=REPLACEMENT (a regex; one rule per value).")
+        loader.add_option("cassette_max_age", str, "",
+                          "Recordings older than this (30d, 12h, 2w) are stale: a replay warns "
+                          "(or fails, cassette_stale=fail); refresh mode re-records only them.")
+        loader.add_option("cassette_stale", str, "warn",
+                          "A replay hit on a stale recording: warn (answered, counted) or fail "
+                          "(an HTTP 410 error, counted, and the run fails).",
+                          choices=STALE_POLICIES)
         loader.add_option("cassette_redact_headers", Sequence[str], [],
                           "More request/response header names whose values never reach disk.")
         loader.add_option("cassette_max_file_mb", int, 512,
@@ -136,28 +160,48 @@ class State:
                                     for p in split_list(opts.cassette_ignore))
             except ValueError as e:
                 raise exceptions.OptionsError(f"cassette_ignore: {e}") from None
-        if "cassette_mode" in updated and opts.cassette_mode in ("replay", "auto") and \
+        self._configure_validity(updated)
+        if "cassette_mode" in updated and opts.cassette_mode in ANSWERING_MODES and \
                 opts.connection_strategy != "lazy":
             # Answer from cassettes before any upstream connection exists: offline, a CONNECT
             # to api.openai.com must not make mitmproxy resolve and dial it first.
             opts.update(connection_strategy="lazy")
         if "cassette_max_file_mb" in updated and opts.cassette_max_file_mb <= 0:
             raise exceptions.OptionsError("cassette_max_file_mb must be a positive number of MB")
-        if updated & {"cassette_dir", "cassette_ignore", "cassette_mode", "cassette_max_file_mb"}:
+        if updated & {"cassette_dir", "cassette_ignore", "cassette_normalize", "cassette_mode",
+                      "cassette_max_file_mb"}:
             self._open_store(Path(opts.cassette_dir))
+
+    def _configure_validity(self, updated: set[str]) -> None:
+        """The options that keep cassettes valid: normalisers, the age limit, its policy."""
+        opts = ctx.options
+        if "cassette_normalize" in updated:
+            try:
+                self.normalize = normalize.compile_rules(opts.cassette_normalize)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"cassette_normalize: {e}") from None
+        if "cassette_max_age" in updated:
+            try:
+                self.max_age = age.parse_age(opts.cassette_max_age) \
+                    if opts.cassette_max_age.strip() else None
+            except ValueError as e:
+                raise exceptions.OptionsError(f"cassette_max_age: {e}") from None
+        if "cassette_stale" in updated and opts.cassette_stale not in STALE_POLICIES:
+            raise exceptions.OptionsError(f"cassette_stale must be warn or fail, not "
+                                          f"{opts.cassette_stale!r}")
 
     def _open_store(self, root: Path) -> None:
         mode = ctx.options.cassette_mode
-        if mode == "replay" and not root.is_dir():
+        if mode in ("replay", "refresh") and not root.is_dir():
             raise exceptions.OptionsError(
-                f"cassette_dir {str(root)!r} is not a directory: nothing to replay "
+                f"cassette_dir {str(root)!r} is not a directory: nothing to {mode} "
                 "(record first with --set cassette_mode=record or auto)")
         if root.exists() and not root.is_dir():
             raise exceptions.OptionsError(f"cassette_dir {str(root)!r} is not a directory")
         if self.writer is None:
             self.writer = BackgroundWriter(self._written)
         store = CassetteStore(root, self.ignore, max_file_bytes=self.max_file_bytes,
-                              writer=self.writer)
+                              writer=self.writer, normalize=self.normalize)
         store.load()
         self.store = store
         bad = len(store.index.bad)
@@ -174,6 +218,14 @@ class State:
     @property
     def mode(self) -> str:
         return ctx.options.cassette_mode
+
+    @property
+    def stale_policy(self) -> str:
+        return ctx.options.cassette_stale
+
+    @property
+    def max_age_text(self) -> str:
+        return ctx.options.cassette_max_age.strip()
 
     @property
     def max_file_bytes(self) -> int:

@@ -42,7 +42,8 @@ async def answer_websocket(flow: http.HTTPFlow, st: FlowState, hit: Hit,
     port = await server.ensure_started()
     state.own_servers.add(("127.0.0.1", port))
     st.websocket_token = server.register(Registration(
-        Replay(recordings, state.ignore, where), hit.response.headers, state.pace))
+        Replay(recordings, state.ignore, where, state.normalize), hit.response.headers,
+        state.pace))
     flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
     flow.request.headers[TOKEN_HEADER] = st.websocket_token
 

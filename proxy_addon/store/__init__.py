@@ -14,6 +14,7 @@ from pathlib import Path
 from proxy_addon import hosts
 from proxy_addon.matching import CanonicalRequest, IgnorePaths
 from proxy_addon.model import Body, CassetteError, RecordedResponse
+from proxy_addon.normalize import Normalizer
 from proxy_addon.store.chooser import Chooser, LookupContext
 from proxy_addon.store.index import Entry, Found, Index
 from proxy_addon.store.recorder import Recorder
@@ -35,9 +36,9 @@ class CassetteStore:
 
     def __init__(self, root: Path, ignore: IgnorePaths = (),
                  max_file_bytes: int = 512 * 1024 * 1024, writer: Writer = atomic_write,
-                 validate: bool = False) -> None:
+                 validate: bool = False, normalize: Normalizer | None = None) -> None:
         self.root = Path(root)
-        self.index = Index(self.root, ignore, max_file_bytes, validate)
+        self.index = Index(self.root, ignore, max_file_bytes, validate, normalize)
         self.recorder = Recorder(self.index, writer)
         self.chooser = Chooser(self.index)
         self._served: dict[str, int] = defaultdict(int)

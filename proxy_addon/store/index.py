@@ -24,6 +24,7 @@ from proxy_addon import formats, hosts, matching
 from proxy_addon.formats import cassette
 from proxy_addon.matching import CanonicalRequest, IgnorePaths
 from proxy_addon.model import CassetteError, RecordedRequest, Recording
+from proxy_addon.normalize import Normalizer
 from proxy_addon.store.cache import RecordingCache
 from proxy_addon.store.layout import (
     cassette_files,
@@ -109,9 +110,11 @@ class Index:
     """key -> recordings of one directory, with what could not be read."""
 
     def __init__(self, root: Path, ignore: IgnorePaths = (),
-                 max_file_bytes: int = 512 * 1024 * 1024, validate: bool = False) -> None:
+                 max_file_bytes: int = 512 * 1024 * 1024, validate: bool = False,
+                 normalize: Normalizer | None = None) -> None:
         self.root = Path(root)
         self.ignore = tuple(ignore)
+        self.normalize = normalize  # applied to stored requests as to live ones
         self.max_file_bytes = max_file_bytes
         self.validate = validate  # read every file whole at load (the CLI), not only requests
         self._root_text = os.fspath(self.root)
@@ -153,9 +156,14 @@ class Index:
                 "too large") else self._salvage_key(Path(file))))
             log.warning("cassette: skipping %s: %s", file, e.reason)
             return
-        canon = matching.canonical_recorded(head.request, self.ignore, head.floats)
+        canon = self.canonical(head.request, head.floats)
         self.add(make_entry(file, head.request, canon, self._root_text, self.cache,
                             head.source == "llama-stack"))
+
+    def canonical(self, request: RecordedRequest, floats: bool = True) -> CanonicalRequest:
+        """A stored request's canonical form, under this directory's matching rules."""
+        return matching.canonical_recorded(request, self.ignore, floats=floats,
+                                           normalize=self.normalize)
 
     def add(self, entry: Entry) -> None:
         """Index an entry read from the directory (after the ones read before it)."""
@@ -232,7 +240,7 @@ class Index:
                 formats.load_head(entry.path).request
         except CassetteError:
             return CanonicalRequest(entry.method, "", entry.endpoint)
-        return matching.canonical_recorded(request, self.ignore)
+        return self.canonical(request)
 
     def _salvage_key(self, path: Path) -> str | None:
         """The key of a broken file's request, if its request part is intact."""
@@ -240,7 +248,7 @@ class Index:
             doc = orjson.loads(path.read_bytes())
             probe = cassette.from_dict({"version": 1, "request": doc["request"],
                                         "responses": [{"status": 200}]})
-            return matching.canonical_recorded(probe.request, self.ignore).key()
+            return self.canonical(probe.request).key()
         except Exception:  # noqa: BLE001 - anything unreadable: nothing to salvage
             return None
 

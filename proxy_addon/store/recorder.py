@@ -12,16 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
-from proxy_addon import formats, matching
+from proxy_addon import formats
 from proxy_addon.formats import cassette
 from proxy_addon.matching import CanonicalRequest
 from proxy_addon.model import RecordedRequest, RecordedResponse, Recording
 from proxy_addon.store.cache import LARGE_FILE_BYTES
-from proxy_addon.store.index import Index, make_entry
+from proxy_addon.store.index import Entry, Index, make_entry
 from proxy_addon.store.layout import BY_TEST_DIR, layout_path, model_of
 from proxy_addon.store.writer import Writer
 
@@ -40,8 +40,9 @@ class _Pending:
     path: Path
     request: RecordedRequest
     test_id: str | None
-    test_dir: str | None
+    test_dir: str | None  # the cassette the file belongs to (a refreshed shared one: None)
     slots: list[RecordedResponse | _OnDisk | None] = field(default_factory=list)
+    llama_stack: dict[str, Any] | None = None  # kept from the file a refresh rewrites
 
 
 def _approx_bytes(resp: RecordedResponse) -> int:
@@ -72,12 +73,22 @@ class Recorder:
         return self._key(canon, test_dir) in self._pending
 
     def begin(self, canon: CanonicalRequest, request: RecordedRequest,
-              test_id: str | None = None, test_dir: str | None = None) -> tuple[str, int]:
+              test_id: str | None = None, test_dir: str | None = None,
+              into: Entry | None = None) -> tuple[str, int]:
         """Reserve this request's place in its cassette, in arrival order, before the response
-        is known. Returns (key, slot) for ``finish`` or ``abandon``."""
+        is known. Returns (key, slot) for ``finish`` or ``abandon``.
+
+        ``into``: a recording being refreshed. Its own file is rewritten with the new responses
+        (whichever cassette it is in, the test's or a shared one), keeping its test id, whether
+        it matches on any host, and what an imported llama-stack file needs for export."""
         key = self._key(canon, test_dir)
         pending = self._pending.get(key)
-        if pending is None:
+        if pending is None and into is not None:
+            old = into.recording
+            request.any_host = old.request.any_host
+            pending = self._pending[key] = _Pending(into.path, request, old.test_id,
+                                                    into.test_dir, llama_stack=old.llama_stack)
+        elif pending is None:
             existing = [e for e in self.index.entries.get(canon.key(), [])
                         if e.test_dir == test_dir and not e.from_llama_stack]
             root = self.index.root / BY_TEST_DIR / test_dir if test_dir else self.index.root
@@ -102,11 +113,13 @@ class Recorder:
         keep = len(in_memory) == len(sources) and \
             sum(map(_approx_bytes, in_memory)) <= LARGE_FILE_BYTES
         request, test_id, path = pending.request, pending.test_id, pending.path
+        llama = pending.llama_stack
 
         def rewrite(out: BinaryIO) -> None:  # on the writer's thread
             on_disk = formats.load(path).responses if len(in_memory) < len(sources) else []
             responses = [on_disk[s] if isinstance(s, int) else s for s in sources]
-            cassette.write(Recording(request=request, responses=responses, test_id=test_id), out)
+            cassette.write(Recording(request=request, responses=responses, test_id=test_id,
+                                     llama_stack=llama), out)
 
         self.writer(path, rewrite)
         for position, (k, r) in enumerate(filled):
@@ -114,9 +127,9 @@ class Recorder:
                 r.position = position
             elif not keep:
                 pending.slots[k] = _OnDisk(position)  # drop the events from memory
-        held = Recording(request=request, responses=in_memory, test_id=test_id) if keep else None
-        entry = make_entry(str(path), request,
-                           matching.canonical_recorded(request, self.index.ignore),
+        held = Recording(request=request, responses=in_memory, test_id=test_id,
+                         llama_stack=llama) if keep else None
+        entry = make_entry(str(path), request, self.index.canonical(request),
                            str(self.index.root), self.index.cache, False, held)
         entry.uses = 1
         self.index.replace(entry)
