@@ -1,16 +1,22 @@
 """scripts/bench: the proxy's costs, each measured against a baseline in the same run.
 
-- replay throughput (plain and streamed) vs mitmproxy answering the same bytes from memory,
-- record overhead (time to first event, total) vs talking to the upstream directly,
-- start-up and per-request latency with 10 / 1,000 / 10,000 recordings,
-- peak memory replaying 10,000 recordings and recording a 50 MB stream.
+- replay throughput, plain and streamed (16, 64, 256 events, recorded headers), against
+  mitmproxy answering the same bytes from memory with a trivial addon;
+- record: time to first event and whole stream, against the upstream directly and against
+  mitmproxy passing the stream on with a trivial addon;
+- scale, with 100 / 10,000 / 100,000 recordings: time to the first replayed answer, resident
+  memory, latency per request, our own work per request;
+- paced replay of 64 concurrent streams: each event's lateness against its recorded offset;
+- memory recording one 53 MB stream;
+- where a streamed replay spends its time (py-spy, when installed beside Python).
 
-Medians of several runs; the baseline and our addon alternate so that machine noise hits both.
-Prints a markdown table (with the date and the machine) to paste into the README.
+Medians of several runs; a baseline and ours alternate so that machine noise hits both. Prints a
+markdown table with the date and the machine, to paste into the README.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -18,9 +24,11 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -30,105 +38,54 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from bench_scenarios import URL, chat_recording, generate  # noqa: E402
 from proxy_addon.formats import cassette  # noqa: E402
-from proxy_addon.model import Body, RecordedRequest, RecordedResponse, Recording, Stream  # noqa: E402
-from proxy_addon.sse import Event  # noqa: E402
-from proxy_addon.wire import wire, wire_body, wire_headers  # noqa: E402
 from proxy_addon.process import RunningProxy, start_proxy  # noqa: E402
+from proxy_addon.wire import wire, wire_body, wire_headers  # noqa: E402
 from tests.upstream import FakeUpstreamServer, read_big_stream  # noqa: E402
 
-URL = "http://api.openai.com/v1/chat/completions"
 BASELINE = ROOT / "scripts" / "bench_baseline_addon.py"
+Row = tuple[str, str, str, str]
 
 
-def chat_recording(prompt: str, stream: bool, events: int = 15) -> Recording:
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}], "stream": stream}
-    chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-             "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "word "},
-                                             "finish_reason": None, "logprobs": None}]}
-    if stream:
-        evs = [Event(data=dict(chunk), t=0.01 * i) for i in range(events - 1)]
-        evs.append(Event(data="[DONE]", t=0.01 * events))
-        resp = RecordedResponse(200, [["content-type", "text/event-stream"]],
-                                stream=Stream("sse", evs))
-    else:
-        resp = RecordedResponse(200, [["content-type", "application/json"]], body=Body("json", {
-            "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000,
-            "model": "gpt-4o", "choices": [{"index": 0, "finish_reason": "stop",
-                                            "message": {"role": "assistant",
-                                                        "content": "word " * 20}}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 20, "total_tokens": 25}}))
-    return Recording(RecordedRequest("POST", URL.replace("http:", "https:"),
-                                     {"content-type": "application/json"}, Body("json", body)),
-                     [resp])
-
-
-def llama_stack_doc(prompt: str) -> dict[str, Any]:
-    chunk = {"__type__": "openai.types.chat.chat_completion_chunk.ChatCompletionChunk",
-             "__data__": {"id": "rec-bench", "object": "chat.completion.chunk", "created": 0,
-                          "model": "gpt-4o", "choices": [{"index": 0, "finish_reason": None,
-                                                          "delta": {"content": "word "}}]}}
-    return {"test_id": f"tests/bench.py::test[{prompt}]",
-            "request": {"method": "POST", "url": "https://api.openai.com/v1/v1/chat/completions",
-                        "headers": {}, "endpoint": "/v1/chat/completions", "model": "gpt-4o",
-                        "body": {"model": "gpt-4o", "stream": True,
-                                 "messages": [{"role": "user", "content": prompt}]}},
-            "response": {"body": [chunk] * 15, "is_streaming": True},
-            "id_normalization_mapping": {}}
-
-
-def generate(directory: Path, n: int) -> list[dict[str, Any]]:
-    """n recordings, half ours (plain chat), half llama-stack (streamed chat); returns the
-    request bodies to ask for them."""
-    directory.mkdir(parents=True, exist_ok=True)
-    bodies = []
-    for i in range(n):
-        if i % 2:
-            doc = llama_stack_doc(f"llama prompt {i}")
-            # indented, as llama-stack's recorder writes its files
-            (directory / f"ls-{i:06d}.json").write_bytes(json.dumps(doc, indent=2).encode())
-            bodies.append(doc["request"]["body"])
-        else:
-            rec = chat_recording(f"prompt {i}", stream=False)
-            (directory / f"ours-{i:06d}.json").write_bytes(cassette.dumps(rec))
-            bodies.append(rec.request.body.value)
-    return bodies
+def post_all(client: httpx.Client, payload: bytes, requests: int) -> float:
+    """Sequential keep-alive requests per second (after a warm-up)."""
+    headers = {"content-type": "application/json"}
+    for _ in range(20):
+        client.post(URL, content=payload, headers=headers).read()
+    start = time.perf_counter()
+    for _ in range(requests):
+        r = client.post(URL, content=payload, headers=headers)
+        r.read()
+        assert r.status_code == 200, r.text[:300]
+    return requests / (time.perf_counter() - start)
 
 
 def throughput(proxy: RunningProxy, body: dict[str, Any], requests: int) -> float:
-    """Sequential keep-alive requests per second through the proxy."""
-    payload = json.dumps(body).encode()
-    headers = {"content-type": "application/json"}
     with httpx.Client(proxy=proxy.url, timeout=30) as client:
-        for _ in range(20):  # warm up: connection, caches
-            client.post(URL, content=payload, headers=headers).read()
-        start = time.perf_counter()
-        for _ in range(requests):
-            r = client.post(URL, content=payload, headers=headers)
-            r.read()
-            assert r.status_code == 200, r.text[:300]
-        return requests / (time.perf_counter() - start)
+        return post_all(client, json.dumps(body).encode(), requests)
 
 
-def bench_replay(confdir: Path, rounds: int, requests: int) -> list[tuple[str, str, str, str]]:
+def bench_replay(confdir: Path, rounds: int, requests: int) -> list[Row]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        for kind, stream in (("plain", False), ("streamed, 15 events", True)):
-            rec = chat_recording(f"bench {kind}", stream)
-            cassettes = d / kind.split(",")[0] / "cassettes"
-            cassettes.mkdir(parents=True)
+        for events in (0, 16, 64, 256):
+            kind = f"streamed, {events} events" if events else "plain"
+            rec = chat_recording(f"bench {kind}", events)
+            cassettes = Path(tmp) / f"c{events}"
+            cassettes.mkdir()
             (cassettes / "c.json").write_bytes(cassette.dumps(rec))
             resp = rec.responses[0]
-            table = d / f"{kind.split(',')[0]}.json"
+            table = Path(tmp) / f"fixed{events}.json"
             table.write_text(json.dumps({"/v1/chat/completions": {
                 "status": resp.status,
                 "headers": [[k.decode(), v.decode()] for k, v in wire_headers(resp)],
                 "body": base64.b64encode(wire_body(resp)).decode()}}))
             ours, base = [], []
             for _ in range(rounds):
-                p = start_proxy(d, script=BASELINE, confdir=confdir,
+                p = start_proxy(tmp, script=BASELINE, confdir=confdir,
                                 options={"bench_responses": str(table)})
                 base.append(throughput(p, rec.request.body.value, requests))
                 p.stop()
@@ -152,15 +109,15 @@ def stream_timing(client: httpx.Client, url: str, prompt: str) -> tuple[float, f
     return first or 0.0, time.perf_counter() - start
 
 
-def bench_record(confdir: Path, runs: int) -> list[tuple[str, str, str, str]]:
-    """A stream from a local upstream: direct, through bare mitmproxy (which buffers it), and
-    through our recording proxy (which streams it and writes the cassette)."""
+def bench_record(confdir: Path, runs: int) -> list[Row]:
+    """A stream from a local upstream (12 events, 5 ms apart): direct, through mitmproxy passing
+    it on with a trivial addon, and through our recording proxy (which also writes it)."""
     upstream = FakeUpstreamServer().start()
     upstream.state.event_delay = 0.005
     url = upstream.base_url + "/v1/chat/completions"
     timings: dict[str, list[tuple[float, float]]] = {"direct": [], "bare": [], "record": []}
     with tempfile.TemporaryDirectory() as tmp:
-        bare = start_proxy(Path(tmp), script=BASELINE, confdir=confdir)
+        bare = start_proxy(tmp, script=BASELINE, confdir=confdir, options={"bench_stream": "true"})
         rec = start_proxy(Path(tmp) / "c", "record", confdir=confdir)
         with httpx.Client(timeout=30) as direct, \
                 httpx.Client(proxy=bare.url, timeout=30) as via_bare, \
@@ -177,106 +134,180 @@ def bench_record(confdir: Path, runs: int) -> list[tuple[str, str, str, str]]:
     upstream.stop()
     first = {k: statistics.median(t[0] for t in v) * 1000 for k, v in timings.items()}
     total = {k: statistics.median(t[1] for t in v) * 1000 for k, v in timings.items()}
-    return [("record: time to first event", f"{first['record']:.1f} ms",
-             f"{first['direct']:.1f} ms (direct)", f"+{first['record'] - first['direct']:.1f} ms"),
-            ("record: whole stream (12 events, 5 ms apart)", f"{total['record']:.1f} ms",
-             f"{total['direct']:.1f} ms (direct)", f"{total['record'] / total['direct']:.2f}x"),
-            ("same stream through bare mitmproxy (buffers it)", f"{total['bare']:.1f} ms",
-             f"{total['direct']:.1f} ms (direct)", f"{total['bare'] / total['direct']:.2f}x")]
+    return [("record: time to first event", f"{first['record']:.2f} ms",
+             f"{first['direct']:.2f} ms (direct)", f"+{first['record'] - first['direct']:.2f} ms"),
+            ("mitmproxy passing the stream on (trivial addon): first event",
+             f"{first['bare']:.2f} ms", f"{first['direct']:.2f} ms (direct)",
+             f"+{first['bare'] - first['direct']:.2f} ms"),
+            ("record: first event, ours against mitmproxy passing it on",
+             f"{first['record']:.2f} ms", f"{first['bare']:.2f} ms (mitmproxy)",
+             f"+{first['record'] - first['bare']:.2f} ms"),
+            ("record: whole stream", f"{total['record']:.1f} ms",
+             f"{total['bare']:.1f} ms (mitmproxy)", f"{total['record'] / total['bare']:.2f}x")]
+
+
+def rss_mb(proxy: RunningProxy) -> float:
+    for line in open(f"/proc/{proxy.process.pid}/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc")
+
+
+def first_answer(directory: Path, confdir: Path, body: dict[str, Any] | None
+                 ) -> tuple[RunningProxy, float]:
+    """A replay proxy over ``directory``, and the seconds from its start to its first answer
+    (to listening, when there is nothing to ask)."""
+    start = time.perf_counter()
+    p = start_proxy(directory, "replay", confdir=confdir)
+    if body is not None:
+        with httpx.Client(proxy=p.url, timeout=60) as client:
+            assert client.post(URL, json=body).status_code == 200
+    return p, time.perf_counter() - start
+
+
+def latency(proxy: RunningProxy, bodies: list[dict[str, Any]], requests: int) -> float:
+    """Median seconds per request over a sample, after a first pass that reads and frames
+    each sampled recording once (the work a run does once per recording)."""
+    sample = random.Random(len(bodies)).choices(bodies, k=requests)
+    with httpx.Client(proxy=proxy.url, timeout=30) as client:
+        for body in sample:
+            client.post(URL, json=body).read()
+        times = []
+        for body in sample:
+            s = time.perf_counter()
+            r = client.post(URL, json=body)
+            r.read()
+            times.append(time.perf_counter() - s)
+            assert r.status_code == 200, r.text[:300]
+    return statistics.median(times)
 
 
 def bench_scale(confdir: Path, sizes: list[int], rounds: int, requests: int,
-                ) -> tuple[list[tuple[str, str, str, str]], float | None]:
-    rows = []
-    rss_10k = None
-    empty_starts = []
-    with tempfile.TemporaryDirectory() as tmp:
-        empty = Path(tmp) / "empty"
-        empty.mkdir()
+                work: Path) -> list[Row]:
+    empty = work / "empty"
+    empty.mkdir()
+    starts, idle = [], []
+    for _ in range(rounds):
+        p, t = first_answer(empty, confdir, None)
+        starts.append(t)
+        idle.append(rss_mb(p))
+        p.stop()
+    base_start, base_rss = statistics.median(starts), statistics.median(idle)
+    rows = [("start-up, empty directory (to listening)", f"{base_start:.2f} s", "", ""),
+            ("resident memory, empty directory", f"{base_rss:.0f} MB", "", "")]
+    latencies: dict[int, float] = {}
+    for n in sizes:
+        bodies = generate(work / f"n{n}", n)
+        starts, lats, rss = [], [], []
         for _ in range(rounds):
-            t = time.perf_counter()
-            p = start_proxy(empty, "replay", confdir=confdir)
-            empty_starts.append(time.perf_counter() - t)
+            p, t = first_answer(work / f"n{n}", confdir, bodies[0])
+            starts.append(t)
+            lats.append(latency(p, bodies, requests))
+            rss.append(rss_mb(p))
             p.stop()
-        base_start = statistics.median(empty_starts)
-        rows.append(("start-up, empty directory", f"{base_start:.2f} s", "", ""))
-        latencies: dict[int, float] = {}
-        for n in sizes:
-            d = Path(tmp) / f"n{n}"
-            bodies = generate(d, n)
-            starts, lat = [], []
-            for _ in range(rounds):
-                t = time.perf_counter()
-                p = start_proxy(d, "replay", confdir=confdir)
-                starts.append(time.perf_counter() - t)
-                sample = random.Random(n).choices(bodies, k=requests)
-                with httpx.Client(proxy=p.url, timeout=30) as client:
-                    # a first pass frames each sampled answer once (cached afterwards); the
-                    # timed pass then measures lookup and answer, the same work at any size
-                    for body in sample:
-                        client.post(URL, json=body).read()
-                    times = []
-                    for body in sample:
-                        s = time.perf_counter()
-                        r = client.post(URL, json=body)
-                        r.read()
-                        times.append(time.perf_counter() - s)
-                        assert r.status_code == 200, r.text[:300]
-                lat.append(statistics.median(times))
-                if n == max(sizes):
-                    rss_10k = p.peak_rss_mb()
-                p.stop()
-            latencies[n] = statistics.median(lat) * 1000
-            rows.append((f"start-up, {n:,} recordings", f"{statistics.median(starts):.2f} s",
-                         f"{base_start:.2f} s (empty)",
-                         f"+{statistics.median(starts) - base_start:.2f} s"))
-        small = latencies[min(sizes)]
-        for n in sizes:
-            rows.append((f"replay latency per request, {n:,} recordings",
-                         f"{latencies[n]:.2f} ms", f"{small:.2f} ms ({min(sizes)} recordings)",
-                         f"{latencies[n] / small:.2f}x"))
-    return rows, rss_10k
+        latencies[n] = statistics.median(lats) * 1000
+        grown = statistics.median(rss) - base_rss
+        rows += [(f"start-up to the first replayed answer, {n:,} recordings",
+                  f"{statistics.median(starts):.2f} s", f"{base_start:.2f} s (empty)",
+                  f"+{statistics.median(starts) - base_start:.2f} s"),
+                 (f"resident memory replaying, {n:,} recordings",
+                  f"{statistics.median(rss):.0f} MB", f"{base_rss:.0f} MB (empty)",
+                  f"+{grown * 1024 / n:.2f} KB a recording")]
+    small = latencies[min(sizes)]
+    rows += [(f"replay latency per request, {n:,} recordings", f"{latencies[n]:.2f} ms",
+              f"{small:.2f} ms ({min(sizes):,} recordings)", f"{latencies[n] / small:.2f}x")
+             for n in sizes]
+    return rows
 
 
-def bench_lookup(sizes: list[int], requests: int = 2000) -> list[tuple[str, str, str, str]]:
+def bench_lookup(sizes: list[int], work: Path, requests: int = 2000) -> list[Row]:
     """Our own work per replayed request, in this process: canonicalise, look up, answer."""
-    import gc
-
     from proxy_addon import matching
     from proxy_addon.store import CassetteStore
 
     costs: dict[int, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in sizes:
-            d = Path(tmp) / f"n{n}"
-            bodies = generate(d, n)
-            store = CassetteStore(d)
-            gc.disable()
-            store.load()
-            gc.enable()
-            gc.freeze()
-            raws = [json.dumps(b).encode() for b in random.Random(n).choices(bodies, k=requests)]
+    for n in sizes:
+        d = work / f"n{n}"
+        bodies = generate(d, n) if not d.exists() else None
+        store = CassetteStore(d)
+        store.load()
+        if bodies is None:
+            bodies = [json.loads(json.dumps(e.recording.request.body.value))
+                      for e in list(store.index.all_entries())[:requests]]
+        raws = [json.dumps(b).encode() for b in random.Random(n).choices(bodies, k=requests)]
 
-            def serve() -> None:
-                for raw in raws:
-                    hit = store.lookup(matching.canonicalize("POST", URL, "application/json", raw))
-                    wire(hit.response)
+        def serve() -> None:
+            for raw in raws:
+                hit = store.lookup(matching.canonicalize("POST", URL, "application/json", raw))
+                wire(hit.response)
 
-            serve()  # frame each answer once
-            runs = []
-            for _ in range(5):
-                start = time.perf_counter()
-                serve()
-                runs.append((time.perf_counter() - start) / len(raws) * 1e6)
-            costs[n] = statistics.median(runs)
-            gc.unfreeze()
+        serve()  # read and frame each answer once
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
+            serve()
+            runs.append((time.perf_counter() - start) / len(raws) * 1e6)
+        costs[n] = statistics.median(runs)
     small = costs[min(sizes)]
     return [(f"our work per request (canonicalise, look up, answer), {n:,} recordings",
-             f"{costs[n]:.1f} µs", f"{small:.1f} µs ({min(sizes)} recordings)",
+             f"{costs[n]:.1f} µs", f"{small:.1f} µs ({min(sizes):,} recordings)",
              f"{costs[n] / small:.2f}x") for n in sizes]
 
 
-def bench_memory_record(confdir: Path) -> tuple[float, float, int]:
+async def _paced_clients(url: str, body: dict[str, Any], clients: int, gap: float
+                         ) -> tuple[list[float], list[float]]:
+    """Per event, in ms: its arrival minus its recorded offset, less the stream's own lag (the
+    median of those over its events); and per stream, that lag from the request's start."""
+    jitter: list[float] = []
+    lags: list[float] = []
+
+    async def one(client: httpx.AsyncClient) -> None:
+        sent = time.perf_counter()
+        arrivals: list[float] = []
+        async with client.stream("POST", URL, json=body) as r:
+            buffer = b""
+            async for chunk in r.aiter_bytes():
+                arrived = time.perf_counter()
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    _, buffer = buffer.split(b"\n\n", 1)
+                    arrivals.append(arrived - sent - gap * len(arrivals))
+        lag = statistics.median(arrivals)
+        lags.append(lag * 1000)
+        jitter.extend((a - lag) * 1000 for a in arrivals)
+
+    async with httpx.AsyncClient(proxy=url, timeout=60,
+                                 limits=httpx.Limits(max_connections=clients)) as client:
+        await asyncio.gather(*(one(client) for _ in range(clients)))
+    return jitter, lags
+
+
+def bench_paced(confdir: Path, clients: int = 64, gap: float = 0.025) -> list[Row]:
+    """64 streams at once, each 40 events 25 ms apart, replayed at cassette_pace=1."""
+    rec = chat_recording("paced", 40, gap=gap)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "c.json").write_bytes(cassette.dumps(rec))
+        p = start_proxy(tmp, "replay", confdir=confdir, options={"cassette_pace": "1"})
+        jitter, lags = asyncio.run(_paced_clients(p.url, rec.request.body.value, clients, gap))
+        p.stop()
+    events = len(rec.responses[0].stream.events)
+    off = sorted(abs(j) for j in jitter)
+    steady = sorted(abs(j) for k, j in enumerate(jitter) if k % events >= 3)
+    lags.sort()
+
+    def spread(values: list[float]) -> str:
+        return (f"{values[len(values) // 2]:.1f} / {values[int(0.99 * len(values))]:.1f} / "
+                f"{values[-1]:.1f} ms")
+
+    return [(f"paced replay, {clients} concurrent streams: event off its recorded offset, "
+             "p50 / p99 / max", spread(off), f"{len(off)} events", ""),
+            ("the same, from each stream's 4th event on (its first 3 arrive while the other "
+             "streams' connections are set up)", spread(steady), f"{len(steady)} events", ""),
+            (f"paced replay, {clients} concurrent streams: stream start, median / max",
+             f"{lags[len(lags) // 2]:.1f} / {lags[-1]:.1f} ms", "", "")]
+
+
+def bench_memory_record(confdir: Path) -> Row:
     upstream = FakeUpstreamServer().start()
     with tempfile.TemporaryDirectory() as tmp:
         p = start_proxy(Path(tmp) / "c", "record", confdir=confdir)
@@ -286,13 +317,44 @@ def bench_memory_record(confdir: Path) -> tuple[float, float, int]:
         after = p.peak_rss_mb()
         p.stop()
     upstream.stop()
-    return before, after, size
+    return (f"peak RSS recording one {size / 1048576:.0f} MB stream", f"{after:.0f} MB",
+            f"{before:.0f} MB (idle proxy)", f"+{after - before:.0f} MB")
+
+
+def profile_streamed(confdir: Path, seconds: int = 6) -> list[str]:
+    """The top frames of a py-spy profile of mitmdump replaying a 16-event stream."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        return ["(install py-spy in .venv to see where a streamed replay spends its time)"]
+    rec = chat_recording("profiled", 16)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "c.json").write_bytes(cassette.dumps(rec))
+        p = start_proxy(tmp, "replay", confdir=confdir)
+        out = Path(tmp) / "profile.txt"
+        spy = subprocess.Popen([str(py_spy), "record", "-p", str(p.process.pid), "-d",
+                                str(seconds), "-r", "200", "-f", "raw", "-o", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + seconds + 2
+        with httpx.Client(proxy=p.url, timeout=30) as client:
+            while time.monotonic() < deadline:
+                post_all(client, json.dumps(rec.request.body.value).encode(), 100)
+        spy.wait(30)
+        p.stop()
+        own, total = Counter(), 0
+        for line in out.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            frames = stack.split(";")
+            total += int(n)
+            own[frames[-1].split(" (")[0]] += int(n)
+            if any("proxy_addon" in f for f in frames):
+                own["(all of proxy_addon, inclusive)"] += int(n)
+    return [f"{100 * n / total:5.1f}%  {name}" for name, n in own.most_common(12)]
 
 
 @click.command()
 @click.option("--rounds", default=5, show_default=True, help="Runs per measurement (median).")
 @click.option("--requests", default=300, show_default=True, help="Requests per throughput run.")
-@click.option("--sizes", default="10,1000,10000", show_default=True,
+@click.option("--sizes", default="100,10000,100000", show_default=True,
               help="Directory sizes for the scale runs.")
 @click.option("--quick", is_flag=True, help="Fewer rounds and requests, for a smoke run.")
 def main(rounds: int, requests: int, sizes: str, quick: bool) -> None:
@@ -301,32 +363,34 @@ def main(rounds: int, requests: int, sizes: str, quick: bool) -> None:
         rounds, requests = 2, 100
     size_list = [int(s) for s in sizes.split(",")]
     confdir = Path(tempfile.mkdtemp(prefix="cassette-bench-ca-"))
+    work = Path(tempfile.mkdtemp(prefix="cassette-bench-"))
     try:
-        rows: list[tuple[str, str, str, str]] = []
-        click.echo("replay throughput...", err=True)
-        rows += bench_replay(confdir, rounds, requests)
-        click.echo("record overhead...", err=True)
-        rows += bench_record(confdir, max(10, requests // 10))
-        click.echo("scale...", err=True)
-        scale_rows, rss_10k = bench_scale(confdir, size_list, max(2, rounds // 2), requests)
-        rows += scale_rows
-        rows += bench_lookup(size_list)
-        click.echo("memory...", err=True)
-        before, after, size = bench_memory_record(confdir)
-        if rss_10k is not None:
-            rows.append((f"peak RSS replaying {max(size_list):,} recordings", f"{rss_10k:.0f} MB",
-                         "", ""))
-        rows.append((f"peak RSS recording one {size / 1048576:.0f} MB stream", f"{after:.0f} MB",
-                     f"{before:.0f} MB (idle proxy)", f"+{after - before:.0f} MB"))
+        rows: list[Row] = []
+        for label, step in [
+            ("replay throughput", lambda: bench_replay(confdir, rounds, requests)),
+            ("record overhead", lambda: bench_record(confdir, max(20, requests // 10))),
+            ("scale", lambda: bench_scale(confdir, size_list, max(2, rounds // 2), requests,
+                                          work)),
+            ("our work per request", lambda: bench_lookup(size_list, work)),
+            ("paced replay", lambda: bench_paced(confdir)),
+            ("memory", lambda: [bench_memory_record(confdir)]),
+        ]:
+            click.echo(f"{label}...", err=True)
+            rows += step()
+        profile = profile_streamed(confdir)
     finally:
         shutil.rmtree(confdir, ignore_errors=True)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), platform.processor())
+        shutil.rmtree(work, ignore_errors=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
     click.echo(f"\n{date.today().isoformat()}, {os.cpu_count()} cores ({cpu}), "
                f"Python {platform.python_version()}, medians of {rounds} runs\n")
     click.echo("| measure | ours | baseline | ratio |\n|---|---|---|---|")
     for row in rows:
         click.echo("| " + " | ".join(row) + " |")
+    click.echo("\nA streamed replay (16 events), py-spy, share of samples by own frame:\n")
+    for line in profile:
+        click.echo(f"    {line}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""The benchmark's baseline: mitmproxy answering fixed bytes from memory in the request hook.
+"""The benchmark's baselines: mitmproxy with a trivial addon, the ceiling for any addon.
 
-The ceiling for any replay addon: no matching, no files, no JSON. Loaded by scripts/bench with
-``--set bench_responses=FILE`` (a JSON map from request path to status, headers, base64 body).
+- ``--set bench_responses=FILE`` (a JSON map from request path to status, headers, base64 body):
+  answers those paths with fixed bytes from memory in the request hook (no matching, no files,
+  no JSON): the replay baseline.
+- ``--set bench_stream=true``: passes every response on as it arrives (``flow.response.stream``):
+  mitmproxy's own cost of streaming, the recording baseline.
 """
 
 import base64
@@ -16,6 +19,7 @@ class FixedResponses:
 
     def load(self, loader) -> None:  # type: ignore[no-untyped-def]
         loader.add_option("bench_responses", str, "", "JSON file of path -> fixed response.")
+        loader.add_option("bench_stream", bool, False, "Stream every response through.")
 
     def configure(self, updated: set[str]) -> None:
         if "bench_responses" in updated and ctx.options.bench_responses:
@@ -30,6 +34,10 @@ class FixedResponses:
         if found is not None:
             status, headers, body = found
             flow.response = http.Response.make(status, body, headers)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if ctx.options.bench_stream and flow.response is not None:
+            flow.response.stream = True
 
 
 addons = [FixedResponses()]

@@ -21,7 +21,7 @@ import logging
 import re
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import hooks, http
 from mitmproxy.proxy import layers
 from mitmproxy.proxy.layer import NextLayer
 from mitmproxy.proxy.layers.http import HTTPMode
@@ -97,13 +97,22 @@ class FailClosed:
         self._state = state
         # mitmproxy looks addons up by name, which must be unique among all its addons
         self.name = f"cassette_{type(inner).__name__.lower()}"
+        self.addons: list[Any] = []  # none of ours has children; mitmproxy asks on every event
         for hook in FLOW_HOOKS:
             method = getattr(inner, hook, None)
             if callable(method):
                 setattr(self, hook, self._guarded(hook, inspect.iscoroutinefunction(method)))
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        """The addon's own attribute; a hook it does not have is remembered as None, since
+        mitmproxy asks every addon for every hook on every event."""
+        try:
+            return getattr(self._inner, name)
+        except AttributeError:
+            if name not in hooks.all_hooks:
+                raise
+        setattr(self, name, None)
+        return None
 
     def _guarded(self, hook: str, is_async: bool) -> Any:
         if is_async:
