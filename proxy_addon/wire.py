@@ -22,9 +22,11 @@ def wire_body(resp: RecordedResponse) -> bytes:
     return resp.body.to_bytes() if resp.body is not None else b""
 
 
-def wire(resp: RecordedResponse) -> tuple[WireHeaders, bytes]:
-    """Headers and body bytes of a replayed response, framed once and reused: a request
-    replayed many times costs a lookup, not a JSON encoding per event."""
+def wire(resp: RecordedResponse) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+    """Headers (with the body's ``content-length``) and body bytes of a response replayed
+    whole, built once and reused: a request replayed many times costs a lookup, not a JSON
+    encoding per event."""
     if resp.wire is None:
-        resp.wire = (wire_headers(resp), wire_body(resp))
+        body = wire_body(resp)
+        resp.wire = (tuple(wire_headers(resp)) + ((b"content-length", b"%d" % len(body)),), body)
     return resp.wire

@@ -3,10 +3,13 @@ or a miss; judge the age of what answers it (``cassette_max_age``)."""
 
 from __future__ import annotations
 
+import functools
+import time
 from datetime import timedelta
 from pathlib import Path
 
 from mitmproxy import http
+from mitmproxy.net.http import status_codes
 
 from proxy_addon import control, matching, misses
 from proxy_addon.age import AgeLimit, describe
@@ -25,6 +28,11 @@ def canonical_request(req: http.Request, ignore: matching.IgnorePaths,
     return matching.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
                                        query, req.headers.get("content-type"), body_of(req),
                                        ignore, normalize)
+
+
+@functools.cache
+def _reason(status: int) -> bytes:
+    return status_codes.RESPONSES.get(status, "").encode()
 
 
 def miss_response(message: str) -> http.Response:
@@ -180,7 +188,9 @@ class Replayer:
             flow.request.headers[TOKEN_HEADER] = st.pacer_token
             return
         headers, body = wire(resp)
-        flow.response = http.Response.make(resp.status, body, headers)
+        now = time.time()  # built directly: Response.make would encode the body again
+        flow.response = http.Response(b"HTTP/1.1", resp.status, _reason(resp.status),
+                                      http.Headers(headers), body, None, now, now)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow, "hit")

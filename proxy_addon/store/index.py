@@ -205,7 +205,7 @@ class Index:
         those, the test's own cassette first, then the shared ones (other tests' cassettes
         never answer). Among host-agnostic ones, only those closest to the request's host:
         recorded for that host, else for the same provider family, else any (``hosts``)."""
-        for key in (canon.key(), canon.any_host_key()):
+        for key in self._keys(canon):
             entries = self.entries.get(key)
             if not entries:
                 continue
@@ -222,6 +222,12 @@ class Index:
             return Found(f"{counter}|{canon.host}", closest,
                          other_host=None if best == 2 else closest[0].origin)
         return None
+
+    @staticmethod
+    def _keys(canon: CanonicalRequest) -> Iterator[str]:
+        """The exact key, then (only when that found nothing) the host-agnostic one."""
+        yield canon.key()
+        yield canon.any_host_key()
 
     def nearest(self, canon: CanonicalRequest) -> tuple[Entry, list[str]] | None:
         """The recording of the same endpoint that differs least from ``canon``, among at most
