@@ -2,7 +2,10 @@
 
 Two requests match when method, host, path, query (without secret parameters) and body are the
 same, where a JSON body is compared as data (key order and whitespace ignored) with secret fields
-and the user's ``cassette_ignore`` paths removed. Nothing here touches mitmproxy or the disk.
+(at any depth) and the user's ``cassette_ignore`` paths removed. Known secret values and key
+shapes inside strings are replaced as ``redact.scrub`` replaces them in a cassette, so a recording
+matches the live request it was made from; one RE2 scan (``Secrets.might_hold``) keeps that free
+for a request with no secret in it. Nothing here touches mitmproxy or the disk.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from proxy_addon import multipart, redact
-from proxy_addon.model import RecordedRequest
+from proxy_addon.jsonpath import drop_path
+from proxy_addon.model import RecordedRequest, text_of
+from proxy_addon.secret_rules import BUILT_IN, Secrets
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 IgnorePaths = Sequence[tuple[str | int, ...]]
@@ -62,67 +67,6 @@ class CanonicalRequest:
 
 
 # ---------------------------------------------------------------------------------------------
-# Ignore paths: "user", "metadata.trace_id", "messages[0].content", "messages.*.name"
-
-_SEGMENT = re.compile(r"[^.\[\]]+|\[(\d+|\*)\]")
-_PATH = re.compile(r"(?:[^.\[\]]+|\[(?:\d+|\*)\])(?:\.[^.\[\]]+|\[(?:\d+|\*)\])*")
-
-
-def parse_path(dotted: str) -> tuple[str | int, ...]:
-    """Split a dotted JSON path into keys (str) and list indices (int); ``*`` matches any.
-
-    The whole text must parse: ``messages[-1]`` or ``a[x]`` is refused rather than read as a
-    key nobody has, which would silently ignore nothing."""
-    if not _PATH.fullmatch(dotted):
-        raise ValueError(f"{dotted!r} is not a JSON path: write keys separated by dots, and "
-                         "[n] or [*] for list items, e.g. messages[0].content or messages.*.name")
-    segments: list[str | int] = []
-    for m in _SEGMENT.finditer(dotted):
-        if m.group(1) is not None:
-            segments.append("*" if m.group(1) == "*" else int(m.group(1)))
-        else:
-            segments.append(m.group(0))
-    return tuple(segments)
-
-
-def drop_path(value: Any, path: Sequence[str | int]) -> Any:
-    """A copy of ``value`` without the field at ``path`` (unchanged parts are shared)."""
-    if not path:
-        return value
-    head, rest = path[0], path[1:]
-    if isinstance(value, dict):
-        if head == "*":
-            keys = list(value)
-        elif isinstance(head, str) and head in value:
-            keys = [head]
-        else:
-            return value
-        out = dict(value)
-        for k in keys:
-            if rest:
-                out[k] = drop_path(value[k], rest)
-            else:
-                del out[k]
-        return out
-    if isinstance(value, list):
-        if head == "*":
-            indices = range(len(value))
-        elif isinstance(head, int) and 0 <= head < len(value):
-            indices = range(head, head + 1)
-        elif isinstance(head, str) and head.isdigit() and int(head) < len(value):
-            indices = range(int(head), int(head) + 1)
-        else:
-            return value
-        if not rest:
-            return [v for i, v in enumerate(value) if i not in indices]
-        out_list = list(value)
-        for i in indices:
-            out_list[i] = drop_path(value[i], rest)
-        return out_list
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
 # Bodies
 
 
@@ -157,18 +101,33 @@ def integral_floats_as_ints(value: Any) -> Any:
     return value
 
 
-def _json_body(value: Any, ignore: IgnorePaths, floats: bool) -> Any:
+def _json_body(value: Any, ignore: IgnorePaths, floats: bool, secrets: Secrets,
+               scan: bool) -> Any:
     if floats:
         value = integral_floats_as_ints(value)
-    if isinstance(value, dict):
-        value = {k: v for k, v in value.items() if k.lower() not in redact.SECRET_BODY_FIELDS}
+    if scan or secrets.paths:  # a secret field, value or shape may be in it
+        value = redact.json_for_matching(value, secrets)
     for path in ignore:
         value = drop_path(value, path)
     return value
 
 
-def canonical_multipart(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    kept = [p for p in parts if not redact.is_secret_form_field(str(p.get("name")))]
+def _compared_pairs(pairs: list[tuple[str, str]], secrets: Secrets) -> list[tuple[str, str]]:
+    values = redact.pair_values_for_matching(pairs, secrets)
+    return [(k, v) for (k, _), v in zip(pairs, values) if v is not None]
+
+
+def canonical_multipart(parts: list[dict[str, Any]], secrets: Secrets = BUILT_IN) -> dict[str, Any]:
+    fields = [(str(p.get("name")), p["value"]) for p in parts if isinstance(p.get("value"), str)]
+    values = iter(redact.pair_values_for_matching(fields, secrets))
+    kept = []
+    for p in parts:
+        if isinstance(p.get("value"), str):
+            value = next(values)
+            if value is None:  # a secret field
+                continue
+            p = p if value is p["value"] else dict(p, value=value)
+        kept.append(p)
     return {"$multipart": sorted(kept, key=lambda p: (str(p.get("name")), str(p.get("filename"))))}
 
 
@@ -180,43 +139,54 @@ def _digest(raw: bytes) -> dict[str, str]:
     return {"$sha256": hashlib.sha256(raw).hexdigest()}
 
 
-def canonical_body(
-    content_type: str | None, raw: bytes | None, ignore: IgnorePaths = ()
-) -> Any:
+def canonical_body(content_type: str | None, raw: bytes | None, ignore: IgnorePaths = (),
+                   secrets: Secrets = BUILT_IN) -> Any:
     """The comparable form of a body given as bytes (a live request)."""
     if not raw:
         return None
     if content_type and content_type.lower().startswith("multipart/form-data"):
         parts = multipart.fields(content_type, raw)
         if parts is not None:
-            return canonical_multipart(parts)
+            return canonical_multipart(parts, secrets)
     if _is_form(content_type):
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
-        return {"$form": sorted((k, v) for k, v in pairs if not redact.is_secret_form_field(k))}
-    stripped = raw.lstrip()
-    if stripped[:1] in (b"{", b"["):
+        return {"$form": sorted(_compared_pairs(pairs, secrets))}
+    scan = secrets.might_hold(raw)
+    if raw.lstrip()[:1] in (b"{", b"["):
         try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return _digest(raw)
-        return canonical_json(value, ignore, fallback=raw,
-                              floats=_FLOAT_HINT.search(raw) is not None)
+            return _json_body(orjson.loads(raw), ignore, _FLOAT_HINT.search(raw) is not None,
+                              secrets, scan)
+        except (orjson.JSONDecodeError, RecursionError):  # compared as text, by its bytes
+            pass
+    if scan:  # as the cassette stores it: text with the secrets in it replaced
+        text = text_of(raw, content_type)
+        if text is not None:
+            raw = secrets.replace(text)[0].encode()
     return _digest(raw)
 
 
-def canonical_json(value: Any, ignore: IgnorePaths = (),
-                   fallback: bytes | None = None, floats: bool = True) -> Any:
-    """The comparable form of a body already parsed from JSON (a stored request). ``floats``
-    False: the caller knows there is no float in it (see ``_FLOAT_HINT``)."""
+def canonical_json(value: Any, ignore: IgnorePaths = (), secrets: Secrets = BUILT_IN) -> Any:
+    """The comparable form of a body already parsed from JSON (a stored request)."""
     try:
-        return _json_body(value, ignore, floats)
+        raw = orjson.dumps(value)
+    except (orjson.JSONEncodeError, RecursionError):  # nested deeper than orjson writes
+        return _digest(repr(value).encode())
+    try:
+        return _json_body(value, ignore, _FLOAT_HINT.search(raw) is not None, secrets,
+                          secrets.might_hold(raw))
     except RecursionError:
-        return _digest(fallback if fallback is not None else repr(value).encode())
+        return _digest(raw)
 
 
-def canonical_query(query: str) -> tuple[tuple[str, str], ...]:
+def canonical_query(query: str, secrets: Secrets = BUILT_IN) -> tuple[tuple[str, str], ...]:
     pairs = parse_qsl(query, keep_blank_values=True)
-    return tuple(sorted((k, v) for k, v in pairs if not redact.is_secret_param(k)))
+    return tuple(sorted(_compared_pairs(pairs, secrets)))
+
+
+def canonical_path(path: str, secrets: Secrets = BUILT_IN) -> str:
+    """A URL path as compared: a known secret or a key in it (a bot token) replaced."""
+    path = path or "/"
+    return secrets.replace(path)[0] if secrets.might_hold(path) else path
 
 
 def normalise_host(scheme: str, host: str, port: int | None) -> str:
@@ -232,11 +202,12 @@ def canonicalize(
     content_type: str | None,
     raw_body: bytes | None,
     ignore: IgnorePaths = (),
+    secrets: Secrets = BUILT_IN,
 ) -> CanonicalRequest:
     """Canonical form of a live request given by its URL."""
     parts = urlsplit(url)
     return canonicalize_parts(method, parts.scheme, parts.hostname or "", parts.port,
-                              parts.path, parts.query, content_type, raw_body, ignore)
+                              parts.path, parts.query, content_type, raw_body, ignore, secrets)
 
 
 def canonicalize_parts(
@@ -249,35 +220,38 @@ def canonicalize_parts(
     content_type: str | None,
     raw_body: bytes | None,
     ignore: IgnorePaths = (),
+    secrets: Secrets = BUILT_IN,
 ) -> CanonicalRequest:
-    """Canonical form of a live request given by its parts (no URL to build and re-parse)."""
+    """Canonical form of a live request given by its parts (no URL to build and re-parse).
+    ``secrets`` knows the request's own key (``redact.header_values``) besides the rules."""
     return CanonicalRequest(
         method=method.upper(),
         host=normalise_host(scheme, host, port),
-        path=path or "/",
-        query=canonical_query(query) if query else (),
-        body=canonical_body(content_type, raw_body, ignore),
+        path=canonical_path(path, secrets),
+        query=canonical_query(query, secrets) if query else (),
+        body=canonical_body(content_type, raw_body, ignore, secrets),
     )
 
 
-def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = ()) -> CanonicalRequest:
+def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
+                       secrets: Secrets = BUILT_IN) -> CanonicalRequest:
     """Canonical form of a stored request: the same as the live request it was recorded from."""
     parts = urlsplit(request.url)
     body = request.body
     if body is None:
         value = None
     elif body.kind == "json":
-        value = canonical_json(body.value, ignore)
+        value = canonical_json(body.value, ignore, secrets)
     elif body.kind == "multipart":
-        value = canonical_multipart(body.value)
+        value = canonical_multipart(body.value, secrets)
     else:
-        value = canonical_body(request.content_type, body.to_bytes(), ignore)
+        value = canonical_body(request.content_type, body.to_bytes(), ignore, secrets)
     return CanonicalRequest(
         method=request.method.upper(),
         host="" if request.any_host else normalise_host(
             parts.scheme, parts.hostname or "", parts.port),
-        path=parts.path or "/",
-        query=canonical_query(parts.query),
+        path=canonical_path(parts.path, secrets),
+        query=canonical_query(parts.query, secrets) if parts.query else (),
         body=value,
     )
 

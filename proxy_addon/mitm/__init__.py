@@ -3,8 +3,9 @@ the hooks, thin, each calling the plain modules beside this package.
 
 A request's way through the hooks: ``control`` (the reserved control host), ``replay`` (answer
 from the store, or mark it as a miss or for recording), ``record`` (forward it, tap the stream,
-save the exchange); ``state`` holds what they share; ``guard`` makes every fault, and every
-connection a replay did not ask for, an HTTP error rather than a forwarded request.
+save the exchange), ``output`` (what mitmdump prints of it, without secrets); ``state`` holds
+what they share; ``guard`` makes every fault, and every connection a replay did not ask for, an
+HTTP error rather than a forwarded request.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from proxy_addon.mitm.control import ControlChannel
 from proxy_addon.mitm.guard import ConnectionGuard, guard_all
+from proxy_addon.mitm.output import OutputScrubber
 from proxy_addon.mitm.record import Recorder
 from proxy_addon.mitm.replay import Replayer
 from proxy_addon.mitm.state import State
@@ -24,4 +26,4 @@ def make_addons() -> list[Any]:
     in any hook fails closed (``guard``)."""
     state = State()
     return guard_all([state, ConnectionGuard(state), ControlChannel(state),
-                      Replayer(state, Pacer()), Recorder(state)], state)
+                      Replayer(state, Pacer()), Recorder(state), OutputScrubber(state)], state)

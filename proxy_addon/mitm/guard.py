@@ -25,8 +25,8 @@ from mitmproxy.proxy.layer import NextLayer
 from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from proxy_addon import misses, redact
-from proxy_addon.mitm.state import State, flow_state
+from proxy_addon import misses
+from proxy_addon.mitm.state import State, flow_state, shown_url
 
 log = logging.getLogger("proxy_addon")
 
@@ -71,9 +71,9 @@ class ConnectionGuard:
         log.error("cassette: refused an upstream connection to %s in replay mode", where)
 
 
-def _request_of(arg: Any) -> str:
+def _request_of(arg: Any, state: State) -> str:
     if isinstance(arg, http.HTTPFlow):
-        return f"{arg.request.method} {misses.clip(redact.redact_url(arg.request.pretty_url))}"
+        return f"{arg.request.method} {misses.clip(shown_url(arg, state.secrets))}"
     return "a connection"
 
 
@@ -113,7 +113,7 @@ class FailClosed:
         state = self._state
         state.counters.add("internal_errors")
         what = f"{type(error).__name__}: {misses.clip(str(error), 200)}"
-        request = _request_of(arg)
+        request = _request_of(arg, state)
         log.error("cassette: internal error in %s.%s for %s: %s", self.name, hook, request, what,
                   exc_info=error)
         replay = state.mode == "replay"
@@ -142,7 +142,8 @@ class FailClosed:
         if st.key is not None and st.slot is not None:
             path = store.recorder.path_of(st.key)
             store.recorder.abandon(st.key, st.slot)
-        log.error("cassette: not recording %s after the error in %s%s", _request_of(flow), hook,
+        log.error("cassette: not recording %s after the error in %s%s",
+                  _request_of(flow, self._state), hook,
                   f" (it would have gone to {path})" if path else "")
 
 

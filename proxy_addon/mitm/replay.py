@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from proxy_addon import control, matching, misses
+from proxy_addon import control, matching, misses, redact
 from proxy_addon.mitm.state import META, FlowState, State, body_of, flow_state, log
 from proxy_addon.pacer import TOKEN_HEADER, Pacer
+from proxy_addon.secret_rules import Secrets
 from proxy_addon.store import Hit, LookupContext
 from proxy_addon.wire import wire
 
 
-def canonical_request(req: http.Request, ignore: matching.IgnorePaths) -> matching.CanonicalRequest:
+def canonical_request(req: http.Request, state: State
+                      ) -> tuple[matching.CanonicalRequest, Secrets]:
+    """The request's key, and the secret rules knowing its own key (from its secret headers):
+    a known secret found in its body is compared as the cassette stores it, replaced."""
+    secrets = state.secrets.with_values(redact.header_values(req.headers.items(multi=True),
+                                                             state.secrets))
     path, _, query = req.path.partition("?")
-    return matching.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
-                                       query, req.headers.get("content-type"), body_of(req),
-                                       ignore)
+    canon = matching.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
+                                        query, req.headers.get("content-type"), body_of(req),
+                                        state.ignore, secrets)
+    return canon, secrets
 
 
 def miss_response(message: str) -> http.Response:
@@ -42,8 +49,9 @@ class Replayer:
         if mode == "passthrough":
             return
         test_dir = state.current.test_dir
-        canon = canonical_request(flow.request, state.ignore)
-        st = FlowState(canonical=canon, action="pass", test_id=test_id, test_dir=test_dir)
+        canon, secrets = canonical_request(flow.request, state)
+        st = FlowState(canonical=canon, action="pass", test_id=test_id, test_dir=test_dir,
+                       secrets=secrets)
         flow.metadata[META] = st
         if mode == "record" or (mode == "auto" and store.recorder.is_recording(canon, test_dir)):
             st.action = "record"

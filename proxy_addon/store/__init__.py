@@ -14,6 +14,7 @@ from pathlib import Path
 from proxy_addon import hosts
 from proxy_addon.matching import CanonicalRequest, IgnorePaths
 from proxy_addon.model import Body, RecordedResponse
+from proxy_addon.secret_rules import BUILT_IN, Secrets
 from proxy_addon.store.chooser import Chooser, LookupContext
 from proxy_addon.store.index import Entry, Found, Index
 from proxy_addon.store.recorder import Recorder
@@ -34,9 +35,10 @@ class CassetteStore:
     """A cassette directory, answering requests in recorded order and taking new recordings."""
 
     def __init__(self, root: Path, ignore: IgnorePaths = (),
-                 max_file_bytes: int = 512 * 1024 * 1024, writer: Writer = atomic_write) -> None:
+                 max_file_bytes: int = 512 * 1024 * 1024, writer: Writer = atomic_write,
+                 secrets: Secrets = BUILT_IN) -> None:
         self.root = Path(root)
-        self.index = Index(self.root, ignore, max_file_bytes)
+        self.index = Index(self.root, ignore, max_file_bytes, secrets)
         self.recorder = Recorder(self.index, writer)
         self.chooser = Chooser(self.index)
         self._served: dict[str, int] = defaultdict(int)

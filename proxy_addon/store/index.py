@@ -20,6 +20,7 @@ from proxy_addon import formats, hosts, matching
 from proxy_addon.formats import cassette
 from proxy_addon.matching import CanonicalRequest, IgnorePaths
 from proxy_addon.model import CassetteError, Recording
+from proxy_addon.secret_rules import BUILT_IN, Secrets
 from proxy_addon.store.layout import (
     iter_cassette_files,
     origin_of,
@@ -77,9 +78,10 @@ class Index:
     """key -> recordings of one directory, with what could not be read."""
 
     def __init__(self, root: Path, ignore: IgnorePaths = (),
-                 max_file_bytes: int = 512 * 1024 * 1024) -> None:
+                 max_file_bytes: int = 512 * 1024 * 1024, secrets: Secrets = BUILT_IN) -> None:
         self.root = Path(root)
         self.ignore = tuple(ignore)
+        self.secrets = secrets  # what matching leaves out, and what a recording's scrub knows
         self.max_file_bytes = max_file_bytes
         self.entries: dict[str, list[Entry]] = {}
         self.by_endpoint: dict[tuple[str, str], list[Entry]] = defaultdict(list)
@@ -120,7 +122,7 @@ class Index:
             log.warning("cassette: skipping %s: %s", path, e.reason)
             return
         held = rec if size <= KEEP_IN_MEMORY_BYTES else None
-        self.add(Entry(path, held, matching.canonical_recorded(rec.request, self.ignore),
+        self.add(Entry(path, held, matching.canonical_recorded(rec.request, self.ignore, self.secrets),
                        test_dir=per_test_dir_of(self.root, path), origin=origin_of(rec.request)))
 
     def add(self, entry: Entry) -> None:
@@ -184,7 +186,7 @@ class Index:
             doc = orjson.loads(path.read_bytes())
             probe = cassette.from_dict({"version": 1, "request": doc["request"],
                                         "responses": [{"status": 200}]})
-            return matching.canonical_recorded(probe.request, self.ignore).key()
+            return matching.canonical_recorded(probe.request, self.ignore, self.secrets).key()
         except Exception:  # anything unreadable: nothing to salvage
             return None
 

@@ -2,7 +2,8 @@
 is rewritten with every whole response in that order as each one finishes.
 
 Concurrent identical requests therefore keep the order they were made in, whatever order their
-answers finish in. A response too large to keep in memory is written through and read back from
+answers finish in. The rewrite scrubs the whole recording (``redact.scrub``) with the secrets of
+every flow that joined it, which are kept here in memory only, so the file never holds them. A response too large to keep in memory is written through and read back from
 the file when the cassette is rewritten; that read happens on the writer's thread, in order
 after the earlier write, so the proxy's event loop never waits for the disk.
 """
@@ -14,10 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from proxy_addon import formats, matching
+from proxy_addon import formats, redact
 from proxy_addon.formats import cassette
 from proxy_addon.matching import CanonicalRequest
 from proxy_addon.model import RecordedRequest, RecordedResponse, Recording
+from proxy_addon.secret_rules import Secrets
 from proxy_addon.store.index import KEEP_IN_MEMORY_BYTES, Entry, Index
 from proxy_addon.store.layout import BY_TEST_DIR, layout_path, model_of, origin_of
 from proxy_addon.store.writer import Writer
@@ -35,7 +37,9 @@ class _Pending:
     """A request being recorded in this session: its responses in request order."""
 
     path: Path
-    request: RecordedRequest
+    canonical: CanonicalRequest
+    request: RecordedRequest  # as the live request was: scrubbed when the file is written
+    secrets: Secrets  # the rules, and the values of every flow that joined (their keys)
     test_id: str | None
     test_dir: str | None
     slots: list[RecordedResponse | _OnDisk | None] = field(default_factory=list)
@@ -66,18 +70,24 @@ class Recorder:
         return self._key(canon, test_dir) in self._pending
 
     def begin(self, canon: CanonicalRequest, request: RecordedRequest,
-              test_id: str | None = None, test_dir: str | None = None) -> tuple[str, int]:
+              test_id: str | None = None, test_dir: str | None = None,
+              secrets: Secrets | None = None) -> tuple[str, int]:
         """Reserve this request's place in its cassette, in arrival order, before the response
-        is known. Returns (key, slot) for ``finish`` or ``abandon``."""
+        is known. ``secrets``: the rules knowing this flow's own key (``redact.header_values``).
+        Returns (key, slot) for ``finish`` or ``abandon``."""
         key = self._key(canon, test_dir)
+        secrets = secrets if secrets is not None else self.index.secrets
         pending = self._pending.get(key)
-        if pending is None:
+        if pending is not None:
+            pending.secrets = pending.secrets.with_values(secrets.values)
+        else:
             existing = [e for e in self.index.entries.get(canon.key(), [])
                         if e.test_dir == test_dir and e.recording.source == "cassette"]
             root = self.index.root / BY_TEST_DIR / test_dir if test_dir else self.index.root
             path = existing[0].path if existing else layout_path(
                 root, canon, request.url, model_of(request))
-            pending = self._pending[key] = _Pending(path, request, test_id, test_dir)
+            pending = self._pending[key] = _Pending(path, canon, request, secrets, test_id,
+                                                    test_dir)
         pending.slots.append(None)
         return key, len(pending.slots) - 1
 
@@ -95,12 +105,14 @@ class Recorder:
         in_memory = [r for r in sources if isinstance(r, RecordedResponse)]
         keep = len(in_memory) == len(sources) and \
             sum(map(_approx_bytes, in_memory)) <= KEEP_IN_MEMORY_BYTES
-        request, test_id, path = pending.request, pending.test_id, pending.path
+        request, test_id, path, secrets = pending.request, pending.test_id, pending.path, \
+            pending.secrets
 
         def rewrite(out: BinaryIO) -> None:  # on the writer's thread
             on_disk = formats.load(path).responses if len(in_memory) < len(sources) else []
             responses = [on_disk[s] if isinstance(s, int) else s for s in sources]
-            cassette.write(Recording(request=request, responses=responses, test_id=test_id), out)
+            recording = Recording(request=request, responses=responses, test_id=test_id)
+            cassette.write(redact.scrub(recording, secrets)[0], out)
 
         self.writer(path, rewrite)
         for position, (k, r) in enumerate(filled):
@@ -109,8 +121,9 @@ class Recorder:
             elif not keep:
                 pending.slots[k] = _OnDisk(position)  # drop the events from memory
         held = Recording(request=request, responses=in_memory, test_id=test_id) if keep else None
-        self.index.replace(Entry(path, held, matching.canonical_recorded(request, self.index.ignore),
-                                 uses=1, test_dir=pending.test_dir, origin=origin_of(request)))
+        # indexed under the live request's key: the request is scrubbed only in the file
+        self.index.replace(Entry(path, held, pending.canonical, uses=1,
+                                 test_dir=pending.test_dir, origin=origin_of(request)))
         return path
 
     def path_of(self, key: str) -> Path | None:
