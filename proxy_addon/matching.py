@@ -112,14 +112,16 @@ def _json_body(value: Any, ignore: IgnorePaths, floats: bool, secrets: Secrets,
     return value
 
 
-def _compared_pairs(pairs: list[tuple[str, str]], secrets: Secrets) -> list[tuple[str, str]]:
-    values = redact.pair_values_for_matching(pairs, secrets)
+def _compared_pairs(pairs: list[tuple[str, str]], secrets: Secrets,
+                    scan: bool = True) -> list[tuple[str, str]]:
+    values = redact.pair_values_for_matching(pairs, secrets, scan)
     return [(k, v) for (k, _), v in zip(pairs, values) if v is not None]
 
 
-def canonical_multipart(parts: list[dict[str, Any]], secrets: Secrets = BUILT_IN) -> dict[str, Any]:
+def canonical_multipart(parts: list[dict[str, Any]], secrets: Secrets = BUILT_IN,
+                        scan: bool = True) -> dict[str, Any]:
     fields = [(str(p.get("name")), p["value"]) for p in parts if isinstance(p.get("value"), str)]
-    values = iter(redact.pair_values_for_matching(fields, secrets))
+    values = iter(redact.pair_values_for_matching(fields, secrets, scan))
     kept = []
     for p in parts:
         if isinstance(p.get("value"), str):
@@ -140,18 +142,19 @@ def _digest(raw: bytes) -> dict[str, str]:
 
 
 def canonical_body(content_type: str | None, raw: bytes | None, ignore: IgnorePaths = (),
-                   secrets: Secrets = BUILT_IN) -> Any:
-    """The comparable form of a body given as bytes (a live request)."""
+                   secrets: Secrets = BUILT_IN, scan: bool = True) -> Any:
+    """The comparable form of a body given as bytes (a live request). ``scan`` False: the
+    caller's scan of these bytes found no secret key, known value or shape."""
     if not raw:
         return None
     if content_type and content_type.lower().startswith("multipart/form-data"):
         parts = multipart.fields(content_type, raw)
         if parts is not None:
-            return canonical_multipart(parts, secrets)
+            return canonical_multipart(parts, secrets, scan)
     if _is_form(content_type):
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
-        return {"$form": sorted(_compared_pairs(pairs, secrets))}
-    scan = secrets.might_hold(raw)
+        return {"$form": sorted(_compared_pairs(pairs, secrets, scan))}
+    scan = scan and secrets.might_hold(raw)
     if raw.lstrip()[:1] in (b"{", b"["):
         try:
             return _json_body(orjson.loads(raw), ignore, _FLOAT_HINT.search(raw) is not None,
@@ -178,15 +181,16 @@ def canonical_json(value: Any, ignore: IgnorePaths = (), secrets: Secrets = BUIL
         return _digest(raw)
 
 
-def canonical_query(query: str, secrets: Secrets = BUILT_IN) -> tuple[tuple[str, str], ...]:
+def canonical_query(query: str, secrets: Secrets = BUILT_IN,
+                    scan: bool = True) -> tuple[tuple[str, str], ...]:
     pairs = parse_qsl(query, keep_blank_values=True)
-    return tuple(sorted(_compared_pairs(pairs, secrets)))
+    return tuple(sorted(_compared_pairs(pairs, secrets, scan)))
 
 
-def canonical_path(path: str, secrets: Secrets = BUILT_IN) -> str:
+def canonical_path(path: str, secrets: Secrets = BUILT_IN, scan: bool = True) -> str:
     """A URL path as compared: a known secret or a key in it (a bot token) replaced."""
     path = path or "/"
-    return secrets.replace(path)[0] if secrets.might_hold(path) else path
+    return secrets.replace(path)[0] if scan and secrets.might_hold(path) else path
 
 
 def normalise_host(scheme: str, host: str, port: int | None) -> str:
@@ -223,13 +227,22 @@ def canonicalize_parts(
     secrets: Secrets = BUILT_IN,
 ) -> CanonicalRequest:
     """Canonical form of a live request given by its parts (no URL to build and re-parse).
-    ``secrets`` knows the request's own key (``redact.header_values``) besides the rules."""
+    ``secrets`` knows the request's own key (``redact.header_values``) besides the rules; a
+    secret query parameter's value becomes known for the rest of the request, as it does when
+    the recording is scrubbed. One scan of the path, query and body decides whether any part
+    needs a closer look."""
+    if query:
+        secrets = secrets.with_values(redact.param_values(
+            parse_qsl(query, keep_blank_values=True), secrets))
+    scan = secrets.might_hold(b"%b?%b\n%b" % (path.encode("utf-8", "surrogateescape"),
+                                              query.encode("utf-8", "surrogateescape"),
+                                              raw_body or b""))
     return CanonicalRequest(
         method=method.upper(),
         host=normalise_host(scheme, host, port),
-        path=canonical_path(path, secrets),
-        query=canonical_query(query, secrets) if query else (),
-        body=canonical_body(content_type, raw_body, ignore, secrets),
+        path=canonical_path(path, secrets, scan),
+        query=canonical_query(query, secrets, scan) if query else (),
+        body=canonical_body(content_type, raw_body, ignore, secrets, scan),
     )
 
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit, unquote
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import orjson
 
 from proxy_addon.formats.cassette import BODY_FIELDS
 from proxy_addon.jsonpath import format_path, matches
@@ -113,7 +115,7 @@ class _Pass:
         return REDACTED
 
     def text(self, text: str) -> str:
-        if self.by_name:
+        if self.by_name or not self.secrets.might_hold(text):  # one RE2 scan, then re's
             return text
         new, hits = self.secrets.replace(text)
         for layer, what in hits:
@@ -220,7 +222,8 @@ class _Pass:
             return body
         self.path.append(BODY_FIELDS[body.kind])
         if body.kind == "json":
-            new = self.json(body.value, len(self.path))
+            new = self.json(body.value, len(self.path)) if self._may_change(body.value) \
+                else body.value
         elif body.kind == "multipart":
             new = self.multipart(body.value)
         elif content_type and "x-www-form-urlencoded" in content_type.lower():
@@ -260,7 +263,17 @@ class _Pass:
             except RecursionError:  # nested deeper than Python walks: scrubbed as text
                 return self.text(str(data))
             return data if new is parsed else new
-        return self.json(data, len(self.path))
+        return self.json(data, len(self.path)) if self._may_change(data) else data
+
+    def _may_change(self, value: Any) -> bool:
+        """Whether a JSON value can hold anything this pass changes: one scan of its text
+        spares walking a large body or a stream read back from disk."""
+        if self.secrets.paths or isinstance(value, str):
+            return True
+        try:
+            return self.secrets.might_hold(orjson.dumps(value))
+        except (orjson.JSONEncodeError, RecursionError):
+            return True
 
     def event(self, ev: Event) -> Event:
         data = self.at("data", self.payload, ev.data)
@@ -383,11 +396,19 @@ def _drop_named(value: Any, secrets: Secrets, removed: list[str], path: list[str
         else out
 
 
-def pair_values_for_matching(pairs: list[tuple[str, str]], secrets: Secrets) -> list[str | None]:
+def param_values(pairs: list[tuple[str, str]], secrets: Secrets) -> list[str]:
+    """The secret strings that secret query parameters or form fields carry."""
+    return [c for k, v in pairs if secrets.is_secret_param(k) and v != REDACTED
+            for c in credential_values(v)]
+
+
+def pair_values_for_matching(pairs: list[tuple[str, str]], secrets: Secrets,
+                             scan: bool = True) -> list[str | None]:
     """Query, form or multipart fields' values as compared: None for a secret field (left
-    out), the others with known values and shapes replaced as ``scrub`` replaces them."""
-    removed = [c for k, v in pairs if secrets.is_secret_param(k) and v != REDACTED
-               for c in credential_values(v)]
+    out), the others with known values and shapes replaced as ``scrub`` replaces them.
+    ``scan`` False: a scan of all of them found no known value or shape."""
+    removed = param_values(pairs, secrets)
     known = secrets.with_values(removed)
     return [None if secrets.is_secret_param(k) else
-            known.replace(v)[0] if known.might_hold(v) else v for k, v in pairs]
+            known.replace(v)[0] if (scan or removed) and known.might_hold(v) else v
+            for k, v in pairs]

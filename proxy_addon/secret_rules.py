@@ -125,6 +125,7 @@ class Secrets:
     def __init__(self, fields: Iterable[str] = (), headers: Iterable[str] = (),
                  paths: Iterable[Path] = (), values: Mapping[str, str] | Iterable[str] = ()):
         self.headers = SECRET_HEADERS | {h.lower() for h in headers}
+        self.raw_headers = frozenset(h.encode() for h in self.headers)  # as they come on the wire
         fields = tuple(fields)
         # JSON keys: the field names, and header names (an SDK's extra_headers in a body)
         self.keys = frozenset(normalise(n) for n in (*SECRET_FIELDS, *fields, *self.headers))

@@ -43,6 +43,7 @@ SECRETS = {
     "shape": "sk-test-shape-1016-abcdefghij",  # key-shaped, in a prompt
     "multipart": "fake-multipart-1017",  # api_key field of an upload
     "azure": "fake-azure-api-key-1018",  # api-key (Azure OpenAI), echoed in the body
+    "cookie": "fake-session-cookie-1022",  # a session cookie the upstream sets
     # only in malformed requests, which mitmproxy itself logs as they came
     "log_query": "fake-log-query-1019", "log_header": "fake-log-header-1020",
     "log_userinfo": "fake-log-userinfo-1021",
@@ -84,7 +85,8 @@ def exchange(proxy: Any, base: str) -> dict[str, Any]:
             "x-fake-refresh": s["resp_rt"]})
         echo = client.get(base.replace("://", f"://me:{s['userinfo']}@") +
                           f"/echo?key={s['query_key']}&alt=sse",
-                          headers={"x-api-key": s["x_api_key"], "x-team-token": s["team"]})
+                          headers={"x-api-key": s["x_api_key"], "x-team-token": s["team"],
+                                   "x-fake-cookie": s["cookie"]})
         copy = client.post(base + "/echo", headers={"x-goog-api-key": s["b64"],
                                                     "api-key": s["azure"]},
                            json={"note": base64.b64encode(s["b64"].encode()).decode()})
@@ -93,6 +95,7 @@ def exchange(proxy: Any, base: str) -> dict[str, Any]:
     for name, r in (("oauth", oauth), ("echo", echo), ("copy", copy), ("upload", upload)):
         assert r.status_code == 200, (name, r.status_code, r.text[:300])
         out[name] = r.json()
+    out["set-cookie"] = echo.headers.get("set-cookie")
     return out
 
 
@@ -137,6 +140,7 @@ def test_a_secret_in_every_place_never_reaches_disk_nor_the_log(tmp_path, upstre
     assert SECRETS["sse_bearer"] in recorded["sse"] and SECRETS["env"] in recorded["sse"]
     assert recorded["oauth"]["access_token"] == SECRETS["resp_at"]
     assert f"key was {SECRETS['query_key']}" in recorded["echo"]["query"]
+    assert SECRETS["cookie"] in recorded["set-cookie"]  # the live client got it untouched
     record_log = record.stop()
     assert "cassette summary: 0 hits, 6 recorded, 0 misses" in record_log
 
@@ -164,5 +168,6 @@ def test_a_secret_in_every_place_never_reaches_disk_nor_the_log(tmp_path, upstre
         assert replayed[name] == redacted(recorded[name]), name
     assert replayed["oauth"]["access_token"] == "<redacted>"
     assert replayed["json"][1]["auth"] == {"client_secret": "<redacted>"}
+    assert replayed["set-cookie"] == "<redacted>"
     for name, secret in SECRETS.items():
         assert secret not in replay_log, name

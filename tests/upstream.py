@@ -274,9 +274,11 @@ class Handler(BaseHTTPRequestHandler):
             sent: Any = json.loads(body) if body else None
         except ValueError:
             sent = body.decode("utf-8", "replace")
+        cookie = self.headers.get("x-fake-cookie")  # the session cookie the test asks for
         self._json(200, {"heard": self._heard(),
                          "query": [f"{k} was {v}" for k, v in parse_qsl(query)],
-                         "body": sent})
+                         "body": sent},
+                   {"set-cookie": f"session={cookie}; Path=/; HttpOnly"} if cookie else None)
 
     def _oauth(self, body: bytes) -> None:
         """An OAuth token endpoint (a refresh, as Google's clients make it): a form in, tokens

@@ -3,9 +3,11 @@
 mitmdump's Dumper prints each flow (the method and the whole URL, query included) from its
 ``response`` and ``error`` hooks, which run after every ``-s`` script's. These hooks, the last
 of ours, therefore replace the secrets in ``flow.request`` once it has gone upstream and been
-recorded: secret query values, known secrets and key shapes in the URL, and secret header
-values (shown at ``flow_detail`` 2). A filter on the log's handlers does the same for every log
-line, mitmproxy's own included (it echoes a malformed request line as it came).
+recorded: secret query values, known secrets and key shapes in the URL, and secret request
+header values (shown at ``flow_detail`` 2). The response is not touched: for a response that is
+not streamed this hook runs before the client gets it. A filter on the log's handlers replaces
+secrets in every log line, mitmproxy's own included (it echoes a malformed request line as it
+came).
 """
 
 from __future__ import annotations
@@ -62,13 +64,12 @@ class OutputScrubber:
         st = flow_state(flow)
         secrets = st.secrets if st is not None else self.state.secrets
         request = flow.request
-        shown = urlsplit(redact.redact_url(request.url, secrets))
-        path = shown.path + (f"?{shown.query}" if shown.query else "")
-        if path != request.path:
-            request.path = path
-        for message in (request, flow.response):
-            if message is None:
-                continue
-            for name in set(message.headers.keys()):
-                if secrets.is_secret_header(name):
-                    message.headers[name] = REDACTED
+        if "?" in request.path or secrets.might_hold(request.path):
+            shown = urlsplit(redact.redact_url(request.url, secrets))
+            path = shown.path + (f"?{shown.query}" if shown.query else "")
+            if path != request.path:
+                request.path = path
+        # the request has gone upstream; the response (not yet sent to the client when this
+        # hook runs) is left as it is
+        for name in {k for k, _ in request.headers.fields if k.lower() in secrets.raw_headers}:
+            request.headers[name.decode("latin-1")] = REDACTED

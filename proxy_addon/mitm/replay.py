@@ -16,8 +16,10 @@ def canonical_request(req: http.Request, state: State
                       ) -> tuple[matching.CanonicalRequest, Secrets]:
     """The request's key, and the secret rules knowing its own key (from its secret headers):
     a known secret found in its body is compared as the cassette stores it, replaced."""
-    secrets = state.secrets.with_values(redact.header_values(req.headers.items(multi=True),
-                                                             state.secrets))
+    raw = state.secrets.raw_headers  # the few secret ones, without decoding all the others
+    secret = [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
+              for k, v in req.headers.fields if k.lower() in raw]
+    secrets = state.secrets.with_values(redact.header_values(secret, state.secrets))
     path, _, query = req.path.partition("?")
     canon = matching.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
                                         query, req.headers.get("content-type"), body_of(req),
