@@ -13,7 +13,6 @@ Two mechanisms, each enough on its own:
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import re
@@ -79,32 +78,42 @@ def _request_of(arg: Any, state: State) -> str:
 
 class FailClosed:
     """An addon of ours, with every flow hook guarded (see the module's docstring). Other
-    attributes (``load``, ``configure``, ``done``) are the addon's own: a bad option must still
-    stop start-up."""
+    methods (``load``, ``configure``, ``done``) are the addon's own: a bad option must still
+    stop start-up.
+
+    mitmproxy looks every event up on every addon, flow after flow (and whether it has child
+    ``addons``): each method is therefore an attribute set once here, so a lookup, found or
+    not, is a plain one. Each calls the inner addon's method of that name when it runs, so a
+    method replaced on the inner addon later (tests inject faults so) is the one called."""
 
     def __init__(self, inner: Any, state: State) -> None:
         self._inner = inner
         self._state = state
         # mitmproxy looks addons up by name, which must be unique among all its addons
         self.name = f"cassette_{type(inner).__name__.lower()}"
+        self.addons: list[Any] = []  # no children
+        for name in dir(type(inner)):  # its methods (not its properties, read at run time)
+            if not name.startswith("_") and inspect.isfunction(getattr(type(inner), name)):
+                setattr(self, name, self._guarded(name, getattr(inner, name))
+                        if name in FLOW_HOOKS else self._delegate(name))
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if name not in FLOW_HOOKS or not callable(attr):
-            return attr
+    def _delegate(self, name: str) -> Any:
+        def delegate(*args: Any) -> Any:
+            return getattr(self._inner, name)(*args)
+        return delegate
+
+    def _guarded(self, name: str, attr: Any) -> Any:
         if inspect.iscoroutinefunction(attr):
-            @functools.wraps(attr)
             async def guarded_async(arg: Any) -> None:
                 try:
-                    await attr(arg)
+                    await getattr(self._inner, name)(arg)
                 except Exception as e:  # noqa: BLE001 - this is the point
                     self._failed(name, arg, e)
             return guarded_async
 
-        @functools.wraps(attr)
         def guarded(arg: Any) -> None:
             try:
-                attr(arg)
+                getattr(self._inner, name)(arg)
             except Exception as e:  # noqa: BLE001 - this is the point
                 self._failed(name, arg, e)
         return guarded
