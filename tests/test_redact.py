@@ -180,6 +180,7 @@ LIVE_BODIES = [
         b"fake-bearer-0001").decode()}], "meta": {"owner": "fake-live-owner"}}),
     ("application/x-www-form-urlencoded", "client_secret=fake-live-cs-2&q=fake-env-acme-4411"),
     ("text/plain", "a plain body with fake-bearer-0001 and sk-test-live-abcdefghijklmnop in it"),
+    ("application/json", {"model": "m", "messages": [{"content": "the ?key= was fake-live-key-1"}]}),
 ]
 
 
@@ -196,6 +197,8 @@ def test_a_scrubbed_recording_matches_the_live_request_it_came_from(content_type
     assert b"fake-" not in cassette.dumps(stored) and b"sk-test-live" not in cassette.dumps(stored)
     on_disk = cassette.from_dict(orjson.loads(cassette.dumps(stored)))
     assert matching.canonical_recorded(on_disk.request, (), RULES).key() == live.key()
+    if b"fake-live-key-1" in raw:  # the body quotes the URL's key: it is that key's request
+        return
     # the same request made without the key (in CI) or with another one still matches
     other = raw.replace(b"fake-live-cs-1", b"another-value").replace(b"fake-live-owner", b"x")
     again = matching.canonicalize("POST", url.replace("fake-live-key-1", "ci"), content_type,
