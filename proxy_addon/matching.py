@@ -2,11 +2,14 @@
 
 Two requests match when method, host, path, query (without secret parameters) and body are the
 same, where a JSON body is compared as data (key order and whitespace ignored) with secret fields
-and the user's ``cassette_ignore`` paths removed, and the strings of the JSON body and the query
-values pass through the ``cassette_normalize`` normaliser (``normalize.py``) when there is one.
-The path is never normalised: it is the endpoint, which names the files and groups the
-recordings, and ids in it come from earlier recorded answers, which a replay gives back as they
-were. Nothing here touches mitmproxy or the disk.
+(at any depth) and the user's ``cassette_ignore`` paths removed. Known secret values and key
+shapes inside strings are replaced as ``redact.scrub`` replaces them in a cassette, so a recording
+matches the live request it was made from; one RE2 scan (``Secrets.might_hold``) keeps that free
+for a request with no secret in it. Then the strings of the JSON body and the query values pass
+through the ``cassette_normalize`` normaliser (``normalize.py``) when there is one. The path is
+never normalised: it is the endpoint, which names the files and groups the recordings, and ids
+in it come from earlier recorded answers, which a replay gives back as they were. Nothing here
+touches mitmproxy or the disk.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from proxy_addon import multipart, redact
-from proxy_addon.model import RecordedRequest
+from proxy_addon.jsonpath import drop_path
+from proxy_addon.model import RecordedRequest, text_of
 from proxy_addon.normalize import Normalizer
+from proxy_addon.secret_rules import BUILT_IN, Secrets
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 IgnorePaths = Sequence[tuple[str | int, ...]]
@@ -67,72 +72,11 @@ class CanonicalRequest:
 
 
 # ---------------------------------------------------------------------------------------------
-# Ignore paths: "user", "metadata.trace_id", "messages[0].content", "messages.*.name"
-
-_SEGMENT = re.compile(r"[^.\[\]]+|\[(\d+|\*)\]")
-_PATH = re.compile(r"(?:[^.\[\]]+|\[(?:\d+|\*)\])(?:\.[^.\[\]]+|\[(?:\d+|\*)\])*")
-
-
-def parse_path(dotted: str) -> tuple[str | int, ...]:
-    """Split a dotted JSON path into keys (str) and list indices (int); ``*`` matches any.
-
-    The whole text must parse: ``messages[-1]`` or ``a[x]`` is refused rather than read as a
-    key nobody has, which would silently ignore nothing."""
-    if not _PATH.fullmatch(dotted):
-        raise ValueError(f"{dotted!r} is not a JSON path: write keys separated by dots, and "
-                         "[n] or [*] for list items, e.g. messages[0].content or messages.*.name")
-    segments: list[str | int] = []
-    for m in _SEGMENT.finditer(dotted):
-        if m.group(1) is not None:
-            segments.append("*" if m.group(1) == "*" else int(m.group(1)))
-        else:
-            segments.append(m.group(0))
-    return tuple(segments)
-
-
-def drop_path(value: Any, path: Sequence[str | int]) -> Any:
-    """A copy of ``value`` without the field at ``path`` (unchanged parts are shared)."""
-    if not path:
-        return value
-    head, rest = path[0], path[1:]
-    if isinstance(value, dict):
-        if head == "*":
-            keys = list(value)
-        elif isinstance(head, str) and head in value:
-            keys = [head]
-        else:
-            return value
-        out = dict(value)
-        for k in keys:
-            if rest:
-                out[k] = drop_path(value[k], rest)
-            else:
-                del out[k]
-        return out
-    if isinstance(value, list):
-        if head == "*":
-            indices = range(len(value))
-        elif isinstance(head, int) and 0 <= head < len(value):
-            indices = range(head, head + 1)
-        elif isinstance(head, str) and head.isdigit() and int(head) < len(value):
-            indices = range(int(head), int(head) + 1)
-        else:
-            return value
-        if not rest:
-            return [v for i, v in enumerate(value) if i not in indices]
-        out_list = list(value)
-        for i in indices:
-            out_list[i] = drop_path(value[i], rest)
-        return out_list
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
 # Bodies
 
 
 # A body may hold a float only where a digit is followed by "." or an exponent.
-FLOAT_HINT = re.compile(rb"\d[.eE]")
+_FLOAT_HINT = re.compile(rb"\d[.eE]")
 _EXACT_INT = 2**63  # orjson writes integers up to 64 bits
 
 
@@ -162,12 +106,12 @@ def integral_floats_as_ints(value: Any) -> Any:
     return value
 
 
-def _json_body(value: Any, ignore: IgnorePaths, floats: bool,
-               normalize: Normalizer | None) -> Any:
+def _json_body(value: Any, ignore: IgnorePaths, floats: bool, secrets: Secrets,
+               scan: bool, normalize: Normalizer | None) -> Any:
     if floats:
         value = integral_floats_as_ints(value)
-    if isinstance(value, dict):
-        value = {k: v for k, v in value.items() if k.lower() not in redact.SECRET_BODY_FIELDS}
+    if scan or secrets.paths:  # a secret field, value or shape may be in it
+        value = redact.json_for_matching(value, secrets)
     for path in ignore:
         value = drop_path(value, path)
     if normalize is not None:
@@ -175,8 +119,24 @@ def _json_body(value: Any, ignore: IgnorePaths, floats: bool,
     return value
 
 
-def canonical_multipart(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    kept = [p for p in parts if not redact.is_secret_form_field(str(p.get("name")))]
+def _compared_pairs(pairs: list[tuple[str, str]], secrets: Secrets,
+                    scan: bool = True) -> list[tuple[str, str]]:
+    values = redact.pair_values_for_matching(pairs, secrets, scan)
+    return [(k, v) for (k, _), v in zip(pairs, values) if v is not None]
+
+
+def canonical_multipart(parts: list[dict[str, Any]], secrets: Secrets = BUILT_IN,
+                        scan: bool = True) -> dict[str, Any]:
+    fields = [(str(p.get("name")), p["value"]) for p in parts if isinstance(p.get("value"), str)]
+    values = iter(redact.pair_values_for_matching(fields, secrets, scan))
+    kept = []
+    for p in parts:
+        if isinstance(p.get("value"), str):
+            value = next(values)
+            if value is None:  # a secret field
+                continue
+            p = p if value is p["value"] else dict(p, value=value)
+        kept.append(p)
     return {"$multipart": sorted(kept, key=lambda p: (str(p.get("name")), str(p.get("filename"))))}
 
 
@@ -188,48 +148,64 @@ def _digest(raw: bytes) -> dict[str, str]:
     return {"$sha256": hashlib.sha256(raw).hexdigest()}
 
 
-def canonical_body(
-    content_type: str | None, raw: bytes | None, ignore: IgnorePaths = (),
-    normalize: Normalizer | None = None,
-) -> Any:
-    """The comparable form of a body given as bytes (a live request)."""
+def canonical_body(content_type: str | None, raw: bytes | None, ignore: IgnorePaths = (),
+                   secrets: Secrets = BUILT_IN, scan: bool = True,
+                   normalize: Normalizer | None = None) -> Any:
+    """The comparable form of a body given as bytes (a live request). ``scan`` False: the
+    caller's scan of these bytes found no secret key, known value or shape."""
     if not raw:
         return None
     if content_type and content_type.lower().startswith("multipart/form-data"):
         parts = multipart.fields(content_type, raw)
         if parts is not None:
-            return canonical_multipart(parts)
+            return canonical_multipart(parts, secrets, scan)
     if _is_form(content_type):
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
-        return {"$form": sorted((k, v) for k, v in pairs if not redact.is_secret_form_field(k))}
-    stripped = raw.lstrip()
-    if stripped[:1] in (b"{", b"["):
+        return {"$form": sorted(_compared_pairs(pairs, secrets, scan))}
+    scan = scan and secrets.might_hold(raw)
+    if raw.lstrip()[:1] in (b"{", b"["):
         try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return _digest(raw)
-        return canonical_json(value, ignore, fallback=raw,
-                              floats=FLOAT_HINT.search(raw) is not None, normalize=normalize)
+            return _json_body(orjson.loads(raw), ignore, _FLOAT_HINT.search(raw) is not None,
+                              secrets, scan, normalize)
+        except (orjson.JSONDecodeError, RecursionError):  # compared as text, by its bytes
+            pass
+    if scan:  # as the cassette stores it: text with the secrets in it replaced
+        text = text_of(raw, content_type)
+        if text is not None:
+            raw = secrets.replace(text)[0].encode()
     return _digest(raw)
 
 
-def canonical_json(value: Any, ignore: IgnorePaths = (),
-                   fallback: bytes | None = None, floats: bool = True,
-                   normalize: Normalizer | None = None) -> Any:
-    """The comparable form of a body already parsed from JSON (a stored request). ``floats``
-    False: the caller knows there is no float in it (see ``FLOAT_HINT``)."""
+def canonical_json(value: Any, ignore: IgnorePaths = (), secrets: Secrets = BUILT_IN, *,
+                   text: bytes | None = None, normalize: Normalizer | None = None) -> Any:
+    """The comparable form of a body already parsed from JSON (a stored request). ``text``:
+    bytes holding it, when the caller has them (the head of its file): they are looked through
+    for floats and secrets instead of writing the value out again."""
+    raw = text
+    if raw is None:
+        try:
+            raw = orjson.dumps(value)
+        except (orjson.JSONEncodeError, RecursionError):  # nested deeper than orjson writes
+            return _digest(repr(value).encode())
     try:
-        return _json_body(value, ignore, floats, normalize)
+        return _json_body(value, ignore, _FLOAT_HINT.search(raw) is not None, secrets,
+                          secrets.might_hold(raw), normalize)
     except RecursionError:
-        return _digest(fallback if fallback is not None else repr(value).encode())
+        return _digest(raw)
 
 
-def canonical_query(query: str,
+def canonical_query(query: str, secrets: Secrets = BUILT_IN, scan: bool = True,
                     normalize: Normalizer | None = None) -> tuple[tuple[str, str], ...]:
-    pairs = parse_qsl(query, keep_blank_values=True)
+    pairs = _compared_pairs(parse_qsl(query, keep_blank_values=True), secrets, scan)
     if normalize is not None:
         pairs = [(k, normalize.text(v)) for k, v in pairs]
-    return tuple(sorted((k, v) for k, v in pairs if not redact.is_secret_param(k)))
+    return tuple(sorted(pairs))
+
+
+def canonical_path(path: str, secrets: Secrets = BUILT_IN, scan: bool = True) -> str:
+    """A URL path as compared: a known secret or a key in it (a bot token) replaced."""
+    path = path or "/"
+    return secrets.replace(path)[0] if scan and secrets.might_hold(path) else path
 
 
 def normalise_host(scheme: str, host: str, port: int | None) -> str:
@@ -245,12 +221,14 @@ def canonicalize(
     content_type: str | None,
     raw_body: bytes | None,
     ignore: IgnorePaths = (),
+    secrets: Secrets = BUILT_IN,
     normalize: Normalizer | None = None,
 ) -> CanonicalRequest:
     """Canonical form of a live request given by its URL."""
     parts = urlsplit(url)
     return canonicalize_parts(method, parts.scheme, parts.hostname or "", parts.port,
-                              parts.path, parts.query, content_type, raw_body, ignore, normalize)
+                              parts.path, parts.query, content_type, raw_body, ignore, secrets,
+                              normalize)
 
 
 def canonicalize_parts(
@@ -263,39 +241,51 @@ def canonicalize_parts(
     content_type: str | None,
     raw_body: bytes | None,
     ignore: IgnorePaths = (),
+    secrets: Secrets = BUILT_IN,
     normalize: Normalizer | None = None,
 ) -> CanonicalRequest:
-    """Canonical form of a live request given by its parts (no URL to build and re-parse)."""
+    """Canonical form of a live request given by its parts (no URL to build and re-parse).
+    ``secrets`` knows the request's own key (``exchange.header_values``) besides the rules; a
+    secret query parameter's value becomes known for the rest of the request, as it does when
+    the recording is scrubbed. One scan of the path, query and body decides whether any part
+    needs a closer look."""
+    if query:
+        secrets = secrets.with_values(redact.param_values(
+            parse_qsl(query, keep_blank_values=True), secrets))
+    scan = secrets.might_hold(b"%b?%b\n%b" % (path.encode("utf-8", "surrogateescape"),
+                                              query.encode("utf-8", "surrogateescape"),
+                                              raw_body or b""))
     return CanonicalRequest(
         method=method.upper(),
         host=normalise_host(scheme, host, port),
-        path=path or "/",
-        query=canonical_query(query, normalize) if query else (),
-        body=canonical_body(content_type, raw_body, ignore, normalize),
+        path=canonical_path(path, secrets, scan),
+        query=canonical_query(query, secrets, scan, normalize) if query else (),
+        body=canonical_body(content_type, raw_body, ignore, secrets, scan, normalize),
     )
 
 
-def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (), *,
-                       floats: bool = True,
+def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
+                       secrets: Secrets = BUILT_IN, *, text: bytes | None = None,
                        normalize: Normalizer | None = None) -> CanonicalRequest:
     """Canonical form of a stored request: the same as the live request it was recorded from.
-    ``floats`` False: the text it was read from held no float (``FLOAT_HINT``)."""
+    ``text``: the bytes it was read from, when at hand (see ``canonical_json``)."""
     parts = urlsplit(request.url)
     body = request.body
     if body is None:
         value = None
     elif body.kind == "json":
-        value = canonical_json(body.value, ignore, floats=floats, normalize=normalize)
+        value = canonical_json(body.value, ignore, secrets, text=text, normalize=normalize)
     elif body.kind == "multipart":
-        value = canonical_multipart(body.value)
+        value = canonical_multipart(body.value, secrets)
     else:
-        value = canonical_body(request.content_type, body.to_bytes(), ignore, normalize)
+        value = canonical_body(request.content_type, body.to_bytes(), ignore, secrets,
+                               normalize=normalize)
     return CanonicalRequest(
         method=request.method.upper(),
         host="" if request.any_host else normalise_host(
             parts.scheme, parts.hostname or "", parts.port),
-        path=parts.path or "/",
-        query=canonical_query(parts.query, normalize),
+        path=canonical_path(parts.path, secrets),
+        query=canonical_query(parts.query, secrets, normalize=normalize) if parts.query else (),
         body=value,
     )
 

@@ -38,6 +38,19 @@ def require(cond: bool, path: Path | str | None, reason: str) -> None:
         raise CassetteError(path, reason)
 
 
+def text_of(raw: bytes, content_type: str | None) -> str | None:
+    """A body that is not JSON as the text it is stored as (``body_text``), or None when it is
+    stored as bytes (``body_base64``): a binary type, not UTF-8, or holding a NUL."""
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    if mime.startswith(_BINARY_MIME_PREFIXES):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in text else text
+
+
 @dataclass(slots=True)
 class Body:
     """A body as stored: parsed JSON, text, base64 for bytes that are not text, or for a
@@ -64,13 +77,8 @@ class Body:
                 return cls("json", value)
             except (orjson.JSONDecodeError, orjson.JSONEncodeError):
                 pass
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return cls("base64", base64.b64encode(raw).decode())
-        if "\x00" in text:
-            return cls("base64", base64.b64encode(raw).decode())
-        return cls("text", text)
+        text = text_of(raw, content_type)
+        return cls("base64", base64.b64encode(raw).decode()) if text is None else cls("text", text)
 
     def to_bytes(self) -> bytes:
         if self.kind == "json":

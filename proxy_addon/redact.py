@@ -1,156 +1,417 @@
-"""What counts as a secret, and how a request is stripped of secrets before it is written.
+"""One redaction step over a whole recording, right before it is written: ``scrub``.
 
-The single source of truth for secret header names, query parameters and body fields: the
-recorder, the matcher (which ignores them) and ``cassette verify`` all read these sets.
+It walks everything a cassette holds: the URL (user info, query values), request and response
+headers, every body kind (JSON at any depth, forms, multipart fields, text; base64 bodies are
+bytes and left alone), every stream event (data, comments, id, name), the cut reason, and the
+llama-stack metadata. Two passes, the three layers of ``secret_rules``:
+
+1. by name: secret headers, fields and parameters are replaced by ``REDACTED``, and the
+   strings they held become known secrets;
+2. by value and by shape: known secrets (in any of their forms) and well-known key formats are
+   replaced inside every string, JSON keys included.
+
+Each change is a ``Finding``: the JSON path in the file, the layer, and what was found (never
+the secret). The proxy runs ``scrub`` on the writer's thread, ``cassette import-llama-stack``
+before writing, ``cassette scrub`` on files in place and ``cassette verify`` as a dry run;
+``scrub_document`` is the same step for a file kept in llama-stack's format. ``matching``
+compares requests through the ``*_for_matching`` helpers, which leave out and replace exactly
+what ``scrub`` does, so a scrubbed recording still matches the live request it came from.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from proxy_addon.model import Body, RecordedRequest
+import orjson
 
-REDACTED = "<redacted>"
-
-SECRET_HEADERS: frozenset[str] = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "api-key",
-        "x-api-key",
-        "x-goog-api-key",
-        "cookie",
-        "set-cookie",
-    }
+from proxy_addon.formats.cassette import BODY_FIELDS
+from proxy_addon.jsonpath import format_path, matches
+from proxy_addon.model import (
+    Body,
+    RecordedResponse,
+    Recording,
+    Stream,
+    WebSocketConversation,
+    WebSocketMessage,
 )
+from proxy_addon.secret_rules import REDACTED, Secrets, credential_values
+from proxy_addon.sse import Event, Unparsed, parse_data
 
-SECRET_QUERY_PARAMS: frozenset[str] = frozenset(
-    {"key", "api_key", "api-key", "apikey", "access_token", "token", "sig", "signature"}
-)
+Layer = Literal["name", "value", "shape"]
 
-# Top-level fields of a JSON or form body that carry a key (Tavily puts ``api_key`` in its body).
-SECRET_BODY_FIELDS: frozenset[str] = frozenset({"api_key", "apikey", "api-key", "access_token"})
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A secret found in a recording: where (a JSON path in the file), by which layer, what."""
 
-# Request headers worth keeping in a cassette: they change what the provider answers. Everything
-# else (user agents, x-stainless-* telemetry, content-length) is noise in a review.
-KEPT_REQUEST_HEADERS: frozenset[str] = frozenset(
-    {
-        "content-type",
-        "accept",
-        "anthropic-version",
-        "anthropic-beta",
-        "openai-beta",
-        "openai-organization",
-        "openai-project",
-    }
-)
+    path: str
+    layer: Layer
+    what: str
 
-# Response headers that describe the bytes on the wire, not the content: the body is stored
-# decoded, so these would be wrong on replay.
-TRANSPORT_RESPONSE_HEADERS: frozenset[str] = frozenset(
-    {
-        "content-length",
-        "content-encoding",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-    }
-)
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what} (by {self.layer})"
 
 
-def request_headers_for_cassette(
-    headers: Iterable[tuple[str, str]], extra_secret: Iterable[str] = ()
-) -> dict[str, str]:
-    """The request headers a cassette keeps: the meaningful ones, and secrets as a marker."""
-    extra = {e.lower() for e in extra_secret}
-    out: dict[str, str] = {}
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered in SECRET_HEADERS or lowered in extra:
-            out[lowered] = REDACTED
-        elif lowered in KEPT_REQUEST_HEADERS:
-            out[lowered] = value
-    return dict(sorted(out.items()))
+# -- the scrub ---------------------------------------------------------------------------------
 
 
-def response_headers_for_cassette(
-    headers: Iterable[tuple[str, str]], extra_secret: Iterable[str] = ()
-) -> list[list[str]]:
-    """Response headers as ``[name, value]`` pairs in their order (names may repeat)."""
-    extra = {e.lower() for e in extra_secret}
-    out: list[list[str]] = []
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered in TRANSPORT_RESPONSE_HEADERS:
-            continue
-        if lowered in SECRET_HEADERS or lowered in extra:
-            out.append([lowered, REDACTED])
+class _Pass:
+    """One pass over a recording: by name (collecting what it removes), or by value and shape.
+    Unchanged parts are returned as they are (the same objects), so a caller can tell."""
+
+    def __init__(self, secrets: Secrets, by_name: bool) -> None:
+        self.secrets = secrets
+        self.by_name = by_name
+        self.findings: list[Finding] = []
+        self.removed: list[str] = []  # strings layer 1 replaced: known secrets for layer 2
+        self.path: list[str | int] = []
+
+    def _found(self, layer: Layer, what: str) -> None:
+        self.findings.append(Finding(format_path(self.path), layer, what))
+
+    def named(self, value: Any, what: str, header: str = "") -> Any:
+        """A value found by its name: replaced; the strings it held become known secrets."""
+        if value is None or value == "" or value == REDACTED:
+            return value
+        if isinstance(value, str):
+            self.removed.extend(credential_values(value, header))
+        self._found("name", what)
+        return REDACTED
+
+    def text(self, text: str) -> str:
+        if self.by_name or not self.secrets.might_hold(text):  # one RE2 scan, then re's
+            return text
+        new, hits = self.secrets.replace(text)
+        for layer, what in hits:
+            self._found(layer, what)  # type: ignore[arg-type]
+        return text if new == text else new
+
+    def at(self, key: str | int, scrub: Any, value: Any, *args: Any) -> Any:
+        self.path.append(key)
+        try:
+            return scrub(value, *args)
+        finally:
+            self.path.pop()
+
+    # -- JSON, at any depth ----------------------------------------------------------------
+
+    def json(self, value: Any, root: int | None, urls: bool = False) -> Any:
+        """A JSON value whose document starts at ``self.path[root:]`` (``None``: match no
+        ``cassette_redact_fields`` path); ``urls``: a ``url`` field is a URL (foreign files)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            items: list[Any] | None = None
+            for i, v in enumerate(value):
+                new = self.at(i, self.json, v, root, urls)
+                if new is not v:
+                    items = items if items is not None else list(value)
+                    items[i] = new
+            return value if items is None else items
+        if not isinstance(value, dict):
+            return value
+        items = []
+        changed = False
+        for k, v in value.items():
+            self.path.append(k)
+            if self.by_name and self._secret_field(k, v, root):
+                new = self.named(v, f"field {k}")
+            elif urls and k == "url" and isinstance(v, str):
+                new = self.url(v)
+            else:
+                new = self.json(v, root, urls)
+            key = k if self.by_name else self.text(k)
+            self.path.pop()
+            items.append((key, new))
+            changed = changed or new is not v or key is not k
+        return dict(items) if changed else value
+
+    def _secret_field(self, key: str, value: Any, root: int | None) -> bool:
+        if isinstance(value, str) and self.secrets.is_secret_key(key):
+            return True
+        return root is not None and value is not None and any(
+            matches(p, self.path[root:]) for p in self.secrets.paths)
+
+    # -- URL, headers, bodies --------------------------------------------------------------
+
+    def url(self, url: str) -> str:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return self.text(url)
+        netloc = parts.netloc
+        if self.by_name and "@" in netloc:
+            userinfo, _, netloc = netloc.rpartition("@")
+            user, _, password = userinfo.partition(":")
+            self.removed.append(unquote(password or user))
+            self._found("name", "user info")
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            new = [(k, self.param(k, v, "query parameter")) for k, v in pairs]
+            if new != pairs:
+                query = urlencode(new, safe="<>")
+        path, fragment = parts.path, parts.fragment
+        if not self.by_name:
+            path, fragment = self.text(path), self.text(fragment)
+        out = urlunsplit((parts.scheme, netloc, path, query, fragment))
+        return url if out == url else out
+
+    def param(self, name: str, value: str, kind: str) -> str:
+        """A query parameter, form field or multipart field."""
+        if not self.by_name:
+            return self.text(value)
+        return self.named(value, f"{kind} {name}") if self.secrets.is_secret_param(name) else value
+
+    def header(self, name: str, value: str) -> str:
+        if not self.secrets.is_secret_header(name):
+            return self.text(value)
+        return self.named(value, f"header {name}", name) if self.by_name else value
+
+    def request_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        new = {k: self.at(k, self.header, k, v) for k, v in headers.items()}
+        return headers if all(new[k] is v for k, v in headers.items()) else new
+
+    def response_headers(self, headers: list[list[str]]) -> list[list[str]]:
+        new = []
+        for i, (k, v) in enumerate(headers):
+            self.path.extend((i, 1))
+            value = self.header(k, v)
+            del self.path[-2:]
+            new.append([k, value] if value is not v else headers[i])
+        return headers if all(a is b for a, b in zip(new, headers)) else new
+
+    def body(self, body: Body | None, content_type: str | None) -> Body | None:
+        if body is None or body.kind == "base64":  # bytes: left as they are
+            return body
+        self.path.append(BODY_FIELDS[body.kind])
+        if body.kind == "json":
+            new = self.json(body.value, len(self.path)) if self._may_change(body.value) \
+                else body.value
+        elif body.kind == "multipart":
+            new = self.multipart(body.value)
+        elif content_type and "x-www-form-urlencoded" in content_type.lower():
+            new = self.form(body.value)
         else:
-            out.append([lowered, value])
-    return out
+            new = self.text(body.value)
+        self.path.pop()
+        return body if new is body.value else Body(body.kind, new)
+
+    def form(self, text: str) -> str:
+        pairs = parse_qsl(text, keep_blank_values=True)
+        new = [(k, self.param(k, v, "form field")) for k, v in pairs]
+        return text if new == pairs else urlencode(new, safe="<>")
+
+    def multipart(self, parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = list(parts)
+        for i, part in enumerate(parts):
+            if isinstance(part.get("value"), str):  # a field (files are kept as hashes)
+                self.path.extend((i, "value"))
+                value = self.param(str(part.get("name")), part["value"], "multipart field")
+                del self.path[-2:]
+                if value is not part["value"]:
+                    out[i] = dict(part, value=value)
+        return parts if all(a is b for a, b in zip(out, parts)) else out
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def payload(self, data: Any) -> Any:
+        """An event's payload (or a WebSocket message's): parsed JSON, a string, or text still
+        unparsed, which is parsed only when it may hold a secret."""
+        if isinstance(data, Unparsed):
+            if not self.secrets.paths and not self.secrets.might_hold(data):
+                return data
+            parsed = parse_data(data)
+            try:
+                new = self.json(parsed, len(self.path))
+            except RecursionError:  # nested deeper than Python walks: scrubbed as text
+                return self.text(str(data))
+            return data if new is parsed else new
+        return self.json(data, len(self.path)) if self._may_change(data) else data
+
+    def _may_change(self, value: Any) -> bool:
+        """Whether a JSON value can hold anything this pass changes: one scan of its text
+        spares walking a large body or a stream read back from disk."""
+        if self.secrets.paths or isinstance(value, str):
+            return True
+        try:
+            return self.secrets.might_hold(orjson.dumps(value))
+        except (orjson.JSONEncodeError, RecursionError):
+            return True
+
+    def event(self, ev: Event) -> Event:
+        data = self.at("data", self.payload, ev.data)
+        self.path.append("comments")
+        comments = [self.at(j, self.text, c) for j, c in enumerate(ev.comments)]
+        self.path.pop()
+        name = self.at("event", self.text, ev.event) if ev.event is not None else None
+        ident = self.at("id", self.text, ev.id) if ev.id is not None else None
+        if data is ev.data and name is ev.event and ident is ev.id and \
+                all(a is b for a, b in zip(comments, ev.comments)):
+            return ev
+        return Event(data=data, event=name, id=ident, retry=ev.retry, comments=comments, t=ev.t)
+
+    def stream(self, stream: Stream) -> Stream:
+        events: list[Event] | None = None
+        self.path.append("events")
+        for i, ev in enumerate(stream.events):
+            new = self.at(i, self.event, ev)
+            if new is not ev:
+                events = events if events is not None else list(stream.events)
+                events[i] = new
+        self.path.pop()
+        cut = self.at("cut", self.text, stream.cut) if stream.cut else stream.cut
+        if events is None and cut is stream.cut:
+            return stream
+        return Stream(stream.format, events if events is not None else stream.events,
+                      stream.complete, cut)
+
+    def message(self, message: WebSocketMessage) -> WebSocketMessage:
+        """A WebSocket message's payload, as the file holds it (``data``, ``text``; binary
+        messages are left as they are, like base64 bodies)."""
+        payload = message.payload
+        if payload.kind == "json":
+            value = self.at("data", self.payload, payload.value)
+        elif payload.kind == "text":
+            value = self.at("text", self.text, payload.value)
+        else:
+            return message
+        if value is payload.value:
+            return message
+        return dataclasses.replace(message, payload=Body(payload.kind, value))
+
+    def websocket(self, conversation: WebSocketConversation) -> WebSocketConversation:
+        messages: list[WebSocketMessage] | None = None
+        self.path.append("messages")
+        for i, message in enumerate(conversation.messages):
+            new = self.at(i, self.message, message)
+            if new is not message:
+                messages = messages if messages is not None else list(conversation.messages)
+                messages[i] = new
+        self.path.pop()
+        close = conversation.close
+        if close is not None and close.reason:
+            self.path.append("close")
+            reason = self.at("reason", self.text, close.reason)
+            self.path.pop()
+            close = close if reason is close.reason else dataclasses.replace(close, reason=reason)
+        if messages is None and close is conversation.close:
+            return conversation
+        return WebSocketConversation(messages if messages is not None else conversation.messages,
+                                     close)
+
+    # -- a whole recording -----------------------------------------------------------------
+
+    def response(self, resp: RecordedResponse) -> RecordedResponse:
+        headers = self.at("headers", self.response_headers, resp.headers)
+        content_type = next((v for k, v in resp.headers if k == "content-type"), None)
+        body = self.body(resp.body, content_type)
+        stream = self.at("stream", self.stream, resp.stream) if resp.stream is not None else None
+        socket = self.at("websocket", self.websocket, resp.websocket) \
+            if resp.websocket is not None else None
+        if headers is resp.headers and body is resp.body and stream is resp.stream and \
+                socket is resp.websocket:
+            return resp
+        return dataclasses.replace(resp, headers=headers, body=body, stream=stream,
+                                   websocket=socket, wire=None)
+
+    def recording(self, rec: Recording) -> Recording:
+        req = rec.request
+        self.path[:] = ["request"]
+        url = self.at("url", self.url, req.url)
+        headers = self.at("headers", self.request_headers, req.headers)
+        body = self.body(req.body, req.content_type)
+        self.path[:] = ["responses"]
+        responses = [self.at(i, self.response, r) for i, r in enumerate(rec.responses)]
+        self.path[:] = []
+        meta = self.at("llama_stack", self.json, rec.llama_stack, None, True)
+        request = req if url is req.url and headers is req.headers and body is req.body else \
+            dataclasses.replace(req, url=url, headers=headers, body=body)
+        if request is req and meta is rec.llama_stack and \
+                all(a is b for a, b in zip(responses, rec.responses)):
+            return rec
+        return dataclasses.replace(rec, request=request, responses=responses, llama_stack=meta)
 
 
-def is_secret_param(name: str) -> bool:
-    return name.lower() in SECRET_QUERY_PARAMS
+def scrub(rec: Recording, secrets: Secrets) -> tuple[Recording, list[Finding]]:
+    """``rec`` with every secret replaced by ``REDACTED`` (the same object when it held none),
+    and where each was. ``secrets`` may already know values (the flow's own key)."""
+    first = _Pass(secrets, by_name=True)
+    named = first.recording(rec)
+    second = _Pass(secrets.with_values(first.removed), by_name=False)
+    return second.recording(named), first.findings + second.findings
 
 
-def is_secret_form_field(name: str) -> bool:
-    """A urlencoded or multipart field that carries a key (query-style or body-style name)."""
-    return is_secret_param(name) or name.lower() in SECRET_BODY_FIELDS
+def scrub_document(doc: Any, secrets: Secrets) -> tuple[Any, list[Finding]]:
+    """The same step for a file kept in a format we only read (llama-stack's): the document
+    as JSON, secret names at any depth, ``url`` fields as URLs, every string by value and
+    shape; paths are the file's own."""
+    first = _Pass(secrets, by_name=True)
+    named = first.json(doc, None, urls=True)
+    second = _Pass(secrets.with_values(first.removed), by_name=False)
+    return second.json(named, None, urls=True), first.findings + second.findings
 
 
-def redact_query_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, REDACTED if is_secret_param(k) else v) for k, v in pairs]
+# -- the same rules where requests are compared, and where they are printed --------------------
 
 
-def redact_url(url: str) -> str:
-    """The URL with secret query values replaced and any user:password removed."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(is_secret_param(k) for k, _ in pairs):
-            query = urlencode(redact_query_pairs(pairs), safe="<>")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+def redact_url(url: str, secrets: Secrets) -> str:
+    """A URL as it may be shown: no user info, secret query values and known secrets
+    replaced."""
+    first = _Pass(secrets, by_name=True)
+    named = first.url(url)
+    return _Pass(secrets.with_values(first.removed), by_name=False).url(named)
 
 
-def redact_body(body: Any) -> Any:
-    """A copy of a parsed JSON / form body with secret top-level fields replaced."""
-    if isinstance(body, dict) and any(k.lower() in SECRET_BODY_FIELDS for k in body):
-        return {k: (REDACTED if k.lower() in SECRET_BODY_FIELDS else v) for k, v in body.items()}
-    return body
+def json_for_matching(value: Any, secrets: Secrets) -> Any:
+    """A JSON body as requests are compared: secret fields (by name at any depth, and the
+    ``cassette_redact_fields`` paths) left out, and known values and shapes in strings and keys
+    replaced as ``scrub`` replaces them in the file. Worth calling only where
+    ``secrets.might_hold`` said yes, or ``secrets.paths`` is set."""
+    removed: list[str] = []
+    value = _drop_named(value, secrets, removed, [])
+    return _Pass(secrets.with_values(removed), by_name=False).json(value, None)
 
 
-def redact_form(text: str) -> str:
-    """A urlencoded form body with secret fields replaced."""
-    pairs = parse_qsl(text, keep_blank_values=True)
-    if not any(is_secret_form_field(k) for k, _ in pairs):
-        return text
-    return urlencode([(k, REDACTED if is_secret_form_field(k) else v) for k, v in pairs],
-                     safe="<>")
+def _drop_named(value: Any, secrets: Secrets, removed: list[str], path: list[str | int]) -> Any:
+    if isinstance(value, list):
+        items = []
+        for i, v in enumerate(value):
+            path.append(i)
+            items.append(_drop_named(v, secrets, removed, path))
+            path.pop()
+        return value if all(a is b for a, b in zip(items, value)) else items
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        path.append(k)
+        if (isinstance(v, str) and secrets.is_secret_key(k)) or (
+                v is not None and any(matches(p, path) for p in secrets.paths)):
+            if isinstance(v, str) and v != REDACTED:
+                removed.extend(credential_values(v))
+        else:
+            out[k] = _drop_named(v, secrets, removed, path)
+        path.pop()
+    return value if len(out) == len(value) and all(out[k] is v for k, v in value.items()) \
+        else out
 
 
-def redact_multipart(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Multipart fields with secret values replaced (files are stored as hashes anyway)."""
-    return [dict(p, value=REDACTED) if "value" in p and is_secret_form_field(str(p.get("name")))
-            else p for p in parts]
+def param_values(pairs: list[tuple[str, str]], secrets: Secrets) -> list[str]:
+    """The secret strings that secret query parameters or form fields carry."""
+    return [c for k, v in pairs if secrets.is_secret_param(k) and v != REDACTED
+            for c in credential_values(v)]
 
 
-def recorded_request(method: str, url: str, headers: Iterable[tuple[str, str]], raw_body: bytes,
-                     extra_secret: Iterable[str] = ()) -> RecordedRequest:
-    """A live request as it is written to a cassette: the headers that change the answer,
-    secrets replaced by a marker in the URL, headers and body (the live request is untouched)."""
-    items = list(headers)
-    kept = request_headers_for_cassette(items, extra_secret)
-    content_type = next((v for k, v in items if k.lower() == "content-type"), None)
-    body = Body.from_bytes(raw_body, content_type)
-    if body is not None and body.kind == "json":
-        body = Body("json", redact_body(body.value))
-    elif body is not None and body.kind == "text" and content_type and \
-            "x-www-form-urlencoded" in content_type:
-        body = Body("text", redact_form(body.value))
-    elif body is not None and body.kind == "multipart":
-        body = Body("multipart", redact_multipart(body.value))
-    return RecordedRequest(method=method, url=redact_url(url), headers=kept, body=body)
+def pair_values_for_matching(pairs: list[tuple[str, str]], secrets: Secrets,
+                             scan: bool = True) -> list[str | None]:
+    """Query, form or multipart fields' values as compared: None for a secret field (left
+    out), the others with known values and shapes replaced as ``scrub`` replaces them.
+    ``scan`` False: a scan of all of them found no known value or shape."""
+    removed = param_values(pairs, secrets)
+    known = secrets.with_values(removed)
+    return [None if secrets.is_secret_param(k) else
+            known.replace(v)[0] if (scan or removed) and known.might_hold(v) else v
+            for k, v in pairs]

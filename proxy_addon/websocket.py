@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from proxy_addon import matching
+from proxy_addon import jsonpath, matching
 from proxy_addon.misses import clip, quote
 from proxy_addon.model import (
     Body,
@@ -33,7 +33,7 @@ from proxy_addon.sse import parse_data
 
 # Ids a client makes up itself, left out when its messages are matched (with cassette_ignore):
 # the event's own id, and the ids a client may give the conversation items it creates.
-CLIENT_ID_PATHS = tuple(matching.parse_path(p) for p in ("event_id", "item.id", "previous_item_id"))
+CLIENT_ID_PATHS = tuple(jsonpath.parse_path(p) for p in ("event_id", "item.id", "previous_item_id"))
 # When a recording ends with the client's close, a replay waits this long (seconds) for the
 # client to close, or to send more (a miss), before it sends the recorded close itself.
 CLIENT_CLOSE_GRACE = 1.0

@@ -4,7 +4,7 @@ and its body bytes, a stream framed back into SSE or NDJSON. Built once per resp
 
 from __future__ import annotations
 
-from proxy_addon import redact
+from proxy_addon import exchange
 from proxy_addon.model import RecordedResponse
 from proxy_addon.sse import frame
 
@@ -13,7 +13,7 @@ WireHeaders = list[tuple[bytes, bytes]]
 
 def wire_headers(resp: RecordedResponse) -> WireHeaders:
     return [(k.encode(), v.encode()) for k, v in resp.headers
-            if k.lower() not in redact.TRANSPORT_RESPONSE_HEADERS]
+            if k.lower() not in exchange.TRANSPORT_RESPONSE_HEADERS]
 
 
 def wire_body(resp: RecordedResponse) -> bytes:

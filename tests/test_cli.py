@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 import signal
 import subprocess
@@ -13,8 +14,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from proxy_addon import formats, matching, model
-from proxy_addon.formats import cassette
+from proxy_addon import formats, matching
 from proxy_addon.cli import main
 from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import FIXTURES, SEED
@@ -104,29 +104,136 @@ def test_verify_passes_clean_dirs_and_names_corrupt_files(fixture_dir):
     assert f"{broken}: not valid JSON" in bad.output
 
 
-def test_verify_finds_planted_secrets(fixture_dir, monkeypatch):
+# One fake secret of each kind, planted by hand at depth; none shaped like a key but the last,
+# so that each rule is seen finding its own.
+SECRETS = {
+    "bearer": "fake-bearer-a001", "team": "fake-team-a002", "userinfo": "fake-userinfo-a003",
+    "query": "fake-query-a004", "nested_cs": "fake-nested-cs-a005",
+    "nested_pw": "fake-nested-pw-a006", "field": "fake-field-a007", "path": "fake-path-a008",
+    "access": "fake-access-a009", "id_token": "fake-idtoken-a010",
+    "refresh": "fake-refresh-a011", "cookie": "fake-cookie-a012", "form": "fake-form-a013",
+    "multipart": "fake-multipart-a014", "env": "fake-env-a015", "xapikey": "fake-xapikey-a016",
+    "call_args": "fake-callargs-a017", "llama_header": "fake-llamahdr-a018",
+    "shape": "sk-test-planted-a019-abcdefgh",
+}
+
+
+def planted_cassette() -> dict:
+    """Our format, written by hand (not by the code under test)."""
+    s = SECRETS
+    b64 = base64.b64encode(s["xapikey"].encode()).decode()
+    return {
+        "format": "llm-cassette", "version": 1,
+        "request": {
+            "method": "POST",
+            "url": f"https://me:{s['userinfo']}@api.example/v1/chat?key={s['query']}&alt=sse",
+            "headers": {"authorization": f"Bearer {s['bearer']}",
+                        "content-type": "application/json", "x-api-key": s["xapikey"],
+                        "x-team-token": s["team"]},
+            "body": {"model": "m", "auth": {"client_secret": s["nested_cs"]},
+                     "credentials": [{"password": s["nested_pw"]}], "team_ref": s["field"],
+                     "meta": {"owner": s["path"]},
+                     "messages": [{"role": "user", "content": f"decode {b64} please"}]}},
+        "responses": [
+            {"status": 200, "headers": [["content-type", "application/json"],
+                                        ["set-cookie", f"sid={s['cookie']}; Path=/"]],
+             "body": {"data": [{"token": {"access_token": s["access"],
+                                          "id_token": s["id_token"],
+                                          "refresh_token": s["refresh"]}}]}},
+            {"status": 200, "headers": [["content-type", "text/event-stream"]],
+             "stream": {"format": "sse", "complete": True, "events": [
+                 {"t": 0.1, "data": {"choices": [{"delta": {"content": f"you sent {s['bearer']}"}}]}},
+                 {"t": 0.2, "comments": [f"env {s['env']}"], "id": s["shape"], "data": "[DONE]"}]}},
+            {"status": 200, "headers": [["content-type", "application/x-www-form-urlencoded"]],
+             "body_text": f"client_secret={s['form']}&grant_type=refresh_token"},
+            {"status": 200, "headers": [],
+             "body_multipart": [{"name": "api_key", "value": s["multipart"]}]}],
+        "llama_stack": {"request": {"call_args": {"extra_body": {"api_key": s["call_args"]}}}},
+    }
+
+
+def test_verify_names_each_planted_secret_and_scrub_removes_them(fixture_dir, monkeypatch):
+    monkeypatch.setenv("ACME_API_KEY", SECRETS["env"])
+    ours = fixture_dir / "sub" / "ours.json"
+    ours.parent.mkdir()
+    ours.write_bytes(orjson.dumps(planted_cassette()))
+    theirs = fixture_dir / "theirs.json"  # llama-stack's format
     doc = orjson.loads(SEED.read_bytes())
-    doc["request"]["body"]["messages"][0]["content"] = "key sk-proj-abcdefghijklmnopqrstuvwx"
-    (fixture_dir / "leak.json").write_bytes(orjson.dumps(doc))
-    result = CliRunner().invoke(main, ["verify", "--dir", str(fixture_dir)])
-    assert result.exit_code == 1
-    assert f"{fixture_dir / 'leak.json'}: contains an sk-... API key" in result.output
-    # the value of any *_API_KEY variable that is set, whatever it looks like
-    monkeypatch.setenv("ACME_API_KEY", "acme-live-7f3e9d")
-    doc["request"]["body"]["messages"][0]["content"] = "acme-live-7f3e9d"
-    (fixture_dir / "leak.json").write_bytes(orjson.dumps(doc))
-    result = CliRunner().invoke(main, ["verify", "--dir", str(fixture_dir)])
-    assert "contains the value of $ACME_API_KEY" in result.output and result.exit_code == 1
+    doc["request"]["headers"] = {"Authorization": f"Bearer {SECRETS['llama_header']}"}
+    doc["request"]["body"]["messages"][0]["content"] = f"key {SECRETS['shape']}"
+    theirs.write_bytes(orjson.dumps(doc))
+    extra = ["--redact-field", "team_ref", "--redact-field", "meta.owner",
+             "--redact-header", "x-team-token"]
+    found = CliRunner().invoke(main, ["verify", "--dir", str(fixture_dir), *extra])
+    assert found.exit_code == 1
+    assert "12 files checked, 2 bad" in found.output
+    for where in [
+        "request.url: user info (by name)", "request.url: query parameter key (by name)",
+        "request.headers.authorization: header authorization (by name)",
+        "request.headers.x-team-token: header x-team-token (by name)",
+        "request.headers.x-api-key: header x-api-key (by name)",
+        "request.body.auth.client_secret: field client_secret (by name)",
+        "request.body.credentials[0].password: field password (by name)",
+        "request.body.team_ref: field team_ref (by name)",
+        "request.body.meta.owner: field owner (by name)",
+        "request.body.messages[0].content: a value redacted by name in this exchange (by value)",
+        "responses[0].headers[1][1]: header set-cookie (by name)",
+        "responses[0].body.data[0].token.access_token: field access_token (by name)",
+        "responses[0].body.data[0].token.id_token: field id_token (by name)",
+        "responses[0].body.data[0].token.refresh_token: field refresh_token (by name)",
+        "responses[1].stream.events[0].data.choices[0].delta.content: a value redacted by name",
+        "responses[1].stream.events[1].comments[0]: $ACME_API_KEY (by value)",
+        "responses[1].stream.events[1].id: an sk-... API key (by shape)",
+        "responses[2].body_text: form field client_secret (by name)",
+        "responses[3].body_multipart[0].value: multipart field api_key (by name)",
+        "llama_stack.request.call_args.extra_body.api_key: field api_key (by name)",
+    ]:
+        assert f"{ours}: {where}" in found.output, where
+    assert f"{theirs}: request.headers.Authorization: field Authorization (by name)" in \
+        found.output
+    assert f"{theirs}: request.body.messages[0].content: an sk-... API key (by shape)" in \
+        found.output
+    clean_before = {p: p.read_bytes() for p in fixture_dir.rglob("*.json")
+                    if p not in (ours, theirs)}
+
+    scrubbed = CliRunner().invoke(main, ["scrub", "--dir", str(fixture_dir), *extra])
+    assert scrubbed.exit_code == 0, scrubbed.output
+    assert f"{ours}: request.body.auth.client_secret: field client_secret (by name): replaced" in \
+        scrubbed.output
+    assert "12 files checked: 22 secrets replaced in 2 files" in scrubbed.output
+    for path in (ours, theirs):
+        raw = path.read_bytes()
+        for secret in SECRETS.values():
+            assert secret.encode() not in raw, (path, secret)
+        assert base64.b64encode(SECRETS["xapikey"].encode()).rstrip(b"=") not in raw
+    assert formats.load(theirs).source == "llama-stack"  # still llama-stack's format
+    assert formats.load(ours).request.body.value["meta"] == {"owner": "<redacted>"}
+    assert {p: p.read_bytes() for p in clean_before} == clean_before  # the others untouched
+    again = CliRunner().invoke(main, ["verify", "--dir", str(fixture_dir), *extra])
+    assert again.exit_code == 0 and "12 files checked, 0 bad" in again.output
+    nothing = run("scrub", "--dir", str(fixture_dir), *extra)
+    assert "12 files checked: nothing to scrub" in nothing.output
 
 
-def test_verify_finds_unredacted_secret_headers(tmp_path):
-    rec = model.Recording(
-        request=model.RecordedRequest("POST", "https://x.example/v1?key=abc", {"x-api-key": "abc"}),
-        responses=[model.RecordedResponse(200)])
-    (tmp_path / "c.json").write_bytes(cassette.dumps(rec))
-    out = CliRunner().invoke(main, ["verify", "--dir", str(tmp_path)]).output
-    assert "request header x-api-key is not redacted" in out
-    assert "request URL has a secret query parameter" in out
+def test_import_llama_stack_writes_no_key_from_call_args(tmp_path, monkeypatch):
+    monkeypatch.delenv("ACME_API_KEY", raising=False)
+    doc = orjson.loads(SEED.read_bytes())
+    doc["request"]["body"].update(
+        extra_body={"api_key": "fake-extra-body-b001", "nested": {"password": "fake-pw-b002"}},
+        extra_headers={"Authorization": "Bearer fake-extra-hdr-b003"},
+        extra_query={"key": "fake-extra-query-b004"})
+    source = tmp_path / "src" / "rec.json"
+    source.parent.mkdir()
+    source.write_bytes(orjson.dumps(doc))
+    out = run("import-llama-stack", str(source), "--dir", str(tmp_path / "c")).output
+    assert "imported 1 recordings" in out and "secrets replaced" in out
+    written = list(iter_cassette_files(tmp_path / "c"))
+    assert len(written) == 1
+    raw = written[0].read_bytes()
+    for secret in (b"fake-extra-body-b001", b"fake-pw-b002", b"fake-extra-hdr-b003",
+                   b"fake-extra-query-b004"):
+        assert secret not in raw
+    assert run("verify", "--dir", str(tmp_path / "c")).exit_code == 0
 
 
 def test_diff_names_request_and_response_paths_and_exits_1_when_they_differ(fixture_dir):

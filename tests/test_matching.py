@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_addon import matching
+from proxy_addon import jsonpath, matching
 
 URL = "https://api.openai.com/v1/chat/completions"
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -48,7 +48,7 @@ def test_secret_query_parameters_and_body_fields_do_not_affect_the_key():
 
 
 def test_ignore_paths_drop_volatile_fields():
-    ignore = [matching.parse_path(p) for p in ("user", "metadata.trace_id", "messages.*.name")]
+    ignore = [jsonpath.parse_path(p) for p in ("user", "metadata.trace_id", "messages.*.name")]
     a = {**BODY, "user": "alice", "metadata": {"trace_id": "1", "keep": "x"},
          "messages": [{"role": "user", "content": "hi", "name": "n1"}]}
     b = {**BODY, "user": "bob", "metadata": {"trace_id": "2", "keep": "x"},
@@ -60,15 +60,15 @@ def test_ignore_paths_drop_volatile_fields():
 
 
 def test_parse_path_forms():
-    assert matching.parse_path("messages[0].content") == ("messages", 0, "content")
-    assert matching.parse_path("a.*.b") == ("a", "*", "b")
-    assert matching.parse_path("messages[*]") == ("messages", "*")
+    assert jsonpath.parse_path("messages[0].content") == ("messages", 0, "content")
+    assert jsonpath.parse_path("a.*.b") == ("a", "*", "b")
+    assert jsonpath.parse_path("messages[*]") == ("messages", "*")
 
 
 @pytest.mark.parametrize("typo", ["[]", "", "messages[-1]", "a[x]", "a..b", ".a", "a.", "a[0"])
 def test_a_path_that_does_not_parse_is_refused_by_name(typo):
     with pytest.raises(ValueError) as err:
-        matching.parse_path(typo)
+        jsonpath.parse_path(typo)
     assert repr(typo) in str(err.value)
 
 

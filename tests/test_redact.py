@@ -1,42 +1,240 @@
-"""Secrets: which headers, parameters and fields, and how they are replaced."""
+"""The redaction step (unit tests): three layers over a whole recording, what it leaves alone,
+and that a scrubbed recording still matches the live request it was made from.
 
-from proxy_addon import redact
+The fake secrets here are deliberately not shaped like keys (except the ``sk-test-...`` ones),
+so that each layer is seen working on its own rather than hidden behind the shape layer.
+"""
 
-KEY = "sk-test-abc123"
+from __future__ import annotations
+
+import base64
+from urllib.parse import quote
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy_addon import exchange, matching, redact
+from proxy_addon.formats import cassette
+from proxy_addon.model import Body, RecordedRequest, RecordedResponse, Recording, Stream
+from proxy_addon.secret_rules import (
+    REDACTED,
+    Secrets,
+    credential_values,
+    env_values,
+)
+from proxy_addon.sse import Event, Unparsed
+
+ENV = {"ACME_API_KEY": "fake-env-acme-4411", "HF_TOKEN": "fake-env-hf-5522", "HOME": "/root",
+       "SHORT_TOKEN": "abc", "PATH": "/usr/bin"}
+RULES = Secrets.from_settings(["team_ref", "meta.owner"], ["X-Team-Token"], ENV)
+
+PLANTED = {
+    "bearer": "fake-bearer-0001",
+    "x-api-key": "fake-xapikey-0002",
+    "team-header": "fake-team-0003",
+    "userinfo": "fake-userinfo-0004",
+    "query": "fake-query-0005",
+    "nested-client-secret": "fake-nested-cs-0006",
+    "nested-password": "fake-nested-pw-0007",
+    "by-path": "fake-bypath-0008",
+    "custom-field": "fake-custom-0009",
+    "form-refresh": "fake-form-rt-0010",
+    "multipart": "fake-multipart-0011",
+    "resp-access": "fake-resp-at-0012",
+    "set-cookie": "fake-cookie-0013",
+    "shape": "sk-test-shape-0014-abcdefghij",
+    "llama-call-args": "fake-callargs-0015",
+}
 
 
-def test_request_headers_keep_what_matters_and_mark_secrets():
-    headers = [("Authorization", f"Bearer {KEY}"), ("Content-Type", "application/json"),
-               ("X-Api-Key", KEY), ("api-key", KEY), ("x-goog-api-key", KEY), ("Cookie", KEY),
-               ("User-Agent", "OpenAI/Python"), ("x-stainless-os", "Linux"),
-               ("anthropic-version", "2023-06-01"), ("x-team-token", KEY)]
-    out = redact.request_headers_for_cassette(headers, extra_secret=["X-Team-Token"])
-    assert out == {"anthropic-version": "2023-06-01", "api-key": "<redacted>",
-                   "authorization": "<redacted>", "content-type": "application/json",
-                   "cookie": "<redacted>", "x-api-key": "<redacted>",
-                   "x-goog-api-key": "<redacted>", "x-team-token": "<redacted>"}
+def planted_recording() -> Recording:
+    p = PLANTED
+    b64 = base64.b64encode(p["x-api-key"].encode()).decode()
+    return Recording(
+        request=RecordedRequest(
+            "POST", f"https://me:{p['userinfo']}@api.example/v1/chat?key={p['query']}&alt=sse",
+            {"authorization": f"Bearer {p['bearer']}", "content-type": "application/json",
+             "x-api-key": p["x-api-key"], "x-team-token": p["team-header"]},
+            Body("json", {"model": "m",
+                          "auth": {"client_secret": p["nested-client-secret"]},
+                          "credentials": [{"password": p["nested-password"]}],
+                          "meta": {"owner": p["by-path"], "trace": "t-1"},
+                          "team_ref": p["custom-field"],
+                          "messages": [{"role": "user", "content":
+                                        f"say {ENV['ACME_API_KEY']}, {b64} and {p['shape']}"}]})),
+        responses=[
+            RecordedResponse(200, [["content-type", "application/json"],
+                                   ["set-cookie", f"s={p['set-cookie']}; Path=/; Expires=Wed, "
+                                                  "21 Oct 2026 07:28:00 GMT"]],
+                             body=Body("json", {"data": [{"access_token": p["resp-access"]}],
+                                                "echo": f"got {p['bearer']} and {p['query']}"})),
+            RecordedResponse(200, [["content-type", "text/event-stream"]], stream=Stream("sse", [
+                Event(data=Unparsed(orjson.dumps({"echo": p["x-api-key"]}).decode())),
+                Event(data=Unparsed('{"choices":[{"delta":{"content":"hi"}}]}')),
+                Event(data="[DONE]", comments=[f"seen {p['team-header']}"],
+                      id=f"id-{quote(p['userinfo'])}")])),
+            RecordedResponse(200, [["content-type", "application/x-www-form-urlencoded"]],
+                             body=Body("text", f"refresh_token={p['form-refresh']}&scope=a")),
+            RecordedResponse(200, [["content-type", "application/json"]], body=Body("multipart", [
+                {"name": "api_key", "value": p["multipart"]},
+                {"name": "file", "filename": "f", "size": 1, "sha256": "00"}])),
+        ],
+        llama_stack={"request": {"call_args": {"extra_body": {
+            "api_key": p["llama-call-args"]}}}},
+    )
 
 
-def test_response_headers_drop_transport_and_secrets_keep_order_and_repeats():
-    headers = [("content-type", "application/json"), ("content-length", "10"),
-               ("content-encoding", "gzip"), ("set-cookie", "a=1"), ("set-cookie", "b=2"),
-               ("x-ratelimit-remaining-requests", "0"), ("retry-after", "7")]
-    assert redact.response_headers_for_cassette(headers) == [
-        ["content-type", "application/json"], ["set-cookie", "<redacted>"],
-        ["set-cookie", "<redacted>"], ["x-ratelimit-remaining-requests", "0"], ["retry-after", "7"]]
+def test_every_layer_replaces_its_secrets_everywhere_and_names_where():
+    rec = planted_recording()
+    out, findings = redact.scrub(rec, RULES)
+    written = cassette.dumps(out)
+    for name, secret in PLANTED.items():
+        assert secret.encode() not in written, name
+    assert ENV["ACME_API_KEY"].encode() not in written
+    assert base64.b64encode(PLANTED["x-api-key"].encode()).rstrip(b"=") not in written
+    assert quote(PLANTED["userinfo"]).encode() not in written
+    got = {(f.path, f.layer) for f in findings}
+    assert got == {
+        ("request.url", "name"),  # user info, and ?key=
+        ("request.headers.authorization", "name"),
+        ("request.headers.x-api-key", "name"),
+        ("request.headers.x-team-token", "name"),
+        ("request.body.auth.client_secret", "name"),
+        ("request.body.credentials[0].password", "name"),
+        ("request.body.meta.owner", "name"),
+        ("request.body.team_ref", "name"),
+        ("request.body.messages[0].content", "value"),  # the env value, the base64 x-api-key
+        ("request.body.messages[0].content", "shape"),
+        ("responses[0].headers[1][1]", "name"),
+        ("responses[0].body.data[0].access_token", "name"),
+        ("responses[0].body.echo", "value"),
+        ("responses[1].stream.events[0].data.echo", "value"),
+        ("responses[1].stream.events[2].comments[0]", "value"),
+        ("responses[1].stream.events[2].id", "value"),
+        ("responses[2].body_text", "name"),
+        ("responses[3].body_multipart[0].value", "name"),
+        ("llama_stack.request.call_args.extra_body.api_key", "name"),
+    }
+    doc = orjson.loads(written)
+    assert doc["request"]["url"] == "https://api.example/v1/chat?key=<redacted>&alt=sse"
+    assert doc["request"]["body"]["meta"] == {"owner": REDACTED, "trace": "t-1"}
+    assert doc["responses"][1]["stream"]["events"][0]["data"] == {"echo": REDACTED}
+    assert doc["responses"][1]["stream"]["events"][1]["data"]["choices"][0]["delta"] == \
+        {"content": "hi"}
+    assert doc["responses"][2]["body_text"] == "refresh_token=<redacted>&scope=a"
+    assert "Bearer" not in doc["request"]["headers"]["authorization"]
+    assert all(" | " not in f.what and "fake-" not in f.what for f in findings)  # no secret shown
 
 
-def test_url_secrets_and_userinfo_removed():
-    url = f"https://user:{KEY}@generativelanguage.googleapis.com/v1/m:streamGenerateContent?alt=sse&key={KEY}"
-    out = redact.redact_url(url)
-    assert KEY not in out
-    assert out == "https://generativelanguage.googleapis.com/v1/m:streamGenerateContent?alt=sse&key=<redacted>"
-    assert redact.redact_url("https://api.openai.com/v1/models") == "https://api.openai.com/v1/models"
+def test_scrubbing_twice_changes_nothing_and_a_clean_recording_is_returned_as_it_is():
+    out, _ = redact.scrub(planted_recording(), RULES)
+    again, findings = redact.scrub(out, RULES)
+    assert findings == [] and again is out
+    clean = Recording(RecordedRequest("GET", "https://api.example/v1/models", {}),
+                      [RecordedResponse(200, [["content-type", "application/json"]],
+                                        body=Body("json", {"data": []}))])
+    assert redact.scrub(clean, RULES) == (clean, [])
 
 
-def test_body_and_form_secrets():
-    body = {"api_key": KEY, "query": "weather"}
-    assert redact.redact_body(body) == {"api_key": "<redacted>", "query": "weather"}
-    assert body["api_key"] == KEY  # the live request is not modified
-    assert redact.redact_form(f"q=x&api_key={KEY}") == "q=x&api_key=<redacted>"
-    assert redact.redact_form("q=x") == "q=x"
+ORDINARY = {
+    "id": "chatcmpl-9xK2mQpL7vR4tY8wZ1aB3cD5eF6gH", "tool_call": "call_abc123XYZ789def456GHI",
+    "resp": "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452e3d4ea", "uuid":
+    "123e4567-e89b-12d3-a456-426614174000", "model": "gpt-4o-mini-2024-07-18",
+    "sha": "3f2a9c1d7e4b8a6f0c5d2e1b9a7c4f3e8d6b5a2c1f0e9d8c7b6a5f4e3d2c1b0a",
+    "text": "The Bearer of bad news asked a task-force-of-experts about skeletons.",
+    "logprobs": [{"token": "Hello", "logprob": -0.1}], "max_tokens": 256, "key": "colour",
+    "schema": {"properties": {"password": {"type": "string"}, "api_key": {"type": "string"}}},
+    "empty_secret": "", "not_a_string": {"secret": 12345678},
+}
+
+
+def test_ordinary_ids_words_and_schemas_are_left_alone():
+    rec = Recording(RecordedRequest("POST", "https://api.example/v1/x?alt=sse",
+                                    {"content-type": "application/json"},
+                                    Body("json", ORDINARY)),
+                    [RecordedResponse(200, [["x-request-id", "req_8f7e6d5c4b3a29181716"]],
+                                      body=Body("json", ORDINARY))])
+    out, findings = redact.scrub(rec, RULES)
+    assert findings == [] and out is rec
+
+
+def test_known_values_come_from_credential_variables_and_auth_headers():
+    assert env_values(ENV) == {"fake-env-acme-4411": "$ACME_API_KEY",
+                               "fake-env-hf-5522": "$HF_TOKEN"}  # SHORT_TOKEN: too short
+    basic = base64.b64encode(b"me:fake-basic-pw-77").decode()
+    assert credential_values(f"Basic {basic}", "authorization") == [basic, "fake-basic-pw-77"]
+    assert credential_values("Bearer fake-bearer-0001", "authorization") == ["fake-bearer-0001"]
+    assert credential_values("a=1; sid=fake-sid-12345678", "cookie") == ["1", "fake-sid-12345678"]
+    assert credential_values("sid=fake-sid-1; Expires=Wed, 21 Oct 2026", "set-cookie") == \
+        ["fake-sid-1"]
+
+
+LIVE_BODIES = [
+    ("application/json", {"model": "m", "auth": {"client_secret": "fake-live-cs-1"}}),
+    ("application/json", {"model": "m", "messages": [{"content": "use sk-test-live-abcdefghijklmnop"}]}),
+    ("application/json", {"model": "m", "messages": [{"content": "env fake-env-acme-4411"}]}),
+    ("application/json", {"model": "m", "messages": [{"content": "echo fake-bearer-0001"}]}),
+    ("application/json", {"model": "m", "messages": [{"content": base64.b64encode(
+        b"fake-bearer-0001").decode()}], "meta": {"owner": "fake-live-owner"}}),
+    ("application/x-www-form-urlencoded", "client_secret=fake-live-cs-2&q=fake-env-acme-4411"),
+    ("text/plain", "a plain body with fake-bearer-0001 and sk-test-live-abcdefghijklmnop in it"),
+    ("application/json", {"model": "m", "messages": [{"content": "the ?key= was fake-live-key-1"}]}),
+]
+
+
+@pytest.mark.parametrize("content_type,body", LIVE_BODIES)
+def test_a_scrubbed_recording_matches_the_live_request_it_came_from(content_type, body):
+    url = "https://api.example/v1/x?alt=sse&key=fake-live-key-1&q=fake-env-acme-4411"
+    headers = [("Authorization", "Bearer fake-bearer-0001"), ("Content-Type", content_type)]
+    raw = orjson.dumps(body) if isinstance(body, dict) else body.encode()
+    flow_rules = RULES.with_values(exchange.header_values(headers, RULES))
+    live = matching.canonicalize("POST", url, content_type, raw, (), flow_rules)
+    stored, _ = redact.scrub(Recording(exchange.recorded_request("POST", url, headers, raw,
+                                                               flow_rules),
+                                         [RecordedResponse(200)]), flow_rules)
+    assert b"fake-" not in cassette.dumps(stored) and b"sk-test-live" not in cassette.dumps(stored)
+    on_disk = cassette.from_dict(orjson.loads(cassette.dumps(stored)))
+    assert matching.canonical_recorded(on_disk.request, (), RULES).key() == live.key()
+    if b"fake-live-key-1" in raw:  # the body quotes the URL's key: it is that key's request
+        return
+    # the same request made without the key (in CI) or with another one still matches
+    other = raw.replace(b"fake-live-cs-1", b"another-value").replace(b"fake-live-owner", b"x")
+    again = matching.canonicalize("POST", url.replace("fake-live-key-1", "ci"), content_type,
+                                  other, (), flow_rules)
+    assert again.key() == live.key()
+
+
+def test_log_lines_lose_query_values_header_values_and_shapes():
+    line = ("127.0.0.1:5: Bad HTTP request line: b'GET http://h/v1?key=fake-query-0005&x=1 "
+            "HTTP/1.1 junk\\r\\nAuthorization: Bearer fake-bearer-0001\\r\\nX-Api-Key: "
+            "fake-xapikey-0002\\r\\nsk-test-shape-0014-abcdefghij fake-env-acme-4411'")
+    shown = RULES.replace_in_log(line)
+    for secret in ("fake-query-0005", "fake-bearer-0001", "fake-xapikey-0002", "sk-test-shape",
+                   "fake-env-acme-4411"):
+        assert secret not in shown
+    assert "?key=<redacted>&x=1" in shown and "Authorization: Bearer <redacted>" in shown
+    assert RULES.replace_in_log("cassette summary: 1 hits, 0 misses") == \
+        "cassette summary: 1 hits, 0 misses"
+
+
+NAMES = st.sampled_from(["api_key", "apiKey", "API-KEY", "client_secret", "clientSecret",
+                         "Authorization", "x-api-key", "team_ref", "password", "role",
+                         "content", "token", "key", "secrets", "passwords"])
+STRINGS = st.one_of(st.text(max_size=12), st.sampled_from([
+    "fake-env-acme-4411", "xx fake-env-hf-5522 yy", "sk-test-abcdefghijklmnopq",
+    "Bearer abcdefghijklmnopqrstu", base64.b64encode(b"fake-env-acme-4411").decode(),
+    "AIza" + "x" * 35, "ghp_" + "a" * 36, "AKIAABCDEFGHIJKLMNOP", "hello world"]))
+JSON = st.recursive(st.one_of(STRINGS, st.integers(-2**63, 2**63 - 1), st.none()),
+                    lambda inner: st.lists(inner, max_size=3) |
+                    st.dictionaries(st.one_of(NAMES, st.text(max_size=5)), inner, max_size=3),
+                    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON)
+def test_the_one_scan_says_yes_whenever_matching_would_change_the_body(value):
+    """``might_hold`` lets the common case skip the walk: it must never skip a change."""
+    if redact.json_for_matching(value, RULES) != value:
+        assert RULES.might_hold(orjson.dumps(value))

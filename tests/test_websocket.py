@@ -9,7 +9,7 @@ import base64
 import orjson
 import pytest
 
-from proxy_addon import formats, matching
+from proxy_addon import formats, jsonpath
 from proxy_addon.formats import cassette
 from proxy_addon.model import (
     Body,
@@ -130,7 +130,7 @@ def test_a_changed_message_is_a_miss_naming_the_path_and_ignore_paths_apply():
     miss = replay.receive(payload_of(orjson.dumps(asked), True)).miss
     assert miss is not None and miss.path == "item.content[0].text"
     assert miss.event_id == "evt_9" and "differs at item.content[0].text" in miss.message
-    ignoring = Replay([conversation("A")], (matching.parse_path("item.content"),), "GET x")
+    ignoring = Replay([conversation("A")], (jsonpath.parse_path("item.content"),), "GET x")
     ignoring.opening()
     assert ignoring.receive(payload_of(orjson.dumps(asked), True)).miss is None
 

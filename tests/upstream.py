@@ -207,6 +207,10 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(float(delay))
         path, _, query = self.path.partition("?")
         ctype = self.headers.get("content-type", "")
+        if path == "/oauth/token":
+            return self._oauth(body)
+        if path == "/echo":
+            return self._echo(query, body)
         if ctype.startswith("multipart/form-data"):
             form = self._multipart(body)
             if path.endswith("/audio/transcriptions"):
@@ -253,6 +257,42 @@ class Handler(BaseHTTPRequestHandler):
             return self._responses(data)
         self._json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
 
+    # -- echoes: what real gateways and debug endpoints do with a caller's secrets -------------
+
+    ECHOED_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key", "x-team-token")
+
+    def _heard(self) -> list[str]:
+        """The caller's credential headers, reflected inside plain strings."""
+        return [f"{name} said {self.headers[name]}" for name in self.ECHOED_HEADERS
+                if self.headers.get(name)]
+
+    def _echo(self, query: str, body: bytes) -> None:
+        """Reflects the credential headers, the query and the body in a JSON answer."""
+        from urllib.parse import parse_qsl
+
+        try:
+            sent: Any = json.loads(body) if body else None
+        except ValueError:
+            sent = body.decode("utf-8", "replace")
+        cookie = self.headers.get("x-fake-cookie")  # the session cookie the test asks for
+        self._json(200, {"heard": self._heard(),
+                         "query": [f"{k} was {v}" for k, v in parse_qsl(query)],
+                         "body": sent},
+                   {"set-cookie": f"session={cookie}; Path=/; HttpOnly"} if cookie else None)
+
+    def _oauth(self, body: bytes) -> None:
+        """An OAuth token endpoint (a refresh, as Google's clients make it): a form in, tokens
+        out. The tokens it issues are the ones the test asks for in x-fake-* headers."""
+        from urllib.parse import parse_qsl
+
+        form = dict(parse_qsl(body.decode()))
+        if form.get("grant_type") != "refresh_token" or not form.get("client_secret"):
+            return self._json(400, {"error": "invalid_request"})
+        self._json(200, {"access_token": self.headers["x-fake-access"],
+                         "id_token": self.headers["x-fake-id"],
+                         "refresh_token": self.headers["x-fake-refresh"],
+                         "token_type": "Bearer", "expires_in": 3599, "scope": "openid"})
+
     def _answer(self, data: dict[str, Any]) -> str:
         """A deterministic answer; the N-th identical request gets answer number N (counted
         when it arrived, before any x-fake-delay), and an x-fake-tag is echoed."""
@@ -277,14 +317,19 @@ class Handler(BaseHTTPRequestHandler):
         if model == "big-stream":
             return self._big_stream(int(data.get("max_tokens") or 1000))
         answer = self._answer(data)
+        echo = model == "echo-auth"  # a gateway that reflects the caller's credentials
+        if echo:
+            answer += " (" + "; ".join(self._heard()) + ")"
         cid = "chatcmpl-fake"
         if not data.get("stream"):
             return self._json(200, {
                 "id": cid, "object": "chat.completion", "created": 1700000000, "model": model,
                 "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                              "message": {"role": "assistant", "content": answer}}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}})
-        events: list[bytes] = []
+                "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11},
+                **({"echo_request": data} if echo else {})})
+        events: list[bytes] = [b": " + "; ".join(self._heard()).encode() + b"\n\n"] if echo \
+            else []
         if data.get("tools"):
             args = json.dumps({"city": "Paris", "unit": "celsius"})
             events.append(self._sse(_chat_chunk(cid, model, {

@@ -1,9 +1,9 @@
 """The ``cassette`` command: read cassettes the way they are reviewed, and run things through
 the proxy in CI. Exit codes: 0 ok, 1 a check failed, 2 usage error.
 
-One module per group of commands: ``review`` (ls, show, text, stale), ``diff``, ``verify``,
-``convert`` (llama-stack import and export), ``run`` (run, proxy); ``common`` holds what they
-share.
+One module per group of commands: ``review`` (ls, show, text, stale), ``diff``, ``verify``
+(verify, scrub: the secret rules on files), ``convert`` (llama-stack import and export), ``run``
+(run, proxy); ``common`` holds what they share.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def main() -> None:
 
 for command in (review.ls_command, review.show_command, review.text_command,
                 review.stale_command, diff.diff_command, verify.verify_command,
+                verify.scrub_command,
                 convert.import_command,
                 convert.export_command, run.run_command, run.proxy_command):
     main.add_command(command)

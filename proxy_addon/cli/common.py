@@ -3,8 +3,9 @@ or a CI log), and finding a cassette by path or key prefix."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import orjson
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from proxy_addon import formats
 from proxy_addon.model import CassetteError, Recording
+from proxy_addon.secret_rules import Secrets
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.index import Entry
 
@@ -20,6 +22,25 @@ dir_option = click.option(
     "--dir", "cassette_dir", type=click.Path(path_type=Path, file_okay=False), default="cassettes",
     envvar="CASSETTE_DIR", show_default=True, show_envvar=True, help="Cassette directory.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+def secret_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--redact-field`` and ``--redact-header``, as the proxy's ``cassette_redact_fields``
+    and ``cassette_redact_headers``; the command turns them into rules with ``secrets_of``."""
+    command = click.option("--redact-header", "redact_headers", multiple=True, metavar="NAME",
+                           help="Another header whose value is a secret (repeat it).")(command)
+    return click.option("--redact-field", "redact_fields", multiple=True, metavar="NAME_OR_PATH",
+                        help="Another field whose value is a secret: a name, at any depth, or a "
+                        "dotted path from a body's root (repeat it).")(command)
+
+
+def secrets_of(fields: tuple[str, ...], headers: tuple[str, ...]) -> Secrets:
+    """The rules the proxy records with: built in, these names, and the values of this
+    process's credential-like environment variables."""
+    try:
+        return Secrets.from_settings(fields, headers, os.environ)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--redact-field") from None
 
 
 def console() -> Console:

@@ -11,8 +11,8 @@ from typing import Iterable
 
 import click
 
-from proxy_addon import formats, matching
-from proxy_addon.cli.common import dir_option, resolve
+from proxy_addon import formats, matching, redact
+from proxy_addon.cli.common import dir_option, resolve, secret_options, secrets_of
 from proxy_addon.formats import cassette, llama_stack
 from proxy_addon.model import CassetteError, Recording
 from proxy_addon.store.layout import iter_cassette_files, layout_path, model_of
@@ -30,16 +30,20 @@ def _json_files(sources: Iterable[Path]) -> Iterable[Path]:
 @click.command("import-llama-stack")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @dir_option
-def import_command(sources: tuple[Path, ...], cassette_dir: Path) -> None:
+@secret_options
+def import_command(sources: tuple[Path, ...], cassette_dir: Path, redact_fields: tuple[str, ...],
+                   redact_headers: tuple[str, ...]) -> None:
     """Convert llama-stack recordings (files or directories) into cassettes in --dir.
 
     Lossless for what a client sees; each file keeps its test id and what llama-stack's
-    recorder needs to export it back.
+    recorder needs to export it back. Secrets (in the call's arguments too) are replaced as
+    the proxy replaces them when it records.
 
     \b
     Example: cassette import-llama-stack tests/integration/recordings --dir cassettes
     """
-    written = skipped = 0
+    secrets = secrets_of(redact_fields, redact_headers)
+    written = skipped = replaced = 0
     taken: set[Path] = set()
     for path in _json_files(sources):
         try:
@@ -52,7 +56,9 @@ def import_command(sources: tuple[Path, ...], cassette_dir: Path) -> None:
             click.echo(f"skipped {path}: already a cassette", err=True)
             skipped += 1
             continue
-        canon = matching.canonical_recorded(rec.request)
+        rec, findings = redact.scrub(rec, secrets)
+        replaced += len(findings)
+        canon = matching.canonical_recorded(rec.request, secrets=secrets)
         # one request may be recorded by several tests (and model lists by several servers):
         # the source file's name keeps them apart
         tag = hashlib.sha256(path.name.encode()).hexdigest()[:8]
@@ -65,6 +71,7 @@ def import_command(sources: tuple[Path, ...], cassette_dir: Path) -> None:
         atomic_write(target, cassette.dumps(rec))
         written += 1
     click.echo(f"imported {written} recordings into {cassette_dir}"
+               + (f", {replaced} secrets replaced" if replaced else "")
                + (f", skipped {skipped}" if skipped else ""))
     if skipped and not written:
         sys.exit(1)

@@ -1,81 +1,122 @@
-"""``cassette verify``: every file parses, fits the format, and holds no secret."""
+"""``cassette verify`` and ``cassette scrub``: the files on disk against the format and against
+the secret rules the proxy records with (``redact.scrub``): verify is its dry run and fails on
+any finding; scrub applies it in place, atomically, and says what it changed."""
 
 from __future__ import annotations
 
-import os
-import re
+import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import orjson
 
 from proxy_addon import formats, redact
-from proxy_addon.cli.common import dir_option
-from proxy_addon.model import CassetteError, Recording
+from proxy_addon.cli.common import dir_option, secret_options, secrets_of
+from proxy_addon.formats import cassette
+from proxy_addon.model import CassetteError
+from proxy_addon.secret_rules import Secrets
 from proxy_addon.store.layout import iter_cassette_files
+from proxy_addon.store.writer import atomic_write
 
 
-_SECRET_PATTERNS = [
-    ("a bearer token", re.compile(rb"[Bb]earer\s+(?!<redacted>)[A-Za-z0-9._~+/=-]{8,}")),
-    ("an sk-... API key", re.compile(rb"\bsk-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_]{16,}")),
-    ("a Google API key", re.compile(rb"\bAIza[0-9A-Za-z_-]{35}\b")),
-]
+@dataclass
+class Checked:
+    """One file against the rules: why it cannot be read, the secrets found, and its bytes
+    with them replaced (None when there is nothing to replace)."""
+
+    problems: list[str] = field(default_factory=list)
+    findings: list[redact.Finding] = field(default_factory=list)
+    scrubbed: bytes | None = None
 
 
-def _env_secrets() -> list[tuple[str, bytes]]:
-    return [(name, value.encode()) for name, value in os.environ.items()
-            if re.fullmatch(r".*_API_KEY|.*_API_TOKEN", name) and len(value) >= 8]
+def check(path: Path, secrets: Secrets) -> Checked:
+    """A cassette of ours is scrubbed as a recording; a llama-stack file as a document, so that
+    it keeps its format."""
+    out = Checked()
+    try:
+        raw = path.read_bytes()
+        rec = formats.loads(raw, path)
+    except OSError as e:
+        out.problems.append(f"cannot read ({e.strerror})")
+        return out
+    except CassetteError as e:
+        out.problems.append(e.reason)
+        return out
+    if rec.source == "llama-stack":
+        doc, out.findings = redact.scrub_document(orjson.loads(raw), secrets)
+        if out.findings:  # written as llama-stack writes its files
+            out.scrubbed = json.dumps(doc, indent=2).encode() + b"\n"
+    else:
+        rec, out.findings = redact.scrub(rec, secrets)
+        if out.findings:
+            out.scrubbed = cassette.dumps(rec)
+    return out
 
 
-def secret_findings(raw: bytes, rec: Recording | None) -> list[str]:
-    """Why a file leaks a secret, if it does: patterns, live env keys, unredacted fields."""
-    found = [f"contains {what}" for what, rx in _SECRET_PATTERNS if rx.search(raw)]
-    found += [f"contains the value of ${name}" for name, value in _env_secrets() if value in raw]
-    if rec is not None:
-        for name, value in rec.request.headers.items():
-            if name in redact.SECRET_HEADERS and value != redact.REDACTED:
-                found.append(f"request header {name} is not redacted")
-        for resp in rec.responses:
-            for name, value in resp.headers:
-                if name.lower() in redact.SECRET_HEADERS and value != redact.REDACTED:
-                    found.append(f"response header {name} is not redacted")
-        if redact.redact_url(rec.request.url) != rec.request.url:
-            found.append("request URL has a secret query parameter or credentials")
-        body = rec.request.body
-        if body is not None and body.kind == "json" and redact.redact_body(body.value) != body.value:
-            found.append("request body has an unredacted secret field")
-    return found
+def _files(cassette_dir: Path) -> list[Path]:
+    if not cassette_dir.is_dir():
+        raise click.UsageError(f"no cassette directory at {cassette_dir}")
+    return list(iter_cassette_files(cassette_dir))
 
 
 @click.command("verify")
 @dir_option
-def verify_command(cassette_dir: Path) -> None:
+@secret_options
+def verify_command(cassette_dir: Path, redact_fields: tuple[str, ...],
+                   redact_headers: tuple[str, ...]) -> None:
     """Check every file parses, fits the format, and holds no secret; exit 1 if not.
+
+    Secrets are found by the rules the proxy records with: secret names at any depth, the
+    values of credential-like environment variables, key shapes. Each is named by file and
+    JSON path; `cassette scrub` replaces them.
 
     \b
     Example (CI or pre-commit): cassette verify --dir cassettes
     """
-    if not cassette_dir.is_dir():
-        raise click.UsageError(f"no cassette directory at {cassette_dir}")
-    bad = 0
-    total = 0
-    for path in iter_cassette_files(cassette_dir):
+    secrets = secrets_of(redact_fields, redact_headers)
+    bad = total = 0
+    for path in _files(cassette_dir):
         total += 1
-        raw = b""
-        rec = None
-        problems: list[str] = []
-        try:
-            raw = path.read_bytes()
-            rec = formats.loads(raw, path)
-        except OSError as e:
-            problems.append(f"cannot read ({e.strerror})")
-        except CassetteError as e:
-            problems.append(e.reason)
-        problems += secret_findings(raw, rec)
-        if problems:
-            bad += 1
-            for p in problems:
-                click.echo(f"{path}: {p}")
+        checked = check(path, secrets)
+        for line in checked.problems + [f"{f} (run cassette scrub)" for f in checked.findings]:
+            click.echo(f"{path}: {line}")
+        bad += bool(checked.problems or checked.findings)
     click.echo(f"{total} files checked, {bad} bad", err=bad > 0)
     if bad:
+        sys.exit(1)
+
+
+@click.command("scrub")
+@dir_option
+@secret_options
+def scrub_command(cassette_dir: Path, redact_fields: tuple[str, ...],
+                  redact_headers: tuple[str, ...]) -> None:
+    """Replace every secret in the files on disk, in place, by the rules the proxy records
+    with; print each change (file, JSON path, layer). Files are rewritten atomically; a file
+    with nothing to replace is left as it is.
+
+    \b
+    Example (clean what was recorded before): cassette scrub --dir cassettes && cassette verify
+    """
+    secrets = secrets_of(redact_fields, redact_headers)
+    total = changed = replaced = unreadable = 0
+    for path in _files(cassette_dir):
+        total += 1
+        checked = check(path, secrets)
+        for problem in checked.problems:
+            click.echo(f"{path}: skipped: {problem}", err=True)
+        unreadable += bool(checked.problems)
+        if checked.scrubbed is None:
+            continue
+        atomic_write(path, checked.scrubbed)
+        for finding in checked.findings:
+            click.echo(f"{path}: {finding}: replaced")
+        changed += 1
+        replaced += len(checked.findings)
+    click.echo(f"{total} files checked: " + (
+        f"{replaced} secrets replaced in {changed} files" if changed else "nothing to scrub")
+        + (f"; {unreadable} files could not be read" if unreadable else ""))
+    if unreadable:
         sys.exit(1)

@@ -10,7 +10,6 @@ from typing import Literal
 import orjson
 
 from proxy_addon.formats import cassette, llama_stack
-from proxy_addon.matching import FLOAT_HINT
 from proxy_addon.model import CassetteError, RecordedRequest, Recording
 
 # Where a file's responses begin, in the layout each writer uses (a top-level key, indented two
@@ -20,13 +19,16 @@ _RESPONSES_START = {b'\n  "responses": [': "cassette", b'\n  "response": {': "ll
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """What indexing a file needs: its request, its test id and its format, and whether the
-    part read may hold a float (see ``matching.canonical_recorded``)."""
+    """What indexing a file needs: its request, its test id and its format, and the bytes the
+    request was parsed from as it stands, when only the head was read (``matching.
+    canonical_recorded`` looks there for floats and secrets instead of writing the request out
+    again). None for a llama-stack file: its request is rebuilt (a tool call's becomes an HTTP
+    request with a key field), so its bytes are not the request's."""
 
     request: RecordedRequest
     test_id: str | None
     source: Literal["cassette", "llama-stack"]
-    floats: bool = True
+    text: bytes | None = None
 
 
 def loads(raw: bytes, path: Path | str | None = None) -> Recording:
@@ -75,12 +77,11 @@ def head_of(raw: bytes, path: Path | str | None = None) -> Head:
         rec = loads(raw, path)
         return Head(rec.request, rec.test_id, rec.source)
     doc, source, head = found
-    floats = FLOAT_HINT.search(head) is not None
     test_id = doc.get("test_id") if isinstance(doc.get("test_id"), str) else None
     if source == "llama-stack" and "version" not in doc:
-        return Head(llama_stack.read_request(doc, path), test_id, "llama-stack", floats)
+        return Head(llama_stack.read_request(doc, path), test_id, "llama-stack")
     request, test_id = cassette.request_from(doc, path)
-    return Head(request, test_id, "cassette", floats)
+    return Head(request, test_id, "cassette", head)
 
 
 def load_head(path: Path) -> Head:

@@ -40,7 +40,7 @@ WEBSOCKET_VERSION = 2  # a file with a ``websocket`` section
 FORMAT_VERSION = WEBSOCKET_VERSION  # the newest version this tool reads
 FORMAT_NAME = "llm-cassette"
 
-_BODY_FIELDS: dict[BodyKind, str] = {"json": "body", "text": "body_text", "base64": "body_base64",
+BODY_FIELDS: dict[BodyKind, str] = {"json": "body", "text": "body_text", "base64": "body_base64",
                                      "multipart": "body_multipart"}
 # A WebSocket message's payload: parsed JSON, other text, or a binary message's bytes.
 _PAYLOAD_FIELDS: dict[BodyKind, str] = {"json": "data", "text": "text", "base64": "base64"}
@@ -52,7 +52,7 @@ _SIDES = ("client", "server")
 
 
 def _body_fields(body: Body | None) -> dict[str, Any]:
-    return {} if body is None else {_BODY_FIELDS[body.kind]: body.value}
+    return {} if body is None else {BODY_FIELDS[body.kind]: body.value}
 
 
 def event_to_dict(ev: Event) -> dict[str, Any]:
@@ -161,7 +161,7 @@ def dumps(rec: Recording) -> bytes:
 
 
 def _body_from(obj: dict[str, Any], where: str, path: Path | str | None) -> Body | None:
-    found = [(kind, obj[name]) for kind, name in _BODY_FIELDS.items() if name in obj]
+    found = [(kind, obj[name]) for kind, name in BODY_FIELDS.items() if name in obj]
     require(len(found) <= 1, path, f"{where} has more than one of body / body_text / body_base64")
     if not found:
         return None
@@ -170,7 +170,7 @@ def _body_from(obj: dict[str, Any], where: str, path: Path | str | None) -> Body
         require(isinstance(value, list) and all(isinstance(p, dict) for p in value), path,
                 f"{where}.body_multipart must be a list of objects")
     elif kind != "json":
-        require(isinstance(value, str), path, f"{where}.{_BODY_FIELDS[kind]} must be a string")
+        require(isinstance(value, str), path, f"{where}.{BODY_FIELDS[kind]} must be a string")
     if kind == "base64":
         try:
             base64.b64decode(value, validate=True)

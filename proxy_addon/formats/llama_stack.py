@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
-from proxy_addon import redact
 from proxy_addon.model import Body, RecordedRequest, RecordedResponse, Recording, Stream, require
+from proxy_addon.secret_rules import REDACTED
 from proxy_addon.sse import Event, frame, parse_data, split
 
 # Endpoints that real clients fetch with GET although llama-stack's recorder writes POST.
@@ -68,7 +68,7 @@ def wire_body(call_args: Any) -> Any:
 
 
 def _tavily_request(kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return "https://api.tavily.com/search", {"api_key": redact.REDACTED, "query": kwargs["query"]}
+    return "https://api.tavily.com/search", {"api_key": REDACTED, "query": kwargs["query"]}
 
 
 def _tavily_response(result: Any) -> Any:
@@ -208,7 +208,7 @@ def _wire_request(req: dict[str, Any], path: Path | str | None
         url=f"{parts.scheme}://{parts.netloc}{real_path(parts.path, endpoint)}"
         + (f"?{query}" if query else ""),
         headers={"content-type": "application/json"} if body else {},
-        body=Body("json", redact.redact_body(body)) if body else None,
+        body=Body("json", body) if body else None,
         any_host=True,
     )
     return request, endpoint, call_args, body

@@ -5,8 +5,9 @@ A request's way through the hooks: ``control`` (the reserved control host), ``li
 request sent to one of our own base-URL listeners goes to its upstream), ``replay`` (answer
 from the store, or mark it as a miss or for recording), ``record`` (forward it, tap the stream,
 save the exchange), ``websocket`` (a WebSocket's conversation recorded, or its replay pointed
-at the loopback server); ``state`` holds what they share; ``guard`` makes every fault, and every
-connection a replay did not ask for, an HTTP error rather than a forwarded request.
+at the loopback server), ``output`` (what mitmdump prints of it, without secrets); ``state``
+holds what they share; ``guard`` makes every fault, and every connection a replay did not ask
+for, an HTTP error rather than a forwarded request.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from proxy_addon.mitm.control import ControlChannel
 from proxy_addon.mitm.guard import ConnectionGuard, guard_all
 from proxy_addon.mitm.listeners import OwnListeners
+from proxy_addon.mitm.output import OutputScrubber
 from proxy_addon.mitm.record import Recorder
 from proxy_addon.mitm.replay import Replayer
 from proxy_addon.mitm.state import State
@@ -29,4 +31,4 @@ def make_addons() -> list[Any]:
     state = State()
     return guard_all([state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
                       Replayer(state, Pacer(), websocket_server(state)), Recorder(state),
-                      WebSocketRecorder(state)], state)
+                      WebSocketRecorder(state), OutputScrubber(state)], state)

@@ -21,14 +21,14 @@ import logging
 import re
 from typing import Any
 
-from mitmproxy import hooks, http
+from mitmproxy import http
 from mitmproxy.proxy import layers
 from mitmproxy.proxy.layer import NextLayer
 from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from proxy_addon import misses, redact
-from proxy_addon.mitm.state import State, flow_state
+from proxy_addon import misses
+from proxy_addon.mitm.state import State, flow_state, shown_url
 
 log = logging.getLogger("proxy_addon")
 
@@ -80,61 +80,59 @@ class ConnectionGuard:
         log.error("cassette: refused an upstream connection to %s in %s mode", where, mode)
 
 
-def _request_of(arg: Any) -> str:
+def _request_of(arg: Any, state: State) -> str:
     if isinstance(arg, http.HTTPFlow):
-        return f"{arg.request.method} {misses.clip(redact.redact_url(arg.request.pretty_url))}"
+        return f"{arg.request.method} {misses.clip(shown_url(arg, state.secrets))}"
     return "a connection"
 
 
 class FailClosed:
     """An addon of ours, with every flow hook guarded (see the module's docstring). Other
-    attributes (``load``, ``configure``, ``done``) are the addon's own: a bad option must still
-    stop start-up. mitmproxy looks a hook up on every event, so each guarded hook is built once;
-    it calls the addon's method as it is at that moment."""
+    methods (``load``, ``configure``, ``done``) are the addon's own: a bad option must still
+    stop start-up.
+
+    mitmproxy looks every event up on every addon, flow after flow (and whether it has child
+    ``addons``): each method is therefore an attribute set once here, so a lookup, found or
+    not, is a plain one. Each calls the inner addon's method of that name when it runs, so a
+    method replaced on the inner addon later (tests inject faults so) is the one called."""
 
     def __init__(self, inner: Any, state: State) -> None:
         self._inner = inner
         self._state = state
         # mitmproxy looks addons up by name, which must be unique among all its addons
         self.name = f"cassette_{type(inner).__name__.lower()}"
-        self.addons: list[Any] = []  # none of ours has children; mitmproxy asks on every event
-        for hook in FLOW_HOOKS:
-            method = getattr(inner, hook, None)
-            if callable(method):
-                setattr(self, hook, self._guarded(hook, inspect.iscoroutinefunction(method)))
+        self.addons: list[Any] = []  # no children
+        for name in dir(type(inner)):  # its methods (not its properties, read at run time)
+            if not name.startswith("_") and inspect.isfunction(getattr(type(inner), name)):
+                setattr(self, name, self._guarded(name, getattr(inner, name))
+                        if name in FLOW_HOOKS else self._delegate(name))
 
-    def __getattr__(self, name: str) -> Any:
-        """The addon's own attribute; a hook it does not have is remembered as None, since
-        mitmproxy asks every addon for every hook on every event."""
-        try:
-            return getattr(self._inner, name)
-        except AttributeError:
-            if name not in hooks.all_hooks:
-                raise
-        setattr(self, name, None)
-        return None
+    def _delegate(self, name: str) -> Any:
+        def delegate(*args: Any) -> Any:
+            return getattr(self._inner, name)(*args)
+        return delegate
 
-    def _guarded(self, hook: str, is_async: bool) -> Any:
-        if is_async:
+    def _guarded(self, name: str, attr: Any) -> Any:
+        if inspect.iscoroutinefunction(attr):
             async def guarded_async(arg: Any) -> None:
                 try:
-                    await getattr(self._inner, hook)(arg)
+                    await getattr(self._inner, name)(arg)
                 except Exception as e:  # noqa: BLE001 - this is the point
-                    self._failed(hook, arg, e)
+                    self._failed(name, arg, e)
             return guarded_async
 
         def guarded(arg: Any) -> None:
             try:
-                getattr(self._inner, hook)(arg)
+                getattr(self._inner, name)(arg)
             except Exception as e:  # noqa: BLE001 - this is the point
-                self._failed(hook, arg, e)
+                self._failed(name, arg, e)
         return guarded
 
     def _failed(self, hook: str, arg: Any, error: Exception) -> None:
         state = self._state
         state.counters.add("internal_errors")
         what = f"{type(error).__name__}: {misses.clip(str(error), 200)}"
-        request = _request_of(arg)
+        request = _request_of(arg, state)
         log.error("cassette: internal error in %s.%s for %s: %s", self.name, hook, request, what,
                   exc_info=error)
         closed = self._closed(arg)
@@ -171,7 +169,8 @@ class FailClosed:
         if st.key is not None and st.slot is not None:
             path = store.recorder.path_of(st.key)
             store.recorder.abandon(st.key, st.slot)
-        log.error("cassette: not recording %s after the error in %s%s", _request_of(flow), hook,
+        log.error("cassette: not recording %s after the error in %s%s",
+                  _request_of(flow, self._state), hook,
                   f" (it would have gone to {path})" if path else "")
 
 

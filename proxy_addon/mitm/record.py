@@ -8,8 +8,8 @@ import time
 from mitmproxy import http
 from mitmproxy.connection import ConnectionState
 
-from proxy_addon import redact
-from proxy_addon.mitm.state import FlowState, State, body_of, flow_state, log
+from proxy_addon import exchange
+from proxy_addon.mitm.state import FlowState, State, body_of, flow_state, log, shown_url
 from proxy_addon.model import Body, RecordedResponse, Stream
 from proxy_addon.sse import (
     BodyTap,
@@ -38,11 +38,11 @@ class Recorder:
         store = self.state.store
         assert store is not None
         req = flow.request
-        st.request = redact.recorded_request(req.method, req.pretty_url,
+        st.request = exchange.recorded_request(req.method, req.pretty_url,
                                               req.headers.items(multi=True), body_of(req),
-                                              self.state.extra_secret_headers)
+                                              st.secrets)
         st.key, st.slot = store.recorder.begin(st.canonical, st.request, st.test_id, st.test_dir,
-                                               into=st.refresh)
+                                               into=st.refresh, secrets=st.secrets)
         req.anticomp()  # ask for plain bytes, so cassettes hold readable text
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -60,7 +60,7 @@ class Recorder:
             tap = StreamTap(fmt, flow.response.headers.get("content-encoding", ""), st.headers_at,
                             self.state.max_file_bytes)
         except ValueError as e:  # an encoding we cannot decode: pass it on, do not record it
-            log.warning("cassette: not recording %s: %s", flow.request.pretty_url, e)
+            log.warning("cassette: not recording %s: %s", shown_url(flow, self.state.secrets), e)
             flow.response.stream = True
             st.action = "pass"
             self._abandon(st)
@@ -92,14 +92,15 @@ class Recorder:
                 # The provider cut the stream: that is what it did, and a replay reproduces the
                 # cut, so a client's error handling can be tested. Marked incomplete.
                 log.warning("cassette: %s %s was cut off by the upstream (%s); saved as "
-                            "incomplete", flow.request.method, flow.request.pretty_url, reason)
+                            "incomplete", flow.request.method, shown_url(flow, self.state.secrets),
+                            reason)
                 capture.cut = capture.cut or f"the upstream ended it early: {reason}"
                 self._save(flow, st, capture)
                 return
         self.state.counters.add("abandoned")
         self._abandon(st)
         log.warning("cassette: not saving %s %s: %s before the response was complete",
-                    flow.request.method, flow.request.pretty_url, reason)
+                    flow.request.method, shown_url(flow, self.state.secrets), reason)
 
     def _abandon(self, st: FlowState) -> None:
         store = self.state.store
@@ -111,8 +112,7 @@ class Recorder:
         assert store is not None and flow.response is not None
         assert st.key is not None and st.slot is not None
         resp = flow.response
-        headers = redact.response_headers_for_cassette(resp.headers.items(multi=True),
-                                                       self.state.extra_secret_headers)
+        headers = exchange.response_headers(resp.headers.items(multi=True))
         if capture is not None:
             recorded = RecordedResponse(
                 status=resp.status_code, headers=headers,
@@ -128,4 +128,4 @@ class Recorder:
         except (OSError, ValueError) as e:  # the layout refused the path
             self.state.counters.add("write_errors")
             log.error("cassette: could not record %s %s: %s", flow.request.method,
-                      flow.request.pretty_url, e)
+                      shown_url(flow, self.state.secrets), e)

@@ -11,23 +11,33 @@ from pathlib import Path
 from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
-from proxy_addon import control, matching, misses
+from proxy_addon import control, exchange, matching, misses
 from proxy_addon.age import AgeLimit, describe
 from proxy_addon.mitm.state import META, FlowState, State, body_of, flow_state, log
 from proxy_addon.mitm.websocket import answer_websocket
 from proxy_addon.normalize import Normalizer
 from proxy_addon.pacer import TOKEN_HEADER, Pacer
+from proxy_addon.secret_rules import Secrets
 from proxy_addon.store import Hit, LookupContext
 from proxy_addon.websocket_server import WebSocketServer
 from proxy_addon.wire import wire
 
 
-def canonical_request(req: http.Request, ignore: matching.IgnorePaths,
-                      normalize: Normalizer | None = None) -> matching.CanonicalRequest:
+def canonical_request(req: http.Request, state: State, normalize: Normalizer | None = None
+                      ) -> tuple[matching.CanonicalRequest, Secrets]:
+    """The request's key, and the secret rules knowing its own key (from its secret headers):
+    a known secret found in its body is compared as the cassette stores it, replaced.
+    ``normalize``: the normaliser, when not the configured one (a miss tries others)."""
+    raw = state.secrets.raw_headers  # the few secret ones, without decoding all the others
+    secret = [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
+              for k, v in req.headers.fields if k.lower() in raw]
+    secrets = state.secrets.with_values(exchange.header_values(secret, state.secrets))
     path, _, query = req.path.partition("?")
-    return matching.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
-                                       query, req.headers.get("content-type"), body_of(req),
-                                       ignore, normalize)
+    canon = matching.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
+                                        query, req.headers.get("content-type"), body_of(req),
+                                        state.ignore, secrets,
+                                        normalize if normalize is not None else state.normalize)
+    return canon, secrets
 
 
 @functools.cache
@@ -72,8 +82,9 @@ class Replayer:
         if mode == "passthrough":
             return
         test_dir = state.current.test_dir
-        canon = canonical_request(flow.request, state.ignore, state.normalize)
-        st = FlowState(canonical=canon, action="pass", test_id=test_id, test_dir=test_dir)
+        canon, secrets = canonical_request(flow.request, state)
+        st = FlowState(canonical=canon, action="pass", test_id=test_id, test_dir=test_dir,
+                       secrets=secrets)
         flow.metadata[META] = st
         if mode == "record" or (mode in ("auto", "refresh") and
                                 store.recorder.is_recording(canon, test_dir)):
@@ -108,7 +119,7 @@ class Replayer:
         st.action = "miss"
         message = misses.miss_message(
             st.canonical, store.index,
-            lambda rules: canonical_request(flow.request, state.ignore, rules))
+            lambda rules: canonical_request(flow.request, state, rules)[0])
         state.miss(message)
         flow.response = miss_response(message)
 

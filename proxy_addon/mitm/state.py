@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence  # mitmproxy's --set parses only this Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,11 +16,13 @@ from typing import Any
 import orjson
 from mitmproxy import ctx, exceptions, http
 
-from proxy_addon import age, matching, normalize
+from proxy_addon import age, normalize, redact
 from proxy_addon.control import CurrentTest
 from proxy_addon.matching import CanonicalRequest
+from proxy_addon.jsonpath import parse_path
 from proxy_addon.model import RecordedRequest
 from proxy_addon.normalize import Normalizer
+from proxy_addon.secret_rules import BUILT_IN, Secrets
 from proxy_addon.sse import BodyTap, StreamCapture, decode_limited
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.index import Entry
@@ -46,6 +49,7 @@ class FlowState:
     action: str  # "hit", "miss", "stale", "record", "pass"
     test_id: str | None = None
     test_dir: str | None = None
+    secrets: Secrets = BUILT_IN  # the rules, knowing this flow's own key (memory only)
     key: str | None = None  # its place in the store's recorder (record)
     slot: int | None = None
     request: RecordedRequest | None = None  # as it is written (record)
@@ -64,6 +68,13 @@ def flow_state(flow: http.HTTPFlow, action: str | None = None) -> FlowState | No
     if not isinstance(state, FlowState) or (action is not None and state.action != action):
         return None
     return state
+
+
+def shown_url(flow: http.HTTPFlow, secrets: Secrets) -> str:
+    """The flow's URL as a log line may show it: user info, secret query values and known
+    secrets (the flow's own key too) replaced."""
+    st = flow_state(flow)
+    return redact.redact_url(flow.request.pretty_url, st.secrets if st is not None else secrets)
 
 
 def body_of(message: http.Message, raw: bytes | None = None,
@@ -106,6 +117,7 @@ class State:
         self.ignore: tuple[tuple[str | int, ...], ...] = ()
         self.normalize: Normalizer | None = None
         self.max_age: timedelta | None = None
+        self.secrets: Secrets = BUILT_IN
         # the addon's own loopback servers: the only upstreams a replay may connect to
         self.own_servers: set[tuple[str, int]] = set()
         # in refresh mode, the hosts a re-recording was forwarded to: the only others allowed
@@ -140,6 +152,10 @@ class State:
                           choices=STALE_POLICIES)
         loader.add_option("cassette_redact_headers", Sequence[str], [],
                           "More request/response header names whose values never reach disk.")
+        loader.add_option("cassette_redact_fields", Sequence[str], [],
+                          "More field names whose values never reach disk, at any depth of a "
+                          "JSON body, form or query (api_key-style), or dotted paths from a "
+                          "body's root (metadata.user_token, messages.*.secret).")
         loader.add_option("cassette_max_file_mb", int, 512,
                           "Skip (with a warning) cassette files larger than this many MB.")
         loader.add_option("cassette_summary", str, "",
@@ -156,11 +172,17 @@ class State:
             self.pace = parse_pace(opts.cassette_pace)
         if "cassette_ignore" in updated:
             try:
-                self.ignore = tuple(matching.parse_path(p)
-                                    for p in split_list(opts.cassette_ignore))
+                self.ignore = tuple(parse_path(p) for p in split_list(opts.cassette_ignore))
             except ValueError as e:
                 raise exceptions.OptionsError(f"cassette_ignore: {e}") from None
         self._configure_validity(updated)
+        if updated & {"cassette_redact_fields", "cassette_redact_headers"}:
+            try:
+                self.secrets = Secrets.from_settings(split_list(opts.cassette_redact_fields),
+                                                     split_list(opts.cassette_redact_headers),
+                                                     os.environ)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"cassette_redact_fields: {e}") from None
         if "cassette_mode" in updated and opts.cassette_mode in ANSWERING_MODES and \
                 opts.connection_strategy != "lazy":
             # Answer from cassettes before any upstream connection exists: offline, a CONNECT
@@ -169,7 +191,8 @@ class State:
         if "cassette_max_file_mb" in updated and opts.cassette_max_file_mb <= 0:
             raise exceptions.OptionsError("cassette_max_file_mb must be a positive number of MB")
         if updated & {"cassette_dir", "cassette_ignore", "cassette_normalize", "cassette_mode",
-                      "cassette_max_file_mb"}:
+                      "cassette_max_file_mb", "cassette_redact_fields",
+                      "cassette_redact_headers"}:
             self._open_store(Path(opts.cassette_dir))
 
     def _configure_validity(self, updated: set[str]) -> None:
@@ -201,7 +224,8 @@ class State:
         if self.writer is None:
             self.writer = BackgroundWriter(self._written)
         store = CassetteStore(root, self.ignore, max_file_bytes=self.max_file_bytes,
-                              writer=self.writer, normalize=self.normalize)
+                              writer=self.writer, normalize=self.normalize,
+                              secrets=self.secrets)
         store.load()
         self.store = store
         bad = len(store.index.bad)
@@ -230,10 +254,6 @@ class State:
     @property
     def max_file_bytes(self) -> int:
         return ctx.options.cassette_max_file_mb * 1024 * 1024
-
-    @property
-    def extra_secret_headers(self) -> list[str]:
-        return split_list(ctx.options.cassette_redact_headers)
 
     def _written(self, path: Path, error: Exception | None) -> None:
         """Called on the writer's thread after each cassette write."""

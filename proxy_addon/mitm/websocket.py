@@ -12,7 +12,7 @@ import time
 
 from mitmproxy import http
 
-from proxy_addon import redact
+from proxy_addon import exchange, redact
 from proxy_addon.mitm.state import FlowState, State, flow_state, log
 from proxy_addon.model import RecordedResponse
 from proxy_addon.store import Hit
@@ -81,8 +81,7 @@ class WebSocketRecorder:
                            ws.timestamp_end or time.time())
         store = self.state.store
         assert store is not None and st.key is not None and st.slot is not None
-        headers = redact.response_headers_for_cassette(flow.response.headers.items(multi=True),
-                                                       self.state.extra_secret_headers)
+        headers = exchange.response_headers(flow.response.headers.items(multi=True))
         recorded = RecordedResponse(status=flow.response.status_code, headers=headers,
                                     websocket=st.websocket.conversation)
         try:
@@ -90,7 +89,7 @@ class WebSocketRecorder:
         except (OSError, ValueError) as e:  # the layout refused the path
             self.state.counters.add("write_errors")
             log.error("cassette: could not record the WebSocket %s: %s",
-                      redact.redact_url(flow.request.pretty_url), e)
+                      redact.redact_url(flow.request.pretty_url, self.state.secrets), e)
 
     def done(self) -> None:
         if self.open:

@@ -15,6 +15,7 @@ from proxy_addon import hosts
 from proxy_addon.matching import CanonicalRequest, IgnorePaths
 from proxy_addon.model import Body, CassetteError, RecordedResponse
 from proxy_addon.normalize import Normalizer
+from proxy_addon.secret_rules import BUILT_IN, Secrets
 from proxy_addon.store.chooser import Chooser, LookupContext
 from proxy_addon.store.index import Entry, Found, Index
 from proxy_addon.store.recorder import Recorder
@@ -36,9 +37,10 @@ class CassetteStore:
 
     def __init__(self, root: Path, ignore: IgnorePaths = (),
                  max_file_bytes: int = 512 * 1024 * 1024, writer: Writer = atomic_write,
-                 validate: bool = False, normalize: Normalizer | None = None) -> None:
+                 validate: bool = False, normalize: Normalizer | None = None,
+                 secrets: Secrets = BUILT_IN) -> None:
         self.root = Path(root)
-        self.index = Index(self.root, ignore, max_file_bytes, validate, normalize)
+        self.index = Index(self.root, ignore, max_file_bytes, validate, normalize, secrets)
         self.recorder = Recorder(self.index, writer)
         self.chooser = Chooser(self.index)
         self._served: dict[str, int] = defaultdict(int)

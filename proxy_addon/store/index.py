@@ -25,6 +25,7 @@ from proxy_addon.formats import cassette
 from proxy_addon.matching import CanonicalRequest, IgnorePaths
 from proxy_addon.model import CassetteError, RecordedRequest, Recording
 from proxy_addon.normalize import Normalizer
+from proxy_addon.secret_rules import BUILT_IN, Secrets
 from proxy_addon.store.cache import RecordingCache
 from proxy_addon.store.layout import (
     cassette_files,
@@ -111,10 +112,11 @@ class Index:
 
     def __init__(self, root: Path, ignore: IgnorePaths = (),
                  max_file_bytes: int = 512 * 1024 * 1024, validate: bool = False,
-                 normalize: Normalizer | None = None) -> None:
+                 normalize: Normalizer | None = None, secrets: Secrets = BUILT_IN) -> None:
         self.root = Path(root)
         self.ignore = tuple(ignore)
         self.normalize = normalize  # applied to stored requests as to live ones
+        self.secrets = secrets  # what matching leaves out, and what a recording's scrub knows
         self.max_file_bytes = max_file_bytes
         self.validate = validate  # read every file whole at load (the CLI), not only requests
         self._root_text = os.fspath(self.root)
@@ -156,13 +158,14 @@ class Index:
                 "too large") else self._salvage_key(Path(file))))
             log.warning("cassette: skipping %s: %s", file, e.reason)
             return
-        canon = self.canonical(head.request, head.floats)
+        canon = self.canonical(head.request, head.text)
         self.add(make_entry(file, head.request, canon, self._root_text, self.cache,
                             head.source == "llama-stack"))
 
-    def canonical(self, request: RecordedRequest, floats: bool = True) -> CanonicalRequest:
-        """A stored request's canonical form, under this directory's matching rules."""
-        return matching.canonical_recorded(request, self.ignore, floats=floats,
+    def canonical(self, request: RecordedRequest, text: bytes | None = None) -> CanonicalRequest:
+        """A stored request's canonical form, under this directory's matching rules. ``text``:
+        the bytes it was read from, when at hand (``matching.canonical_recorded``)."""
+        return matching.canonical_recorded(request, self.ignore, self.secrets, text=text,
                                            normalize=self.normalize)
 
     def add(self, entry: Entry) -> None:

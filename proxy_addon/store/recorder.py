@@ -2,7 +2,8 @@
 is rewritten with every whole response in that order as each one finishes.
 
 Concurrent identical requests therefore keep the order they were made in, whatever order their
-answers finish in. A response too large to keep in memory is written through and read back from
+answers finish in. The rewrite scrubs the whole recording (``redact.scrub``) with the secrets of
+every flow that joined it, which are kept here in memory only, so the file never holds them. A response too large to keep in memory is written through and read back from
 the file when the cassette is rewritten; that read happens on the writer's thread, in order
 after the earlier write, so the proxy's event loop never waits for the disk.
 """
@@ -16,10 +17,11 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from proxy_addon import formats
+from proxy_addon import formats, redact
 from proxy_addon.formats import cassette
 from proxy_addon.matching import CanonicalRequest
 from proxy_addon.model import RecordedRequest, RecordedResponse, Recording
+from proxy_addon.secret_rules import Secrets
 from proxy_addon.store.cache import LARGE_FILE_BYTES
 from proxy_addon.store.index import Entry, Index, make_entry
 from proxy_addon.store.layout import BY_TEST_DIR, layout_path, model_of
@@ -38,7 +40,9 @@ class _Pending:
     """A request being recorded in this session: its responses in request order."""
 
     path: Path
-    request: RecordedRequest
+    canonical: CanonicalRequest
+    request: RecordedRequest  # as the live request was: scrubbed when the file is written
+    secrets: Secrets  # the rules, and the values of every flow that joined (their keys)
     test_id: str | None
     test_dir: str | None  # the cassette the file belongs to (a refreshed shared one: None)
     slots: list[RecordedResponse | _OnDisk | None] = field(default_factory=list)
@@ -74,27 +78,34 @@ class Recorder:
 
     def begin(self, canon: CanonicalRequest, request: RecordedRequest,
               test_id: str | None = None, test_dir: str | None = None,
-              into: Entry | None = None) -> tuple[str, int]:
+              into: Entry | None = None, secrets: Secrets | None = None) -> tuple[str, int]:
         """Reserve this request's place in its cassette, in arrival order, before the response
         is known. Returns (key, slot) for ``finish`` or ``abandon``.
 
         ``into``: a recording being refreshed. Its own file is rewritten with the new responses
         (whichever cassette it is in, the test's or a shared one), keeping its test id, whether
-        it matches on any host, and what an imported llama-stack file needs for export."""
+        it matches on any host, and what an imported llama-stack file needs for export.
+        ``secrets``: the rules knowing this flow's own key (``exchange.header_values``)."""
         key = self._key(canon, test_dir)
+        secrets = secrets if secrets is not None else self.index.secrets
         pending = self._pending.get(key)
-        if pending is None and into is not None:
+        if pending is not None:
+            pending.secrets = pending.secrets.with_values(secrets.values)
+        elif into is not None:
             old = into.recording
             request.any_host = old.request.any_host
-            pending = self._pending[key] = _Pending(into.path, request, old.test_id,
-                                                    into.test_dir, llama_stack=old.llama_stack)
-        elif pending is None:
+            canon = canon.without_host() if request.any_host else canon
+            pending = self._pending[key] = _Pending(into.path, canon, request, secrets,
+                                                    old.test_id, into.test_dir,
+                                                    llama_stack=old.llama_stack)
+        else:
             existing = [e for e in self.index.entries.get(canon.key(), [])
                         if e.test_dir == test_dir and not e.from_llama_stack]
             root = self.index.root / BY_TEST_DIR / test_dir if test_dir else self.index.root
             path = existing[0].path if existing else layout_path(
                 root, canon, request.url, model_of(request))
-            pending = self._pending[key] = _Pending(path, request, test_id, test_dir)
+            pending = self._pending[key] = _Pending(path, canon, request, secrets, test_id,
+                                                    test_dir)
         pending.slots.append(None)
         return key, len(pending.slots) - 1
 
@@ -113,13 +124,14 @@ class Recorder:
         keep = len(in_memory) == len(sources) and \
             sum(map(_approx_bytes, in_memory)) <= LARGE_FILE_BYTES
         request, test_id, path = pending.request, pending.test_id, pending.path
-        llama = pending.llama_stack
+        llama, secrets = pending.llama_stack, pending.secrets
 
         def rewrite(out: BinaryIO) -> None:  # on the writer's thread
             on_disk = formats.load(path).responses if len(in_memory) < len(sources) else []
             responses = [on_disk[s] if isinstance(s, int) else s for s in sources]
-            cassette.write(Recording(request=request, responses=responses, test_id=test_id,
-                                     llama_stack=llama), out)
+            recording = Recording(request=request, responses=responses, test_id=test_id,
+                                  llama_stack=llama)
+            cassette.write(redact.scrub(recording, secrets)[0], out)
 
         self.writer(path, rewrite)
         for position, (k, r) in enumerate(filled):
@@ -129,8 +141,9 @@ class Recorder:
                 pending.slots[k] = _OnDisk(position)  # drop the events from memory
         held = Recording(request=request, responses=in_memory, test_id=test_id,
                          llama_stack=llama) if keep else None
-        entry = make_entry(str(path), request, self.index.canonical(request),
-                           str(self.index.root), self.index.cache, False, held)
+        # indexed under the live request's key: the request is scrubbed only in the file
+        entry = make_entry(str(path), request, pending.canonical, str(self.index.root),
+                           self.index.cache, False, held)
         entry.uses = 1
         self.index.replace(entry)
         return path

@@ -1,0 +1,75 @@
+"""Nothing the proxy prints shows a secret: mitmdump's flow lines, and every log line.
+
+mitmdump's Dumper prints each flow (the method and the whole URL, query included) from its
+``response`` and ``error`` hooks, which run after every ``-s`` script's. These hooks, the last
+of ours, therefore replace the secrets in ``flow.request`` once it has gone upstream and been
+recorded: secret query values, known secrets and key shapes in the URL, and secret request
+header values (shown at ``flow_detail`` 2). The response is not touched: for a response that is
+not streamed this hook runs before the client gets it. A filter on the log's handlers replaces
+secrets in every log line, mitmproxy's own included (it echoes a malformed request line as it
+came).
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from mitmproxy import http
+
+from proxy_addon import redact
+from proxy_addon.mitm.state import State, flow_state
+from proxy_addon.secret_rules import REDACTED
+
+
+class _LogFilter(logging.Filter):
+    """Replaces the secrets the proxy knows of in a log record before any handler prints it."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__("cassette-secrets")
+        self.state = state
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not format: left to the handler
+            return True
+        shown = self.state.secrets.replace_in_log(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return True
+
+
+class OutputScrubber:
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self._filter = _LogFilter(state)
+
+    def running(self) -> None:
+        for handler in logging.getLogger().handlers:
+            if self._filter not in handler.filters:
+                handler.addFilter(self._filter)
+
+    def done(self) -> None:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self._filter)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._scrub(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._scrub(flow)
+
+    def _scrub(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow)
+        secrets = st.secrets if st is not None else self.state.secrets
+        request = flow.request
+        if "?" in request.path or secrets.might_hold(request.path):
+            shown = urlsplit(redact.redact_url(request.url, secrets))
+            path = shown.path + (f"?{shown.query}" if shown.query else "")
+            if path != request.path:
+                request.path = path
+        # the request has gone upstream; the response (not yet sent to the client when this
+        # hook runs) is left as it is
+        for name in {k for k, _ in request.headers.fields if k.lower() in secrets.raw_headers}:
+            request.headers[name.decode("latin-1")] = REDACTED

@@ -1,0 +1,253 @@
+"""What counts as a secret, in three layers: by name (headers, fields at any depth, query
+parameters), by value (what the first layer removed, and the credential-like variables of the
+process's environment), and by shape (well-known key formats).
+
+``redact`` applies these rules to a whole recording, and ``matching`` leaves the same things out
+of a request's key; nothing here walks a recording. ``Secrets.might_hold`` is the one cheap
+test that keeps the common case (a body with no secret in it) free: a single RE2 scan of the
+raw bytes, linear in their length, that every later, slower step is behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import re
+from typing import Any, Iterable, Mapping
+from urllib.parse import quote, quote_plus
+
+import re2
+
+from proxy_addon.jsonpath import Path, is_path, parse_path
+
+REDACTED = "<redacted>"
+_FLOW_VALUE = "a value redacted by name in this exchange"
+# A known value shorter than this is never searched for: it would match ordinary text.
+MIN_VALUE_LENGTH = 8
+
+SECRET_HEADERS: frozenset[str] = frozenset({
+    "authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie",
+    "set-cookie",
+})
+# Field names that hold a secret wherever they are: JSON keys at any depth, form and multipart
+# fields, query parameters. Compared without case, "-" and "_" (``clientSecret`` too).
+SECRET_FIELDS: tuple[str, ...] = (
+    "api_key", "apikey", "client_secret", "refresh_token", "access_token", "id_token",
+    "password", "private_key", "secret", "session_token",
+)
+# Names that mark a secret in a query string or a form only: as JSON keys they are ordinary
+# words (OpenAI's logprobs have a "token", many APIs a "key").
+PARAM_ONLY_FIELDS: tuple[str, ...] = ("key", "token", "sig", "signature")
+
+# Credential-like environment variables: their values are secrets wherever they appear.
+_ENV_NAME = re.compile(r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|SECRET_KEY|ACCESS_KEY|"
+                       r"PRIVATE_KEY)$", re.IGNORECASE)
+
+# (what it is, pattern): conservative, so that ordinary ids are not mangled. Each pattern is
+# valid for both Python's re and RE2, which scans for all of them at once.
+SHAPES: tuple[tuple[str, str], ...] = (
+    ("an sk-... API key", r"\bsk-[A-Za-z0-9_-]{16,}"),
+    ("a Stripe key", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"),
+    ("a Google API key", r"\bAIza[0-9A-Za-z_-]{35}"),
+    ("a GitHub token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+    ("a Slack token", r"\bxox[abposre]-[A-Za-z0-9-]{10,}"),
+    ("an AWS access key id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    ("a Hugging Face token", r"\bhf_[A-Za-z0-9]{30,}"),
+    ("a JSON web token", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+    ("a private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+    ("a bearer token", r"\b[Bb]earer\s+[A-Za-z0-9._~+/=-]{16,}"),
+)
+_SHAPES_RX = re.compile("|".join(f"(?P<s{i}>{rx})" for i, (_, rx) in enumerate(SHAPES)),
+                        re.ASCII)
+_AUTH_SCHEMES = ("bearer", "basic", "token", "bot", "key")
+_USERINFO = re.compile(r"(://)[^/@\s'\"\\]+@")  # user:password@ in a URL of a log line
+_ESCAPE = re.compile(r"(\\[rnt])")  # a line break as repr() shows it in a log line
+
+
+def normalise(name: str) -> str:
+    """``client_secret``, ``clientSecret`` and ``Client-Secret`` are one name."""
+    return name.lower().replace("-", "").replace("_", "")
+
+
+def env_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """Value -> ``$NAME`` for each credential-like variable (``*_API_KEY``, ``*_TOKEN``,
+    ``*_SECRET``, ``*_PASSWORD``, ``HF_TOKEN``, ...) whose value is long enough to search for."""
+    return {value: f"${name}" for name, value in sorted(environ.items())
+            if _ENV_NAME.search(name) and len(value) >= MIN_VALUE_LENGTH}
+
+
+def credential_values(value: str, header: str = "") -> list[str]:
+    """The secret strings a value found by name carries, to be replaced wherever else they
+    appear: the credential after an auth scheme (and a Basic password), cookie values."""
+    header = header.lower()
+    if header in ("cookie", "set-cookie"):
+        pairs = value.split(";")
+        pairs = pairs[:1] if header == "set-cookie" else pairs  # the rest are attributes
+        return [p.partition("=")[2].strip() for p in pairs]
+    scheme, _, credential = value.strip().partition(" ")
+    if not credential or scheme.lower() not in _AUTH_SCHEMES:
+        return [value]
+    credential = credential.strip()
+    out = [credential]
+    if scheme.lower() == "basic":
+        try:
+            out.append(base64.b64decode(credential, validate=True).decode().partition(":")[2])
+        except (binascii.Error, UnicodeDecodeError):
+            pass
+    return out
+
+
+def _variants(value: str) -> set[str]:
+    """The forms a value is found in: as it is, URL-encoded, base64 (standard and URL-safe,
+    without padding) and JSON-escaped."""
+    raw = value.encode()
+    out = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
+    out.update(enc(raw).decode().rstrip("=") for enc in (base64.b64encode,
+                                                          base64.urlsafe_b64encode))
+    return {v for v in out if len(v) >= MIN_VALUE_LENGTH}
+
+
+def _re2_literal(text: str) -> str:
+    """``text`` as an RE2 pattern over Latin-1 bytes (its UTF-8 bytes, each matched as is)."""
+    return "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}"
+                   for b in text.encode())
+
+
+class Secrets:
+    """The rules of the three layers, plus the values known to be secret here.
+
+    One instance holds the proxy's settings (``cassette_redact_fields``,
+    ``cassette_redact_headers``, the environment); ``with_values`` derives one that also knows a
+    flow's own secrets (the key in its headers). Regexes are compiled on first use."""
+
+    def __init__(self, fields: Iterable[str] = (), headers: Iterable[str] = (),
+                 paths: Iterable[Path] = (), values: Mapping[str, str] | Iterable[str] = ()):
+        self.headers = SECRET_HEADERS | {h.lower() for h in headers}
+        self.raw_headers = frozenset(h.encode() for h in self.headers)  # as they come on the wire
+        fields = tuple(fields)
+        # JSON keys: the field names, and header names (an SDK's extra_headers in a body)
+        self.keys = frozenset(normalise(n) for n in (*SECRET_FIELDS, *fields, *self.headers))
+        self.params = frozenset(normalise(n) for n in (*SECRET_FIELDS, *PARAM_ONLY_FIELDS,
+                                                         *fields))
+        self.paths: tuple[Path, ...] = tuple(paths)
+        labelled = values if isinstance(values, Mapping) else dict.fromkeys(values, "")
+        self.values: dict[str, str] = {
+            v: label or _FLOW_VALUE
+            for v, label in labelled.items()
+            if len(v) >= MIN_VALUE_LENGTH and v not in REDACTED}
+        self._forget_compiled()
+
+    def _forget_compiled(self) -> None:
+        self._derived: dict[frozenset[str], Secrets] = {}
+        self._prefilter: Any = None  # re2's compiled pattern
+        self._values_rx: re.Pattern[str] | None = None
+        self._labels: dict[str, str] = {}  # each form of each value -> what the value is
+        self._named_rx: re.Pattern[str] | None = None
+
+    @classmethod
+    def from_settings(cls, fields: Iterable[str] = (), headers: Iterable[str] = (),
+                      environ: Mapping[str, str] | None = None) -> Secrets:
+        """From option values: ``fields`` are names (any depth) or dotted paths (from a body's
+        root); a path that does not parse raises ``ValueError`` naming it."""
+        fields = list(fields)
+        paths = [parse_path(f) for f in fields if is_path(f)]
+        names = [f for f in fields if not is_path(f)]
+        return cls(names, headers, paths, env_values(environ or {}))
+
+    def with_values(self, values: Iterable[str]) -> Secrets:
+        """These rules, also knowing ``values`` (a flow's own secrets). Cached, so a run whose
+        requests all carry the same key compiles its patterns once."""
+        new = frozenset(v for v in values if v not in self.values and
+                        len(v) >= MIN_VALUE_LENGTH and v not in REDACTED)
+        if not new:
+            return self
+        derived = self._derived.get(new)
+        if derived is None:
+            if len(self._derived) >= 64:
+                self._derived.clear()
+            derived = copy.copy(self)
+            derived.values = {**self.values, **dict.fromkeys(sorted(new), _FLOW_VALUE)}
+            derived._forget_compiled()
+            self._derived[new] = derived
+        return derived
+
+    # -- layer 1: names --------------------------------------------------------------------
+
+    def is_secret_header(self, name: str) -> bool:
+        return name.lower() in self.headers
+
+    def is_secret_key(self, name: str) -> bool:
+        """A JSON key whose (string) value is a secret, at any depth."""
+        return normalise(name) in self.keys
+
+    def is_secret_param(self, name: str) -> bool:
+        """A query parameter, form field or multipart field whose value is a secret."""
+        return normalise(name) in self.params
+
+    # -- layers 2 and 3: values and shapes, inside any string ------------------------------
+
+    def might_hold(self, raw: bytes | str) -> bool:
+        """Whether ``raw`` may hold a secret JSON key, a known value or a shape: one RE2 scan.
+        False means that nothing in it is changed by ``replace`` or by dropping fields by name,
+        so the caller can skip walking it."""
+        if self._prefilter is None:
+            options = re2.Options()
+            options.encoding = re2.Options.Encoding.LATIN1
+            options.never_capture = True
+            options.max_mem = 32 << 20
+            keys = "|".join("[-_]*".join(_re2_literal(c) for c in k) for k in sorted(self.keys))
+            parts = [f'(?i:"(?:{keys})"\\s*:)', *(rx for _, rx in SHAPES)]
+            parts += [_re2_literal(v) for value in self.values for v in _variants(value)]
+            pattern = "|".join(f"(?:{p})" for p in parts).encode("latin-1")
+            self._prefilter = re2.compile(pattern, options)
+        return self._prefilter.search(raw.encode() if isinstance(raw, str) else raw) is not None
+
+    def replace(self, text: str) -> tuple[str, list[tuple[str, str]]]:
+        """``text`` with every known value (in any of its forms) and every shape replaced by
+        ``REDACTED``; and what was replaced, as (layer, what) pairs."""
+        hits: list[tuple[str, str]] = []
+        if self.values:
+            if self._values_rx is None:
+                for value, label in self.values.items():
+                    for form in _variants(value):
+                        self._labels.setdefault(form, label)
+                forms = sorted(self._labels, key=lambda f: (-len(f), f))
+                self._values_rx = re.compile("|".join(map(re.escape, forms)))
+
+            def value_hit(m: re.Match[str]) -> str:
+                hits.append(("value", self._labels[m.group(0)]))
+                return REDACTED
+
+            text = self._values_rx.sub(value_hit, text)
+
+        def shape_hit(m: re.Match[str]) -> str:
+            what = SHAPES[int(m.lastgroup[1:])][0]  # type: ignore[index]
+            hits.append(("shape", what))
+            if what == "a bearer token":
+                return m.group(0).split(None, 1)[0] + " " + REDACTED
+            return REDACTED
+
+        text = _SHAPES_RX.sub(shape_hit, text)
+        return text, hits
+
+
+    def replace_in_log(self, text: str) -> str:
+        """A line to print with known values and shapes replaced, the value after a secret name
+        (``key=...``, ``Authorization: Bearer ...``) and a URL's user info, as in a raw request
+        that mitmproxy echoes back."""
+        if self.might_hold(text):  # a repr'd request's lines, split at their \r\n escapes
+            text = "".join(piece if _ESCAPE.fullmatch(piece) else self.replace(piece)[0]
+                           for piece in _ESCAPE.split(text))
+        if self._named_rx is None:
+            names = "|".join("[-_]?".join(map(re.escape, n))
+                             for n in sorted(self.params | {normalise(h) for h in self.headers}))
+            self._named_rx = re.compile(
+                rf"(?:(?<=\\[rn])|(?<![A-Za-z0-9]))((?:{names})\s*[=:]\s*(?:(?:bearer|basic|token)\s+)?+)"
+                r"(?!<)[^\s&'\"\\,;]+", re.IGNORECASE)
+        text = self._named_rx.sub(lambda m: m.group(1) + REDACTED, text)
+        return _USERINFO.sub(rf"\1{REDACTED}@", text)
+
+
+BUILT_IN = Secrets()
