@@ -2,13 +2,15 @@
 
 Parsed once from the options (``cassette_ignore``, ``cassette_redact_fields``), then used to
 leave a field out of matching, to find a field to redact, and to name where a secret was found.
+And the copy-on-write walk over a parsed value's leaves that matching's number rule and the
+normalisers share.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 Path = tuple[str | int, ...]
 
@@ -100,3 +102,26 @@ def format_path(segments: Sequence[str | int]) -> str:
         else:
             out += "[" + json.dumps(seg, ensure_ascii=False) + "]"
     return out
+
+
+def map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``value`` (parsed JSON) with ``leaf`` applied to every value that is not an object or a
+    list, at any depth; object keys are left as they are. Unchanged parts are shared, not
+    copied, so a body nothing applies to costs one walk and no allocation."""
+    if isinstance(value, dict):
+        changed: dict[str, Any] | None = None
+        for k, v in value.items():
+            new = map_leaves(v, leaf)
+            if new is not v:
+                changed = changed if changed is not None else dict(value)
+                changed[k] = new
+        return changed if changed is not None else value
+    if isinstance(value, list):
+        items: list[Any] | None = None
+        for i, v in enumerate(value):
+            new = map_leaves(v, leaf)
+            if new is not v:
+                items = items if items is not None else list(value)
+                items[i] = new
+        return items if items is not None else value
+    return leaf(value)

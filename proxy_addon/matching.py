@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from proxy_addon import multipart, redact
-from proxy_addon.jsonpath import drop_path
+from proxy_addon.jsonpath import drop_path, map_leaves
 from proxy_addon.model import RecordedRequest, text_of
 from proxy_addon.normalize import Normalizer
 from proxy_addon.secret_rules import BUILT_IN, Secrets
@@ -80,30 +80,18 @@ _FLOAT_HINT = re.compile(rb"\d[.eE]")
 _EXACT_INT = 2**63  # orjson writes integers up to 64 bits
 
 
+def _integral_as_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INT:
+        return int(value)
+    return value
+
+
 def integral_floats_as_ints(value: Any) -> Any:
     """``value`` with every float that is a whole number written as an int.
 
     JSON has one number type: ``1`` and ``1.0`` are the same value, and a client in another
     language may send either. Unchanged parts are shared, not copied."""
-    if isinstance(value, float):
-        return int(value) if value.is_integer() and abs(value) < _EXACT_INT else value
-    if isinstance(value, dict):
-        changed: dict[str, Any] | None = None
-        for k, v in value.items():
-            new = integral_floats_as_ints(v)
-            if new is not v:
-                changed = changed if changed is not None else dict(value)
-                changed[k] = new
-        return changed if changed is not None else value
-    if isinstance(value, list):
-        items: list[Any] | None = None
-        for i, v in enumerate(value):
-            new = integral_floats_as_ints(v)
-            if new is not v:
-                items = items if items is not None else list(value)
-                items[i] = new
-        return items if items is not None else value
-    return value
+    return map_leaves(value, _integral_as_int)
 
 
 def _json_body(value: Any, ignore: IgnorePaths, floats: bool, secrets: Secrets,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Iterable, Sequence
 
+from proxy_addon.jsonpath import map_leaves
+
 Replacement = str | Callable[[re.Match[str]], str]
 Rule = tuple[re.Pattern[str], Replacement]
 
@@ -106,25 +108,10 @@ class Normalizer:
     def value(self, value: Any) -> Any:
         """``value`` (parsed JSON) with every string normalised, at any depth; object keys are
         left as they are. Unchanged parts are shared, not copied."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            changed: dict[str, Any] | None = None
-            for k, v in value.items():
-                new = self.value(v)
-                if new is not v:
-                    changed = changed if changed is not None else dict(value)
-                    changed[k] = new
-            return changed if changed is not None else value
-        if isinstance(value, list):
-            items: list[Any] | None = None
-            for i, v in enumerate(value):
-                new = self.value(v)
-                if new is not v:
-                    items = items if items is not None else list(value)
-                    items[i] = new
-            return items if items is not None else value
-        return value
+        return map_leaves(value, self._leaf)
+
+    def _leaf(self, value: Any) -> Any:
+        return self.text(value) if isinstance(value, str) else value
 
     def with_presets(self, names: Iterable[str]) -> Normalizer:
         return Normalizer(tuple(dict.fromkeys((*self.presets, *names))), self.rules)

@@ -3,18 +3,18 @@
 mitmproxy sends a response made in the ``request`` hook in one piece; there is no way to push
 its body in chunks. A paced replay (or a recorded cut, replayed as a real cut) therefore points
 the flow at this server, which mitmproxy streams from like any upstream. Each response is
-registered under a one-time token that the flow carries in a header. HTTP is spoken by h11.
+registered under a one-time token that the flow carries in a header (``loopback``). HTTP is spoken by h11.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 
 import h11
 
+from proxy_addon.loopback import LoopbackServer
 from proxy_addon.model import RecordedResponse
 from proxy_addon.sse import frame_event
 from proxy_addon.wire import wire_headers
@@ -25,41 +25,9 @@ TOKEN_HEADER = "x-cassette-pacer"
 _READ_SIZE = 65536
 
 
-class Pacer:
-    """The server, started on first use on 127.0.0.1 and a free port."""
-
-    def __init__(self) -> None:
-        self._server: asyncio.AbstractServer | None = None
-        self._lock = asyncio.Lock()
-        self._pending: dict[str, tuple[RecordedResponse, float]] = {}
-        self.port = 0
-
-    async def ensure_started(self) -> int:
-        async with self._lock:
-            if self._server is None:
-                self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-                self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    def register(self, resp: RecordedResponse, pace: float) -> str:
-        """A token for one replay of ``resp`` at ``pace`` (0: at once)."""
-        token = secrets.token_hex(16)
-        self._pending[token] = (resp, pace)
-        return token
-
-    def forget(self, token: str) -> None:
-        """The flow carrying ``token`` ended without reaching the pacer (or after it)."""
-        self._pending.pop(token, None)
-
-    @property
-    def waiting(self) -> int:
-        """Tokens registered and not yet served or forgotten."""
-        return len(self._pending)
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+class Pacer(LoopbackServer[tuple[RecordedResponse, float]]):
+    """The server, started on first use on 127.0.0.1 and a free port. What is registered: a
+    response and the pace to write it at (0: at once)."""
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -69,7 +37,7 @@ class Pacer:
                 if request is None:
                     return
                 token = dict(request.headers).get(TOKEN_HEADER.encode(), b"").decode("latin-1")
-                item = self._pending.pop(token, None)
+                item = self.take(token)
                 if item is None:
                     writer.write(conn.send(h11.Response(status_code=404, headers=[
                         (b"content-length", b"0")], reason=b"Not Found")))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -41,6 +41,8 @@ from proxy_addon.secret_rules import REDACTED, Secrets, credential_values
 from proxy_addon.sse import Event, Unparsed, parse_data
 
 Layer = Literal["name", "value", "shape"]
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -94,6 +96,18 @@ class _Pass:
             return scrub(value, *args)
         finally:
             self.path.pop()
+
+    def each(self, key: str, items: list[T], scrub: Callable[[T], T]) -> list[T]:
+        """``items`` (under ``key``) each scrubbed; the same list when none changed."""
+        changed: list[T] | None = None
+        self.path.append(key)
+        for i, item in enumerate(items):
+            new = self.at(i, scrub, item)
+            if new is not item:
+                changed = changed if changed is not None else list(items)
+                changed[i] = new
+        self.path.pop()
+        return changed if changed is not None else items
 
     # -- JSON, at any depth ----------------------------------------------------------------
 
@@ -243,30 +257,19 @@ class _Pass:
 
     def event(self, ev: Event) -> Event:
         data = self.at("data", self.payload, ev.data)
-        self.path.append("comments")
-        comments = [self.at(j, self.text, c) for j, c in enumerate(ev.comments)]
-        self.path.pop()
+        comments = self.each("comments", ev.comments, self.text)
         name = self.at("event", self.text, ev.event) if ev.event is not None else None
         ident = self.at("id", self.text, ev.id) if ev.id is not None else None
-        if data is ev.data and name is ev.event and ident is ev.id and \
-                all(a is b for a, b in zip(comments, ev.comments)):
+        if data is ev.data and name is ev.event and ident is ev.id and comments is ev.comments:
             return ev
         return Event(data=data, event=name, id=ident, retry=ev.retry, comments=comments, t=ev.t)
 
     def stream(self, stream: Stream) -> Stream:
-        events: list[Event] | None = None
-        self.path.append("events")
-        for i, ev in enumerate(stream.events):
-            new = self.at(i, self.event, ev)
-            if new is not ev:
-                events = events if events is not None else list(stream.events)
-                events[i] = new
-        self.path.pop()
+        events = self.each("events", stream.events, self.event)
         cut = self.at("cut", self.text, stream.cut) if stream.cut else stream.cut
-        if events is None and cut is stream.cut:
+        if events is stream.events and cut is stream.cut:
             return stream
-        return Stream(stream.format, events if events is not None else stream.events,
-                      stream.complete, cut)
+        return Stream(stream.format, events, stream.complete, cut)
 
     def message(self, message: WebSocketMessage) -> WebSocketMessage:
         """A WebSocket message's payload, as the file holds it (``data``, ``text``; binary
@@ -283,24 +286,16 @@ class _Pass:
         return dataclasses.replace(message, payload=Body(payload.kind, value))
 
     def websocket(self, conversation: WebSocketConversation) -> WebSocketConversation:
-        messages: list[WebSocketMessage] | None = None
-        self.path.append("messages")
-        for i, message in enumerate(conversation.messages):
-            new = self.at(i, self.message, message)
-            if new is not message:
-                messages = messages if messages is not None else list(conversation.messages)
-                messages[i] = new
-        self.path.pop()
+        messages = self.each("messages", conversation.messages, self.message)
         close = conversation.close
         if close is not None and close.reason:
             self.path.append("close")
             reason = self.at("reason", self.text, close.reason)
             self.path.pop()
             close = close if reason is close.reason else dataclasses.replace(close, reason=reason)
-        if messages is None and close is conversation.close:
+        if messages is conversation.messages and close is conversation.close:
             return conversation
-        return WebSocketConversation(messages if messages is not None else conversation.messages,
-                                     close)
+        return WebSocketConversation(messages, close)
 
     # -- a whole recording -----------------------------------------------------------------
 

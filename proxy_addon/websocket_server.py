@@ -2,16 +2,15 @@
 
 mitmproxy cannot answer a WebSocket upgrade itself: its WebSocket layer writes the client's
 close to a server connection that must exist. A replayed handshake is therefore pointed at this
-server, on 127.0.0.1 and a free port, like the pacer: each conversation is registered under a
-one-time token the flow carries in a header, and mitmproxy relays the frames as for any
-upstream. The protocol is spoken by wsproto (sans-IO, a mitmproxy dependency) over asyncio.
+server, on 127.0.0.1 and a free port, like the pacer (``loopback``): each conversation is
+registered under a one-time token the flow carries in a header, and mitmproxy relays the frames
+as for any upstream. The protocol is spoken by wsproto (sans-IO, a mitmproxy dependency) over asyncio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -31,6 +30,7 @@ from wsproto.events import (
 from wsproto.utilities import ProtocolError
 
 from proxy_addon import websocket
+from proxy_addon.loopback import LoopbackServer
 from proxy_addon.websocket import Replay, Reply
 
 log = logging.getLogger(__name__)
@@ -55,43 +55,15 @@ class Registration:
     pace: float
 
 
-class WebSocketServer:
+class WebSocketServer(LoopbackServer[Registration]):
     """The server, started on first use. ``on_miss(message)`` is called for each client
     message no recording has; ``on_fault(error)`` for a fault inside a replay."""
 
     def __init__(self, on_miss: Callable[[str], None],
                  on_fault: Callable[[Exception], None]) -> None:
+        super().__init__()
         self._on_miss = on_miss
         self._on_fault = on_fault
-        self._server: asyncio.AbstractServer | None = None
-        self._lock = asyncio.Lock()
-        self._pending: dict[str, Registration] = {}
-        self.port = 0
-
-    async def ensure_started(self) -> int:
-        async with self._lock:
-            if self._server is None:
-                self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-                self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    def register(self, registration: Registration) -> str:
-        token = secrets.token_hex(16)
-        self._pending[token] = registration
-        return token
-
-    def forget(self, token: str) -> None:
-        """The flow carrying ``token`` ended without reaching the server (or after it)."""
-        self._pending.pop(token, None)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._pending)
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ws = WSConnection(ConnectionType.SERVER)
@@ -102,7 +74,7 @@ class WebSocketServer:
                 return
             token = next((v.decode("latin-1") for k, v in request.extra_headers
                           if k.decode("latin-1").lower() == TOKEN_HEADER), "")
-            registration = self._pending.pop(token, None)
+            registration = self.take(token)
             if registration is None:
                 writer.write(ws.send(RejectConnection(status_code=404)))
                 return

@@ -382,8 +382,8 @@ def test_the_pacer_reads_chunked_request_bodies_and_forgets_dead_tokens():
         port = await pacer.ensure_started()
         resp = RecordedResponse(200, [["content-type", "text/event-stream"]],
                                 stream=Stream("sse", [Event(data="hi"), Event(data="[DONE]")]))
-        token = pacer.register(resp, 0)
-        pacer.forget(pacer.register(resp, 0))  # its flow died before it reached the pacer
+        token = pacer.register((resp, 0))
+        pacer.forget(pacer.register((resp, 0)))  # its flow died before it reached the pacer
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(f"POST / HTTP/1.1\r\nhost: x\r\n{TOKEN_HEADER}: {token}\r\n"
                      "transfer-encoding: chunked\r\nconnection: close\r\n\r\n"

@@ -14,7 +14,8 @@ from tests.conftest import age_by
 
 pytest_plugins = ["pytester"]
 
-PROJECT = '''
+# The app under test: one chat call through the openai SDK to the local upstream.
+ASK = '''
 import os, subprocess, sys
 import openai, pytest
 
@@ -23,7 +24,9 @@ def ask(prompt):
                            max_retries=0)
     return client.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": prompt}]).choices[0].message.content
+'''
 
+PROJECT = ASK + '''
 def test_joke():
     assert ask("joke") == "Answer 1 to: joke"
 
@@ -124,7 +127,7 @@ def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_up
     result.assert_outcomes(passed=1)  # test_joke found its answer in the shared cassette
     result.stdout.fnmatch_lines(["*not pruning*full*"])  # -k: not a full run
 
-    project.makepyfile(test_app="import os\n" + PROJECT.split("def test_twice")[0])
+    project.makepyfile(test_app=PROJECT.split("def test_twice")[0])
     listed = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
                  "--cassette-prune")
     listed.assert_outcomes(passed=1)
@@ -212,15 +215,7 @@ def test_a_session_no_request_reached_warns_and_fails_on_ci(project, monkeypatch
     assert on_ci.ret == pytest.ExitCode.TESTS_FAILED
 
 
-PAIR = '''
-import os, openai
-
-def ask(prompt):
-    client = openai.OpenAI(api_key="sk-test-plugin", base_url=os.environ["FAKE_UPSTREAM"] + "/v1",
-                           max_retries=0)
-    return client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": prompt}]).choices[0].message.content
-
+PAIR = ASK + '''
 def test_one():
     assert ask("one").startswith("Answer")
 

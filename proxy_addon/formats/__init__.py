@@ -45,12 +45,15 @@ def loads(raw: bytes, path: Path | str | None = None) -> Recording:
     return cassette.from_dict(doc, path)
 
 
-def load(path: Path) -> Recording:
+def _read(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise CassetteError(path, f"cannot read ({e.strerror})") from None
-    return loads(raw, path)
+
+
+def load(path: Path) -> Recording:
+    return loads(_read(path), path)
 
 
 def _head_doc(raw: bytes) -> tuple[dict, str, bytes] | None:
@@ -85,8 +88,4 @@ def head_of(raw: bytes, path: Path | str | None = None) -> Head:
 
 
 def load_head(path: Path) -> Head:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise CassetteError(path, f"cannot read ({e.strerror})") from None
-    return head_of(raw, path)
+    return head_of(_read(path), path)

@@ -172,18 +172,25 @@ def _body_from(obj: dict[str, Any], where: str, path: Path | str | None) -> Body
     elif kind != "json":
         require(isinstance(value, str), path, f"{where}.{BODY_FIELDS[kind]} must be a string")
     if kind == "base64":
-        try:
-            base64.b64decode(value, validate=True)
-        except ValueError:
-            raise CassetteError(path, f"{where}.body_base64 is not valid base64") from None
+        _require_base64(value, path, f"{where}.body_base64")
     return Body(kind, value)
+
+
+def _require_base64(value: str, path: Path | str | None, where: str) -> None:
+    try:
+        base64.b64decode(value, validate=True)
+    except ValueError:
+        raise CassetteError(path, f"{where} is not valid base64") from None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _event_from(obj: Any, where: str, path: Path | str | None) -> Event:
     require(isinstance(obj, dict), path, f"{where} must be an object")
     t = obj.get("t", 0.0)
-    require(isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0, path,
-            f"{where}.t must be a non-negative number")
+    require(_number(t) and t >= 0, path, f"{where}.t must be a non-negative number")
     for name in ("event", "id"):
         require(obj.get(name) is None or isinstance(obj.get(name), str), path,
                 f"{where}.{name} must be a string")
@@ -195,10 +202,6 @@ def _event_from(obj: Any, where: str, path: Path | str | None) -> Event:
             f"{where}.comments must be a list of strings")
     return Event(data=obj.get("data"), event=obj.get("event"), id=obj.get("id"), retry=retry,
                  comments=list(comments), t=float(t))
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _message_from(obj: Any, where: str, path: Path | str | None) -> WebSocketMessage:
@@ -215,10 +218,7 @@ def _message_from(obj: Any, where: str, path: Path | str | None) -> WebSocketMes
     else:
         require(isinstance(value, str), path, f"{where}.{_PAYLOAD_FIELDS[kind]} must be a string")
     if kind == "base64":
-        try:
-            base64.b64decode(value, validate=True)
-        except ValueError:
-            raise CassetteError(path, f"{where}.base64 is not valid base64") from None
+        _require_base64(value, path, f"{where}.base64")
     return WebSocketMessage(side=obj["from"], payload=Body(kind, value), t=float(t))
 
 

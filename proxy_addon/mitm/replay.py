@@ -194,7 +194,7 @@ class Replayer:
             # as a real cut (the connection closes before the stream's end).
             port = await self.pacer.ensure_started()
             self.state.own_servers.add(("127.0.0.1", port))
-            st.pacer_token = self.pacer.register(resp, pace)
+            st.pacer_token = self.pacer.register((resp, pace))
             flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
             flow.request.headers[TOKEN_HEADER] = st.pacer_token
             return
