@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy_addon.mitm.control import ControlChannel
-from proxy_addon.mitm.guard import ConnectionGuard, guard_all
+from proxy_addon.mitm.guard import ConnectionGuard, fail_closed
 from proxy_addon.mitm.listeners import OwnListeners
 from proxy_addon.mitm.output import OutputScrubber
 from proxy_addon.mitm.record import Recorder
@@ -26,9 +26,9 @@ from proxy_addon.pacer import Pacer
 
 
 def make_addons() -> list[Any]:
-    """The addon instances, in hook order, sharing one ``State``, each wrapped so that a fault
-    in any hook fails closed (``guard``)."""
+    """The addons, in hook order, sharing one ``State``, presented to mitmproxy as one addon
+    that makes a fault in any flow hook fail closed (``guard``)."""
     state = State()
-    return guard_all([state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
-                      Replayer(state, Pacer(), websocket_server(state)), Recorder(state),
-                      WebSocketRecorder(state), OutputScrubber(state)], state)
+    return [fail_closed([state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
+                         Replayer(state, Pacer(), websocket_server(state)), Recorder(state),
+                         WebSocketRecorder(state), OutputScrubber(state)], state)]

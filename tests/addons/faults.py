@@ -46,7 +46,7 @@ class Faults:
     def running(self) -> None:
         for spec in (s for value in ctx.options.fault_hooks for s in value.split(",")):
             addon_name, hook_name = spec.split(".")
-            inner = ctx.master.addons.get(addon_name)._inner  # inside its FailClosed guard
+            inner = ctx.master.addons.get("cassette").addon(addon_name)  # inside the guard
             setattr(inner, hook_name, _raising(getattr(inner, hook_name), spec))
 
     def request(self, flow: http.HTTPFlow) -> None:
