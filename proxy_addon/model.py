@@ -153,9 +153,9 @@ class RecordedResponse:
     stream: Stream | None = None
     websocket: WebSocketConversation | None = None  # a 101 answer: the conversation after it
     recorded_at: str | None = None
-    # What a replay sends, built once by the replayer and reused on every hit (wire headers and
-    # body bytes); not part of the format.
-    wire: Any = field(default=None, repr=False, compare=False)
+    # What a replay sends, built by the replay hook on the first hit and reused on every other
+    # (the hook's own object, opaque here); not part of the format.
+    prepared: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)

@@ -310,7 +310,7 @@ class _Pass:
                 socket is resp.websocket:
             return resp
         return dataclasses.replace(resp, headers=headers, body=body, stream=stream,
-                                   websocket=socket, wire=None)
+                                   websocket=socket, prepared=None)
 
     def recording(self, rec: Recording) -> Recording:
         req = rec.request

@@ -1,6 +1,6 @@
 """What a replay sends for a recorded response: its headers without the transport ones (the
 body is stored decoded, so a stale ``content-length`` or ``content-encoding`` would be wrong),
-and its body bytes, a stream framed back into SSE or NDJSON. Built once per response."""
+and its body bytes, a stream framed back into SSE or NDJSON."""
 
 from __future__ import annotations
 
@@ -22,11 +22,9 @@ def wire_body(resp: RecordedResponse) -> bytes:
     return resp.body.to_bytes() if resp.body is not None else b""
 
 
-def wire(resp: RecordedResponse) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+def wire(resp: RecordedResponse) -> tuple[WireHeaders, bytes]:
     """Headers (with the body's ``content-length``) and body bytes of a response replayed
-    whole, built once and reused: a request replayed many times costs a lookup, not a JSON
-    encoding per event."""
-    if resp.wire is None:
-        body = wire_body(resp)
-        resp.wire = (tuple(wire_headers(resp)) + ((b"content-length", b"%d" % len(body)),), body)
-    return resp.wire
+    whole. The replay hook builds them once per response (``RecordedResponse.prepared``): a
+    request replayed many times costs a lookup, not a JSON encoding per event."""
+    body = wire_body(resp)
+    return [*wire_headers(resp), (b"content-length", b"%d" % len(body))], body

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_scenarios import URL, chat_recording, generate  # noqa: E402
 from proxy_addon.formats import cassette  # noqa: E402
 from proxy_addon.process import RunningProxy, start_proxy  # noqa: E402
-from proxy_addon.wire import wire, wire_body, wire_headers  # noqa: E402
+from proxy_addon.wire import wire_body, wire_headers  # noqa: E402
 from tests.upstream import FakeUpstreamServer, read_big_stream  # noqa: E402
 
 BASELINE = ROOT / "scripts" / "bench_baseline_addon.py"
@@ -221,8 +221,10 @@ def bench_scale(confdir: Path, sizes: list[int], rounds: int, requests: int,
 
 
 def bench_lookup(sizes: list[int], work: Path, requests: int = 2000) -> list[Row]:
-    """Our own work per replayed request, in this process: canonicalise, look up, answer."""
+    """Our own work per replayed request, in this process: canonicalise, look up, answer (the
+    response the replay hook hands mitmproxy)."""
     from proxy_addon import matching
+    from proxy_addon.mitm.replay import replayed_response
     from proxy_addon.store import CassetteStore
 
     costs: dict[int, float] = {}
@@ -239,7 +241,7 @@ def bench_lookup(sizes: list[int], work: Path, requests: int = 2000) -> list[Row
         def serve() -> None:
             for raw in raws:
                 hit = store.lookup(matching.canonicalize("POST", URL, "application/json", raw))
-                wire(hit.response)
+                replayed_response(hit.response)
 
         serve()  # read and frame each answer once
         runs = []

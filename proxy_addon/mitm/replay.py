@@ -3,6 +3,7 @@ or a miss; judge the age of what answers it (``cassette_max_age``)."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from datetime import timedelta
@@ -15,6 +16,7 @@ from proxy_addon import control, exchange, matching, misses
 from proxy_addon.age import AgeLimit, describe
 from proxy_addon.mitm.state import META, FlowState, State, body_of, flow_state, log
 from proxy_addon.mitm.websocket import answer_websocket
+from proxy_addon.model import RecordedResponse
 from proxy_addon.normalize import Normalizer
 from proxy_addon.pacer import TOKEN_HEADER, Pacer
 from proxy_addon.secret_rules import Secrets
@@ -43,6 +45,26 @@ def canonical_request(req: http.Request, state: State, normalize: Normalizer | N
 @functools.cache
 def _reason(status: int) -> bytes:
     return status_codes.RESPONSES.get(status, "").encode()
+
+
+def replayed_response(resp: RecordedResponse) -> http.Response:
+    """The response a hit sends whole. The first hit builds it (``wire``: headers and body bytes,
+    a stream framed once); later hits copy it. mitmproxy checks the type of every field of a
+    ``Response`` it is given (under ``__debug__``: 16 µs, the largest single cost of a replayed
+    request), so the copy is made as mitmproxy's own ``from_state`` makes one, without running
+    the checks the template passed; it shares the body bytes (immutable) and copies the
+    headers, which addons may change."""
+    template = resp.prepared
+    if template is None:
+        headers, body = wire(resp)
+        template = resp.prepared = http.Response(b"HTTP/1.1", resp.status, _reason(resp.status),
+                                                 http.Headers(headers), body, None, 0.0, 0.0)
+    data = copy.copy(template.data)
+    data.headers = template.data.headers.copy()
+    data.timestamp_start = data.timestamp_end = time.time()
+    response = http.Response.__new__(http.Response)
+    response.data = data
+    return response
 
 
 def miss_response(message: str) -> http.Response:
@@ -198,10 +220,7 @@ class Replayer:
             flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
             flow.request.headers[TOKEN_HEADER] = st.pacer_token
             return
-        headers, body = wire(resp)
-        now = time.time()  # built directly: Response.make would encode the body again
-        flow.response = http.Response(b"HTTP/1.1", resp.status, _reason(resp.status),
-                                      http.Headers(headers), body, None, now, now)
+        flow.response = replayed_response(resp)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow, "hit")
