@@ -165,10 +165,12 @@ def canonical_body(content_type: str | None, raw: bytes | None, ignore: IgnorePa
 
 
 def canonical_json(value: Any, ignore: IgnorePaths = (), secrets: Secrets = BUILT_IN, *,
-                   text: bytes | None = None, normalize: Normalizer | None = None) -> Any:
+                   text: bytes | None = None, scan: bool | None = None,
+                   normalize: Normalizer | None = None) -> Any:
     """The comparable form of a body already parsed from JSON (a stored request). ``text``:
     bytes holding it, when the caller has them (the head of its file): they are looked through
-    for floats and secrets instead of writing the value out again."""
+    for floats and secrets instead of writing the value out again; ``scan``: the caller's look
+    through them for secrets, when it made one."""
     raw = text
     if raw is None:
         try:
@@ -177,7 +179,7 @@ def canonical_json(value: Any, ignore: IgnorePaths = (), secrets: Secrets = BUIL
             return _digest(repr(value).encode())
     try:
         return _json_body(value, ignore, _FLOAT_HINT.search(raw) is not None, secrets,
-                          secrets.might_hold(raw), normalize)
+                          secrets.might_hold(raw) if scan is None else scan, normalize)
     except RecursionError:
         return _digest(raw)
 
@@ -256,13 +258,16 @@ def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
                        secrets: Secrets = BUILT_IN, *, text: bytes | None = None,
                        normalize: Normalizer | None = None) -> CanonicalRequest:
     """Canonical form of a stored request: the same as the live request it was recorded from.
-    ``text``: the bytes it was read from, when at hand (see ``canonical_json``)."""
+    ``text``: the bytes it was read from, when at hand (see ``canonical_json``); they hold its
+    URL too, so one look through them for secrets serves the path, the query and the body."""
     parts = urlsplit(request.url)
+    scan = True if text is None else secrets.might_hold(text)
     body = request.body
     if body is None:
         value = None
     elif body.kind == "json":
-        value = canonical_json(body.value, ignore, secrets, text=text, normalize=normalize)
+        value = canonical_json(body.value, ignore, secrets, text=text,
+                               scan=None if text is None else scan, normalize=normalize)
     elif body.kind == "multipart":
         value = canonical_multipart(body.value, secrets)
     else:
@@ -272,8 +277,8 @@ def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
         method=request.method.upper(),
         host="" if request.any_host else normalise_host(
             parts.scheme, parts.hostname or "", parts.port),
-        path=canonical_path(parts.path, secrets),
-        query=canonical_query(parts.query, secrets, normalize=normalize) if parts.query else (),
+        path=canonical_path(parts.path, secrets, scan),
+        query=canonical_query(parts.query, secrets, scan, normalize) if parts.query else (),
         body=value,
     )
 

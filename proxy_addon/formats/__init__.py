@@ -3,6 +3,7 @@ llama-stack's test-recorder files (``formats.llama_stack``), both into ``model.R
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -13,8 +14,9 @@ from proxy_addon.formats import cassette, llama_stack
 from proxy_addon.model import CassetteError, RecordedRequest, Recording
 
 # Where a file's responses begin, in the layout each writer uses (a top-level key, indented two
-# spaces): the index reads what comes before, and the responses only when they are needed.
-_RESPONSES_START = {b'\n  "responses": [': "cassette", b'\n  "response": {': "llama-stack"}
+# spaces): the index reads what comes before, and the responses only when they are needed. One
+# search finds either, stopping at the first.
+_RESPONSES_START = re.compile(rb'\n  "(?:(responses": \[)|response": \{)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +62,16 @@ def _head_doc(raw: bytes) -> tuple[dict, str, bytes] | None:
     """The file's top-level fields before its responses, parsed alone, with the format and the
     bytes parsed; None when the file is not laid out as the writers lay it out (then it is
     parsed whole)."""
-    for mark, source in _RESPONSES_START.items():
-        at = raw.find(mark)
-        if at > 0:
-            head = raw[:at].rstrip().rstrip(b",") + b"\n}"
-            try:
-                doc = orjson.loads(head)
-            except orjson.JSONDecodeError:
-                return None
-            return (doc, source, head) if isinstance(doc, dict) and "request" in doc else None
-    return None
+    found = _RESPONSES_START.search(raw)
+    if found is None or found.start() == 0:
+        return None
+    source = "cassette" if found.group(1) else "llama-stack"
+    head = raw[:found.start()].rstrip().rstrip(b",") + b"\n}"
+    try:
+        doc = orjson.loads(head)
+    except orjson.JSONDecodeError:
+        return None
+    return (doc, source, head) if isinstance(doc, dict) and "request" in doc else None
 
 
 def head_of(raw: bytes, path: Path | str | None = None) -> Head:

