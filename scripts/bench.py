@@ -10,7 +10,8 @@
 - memory recording one 53 MB stream;
 - where a streamed replay spends its time (py-spy, when installed beside Python).
 
-Medians of several runs; a baseline and ours alternate so that machine noise hits both. Prints a
+Medians of several runs; a baseline and ours alternate so that machine noise hits both (a
+throughput ratio is the median of each run's ratio to the baseline run beside it). Prints a
 markdown table with the date and the machine, to paste into the README.
 """
 
@@ -84,17 +85,20 @@ def bench_replay(confdir: Path, rounds: int, requests: int) -> list[Row]:
                 "headers": [[k.decode(), v.decode()] for k, v in wire_headers(resp)],
                 "body": base64.b64encode(wire_body(resp)).decode()}}))
             ours, base = [], []
-            for _ in range(rounds):
-                p = start_proxy(tmp, script=BASELINE, confdir=confdir,
-                                options={"bench_responses": str(table)})
-                base.append(throughput(p, rec.request.body.value, requests))
-                p.stop()
-                p = start_proxy(cassettes, "replay", confdir=confdir)
-                ours.append(throughput(p, rec.request.body.value, requests))
-                p.stop()
-            mo, mb = statistics.median(ours), statistics.median(base)
-            rows.append((f"replay throughput, {kind}", f"{mo:.0f} req/s",
-                         f"{mb:.0f} req/s (mitmproxy, fixed bytes)", f"{mo / mb:.2f}x"))
+            baseline = start_proxy(tmp, script=BASELINE, confdir=confdir,
+                                   options={"bench_responses": str(table)})
+            replay = start_proxy(cassettes, "replay", confdir=confdir)
+            for _ in range(rounds):  # the two proxies in turn
+                base.append(throughput(baseline, rec.request.body.value, requests))
+                ours.append(throughput(replay, rec.request.body.value, requests))
+            baseline.stop()
+            replay.stop()
+            # each run's ratio to the baseline run just before it: the machine's drift between
+            # runs (±5% here) cancels out, which a ratio of the two medians would keep
+            ratio = statistics.median(o / b for o, b in zip(ours, base))
+            rows.append((f"replay throughput, {kind}", f"{statistics.median(ours):.0f} req/s",
+                         f"{statistics.median(base):.0f} req/s (mitmproxy, fixed bytes)",
+                         f"{ratio:.2f}x"))
     return rows
 
 
@@ -182,7 +186,7 @@ def latency(proxy: RunningProxy, bodies: list[dict[str, Any]], requests: int) ->
     return statistics.median(times)
 
 
-def bench_scale(confdir: Path, sizes: list[int], rounds: int, requests: int,
+def bench_scale(confdir: Path, sizes: list[int], rounds: int, samples: int,
                 work: Path) -> list[Row]:
     empty = work / "empty"
     empty.mkdir()
@@ -202,7 +206,7 @@ def bench_scale(confdir: Path, sizes: list[int], rounds: int, requests: int,
         for _ in range(rounds):
             p, t = first_answer(work / f"n{n}", confdir, bodies[0])
             starts.append(t)
-            lats.append(latency(p, bodies, requests))
+            lats.append(latency(p, bodies, samples))
             rss.append(rss_mb(p))
             p.stop()
         latencies[n] = statistics.median(lats) * 1000
@@ -212,7 +216,9 @@ def bench_scale(confdir: Path, sizes: list[int], rounds: int, requests: int,
                   f"+{statistics.median(starts) - base_start:.2f} s"),
                  (f"resident memory replaying, {n:,} recordings",
                   f"{statistics.median(rss):.0f} MB", f"{base_rss:.0f} MB (empty)",
-                  f"+{grown * 1024 / n:.2f} KB a recording")]
+                  # a few MB of noise would read as KB a recording in a small directory
+                  f"+{grown * 1024 / n:.2f} KB a recording" if n >= 10_000 else
+                  f"+{grown:.0f} MB")]
     small = latencies[min(sizes)]
     rows += [(f"replay latency per request, {n:,} recordings", f"{latencies[n]:.2f} ms",
               f"{small:.2f} ms ({min(sizes):,} recordings)", f"{latencies[n] / small:.2f}x")
@@ -256,14 +262,16 @@ def bench_lookup(sizes: list[int], work: Path, requests: int = 2000) -> list[Row
              f"{costs[n] / small:.2f}x") for n in sizes]
 
 
-async def _paced_clients(url: str, body: dict[str, Any], clients: int, gap: float
-                         ) -> tuple[list[float], list[float]]:
+async def _paced_clients(url: str, body: dict[str, Any], clients: int, gap: float,
+                         stagger: float = 0.0) -> tuple[list[float], list[float]]:
     """Per event, in ms: its arrival minus its recorded offset, less the stream's own lag (the
-    median of those over its events); and per stream, that lag from the request's start."""
+    median of those over its events); and per stream, that lag from the request's start. The
+    i-th client starts ``i * stagger`` seconds after the first."""
     jitter: list[float] = []
     lags: list[float] = []
 
-    async def one(client: httpx.AsyncClient) -> None:
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        await asyncio.sleep(i * stagger)
         sent = time.perf_counter()
         arrivals: list[float] = []
         async with client.stream("POST", URL, json=body) as r:
@@ -280,17 +288,21 @@ async def _paced_clients(url: str, body: dict[str, Any], clients: int, gap: floa
 
     async with httpx.AsyncClient(proxy=url, timeout=60,
                                  limits=httpx.Limits(max_connections=clients)) as client:
-        await asyncio.gather(*(one(client) for _ in range(clients)))
+        await asyncio.gather(*(one(client, i) for i in range(clients)))
     return jitter, lags
 
 
 def bench_paced(confdir: Path, clients: int = 64, gap: float = 0.025) -> list[Row]:
-    """64 streams at once, each 40 events 25 ms apart, replayed at cassette_pace=1."""
+    """64 streams at once, each 40 events 25 ms apart, replayed at cassette_pace=1; then the
+    same streams started 10 ms apart (all 64 still overlap), which tells the pacer's own
+    precision from the cost of 64 connections set up in the same instant."""
     rec = chat_recording("paced", 40, gap=gap)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "c.json").write_bytes(cassette.dumps(rec))
         p = start_proxy(tmp, "replay", confdir=confdir, options={"cassette_pace": "1"})
         jitter, lags = asyncio.run(_paced_clients(p.url, rec.request.body.value, clients, gap))
+        staggered, _ = asyncio.run(_paced_clients(p.url, rec.request.body.value, clients, gap,
+                                                  stagger=0.010))
         p.stop()
     events = len(rec.responses[0].stream.events)
     off = sorted(abs(j) for j in jitter)
@@ -306,7 +318,10 @@ def bench_paced(confdir: Path, clients: int = 64, gap: float = 0.025) -> list[Ro
             ("the same, from each stream's 4th event on (its first 3 arrive while the other "
              "streams' connections are set up)", spread(steady), f"{len(steady)} events", ""),
             (f"paced replay, {clients} concurrent streams: stream start, median / max",
-             f"{lags[len(lags) // 2]:.1f} / {lags[-1]:.1f} ms", "", "")]
+             f"{lags[len(lags) // 2]:.1f} / {lags[-1]:.1f} ms", "", ""),
+            (f"paced replay, {clients} overlapping streams started 10 ms apart: event off its "
+             "recorded offset, p50 / p99 / max", spread(sorted(abs(j) for j in staggered)),
+             f"{len(staggered)} events", "")]
 
 
 def bench_memory_record(confdir: Path) -> Row:
@@ -355,14 +370,16 @@ def profile_streamed(confdir: Path, seconds: int = 6) -> list[str]:
 
 @click.command()
 @click.option("--rounds", default=5, show_default=True, help="Runs per measurement (median).")
-@click.option("--requests", default=300, show_default=True, help="Requests per throughput run.")
+@click.option("--requests", default=1000, show_default=True, help="Requests per throughput run.")
+@click.option("--samples", default=300, show_default=True,
+              help="Requests timed one by one for the latency at each directory size.")
 @click.option("--sizes", default="100,10000,100000", show_default=True,
               help="Directory sizes for the scale runs.")
 @click.option("--quick", is_flag=True, help="Fewer rounds and requests, for a smoke run.")
-def main(rounds: int, requests: int, sizes: str, quick: bool) -> None:
+def main(rounds: int, requests: int, samples: int, sizes: str, quick: bool) -> None:
     """Benchmark the proxy against baselines in the same run; print a markdown table."""
     if quick:
-        rounds, requests = 2, 100
+        rounds, requests, samples = 2, 100, 100
     size_list = [int(s) for s in sizes.split(",")]
     confdir = Path(tempfile.mkdtemp(prefix="cassette-bench-ca-"))
     work = Path(tempfile.mkdtemp(prefix="cassette-bench-"))
@@ -370,15 +387,17 @@ def main(rounds: int, requests: int, sizes: str, quick: bool) -> None:
         rows: list[Row] = []
         for label, step in [
             ("replay throughput", lambda: bench_replay(confdir, rounds, requests)),
-            ("record overhead", lambda: bench_record(confdir, max(20, requests // 10))),
-            ("scale", lambda: bench_scale(confdir, size_list, max(2, rounds // 2), requests,
+            ("record overhead", lambda: bench_record(confdir, 30)),
+            ("scale", lambda: bench_scale(confdir, size_list, max(2, rounds // 2), samples,
                                           work)),
             ("our work per request", lambda: bench_lookup(size_list, work)),
             ("paced replay", lambda: bench_paced(confdir)),
             ("memory", lambda: [bench_memory_record(confdir)]),
         ]:
-            click.echo(f"{label}...", err=True)
+            click.echo(f"{label}...", err=True, nl=False)
+            started = time.perf_counter()
             rows += step()
+            click.echo(f" {time.perf_counter() - started:.0f} s", err=True)
         profile = profile_streamed(confdir)
     finally:
         shutil.rmtree(confdir, ignore_errors=True)
