@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 
 from proxy_addon import exchange, matching, redact
 from proxy_addon.formats import cassette
-from proxy_addon.model import Body, RecordedRequest, RecordedResponse, Recording, Stream
+from proxy_addon.model import (
+    Body,
+    RecordedRequest,
+    RecordedResponse,
+    Recording,
+    Stream,
+    WebSocketClose,
+    WebSocketConversation,
+    WebSocketMessage,
+)
 from proxy_addon.secret_rules import (
     REDACTED,
     Secrets,
@@ -137,6 +146,31 @@ def test_scrubbing_twice_changes_nothing_and_a_clean_recording_is_returned_as_it
                                         body=Body("json", {"data": []}))])
     assert redact.scrub(clean, RULES) == (clean, [])
 
+
+
+def test_a_websocket_conversations_messages_and_close_reason_are_scrubbed_by_path():
+    key = "fake-ws-session-0016"
+    socket = WebSocketConversation(
+        [WebSocketMessage("client", Body("json", {"type": "session.update",
+                                                  "session": {"client_secret": key}}), 0.0),
+         WebSocketMessage("server", Body("text", f"echo: {key} and sk-test-wsshape-0017abcdefgh"),
+                          0.1),
+         WebSocketMessage("client", Body("base64", base64.b64encode(b"\x00\x01").decode()), 0.2)],
+        WebSocketClose("server", 1008, f"bad key {key}", 0.3))
+    rec = Recording(RecordedRequest("GET", "wss://api.example/v1/realtime", {}),
+                    [RecordedResponse(101, [], websocket=socket)])
+    out, findings = redact.scrub(rec, RULES)
+    where = {f.path for f in findings}
+    assert where == {"responses[0].websocket.messages[0].data.session.client_secret",
+                     "responses[0].websocket.messages[1].text",
+                     "responses[0].websocket.close.reason"}, where
+    raw = cassette.dumps(out)
+    assert key.encode() not in raw and b"wsshape" not in raw
+    scrubbed = out.responses[0].websocket
+    assert scrubbed.messages[0].payload.value["session"]["client_secret"] == REDACTED
+    assert scrubbed.messages[1].payload.value == f"echo: {REDACTED} and {REDACTED}"
+    assert scrubbed.messages[2] is socket.messages[2]  # binary: left as it is
+    assert scrubbed.close.reason == f"bad key {REDACTED}" and scrubbed.close.code == 1008
 
 ORDINARY = {
     "id": "chatcmpl-9xK2mQpL7vR4tY8wZ1aB3cD5eF6gH", "tool_call": "call_abc123XYZ789def456GHI",
