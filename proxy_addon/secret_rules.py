@@ -191,14 +191,15 @@ class Secrets:
     def might_hold(self, raw: bytes | str) -> bool:
         """Whether ``raw`` may hold a secret JSON key, a known value or a shape: one RE2 scan.
         False means that nothing in it is changed by ``replace`` or by dropping fields by name,
-        so the caller can skip walking it."""
+        so the caller can skip walking it. A JSON escape (``\\u``, ``\\/``) says yes: a key
+        or value written with one (``api\\u005fkey``) is only seen once the text is parsed."""
         if self._prefilter is None:
             options = re2.Options()
             options.encoding = re2.Options.Encoding.LATIN1
             options.never_capture = True
             options.max_mem = 32 << 20
             keys = "|".join("[-_]*".join(_re2_literal(c) for c in k) for k in sorted(self.keys))
-            parts = [f'(?i:"(?:{keys})"\\s*:)', *(rx for _, rx in SHAPES)]
+            parts = [f'(?i:"(?:{keys})"\\s*:)', r"\\[u/]", *(rx for _, rx in SHAPES)]
             parts += [_re2_literal(v) for value in self.values for v in _variants(value)]
             pattern = "|".join(f"(?:{p})" for p in parts).encode("latin-1")
             self._prefilter = re2.compile(pattern, options)
@@ -232,7 +233,6 @@ class Secrets:
         text = _SHAPES_RX.sub(shape_hit, text)
         return text, hits
 
-
     def replace_in_log(self, text: str) -> str:
         """A line to print with known values and shapes replaced, the value after a secret name
         (``key=...``, ``Authorization: Bearer ...``) and a URL's user info, as in a raw request
@@ -243,9 +243,11 @@ class Secrets:
         if self._named_rx is None:
             names = "|".join("[-_]?".join(map(re.escape, n))
                              for n in sorted(self.params | {normalise(h) for h in self.headers}))
+            # ``name=value``, ``Name: Bearer value`` and JSON's ``"name": "value"``, the name
+            # starting a line (after an escaped \r\n) or a word; a value already ``<...>`` stays.
             self._named_rx = re.compile(
-                rf"(?:(?<=\\[rn])|(?<![A-Za-z0-9]))((?:{names})\s*[=:]\s*(?:(?:bearer|basic|token)\s+)?+)"
-                r"(?!<)[^\s&'\"\\,;]+", re.IGNORECASE)
+                rf"(?:(?<=\\[rn])|(?<![A-Za-z0-9]))((?:{names})\"?\s*[=:]\s*\"?"
+                r"(?:(?:bearer|basic|token)\s+)?+)(?!<)[^\s&'\"\\,;]+", re.IGNORECASE)
         text = self._named_rx.sub(lambda m: m.group(1) + REDACTED, text)
         return _USERINFO.sub(rf"\1{REDACTED}@", text)
 

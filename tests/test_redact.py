@@ -272,3 +272,16 @@ def test_the_one_scan_says_yes_whenever_matching_would_change_the_body(value):
     """``might_hold`` lets the common case skip the walk: it must never skip a change."""
     if redact.json_for_matching(value, RULES) != value:
         assert RULES.might_hold(orjson.dumps(value))
+
+
+def test_a_key_or_value_written_with_json_escapes_is_still_found():
+    """The one-scan shortcut reads raw bytes; a JSON escape must send the body to the walk."""
+    escaped_key = matching.canonicalize("POST", "https://h/v1/x", "application/json",
+                                        b'{"api\\u005fkey":"plainsecretvalue123","m":1}')
+    assert escaped_key.body == {"m": 1}
+    rules = Secrets.from_settings([], [], {"ACME_API_KEY": "abc/defghijkl"})
+    escaped_value = matching.canonicalize("POST", "https://h/v1/x", "application/json",
+                                          b'{"q":"say abc\\/defghijkl"}', secrets=rules)
+    assert escaped_value.body == {"q": f"say {REDACTED}"}
+    assert RULES.replace_in_log('{"api_key": "plainsecretvalue123"}') == \
+        f'{{"api_key": "{REDACTED}"}}'
