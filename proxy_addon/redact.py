@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import orjson
 
 from proxy_addon.formats.cassette import BODY_FIELDS
-from proxy_addon.jsonpath import format_path, matches
+from proxy_addon.jsonpath import format_path
 from proxy_addon.model import (
     Body,
     RecordedResponse,
@@ -130,7 +130,8 @@ class _Pass:
         changed = False
         for k, v in value.items():
             self.path.append(k)
-            if self.by_name and self._secret_field(k, v, root):
+            if self.by_name and self.secrets.is_secret_field(
+                    k, v, None if root is None else self.path[root:]):
                 new = self.named(v, f"field {k}")
             elif urls and k == "url" and isinstance(v, str):
                 new = self.url(v)
@@ -141,12 +142,6 @@ class _Pass:
             items.append((key, new))
             changed = changed or new is not v or key is not k
         return dict(items) if changed else value
-
-    def _secret_field(self, key: str, value: Any, root: int | None) -> bool:
-        if isinstance(value, str) and self.secrets.is_secret_key(key):
-            return True
-        return root is not None and value is not None and any(
-            matches(p, self.path[root:]) for p in self.secrets.paths)
 
     # -- URL, headers, bodies --------------------------------------------------------------
 
@@ -383,8 +378,7 @@ def _drop_named(value: Any, secrets: Secrets, removed: list[str], path: list[str
     out: dict[str, Any] = {}
     for k, v in value.items():
         path.append(k)
-        if (isinstance(v, str) and secrets.is_secret_key(k)) or (
-                v is not None and any(matches(p, path) for p in secrets.paths)):
+        if secrets.is_secret_field(k, v, path):
             if isinstance(v, str) and v != REDACTED:
                 removed.extend(credential_values(v))
         else:

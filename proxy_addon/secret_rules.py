@@ -15,12 +15,12 @@ import binascii
 import copy
 import json
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote, quote_plus
 
 import re2
 
-from proxy_addon.jsonpath import Path, is_path, parse_path
+from proxy_addon.jsonpath import Path, is_path, matches, parse_path
 
 REDACTED = "<redacted>"
 _FLOW_VALUE = "a value redacted by name in this exchange"
@@ -99,11 +99,20 @@ def credential_values(value: str, header: str = "") -> list[str]:
     return out
 
 
+def _utf8(text: str) -> bytes:
+    """``text``'s bytes, even where it holds surrogates: a header's non-UTF-8 bytes (decoded
+    with ``surrogateescape``) become those bytes again, any other lone surrogate its 3 bytes."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 def _variants(value: str) -> set[str]:
     """The forms a value is found in: as it is, URL-encoded, base64 (standard and URL-safe,
     without padding) and JSON-escaped."""
-    raw = value.encode()
-    out = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
+    raw = _utf8(value)
+    out = {value, quote(raw, safe=""), quote_plus(raw), json.dumps(value)[1:-1]}
     out.update(enc(raw).decode().rstrip("=") for enc in (base64.b64encode,
                                                           base64.urlsafe_b64encode))
     return {v for v in out if len(v) >= MIN_VALUE_LENGTH}
@@ -112,7 +121,7 @@ def _variants(value: str) -> set[str]:
 def _re2_literal(text: str) -> str:
     """``text`` as an RE2 pattern over Latin-1 bytes (its UTF-8 bytes, each matched as is)."""
     return "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}"
-                   for b in text.encode())
+                   for b in _utf8(text))
 
 
 class Secrets:
@@ -182,6 +191,15 @@ class Secrets:
         """A JSON key whose (string) value is a secret, at any depth."""
         return normalise(name) in self.keys
 
+    def is_secret_field(self, key: str, value: Any, path: Sequence[str | int] | None) -> bool:
+        """A JSON field whose value is a secret: a string under a secret key, at any depth, or
+        any value but null at a path of ``cassette_redact_fields`` (``path``: from the body's
+        root, the key included; None where there is no such root)."""
+        if isinstance(value, str) and self.is_secret_key(key):
+            return True
+        return path is not None and value is not None and any(matches(p, path)
+                                                              for p in self.paths)
+
     def is_secret_param(self, name: str) -> bool:
         """A query parameter, form field or multipart field whose value is a secret."""
         return normalise(name) in self.params
@@ -203,7 +221,7 @@ class Secrets:
             parts += [_re2_literal(v) for value in self.values for v in _variants(value)]
             pattern = "|".join(f"(?:{p})" for p in parts).encode("latin-1")
             self._prefilter = re2.compile(pattern, options)
-        return self._prefilter.search(raw.encode() if isinstance(raw, str) else raw) is not None
+        return self._prefilter.search(_utf8(raw) if isinstance(raw, str) else raw) is not None
 
     def replace(self, text: str) -> tuple[str, list[tuple[str, str]]]:
         """``text`` with every known value (in any of its forms) and every shape replaced by

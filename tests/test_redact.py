@@ -285,3 +285,16 @@ def test_a_key_or_value_written_with_json_escapes_is_still_found():
     assert escaped_value.body == {"q": f"say {REDACTED}"}
     assert RULES.replace_in_log('{"api_key": "plainsecretvalue123"}') == \
         f'{{"api_key": "{REDACTED}"}}'
+
+
+def test_a_header_value_that_is_not_utf8_is_found_and_replaced_everywhere():
+    """mitmproxy hands such bytes over as surrogate escapes; they are a value like any other."""
+    value = b"fake-latin1-\xe9\xff-1023".decode("utf-8", "surrogateescape")
+    rules = RULES.with_values(exchange.header_values([("api-key", value)], RULES))
+    rec = Recording(RecordedRequest("POST", "https://h/v1/x", {"api-key": value},
+                                    Body("json", {"echo": f"got {value}"})),
+                    [RecordedResponse(200, [["content-type", "application/json"]],
+                                      body=Body("json", {"echo": value}))])
+    scrubbed, findings = redact.scrub(rec, rules)
+    assert "fake-latin1" not in repr(scrubbed) and findings
+    assert rules.might_hold(b"raw fake-latin1-\xe9\xff-1023 bytes")  # as on the wire
