@@ -29,6 +29,7 @@ from proxy_addon.model import (
     WebSocketMessage,
 )
 from proxy_addon.normalize import Normalizer
+from proxy_addon.secret_rules import BUILT_IN, Secrets
 from proxy_addon.sse import parse_data
 
 # Ids a client makes up itself, left out when its messages are matched (with cassette_ignore):
@@ -38,7 +39,6 @@ CLIENT_ID_PATHS = tuple(jsonpath.parse_path(p) for p in ("event_id", "item.id", 
 # client to close, or to send more (a miss), before it sends the recorded close itself.
 CLIENT_CLOSE_GRACE = 1.0
 MISS_CLOSE_CODE = 1008  # policy violation: the client said something never recorded
-
 
 
 def side_of(from_client: bool) -> Side:
@@ -83,14 +83,16 @@ class Capture:
 
 
 def canonical_message(payload: Body, ignore: matching.IgnorePaths,
-                      normalize: Normalizer | None = None) -> Any:
+                      normalize: Normalizer | None = None, secrets: Secrets = BUILT_IN) -> Any:
     """The comparable form of a client message: a JSON message as matching compares request
-    bodies (``cassette_ignore`` paths and the client's own ids left out, ``cassette_normalize``
-    applied), other text as it is, a binary message by its SHA-256."""
+    bodies (``cassette_ignore`` paths, the client's own ids and secrets left out,
+    ``cassette_normalize`` applied), other text with its secrets replaced as the recording
+    stores it, a binary message by its SHA-256. ``secrets`` knows the handshake's own key."""
     if payload.kind == "json":
-        return matching.canonical_json(payload.value, ignore, normalize=normalize)
+        return matching.canonical_json(payload.value, ignore, secrets, normalize=normalize)
     if payload.kind == "text":
-        return payload.value
+        text = payload.value
+        return secrets.replace(text)[0] if secrets.might_hold(text) else text
     return {"$binary_sha256": hashlib.sha256(payload.to_bytes()).hexdigest()}
 
 
@@ -157,11 +159,13 @@ class Replay:
     """One replayed connection: the recordings still consistent with what the client sent."""
 
     def __init__(self, recordings: list[WebSocketConversation], ignore: matching.IgnorePaths,
-                 where: str, normalize: Normalizer | None = None) -> None:
+                 where: str, normalize: Normalizer | None = None,
+                 secrets: Secrets = BUILT_IN) -> None:
         assert recordings, "a replay needs at least one recording"
         self._alive = [_Script(r) for r in recordings]
         self._ignore = tuple(ignore) + CLIENT_ID_PATHS
         self._normalize = normalize
+        self._secrets = secrets  # compared without them, and never quoted in a miss
         self._where = where  # the handshake and the file, for messages
         self.received = 0  # client messages so far
         self.over = False  # a miss ended it
@@ -193,7 +197,7 @@ class Replay:
         return recorded is not None and self._canonical(recorded.payload) == asked
 
     def _canonical(self, payload: Body) -> Any:
-        return canonical_message(payload, self._ignore, self._normalize)
+        return canonical_message(payload, self._ignore, self._normalize, self._secrets)
 
     @staticmethod
     def _reply(script: _Script, run: list[WebSocketMessage], anchor: float) -> Reply:

@@ -21,6 +21,7 @@ from proxy_addon.model import (
     WebSocketConversation,
     WebSocketMessage,
 )
+from proxy_addon.secret_rules import REDACTED, Secrets
 from proxy_addon.websocket import Replay, payload_of
 
 URL = "https://api.openai.com/v1/realtime?model=gpt-realtime"
@@ -133,6 +134,24 @@ def test_a_changed_message_is_a_miss_naming_the_path_and_ignore_paths_apply():
     ignoring = Replay([conversation("A")], (jsonpath.parse_path("item.content"),), "GET x")
     ignoring.opening()
     assert ignoring.receive(payload_of(orjson.dumps(asked), True)).miss is None
+
+
+def test_a_client_message_holding_the_handshakes_key_matches_its_scrubbed_recording():
+    """The recording keeps ``<redacted>`` where the client sent its key; the key a live
+    handshake carries is known to the replay, compared as the recording stores it, and never
+    quoted in a miss."""
+    key = "sk-test-realtime-key-0001"
+    rules = Secrets().with_values([key])
+    stored = WebSocketConversation([text("client", user(f"my key is {REDACTED}")),
+                                    text("server", {"type": "response.done"}),
+                                    text("client", f"plain {REDACTED}"),
+                                    text("server", "ok")])
+    replay = Replay([stored], (), "GET x", secrets=rules)
+    assert replay.receive(payload_of(orjson.dumps(user(f"my key is {key}")), True)).miss is None
+    assert replay.receive(payload_of(f"plain {key}".encode(), True)).miss is None
+    missing = Replay([stored], (), "GET x", secrets=rules)
+    miss = missing.receive(payload_of(orjson.dumps(user(f"other {key}")), True)).miss
+    assert miss is not None and key not in miss.message and REDACTED in miss.message
 
 
 def test_binary_messages_match_by_their_bytes():

@@ -4,6 +4,7 @@ each whole exchange in its place."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from mitmproxy import http
 from mitmproxy.connection import ConnectionState
@@ -108,24 +109,28 @@ class Recorder:
             store.recorder.abandon(st.key, st.slot)
 
     def _save(self, flow: http.HTTPFlow, st: FlowState, capture: StreamCapture | None) -> None:
-        store = self.state.store
-        assert store is not None and flow.response is not None
-        assert st.key is not None and st.slot is not None
         resp = flow.response
-        headers = exchange.response_headers(resp.headers.items(multi=True))
+        assert resp is not None
         if capture is not None:
-            recorded = RecordedResponse(
-                status=resp.status_code, headers=headers,
-                stream=Stream(capture.format, capture.events, complete=capture.complete,
-                              cut=capture.cut))
+            save(self.state, flow, st, stream=Stream(capture.format, capture.events,
+                                                     complete=capture.complete, cut=capture.cut))
         else:
             tapped = b"".join(st.body_tap.chunks) if st.body_tap is not None else None
             raw = body_of(resp, tapped, self.state.max_file_bytes)
-            recorded = RecordedResponse(status=resp.status_code, headers=headers,
-                                        body=Body.from_bytes(raw, resp.headers.get("content-type")))
-        try:
-            store.recorder.finish(st.key, st.slot, recorded)  # written in the background
-        except (OSError, ValueError) as e:  # the layout refused the path
-            self.state.counters.add("write_errors")
-            log.error("cassette: could not record %s %s: %s", flow.request.method,
-                      shown_url(flow, self.state.secrets), e)
+            save(self.state, flow, st, body=Body.from_bytes(raw, resp.headers.get("content-type")))
+
+
+def save(state: State, flow: http.HTTPFlow, st: FlowState, **content: Any) -> None:
+    """Hand a whole response (its ``body``, ``stream`` or ``websocket``) to the recorder, which
+    writes the cassette in the background; a path the layout refuses is counted and logged."""
+    store, resp = state.store, flow.response
+    assert store is not None and resp is not None and st.key is not None and st.slot is not None
+    recorded = RecordedResponse(status=resp.status_code,
+                                headers=exchange.response_headers(resp.headers.items(multi=True)),
+                                **content)
+    try:
+        store.recorder.finish(st.key, st.slot, recorded)
+    except (OSError, ValueError) as e:  # the layout refused the path
+        state.counters.add("write_errors")
+        log.error("cassette: could not record %s %s: %s", flow.request.method,
+                  shown_url(flow, state.secrets), e)

@@ -12,9 +12,8 @@ import time
 
 from mitmproxy import http
 
-from proxy_addon import exchange, redact
+from proxy_addon.mitm.record import save
 from proxy_addon.mitm.state import FlowState, State, flow_state, log
-from proxy_addon.model import RecordedResponse
 from proxy_addon.store import Hit
 from proxy_addon.websocket import Capture, Replay
 from proxy_addon.websocket_server import TOKEN_HEADER, Registration, WebSocketServer
@@ -42,7 +41,8 @@ async def answer_websocket(flow: http.HTTPFlow, st: FlowState, hit: Hit,
     port = await server.ensure_started()
     state.own_servers.add(("127.0.0.1", port))
     st.websocket_token = server.register(Registration(
-        Replay(recordings, state.ignore, where, state.normalize), hit.response.headers,
+        Replay(recordings, state.ignore, where, state.normalize, st.secrets),
+        hit.response.headers,
         state.pace))
     flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
     flow.request.headers[TOKEN_HEADER] = st.websocket_token
@@ -79,17 +79,7 @@ class WebSocketRecorder:
         ws = flow.websocket
         st.websocket.close(bool(ws.closed_by_client), ws.close_code or 1005, ws.close_reason or "",
                            ws.timestamp_end or time.time())
-        store = self.state.store
-        assert store is not None and st.key is not None and st.slot is not None
-        headers = exchange.response_headers(flow.response.headers.items(multi=True))
-        recorded = RecordedResponse(status=flow.response.status_code, headers=headers,
-                                    websocket=st.websocket.conversation)
-        try:
-            store.recorder.finish(st.key, st.slot, recorded)  # written in the background
-        except (OSError, ValueError) as e:  # the layout refused the path
-            self.state.counters.add("write_errors")
-            log.error("cassette: could not record the WebSocket %s: %s",
-                      redact.redact_url(flow.request.pretty_url, self.state.secrets), e)
+        save(self.state, flow, st, websocket=st.websocket.conversation)
 
     def done(self) -> None:
         if self.open:
