@@ -165,21 +165,17 @@ def canonical_body(content_type: str | None, raw: bytes | None, ignore: IgnorePa
 
 
 def canonical_json(value: Any, ignore: IgnorePaths = (), secrets: Secrets = BUILT_IN, *,
-                   text: bytes | None = None, scan: bool | None = None,
                    normalize: Normalizer | None = None) -> Any:
-    """The comparable form of a body already parsed from JSON (a stored request). ``text``:
-    bytes holding it, when the caller has them (the head of its file): they are looked through
-    for floats and secrets instead of writing the value out again; ``scan``: the caller's look
-    through them for secrets, when it made one."""
-    raw = text
-    if raw is None:
-        try:
-            raw = orjson.dumps(value)
-        except (orjson.JSONEncodeError, RecursionError):  # nested deeper than orjson writes
-            return _digest(repr(value).encode())
+    """The comparable form of a body already parsed from JSON (a stored request, a WebSocket
+    message). It is written out once to be looked through for floats and secrets: one scan
+    instead of a walk where there is neither."""
+    try:
+        raw = orjson.dumps(value)
+    except (orjson.JSONEncodeError, RecursionError):  # nested deeper than orjson writes
+        return _digest(repr(value).encode())
     try:
         return _json_body(value, ignore, _FLOAT_HINT.search(raw) is not None, secrets,
-                          secrets.might_hold(raw) if scan is None else scan, normalize)
+                          secrets.might_hold(raw), normalize)
     except RecursionError:
         return _digest(raw)
 
@@ -255,19 +251,19 @@ def canonicalize_parts(
 
 
 def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
-                       secrets: Secrets = BUILT_IN, *, text: bytes | None = None,
+                       secrets: Secrets = BUILT_IN, *,
                        normalize: Normalizer | None = None) -> CanonicalRequest:
     """Canonical form of a stored request: the same as the live request it was recorded from.
-    ``text``: the bytes it was read from, when at hand (see ``canonical_json``); they hold its
-    URL too, so one look through them for secrets serves the path, the query and the body."""
+    The path and query are looked through for secrets in one scan, the body in another (its
+    headers are not compared, and a scrubbed recording's ``"authorization": "<redacted>"``
+    would send every file down the slow path)."""
     parts = urlsplit(request.url)
-    scan = True if text is None else secrets.might_hold(text)
+    scan = secrets.might_hold(f"{parts.path}?{parts.query}")
     body = request.body
     if body is None:
         value = None
     elif body.kind == "json":
-        value = canonical_json(body.value, ignore, secrets, text=text,
-                               scan=None if text is None else scan, normalize=normalize)
+        value = canonical_json(body.value, ignore, secrets, normalize=normalize)
     elif body.kind == "multipart":
         value = canonical_multipart(body.value, secrets)
     else:

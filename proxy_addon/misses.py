@@ -35,8 +35,7 @@ def quote(value: Any) -> str:
         return f"<a {type(value).__name__} nested too deep to show>"
 
 
-def miss_message(canon: CanonicalRequest, index: Index,
-                 recanonicalize: Recanonicalize | None = None) -> str:
+def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanonicalize) -> str:
     """What a user needs to fix a miss: what was asked, what was nearest and where it differs,
     and the normaliser that would have made it match the nearest, if one would."""
     model = canon.body.get("model") if isinstance(canon.body, dict) else None
@@ -52,7 +51,7 @@ def miss_message(canon: CanonicalRequest, index: Index,
         entry, diffs = near
         where = ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "") if diffs else "nothing"
         msg += f" Nearest recording: {entry.path}, which differs at: {clip(where)}."
-        hint = normaliser_hint(index, entry, recanonicalize) if recanonicalize else None
+        hint = normaliser_hint(index, entry, recanonicalize)
         if hint:
             msg += " " + hint
     else:
@@ -73,8 +72,7 @@ def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) 
     try:
         for names in tries:
             rules = current.with_presets(names)
-            recorded = matching.canonical_recorded(entry.recording.request, index.ignore,
-                                                   normalize=rules)
+            recorded = index.canonical(entry.recording.request, normalize=rules)
             if not matching.request_diff(recanonicalize(rules), recorded):
                 value = ",".join(names)
                 return (f"It matches with the normaliser {value!r} (volatile values such as "

@@ -15,6 +15,7 @@ import orjson
 
 from proxy_addon.formats import cassette
 from proxy_addon.model import Body, RecordedRequest, RecordedResponse, Recording, Stream
+from proxy_addon.secret_rules import REDACTED
 from proxy_addon.sse import Event
 
 URL = "http://api.openai.com/v1/chat/completions"
@@ -65,8 +66,10 @@ def chat_recording(prompt: str, events: int = 0, gap: float = 0.01) -> Recording
                                                              "content": "word " * 20}}],
                                     "usage": {"prompt_tokens": 5, "completion_tokens": 20,
                                               "total_tokens": 25}}))
+    # as the recorder writes it: the key's header kept, its value scrubbed
     request = RecordedRequest("POST", URL.replace("http:", "https:"),
-                              {"content-type": "application/json"}, Body("json", body))
+                              {"authorization": REDACTED, "content-type": "application/json"},
+                              Body("json", body))
     return Recording(request, [resp])
 
 

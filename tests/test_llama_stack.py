@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import ssl
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlencode, urlsplit
@@ -30,7 +31,7 @@ from tests.conversations import (
 
 TAVILY_FILE = "responses/661e959c98b894f6daf608d415bbf64f6a5a1af0eef8012354886062b9244f7b.json"
 # With no test named (measured when written; the README's llama-stack section explains them):
-COHERENT_AS_RECORDED = 322  # conversations sent as recorded that got the answers they carry
+COHERENT_AS_RECORDED = 324  # conversations sent as recorded that got the answers they carry
 CONTINUED_AS_CLIENT = 692  # conversations a client building its next turns plays to the end
 
 
@@ -168,17 +169,26 @@ def test_corpus_conversations_with_no_test_named(conversations, llama_suite, pro
     - as a chat client does, each next turn built from the answers received: the proxy finds
       the next turn as recorded after one of the other answers, so the conversation goes on.
     """
-    proxy = proxies(llama_suite, "replay")
-    coherent = answered = 0
-    for conv, send in each_client(proxy, conversations, name_the_test=False):
-        played = play(conv, lambda turn: send(turn.call_args))
-        answered += played.turns_answered == len(conv.turns)
-        coherent += played.ok(conv)
-    proxy.stop()
-    client = proxies(llama_suite, "replay")
-    outcomes = Counter(play_as_client(conv, send)
-                       for conv, send in each_client(client, conversations, name_the_test=False))
-    client.stop()
+    as_recorded, as_client = proxies(llama_suite, "replay"), proxies(llama_suite, "replay")
+
+    def send_as_recorded() -> tuple[int, int]:
+        coherent = answered = 0
+        for conv, send in each_client(as_recorded, conversations, name_the_test=False):
+            played = play(conv, lambda turn: send(turn.call_args))
+            answered += played.turns_answered == len(conv.turns)
+            coherent += played.ok(conv)
+        return coherent, answered
+
+    def send_as_client() -> Counter[str]:
+        return Counter(play_as_client(conv, send) for conv, send in
+                       each_client(as_client, conversations, name_the_test=False))
+
+    # two proxies, each with its own conversation in order: the two measures run side by side
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.submit(send_as_recorded), pool.submit(send_as_client)
+        (coherent, answered), outcomes = first.result(), second.result()
+    as_recorded.stop()
+    as_client.stop()
     print(f"no test named: as recorded {coherent} coherent, {answered} answered of "
           f"{len(conversations)}; as a client: {dict(outcomes)}")
     assert answered == len(conversations)  # every turn is recorded: none may miss

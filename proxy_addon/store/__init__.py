@@ -49,7 +49,6 @@ class CassetteStore:
 
     def load(self) -> None:
         self.index.load()
-        self.chooser = Chooser(self.index)
         self._ambiguous = any(len(v) > 1 for v in self.index.entries.values())
 
     def __len__(self) -> int:

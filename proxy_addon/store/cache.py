@@ -9,8 +9,6 @@ are read again each time they are replayed.
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
-
 from proxy_addon import formats
 from proxy_addon.model import Recording
 
@@ -21,8 +19,9 @@ BUDGET_BYTES = 128 * 1024 * 1024  # file bytes of the recordings kept at once
 class RecordingCache:
     """path -> Recording, least recently used evicted first, bounded by the files' sizes."""
 
-    def __init__(self, budget: int = BUDGET_BYTES) -> None:
+    def __init__(self, budget: int = BUDGET_BYTES, max_file_bytes: int | None = None) -> None:
         self.budget = budget
+        self.max_file_bytes = max_file_bytes  # larger files are refused (``CassetteError``)
         self._kept: OrderedDict[str, tuple[Recording, int]] = OrderedDict()
         self._bytes = 0
 
@@ -32,16 +31,20 @@ class RecordingCache:
         if kept is not None:
             self._kept.move_to_end(file)
             return kept[0]
-        path = Path(file)
-        size = path.stat().st_size if path.exists() else 0
-        recording = formats.load(path)
+        raw = formats.read_bytes(file, self.max_file_bytes)
+        recording = formats.loads(raw, file)
+        self.keep(file, recording, len(raw))
+        return recording
+
+    def keep(self, file: str, recording: Recording, size: int) -> None:
+        """Keep a recording read from ``size`` bytes of ``file`` (unless it is large)."""
+        self.forget(file)
         if size <= LARGE_FILE_BYTES:
             self._kept[file] = (recording, size)
             self._bytes += size
             while self._bytes > self.budget and len(self._kept) > 1:
                 _, (_, dropped) = self._kept.popitem(last=False)
                 self._bytes -= dropped
-        return recording
 
     def forget(self, file: str) -> None:
         """A file was rewritten or found broken: read it again next time."""

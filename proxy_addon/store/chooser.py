@@ -20,7 +20,9 @@ from proxy_addon.conversation import (
     transcript_signature,
     write_answer,
 )
+from proxy_addon import formats
 from proxy_addon.matching import CanonicalRequest
+from proxy_addon.model import CassetteError
 from proxy_addon.reassemble import Transcript, reassemble
 from proxy_addon.store.index import Entry, Found, Index
 
@@ -44,7 +46,7 @@ class Chooser:
         self.index = index
         self._transcripts: dict[Entry, Transcript] = {}
         self._answers: dict[Entry, str | None] = {}
-        self._followers: dict[str, list[Entry]] | None = None
+        self._followers: dict[tuple[str, str], dict[str, list[Entry]]] = {}
         self._depths: dict[Entry, int] = {}
         self._served_answers: dict[str, str] = {}  # answer signature -> test that got it
         # served answer -> the other answers recorded for the same request
@@ -74,7 +76,7 @@ class Chooser:
         connection = set(self._connection_tests.get(ctx.connection or "", ()))
 
         def score(e: Entry) -> tuple[bool, bool, int, bool]:
-            tid = e.recording.test_id
+            tid = e.test_id
             return (ctx.test_id is not None and tid == ctx.test_id, tid in conversation,
                     self.depth(e), tid in connection)
 
@@ -107,25 +109,31 @@ class Chooser:
     def deepest(self, found: list[Found]) -> Found:
         return max(found, key=lambda f: max(self.depth(e) for e in f.entries))
 
-    def _followers_index(self) -> dict[str, list[Entry]]:
-        """Answer signature -> the recordings whose request carries it as its last answer."""
-        if self._followers is None:
-            index: dict[str, list[Entry]] = defaultdict(list)
-            for e in self.index.all_entries():
-                if e.recording.request.body is not None:
-                    sigs = message_signatures(e.recording.request.body.value)
-                    if sigs:
-                        index[sigs[-1]].append(e)
-            self._followers = index
-            self._depths = {}
-        return self._followers
+    def _followers_of(self, entry: Entry) -> dict[str, list[Entry]]:
+        """Answer signature -> the recordings of the entry's endpoint whose request carries it
+        as its last answer. Built once per endpoint from the requests alone (a follow-up turn
+        goes to the endpoint its first turn went to)."""
+        endpoint = (entry.method, entry.endpoint)
+        followers = self._followers.get(endpoint)
+        if followers is None:
+            followers = self._followers[endpoint] = defaultdict(list)
+            for e in self.index.by_endpoint.get(endpoint, []):
+                try:
+                    request = e.held.request if e.held is not None else \
+                        formats.load_head(e.file).request
+                except CassetteError:  # unreadable now: it follows nothing
+                    continue
+                sigs = message_signatures(request.body.value) if request.body else []
+                if sigs:
+                    followers[sigs[-1]].append(e)
+        return followers
 
     def depth(self, entry: Entry, _seen: frozenset[int] = frozenset()) -> int:
         """How many recorded turns follow this recording's answer (0: none)."""
         if entry in self._depths:
             return self._depths[entry]
         sig = self.answer(entry)
-        followers = self._followers_index().get(sig, []) if sig is not None else []
+        followers = self._followers_of(entry).get(sig, []) if sig is not None else []
         seen = _seen | {id(entry)}
         result = max((1 + self.depth(f, seen) for f in followers if id(f) not in seen),
                      default=0)
@@ -139,7 +147,7 @@ class Chooser:
         others = {self.answer(e): e for e in entries if self.answer(e) not in (None, sig)}
         if sig is not None and others:
             self._alternatives[sig] = [self.transcript(e) for e in others.values()]
-        tid = entry.recording.test_id
+        tid = entry.test_id
         if tid is None:
             return
         if sig is not None:

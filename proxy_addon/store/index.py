@@ -1,10 +1,11 @@
 """The index of a cassette directory: every readable recording under its request's key.
 
-Built once at start-up, so a lookup is a dict access, never a scan. Only the requests are read
-then (``formats.load_head``); a recording's responses are read when it is first replayed
-(``cache``). Files that cannot be read are skipped and remembered with the reason, so the proxy
-keeps serving the others and a miss can say that a broken file might have matched; a file whose
-responses turn out broken when first used is skipped the same way then.
+Built once at start-up, so a lookup is a dict access, never a scan. Only the requests are parsed
+then (``formats.head_of``); a recording's responses are parsed when it is first replayed
+(``cache``), or at once when the CLI validates every file. Files that cannot be read are
+skipped and remembered with the reason, so the proxy keeps serving the others and a miss can say
+that a broken file might have matched; a file whose responses turn out broken when first used is
+skipped the same way then.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Entry:
     test_dir: str | None  # the test's own cassette it belongs to; None: shared
     origin: str  # the host it was recorded for (an any-host recording keeps it too)
     model: str | None
+    test_id: str | None  # the test that recorded it (llama-stack's recordings name theirs)
     from_llama_stack: bool
     cache: RecordingCache = field(repr=False)
     held: Recording | None = None  # recorded in this run: kept until the run ends
@@ -67,8 +69,8 @@ class Entry:
         return self.held if self.held is not None else self.cache.load(self.file)
 
 
-def make_entry(file: str, request: RecordedRequest, canon: CanonicalRequest, root: str,
-               cache: RecordingCache, from_llama_stack: bool,
+def make_entry(file: str, request: RecordedRequest, canon: CanonicalRequest,
+               test_id: str | None, root: str, cache: RecordingCache, from_llama_stack: bool,
                held: Recording | None = None) -> Entry:
     intern = sys.intern  # endpoints, hosts and models repeat across thousands of entries
     model = model_of(request)
@@ -76,7 +78,7 @@ def make_entry(file: str, request: RecordedRequest, canon: CanonicalRequest, roo
     origin = canon.host or origin_of(request)  # the key leaves an any-host recording's out
     return Entry(file, canon.key(), intern(canon.method), intern(canon.path),
                  intern(test_dir) if test_dir else None, intern(origin),
-                 intern(model) if model else None, from_llama_stack, cache, held)
+                 intern(model) if model else None, test_id, from_llama_stack, cache, held)
 
 
 @dataclass(slots=True)
@@ -95,30 +97,6 @@ class Found:
     other_host: str | None = None  # they were recorded for another host than the request's
 
 
-def _read(path: str, max_bytes: int) -> bytes:
-    """A file's bytes, unless it is larger than ``max_bytes`` (``CassetteError`` saying so).
-    By the system calls themselves: a directory of 100,000 files is read in half the time a
-    Python file object per file takes."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            if size > max_bytes:
-                raise CassetteError(path, f"too large ({size / 1048576:.1f} MB, the limit is "
-                                          f"{max_bytes / 1048576:.0f} MB: cassette_max_file_mb)")
-            data = os.read(fd, size + 1)  # one byte more: whether it grew since fstat
-            if len(data) <= size:
-                return data
-            rest = [data]
-            while chunk := os.read(fd, 1 << 20):
-                rest.append(chunk)
-            return b"".join(rest)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise CassetteError(path, f"cannot read ({e.strerror})") from None
-
-
 class Index:
     """key -> recordings of one directory, with what could not be read."""
 
@@ -132,7 +110,7 @@ class Index:
         self.max_file_bytes = max_file_bytes
         self.validate = validate  # read every file whole at load (the CLI), not only requests
         self._root_text = os.fspath(self.root)
-        self.cache = RecordingCache()
+        self.cache = RecordingCache(max_file_bytes=max_file_bytes)
         self.entries: dict[str, list[Entry]] = {}
         self.by_endpoint: dict[tuple[str, str], list[Entry]] = defaultdict(list)
         self.bad: list[BadFile] = []
@@ -159,9 +137,10 @@ class Index:
 
     def _load_file(self, file: str) -> None:
         try:
-            raw = _read(file, self.max_file_bytes)
+            raw = formats.read_bytes(file, self.max_file_bytes)
             if self.validate:
                 rec = formats.loads(raw, file)
+                self.cache.keep(file, rec, len(raw))  # read whole once: kept for its use
                 head = formats.Head(rec.request, rec.test_id, rec.source)
             else:
                 head = formats.head_of(raw, file)
@@ -170,15 +149,15 @@ class Index:
                 "too large") else self._salvage_key(Path(file))))
             log.warning("cassette: skipping %s: %s", file, e.reason)
             return
-        canon = self.canonical(head.request, head.text)
-        self.add(make_entry(file, head.request, canon, self._root_text, self.cache,
-                            head.source == "llama-stack"))
+        self.add(make_entry(file, head.request, self.canonical(head.request), head.test_id,
+                            self._root_text, self.cache, head.source == "llama-stack"))
 
-    def canonical(self, request: RecordedRequest, text: bytes | None = None) -> CanonicalRequest:
-        """A stored request's canonical form, under this directory's matching rules. ``text``:
-        the bytes it was read from, when at hand (``matching.canonical_recorded``)."""
-        return matching.canonical_recorded(request, self.ignore, self.secrets, text=text,
-                                           normalize=self.normalize)
+    def canonical(self, request: RecordedRequest,
+                  normalize: Normalizer | None = None) -> CanonicalRequest:
+        """A stored request's canonical form, under this directory's matching rules; with
+        ``normalize``, under that normaliser instead of its own (would it make a miss match?)."""
+        return matching.canonical_recorded(request, self.ignore, self.secrets, normalize=(
+            self.normalize if normalize is None else normalize))
 
     def add(self, entry: Entry) -> None:
         """Index an entry read from the directory (after the ones read before it)."""

@@ -3,9 +3,10 @@ is rewritten with every whole response in that order as each one finishes.
 
 Concurrent identical requests therefore keep the order they were made in, whatever order their
 answers finish in. The rewrite scrubs the whole recording (``redact.scrub``) with the secrets of
-every flow that joined it, which are kept here in memory only, so the file never holds them. A response too large to keep in memory is written through and read back from
-the file when the cassette is rewritten; that read happens on the writer's thread, in order
-after the earlier write, so the proxy's event loop never waits for the disk.
+every flow that joined it, which are kept here in memory only, so the file never holds them. A
+response too large to keep in memory is written through and read back from the file when the
+cassette is rewritten; that read happens on the writer's thread, in order after the earlier
+write, so the proxy's event loop never waits for the disk.
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ class Recorder:
         held = Recording(request=request, responses=in_memory, test_id=test_id,
                          llama_stack=llama) if keep else None
         # indexed under the live request's key: the request is scrubbed only in the file
-        entry = make_entry(str(path), request, pending.canonical, str(self.index.root),
-                           self.index.cache, False, held)
+        entry = make_entry(str(path), request, pending.canonical, test_id,
+                           str(self.index.root), self.index.cache, False, held)
         entry.uses = 1
         self.index.replace(entry)
         return path
