@@ -22,7 +22,7 @@ class Provider:
     name: str
     variable: str  # the environment variable the SDKs read
     default: str  # its value when unset: the provider's public base URL, as the SDKs expect it
-    read_by: str  # which SDKs read the variable (checked; see README)
+    read_by: str  # which SDKs read the variable (checked; see README), shown by `cassette proxy`
     host_only: bool = False  # the value is a host[:port] (OLLAMA_HOST), not a base URL
 
 

@@ -24,8 +24,9 @@ mode_option = click.option("--mode", type=click.Choice(MODES), default="replay",
 older_option = click.option("--older-than", "max_age", metavar="AGE",
                             help="cassette_max_age: recordings older than AGE (30d, 12h) are "
                                  "stale; refresh mode re-records only them, replay warns.")
-pace_option = click.option("--pace", default="0", show_default=True,
-                           help="Stream replay speed: 0 at once, 1 recorded gaps, 0.5 twice as fast.")
+pace_option = click.option(
+    "--pace", default="0", show_default=True,
+    help="Stream replay speed: 0 at once, 1 recorded gaps, 0.5 twice as fast.")
 set_option = click.option("--set", "extra", multiple=True, metavar="NAME=VALUE",
                           help="Any other mitmproxy or cassette option, e.g. ssl_insecure=true.")
 
@@ -135,8 +136,8 @@ def proxy_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ..
                f"  export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} CURL_CA_BUNDLE={ca} "
                f"NODE_EXTRA_CA_CERTS={ca}\n"
                "  or, for clients that ignore HTTPS_PROXY (no CA needed):\n"
-               + "".join(f"  export {lst.provider.variable}={lst.value}   # -> {lst.upstream}\n"
-                         for lst in listeners)
+               + "".join(f"  export {lst.provider.variable}={lst.value}   # -> {lst.upstream}, "
+                         f"read by {lst.provider.read_by}\n" for lst in listeners)
                + ("  (from a container, use this machine's address instead of 127.0.0.1)\n"
                   if reach != listen_host else "")
                + "Stop with Ctrl-C.", err=True)

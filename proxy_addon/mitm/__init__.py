@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy_addon.mitm.control import ControlChannel
-from proxy_addon.mitm.guard import ConnectionGuard, fail_closed
+from proxy_addon.mitm.guard import ConnectionGuard, FailClosed
 from proxy_addon.mitm.listeners import OwnListeners
 from proxy_addon.mitm.output import OutputScrubber
 from proxy_addon.mitm.record import Recorder
@@ -29,6 +29,6 @@ def make_addons() -> list[Any]:
     """The addons, in hook order, sharing one ``State``, presented to mitmproxy as one addon
     that makes a fault in any flow hook fail closed (``guard``)."""
     state = State()
-    return [fail_closed([state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
-                         Replayer(state, Pacer(), websocket_server(state)), Recorder(state),
-                         WebSocketRecorder(state), OutputScrubber(state)], state)]
+    return [FailClosed([state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
+                        Replayer(state, Pacer(), websocket_server(state)), Recorder(state),
+                        WebSocketRecorder(state), OutputScrubber(state)], state)]

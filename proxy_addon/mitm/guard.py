@@ -49,7 +49,9 @@ _REQUEST_LINE = re.compile(rb"[A-Za-z][A-Za-z0-9._~!#$%&'*+^`|-]{1,31} [^ \r\n]"
 
 
 class ConnectionGuard:
-    """Refuses upstream connections in replay mode, except to the addon's own servers."""
+    """Refuses upstream connections where nothing may reach the network (``CLOSED_MODES``:
+    replay, and refresh but for the upstreams of the recordings it re-records), except to the
+    addon's own servers."""
 
     def __init__(self, state: State) -> None:
         self.state = state
@@ -205,8 +207,3 @@ class FailClosed:
         log.error("cassette: not recording %s after the error in %s%s",
                   _request_of(flow, self._state), hook,
                   f" (it would have gone to {path})" if path else "")
-
-
-def fail_closed(addons: list[Any], state: State) -> FailClosed:
-    """The addons as one, every flow hook guarded: a hook added to any of them later is too."""
-    return FailClosed(addons, state)

@@ -169,9 +169,7 @@ class Replayer:
             state.counters.add("stale")
             return False
         st.action = "stale"
-        state.counters.add("stale_refused")
-        state.counters.note("miss_messages", message)
-        state.current.misses.append(message)
+        state.miss(message, counter="stale_refused", logged=True)  # told once per file, above
         flow.response = stale_response(message)
         return True
 
@@ -187,7 +185,7 @@ class Replayer:
                 return False
             st.action, st.refresh = "record", entry
             return True
-        if entry.recording.source != "cassette":
+        if entry.from_llama_stack:
             if entry.path not in self._told:
                 self._told.add(entry.path)
                 log.warning("cassette: not refreshing %s: a llama-stack file is replayed as it "

@@ -232,12 +232,14 @@ class State:
         log.info("cassette: %d recordings in %s (%s mode)%s", len(store), root, mode,
                  f", {bad} unreadable files skipped" if bad else "")
 
-    def miss(self, message: str) -> None:
-        """A replay miss: counted, kept for the summary and the current test, and logged."""
-        self.counters.add("misses")
+    def miss(self, message: str, counter: str = "misses", logged: bool = False) -> None:
+        """A replay miss (or a stale recording refused, under ``counter``): counted, kept for
+        the summary and the current test, and logged unless the caller did already."""
+        self.counters.add(counter)
         self.counters.note("miss_messages", message)
         self.current.misses.append(message)
-        log.warning(message)
+        if not logged:
+            log.warning(message)
 
     @property
     def mode(self) -> str:
