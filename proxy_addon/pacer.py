@@ -3,7 +3,8 @@
 mitmproxy sends a response made in the ``request`` hook in one piece; there is no way to push
 its body in chunks. A paced replay (or a recorded cut, replayed as a real cut) therefore points
 the flow at this server, which mitmproxy streams from like any upstream. Each response is
-registered under a one-time token that the flow carries in a header (``loopback``). HTTP is spoken by h11.
+registered under a one-time token that the flow carries in a header (``loopback``). HTTP is
+spoken by h11.
 """
 
 from __future__ import annotations

@@ -149,7 +149,6 @@ class SseSplitter:
         pending = self._dispatch()
         return events + ([pending] if pending else [])
 
-
     def _take(self, lines: list[str]) -> list[Event]:
         out: list[Event] = []
         for line in lines:
@@ -206,7 +205,6 @@ class NdjsonSplitter:
 
     def flush(self) -> list[Event]:
         return [Event(data=self._parse(line)) for line in self._lines.flush() if line.strip()]
-
 
 
 def splitter_for(fmt: StreamFormat, parse: bool = True) -> SseSplitter | NdjsonSplitter:

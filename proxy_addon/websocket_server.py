@@ -4,7 +4,8 @@ mitmproxy cannot answer a WebSocket upgrade itself: its WebSocket layer writes t
 close to a server connection that must exist. A replayed handshake is therefore pointed at this
 server, on 127.0.0.1 and a free port, like the pacer (``loopback``): each conversation is
 registered under a one-time token the flow carries in a header, and mitmproxy relays the frames
-as for any upstream. The protocol is spoken by wsproto (sans-IO, a mitmproxy dependency) over asyncio.
+as for any upstream. The protocol is spoken by wsproto (sans-IO, a mitmproxy dependency) over
+asyncio.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ def _row(entry: Entry, root: Path) -> dict[str, Any]:
     sockets = [r.websocket for r in rec.responses if r.websocket is not None]
     recorded = age.recorded(rec)
     return {
-        "file": str(entry.path.relative_to(root)) if entry.path.is_relative_to(root) else str(entry.path),
+        "file": str(entry.path.relative_to(root) if entry.path.is_relative_to(root) else
+                    entry.path),
         "key": entry.key,
         "method": rec.request.method,
         "endpoint": _endpoint(rec),
@@ -62,7 +63,6 @@ def _row(entry: Entry, root: Path) -> dict[str, Any]:
         "source": rec.source,
         "test_id": rec.test_id,
     }
-
 
 
 def _age_option(value: str | None) -> timedelta | None:

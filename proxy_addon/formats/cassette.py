@@ -268,7 +268,8 @@ def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedRes
         require(isinstance(events, list), path, f"{where}.stream.events must be a list")
         stream = Stream(
             format=s["format"],
-            events=[_event_from(e, f"{where}.stream.events[{i}]", path) for i, e in enumerate(events)],
+            events=[_event_from(e, f"{where}.stream.events[{i}]", path)
+                    for i, e in enumerate(events)],
             complete=s.get("complete", True),
             cut=s.get("cut"),
         )
@@ -328,7 +329,8 @@ def from_dict(doc: Any, path: Path | str | None = None) -> Recording:
     require(isinstance(responses, list) and responses, path,
             "'responses' must be a non-empty list")
     origin = doc.get("llama_stack")
-    require(origin is None or (isinstance(origin, dict) and isinstance(origin.get("request"), dict)),
+    require(origin is None or (isinstance(origin, dict) and
+                               isinstance(origin.get("request"), dict)),
             path, "llama_stack must be an object with a 'request' object")
     return Recording(
         request=request,
