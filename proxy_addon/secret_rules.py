@@ -99,6 +99,9 @@ def credential_values(value: str, header: str = "") -> list[str]:
     return out
 
 
+_JSON_ESCAPE = re.compile(r"\\u[0-9a-f]{4}")
+
+
 def _utf8(text: str) -> bytes:
     """``text``'s bytes, even where it holds surrogates: a header's non-UTF-8 bytes (decoded
     with ``surrogateescape``) become those bytes again, any other lone surrogate its 3 bytes."""
@@ -112,7 +115,9 @@ def _variants(value: str) -> set[str]:
     """The forms a value is found in: as it is, URL-encoded, base64 (standard and URL-safe,
     without padding) and JSON-escaped."""
     raw = _utf8(value)
-    out = {value, quote(raw, safe=""), quote_plus(raw), json.dumps(value)[1:-1]}
+    escaped = json.dumps(value)[1:-1]  # non-ASCII as \u00e9; some writers use \u00E9
+    out = {value, quote(raw, safe=""), quote_plus(raw), escaped,
+           _JSON_ESCAPE.sub(lambda m: m.group(0).upper().replace("\\U", "\\u"), escaped)}
     out.update(enc(raw).decode().rstrip("=") for enc in (base64.b64encode,
                                                           base64.urlsafe_b64encode))
     return {v for v in out if len(v) >= MIN_VALUE_LENGTH}
@@ -209,15 +214,18 @@ class Secrets:
     def might_hold(self, raw: bytes | str) -> bool:
         """Whether ``raw`` may hold a secret JSON key, a known value or a shape: one RE2 scan.
         False means that nothing in it is changed by ``replace`` or by dropping fields by name,
-        so the caller can skip walking it. A JSON escape (``\\u``, ``\\/``) says yes: a key
-        or value written with one (``api\\u005fkey``) is only seen once the text is parsed."""
+        so the caller can skip walking it. An escaped ASCII character (``\\u005f``, ``\\/``) says
+        yes: a key or value written with one (``api\\u005fkey``) is only seen once the text is
+        parsed. Escaped non-ASCII text (``caf\\u00e9``, as Python's ``json.dumps`` writes it)
+        does not: no key or shape holds any, and a known value's escaped forms are searched."""
         if self._prefilter is None:
             options = re2.Options()
             options.encoding = re2.Options.Encoding.LATIN1
             options.never_capture = True
             options.max_mem = 32 << 20
             keys = "|".join("[-_]*".join(_re2_literal(c) for c in k) for k in sorted(self.keys))
-            parts = [f'(?i:"(?:{keys})"\\s*:)', r"\\[u/]", *(rx for _, rx in SHAPES)]
+            parts = [f'(?i:"(?:{keys})"\\s*:)', r"\\u00[0-7][0-9A-Fa-f]|\\/",
+                     *(rx for _, rx in SHAPES)]
             parts += [_re2_literal(v) for value in self.values for v in _variants(value)]
             pattern = "|".join(f"(?:{p})" for p in parts).encode("latin-1")
             self._prefilter = re2.compile(pattern, options)

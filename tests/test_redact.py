@@ -8,6 +8,7 @@ so that each layer is seen working on its own rather than hidden behind the shap
 from __future__ import annotations
 
 import base64
+import json
 from urllib.parse import quote
 
 import orjson
@@ -269,9 +270,11 @@ JSON = st.recursive(st.one_of(STRINGS, st.integers(-2**63, 2**63 - 1), st.none()
 @settings(max_examples=300, deadline=None)
 @given(JSON)
 def test_the_one_scan_says_yes_whenever_matching_would_change_the_body(value):
-    """``might_hold`` lets the common case skip the walk: it must never skip a change."""
+    """``might_hold`` lets the common case skip the walk: it must never skip a change, whether
+    the body was written with non-ASCII text as it is (orjson) or escaped (``json.dumps``)."""
     if redact.json_for_matching(value, RULES) != value:
         assert RULES.might_hold(orjson.dumps(value))
+        assert RULES.might_hold(json.dumps(value).encode())
 
 
 def test_a_key_or_value_written_with_json_escapes_is_still_found():
@@ -285,6 +288,13 @@ def test_a_key_or_value_written_with_json_escapes_is_still_found():
     assert escaped_value.body == {"q": f"say {REDACTED}"}
     assert RULES.replace_in_log('{"api_key": "plainsecretvalue123"}') == \
         f'{{"api_key": "{REDACTED}"}}'
+    # escaped non-ASCII text (json.dumps's default) holds no key or shape: no walk for it ...
+    assert not RULES.might_hold(b'{"messages": [{"content": "caf\\u00e9 \\u4f60\\u597d"}]}')
+    # ... and a known value written so is still found, whichever case its hex digits take
+    umlaut = Secrets.from_settings([], [], {"ACME_API_KEY": "p\u00e4sswort-geheim-1"})
+    for body in (b'{"q": "p\\u00e4sswort-geheim-1"}', b'{"q": "p\\u00E4sswort-geheim-1"}'):
+        assert matching.canonicalize("POST", "https://h/v1/x", "application/json", body,
+                                     secrets=umlaut).body == {"q": REDACTED}, body
 
 
 def test_a_header_value_that_is_not_utf8_is_found_and_replaced_everywhere():
