@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
@@ -131,3 +132,13 @@ def age_by(path: Path, days: int) -> None:
     for resp in doc["responses"]:
         resp["recorded_at"] = when
     path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+
+
+def gzip_bomb(compressed_mb: int) -> bytes:
+    """About ``compressed_mb`` MB of gzip that would expand a thousandfold: one MB of zeros
+    compressed, then the same flushed block repeated (no trailer: a bomb need not end well)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\0" * (1 << 20)
+    head = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
+    again = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
+    return head + again * (compressed_mb * (1 << 20) // len(again))

@@ -25,21 +25,11 @@ from proxy_addon.process import start_proxy
 from proxy_addon.store.layout import iter_cassette_files
 from proxy_addon.store.writer import BackgroundWriter
 from proxy_addon.summary import Counters
-from tests.conftest import TEST_ADDONS, openai_client, record_prompts
+from tests.conftest import TEST_ADDONS, gzip_bomb, openai_client, record_prompts
 from tests.upstream import FakeUpstreamServer
 
 FAULTS = TEST_ADDONS / "faults.py"
 JSON = {"content-type": "application/json"}
-
-
-def gzip_bomb(compressed_mb: int) -> bytes:
-    """About ``compressed_mb`` MB of gzip that would expand a thousandfold: one MB of zeros
-    compressed, then the same flushed block repeated (no trailer: a bomb need not end well)."""
-    c = zlib.compressobj(9, zlib.DEFLATED, 31)
-    block = b"\0" * (1 << 20)
-    head = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
-    again = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
-    return head + again * (compressed_mb * (1 << 20) // len(again))
 
 
 def hostile() -> list[tuple[str, str, str, dict[str, str | bytes], bytes]]:

@@ -25,7 +25,7 @@ from proxy_addon import formats, sse
 from proxy_addon.formats import cassette
 from proxy_addon.process import start_proxy
 from proxy_addon.store.layout import iter_cassette_files
-from tests.conftest import SEED, TEST_ADDONS, openai_client, record_prompts
+from tests.conftest import SEED, TEST_ADDONS, gzip_bomb, openai_client, record_prompts
 from tests.upstream import read_big_stream
 
 CASSETTE = str(Path(sys.executable).with_name("cassette"))
@@ -379,8 +379,9 @@ def test_bad_cassettes_are_skipped_by_name_and_explained_on_a_miss(tmp_path, con
 
 def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(tmp_path, http_upstream,
                                                                          proxies):
-    """Bodies that are not JSON or not UTF-8, 100,000-deep JSON, a 60 kB header, ``../`` and NUL
-    in paths and test ids: each is recorded (counted), and every file the proxy process
+    """Bodies that are not JSON or not UTF-8, 100,000-deep JSON, a 60 kB header, a gzip bomb,
+    ``../`` in paths and test ids, NUL in a path: each is recorded (counted), the bomb is not
+    expanded past the request cap (64 MB; it would make 2 GB), and every file the proxy process
     wrote, renamed or created anywhere on the machine (seen by a Python audit hook in the
     proxy, tests/addons/write_audit.py) is inside the cassette directory."""
     cassettes = tmp_path / "c"
@@ -388,8 +389,11 @@ def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(tmp_pa
     proxy = proxies(cassettes, "record", extra_scripts=(TEST_ADDONS / "write_audit.py",),
                     write_audit_log=str(audit))
     url = http_upstream.base_url + "/v1/chat/completions"
+    before = proxy.peak_rss_mb()
     with httpx.Client(proxy=proxy.url, timeout=10) as client:
         hostile = [
+            dict(content=gzip_bomb(2), headers={"content-type": "application/json",
+                                                 "content-encoding": "gzip"}),
             dict(content=b"\xff\xfe\x00 not json \xc3\x28", headers={"content-type": "application/json"}),
             dict(content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"}),
             # parses, but is deeper than orjson writes: kept as text
@@ -403,9 +407,11 @@ def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(tmp_pa
             client.post(http_upstream.base_url + path, json={"model": "m"})
         ok = client.post(url, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
         assert ok.status_code == 200
+    growth = proxy.peak_rss_mb() - before
     log = proxy.stop()
-    assert "cassette summary: 0 hits, 9 recorded, 0 misses" in log
-    assert len(list(iter_cassette_files(cassettes))) == 9
+    assert "cassette summary: 0 hits, 10 recorded, 0 misses" in log
+    assert len(list(iter_cassette_files(cassettes))) == 10
+    assert growth < 400, f"peak RSS grew {growth} MB: the bomb was expanded"
     root = cassettes.resolve()
     writes = [line.split(" ", 1) for line in audit.read_text().splitlines()]
     assert writes, "the audit hook saw no write at all"
