@@ -6,8 +6,10 @@ headers carry."""
 from __future__ import annotations
 
 from typing import Iterable
+from urllib.parse import parse_qsl
 
 from proxy_addon.model import Body, RecordedRequest
+from proxy_addon.redact import param_values
 from proxy_addon.secret_rules import Secrets, credential_values
 
 # Request headers worth keeping in a cassette: they change what the provider answers. Everything
@@ -46,3 +48,11 @@ def header_values(headers: Iterable[tuple[str, str]], secrets: Secrets) -> list[
     secrets for matching and for the scrub, though the cassette keeps no such header value."""
     return [v for name, value in headers if secrets.is_secret_header(name)
             for v in credential_values(value, name)]
+
+
+def own_secrets(headers: Iterable[tuple[str, str]], query: str, secrets: Secrets) -> list[str]:
+    """The secret strings a live request carries by name: its secret headers' credentials and
+    its secret query parameters' values (Azure's ``?api-key=``). Known for the rest of the
+    exchange: in matching, in the scrub, in a WebSocket replay's messages."""
+    return header_values(headers, secrets) + param_values(
+        parse_qsl(query, keep_blank_values=True), secrets)

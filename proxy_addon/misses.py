@@ -72,7 +72,7 @@ def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) 
     try:
         for names in tries:
             rules = current.with_presets(names)
-            recorded = index.canonical(entry.recording.request, normalize=rules)
+            recorded = index.canonical(entry.request, normalize=rules)
             if not matching.request_diff(recanonicalize(rules), recorded):
                 value = ",".join(names)
                 return (f"It matches with the normaliser {value!r} (volatile values such as "

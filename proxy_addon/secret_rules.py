@@ -267,12 +267,13 @@ class Secrets:
             text = "".join(piece if _ESCAPE.fullmatch(piece) else self.replace(piece)[0]
                            for piece in _ESCAPE.split(text))
         if self._named_rx is None:
-            names = "|".join("[-_]?".join(map(re.escape, n))
-                             for n in sorted(self.params | {normalise(h) for h in self.headers}))
-            # ``name=value``, ``Name: Bearer value`` and JSON's ``"name": "value"``, the name
-            # starting a line (after an escaped \r\n) or a word; a value already ``<...>`` stays.
+            every = self.params | self.keys | {normalise(h) for h in self.headers}
+            names = "|".join("[-_]?".join(map(re.escape, n)) for n in sorted(every))
+            # ``name=value``, ``Name: Bearer value`` and JSON's ``"name": "value"`` (its quotes
+            # escaped too, as in a repr), the name starting a line (after an escaped \r\n) or
+            # a word; a value already ``<...>`` stays.
             self._named_rx = re.compile(
-                rf"(?:(?<=\\[rn])|(?<![A-Za-z0-9]))((?:{names})\"?\s*[=:]\s*\"?"
+                rf"(?:(?<=\\[rn])|(?<![A-Za-z0-9]))((?:{names})(?:\\?\")?\s*[=:]\s*(?:\\?\")?"
                 r"(?:(?:bearer|basic|token)\s+)?+)(?!<)[^\s&'\"\\,;]+", re.IGNORECASE)
         text = self._named_rx.sub(lambda m: m.group(1) + REDACTED, text)
         return _USERINFO.sub(rf"\1{REDACTED}@", text)

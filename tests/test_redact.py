@@ -252,6 +252,18 @@ def test_log_lines_lose_query_values_header_values_and_shapes():
     assert "?key=<redacted>&x=1" in shown and "Authorization: Bearer <redacted>" in shown
     assert RULES.replace_in_log("cassette summary: 1 hits, 0 misses") == \
         "cassette summary: 1 hits, 0 misses"
+    quoted = r'body: {\"client_secret\": \"plainsecretvalue123\"}'  # JSON inside a repr
+    assert RULES.replace_in_log(quoted) == rf'body: {{\"client_secret\": \"{REDACTED}\"}}'
+
+
+def test_a_live_requests_own_secrets_come_from_its_headers_and_its_query():
+    """What a flow knows besides the rules: the key after Bearer, a secret query parameter's
+    value (Azure's ``?api-key=`` on a Realtime URL); ordinary parameters are no secret."""
+    own = exchange.own_secrets([("Authorization", "Bearer fake-bearer-7001"),
+                                ("Content-Type", "application/json")],
+                               "api-version=2025-04-01&api-key=fake-azure-7002&deployment=gpt",
+                               RULES)
+    assert sorted(own) == ["fake-azure-7002", "fake-bearer-7001"]
 
 
 NAMES = st.sampled_from(["api_key", "apiKey", "API-KEY", "client_secret", "clientSecret",

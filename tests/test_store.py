@@ -141,3 +141,40 @@ def test_per_test_dirs_are_injective_and_one_safe_directory(ids):
     assert per_test_dir(a) != per_test_dir(b)
     for name in map(per_test_dir, ids):
         assert re.fullmatch(r"[A-Za-z0-9._-]{1,120}", name) and name not in (".", "..")
+
+
+def test_a_follow_up_turn_whose_answer_is_broken_never_stops_its_first_turn(tmp_path):
+    """Two tests recorded the same first turn with two answers; the follow-up recorded after
+    one of them has a request that reads and responses that do not. Choosing between the two
+    reads which turns follow each answer: the broken one counts for nothing, the first turn
+    is answered, and the broken file is dropped (named by a miss) when it is itself asked."""
+    first = [{"role": "user", "content": "hi"}]
+
+    def write(name: str, messages: list, status: object, test_id: str) -> None:
+        doc = {"version": 1, "test_id": test_id,
+               "request": {"method": "POST", "url": URL,
+                           "headers": {"content-type": "application/json"},
+                           "body": {"model": "m", "messages": messages}},
+               "responses": [{"status": status, "headers": [["content-type", "application/json"]],
+                              "body": {"choices": [{"message": {"role": "assistant",
+                                                                "content": f"from {name}"}}]}}]}
+        (tmp_path / f"{name}.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+
+    write("a", first, 200, "t::a")
+    write("b", first, 200, "t::b")
+    follow_up = [*first, {"role": "assistant", "content": "from a"},
+                 {"role": "user", "content": "more"}]
+    write("f", follow_up, "not-a-status", "t::a")
+    store = CassetteStore(tmp_path)
+    store.load()
+    assert len(store) == 3 and not store.index.bad  # only the requests are read at start-up
+
+    def ask(messages: list):
+        return store.lookup(matching.canonicalize("POST", URL, "application/json",
+                                                  orjson.dumps({"model": "m",
+                                                                "messages": messages})))
+
+    hit = ask(first)
+    assert hit is not None and hit.entry.path.name in ("a.json", "b.json")
+    assert ask(follow_up) is None
+    assert [b.path.name for b in store.index.bad] == ["f.json"]

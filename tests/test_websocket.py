@@ -140,7 +140,7 @@ def test_a_client_message_holding_the_handshakes_key_matches_its_scrubbed_record
     """The recording keeps ``<redacted>`` where the client sent its key; the key a live
     handshake carries is known to the replay, compared as the recording stores it, and never
     quoted in a miss."""
-    key = "sk-test-realtime-key-0001"
+    key = "fake-realtime-key-0001"  # no key's shape: only knowing it replaces it
     rules = Secrets().with_values([key])
     stored = WebSocketConversation([text("client", user(f"my key is {REDACTED}")),
                                     text("server", {"type": "response.done"}),

@@ -67,8 +67,8 @@ def read_bytes(path: Path | str, max_bytes: int | None = None) -> bytes:
         raise CassetteError(path, f"cannot read ({e.strerror})") from None
 
 
-def load(path: Path | str, max_bytes: int | None = None) -> Recording:
-    return loads(read_bytes(path, max_bytes), path)
+def load(path: Path | str) -> Recording:
+    return loads(read_bytes(path), path)
 
 
 def _head_doc(raw: bytes) -> tuple[dict, str] | None:

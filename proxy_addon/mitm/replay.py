@@ -27,14 +27,15 @@ from proxy_addon.wire import wire
 
 def canonical_request(req: http.Request, state: State, normalize: Normalizer | None = None
                       ) -> tuple[matching.CanonicalRequest, Secrets]:
-    """The request's key, and the secret rules knowing its own key (from its secret headers):
+    """The request's key, and the secret rules knowing its own key (from its secret headers
+    and query parameters):
     a known secret found in its body is compared as the cassette stores it, replaced.
     ``normalize``: the normaliser, when not the configured one (a miss tries others)."""
     raw = state.secrets.raw_headers  # the few secret ones, without decoding all the others
     secret = [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
               for k, v in req.headers.fields if k.lower() in raw]
-    secrets = state.secrets.with_values(exchange.header_values(secret, state.secrets))
     path, _, query = req.path.partition("?")
+    secrets = state.secrets.with_values(exchange.own_secrets(secret, query, state.secrets))
     canon = matching.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
                                         query, req.headers.get("content-type"), body_of(req),
                                         state.ignore, secrets,

@@ -1,4 +1,5 @@
-"""Recordings read from disk when first replayed, the most recently used kept in memory.
+"""Recordings read from disk when first replayed (or when the CLI validates a directory), the
+most recently used kept in memory.
 
 The index holds only what finding a recording needs; a directory of 100,000 recordings then
 costs memory for the ones a run replays, not for all of them. A file is read once per run as
@@ -9,6 +10,7 @@ are read again each time they are replayed.
 from __future__ import annotations
 
 from collections import OrderedDict
+
 from proxy_addon import formats
 from proxy_addon.model import Recording
 

@@ -20,7 +20,6 @@ from proxy_addon.conversation import (
     transcript_signature,
     write_answer,
 )
-from proxy_addon import formats
 from proxy_addon.matching import CanonicalRequest
 from proxy_addon.model import CassetteError
 from proxy_addon.reassemble import Transcript, reassemble
@@ -119,8 +118,7 @@ class Chooser:
             followers = self._followers[endpoint] = defaultdict(list)
             for e in self.index.by_endpoint.get(endpoint, []):
                 try:
-                    request = e.held.request if e.held is not None else \
-                        formats.load_head(e.file).request
+                    request = e.request
                 except CassetteError:  # unreadable now: it follows nothing
                     continue
                 sigs = message_signatures(request.body.value) if request.body else []
@@ -135,8 +133,14 @@ class Chooser:
         sig = self.answer(entry)
         followers = self._followers_of(entry).get(sig, []) if sig is not None else []
         seen = _seen | {id(entry)}
-        result = max((1 + self.depth(f, seen) for f in followers if id(f) not in seen),
-                     default=0)
+        result = 0
+        for follower in followers:
+            if id(follower) in seen:
+                continue
+            try:
+                result = max(result, 1 + self.depth(follower, seen))
+            except CassetteError:  # its answer cannot be read: it follows on from nothing
+                continue  # (dropped from the index when it is itself asked for)
         self._depths[entry] = result
         return result
 

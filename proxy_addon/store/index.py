@@ -64,6 +64,11 @@ class Entry:
         return Path(self.file)
 
     @property
+    def request(self) -> RecordedRequest:
+        """The recorded request alone, from the file's head (``CassetteError`` if unreadable)."""
+        return self.held.request if self.held is not None else formats.load_head(self.file).request
+
+    @property
     def recording(self) -> Recording:
         """The whole recording (``CassetteError`` if its responses cannot be read)."""
         return self.held if self.held is not None else self.cache.load(self.file)
@@ -236,16 +241,14 @@ class Index:
 
     def _canonical(self, entry: Entry) -> CanonicalRequest:
         try:
-            request = entry.held.request if entry.held is not None else \
-                formats.load_head(entry.path).request
+            return self.canonical(entry.request)
         except CassetteError:
             return CanonicalRequest(entry.method, "", entry.endpoint)
-        return self.canonical(request)
 
     def _salvage_key(self, path: Path) -> str | None:
         """The key of a broken file's request, if its request part is intact."""
         try:
-            doc = orjson.loads(path.read_bytes())
+            doc = orjson.loads(formats.read_bytes(path))
             probe = cassette.from_dict({"version": 1, "request": doc["request"],
                                         "responses": [{"status": 200}]})
             return self.canonical(probe.request).key()
