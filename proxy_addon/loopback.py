@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class LoopbackServer(Generic[T]):
-    """Started on first use, on a free port. ``T``: what one registered answer holds."""
+    """Started on first use, on a free port. ``T``: what one registered answer holds.
+    ``on_fault(error)`` is told of a fault while answering (it ends that answer, never the
+    proxy), so the run counts it."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_fault: Callable[[Exception], None]) -> None:
+        self._on_fault = on_fault
         self._server: asyncio.AbstractServer | None = None
         self._lock = asyncio.Lock()
         self._pending: dict[str, T] = {}

@@ -51,6 +51,8 @@ class Pacer(LoopbackServer[tuple[RecordedResponse, float]]):
                 conn.start_next_cycle()
         except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError) as e:
             log.debug("cassette pacer: connection ended: %s", e)
+        except Exception as e:  # noqa: BLE001 - a fault ends this answer, never the proxy
+            self._on_fault(e)
         finally:
             writer.close()
 

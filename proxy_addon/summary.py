@@ -15,6 +15,8 @@ from typing import Any, Mapping
 import orjson
 
 MODES = ("replay", "record", "auto", "passthrough", "refresh")
+# The modes that answer from recordings already there: their directory must exist.
+NEEDS_RECORDINGS = ("replay", "refresh")
 
 # What a run that saw no request at all most likely means.
 NOTHING_REACHED = ("no request reached the proxy: does the client read HTTPS_PROXY or a base-URL "

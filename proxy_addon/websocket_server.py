@@ -41,7 +41,7 @@ _READ_SIZE = 65536
 # The recorded answer's headers that belong to the handshake itself, made anew for each one.
 _HANDSHAKE_HEADERS = frozenset({"upgrade", "connection", "sec-websocket-accept",
                                 "sec-websocket-extensions", "sec-websocket-protocol",
-                                "content-length", "transfer-encoding", TOKEN_HEADER})
+                                "content-length", "transfer-encoding"})
 # Codes that mean "no close frame came" (RFC 6455 7.4.1): replayed by dropping the connection.
 _NOT_SENDABLE = frozenset({1005, 1006, 1015})
 
@@ -62,9 +62,8 @@ class WebSocketServer(LoopbackServer[Registration]):
 
     def __init__(self, on_miss: Callable[[str], None],
                  on_fault: Callable[[Exception], None]) -> None:
-        super().__init__()
+        super().__init__(on_fault)
         self._on_miss = on_miss
-        self._on_fault = on_fault
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ws = WSConnection(ConnectionType.SERVER)
@@ -155,8 +154,10 @@ class _Session:
                 return
 
     def _received(self, event: TextMessage | BytesMessage) -> None:
+        if self.replay.over:  # a miss ended it: what comes after is not kept
+            return
         self.parts.append(event.data)
-        if not event.message_finished or self.replay.over:
+        if not event.message_finished:
             return
         if self.close_timer is not None:  # more than was recorded: a miss, not the close
             self.close_timer.cancel()

@@ -195,13 +195,16 @@ def test_a_hook_that_raises_in_replay_answers_500_and_forwards_nothing(
     before = (http_upstream.state.connections, tls_upstream.state.connections)
     proxy = proxies(recorded, "replay", extra_scripts=(FAULTS,),
                     fault_hooks="cassette_replayer.request")
+    key = "fake-fault-key-8001"  # quoted by the fault's message, and no key's shape
     with _client(proxy) as client:
         for upstream in (http_upstream, tls_upstream):
-            r = client.post(upstream.base_url + "/fault/v1/chat/completions", json={"x": 1})
+            r = client.post(upstream.base_url + "/fault/v1/chat/completions", json={"x": 1},
+                            headers={"authorization": f"Bearer {key}"})
             assert r.status_code == 500
             error = r.json()["error"]
             assert error["type"] == "cassette_internal_error"
-            assert "RuntimeError: injected fault in cassette_replayer.request" in error["message"]
+            assert "RuntimeError: injected fault in cassette_replayer.request (Bearer <redacted>)" \
+                in error["message"] and key not in r.text
             assert "/fault/v1/chat/completions" in error["message"]
             assert "nothing was forwarded" in error["message"]
         ok = openai_client(proxy, http_upstream).chat.completions.create(
@@ -210,6 +213,7 @@ def test_a_hook_that_raises_in_replay_answers_500_and_forwards_nothing(
     assert ok.choices[0].message.content == "Answer 1 to: hit"
     assert (http_upstream.state.connections, tls_upstream.state.connections) == before
     assert "2 internal errors" in log
+    assert "Traceback" in log and key not in log  # the traceback printed, its text filtered
 
 
 def test_the_connection_guard_stops_a_flow_the_hooks_let_through(recorded, http_upstream,
@@ -361,32 +365,39 @@ def test_counters_lose_nothing_across_threads():
     assert counters.snapshot(0, [], []).recorded == 160_000
 
 
-def test_the_pacer_reads_chunked_request_bodies_and_forgets_dead_tokens():
+def test_the_pacer_reads_chunked_bodies_forgets_dead_tokens_and_reports_faults():
     import asyncio
 
     from proxy_addon.model import RecordedResponse, Stream
     from proxy_addon.sse import Event
 
-    async def main() -> tuple[bytes, int]:
-        pacer = Pacer()
+    faults: list[Exception] = []
+
+    async def main() -> tuple[bytes, bytes, int]:
+        pacer = Pacer(faults.append)
         port = await pacer.ensure_started()
         resp = RecordedResponse(200, [["content-type", "text/event-stream"]],
                                 stream=Stream("sse", [Event(data="hi"), Event(data="[DONE]")]))
         token = pacer.register((resp, 0))
         pacer.forget(pacer.register((resp, 0)))  # its flow died before it reached the pacer
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"POST / HTTP/1.1\r\nhost: x\r\n{TOKEN_HEADER}: {token}\r\n"
-                     "transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-                     "5\r\nhello\r\n0\r\n\r\n".encode())
-        answer = await reader.read()
-        writer.close()
+        broken = pacer.register(("not a recorded response", 0))  # type: ignore[arg-type]
+        answers = []
+        for t in (token, broken):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"POST / HTTP/1.1\r\nhost: x\r\n{TOKEN_HEADER}: {t}\r\n"
+                         "transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                         "5\r\nhello\r\n0\r\n\r\n".encode())
+            answers.append(await reader.read())
+            writer.close()
         pacer.close()
-        return answer, pacer.waiting
+        return answers[0], answers[1], pacer.waiting
 
-    answer, waiting = asyncio.run(main())
+    answer, after_fault, waiting = asyncio.run(main())
     assert answer.startswith(b"HTTP/1.1 200")
     assert b"data: hi\n\n" in answer and b"data: [DONE]\n\n" in answer
     assert waiting == 0
+    # a fault while answering ends that connection (mitmproxy's 502 to the client) and is told
+    assert after_fault == b"" and len(faults) == 1 and isinstance(faults[0], AttributeError)
 
 
 def test_cassette_run_exits_1_when_the_proxy_refused_a_connection(recorded, http_upstream):

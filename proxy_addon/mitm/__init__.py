@@ -30,5 +30,6 @@ def make_addons() -> list[Any]:
     that makes a fault in any flow hook fail closed (``guard``)."""
     state = State()
     return [FailClosed([state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
-                        Replayer(state, Pacer(), websocket_server(state)), Recorder(state),
+                        Replayer(state, Pacer(state.fault_reporter("replaying a stream")),
+                                 websocket_server(state)), Recorder(state),
                         WebSocketRecorder(state), OutputScrubber(state)], state)]

@@ -34,11 +34,9 @@ from proxy_addon.mitm.state import State, flow_state, shown_url
 
 log = logging.getLogger("proxy_addon")
 
-# The hooks that see a flow or a connection: an exception in one must never let it through.
-FLOW_HOOKS = frozenset({
-    "next_layer", "requestheaders", "request", "responseheaders", "response", "error",
-    "server_connect", "websocket_start", "websocket_message", "websocket_end",
-})
+# The hooks about the proxy itself, not a flow or a connection: a fault in one propagates (a
+# bad option must stop start-up). Every other hook, one added later included, runs guarded.
+LIFECYCLE_HOOKS = frozenset({"load", "configure", "running", "done", "update"})
 
 
 # The modes in which nothing reaches the network that the addon did not decide to forward.
@@ -97,9 +95,9 @@ def _request_of(arg: Any, state: State) -> str:
 
 
 class FailClosed:
-    """Our addons, presented to mitmproxy as one, with every flow hook of each guarded (see the
-    module's docstring). Other hooks (``load``, ``configure``, ``done``) are called as they
-    are: a bad option must still stop start-up.
+    """Our addons, presented to mitmproxy as one, with every flow and connection hook of each
+    guarded (see the module's docstring). The ``LIFECYCLE_HOOKS`` (``load``, ``configure``,
+    ``done``...) are called as they are: a bad option must still stop start-up.
 
     One addon rather than one per concern: mitmproxy looks every event of every flow and
     connection up on every addon (eight addons cost 4% of replay throughput). Each hook is
@@ -130,7 +128,7 @@ class FailClosed:
         """The hook calling each owner's method of that name in turn; an async one when any of
         them is. A flow hook's fault is answered (``_failed``) and the next owner still runs,
         as under mitmproxy; another hook's fault propagates."""
-        if hook not in FLOW_HOOKS:
+        if hook in LIFECYCLE_HOOKS:
             if any(inspect.iscoroutinefunction(getattr(type(a), hook)) for _, a in owners):
                 async def chain_async(*args: Any) -> None:
                     for _, addon in owners:
@@ -166,7 +164,10 @@ class FailClosed:
     def _failed(self, addon: str, hook: str, arg: Any, error: Exception) -> None:
         state = self._state
         state.counters.add("internal_errors")
-        what = f"{type(error).__name__}: {misses.clip(str(error), 200)}"
+        # an exception's text may quote what it choked on: the flow's own key included
+        st = flow_state(arg) if isinstance(arg, http.HTTPFlow) else None
+        what = (st.secrets if st is not None else state.secrets).replace_in_log(
+            f"{type(error).__name__}: {misses.clip(str(error), 200)}")
         request = _request_of(arg, state)
         log.error("cassette: internal error in %s.%s for %s: %s", addon, hook, request, what,
                   exc_info=error)

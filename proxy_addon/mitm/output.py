@@ -22,6 +22,9 @@ from proxy_addon.mitm.state import State, flow_state
 from proxy_addon.secret_rules import REDACTED
 
 
+_TRACEBACK = logging.Formatter()
+
+
 class _LogFilter(logging.Filter):
     """Replaces the secrets the proxy knows of in a log record before any handler prints it."""
 
@@ -34,8 +37,12 @@ class _LogFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a record whose arguments do not format: left to the handler
             return True
+        folded = bool(record.exc_info)
+        if folded:  # a traceback quotes the exception's text: it is filtered too
+            message += "\n" + _TRACEBACK.formatException(record.exc_info)  # type: ignore[arg-type]
+            record.exc_info = record.exc_text = None
         shown = self.state.secrets.replace_in_log(message)
-        if shown != message:
+        if folded or shown != message:
             record.msg, record.args = shown, None
         return True
 

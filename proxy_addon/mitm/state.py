@@ -11,7 +11,7 @@ from collections.abc import Sequence  # mitmproxy's --set parses only this Seque
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from mitmproxy import ctx, exceptions, http
@@ -27,7 +27,7 @@ from proxy_addon.sse import BodyTap, StreamCapture, decode_limited
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.index import Entry
 from proxy_addon.store.writer import BackgroundWriter, atomic_write
-from proxy_addon.summary import MODES, Counters
+from proxy_addon.summary import MODES, NEEDS_RECORDINGS, Counters
 from proxy_addon.websocket import Capture
 
 log = logging.getLogger("proxy_addon")
@@ -183,6 +183,13 @@ class State:
                                                      os.environ)
             except ValueError as e:
                 raise exceptions.OptionsError(f"cassette_redact_fields: {e}") from None
+        if updated & {"cassette_mode", "stream_large_bodies"} and opts.stream_large_bodies and \
+                opts.cassette_mode != "passthrough":
+            # mitmproxy would stream such a request upstream before our request hook sees it
+            # (a replay could not answer it) and hand us no body to record
+            raise exceptions.OptionsError(
+                f"stream_large_bodies cannot be used in {opts.cassette_mode} mode: the addon "
+                "needs each body whole (streamed responses are tapped without it)")
         if "cassette_mode" in updated and opts.cassette_mode in ANSWERING_MODES and \
                 opts.connection_strategy != "lazy":
             # Answer from cassettes before any upstream connection exists: offline, a CONNECT
@@ -215,7 +222,7 @@ class State:
 
     def _open_store(self, root: Path) -> None:
         mode = ctx.options.cassette_mode
-        if mode in ("replay", "refresh") and not root.is_dir():
+        if mode in NEEDS_RECORDINGS and not root.is_dir():
             raise exceptions.OptionsError(
                 f"cassette_dir {str(root)!r} is not a directory: nothing to {mode} "
                 "(record first with --set cassette_mode=record or auto)")
@@ -240,6 +247,16 @@ class State:
         self.current.misses.append(message)
         if not logged:
             log.warning(message)
+
+    def fault_reporter(self, doing: str) -> Callable[[Exception], None]:
+        """What a loopback server calls on a fault while ``doing`` its answer (outside any
+        hook, so outside the guard): counted like a hook's fault, and logged."""
+
+        def fault(error: Exception) -> None:
+            self.counters.add("internal_errors")
+            log.error("cassette: internal error while %s: %s: %s", doing,
+                      type(error).__name__, error, exc_info=error)
+        return fault
 
     @property
     def mode(self) -> str:

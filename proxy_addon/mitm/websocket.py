@@ -21,13 +21,7 @@ from proxy_addon.websocket_server import TOKEN_HEADER, Registration, WebSocketSe
 
 def websocket_server(state: State) -> WebSocketServer:
     """The replay server, reporting misses and faults to the run's counters."""
-
-    def fault(error: Exception) -> None:
-        state.counters.add("internal_errors")
-        log.error("cassette: internal error while replaying a WebSocket: %s: %s",
-                  type(error).__name__, error, exc_info=error)
-
-    return WebSocketServer(state.miss, fault)
+    return WebSocketServer(state.miss, state.fault_reporter("replaying a WebSocket"))
 
 
 async def answer_websocket(flow: http.HTTPFlow, st: FlowState, hit: Hit,

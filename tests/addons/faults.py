@@ -4,7 +4,8 @@ Loaded after the cassette addon with ``-s``:
 
 - ``--set fault_hooks=cassette_replayer.request,cassette_recorder.response``: those hooks of
   the cassette addon raise ``RuntimeError`` for requests whose path contains ``/fault/``, as a
-  bug in them would (patched on the addon itself, inside the guard that wraps it);
+  bug in them would (patched on the addon itself, inside the guard that wraps it), quoting the
+  request's ``authorization`` header as an error about a header might;
 - ``--set fault_drop_response=true``: a response the cassette addon set for a request whose path
   contains ``/drop/`` is removed, as a hook that answered nothing would leave it; mitmproxy
   then forwards the flow, and only the connection guard stands in the way.
@@ -20,7 +21,8 @@ from mitmproxy import ctx, http
 def _raising(hook, name):  # type: ignore[no-untyped-def]
     def check(flow: http.HTTPFlow) -> None:
         if "/fault/" in flow.request.path:
-            raise RuntimeError(f"injected fault in {name}")
+            raise RuntimeError(f"injected fault in {name} "
+                               f"({flow.request.headers.get('authorization', 'no key')})")
 
     if inspect.iscoroutinefunction(hook):
         @functools.wraps(hook)
