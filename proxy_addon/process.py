@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from proxy_addon.providers import PROVIDERS, Listener, plan
 
@@ -39,6 +39,20 @@ def mitmdump_executable() -> str:
     if found is None:
         raise ProxyStartError("mitmdump not found: install the project (pip install -e .)")
     return found
+
+
+def set_options(items: Iterable[str]) -> dict[str, str | list[str]]:
+    """``NAME=VALUE`` items (``--set`` of ``cassette run``, ``--cassette-set`` of the pytest
+    plugin) as proxy options; a name given more than once keeps every value, in order (list
+    options such as cassette_normalize take one rule per value). ``ValueError`` names an item
+    that is not ``NAME=VALUE``."""
+    given: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{item!r} is not NAME=VALUE")
+        given.setdefault(name, []).append(value)
+    return {name: values[0] if len(values) == 1 else values for name, values in given.items()}
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -102,9 +116,10 @@ class RunningProxy:
 
     def peak_rss_mb(self) -> float:
         """The proxy process's peak resident memory so far (Linux), for tests and benchmarks."""
-        for line in open(f"/proc/{self.process.pid}/status"):
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) / 1024
         raise RuntimeError("no VmHWM in /proc: peak memory is measured on Linux only")
 
     @property
@@ -158,14 +173,12 @@ def start_proxy(
     script: Path = ADDON_SCRIPT,
     extra_scripts: Sequence[Path] = (),
     listeners: bool = False,
-    env: Mapping[str, str] | None = None,
 ) -> RunningProxy:
     """Start ``mitmdump_args(...)`` on a free port, with a base-URL listener per provider when
-    ``listeners`` is set (forwarding where the variables of ``env``, by default this process's
-    environment, point); wait until it listens. A listener port taken meanwhile is retried."""
+    ``listeners`` is set (forwarding where this process's variables point); wait until it
+    listens. A listener port taken meanwhile is retried."""
     for attempt in range(3):
-        planned = plan(os.environ if env is None else env, free_ports(len(PROVIDERS))) \
-            if listeners else []
+        planned = plan(os.environ, free_ports(len(PROVIDERS))) if listeners else []
         try:
             return _start(cassette_dir, mode, confdir, options, timeout, script, extra_scripts,
                           planned)
@@ -204,11 +217,14 @@ def _start(cassette_dir: Path | str, mode: str, confdir: Path | str | None,
     while not port_found.wait(0.05):
         if time.monotonic() > deadline:
             proc.kill()
+            proc.wait(5)
             raise ProxyStartError("mitmdump did not start in time:\n" + "".join(lines))
     # mitmdump prints "listening" before it exits on a start-up error: give it a moment
     time.sleep(0.2)
     if not port_box or proc.poll() is not None or any("Error logged during startup" in line
                                                        for line in lines):
+        if proc.poll() is None:  # it said so and lingers: none may be left behind
+            proc.kill()
         proc.wait(5)
         reader.join(5)
         raise ProxyStartError("mitmdump failed to start:\n" + "".join(lines))

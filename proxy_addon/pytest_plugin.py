@@ -20,8 +20,14 @@ import orjson
 import pytest
 
 from proxy_addon.control import CONTROL_HOST
-from proxy_addon.process import RunningProxy, start_proxy
-from proxy_addon.summary import MODES, NOTHING_REACHED, Summary, nothing_reached_fails
+from proxy_addon.process import RunningProxy, set_options, start_proxy
+from proxy_addon.summary import (
+    MODES,
+    NEEDS_RECORDINGS,
+    NOTHING_REACHED,
+    Summary,
+    nothing_reached_fails,
+)
 
 CONTROL = f"http://{CONTROL_HOST}"
 _PROXY_KEY = pytest.StashKey["_Session"]()
@@ -40,9 +46,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cassette-older-than", default=None, metavar="AGE",
                     help="cassette_max_age: recordings older than AGE (30d, 12h) are stale; "
                          "--cassette-mode=refresh re-records only them, replay warns.")
+    group.addoption("--cassette-set", action="append", default=[], metavar="NAME=VALUE",
+                    help="Any other proxy option, e.g. cassette_stale=fail or "
+                         "cassette_normalize=dates (repeat it).")
     group.addoption("--cassette-prune", action="store_true",
-                    help="After a full run, list recordings no test used (delete with --yes).")
-    group.addoption("--yes", action="store_true", dest="cassette_yes",
+                    help="After a full run, list recordings no test used (delete with "
+                         "--cassette-yes).")
+    group.addoption("--cassette-yes", action="store_true",
                     help="With --cassette-prune: delete the unused recordings.")
 
 
@@ -71,15 +81,20 @@ class _Session:
         self.mode = mode
         self.dir = Path(config.getoption("--cassette-dir") or os.environ.get("CASSETTE_DIR")
                         or "cassettes").resolve()
-        if mode not in ("replay", "refresh"):  # those two need recordings to be there
+        if mode not in NEEDS_RECORDINGS:
             self.dir.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix="cassette-pytest-"))
         self.summary_path = self.tmp / "summary.json"
         self.summary: Summary | None = None
-        options = {"cassette_pace": config.getoption("--cassette-pace"),
-                   "cassette_summary": str(self.summary_path)}
+        options: dict[str, str | list[str]] = {
+            "cassette_pace": config.getoption("--cassette-pace"),
+            "cassette_summary": str(self.summary_path)}
         if config.getoption("--cassette-older-than"):
             options["cassette_max_age"] = config.getoption("--cassette-older-than")
+        try:
+            options |= set_options(config.getoption("--cassette-set"))
+        except ValueError as e:
+            raise pytest.UsageError(f"--cassette-set: {e}") from None
         try:
             self.proxy: RunningProxy | None = start_proxy(
                 self.dir, mode, confdir=self.tmp / "ca", options=options, listeners=True)
@@ -201,14 +216,19 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if config.getoption("--cassette-prune"):
         if summary.failed:  # see pytest_sessionfinish: the run failed
             exitstatus = max(exitstatus, pytest.ExitCode.TESTS_FAILED)
-        _prune(terminalreporter, config, summary.unused, exitstatus)
+        _prune(terminalreporter, config, summary, exitstatus)
 
 
-def _not_a_full_passing_run(terminalreporter: Any, config: pytest.Config,
+def _not_a_full_passing_run(terminalreporter: Any, config: pytest.Config, summary: Summary,
                             exitstatus: int) -> str | None:
     """Why this run cannot tell which recordings are unused, or None when it can: only a run
-    of every test, all passing, used every recording that is still needed."""
+    of every test, all passing, through a mode that looks recordings up, used every recording
+    that is still needed."""
     stats = terminalreporter.stats
+    if config.getoption("collectonly"):
+        return "the tests were only collected"
+    if config.getoption("--cassette-mode") == "passthrough":
+        return "passthrough mode looks no recording up"
     if config.args_source == pytest.Config.ArgsSource.ARGS:
         return "tests were selected on the command line"
     if config.getoption("keyword") or config.getoption("markexpr"):
@@ -217,14 +237,18 @@ def _not_a_full_passing_run(terminalreporter: Any, config: pytest.Config,
         return f"{len(stats['deselected'])} tests were deselected"
     if exitstatus != pytest.ExitCode.OK:
         return f"the run did not pass ({pytest.ExitCode(exitstatus).name.lower()})"
-    if stats.get("skipped"):
-        return f"{len(stats['skipped'])} tests were skipped: their recordings would look unused"
+    if summary.requests == 0:
+        return "no request reached the proxy"
+    for outcome, how in (("skipped", "skipped"), ("xfailed", "expected to fail, and did")):
+        if stats.get(outcome):  # it may have stopped before its requests
+            return f"{len(stats[outcome])} tests were {how}: their recordings would look unused"
     return None
 
 
-def _prune(terminalreporter: Any, config: pytest.Config, unused: list[str],
+def _prune(terminalreporter: Any, config: pytest.Config, summary: Summary,
            exitstatus: int) -> None:
-    why_not = _not_a_full_passing_run(terminalreporter, config, exitstatus)
+    unused = summary.unused
+    why_not = _not_a_full_passing_run(terminalreporter, config, summary, exitstatus)
     if why_not is not None:
         terminalreporter.write_line(f"cassette: not pruning: {why_not}; only a full, passing "
                                     "run shows which recordings are unused")
@@ -232,7 +256,8 @@ def _prune(terminalreporter: Any, config: pytest.Config, unused: list[str],
     if not unused:
         terminalreporter.write_line("cassette: nothing to prune")
         return
-    verb = "deleting" if config.getoption("cassette_yes") else "unused (run with --yes to delete)"
+    verb = "deleting" if config.getoption("cassette_yes") else \
+        "unused (run with --cassette-yes to delete)"
     terminalreporter.write_line(f"cassette: {len(unused)} recordings {verb}:")
     for path in unused:
         terminalreporter.write_line(f"  {path}")

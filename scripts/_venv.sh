@@ -27,7 +27,10 @@ find_python() {
     return 1
 }
 
-if [ ! -x "$VENV/bin/python" ] || ! is_new_enough "$VENV/bin/python"; then
+STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+# A venv to make anew: none, too old, or left without pip by a venv module that failed half-way.
+if [ ! -x "$VENV/bin/python" ] || ! is_new_enough "$VENV/bin/python" ||
+        { [ ! -f "$STAMP" ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }; then
     if ! PY="$(find_python)"; then
         echo "error: this project needs Python 3.12 or newer (mitmproxy 12 does not run on older)." >&2
         echo "       Tried \$PYTHON, python3, python3.13, python3.12 and pyenv's versions in ${PYENV_ROOT:-$HOME/.pyenv}/versions." >&2
@@ -36,10 +39,13 @@ if [ ! -x "$VENV/bin/python" ] || ! is_new_enough "$VENV/bin/python"; then
     fi
     echo "setting up .venv with $PY ($("$PY" --version 2>&1))" >&2
     rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
+    if ! "$PY" -m venv "$VENV" || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+        rm -rf "$VENV"
+        echo "error: $PY -m venv made no working venv with pip (on Debian or Ubuntu: apt install python3-venv)." >&2
+        exit 1
+    fi
 fi
 
-STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
     echo "installing the project into .venv (pip install -e '.[test]')" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true

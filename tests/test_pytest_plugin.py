@@ -3,6 +3,8 @@ against a local upstream: recorded, replayed, with a miss, with xdist and with a
 
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 
 import pytest
@@ -134,40 +136,59 @@ def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_up
     listed.stdout.fnmatch_lines(["cassette: 1 recordings unused*", f"*{extra.name}"])
     assert extra.exists()
     deleted = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
-                  "--cassette-prune", "--yes")
+                  "--cassette-prune", "--cassette-yes")
     deleted.stdout.fnmatch_lines(["cassette: 1 recordings deleting*"])
     assert not extra.exists() and target.exists()
 
 
 def test_prune_refuses_unless_every_test_ran_and_passed(project):
     """Recordings of tests that did not run look unused: pruning after a partial or failing run
-    would delete them. Each way of not running everything is refused, and nothing is deleted."""
+    would delete them. Each way of not running everything through the recordings is refused,
+    and nothing is deleted. Then ``--cassette-set`` reaches the proxy: with an age limit of a
+    second and ``cassette_stale=fail`` the same recordings are refused as stale."""
     cassettes = project.path / "cassettes"
     run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}").assert_outcomes(
         passed=5)
     joke = next(p for p in iter_cassette_files(cassettes) if "test_joke" in str(p))
-    replay = ["--cassette-mode=replay", f"--cassette-dir={cassettes}", "--cassette-prune", "--yes"]
+    replay = ["--cassette-mode=replay", f"--cassette-dir={cassettes}", "--cassette-prune",
+              "--cassette-yes"]
+    quiet = "def test_quiet():\n    pass\n"  # with test_app.py set aside: no request at all
     cases = [
         ((), "test_app.py::test_joke", "tests were selected on the command line"),
         ((), "-k joke", "tests were selected with -k or -m"),
+        ((), "--collect-only", "the tests were only collected"),
+        ((), "--cassette-mode=passthrough", "passthrough mode looks no recording up"),
+        (("test_quiet", quiet), "", "no request reached the proxy"),
+        (("test_xfail", "import pytest\n@pytest.mark.xfail\ndef test_later():\n    assert 0\n"),
+         "", "1 tests were expected to fail, and did"),
         (("test_fail", "def test_fails():\n    assert False\n"), "", "the run did not pass (tests_failed)"),
         (("test_stop", "def test_stop():\n    raise KeyboardInterrupt\n"), "",
          "the run did not pass (interrupted)"),
         (("test_skip", "import pytest\n@pytest.mark.skip\ndef test_later():\n    pass\n"), "",
          "1 tests were skipped"),
     ]
+    app, aside = project.path / "test_app.py", project.path / "app.py.aside"
     for extra_file, args, reason in cases:
         if extra_file:
             project.makepyfile(**{extra_file[0]: extra_file[1]})
+        if extra_file and extra_file[0] == "test_quiet":
+            app.rename(aside)
         result = run(project, *replay, *args.split())
         result.stdout.fnmatch_lines([f"cassette: not pruning: {reason}*"])
         assert joke.exists(), reason
         if extra_file:
             (project.path / f"{extra_file[0]}.py").unlink()
+        if aside.exists():
+            aside.rename(app)
     # every test ran and passed: nothing is unused, nothing is deleted
     full = run(project, *replay)
     full.stdout.fnmatch_lines(["cassette: nothing to prune"])
     assert len(list(iter_cassette_files(cassettes))) == 4
+    time.sleep(1.1)  # recorded_at has whole seconds: every recording is now over 1 s old
+    stale = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
+                "--cassette-set", "cassette_max_age=1s", "--cassette-set", "cassette_stale=fail")
+    assert stale.ret != 0
+    stale.stdout.fnmatch_lines(["cassette summary: 0 hits*refused as stale*"])
 
 
 TUNNEL = '''

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
 import orjson
@@ -66,11 +66,13 @@ def print_json(value: Any) -> None:
     click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
 
 
-def load_store(cassette_dir: Path) -> CassetteStore:
+def load_store(cassette_dir: Path, validate: bool = True) -> CassetteStore:
+    """The directory's store; ``validate``: every file read whole, so all broken ones are
+    reported (else only requests, enough to find a recording by its key)."""
     if not cassette_dir.is_dir():
         raise click.UsageError(f"no cassette directory at {cassette_dir} (use --dir or "
                                "CASSETTE_DIR)")
-    store = CassetteStore(cassette_dir, validate=True)  # every file read whole: reports all
+    store = CassetteStore(cassette_dir, validate=validate)
     store.load()
     return store
 
@@ -81,13 +83,28 @@ def entries(store: CassetteStore) -> list[Entry]:
 
 def resolve(ref: str, cassette_dir: Path) -> tuple[Path, Recording]:
     """A cassette by file path, or by a unique prefix of its key or of its file name."""
-    path = Path(ref)
-    if path.is_file():
+    return resolve_all([ref], cassette_dir)[0]
+
+
+def resolve_all(refs: Sequence[str], cassette_dir: Path) -> list[tuple[Path, Recording]]:
+    """Each cassette by file path, or by a unique prefix of its key or of its file name; the
+    directory is indexed once, and only when a reference is not a file."""
+    store: CassetteStore | None = None
+    out = []
+    for ref in refs:
         try:
-            return path, formats.load(path)
+            if Path(ref).is_file():
+                out.append((Path(ref), formats.load(ref)))
+                continue
+            store = store or load_store(cassette_dir, validate=False)
+            entry = _by_prefix(ref, store, cassette_dir)
+            out.append((entry.path, entry.recording))
         except CassetteError as e:
             raise click.ClickException(str(e)) from None
-    store = load_store(cassette_dir)
+    return out
+
+
+def _by_prefix(ref: str, store: CassetteStore, cassette_dir: Path) -> Entry:
     found = [e for e in entries(store)
              if e.key.startswith(ref) or e.path.stem.startswith(ref)
              or e.path.stem.rsplit("-", 1)[-1].startswith(ref)]
@@ -98,4 +115,4 @@ def resolve(ref: str, cassette_dir: Path) -> tuple[Path, Recording]:
         names = "\n  ".join(str(e.path) for e in found[:10])
         raise click.BadParameter(f"{ref!r} is ambiguous, it matches:\n  {names}",
                                  param_hint="CASSETTE")
-    return found[0].path, found[0].recording
+    return found[0]

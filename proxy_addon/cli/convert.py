@@ -12,9 +12,9 @@ from typing import Iterable
 import click
 
 from proxy_addon import formats, matching, redact
-from proxy_addon.cli.common import dir_option, resolve, secret_options, secrets_of
+from proxy_addon.cli.common import dir_option, resolve_all, secret_options, secrets_of
 from proxy_addon.formats import cassette, llama_stack
-from proxy_addon.model import CassetteError, Recording
+from proxy_addon.model import CassetteError
 from proxy_addon.store.layout import iter_cassette_files, layout_path, model_of
 from proxy_addon.store.writer import atomic_write
 
@@ -90,16 +90,9 @@ def export_command(refs: tuple[str, ...], cassette_dir: Path, target: Path,
     \b
     Example: cassette export-llama-stack cassettes/api.openai.com --to tests/integration/recordings
     """
-    recordings: list[tuple[Path, Recording]] = []
-    for ref in refs:
-        if Path(ref).is_dir():
-            for path in iter_cassette_files(Path(ref)):
-                try:
-                    recordings.append((path, formats.load(path)))
-                except CassetteError as e:
-                    raise click.ClickException(str(e)) from None
-        else:
-            recordings.append(resolve(ref, cassette_dir))
+    files = [str(p) for ref in refs for p in (iter_cassette_files(Path(ref))
+                                              if Path(ref).is_dir() else [ref])]
+    recordings = resolve_all(files, cassette_dir)
     for path, rec in recordings:
         if len(rec.responses) > 1:
             click.echo(f"{path}: llama-stack keeps one answer per request; exporting the first "

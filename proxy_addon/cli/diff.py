@@ -14,7 +14,7 @@ import click
 
 from proxy_addon import formats, matching
 from proxy_addon.changes import Changes, compare
-from proxy_addon.cli.common import dir_option, json_option, print_json, resolve
+from proxy_addon.cli.common import dir_option, json_option, print_json, resolve_all
 from proxy_addon.formats import cassette
 from proxy_addon.model import Body, CassetteError, RecordedResponse, Recording
 
@@ -91,7 +91,7 @@ def diff_command(refs: tuple[str, ...], rev: str | None, cassette_dir: Path,
         sys.exit(_diff_since(rev, cassette_dir, as_json))
     if len(refs) != 2:
         raise click.UsageError("give two recordings A B (a file or a key prefix), or --since REV")
-    (pa, ra), (pb, rb) = resolve(refs[0], cassette_dir), resolve(refs[1], cassette_dir)
+    (pa, ra), (pb, rb) = resolve_all(refs, cassette_dir)
     req, resp, seen = request_paths(ra, rb), response_paths(ra, rb), compare(ra, rb)
     if as_json:
         print_json({"a": str(pa), "b": str(pb), "request": req, "responses": resp,

@@ -13,7 +13,13 @@ from typing import Iterable, NoReturn
 import click
 
 from proxy_addon.cli.common import dir_option
-from proxy_addon.process import ProxyStartError, free_ports, mitmdump_args, start_proxy
+from proxy_addon.process import (
+    ProxyStartError,
+    free_ports,
+    mitmdump_args,
+    set_options,
+    start_proxy,
+)
 from proxy_addon.providers import PROVIDERS, plan
 from proxy_addon.summary import MODES, NOTHING_REACHED, Summary, nothing_reached_fails
 
@@ -33,20 +39,14 @@ set_option = click.option("--set", "extra", multiple=True, metavar="NAME=VALUE",
 
 def _options(pace: str, extra: Iterable[str],
              max_age: str | None = None) -> dict[str, str | list[str]]:
-    """The proxy's options; a name set more than once keeps every value, in order (list
-    options such as cassette_normalize take one rule per value)."""
+    """The proxy's options, ``--set`` ones last (``process.set_options``)."""
     opts: dict[str, str | list[str]] = {"cassette_pace": pace}
     if max_age:
         opts["cassette_max_age"] = max_age
-    given: dict[str, list[str]] = {}
-    for item in extra:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--set")
-        given.setdefault(name, []).append(value)
-    opts.update({name: values[0] if len(values) == 1 else values
-                 for name, values in given.items()})
-    return opts
+    try:
+        return opts | set_options(extra)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--set") from None
 
 
 def _fail_start(e: ProxyStartError) -> NoReturn:
@@ -84,12 +84,12 @@ def run_command(mode: str, pace: str, max_age: str | None, cassette_dir: Path,
             _fail_start(e)
         try:
             code = subprocess.call(list(command), env=proxy.client_env())
-        except FileNotFoundError:
-            proxy.stop()
-            raise click.UsageError(f"command not found: {command[0]}") from None
+        except OSError as e:  # not found, not executable, a directory...
+            raise click.UsageError(f"cannot run {command[0]}: {e.strerror}") from None
         except KeyboardInterrupt:
             code = 130
-        proxy.stop()
+        finally:
+            proxy.stop()
         summary = Summary.read(summary_path)
         if summary is None:
             click.echo("cassette: the proxy wrote no summary; its log:\n" + proxy.log, err=True)
@@ -112,7 +112,8 @@ def run_command(mode: str, pace: str, max_age: str | None, cassette_dir: Path,
 @dir_option
 @set_option
 @click.option("--port", default=8080, show_default=True,
-              help="Port of the forward proxy; the providers' listeners take the next ones.")
+              help="Port of the forward proxy (0: a free one); the providers' listeners "
+                   "take the next ones (free ones with 0).")
 @click.option("--listen-host", default="127.0.0.1", show_default=True,
               help="Address to listen on: 0.0.0.0 to serve containers.")
 @click.option("--confdir", type=click.Path(path_type=Path), default=Path("~/.mitmproxy"),
@@ -125,8 +126,10 @@ def proxy_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ..
     Example: cassette proxy --mode record --port 8080
     """
     confdir = confdir.expanduser()
-    ports = free_ports(len(PROVIDERS)) if port == 0 else \
-        list(range(port + 1, port + 1 + len(PROVIDERS)))
+    if port == 0:  # any free one, said below, as for the listeners
+        port, *ports = free_ports(1 + len(PROVIDERS))
+    else:
+        ports = list(range(port + 1, port + 1 + len(PROVIDERS)))
     reach = "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
     listeners = plan(os.environ, ports, reach)
     url = f"http://{reach}:{port}"
