@@ -306,6 +306,7 @@ def test_concurrent_recordings_all_land_whole(tmp_path, http_upstream, proxies):
     ("cassette_normalize", "datez", "cassette_normalize: 'datez' is neither a preset"),
     ("cassette_max_age", "30", "cassette_max_age: '30' is not an age"),
     ("cassette_stale", "sometimes", "cassette_stale must be warn or fail"),
+    ("stream_large_bodies", "1m", "stream_large_bodies cannot be used in replay mode"),
 ])
 def test_bad_option_stops_mitmdump_with_a_clear_message(tmp_path, confdir, option, value,
                                                         expected):
