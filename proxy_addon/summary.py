@@ -97,9 +97,9 @@ class Summary:
         for part in parts[1:]:
             unused &= set(part.unused)
         total = cls(recordings=max(p.recordings for p in parts), unused=sorted(unused))
+        counts = [f.name for f in fields(cls) if f.type == "int" and f.name != "recordings"]
         for part in parts:
-            for name in ("requests", "hits", "recorded", "misses", "abandoned", "write_errors",
-                         "internal_errors", "refused_connections", "stale", "stale_refused"):
+            for name in counts:  # every counter, one added later included
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.miss_messages += part.miss_messages
             total.other_host += part.other_host

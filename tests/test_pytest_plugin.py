@@ -269,3 +269,19 @@ def test_refresh_of_one_old_test_rewrites_only_its_own_cassette(pytester, http_u
     [answer] = formats.load(files["test_pair.py__test_one"]).responses
     assert answer.body.value["choices"][0]["message"]["content"] == "Answer 2 to: one"
     assert files["test_pair.py__test_two"].read_bytes() == untouched
+
+
+def test_xdist_workers_summaries_add_up():
+    """Each worker's proxy counts its own; the session's summary adds every counter, and a
+    recording is unused only if no worker used it."""
+    from proxy_addon.summary import Summary
+
+    names = ("requests", "hits", "recorded", "misses", "abandoned", "write_errors",
+             "internal_errors", "refused_connections", "stale", "stale_refused")
+    one = Summary(**dict.fromkeys(names, 1), recordings=3, unused=["a.json", "b.json"],
+                  miss_messages=["m1"])
+    two = Summary(**dict.fromkeys(names, 2), recordings=3, unused=["b.json"],
+                  miss_messages=["m2"])
+    total = Summary.combine([one, two])
+    assert {name: getattr(total, name) for name in names} == dict.fromkeys(names, 3)
+    assert (total.recordings, total.unused, total.miss_messages) == (3, ["b.json"], ["m1", "m2"])
