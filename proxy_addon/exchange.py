@@ -54,5 +54,6 @@ def own_secrets(headers: Iterable[tuple[str, str]], query: str, secrets: Secrets
     """The secret strings a live request carries by name: its secret headers' credentials and
     its secret query parameters' values (Azure's ``?api-key=``). Known for the rest of the
     exchange: in matching, in the scrub, in a WebSocket replay's messages."""
-    return header_values(headers, secrets) + param_values(
-        parse_qsl(query, keep_blank_values=True), secrets)
+    values = header_values(headers, secrets)
+    return values + param_values(parse_qsl(query, keep_blank_values=True), secrets) if query \
+        else values
