@@ -107,6 +107,9 @@ class Summary:
         return total
 
 
+MAX_NOTES = 1000  # miss messages (or other-host hits) a summary keeps; the counts go on
+
+
 class Counters:
     """The counts of a running proxy. The event loop and the writer thread both count, so
     every change goes through ``add`` under a lock."""
@@ -120,9 +123,12 @@ class Counters:
             setattr(self._summary, name, getattr(self._summary, name) + n)
 
     def note(self, name: str, item: Any) -> None:
-        """Append to one of the lists (miss_messages, other_host)."""
+        """Append to one of the lists (miss_messages, other_host), up to ``MAX_NOTES`` items:
+        a proxy left running keeps counting, not remembering each one."""
         with self._lock:
-            getattr(self._summary, name).append(item)
+            kept = getattr(self._summary, name)
+            if len(kept) < MAX_NOTES:
+                kept.append(item)
 
     def snapshot(self, recordings: int, unused: list[str],
                  bad_files: list[dict[str, str]]) -> Summary:
