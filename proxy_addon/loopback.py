@@ -22,6 +22,8 @@ class LoopbackServer(Generic[T]):
     ``on_fault(error)`` is told of a fault while answering (it ends that answer, never the
     proxy), so the run counts it."""
 
+    token_header: str  # the request header a flow carries its token in
+
     def __init__(self, on_fault: Callable[[Exception], None]) -> None:
         self._on_fault = on_fault
         self._server: asyncio.AbstractServer | None = None

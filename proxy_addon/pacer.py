@@ -30,6 +30,8 @@ class Pacer(LoopbackServer[tuple[RecordedResponse, float]]):
     """The server, started on first use on 127.0.0.1 and a free port. What is registered: a
     response and the pace to write it at (0: at once)."""
 
+    token_header = TOKEN_HEADER
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
         try:

@@ -60,6 +60,8 @@ class WebSocketServer(LoopbackServer[Registration]):
     """The server, started on first use. ``on_miss(message)`` is called for each client
     message no recording has; ``on_fault(error)`` for a fault inside a replay."""
 
+    token_header = TOKEN_HEADER
+
     def __init__(self, on_miss: Callable[[str], None],
                  on_fault: Callable[[Exception], None]) -> None:
         super().__init__(on_fault)

@@ -14,11 +14,19 @@ from mitmproxy.net.http import status_codes
 
 from proxy_addon import control, exchange, matching, misses
 from proxy_addon.age import AgeLimit, describe
-from proxy_addon.mitm.state import META, FlowState, State, body_of, flow_state, log
+from proxy_addon.mitm.state import (
+    META,
+    FlowState,
+    State,
+    body_of,
+    flow_state,
+    log,
+    send_to_loopback,
+)
 from proxy_addon.mitm.websocket import answer_websocket
 from proxy_addon.model import RecordedResponse
 from proxy_addon.normalize import Normalizer
-from proxy_addon.pacer import TOKEN_HEADER, Pacer
+from proxy_addon.pacer import Pacer
 from proxy_addon.secret_rules import Secrets
 from proxy_addon.store import Hit, LookupContext
 from proxy_addon.websocket_server import WebSocketServer
@@ -213,17 +221,14 @@ class Replayer:
         if resp.stream is not None and (pace > 0 or not resp.stream.complete):
             # Stream through the pacer: events spread over time, or a recorded cut replayed
             # as a real cut (the connection closes before the stream's end).
-            port = await self.pacer.ensure_started()
-            self.state.own_servers.add(("127.0.0.1", port))
-            st.pacer_token = self.pacer.register((resp, pace))
-            flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
-            flow.request.headers[TOKEN_HEADER] = st.pacer_token
+            await send_to_loopback(flow, st, self.pacer, (resp, pace), self.state)
             return
         flow.response = replayed_response(resp)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow, "hit")
-        if st is not None and st.pacer_token is not None and flow.response is not None:
+        if st is not None and st.loopback is not None and st.loopback[0] is self.pacer and \
+                flow.response is not None:
             flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -236,10 +241,9 @@ class Replayer:
         """A flow sent to the pacer or the WebSocket server ended (for a WebSocket: its
         handshake did): its token must not stay behind (it may never have reached them)."""
         st = flow_state(flow, "hit")
-        if st is not None and st.pacer_token is not None:
-            self.pacer.forget(st.pacer_token)
-        if st is not None and st.websocket_token is not None:
-            self.sockets.forget(st.websocket_token)
+        if st is not None and st.loopback is not None:
+            server, token = st.loopback
+            server.forget(token)
 
     def done(self) -> None:
         if self.pacer.waiting:

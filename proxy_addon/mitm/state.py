@@ -11,15 +11,16 @@ from collections.abc import Sequence  # mitmproxy's --set parses only this Seque
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import orjson
 from mitmproxy import ctx, exceptions, http
 
 from proxy_addon import age, normalize, redact
 from proxy_addon.control import CurrentTest
-from proxy_addon.matching import CanonicalRequest
 from proxy_addon.jsonpath import parse_path
+from proxy_addon.loopback import LoopbackServer
+from proxy_addon.matching import CanonicalRequest
 from proxy_addon.model import RecordedRequest
 from proxy_addon.normalize import Normalizer
 from proxy_addon.secret_rules import BUILT_IN, Secrets
@@ -33,6 +34,7 @@ from proxy_addon.websocket import Capture
 log = logging.getLogger("proxy_addon")
 
 META = "cassette"  # key of our FlowState in flow.metadata
+T = TypeVar("T")
 # A content-encoded request body is decoded for matching and recording up to this size; beyond
 # it (a decompression bomb) it is matched and stored by its bytes as sent.
 MAX_DECODED_REQUEST = 64 * 1024 * 1024
@@ -56,10 +58,22 @@ class FlowState:
     capture: StreamCapture | None = None
     body_tap: BodyTap | None = None
     headers_at: float = 0.0  # when the response headers arrived (monotonic)
-    pacer_token: str | None = None  # served by the pacer (paced or cut replay)
-    websocket_token: str | None = None  # a replayed WebSocket, served by the loopback server
+    # the loopback server answering it (the pacer, the WebSocket replay) and its token
+    loopback: tuple[LoopbackServer[Any], str] | None = None
     websocket: Capture | None = None  # a WebSocket conversation being recorded
     refresh: Entry | None = None  # the recording this flow re-records, in its own file (refresh)
+
+
+async def send_to_loopback(flow: http.HTTPFlow, st: FlowState, server: LoopbackServer[T],
+                           item: T, state: State) -> None:
+    """Point the flow at one of the addon's loopback servers (which the connection guard
+    admits), to be answered with ``item``, under a one-time token the flow carries."""
+    port = await server.ensure_started()
+    state.own_servers.add(("127.0.0.1", port))
+    token = server.register(item)
+    st.loopback = (server, token)
+    flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
+    flow.request.headers[server.token_header] = token
 
 
 def flow_state(flow: http.HTTPFlow, action: str | None = None) -> FlowState | None:

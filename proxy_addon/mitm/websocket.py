@@ -13,10 +13,10 @@ import time
 from mitmproxy import http
 
 from proxy_addon.mitm.record import save
-from proxy_addon.mitm.state import FlowState, State, flow_state, log
+from proxy_addon.mitm.state import FlowState, State, flow_state, log, send_to_loopback
 from proxy_addon.store import Hit
 from proxy_addon.websocket import Capture, Replay
-from proxy_addon.websocket_server import TOKEN_HEADER, Registration, WebSocketServer
+from proxy_addon.websocket_server import Registration, WebSocketServer
 
 
 def websocket_server(state: State) -> WebSocketServer:
@@ -32,14 +32,9 @@ async def answer_websocket(flow: http.HTTPFlow, st: FlowState, hit: Hit,
     order = [hit.index] + [i for i in range(len(responses)) if i != hit.index]
     recordings = [responses[i].websocket for i in order if responses[i].websocket is not None]
     where = f"{st.canonical.describe()} ({hit.entry.path})"
-    port = await server.ensure_started()
-    state.own_servers.add(("127.0.0.1", port))
-    st.websocket_token = server.register(Registration(
-        Replay(recordings, state.ignore, where, state.normalize, st.secrets),
-        hit.response.headers,
-        state.pace))
-    flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
-    flow.request.headers[TOKEN_HEADER] = st.websocket_token
+    replay = Replay(recordings, state.ignore, where, state.normalize, st.secrets)
+    await send_to_loopback(flow, st, server,
+                           Registration(replay, hit.response.headers, state.pace), state)
 
 
 class WebSocketRecorder:
