@@ -152,9 +152,11 @@ def test_curl_through_a_listener_needs_no_ca(tmp_path, http_upstream):
     assert "1 hits" in replayed.stderr and http_upstream.state.hits == 1
 
 
-def test_a_run_that_no_request_reached_says_so_and_fails_on_ci(tmp_path):
+def test_a_run_that_no_request_reached_says_so_and_fails_on_ci(tmp_path, proxies):
     cassettes = tmp_path / "cassettes"
     cassettes.mkdir()
+    plain = proxies(cassettes, "replay").stop()  # mitmdump as the README runs it, then stopped
+    assert "cassette: warning: no request reached the proxy" in plain
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     quiet = cassette_run("replay", cassettes, ["true"], env)
     assert quiet.returncode == 0

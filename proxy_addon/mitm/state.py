@@ -28,7 +28,7 @@ from proxy_addon.sse import BodyTap, StreamCapture, decode_limited
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.index import Entry
 from proxy_addon.store.writer import BackgroundWriter, atomic_write
-from proxy_addon.summary import MODES, NEEDS_RECORDINGS, Counters
+from proxy_addon.summary import MODES, NEEDS_RECORDINGS, NOTHING_REACHED, Counters
 from proxy_addon.websocket import Capture
 
 log = logging.getLogger("proxy_addon")
@@ -308,6 +308,8 @@ class State:
             len(index), sorted(str(e.path) for e in index.unused()),
             [{"path": str(b.path), "reason": b.reason} for b in index.bad])
         log.warning(summary.line())
+        if summary.requests == 0:  # plain mitmdump too: a run that tested nothing says so
+            log.warning("cassette: warning: %s", NOTHING_REACHED)
         if ctx.options.cassette_summary:
             try:
                 atomic_write(Path(ctx.options.cassette_summary),
