@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from proxy_addon import multipart, redact
+from proxy_addon import exchange, multipart, redact
 from proxy_addon.jsonpath import drop_path, map_leaves
 from proxy_addon.model import RecordedRequest, text_of
 from proxy_addon.normalize import Normalizer
@@ -210,8 +210,10 @@ def canonicalize(
     secrets: Secrets = BUILT_IN,
     normalize: Normalizer | None = None,
 ) -> CanonicalRequest:
-    """Canonical form of a live request given by its URL."""
+    """Canonical form of a live request given by its URL (``secrets`` knowing its secret
+    headers' values, when it had any: ``exchange.header_values``)."""
     parts = urlsplit(url)
+    secrets = secrets.with_values(exchange.own_secrets((), parts.query, secrets))
     return canonicalize_parts(method, parts.scheme, parts.hostname or "", parts.port,
                               parts.path, parts.query, content_type, raw_body, ignore, secrets,
                               normalize)
@@ -231,13 +233,10 @@ def canonicalize_parts(
     normalize: Normalizer | None = None,
 ) -> CanonicalRequest:
     """Canonical form of a live request given by its parts (no URL to build and re-parse).
-    ``secrets`` knows the request's own key (``exchange.header_values``) besides the rules; a
-    secret query parameter's value becomes known for the rest of the request, as it does when
-    the recording is scrubbed. One scan of the path, query and body decides whether any part
-    needs a closer look."""
-    if query:
-        secrets = secrets.with_values(redact.param_values(
-            parse_qsl(query, keep_blank_values=True), secrets))
+    ``secrets`` knows, besides the rules, what the request carries by name
+    (``exchange.own_secrets``: its key, a secret query parameter's value), so a copy of it
+    elsewhere in the request is replaced as the scrub replaces it in the file. One scan of the
+    path, query and body decides whether any part needs a closer look."""
     scan = secrets.might_hold(b"%b?%b\n%b" % (path.encode("utf-8", "surrogateescape"),
                                               query.encode("utf-8", "surrogateescape"),
                                               raw_body or b""))
