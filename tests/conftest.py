@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tarfile
 import zlib
@@ -142,3 +143,33 @@ def gzip_bomb(compressed_mb: int) -> bytes:
     head = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
     again = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH)
     return head + again * (compressed_mb * (1 << 20) // len(again))
+
+
+_SUMMARY = re.compile(r"cassette summary: (\d+) hits, (\d+) recorded, (\d+) misses, (\d+) unused "
+                      r"recordings \(of (\d+)\)([^\n]*)")
+_EXTRAS = {"not saved": "abandoned", "could not be written": "write_errors",
+           "internal errors": "internal_errors", "upstream connections refused": "refused",
+           "answered from stale": "stale", "refused as stale": "stale_refused",
+           "answered from another host": "other_host"}
+
+
+def summary_counts(text: str) -> dict[str, int]:
+    """Every count of the last summary line in ``text`` (a proxy's log, a command's stderr),
+    read from its wording, those it leaves out at 0: so a check of "0 misses" cannot pass on
+    "10 misses", nor one of "no internal errors" on a reworded line."""
+    found = _SUMMARY.findall(text)
+    assert found, f"no summary line in:\n{text[-2000:]}"
+    *head, extras = found[-1]
+    counts = dict(zip(("hits", "recorded", "misses", "unused", "recordings"), map(int, head)))
+    counts.update(dict.fromkeys(_EXTRAS.values(), 0))
+    for n, what in re.findall(r", (\d+) ([^,(]+)", extras):
+        key = next((k for phrase, k in _EXTRAS.items() if what.startswith(phrase)), None)
+        assert key is not None, f"unknown summary item: {what!r}"
+        counts[key] = int(n)
+    return counts
+
+
+def counted(text: str, *names: str) -> tuple[int, ...]:
+    """The named counts of the last summary line in ``text`` (see ``summary_counts``)."""
+    counts = summary_counts(text)
+    return tuple(counts[name] for name in names)

@@ -5,6 +5,7 @@ that counts the requests it gets."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import pytest
 
 from proxy_addon.formats import load
 from proxy_addon.store.layout import iter_cassette_files
+from tests.conftest import counted
 
 CASSETTE = str(Path(sys.executable).with_name("cassette"))
 NODE_APP = Path(__file__).with_name("node") / "app.mjs"
@@ -24,24 +26,38 @@ NODE_PACKAGES = ["openai@6", "@anthropic-ai/sdk@1"]  # the majors that run on No
 
 @pytest.fixture(scope="session")
 def node_sdks() -> Path:
-    """A folder with the official Node SDKs installed, cached between runs."""
+    """The official Node SDKs' ``node_modules``, installed from npm once and cached between runs
+    (outside the clone, as pip's cache is). Marked installed only after a whole install, and
+    installed under a lock, so an interrupted or concurrent run never leaves half of one."""
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: the Node tests need Node.js 20+ and npm")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     folder = cache / "llm-cassette-proxy" / ("node-" + "-".join(
         p.replace("@", "").replace("/", "_") for p in NODE_PACKAGES))
-    if not (folder / "node_modules" / "openai").is_dir() or \
-            not (folder / "node_modules" / "@anthropic-ai" / "sdk").is_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "package.json").write_text('{"private": true, "type": "module"}\n')
-        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
-                               *NODE_PACKAGES], cwd=folder, capture_output=True, text=True,
-                              timeout=300)
-        if done.returncode != 0:
-            pytest.fail(f"npm install {' '.join(NODE_PACKAGES)} failed in {folder}:\n"
-                        f"{done.stdout}\n{done.stderr}")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".installed").exists():
+            shutil.rmtree(folder / "node_modules", ignore_errors=True)
+            (folder / "package.json").write_text('{"private": true, "type": "module"}\n')
+            done = subprocess.run(["npm", "install", "--no-audit", "--no-fund",
+                                   "--loglevel=error", *NODE_PACKAGES], cwd=folder,
+                                  capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                pytest.fail(f"npm install {' '.join(NODE_PACKAGES)} failed in {folder}:\n"
+                            f"{done.stdout}\n{done.stderr}")
+            (folder / ".installed").touch()
+    return folder / "node_modules"
+
+
+@pytest.fixture
+def node_app(tmp_path: Path, node_sdks: Path) -> Path:
+    """The test's own folder with ``app.mjs`` and the cached SDKs beside it."""
+    folder = tmp_path / "node-app"
+    folder.mkdir()
     shutil.copy(NODE_APP, folder / "app.mjs")
+    (folder / "node_modules").symlink_to(node_sdks)
     return folder
 
 
@@ -60,23 +76,23 @@ def stand_in_env(upstream, **more: str) -> dict[str, str]:
             "ANTHROPIC_API_KEY": "sk-ant-test-any-client", **more}
 
 
-def test_node_sdks_record_then_replay_through_their_base_url(tmp_path, http_upstream, node_sdks):
+def test_node_sdks_record_then_replay_through_their_base_url(tmp_path, http_upstream, node_app):
     """The official `openai` and `@anthropic-ai/sdk` Node packages ignore HTTPS_PROXY: through
     the listeners a streamed chat, a plain chat and an Anthropic message are recorded, then
     replayed with identical output and no request reaching the stand-in."""
     cassettes = tmp_path / "cassettes"
     env = stand_in_env(http_upstream)
-    recorded = cassette_run("record", cassettes, ["node", "app.mjs"], env, cwd=node_sdks)
+    recorded = cassette_run("record", cassettes, ["node", "app.mjs"], env, cwd=node_app)
     assert recorded.returncode == 0, recorded.stderr
     assert recorded.stdout.splitlines() == ["stream: Answer 1 to: streamed from node",
                                             "plain: Answer 1 to: plain from node",
                                             "anthropic: Claude says: hello from node"]
-    assert "0 hits, 3 recorded, 0 misses" in recorded.stderr
+    assert counted(recorded.stderr, "hits", "recorded", "misses") == (0, 3, 0)
     assert http_upstream.state.hits == 3
-    replayed = cassette_run("replay", cassettes, ["node", "app.mjs"], env, cwd=node_sdks)
+    replayed = cassette_run("replay", cassettes, ["node", "app.mjs"], env, cwd=node_app)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout
-    assert "3 hits, 0 recorded, 0 misses" in replayed.stderr
+    assert counted(replayed.stderr, "hits", "recorded", "misses") == (3, 0, 0)
     assert http_upstream.state.hits == 3  # nothing reached the stand-in
 
 
@@ -108,7 +124,7 @@ def test_a_client_reading_both_variables_is_recorded_once(tmp_path, http_upstrea
                                                 http_upstream.base_url, "once"], env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Answer 1 to: once"
-    assert "0 hits, 1 recorded, 0 misses" in result.stderr
+    assert counted(result.stderr, "hits", "recorded", "misses") == (0, 1, 0)
     [path] = list(iter_cassette_files(cassettes))
     rec = load(path)
     assert len(rec.responses) == 1
@@ -125,12 +141,13 @@ def test_one_cassette_whichever_route(tmp_path, http_upstream, py_app, record_ro
     app = [sys.executable, str(py_app)]
     recorded = cassette_run("record", cassettes, [*app, record_route, http_upstream.base_url,
                                                   "route"], env)
-    assert recorded.returncode == 0 and "1 recorded" in recorded.stderr, recorded.stderr
+    assert recorded.returncode == 0, recorded.stderr
+    assert counted(recorded.stderr, "hits", "recorded", "misses") == (0, 1, 0)
     replayed = cassette_run("replay", cassettes, [*app, replay_route, http_upstream.base_url,
                                                   "route"], env)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout == "Answer 1 to: route\n"
-    assert "1 hits, 0 recorded, 0 misses" in replayed.stderr
+    assert counted(replayed.stderr, "hits", "recorded", "misses") == (1, 0, 0)
     assert http_upstream.state.hits == 1
 
 
@@ -149,7 +166,8 @@ def test_curl_through_a_listener_needs_no_ca(tmp_path, http_upstream):
     assert json.loads(replayed.stdout) == json.loads(recorded.stdout)
     assert [m["id"] for m in json.loads(replayed.stdout)["data"]] == ["gpt-4o",
                                                                       "text-embedding-3-small"]
-    assert "1 hits" in replayed.stderr and http_upstream.state.hits == 1
+    assert counted(replayed.stderr, "hits", "misses") == (1, 0)
+    assert http_upstream.state.hits == 1
 
 
 def test_a_run_that_no_request_reached_says_so_and_fails_on_ci(tmp_path, proxies):

@@ -17,7 +17,7 @@ import pytest
 from proxy_addon import formats, model
 from proxy_addon.reassemble import reassemble
 from proxy_addon.store.layout import iter_cassette_files
-from tests.conftest import FAKE_KEY, openai_client
+from tests.conftest import FAKE_KEY, counted, openai_client
 
 SECRET = "sk-test-provider-secret-0042"
 
@@ -37,7 +37,7 @@ def record_and_replay(tmp_path: Path, upstream, proxies, call: Callable[[Any], A
     replayed = call(replay)
     log = replay.stop()
     assert upstream.state.hits == hits, "the replay reached the upstream"
-    assert " 0 misses" in log
+    assert counted(log, "misses") == (0,)
     return recorded, replayed, [formats.load(f) for f in files]
 
 

@@ -24,7 +24,7 @@ from proxy_addon.changes import compare
 from proxy_addon.cli import main
 from proxy_addon.sse import Event
 from proxy_addon.store.layout import iter_cassette_files
-from tests.conftest import age_by, openai_client, record_prompts
+from tests.conftest import age_by, counted, openai_client, record_prompts
 
 CASSETTE = str(Path(sys.executable).with_name("cassette"))
 SESSION_RULE = r"Session \d+=Session <n>"
@@ -136,8 +136,7 @@ def test_stale_recordings_are_warned_once_counted_refused_and_listed(tmp_path, h
          "old one", "fresh"], capture_output=True, text=True, timeout=60)
     assert result.stdout.splitlines() == ["410", "Answer 1 to: fresh"]
     assert result.returncode == 1, result.stderr
-    assert "1 hits, 0 recorded, 0 misses" in result.stderr
-    assert "1 refused as stale" in result.stderr
+    assert counted(result.stderr, "hits", "recorded", "misses", "stale_refused") == (1, 0, 0, 1)
     assert f"cassette stale: {file_of(cassettes, 'old one')} was recorded 40 days ago" in \
         result.stderr
 
@@ -173,7 +172,7 @@ def test_refresh_rewrites_old_recordings_in_place_and_diff_since_shows_the_chang
         ask(client, ("user", "never recorded"))
     assert "no recording" in err.value.message
     log = refresh.stop()
-    assert "1 hits, 2 recorded, 1 misses" in log
+    assert counted(log, "hits", "recorded", "misses") == (1, 2, 1)
     assert http_upstream.state.hits == hits + 2  # the miss was not forwarded
 
     assert set(iter_cassette_files(cassettes)) == set(before)  # no new file
