@@ -4,8 +4,8 @@ Two requests match when method, host, path, query (without secret parameters) an
 same, where a JSON body is compared as data (key order and whitespace ignored) with secret fields
 (at any depth) and the user's ``cassette_ignore`` paths removed. Known secret values and key
 shapes inside strings are replaced as ``redact.scrub`` replaces them in a cassette, so a recording
-matches the live request it was made from; one RE2 scan (``Secrets.might_hold``) keeps that free
-for a request with no secret in it. Then the strings of the JSON body and the query values pass
+matches the live request it was made from; an RE2 scan of each part (``Secrets.might_hold``)
+keeps that free for a request with no secret in it. Then the strings of the JSON body and the query values pass
 through the ``cassette_normalize`` normaliser (``normalize.py``) when there is one. The path is
 never normalised: it is the endpoint, which names the files and groups the recordings, and ids
 in it come from earlier recorded answers, which a replay gives back as they were. Nothing here
@@ -107,16 +107,15 @@ def _json_body(value: Any, ignore: IgnorePaths, floats: bool, secrets: Secrets,
     return value
 
 
-def _compared_pairs(pairs: list[tuple[str, str]], secrets: Secrets,
-                    scan: bool = True) -> list[tuple[str, str]]:
-    values = redact.pair_values_for_matching(pairs, secrets, scan)
+def _compared_pairs(pairs: list[tuple[str, str]], secrets: Secrets) -> list[tuple[str, str]]:
+    values = redact.pair_values_for_matching(pairs, secrets)
     return [(k, v) for (k, _), v in zip(pairs, values) if v is not None]
 
 
-def canonical_multipart(parts: list[dict[str, Any]], secrets: Secrets = BUILT_IN,
-                        scan: bool = True) -> dict[str, Any]:
+def canonical_multipart(parts: list[dict[str, Any]],
+                        secrets: Secrets = BUILT_IN) -> dict[str, Any]:
     fields = [(str(p.get("name")), p["value"]) for p in parts if isinstance(p.get("value"), str)]
-    values = iter(redact.pair_values_for_matching(fields, secrets, scan))
+    values = iter(redact.pair_values_for_matching(fields, secrets))
     kept = []
     for p in parts:
         if isinstance(p.get("value"), str):
@@ -137,20 +136,19 @@ def _digest(raw: bytes) -> dict[str, str]:
 
 
 def canonical_body(content_type: str | None, raw: bytes | None, ignore: IgnorePaths = (),
-                   secrets: Secrets = BUILT_IN, scan: bool = True,
-                   normalize: Normalizer | None = None) -> Any:
-    """The comparable form of a body given as bytes (a live request). ``scan`` False: the
-    caller's scan of these bytes found no secret key, known value or shape."""
+                   secrets: Secrets = BUILT_IN, normalize: Normalizer | None = None) -> Any:
+    """The comparable form of a body given as bytes (a live request): one scan of them says
+    whether a secret key, known value or shape needs the walk."""
     if not raw:
         return None
     if content_type and content_type.lower().startswith("multipart/form-data"):
         parts = multipart.fields(content_type, raw)
         if parts is not None:
-            return canonical_multipart(parts, secrets, scan)
+            return canonical_multipart(parts, secrets)
     if _is_form(content_type):
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
-        return {"$form": sorted(_compared_pairs(pairs, secrets, scan))}
-    scan = scan and secrets.might_hold(raw)
+        return {"$form": sorted(_compared_pairs(pairs, secrets))}
+    scan = secrets.might_hold(raw)
     if raw.lstrip()[:1] in (b"{", b"["):
         try:
             return _json_body(orjson.loads(raw), ignore, _FLOAT_HINT.search(raw) is not None,
@@ -180,18 +178,18 @@ def canonical_json(value: Any, ignore: IgnorePaths = (), secrets: Secrets = BUIL
         return _digest(raw)
 
 
-def canonical_query(query: str, secrets: Secrets = BUILT_IN, scan: bool = True,
+def canonical_query(query: str, secrets: Secrets = BUILT_IN,
                     normalize: Normalizer | None = None) -> tuple[tuple[str, str], ...]:
-    pairs = _compared_pairs(parse_qsl(query, keep_blank_values=True), secrets, scan)
+    pairs = _compared_pairs(parse_qsl(query, keep_blank_values=True), secrets)
     if normalize is not None:
         pairs = [(k, normalize.text(v)) for k, v in pairs]
     return tuple(sorted(pairs))
 
 
-def canonical_path(path: str, secrets: Secrets = BUILT_IN, scan: bool = True) -> str:
+def canonical_path(path: str, secrets: Secrets = BUILT_IN) -> str:
     """A URL path as compared: a known secret or a key in it (a bot token) replaced."""
     path = path or "/"
-    return secrets.replace(path)[0] if scan and secrets.might_hold(path) else path
+    return secrets.replace(path)[0] if secrets.might_hold(path) else path
 
 
 def normalise_host(scheme: str, host: str, port: int | None) -> str:
@@ -235,17 +233,15 @@ def canonicalize_parts(
     """Canonical form of a live request given by its parts (no URL to build and re-parse).
     ``secrets`` knows, besides the rules, what the request carries by name
     (``exchange.own_secrets``: its key, a secret query parameter's value), so a copy of it
-    elsewhere in the request is replaced as the scrub replaces it in the file. One scan of the
-    path, query and body decides whether any part needs a closer look."""
-    scan = secrets.might_hold(b"%b?%b\n%b" % (path.encode("utf-8", "surrogateescape"),
-                                              query.encode("utf-8", "surrogateescape"),
-                                              raw_body or b""))
+    elsewhere in the request is replaced as the scrub replaces it in the file. The path and the
+    body are each scanned once, the query's values each once decoded: a part with nothing to
+    replace is used as it is."""
     return CanonicalRequest(
         method=method.upper(),
         host=normalise_host(scheme, host, port),
-        path=canonical_path(path, secrets, scan),
-        query=canonical_query(query, secrets, scan, normalize) if query else (),
-        body=canonical_body(content_type, raw_body, ignore, secrets, scan, normalize),
+        path=canonical_path(path, secrets),
+        query=canonical_query(query, secrets, normalize) if query else (),
+        body=canonical_body(content_type, raw_body, ignore, secrets, normalize),
     )
 
 
@@ -253,11 +249,9 @@ def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
                        secrets: Secrets = BUILT_IN, *,
                        normalize: Normalizer | None = None) -> CanonicalRequest:
     """Canonical form of a stored request: the same as the live request it was recorded from.
-    The path and query are looked through for secrets in one scan, the body in another (its
-    headers are not compared, and a scrubbed recording's ``"authorization": "<redacted>"``
-    would send every file down the slow path)."""
+    Its headers are not compared (a scrubbed recording's ``"authorization": "<redacted>"``
+    would send every file down the slow path if its text were scanned whole)."""
     parts = urlsplit(request.url)
-    scan = secrets.might_hold(f"{parts.path}?{parts.query}")
     body = request.body
     if body is None:
         value = None
@@ -272,8 +266,8 @@ def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
         method=request.method.upper(),
         host="" if request.any_host else normalise_host(
             parts.scheme, parts.hostname or "", parts.port),
-        path=canonical_path(parts.path, secrets, scan),
-        query=canonical_query(parts.query, secrets, scan, normalize) if parts.query else (),
+        path=canonical_path(parts.path, secrets),
+        query=canonical_query(parts.query, secrets, normalize) if parts.query else (),
         body=value,
     )
 

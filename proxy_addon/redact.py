@@ -394,13 +394,11 @@ def param_values(pairs: list[tuple[str, str]], secrets: Secrets) -> list[str]:
             for c in credential_values(v)]
 
 
-def pair_values_for_matching(pairs: list[tuple[str, str]], secrets: Secrets,
-                             scan: bool = True) -> list[str | None]:
+def pair_values_for_matching(pairs: list[tuple[str, str]],
+                             secrets: Secrets) -> list[str | None]:
     """Query, form or multipart fields' values as compared: None for a secret field (left
-    out), the others with known values and shapes replaced as ``scrub`` replaces them.
-    ``scan`` False: a scan of all of them found no known value or shape."""
-    removed = param_values(pairs, secrets)
-    known = secrets.with_values(removed)
+    out), the others with known values and shapes replaced as ``scrub`` replaces them. Each
+    decoded value is scanned: a shape percent-encoded in the raw query shows only decoded."""
+    known = secrets.with_values(param_values(pairs, secrets))
     return [None if secrets.is_secret_param(k) else
-            known.replace(v)[0] if (scan or removed) and known.might_hold(v) else v
-            for k, v in pairs]
+            known.replace(v)[0] if known.might_hold(v) else v for k, v in pairs]

@@ -266,11 +266,13 @@ def test_a_live_requests_own_secrets_come_from_its_headers_and_its_query():
     assert sorted(own) == ["fake-azure-7002", "fake-bearer-7001"]
 
 
-NAMES = st.sampled_from(["api_key", "apiKey", "API-KEY", "client_secret", "clientSecret",
+NAMES = st.sampled_from(["api_key", "apiKey", "API-KEY", "_api_key", "password_", "api_\u212aey",
+                         "client_secret", "clientSecret",
                          "Authorization", "x-api-key", "team_ref", "password", "role",
                          "content", "token", "key", "secrets", "passwords"])
 STRINGS = st.one_of(st.text(max_size=12), st.sampled_from([
     "fake-env-acme-4411", "xx fake-env-hf-5522 yy", "sk-test-abcdefghijklmnopq",
+    "line\nsk-test-abcdefghijklmnopq", "Bearer\tabcdefghijklmnopqrstu",
     "Bearer abcdefghijklmnopqrstu", base64.b64encode(b"fake-env-acme-4411").decode(),
     "AIza" + "x" * 35, "ghp_" + "a" * 36, "AKIAABCDEFGHIJKLMNOP", "hello world"]))
 JSON = st.recursive(st.one_of(STRINGS, st.integers(-2**63, 2**63 - 1), st.none()),
@@ -320,3 +322,27 @@ def test_a_header_value_that_is_not_utf8_is_found_and_replaced_everywhere():
     scrubbed, findings = redact.scrub(rec, rules)
     assert "fake-latin1" not in repr(scrubbed) and findings
     assert rules.might_hold(b"raw fake-latin1-\xe9\xff-1023 bytes")  # as on the wire
+
+
+def test_a_shape_after_an_escape_a_key_with_edge_separators_and_an_encoded_shape_are_found():
+    """What the one scan of raw bytes once let through: a key after a JSON-escaped line break
+    (``\\nsk-...``, also in a stream's raw event text), a key name with a leading or trailing
+    ``_``, a shape percent-encoded in the query. Each is scrubbed, and the scrubbed recording
+    still matches the live request it came from."""
+    key = "sk-abcdefghijklmnopqrstu1"
+    url = "https://h/v1/x?auth=Bearer%20abcdefghijklmnopqrst"
+    body = {"t": f"x\n{key}", "_api_key": "hunter2hunter2", "u": "a/b"}
+    rec = Recording(RecordedRequest("POST", url, {"content-type": "application/json"},
+                                    Body("json", body)),
+                    [RecordedResponse(200, [["content-type", "text/event-stream"]],
+                                      stream=Stream("sse", [Event(data=Unparsed(
+                                          orjson.dumps({"c": f"\n{key}"}).decode()))]))])
+    scrubbed, findings = redact.scrub(rec, Secrets())
+    shown = repr(scrubbed)
+    assert key not in shown and "hunter2hunter2" not in shown
+    assert "abcdefghijklmnopqrst" not in shown
+    assert len(findings) == 4
+    live = matching.canonicalize("POST", url, "application/json",
+                                 b'{"t": "x\\n' + key.encode() + b'", "_api_key": '
+                                 b'"hunter2hunter2", "u": "a\\/b"}')
+    assert live == matching.canonical_recorded(scrubbed.request)
