@@ -37,7 +37,7 @@ from proxy_addon.model import (
     WebSocketConversation,
     WebSocketMessage,
 )
-from proxy_addon.secret_rules import REDACTED, Secrets, credential_values
+from proxy_addon.secret_rules import REDACTED, Secrets, credential_values, param_values
 from proxy_addon.sse import Event, Unparsed, parse_data
 
 Layer = Literal["name", "value", "shape"]
@@ -61,11 +61,13 @@ class Finding:
 
 class _Pass:
     """One pass over a recording: by name (collecting what it removes), or by value and shape.
-    Unchanged parts are returned as they are (the same objects), so a caller can tell."""
+    Unchanged parts are returned as they are (the same objects), so a caller can tell.
+    ``drop``: a JSON field found by name is left out rather than replaced (for matching)."""
 
-    def __init__(self, secrets: Secrets, by_name: bool) -> None:
+    def __init__(self, secrets: Secrets, by_name: bool, drop: bool = False) -> None:
         self.secrets = secrets
         self.by_name = by_name
+        self.drop = drop
         self.findings: list[Finding] = []
         self.removed: list[str] = []  # strings layer 1 replaced: known secrets for layer 2
         self.path: list[str | int] = []
@@ -133,6 +135,10 @@ class _Pass:
             if self.by_name and self.secrets.is_secret_field(
                     k, v, None if root is None else self.path[root:]):
                 new = self.named(v, f"field {k}")
+                if self.drop:
+                    self.path.pop()
+                    changed = True
+                    continue
             elif urls and k == "url" and isinstance(v, str):
                 new = self.url(v)
             else:
@@ -325,23 +331,26 @@ class _Pass:
         return dataclasses.replace(rec, request=request, responses=responses, llama_stack=meta)
 
 
+def _both_passes(value: T, secrets: Secrets, step: Callable[[_Pass, T], T],
+                 drop: bool = False) -> tuple[T, list[Finding]]:
+    """``step`` by name, then by value and shape knowing what the first pass removed."""
+    first = _Pass(secrets, by_name=True, drop=drop)
+    named = step(first, value)
+    second = _Pass(secrets.with_values(first.removed), by_name=False)
+    return step(second, named), first.findings + second.findings
+
+
 def scrub(rec: Recording, secrets: Secrets) -> tuple[Recording, list[Finding]]:
     """``rec`` with every secret replaced by ``REDACTED`` (the same object when it held none),
     and where each was. ``secrets`` may already know values (the flow's own key)."""
-    first = _Pass(secrets, by_name=True)
-    named = first.recording(rec)
-    second = _Pass(secrets.with_values(first.removed), by_name=False)
-    return second.recording(named), first.findings + second.findings
+    return _both_passes(rec, secrets, _Pass.recording)
 
 
 def scrub_document(doc: Any, secrets: Secrets) -> tuple[Any, list[Finding]]:
     """The same step for a file kept in a format we only read (llama-stack's): the document
     as JSON, secret names at any depth, ``url`` fields as URLs, every string by value and
     shape; paths are the file's own."""
-    first = _Pass(secrets, by_name=True)
-    named = first.json(doc, None, urls=True)
-    second = _Pass(secrets.with_values(first.removed), by_name=False)
-    return second.json(named, None, urls=True), first.findings + second.findings
+    return _both_passes(doc, secrets, lambda p, v: p.json(v, None, urls=True))
 
 
 # -- the same rules where requests are compared, and where they are printed --------------------
@@ -350,9 +359,7 @@ def scrub_document(doc: Any, secrets: Secrets) -> tuple[Any, list[Finding]]:
 def redact_url(url: str, secrets: Secrets) -> str:
     """A URL as it may be shown: no user info, secret query values and known secrets
     replaced."""
-    first = _Pass(secrets, by_name=True)
-    named = first.url(url)
-    return _Pass(secrets.with_values(first.removed), by_name=False).url(named)
+    return _both_passes(url, secrets, _Pass.url)[0]
 
 
 def json_for_matching(value: Any, secrets: Secrets) -> Any:
@@ -360,38 +367,8 @@ def json_for_matching(value: Any, secrets: Secrets) -> Any:
     ``cassette_redact_fields`` paths) left out, and known values and shapes in strings and keys
     replaced as ``scrub`` replaces them in the file. Worth calling only where
     ``secrets.might_hold`` said yes, or ``secrets.paths`` is set."""
-    removed: list[str] = []
-    value = _drop_named(value, secrets, removed, [])
-    return _Pass(secrets.with_values(removed), by_name=False).json(value, None)
+    return _both_passes(value, secrets, lambda p, v: p.json(v, 0), drop=True)[0]
 
-
-def _drop_named(value: Any, secrets: Secrets, removed: list[str], path: list[str | int]) -> Any:
-    if isinstance(value, list):
-        items = []
-        for i, v in enumerate(value):
-            path.append(i)
-            items.append(_drop_named(v, secrets, removed, path))
-            path.pop()
-        return value if all(a is b for a, b in zip(items, value)) else items
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for k, v in value.items():
-        path.append(k)
-        if secrets.is_secret_field(k, v, path):
-            if isinstance(v, str) and v != REDACTED:
-                removed.extend(credential_values(v))
-        else:
-            out[k] = _drop_named(v, secrets, removed, path)
-        path.pop()
-    return value if len(out) == len(value) and all(out[k] is v for k, v in value.items()) \
-        else out
-
-
-def param_values(pairs: list[tuple[str, str]], secrets: Secrets) -> list[str]:
-    """The secret strings that secret query parameters or form fields carry."""
-    return [c for k, v in pairs if secrets.is_secret_param(k) and v != REDACTED
-            for c in credential_values(v)]
 
 
 def pair_values_for_matching(pairs: list[tuple[str, str]],

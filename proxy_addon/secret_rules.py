@@ -139,6 +139,12 @@ def _re2_literal(text: str) -> str:
                    for b in _utf8(text))
 
 
+def param_values(pairs: list[tuple[str, str]], secrets: Secrets) -> list[str]:
+    """The secret strings that secret query parameters or form fields carry."""
+    return [c for k, v in pairs if secrets.is_secret_param(k) and v != REDACTED
+            for c in credential_values(v)]
+
+
 class Secrets:
     """The rules of the three layers, plus the values known to be secret here.
 
@@ -189,8 +195,8 @@ class Secrets:
             return self
         derived = self._derived.get(new)
         if derived is None:
-            if len(self._derived) >= 64:
-                self._derived.clear()
+            if len(self._derived) >= 64:  # the oldest goes: a flow's own key is asked again
+                del self._derived[next(iter(self._derived))]
             derived = copy.copy(self)
             derived.values = {**self.values, **dict.fromkeys(sorted(new), _FLOW_VALUE)}
             derived._forget_compiled()

@@ -86,7 +86,7 @@ class Recorder:
         ``into``: a recording being refreshed. Its own file is rewritten with the new responses
         (whichever cassette it is in, the test's or a shared one), keeping its test id, whether
         it matches on any host, and what an imported llama-stack file needs for export.
-        ``secrets``: the rules knowing this flow's own key (``exchange.header_values``)."""
+        ``secrets``: the rules knowing this flow's own secrets (``exchange.own_secrets``)."""
         key = self._key(canon, test_dir)
         secrets = secrets if secrets is not None else self.index.secrets
         pending = self._pending.get(key)
