@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import tarfile
 import zlib
 from datetime import datetime, timedelta, timezone
@@ -26,6 +27,8 @@ SUITE_ARCHIVE = FIXTURE_ROOT / "llama-stack-suite.tar.xz"
 FAKE_KEY = "sk-test-cassette-0123456789abcdef"
 # Test-only addons loaded beside ours in a real mitmdump (see each file).
 TEST_ADDONS = Path(__file__).resolve().parent / "addons"
+FAULTS = TEST_ADDONS / "faults.py"  # the test-only addon that injects faults (its docstring)
+CASSETTE = str(Path(sys.executable).with_name("cassette"))  # the CLI of this venv
 
 
 @pytest.fixture(scope="session")

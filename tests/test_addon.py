@@ -209,11 +209,12 @@ def test_paced_replay_spreads_events_over_time(tmp_path, proxies):
 
     paced = arrival_times("1")
     assert len(paced) == 4
-    assert paced[0] < 0.35  # the first event comes early
+    # lower bounds and gaps only: a loaded machine may be late, never early
     assert paced[-1] >= 1.1  # the last after about the recorded 1.2 s
+    assert paced[-1] - paced[0] >= 1.0  # the first came early, not with the rest
     assert paced[2] - paced[1] >= 0.3  # really spread, not one block at the end
     half = arrival_times("0.5")
-    assert 0.5 <= half[-1] < 1.1
+    assert half[-1] >= 0.5 and half[-1] - half[0] >= 0.45 and half[2] - half[1] < 0.3
 
 
 def test_secrets_never_reach_disk(tmp_path, http_upstream, proxies):

@@ -17,9 +17,8 @@ import pytest
 
 from proxy_addon.formats import load
 from proxy_addon.store.layout import iter_cassette_files
-from tests.conftest import counted
+from tests.conftest import CASSETTE, counted
 
-CASSETTE = str(Path(sys.executable).with_name("cassette"))
 NODE_APP = Path(__file__).with_name("node") / "app.mjs"
 NODE_PACKAGES = ["openai@6", "@anthropic-ai/sdk@1"]  # the majors that run on Node 20
 

@@ -3,8 +3,6 @@ against a local upstream: recorded, replayed, with a miss, with xdist and with a
 
 from __future__ import annotations
 
-import time
-
 from pathlib import Path
 
 import pytest
@@ -144,8 +142,8 @@ def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_up
 def test_prune_refuses_unless_every_test_ran_and_passed(project):
     """Recordings of tests that did not run look unused: pruning after a partial or failing run
     would delete them. Each way of not running everything through the recordings is refused,
-    and nothing is deleted. Then ``--cassette-set`` reaches the proxy: with an age limit of a
-    second and ``cassette_stale=fail`` the same recordings are refused as stale."""
+    and nothing is deleted. Then ``--cassette-set`` reaches the proxy: with the recordings made 40 days old,
+    ``cassette_max_age=30d`` and ``cassette_stale=fail`` refuse them as stale."""
     cassettes = project.path / "cassettes"
     run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}").assert_outcomes(
         passed=5)
@@ -184,9 +182,10 @@ def test_prune_refuses_unless_every_test_ran_and_passed(project):
     full = run(project, *replay)
     full.stdout.fnmatch_lines(["cassette: nothing to prune"])
     assert len(list(iter_cassette_files(cassettes))) == 4
-    time.sleep(1.1)  # recorded_at has whole seconds: every recording is now over 1 s old
+    for path in iter_cassette_files(cassettes):
+        age_by(path, 40)
     stale = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
-                "--cassette-set", "cassette_max_age=1s", "--cassette-set", "cassette_stale=fail")
+                "--cassette-set", "cassette_max_age=30d", "--cassette-set", "cassette_stale=fail")
     assert stale.ret != 0
     stale.stdout.fnmatch_lines(["cassette summary: 0 hits*refused as stale*"])
 
@@ -271,7 +270,7 @@ def test_refresh_of_one_old_test_rewrites_only_its_own_cassette(pytester, http_u
     assert files["test_pair.py__test_two"].read_bytes() == untouched
 
 
-def test_xdist_workers_summaries_add_up():
+def test_summaries_of_xdist_workers_combine_into_one():
     """Each worker's proxy counts its own; the session's summary adds every counter, and a
     recording is unused only if no worker used it."""
     from proxy_addon.summary import Summary

@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 from proxy_addon.cli import main
 from proxy_addon.process import RunningProxy, start_proxy
 from proxy_addon.summary import Summary
-from tests.conftest import FAKE_KEY, TEST_ADDONS
+from tests.conftest import FAKE_KEY, FAULTS
 from tests.realtime import MODEL, RealtimeStandIn, answer_for, binary_answer
 
 SYNC_TURNS = ("What is the capital of France?", "And of Italy?")
@@ -35,7 +35,6 @@ ASYNC_TURNS = ("Tell me a joke", "Another one")
 # binary "audio chunks" with NUL bytes and invalid UTF-8, and one plain text message
 CHUNKS = (bytes(range(256)) * 16, b"\xff\xfe\x00\x00RIFF" + bytes(1000), b"\x80" * 3)
 TIMEOUT = 30  # generous: a hang fails the test instead of the suite
-FAULTS = TEST_ADDONS / "faults.py"
 
 
 class PortWatch:

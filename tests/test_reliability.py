@@ -11,7 +11,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,10 +24,17 @@ from proxy_addon import formats, sse
 from proxy_addon.formats import cassette
 from proxy_addon.process import start_proxy
 from proxy_addon.store.layout import iter_cassette_files
-from tests.conftest import SEED, TEST_ADDONS, counted, gzip_bomb, openai_client, record_prompts
+from tests.conftest import (
+    CASSETTE,
+    SEED,
+    TEST_ADDONS,
+    counted,
+    gzip_bomb,
+    openai_client,
+    record_prompts,
+)
 from tests.upstream import read_big_stream
 
-CASSETTE = str(Path(sys.executable).with_name("cassette"))
 
 
 def _verify(directory: Path) -> subprocess.CompletedProcess[str]:
@@ -208,7 +214,9 @@ def test_kill_9_mid_recording_leaves_only_whole_cassettes(tmp_path, http_upstrea
     for t in threads:
         t.start()
         time.sleep(0.02)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while len(done) < 5 and time.monotonic() < deadline:  # a few whole, the rest in flight
+        time.sleep(0.01)
     proxy.process.send_signal(signal.SIGKILL)
     for t in threads:
         t.join(30)

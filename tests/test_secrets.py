@@ -12,17 +12,14 @@ import base64
 import socket
 import ssl
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
 import openai
 
-from tests.conftest import sdk_http_client
+from tests.conftest import CASSETTE, sdk_http_client
 
-CASSETTE = str(Path(sys.executable).with_name("cassette"))
 
 SECRETS = {
     "sse_bearer": "fake-sse-bearer-1001",  # the SDK's key, echoed in an SSE event and comment

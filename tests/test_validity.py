@@ -24,9 +24,8 @@ from proxy_addon.changes import compare
 from proxy_addon.cli import main
 from proxy_addon.sse import Event
 from proxy_addon.store.layout import iter_cassette_files
-from tests.conftest import age_by, counted, openai_client, record_prompts
+from tests.conftest import CASSETTE, age_by, counted, openai_client, record_prompts
 
-CASSETTE = str(Path(sys.executable).with_name("cassette"))
 SESSION_RULE = r"Session \d+=Session <n>"
 
 
