@@ -50,7 +50,7 @@ class LoopbackServer(Generic[T]):
 
     def forget(self, token: str) -> None:
         """The flow carrying ``token`` ended without reaching the server (or after it)."""
-        self._pending.pop(token, None)
+        self.take(token)
 
     @property
     def waiting(self) -> int:

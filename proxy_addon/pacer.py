@@ -39,7 +39,8 @@ class Pacer(LoopbackServer[tuple[RecordedResponse, float]]):
                 request = await self._read_request(conn, reader)
                 if request is None:
                     return
-                token = dict(request.headers).get(TOKEN_HEADER.encode(), b"").decode("latin-1")
+                token = dict(request.headers).get(self.token_header.encode(),
+                                                  b"").decode("latin-1")
                 item = self.take(token)
                 if item is None:
                     writer.write(conn.send(h11.Response(status_code=404, headers=[

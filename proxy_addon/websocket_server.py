@@ -75,7 +75,7 @@ class WebSocketServer(LoopbackServer[Registration]):
             if request is None:
                 return
             token = next((v.decode("latin-1") for k, v in request.extra_headers
-                          if k.decode("latin-1").lower() == TOKEN_HEADER), "")
+                          if k.decode("latin-1").lower() == self.token_header), "")
             registration = self.take(token)
             if registration is None:
                 writer.write(ws.send(RejectConnection(status_code=404)))

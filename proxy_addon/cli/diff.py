@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -17,6 +17,7 @@ from proxy_addon.changes import Changes, compare
 from proxy_addon.cli.common import dir_option, json_option, print_json, resolve_all
 from proxy_addon.formats import cassette
 from proxy_addon.model import Body, CassetteError, RecordedResponse, Recording
+from proxy_addon.store.layout import is_cassette_name
 
 STATUS = {"A": "added", "D": "deleted", "M": "modified", "T": "modified"}
 
@@ -130,7 +131,6 @@ def changed_since(rev: str, cassette_dir: Path) -> tuple[Path, list[tuple[str, s
     if not cassette_dir.is_dir():
         raise click.UsageError(f"no cassette directory at {cassette_dir} (use --dir)")
     top = Path(_git(["rev-parse", "--show-toplevel"], cassette_dir).decode().strip())
-    _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], top)
     where = os.path.relpath(cassette_dir.resolve(), top.resolve())
     fields = _git(["diff", "--name-status", "-z", "--no-renames", rev, "--", where],
                   top).split(b"\0")
@@ -139,12 +139,12 @@ def changed_since(rev: str, cassette_dir: Path) -> tuple[Path, list[tuple[str, s
         ["ls-files", "-z", "--others", "--exclude-standard", "--", where], top).split(b"\0")
         if name]
     return top, sorted((status[0], path) for status, path in found
-                       if path.endswith(".json") and not Path(path).name.startswith("."))
+                       if is_cassette_name(os.path.relpath(path, where)))
 
 
-def _read(raw: bytes, name: str) -> Recording | str:
+def _recording_or_why(read: Callable[[], Recording]) -> Recording | str:
     try:
-        return formats.loads(raw, name)
+        return read()
     except CassetteError as e:
         return f"cannot read: {e.reason}"
 
@@ -153,8 +153,9 @@ def _one_file(rev: str, top: Path, status: str, name: str) -> dict[str, Any]:
     """What changed in one cassette file since ``rev``."""
     item: dict[str, Any] = {"file": name, "status": STATUS.get(status, status), "request": [],
                             "shape": [], "noise": []}
-    old = _read(_git(["show", f"{rev}:{name}"], top), f"{rev}:{name}") if status != "A" else None
-    new = _read((top / name).read_bytes(), name) if status != "D" else None
+    old = _recording_or_why(lambda: formats.loads(_git(["show", f"{rev}:{name}"], top),
+                                                  f"{rev}:{name}")) if status != "A" else None
+    new = _recording_or_why(lambda: formats.load(top / name)) if status != "D" else None
     for version in (old, new):
         if isinstance(version, str):
             item["shape"].append(version)
@@ -175,6 +176,8 @@ def _diff_since(rev: str, cassette_dir: Path, as_json: bool) -> int:
     for item in items:
         click.echo(f"{item['status']}: {item['file']}")
         if item["status"] != "modified":
+            for line in item["shape"]:  # an added or deleted file that cannot be read
+                click.echo(f"  {line}")
             continue
         if item["request"]:
             click.echo("  request: differs at " + ", ".join(item["request"]))

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from proxy_addon import matching
 from proxy_addon.matching import CanonicalRequest
@@ -78,10 +78,14 @@ def origin_of(request: RecordedRequest) -> str:
 
 
 def model_of(request: RecordedRequest) -> str | None:
+    """The model a request asks for: its JSON body's ``model``, else a ``model`` query
+    parameter (a Realtime handshake's ``?model=``)."""
     if request.body is not None and request.body.kind == "json" and isinstance(
             request.body.value, dict):
         model = request.body.value.get("model")
         return model if isinstance(model, str) else None
+    if "model=" in request.url:
+        return next((v for k, v in parse_qsl(urlsplit(request.url).query) if k == "model"), None)
     return None
 
 
@@ -104,13 +108,20 @@ def layout_path(root: Path, canon: CanonicalRequest, url: str, model: str | None
     return target
 
 
+def is_cassette_name(relative: str) -> bool:
+    """Whether a path under a cassette directory names a cassette: a ``*.json`` with no hidden
+    file or directory on its way (temp files are hidden)."""
+    parts = relative.replace(os.sep, "/").split("/")
+    return parts[-1].endswith(".json") and not any(p.startswith(".") for p in parts)
+
+
 def cassette_files(root: Path | str) -> Iterator[str]:
-    """Every ``*.json`` under ``root``, as text, in a stable order, skipping hidden files and
-    directories (temp files). Text, not ``Path``: indexing 100,000 files pays per object."""
+    """Every cassette under ``root`` (``is_cassette_name``), as text, in a stable order. Text,
+    not ``Path``: indexing 100,000 files pays per object."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.endswith(".json") and not name.startswith("."):
+            if is_cassette_name(name):
                 yield f"{dirpath}{os.sep}{name}"
 
 
