@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from proxy_addon.model import RecordedResponse, Recording
+from proxy_addon.model import RecordedResponse, Recording, WebSocketMessage
 from proxy_addon.reassemble import ToolCall, Transcript, reassemble
 from proxy_addon.sse import Event, parsed
 
@@ -56,11 +56,24 @@ def event_type(ev: Event) -> str:
     return "comment" if data is None else "data"
 
 
+def message_type(message: WebSocketMessage) -> str:
+    """A server message's kind: its JSON ``type``, else ``text`` or ``binary``."""
+    payload = message.payload
+    if payload.kind == "json" and isinstance(payload.value, dict) and \
+            isinstance(payload.value.get("type"), str):
+        return payload.value["type"]
+    return "binary" if payload.kind == "base64" else "text"
+
+
 def event_runs(resp: RecordedResponse) -> list[tuple[str, int]]:
-    """The stream's event types in order, each run of one type as (type, how many)."""
+    """The stream's event types (a WebSocket conversation's server messages') in order, each
+    run of one type as (type, how many)."""
+    if resp.websocket is not None:
+        kinds = [message_type(m) for m in resp.websocket.messages if m.side == "server"]
+    else:
+        kinds = [event_type(ev) for ev in resp.stream.events] if resp.stream is not None else []
     runs: list[tuple[str, int]] = []
-    for ev in resp.stream.events if resp.stream is not None else []:
-        kind = event_type(ev)
+    for kind in kinds:
         if runs and runs[-1][0] == kind:
             runs[-1] = (kind, runs[-1][1] + 1)
         else:
@@ -92,19 +105,31 @@ def arguments_structure(call: ToolCall) -> str:
 
 
 def _kind(resp: RecordedResponse) -> str:
+    if resp.websocket is not None:
+        return "WebSocket conversation"
     if resp.stream is not None:
         return f"{resp.stream.format} stream"
     return f"{resp.body.kind} body" if resp.body is not None else "no body"
 
 
-def _shape(resp: RecordedResponse, t: Transcript) -> dict[str, Any]:
+def _end(resp: RecordedResponse) -> str | None:
+    """How a stream or a WebSocket conversation ended."""
+    if resp.websocket is not None:
+        close = resp.websocket.close
+        return "still open when recorded" if close is None else \
+            f"closed by the {close.side} ({close.code})"
     stream = resp.stream
+    return None if stream is None else \
+        ("complete" if stream.complete else f"cut ({stream.cut or 'cut off'})")
+
+
+def _shape(resp: RecordedResponse, t: Transcript,
+           runs: list[tuple[str, int]]) -> dict[str, Any]:
     return {
         "status": resp.status,
         "answer": _kind(resp),
-        "stream end": None if stream is None else
-        ("complete" if stream.complete else f"cut ({stream.cut or 'cut off'})"),
-        "event sequence": " > ".join(kind for kind, _ in event_runs(resp)) or None,
+        "stream end": _end(resp),
+        "event sequence": " > ".join(kind for kind, _ in runs) or None,
         "finish": ", ".join(t.finish) or None,
         "tool calls": [f"{c.name or '?'}({arguments_structure(c)})" for c in t.tool_calls],
         "text": "present" if t.text else "none",
@@ -128,7 +153,8 @@ def text_change(name: str, old: str, new: str) -> str:
             f"{orjson.dumps(_clip(old, at)).decode()} → {orjson.dumps(_clip(new, at)).decode()}")
 
 
-def _noise(a: RecordedResponse, ta: Transcript, b: RecordedResponse, tb: Transcript) -> list[str]:
+def _noise(ta: Transcript, runs_a: list[tuple[str, int]], tb: Transcript,
+           runs_b: list[tuple[str, int]]) -> list[str]:
     out: list[str] = []
     for name, x, y in (("text", ta.text, tb.text), ("reasoning", ta.reasoning, tb.reasoning)):
         if x != y and x and y:
@@ -143,7 +169,6 @@ def _noise(a: RecordedResponse, ta: Transcript, b: RecordedResponse, tb: Transcr
                if usage_a[k] != usage_b[k] and not isinstance(usage_a[k], (dict, list))]
     if numbers:
         out.append("usage: " + ", ".join(numbers))
-    runs_a, runs_b = event_runs(a), event_runs(b)
     if [k for k, _ in runs_a] == [k for k, _ in runs_b]:
         counts = [f"{k} {n} → {m}" for (k, n), (_, m) in zip(runs_a, runs_b) if n != m]
         if counts:
@@ -160,12 +185,13 @@ def compare(old: Recording, new: Recording) -> Changes:
     for i, (a, b) in enumerate(zip(old.responses, new.responses)):
         prefix = f"response {i + 1}: " if several else ""
         ta, tb = reassemble(a), reassemble(b)
-        shape_a, shape_b = _shape(a, ta), _shape(b, tb)
+        runs_a, runs_b = event_runs(a), event_runs(b)
+        shape_a, shape_b = _shape(a, ta, runs_a), _shape(b, tb, runs_b)
         for name in shape_a:
             if shape_a[name] != shape_b[name]:
                 changes.shape.append(f"{prefix}{name}: {_show(shape_a[name])} → "
                                      f"{_show(shape_b[name])}")
-        changes.noise += [prefix + line for line in _noise(a, ta, b, tb)]
+        changes.noise += [prefix + line for line in _noise(ta, runs_a, tb, runs_b)]
     return changes
 
 

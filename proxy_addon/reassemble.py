@@ -303,6 +303,7 @@ class _Realtime:
         elif kind == "response.done":
             self.end_answer()
             self.builder.usage((d.get("response") or {}).get("usage"))
+            self.builder.finished((d.get("response") or {}).get("status"))
         elif kind == "error":
             self.builder.feed(d)
 

@@ -334,6 +334,18 @@ def test_cassette_commands_read_a_websocket_recording(recorded, tmp_path):
     index = doc["responses"][0]["websocket"]["messages"].index(first_user)
     assert orjson.loads(diff.output)["responses"] == [
         f"responses[0].websocket.messages[{index}].data.item.content[0].text"]
+    # what the user saw: a conversation left open, with one server message type fewer
+    reshaped = orjson.loads(path.read_bytes())
+    conversation = reshaped["responses"][0]["websocket"]
+    close = conversation.pop("close")
+    dropped = next(m for m in conversation["messages"]
+                   if m["from"] == "server" and m["data"].get("type") == "response.done")
+    conversation["messages"].remove(dropped)
+    changed.write_bytes(orjson.dumps(reshaped))
+    shape = orjson.loads(run_cli("diff", str(path), str(changed), "--json").output)["shape"]
+    assert f"response 1: stream end: closed by the {close['from']} ({close['code']}) → still " \
+           "open when recorded" in shape, shape
+    assert any(line.startswith("response 1: event sequence: ") for line in shape), shape
 
 
 def test_auto_records_a_new_handshake_and_replays_a_known_one_passthrough_records_none(
