@@ -51,6 +51,19 @@ def text_of(raw: bytes, content_type: str | None) -> str | None:
     return None if "\x00" in text else text
 
 
+def json_value(raw: bytes) -> dict[str, Any] | list[Any] | None:
+    """``raw`` as a JSON object or array, when it is one that orjson also writes back (one
+    nested deeper than orjson writes is kept as text); None otherwise."""
+    if raw.lstrip()[:1] not in (b"{", b"["):
+        return None
+    try:
+        value = orjson.loads(raw)
+        orjson.dumps(value)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+    return value if isinstance(value, (dict, list)) else None
+
+
 @dataclass(slots=True)
 class Body:
     """A body as stored: parsed JSON, text, base64 for bytes that are not text, or for a
@@ -70,13 +83,9 @@ class Body:
                 return cls("multipart", parts)
         if mime.startswith(_BINARY_MIME_PREFIXES):
             return cls("base64", base64.b64encode(raw).decode())
-        if raw.lstrip()[:1] in (b"{", b"["):
-            try:
-                value = orjson.loads(raw)
-                orjson.dumps(value)  # nested deeper than orjson writes: keep it as text
-                return cls("json", value)
-            except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-                pass
+        value = json_value(raw)
+        if value is not None:
+            return cls("json", value)
         text = text_of(raw, content_type)
         return cls("base64", base64.b64encode(raw).decode()) if text is None else cls("text", text)
 

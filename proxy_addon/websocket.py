@@ -27,10 +27,10 @@ from proxy_addon.model import (
     WebSocketClose,
     WebSocketConversation,
     WebSocketMessage,
+    json_value,
 )
 from proxy_addon.normalize import Normalizer
 from proxy_addon.secret_rules import BUILT_IN, Secrets
-from proxy_addon.sse import parse_data
 
 # Ids a client makes up itself, left out when its messages are matched (with cassette_ignore):
 # the event's own id, and the ids a client may give the conversation items it creates.
@@ -50,15 +50,9 @@ def payload_of(content: bytes, is_text: bool) -> Body:
     array, the text otherwise, and base64 for a binary message."""
     if not is_text:
         return Body("base64", base64.b64encode(content).decode())
-    text = content.decode("utf-8", "replace")
-    value = parse_data(text)
-    if isinstance(value, (dict, list)):
-        try:
-            orjson.dumps(value)  # nested deeper than orjson writes: keep it as text
-            return Body("json", value)
-        except orjson.JSONEncodeError:
-            pass
-    return Body("text", text)
+    value = json_value(content)
+    return Body("json", value) if value is not None else \
+        Body("text", content.decode("utf-8", "replace"))
 
 
 def wire_payload(payload: Body) -> tuple[bytes, bool]:

@@ -25,6 +25,7 @@ from proxy_addon.cli.common import (
 )
 from proxy_addon.model import Body, RecordedResponse, Recording, WebSocketConversation
 from proxy_addon.reassemble import reassemble
+from proxy_addon.store import CassetteStore
 from proxy_addon.store.index import Entry
 from proxy_addon.store.layout import model_of, origin_of
 
@@ -108,9 +109,7 @@ def ls_command(cassette_dir: Path, pattern: str | None, older_than: timedelta | 
                         ",".join(map(str, r["status"])), _size(r["size"]), r["recorded"] or "-",
                         r["file"])
     out.print(listing)
-    bad = store.index.bad
-    out.print(f"{len(rows)} recordings" + (f", {len(bad)} unreadable files "
-                                           "(run cassette verify)" if bad else ""))
+    out.print(_count_line(len(rows), store))
 
 
 def _show_response(console: Console, i: int, total: int, resp: RecordedResponse) -> None:
@@ -266,3 +265,11 @@ def stale_command(cassette_dir: Path, as_json: bool) -> None:
                         *(str(r["older_than"][name]) for name in age.THRESHOLDS),
                         str(r["undated"]))
     out.print(listing)
+    out.print(_count_line(len(found), store))
+
+
+def _count_line(shown: int, store: CassetteStore) -> str:
+    """How many recordings a listing shows, and how many files it could not read."""
+    bad = store.index.bad
+    return f"{shown} recordings" + (f", {len(bad)} unreadable files (run cassette verify)"
+                                    if bad else "")
