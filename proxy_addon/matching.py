@@ -5,8 +5,9 @@ same, where a JSON body is compared as data (key order and whitespace ignored) w
 (at any depth) and the user's ``cassette_ignore`` paths removed. Known secret values and key
 shapes inside strings are replaced as ``redact.scrub`` replaces them in a cassette, so a recording
 matches the live request it was made from; an RE2 scan of each part (``Secrets.might_hold``)
-keeps that free for a request with no secret in it. Then the strings of the JSON body and the query values pass
-through the ``cassette_normalize`` normaliser (``normalize.py``) when there is one. The path is
+keeps that free for a request with no secret in it. Then the strings of the JSON body and the
+query values pass through the ``cassette_normalize`` normaliser (``normalize.py``) when there is
+one. The path is
 never normalised: it is the endpoint, which names the files and groups the recordings, and ids
 in it come from earlier recorded answers, which a replay gives back as they were. Nothing here
 touches mitmproxy or the disk.
