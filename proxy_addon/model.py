@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import orjson
 
-from proxy_addon import multipart
-from proxy_addon.sse import Event, StreamFormat
+from proxy_addon.bodies import multipart
+from proxy_addon.bodies.sse import Event, StreamFormat
 
 BodyKind = Literal["json", "text", "base64", "multipart"]
 Side = Literal["client", "server"]  # who sent a WebSocket message or close

@@ -19,8 +19,8 @@ import httpx
 import orjson
 import pytest
 
-from proxy_addon.control import CONTROL_HOST
-from proxy_addon.process import RunningProxy, set_options, start_proxy
+from proxy_addon.runner.control import CONTROL_HOST
+from proxy_addon.runner.process import RunningProxy, set_options, start_proxy
 from proxy_addon.summary import (
     MODES,
     NEEDS_RECORDINGS,
@@ -30,7 +30,7 @@ from proxy_addon.summary import (
 )
 
 CONTROL = f"http://{CONTROL_HOST}"
-_PROXY_KEY = pytest.StashKey["_Session"]()
+_PROXY_KEY = pytest.StashKey["_ProxySession"]()
 _WORKER_SUMMARIES = pytest.StashKey[list[Summary]]()
 
 
@@ -64,7 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         return  # xdist controller: the workers run the tests, and each starts its own proxy
-    config.stash[_PROXY_KEY] = _Session(config, mode)
+    config.stash[_PROXY_KEY] = _ProxySession(config, mode)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -73,7 +73,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         session.stop()
 
 
-class _Session:
+class _ProxySession:
     """The proxy of this pytest process and what it reported."""
 
     def __init__(self, config: pytest.Config, mode: str) -> None:
@@ -129,7 +129,7 @@ class _Session:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _session(item: pytest.Item) -> _Session | None:
+def _session(item: pytest.Item) -> _ProxySession | None:
     return item.config.stash.get(_PROXY_KEY, None)
 
 

@@ -42,9 +42,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_scenarios import URL, chat_recording, generate  # noqa: E402
+
 from proxy_addon.formats import cassette  # noqa: E402
-from proxy_addon.process import RunningProxy, start_proxy  # noqa: E402
-from proxy_addon.wire import wire_body, wire_headers  # noqa: E402
+from proxy_addon.runner.process import RunningProxy, start_proxy  # noqa: E402
+from proxy_addon.serving.wire import wire_body, wire_headers  # noqa: E402
 from tests.upstream import FakeUpstreamServer, read_big_stream  # noqa: E402
 
 BASELINE = ROOT / "scripts" / "bench_baseline_addon.py"
@@ -229,7 +230,7 @@ def bench_scale(confdir: Path, sizes: list[int], rounds: int, samples: int,
 def bench_lookup(sizes: list[int], work: Path, requests: int = 2000) -> list[Row]:
     """Our own work per replayed request, in this process: canonicalise, look up, answer (the
     response the replay hook hands mitmproxy)."""
-    from proxy_addon import matching
+    from proxy_addon.matching import canonical
     from proxy_addon.mitm.replay import replayed_response
     from proxy_addon.store import CassetteStore
 
@@ -246,7 +247,7 @@ def bench_lookup(sizes: list[int], work: Path, requests: int = 2000) -> list[Row
 
         def serve() -> None:
             for raw in raws:
-                hit = store.lookup(matching.canonicalize("POST", URL, "application/json", raw))
+                hit = store.lookup(canonical.canonicalize("POST", URL, "application/json", raw))
                 replayed_response(hit.response)
 
         serve()  # read and frame each answer once

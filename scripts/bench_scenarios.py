@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
+from proxy_addon.bodies.sse import Event
 from proxy_addon.formats import cassette
 from proxy_addon.model import Body, RecordedRequest, RecordedResponse, Recording, Stream
-from proxy_addon.secret_rules import REDACTED
-from proxy_addon.sse import Event
+from proxy_addon.redaction.secret_rules import REDACTED
 
 URL = "http://api.openai.com/v1/chat/completions"
 RECORDED_HEADERS = [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from proxy_addon.process import start_proxy
+from proxy_addon.runner.process import start_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
 

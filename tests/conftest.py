@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import orjson
 import pytest
 
-from proxy_addon.process import RunningProxy, start_proxy
+from proxy_addon.runner.process import RunningProxy, start_proxy
 from tests.upstream import FakeUpstreamServer, make_certificate
 
 ROOT = Path(__file__).resolve().parents[1]

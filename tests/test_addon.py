@@ -12,11 +12,18 @@ import openai
 import orjson
 import pytest
 
-from proxy_addon import formats, model, sse
+from proxy_addon import formats, model
+from proxy_addon.bodies import sse
 from proxy_addon.formats import cassette
-from proxy_addon.process import ProxyStartError, start_proxy
+from proxy_addon.runner.process import ProxyStartError, start_proxy
 from proxy_addon.store.layout import iter_cassette_files
-from tests.conftest import FAKE_KEY, SEED, openai_client, record_prompts, sdk_http_client
+from tests.conftest import (
+    FAKE_KEY,
+    SEED,
+    openai_client,
+    record_prompts,
+    sdk_http_client,
+)
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "weather in a city",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from proxy_addon import formats, matching
+from proxy_addon import formats
+from proxy_addon.bodies.sse import Event
 from proxy_addon.formats import cassette
+from proxy_addon.matching import canonical
 from proxy_addon.model import (
     Body,
     CassetteError,
@@ -15,7 +17,6 @@ from proxy_addon.model import (
     Recording,
     Stream,
 )
-from proxy_addon.sse import Event
 from tests.conftest import FIXTURES, SEED
 
 
@@ -90,7 +91,7 @@ def test_seed_reads_as_a_host_agnostic_sse_stream():
     assert stream.format == "sse" and len(stream.events) == 18
     assert stream.events[-1].data == "[DONE]"
     assert stream.events[1].data["choices"][0]["delta"]["content"] == "Why"
-    canon = matching.canonical_recorded(rec.request)
+    canon = canonical.canonical_recorded(rec.request)
     assert (canon.method, canon.host, canon.path) == ("POST", "", "/v1/chat/completions")
 
 

@@ -21,12 +21,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy_addon import formats
-from proxy_addon.pacer import TOKEN_HEADER, Pacer
-from proxy_addon.process import start_proxy
+from proxy_addon.runner.process import start_proxy
+from proxy_addon.serving.pacer import TOKEN_HEADER, Pacer
 from proxy_addon.store.layout import iter_cassette_files
 from proxy_addon.store.writer import BackgroundWriter
 from proxy_addon.summary import Counters
-from tests.conftest import CASSETTE, FAULTS, counted, gzip_bomb, openai_client, record_prompts
+from tests.conftest import (
+    CASSETTE,
+    FAULTS,
+    counted,
+    gzip_bomb,
+    openai_client,
+    record_prompts,
+)
 from tests.upstream import FakeUpstreamServer
 
 JSON = {"content-type": "application/json"}
@@ -193,7 +200,7 @@ def test_a_hook_that_raises_in_replay_answers_500_and_forwards_nothing(
         recorded, http_upstream, tls_upstream, proxies):
     before = (http_upstream.state.connections, tls_upstream.state.connections)
     proxy = proxies(recorded, "replay", extra_scripts=(FAULTS,),
-                    fault_hooks="cassette_replayer.request")
+                    fault_hooks="cassette_replayhooks.request")
     key = "fake-fault-key-8001"  # quoted by the fault's message, and no key's shape
     with _client(proxy) as client:
         for upstream in (http_upstream, tls_upstream):
@@ -202,7 +209,7 @@ def test_a_hook_that_raises_in_replay_answers_500_and_forwards_nothing(
             assert r.status_code == 500
             error = r.json()["error"]
             assert error["type"] == "cassette_internal_error"
-            assert "RuntimeError: injected fault in cassette_replayer.request (Bearer <redacted>)" \
+            assert "RuntimeError: injected fault in cassette_replayhooks.request (Bearer <redacted>)" \
                 in error["message"] and key not in r.text
             assert "/fault/v1/chat/completions" in error["message"]
             assert "nothing was forwarded" in error["message"]
@@ -248,7 +255,7 @@ def test_in_refresh_mode_only_a_re_recording_reaches_the_upstream(recorded, http
     before deciding is a 500 and a raw tunnel is refused, as in replay."""
     before = http_upstream.state.connections
     proxy = proxies(recorded, "refresh", extra_scripts=(FAULTS,),
-                    fault_hooks="cassette_replayer.request")
+                    fault_hooks="cassette_replayhooks.request")
     with _client(proxy) as client:
         r = client.post(http_upstream.base_url + "/fault/v1/chat/completions", json={"x": 1})
     assert r.status_code == 500
@@ -279,7 +286,7 @@ def test_in_record_mode_a_fault_costs_only_the_cassette(tmp_path, http_upstream,
     the file it would have written named, and an ordinary request is still recorded."""
     cassettes = tmp_path / "c"
     proxy = proxies(cassettes, "record", extra_scripts=(FAULTS,),
-                    fault_hooks="cassette_replayer.request,cassette_recorder.response")
+                    fault_hooks="cassette_replayhooks.request,cassette_recordhooks.response")
     url = http_upstream.base_url + "/fault/v1/chat/completions"
     with httpx.Client(proxy=proxy.url, timeout=20) as client:
         got = client.post(url, json={"model": "gpt-4o",
@@ -301,7 +308,7 @@ def test_in_record_mode_a_fault_after_marking_names_the_file_it_skips(tmp_path, 
                                                                        proxies):
     cassettes = tmp_path / "c"
     proxy = proxies(cassettes, "record", extra_scripts=(FAULTS,),
-                    fault_hooks="cassette_recorder.response")
+                    fault_hooks="cassette_recordhooks.response")
     with httpx.Client(proxy=proxy.url, timeout=20) as client:
         got = client.post(http_upstream.base_url + "/fault/v1/chat/completions",
                           json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
@@ -376,8 +383,8 @@ def test_counters_lose_nothing_across_threads():
 def test_the_pacer_reads_chunked_bodies_forgets_dead_tokens_and_reports_faults():
     import asyncio
 
+    from proxy_addon.bodies.sse import Event
     from proxy_addon.model import RecordedResponse, Stream
-    from proxy_addon.sse import Event
 
     faults: list[Exception] = []
 

@@ -16,8 +16,9 @@ import openai
 import orjson
 import pytest
 
-from proxy_addon import formats, matching
+from proxy_addon import formats
 from proxy_addon.formats import cassette, llama_stack
+from proxy_addon.matching import canonical
 from tests.conftest import FIXTURES, SEED, counted, sdk_http_client
 from tests.conversations import (
     Answer,
@@ -62,7 +63,7 @@ def test_doubled_v1_paths_are_where_the_request_really_went():
 
 
 def test_extra_body_is_merged_into_the_wire_body():
-    assert llama_stack.wire_body({"model": "m", "extra_body": {"project_id": "p"},
+    assert llama_stack.sdk_call_body({"model": "m", "extra_body": {"project_id": "p"},
                                   "extra_headers": {"x": "1"}}) == {"model": "m", "project_id": "p"}
 
 
@@ -81,7 +82,7 @@ def test_tool_record_becomes_the_providers_http_call(llama_suite):
     assert (rec.request.method, rec.request.url) == ("POST", "https://api.tavily.com/search")
     assert rec.request.body.value == {"api_key": "<redacted>",
                                       "query": "latest Python version 2023"}
-    canon = matching.canonical_recorded(rec.request)
+    canon = canonical.canonical_recorded(rec.request)
     assert canon.body == {"query": "latest Python version 2023"}  # the key is not matched
     top_k = orjson.loads(orjson.loads(tavily.read_bytes())["response"]["body"]["__data__"]["content"])["top_k"]
     assert rec.responses[0].body.value == {"query": "latest Python version 2023", "results": top_k}
@@ -108,7 +109,7 @@ def test_every_file_round_trips_through_our_format_losslessly(llama_suite):
         assert doc["request"] == original["request"], path
         again = llama_stack.read(orjson.loads(orjson.dumps(doc)))
         assert again.responses == llama_stack.read(original).responses, path
-        assert matching.canonical_recorded(again.request) == matching.canonical_recorded(formats.load(path).request), path
+        assert canonical.canonical_recorded(again.request) == canonical.canonical_recorded(formats.load(path).request), path
 
 
 # -- the corpus's conversations, through mitmdump --------------------------------------------
@@ -201,7 +202,7 @@ def test_corpus_conversations_with_no_test_named(conversations, llama_suite, pro
 
 @pytest.fixture(scope="module")
 def fixture_proxy(tmp_path_factory, confdir, llama_suite):
-    from proxy_addon.process import start_proxy
+    from proxy_addon.runner.process import start_proxy
 
     d = tmp_path_factory.mktemp("llama") / "cassettes"
     shutil.copytree(FIXTURES, d, ignore=shutil.ignore_patterns("*.txt"))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_addon import jsonpath, matching
+from proxy_addon.matching import canonical, difference, jsonpath
 
 URL = "https://api.openai.com/v1/chat/completions"
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -17,7 +17,7 @@ BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "str
 
 def key(url=URL, body=BODY, ignore=(), ctype="application/json", method="POST"):
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return matching.canonicalize(method, url, ctype, raw, ignore).key()
+    return canonical.canonicalize(method, url, ctype, raw, ignore).key()
 
 
 def test_key_ignores_json_key_order_and_whitespace():
@@ -38,7 +38,7 @@ def test_key_changes_with_method_host_path_query_and_body():
 def test_default_ports_and_host_case_do_not_matter_but_other_ports_do():
     assert key(url="https://API.openai.com:443/v1/chat/completions") == key()
     assert key(url="https://api.openai.com:8443/v1/chat/completions") != key()
-    canon = matching.canonicalize("get", "http://127.0.0.1:80/v1/models", None, None)
+    canon = canonical.canonicalize("get", "http://127.0.0.1:80/v1/models", None, None)
     assert (canon.method, canon.host, canon.path, canon.body) == ("GET", "127.0.0.1", "/v1/models", None)
 
 
@@ -79,8 +79,8 @@ def test_whole_number_floats_and_ints_are_the_same_json_value():
     assert key(body=nested) == key(body=same)
     assert key(body={**BODY, "temperature": 1.5}) != key(body={**BODY, "temperature": 1})
     # a recording read from a file (already parsed) gets the same key as the live request
-    stored = matching.canonical_json({**BODY, "temperature": 1.0})
-    live = matching.canonicalize("POST", URL, "application/json",
+    stored = canonical.canonical_json({**BODY, "temperature": 1.0})
+    live = canonical.canonicalize("POST", URL, "application/json",
                                  orjson.dumps({**BODY, "temperature": 1}))
     assert stored == live.body
 
@@ -95,28 +95,28 @@ def test_non_json_bodies_are_hashed_and_forms_compared_as_fields():
 
 def test_deeply_nested_json_is_compared_by_its_bytes():
     deep = b"[" * 5000 + b"]" * 5000
-    canon = matching.canonicalize("POST", URL, "application/json", deep)
+    canon = canonical.canonicalize("POST", URL, "application/json", deep)
     assert canon.body == {"$sha256": hashlib.sha256(deep).hexdigest()}  # no RecursionError
     other = b"[" * 5000 + b"1" + b"]" * 5000
-    assert matching.canonicalize("POST", URL, "application/json", other).key() != canon.key()
-    assert matching.canonicalize("POST", URL, "application/json", deep).key() == canon.key()
+    assert canonical.canonicalize("POST", URL, "application/json", other).key() != canon.key()
+    assert canonical.canonicalize("POST", URL, "application/json", deep).key() == canon.key()
 
 
 def test_diff_paths_names_where_bodies_differ():
     a = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a"}], "n": 1}
     b = {"model": "gpt-4o", "messages": [{"role": "user", "content": "b"}, {"role": "x"}], "t": 1}
-    assert matching.diff_paths(a, b) == ["n", "t", "messages[1]", "messages[0].content"]
-    assert matching.diff_paths(a, a) == []
-    assert matching.diff_paths(1, 1.5) == ["(body)"]
+    assert difference.diff_paths(a, b) == ["n", "t", "messages[1]", "messages[0].content"]
+    assert difference.diff_paths(a, a) == []
+    assert difference.diff_paths(1, 1.5) == ["(body)"]
 
 
 def test_nearest_picks_the_fewest_differences():
-    asked = matching.canonicalize("POST", URL, None, orjson.dumps(BODY))
-    close = matching.canonicalize("POST", URL, None, orjson.dumps({**BODY, "stream": False}))
-    far = matching.canonicalize("POST", URL, None, orjson.dumps({"model": "x", "messages": []}))
-    item, diffs = matching.nearest(asked, [("far", far), ("close", close)])
+    asked = canonical.canonicalize("POST", URL, None, orjson.dumps(BODY))
+    close = canonical.canonicalize("POST", URL, None, orjson.dumps({**BODY, "stream": False}))
+    far = canonical.canonicalize("POST", URL, None, orjson.dumps({"model": "x", "messages": []}))
+    item, diffs = difference.closest(asked, [("far", far), ("close", close)])
     assert item == "close" and diffs == ["stream"]
-    assert matching.request_diff(asked, asked.without_host()) == []  # host-agnostic recording
+    assert difference.request_diff(asked, asked.without_host()) == []  # host-agnostic recording
 
 
 KEYS = st.text(alphabet="abcdéü中_ ", max_size=4)  # no secret field name can be spelled
@@ -176,7 +176,7 @@ def replaced(value, path, new):
 def test_canonical_key_is_the_json_value(body, rnd, data):
     """Key order at any depth, whitespace and number spelling do not change the key; changing
     any one leaf does."""
-    canon = lambda raw: matching.canonicalize("POST", URL, "application/json", raw).key()
+    canon = lambda raw: canonical.canonicalize("POST", URL, "application/json", raw).key()
     k = canon(orjson.dumps(body))
     assert canon(orjson.dumps(reordered(body, rnd), option=orjson.OPT_INDENT_2)) == k
     assert canon(orjson.dumps(as_other_number_type(body))) == k
@@ -190,4 +190,4 @@ def test_canonical_key_is_the_json_value(body, rnd, data):
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200), st.text(max_size=40))
 def test_canonicaliser_accepts_any_bytes_and_url_tail(raw, tail):
-    matching.canonicalize("POST", "http://h/" + tail.replace("#", ""), "application/json", raw).key()
+    canonical.canonicalize("POST", "http://h/" + tail.replace("#", ""), "application/json", raw).key()

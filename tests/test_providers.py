@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from proxy_addon import formats, model
-from proxy_addon.reassemble import reassemble
+from proxy_addon.bodies.reassemble import reassemble
 from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import FAKE_KEY, counted, openai_client
 

@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from proxy_addon.cli import main
-from proxy_addon.process import RunningProxy, start_proxy
+from proxy_addon.runner.process import RunningProxy, start_proxy
 from proxy_addon.summary import Summary
 from tests.conftest import FAKE_KEY, FAULTS
 from tests.realtime import MODEL, RealtimeStandIn, answer_for, binary_answer
@@ -379,7 +379,7 @@ def test_a_fault_while_recording_a_websocket_costs_only_its_cassette(proxies, tm
     cassettes, summary_path = tmp_path / "cassettes", tmp_path / "summary.json"
     stand_in = RealtimeStandIn().start()
     proxy = proxies(cassettes, "record", extra_scripts=(FAULTS,),
-                    fault_hooks="cassette_websocketrecorder.websocket_message",
+                    fault_hooks="cassette_websockethooks.websocket_message",
                     cassette_summary=str(summary_path))
 
     async def session() -> list[Any]:

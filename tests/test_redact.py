@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_addon import exchange, matching, redact
-from proxy_addon.formats import cassette
+from proxy_addon.bodies.sse import Event, Unparsed
+from proxy_addon.formats import cassette, exchange
+from proxy_addon.matching import canonical
 from proxy_addon.model import (
     Body,
     RecordedRequest,
@@ -28,13 +29,13 @@ from proxy_addon.model import (
     WebSocketConversation,
     WebSocketMessage,
 )
-from proxy_addon.secret_rules import (
+from proxy_addon.redaction import redact
+from proxy_addon.redaction.secret_rules import (
     REDACTED,
     Secrets,
     credential_values,
     env_values,
 )
-from proxy_addon.sse import Event, Unparsed
 
 ENV = {"ACME_API_KEY": "fake-env-acme-4411", "HF_TOKEN": "fake-env-hf-5522", "HOME": "/root",
        "SHORT_TOKEN": "abc", "PATH": "/usr/bin"}
@@ -225,17 +226,17 @@ def test_a_scrubbed_recording_matches_the_live_request_it_came_from(content_type
     headers = [("Authorization", "Bearer fake-bearer-0001"), ("Content-Type", content_type)]
     raw = orjson.dumps(body) if isinstance(body, dict) else body.encode()
     flow_rules = RULES.with_values(exchange.header_values(headers, RULES))
-    live = matching.canonicalize("POST", url, content_type, raw, (), flow_rules)
+    live = canonical.canonicalize("POST", url, content_type, raw, (), flow_rules)
     stored, _ = redact.scrub(Recording(exchange.recorded_request("POST", url, headers, raw,
                                                                flow_rules),
                                          [RecordedResponse(200)]), flow_rules)
     assert b"fake-" not in cassette.dumps(stored) and b"sk-test-live" not in cassette.dumps(stored)
     on_disk = cassette.from_dict(orjson.loads(cassette.dumps(stored)))
-    assert matching.canonical_recorded(on_disk.request, (), RULES).key() == live.key()
+    assert canonical.canonical_recorded(on_disk.request, (), RULES).key() == live.key()
     # the same request made without the key (in CI) or with another one still matches, but
     # for a body that quotes the URL's key: with another key it is another request
     other = raw.replace(b"fake-live-cs-1", b"another-value").replace(b"fake-live-owner", b"x")
-    again = matching.canonicalize("POST", url.replace("fake-live-key-1", "ci"), content_type,
+    again = canonical.canonicalize("POST", url.replace("fake-live-key-1", "ci"), content_type,
                                   other, (), flow_rules)
     assert (again.key() == live.key()) is (b"fake-live-key-1" not in raw)
 
@@ -292,11 +293,11 @@ def test_the_one_scan_says_yes_whenever_matching_would_change_the_body(value):
 
 def test_a_key_or_value_written_with_json_escapes_is_still_found():
     """The one-scan shortcut reads raw bytes; a JSON escape must send the body to the walk."""
-    escaped_key = matching.canonicalize("POST", "https://h/v1/x", "application/json",
+    escaped_key = canonical.canonicalize("POST", "https://h/v1/x", "application/json",
                                         b'{"api\\u005fkey":"plainsecretvalue123","m":1}')
     assert escaped_key.body == {"m": 1}
     rules = Secrets.from_settings([], [], {"ACME_API_KEY": "abc/defghijkl"})
-    escaped_value = matching.canonicalize("POST", "https://h/v1/x", "application/json",
+    escaped_value = canonical.canonicalize("POST", "https://h/v1/x", "application/json",
                                           b'{"q":"say abc\\/defghijkl"}', secrets=rules)
     assert escaped_value.body == {"q": f"say {REDACTED}"}
     assert RULES.replace_in_log('{"api_key": "plainsecretvalue123"}') == \
@@ -306,7 +307,7 @@ def test_a_key_or_value_written_with_json_escapes_is_still_found():
     # ... and a known value written so is still found, whichever case its hex digits take
     umlaut = Secrets.from_settings([], [], {"ACME_API_KEY": "p\u00e4sswort-geheim-1"})
     for body in (b'{"q": "p\\u00e4sswort-geheim-1"}', b'{"q": "p\\u00E4sswort-geheim-1"}'):
-        assert matching.canonicalize("POST", "https://h/v1/x", "application/json", body,
+        assert canonical.canonicalize("POST", "https://h/v1/x", "application/json", body,
                                      secrets=umlaut).body == {"q": REDACTED}, body
 
 
@@ -341,7 +342,7 @@ def test_a_shape_after_an_escape_a_key_with_edge_separators_and_an_encoded_shape
     assert key not in shown and "hunter2hunter2" not in shown
     assert "abcdefghijklmnopqrst" not in shown
     assert len(findings) == 4
-    live = matching.canonicalize("POST", url, "application/json",
+    live = canonical.canonicalize("POST", url, "application/json",
                                  b'{"t": "x\\n' + key.encode() + b'", "_api_key": '
                                  b'"hunter2hunter2", "u": "a\\/b"}')
-    assert live == matching.canonical_recorded(scrubbed.request)
+    assert live == canonical.canonical_recorded(scrubbed.request)

@@ -20,9 +20,10 @@ import openai
 import orjson
 import pytest
 
-from proxy_addon import formats, sse
+from proxy_addon import formats
+from proxy_addon.bodies import sse
 from proxy_addon.formats import cassette
-from proxy_addon.process import start_proxy
+from proxy_addon.runner.process import start_proxy
 from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import (
     CASSETTE,
@@ -34,7 +35,6 @@ from tests.conftest import (
     record_prompts,
 )
 from tests.upstream import read_big_stream
-
 
 
 def _verify(directory: Path) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,6 @@ import openai
 
 from tests.conftest import CASSETTE, sdk_http_client
 
-
 SECRETS = {
     "sse_bearer": "fake-sse-bearer-1001",  # the SDK's key, echoed in an SSE event and comment
     "json_bearer": "fake-json-bearer-1002",  # the SDK's key, echoed in a JSON body

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_addon import sse
+from proxy_addon.bodies import sse
+from proxy_addon.bodies.taps import StreamCapture
 from proxy_addon.formats import load
 from tests.conftest import FIXTURES, SEED
 
@@ -102,7 +103,7 @@ def test_stream_format_from_content_type():
 
 
 def test_capture_knows_when_a_stream_is_complete():
-    cap = sse.StreamCapture("sse")
+    cap = StreamCapture("sse")
     body = seed_stream_bytes()
     cap.feed(body[:100], 0.01)
     assert not cap.complete
@@ -111,10 +112,10 @@ def test_capture_knows_when_a_stream_is_complete():
     cap.feed(body[-5:], 0.03)
     assert cap.complete and cap.saw_end_marker and not cap.upstream_finished
     assert cap.events[-1].t == 0.03
-    anthropic = sse.StreamCapture("sse")
+    anthropic = StreamCapture("sse")
     anthropic.feed(anthropic_stream_bytes(), 0.0)
     assert anthropic.saw_end_marker  # message_stop
-    plain = sse.StreamCapture("sse")
+    plain = StreamCapture("sse")
     plain.feed(b"data: {}\n\n", 0.0)
     plain.finish(0.1)
     assert plain.complete and plain.upstream_finished

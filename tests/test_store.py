@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_addon import matching
+from proxy_addon.matching import canonical
 from proxy_addon.model import Body, RecordedRequest, RecordedResponse
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.layout import layout_path, per_test_dir
@@ -21,9 +21,9 @@ from tests.conftest import FIXTURES, SEED
 URL = "https://api.openai.com/v1/chat/completions"
 
 
-def request(content: str) -> tuple[matching.CanonicalRequest, RecordedRequest]:
+def request(content: str) -> tuple[canonical.CanonicalRequest, RecordedRequest]:
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}
-    canon = matching.canonicalize("POST", URL, "application/json", orjson.dumps(body))
+    canon = canonical.canonicalize("POST", URL, "application/json", orjson.dumps(body))
     return canon, RecordedRequest("POST", URL, {"content-type": "application/json"}, Body("json", body))
 
 
@@ -63,7 +63,7 @@ def test_layout_is_browsable_and_never_escapes_root(tmp_path):
     assert path.relative_to(tmp_path).parts[:-1] == ("api.openai.com", "v1", "chat", "completions")
     assert path.name.startswith("gpt-4o-") and path.suffix == ".json"
     for evil in ["../../etc/passwd", "/abs/path", "a\x00b", "..", "..\\..\\x"]:
-        c = matching.CanonicalRequest("POST", "h", "/" + evil + "/x")
+        c = canonical.CanonicalRequest("POST", "h", "/" + evil + "/x")
         p = layout_path(tmp_path, c, "http://h/" + evil, evil)
         assert p.resolve().is_relative_to(tmp_path.resolve())
         assert "\x00" not in str(p)
@@ -73,7 +73,7 @@ def test_layout_is_browsable_and_never_escapes_root(tmp_path):
 @given(st.text(max_size=60), st.text(max_size=30))
 def test_any_request_path_or_model_stays_inside_root(tmp_path_factory, path, model):
     root = tmp_path_factory.getbasetemp() / "root"
-    c = matching.CanonicalRequest("POST", "h", "/" + path)
+    c = canonical.CanonicalRequest("POST", "h", "/" + path)
     assert layout_path(root, c, "http://evil.example/x", model).resolve().is_relative_to(root.resolve())
 
 
@@ -114,9 +114,9 @@ def test_llama_stack_recordings_match_any_host(tmp_path):
     body = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me a joke"}],
                          "stream": True})
     for url in (URL, "http://127.0.0.1:9999/v1/chat/completions"):
-        hit = store.lookup(matching.canonicalize("POST", url, "application/json", body))
+        hit = store.lookup(canonical.canonicalize("POST", url, "application/json", body))
         assert hit is not None and hit.entry.path.name == SEED.name
-    models = store.lookup(matching.canonicalize("GET", "http://localhost:8080/v1/models", None, None))
+    models = store.lookup(canonical.canonicalize("GET", "http://localhost:8080/v1/models", None, None))
     assert models.response.body.value["data"][0]["id"] == "qwen2.5"
 
 
@@ -170,7 +170,7 @@ def test_a_follow_up_turn_whose_answer_is_broken_never_stops_its_first_turn(tmp_
     assert len(store) == 3 and not store.index.bad  # only the requests are read at start-up
 
     def ask(messages: list):
-        return store.lookup(matching.canonicalize("POST", URL, "application/json",
+        return store.lookup(canonical.canonicalize("POST", URL, "application/json",
                                                   orjson.dumps({"model": "m",
                                                                 "messages": messages})))
 

@@ -19,10 +19,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from proxy_addon import formats, model, normalize
-from proxy_addon.changes import compare
+from proxy_addon import formats, model
+from proxy_addon.bodies.sse import Event
 from proxy_addon.cli import main
-from proxy_addon.sse import Event
+from proxy_addon.matching import normalize
+from proxy_addon.review.changes import compare
 from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import CASSETTE, age_by, counted, openai_client, record_prompts
 

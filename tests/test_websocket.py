@@ -9,8 +9,10 @@ import base64
 import orjson
 import pytest
 
-from proxy_addon import formats, jsonpath
+from proxy_addon import formats
+from proxy_addon.bodies.websocket import payload_of
 from proxy_addon.formats import cassette
+from proxy_addon.matching import jsonpath
 from proxy_addon.model import (
     Body,
     CassetteError,
@@ -21,8 +23,8 @@ from proxy_addon.model import (
     WebSocketConversation,
     WebSocketMessage,
 )
-from proxy_addon.secret_rules import REDACTED, Secrets
-from proxy_addon.websocket import Replay, payload_of
+from proxy_addon.redaction.secret_rules import REDACTED, Secrets
+from proxy_addon.serving.websocket_replay import Replay
 
 URL = "https://api.openai.com/v1/realtime?model=gpt-realtime"
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from proxy_addon import formats
 from proxy_addon.model import CassetteError, Recording
-from proxy_addon.secret_rules import Secrets
+from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.index import Entry
 

@@ -11,10 +11,12 @@ from typing import Iterable
 
 import click
 
-from proxy_addon import formats, matching, redact
+from proxy_addon import formats
 from proxy_addon.cli.common import dir_option, resolve_all, secret_options, secrets_of
 from proxy_addon.formats import cassette, llama_stack
+from proxy_addon.matching import canonical
 from proxy_addon.model import CassetteError
+from proxy_addon.redaction import redact
 from proxy_addon.store.layout import iter_cassette_files, layout_path, model_of
 from proxy_addon.store.writer import atomic_write
 
@@ -58,7 +60,7 @@ def import_command(sources: tuple[Path, ...], cassette_dir: Path, redact_fields:
             continue
         rec, findings = redact.scrub(rec, secrets)
         replaced += len(findings)
-        canon = matching.canonical_recorded(rec.request, secrets=secrets)
+        canon = canonical.canonical_recorded(rec.request, secrets=secrets)
         # one request may be recorded by several tests (and model lists by several servers):
         # the source file's name keeps them apart
         tag = hashlib.sha256(path.name.encode()).hexdigest()[:8]

@@ -12,11 +12,12 @@ from typing import Any, Callable
 
 import click
 
-from proxy_addon import formats, matching
-from proxy_addon.changes import Changes, compare
+from proxy_addon import formats
 from proxy_addon.cli.common import dir_option, json_option, print_json, resolve_all
 from proxy_addon.formats import cassette
+from proxy_addon.matching import canonical, difference
 from proxy_addon.model import Body, CassetteError, RecordedResponse, Recording
+from proxy_addon.review.changes import Changes, compare
 from proxy_addon.store.layout import is_cassette_name
 
 STATUS = {"A": "added", "D": "deleted", "M": "modified", "T": "modified"}
@@ -47,13 +48,13 @@ def response_paths(ra: Recording, rb: Recording) -> list[str]:
         if x.status != y.status:
             out.append(f"responses[{i}].status: {x.status} vs {y.status}")
         out += [f"responses[{i}].{p}" for p in
-                matching.diff_paths(_response_value(x), _response_value(y), limit=50)]
+                difference.diff_paths(_response_value(x), _response_value(y), limit=50)]
     return out
 
 
 def request_paths(ra: Recording, rb: Recording) -> list[str]:
-    return matching.request_diff(matching.canonical_recorded(ra.request),
-                                 matching.canonical_recorded(rb.request))
+    return difference.request_diff(canonical.canonical_recorded(ra.request),
+                                 canonical.canonical_recorded(rb.request))
 
 
 def _echo_seen(changes: Changes, indent: str = "") -> None:

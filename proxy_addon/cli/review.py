@@ -12,7 +12,7 @@ import click
 import orjson
 from rich.console import Console
 
-from proxy_addon import age, matching
+from proxy_addon.bodies.reassemble import reassemble
 from proxy_addon.cli.common import (
     console,
     dir_option,
@@ -23,15 +23,15 @@ from proxy_addon.cli.common import (
     resolve,
     table,
 )
+from proxy_addon.matching import canonical
 from proxy_addon.model import Body, RecordedResponse, Recording, WebSocketConversation
-from proxy_addon.reassemble import reassemble
-from proxy_addon.store import CassetteStore
+from proxy_addon.store import CassetteStore, age
 from proxy_addon.store.index import Entry
 from proxy_addon.store.layout import model_of, origin_of
 
 
 def _endpoint(rec: Recording) -> str:
-    canon = matching.canonical_recorded(rec.request)
+    canon = canonical.canonical_recorded(rec.request)
     return f"{canon.host or '*'}{canon.path}"
 
 

@@ -13,16 +13,15 @@ from typing import Iterable, NoReturn
 import click
 
 from proxy_addon.cli.common import dir_option
-from proxy_addon.process import (
+from proxy_addon.runner.process import (
     ProxyStartError,
     free_ports,
     mitmdump_args,
     set_options,
     start_proxy,
 )
-from proxy_addon.providers import PROVIDERS, plan
+from proxy_addon.runner.providers import PROVIDERS, plan
 from proxy_addon.summary import MODES, NOTHING_REACHED, Summary, nothing_reached_fails
-
 
 mode_option = click.option("--mode", type=click.Choice(MODES), default="replay", show_default=True,
                            help="replay, record, auto (replay hits, record misses), passthrough, "

@@ -12,11 +12,12 @@ from pathlib import Path
 import click
 import orjson
 
-from proxy_addon import formats, redact
+from proxy_addon import formats
 from proxy_addon.cli.common import dir_option, secret_options, secrets_of
 from proxy_addon.formats import cassette
 from proxy_addon.model import CassetteError
-from proxy_addon.secret_rules import Secrets
+from proxy_addon.redaction import redact
+from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store.layout import iter_cassette_files
 from proxy_addon.store.writer import atomic_write
 

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from proxy_addon.bodies.sse import Event, parsed
 from proxy_addon.model import (
     Body,
     BodyKind,
@@ -33,7 +34,6 @@ from proxy_addon.model import (
     WebSocketMessage,
     require,
 )
-from proxy_addon.sse import Event, parsed
 
 HTTP_VERSION = 1  # a file of HTTP answers only
 WEBSOCKET_VERSION = 2  # a file with a ``websocket`` section

@@ -17,9 +17,16 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
-from proxy_addon.model import Body, RecordedRequest, RecordedResponse, Recording, Stream, require
-from proxy_addon.secret_rules import REDACTED
-from proxy_addon.sse import Event, frame, parse_data, split
+from proxy_addon.bodies.sse import Event, frame, parse_data, split
+from proxy_addon.model import (
+    Body,
+    RecordedRequest,
+    RecordedResponse,
+    Recording,
+    Stream,
+    require,
+)
+from proxy_addon.redaction.secret_rules import REDACTED
 
 # Endpoints that real clients fetch with GET although llama-stack's recorder writes POST.
 GET_ENDPOINTS = frozenset({"/v1/models", "/models", "/api/tags", "/api/ps", "/api/version"})
@@ -53,7 +60,7 @@ def _type_name(value: Any) -> str:
     return value.get("__type__", "") if isinstance(value, dict) else ""
 
 
-def wire_body(call_args: Any) -> Any:
+def sdk_call_body(call_args: Any) -> Any:
     """The JSON body an SDK sends for these call arguments: ``extra_body`` merged in."""
     if not isinstance(call_args, dict):
         return call_args
@@ -191,7 +198,7 @@ def _wire_request(req: dict[str, Any], path: Path | str | None
     require(isinstance(url, str) and "://" in url, path, "llama-stack request.url missing")
     raw_http = "payload" in req
     call_args = req.get("payload") if raw_http else req.get("body")
-    body = call_args if raw_http else wire_body(call_args)
+    body = call_args if raw_http else sdk_call_body(call_args)
     parts = urlsplit(url)
     endpoint = req.get("endpoint")
     if not isinstance(endpoint, str) or not endpoint.startswith("/"):
@@ -268,11 +275,11 @@ def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
 # -- the hash recipe and export ----------------------------------------------------------------
 
 
-def _normalise_for_hash(value: Any) -> Any:
+def _hash_form(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _normalise_for_hash(v) for k, v in value.items()}
+        return {k: _hash_form(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_normalise_for_hash(v) for v in value]
+        return [_hash_form(v) for v in value]
     if isinstance(value, float):
         return round(value, 5)
     if isinstance(value, str):
@@ -287,10 +294,10 @@ def request_hash(req: dict[str, Any], test_id: str | None) -> str:
                                       "kwargs": req["kwargs"]}
     elif "payload" in req:
         normalised = {"test_id": test_id, "url": req["url"], "method": req["method"].upper(),
-                      "payload": _normalise_for_hash(req["payload"])}
+                      "payload": _hash_form(req["payload"])}
     else:
         parts = urlsplit(req["url"])
-        body = _normalise_for_hash(req.get("body"))
+        body = _hash_form(req.get("body"))
         if "bedrock" in parts.netloc and isinstance(body, dict):
             body.pop("stream_options", None)
         normalised = {"method": req["method"].upper(), "endpoint": parts.path, "body": body}

@@ -17,19 +17,20 @@ from typing import Any
 from proxy_addon.mitm.control import ControlChannel
 from proxy_addon.mitm.guard import ConnectionGuard, FailClosed
 from proxy_addon.mitm.listeners import OwnListeners
+from proxy_addon.mitm.options import Options
 from proxy_addon.mitm.output import OutputScrubber
-from proxy_addon.mitm.record import Recorder
-from proxy_addon.mitm.replay import Replayer
+from proxy_addon.mitm.record import RecordHooks
+from proxy_addon.mitm.replay import ReplayHooks
 from proxy_addon.mitm.state import State
-from proxy_addon.mitm.websocket import WebSocketRecorder, websocket_server
-from proxy_addon.pacer import Pacer
+from proxy_addon.mitm.websocket import WebSocketHooks, websocket_server
+from proxy_addon.serving.pacer import Pacer
 
 
 def make_addons() -> list[Any]:
     """The addons, in hook order, sharing one ``State``, presented to mitmproxy as one addon
     that makes a fault in any flow hook fail closed (``guard``)."""
     state = State()
-    return [FailClosed([state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
-                        Replayer(state, Pacer(state.fault_reporter("replaying a stream")),
-                                 websocket_server(state)), Recorder(state),
-                        WebSocketRecorder(state), OutputScrubber(state)], state)]
+    return [FailClosed([Options(state), state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
+                        ReplayHooks(state, Pacer(state.fault_reporter("replaying a stream")),
+                                 websocket_server(state)), RecordHooks(state),
+                        WebSocketHooks(state), OutputScrubber(state)], state)]

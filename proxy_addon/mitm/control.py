@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 from mitmproxy import http
 
-from proxy_addon import control
 from proxy_addon.mitm.state import State
+from proxy_addon.runner import control
 
 
 class ControlChannel:

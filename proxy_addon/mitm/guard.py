@@ -29,8 +29,9 @@ from mitmproxy.proxy.layer import NextLayer
 from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from proxy_addon import misses
-from proxy_addon.mitm.state import State, flow_state, shown_url
+from proxy_addon.mitm.flow import flow_state, shown_url
+from proxy_addon.mitm.state import State
+from proxy_addon.serving import misses
 
 log = logging.getLogger("proxy_addon")
 
@@ -61,12 +62,12 @@ class ConnectionGuard:
         like a request line is HTTP, so it is answered (a miss, or mitmproxy's 400) instead of
         closed; anything else is left to mitmproxy (raw TCP is then refused below). Runs before
         mitmproxy's own decision, which keeps a layer an addon chose."""
-        if self.state.mode in CLOSED_MODES and nextlayer.layer is None and \
+        if self.state.settings.mode in CLOSED_MODES and nextlayer.layer is None and \
                 len(nextlayer.context.layers) > 1 and _REQUEST_LINE.match(nextlayer.data_client()):
             nextlayer.layer = layers.HttpLayer(nextlayer.context, HTTPMode.transparent)
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
-        mode = self.state.mode
+        mode = self.state.settings.mode
         if mode not in CLOSED_MODES:
             return
         address = data.server.address
@@ -90,7 +91,7 @@ def _events() -> frozenset[str]:
 
 def _request_of(arg: Any, state: State) -> str:
     if isinstance(arg, http.HTTPFlow):
-        return f"{arg.request.method} {misses.clip(shown_url(arg, state.secrets))}"
+        return f"{arg.request.method} {misses.clip(shown_url(arg, state.settings.secrets))}"
     return "a connection"
 
 
@@ -110,7 +111,7 @@ class FailClosed:
     def __init__(self, addons: list[Any], state: State) -> None:
         self._state = state
         self.addons: list[Any] = []  # no children: mitmproxy walks one addon, not eight
-        # by the names faults are reported under (``cassette_replayer``)
+        # by the names faults are reported under (``cassette_replayhooks``)
         self._inner = {f"cassette_{type(addon).__name__.lower()}": addon for addon in addons}
         events = _events()
         names = dict.fromkeys(name for addon in addons for name in dir(type(addon))
@@ -166,7 +167,7 @@ class FailClosed:
         state.counters.add("internal_errors")
         # an exception's text may quote what it choked on: the flow's own key included
         st = flow_state(arg) if isinstance(arg, http.HTTPFlow) else None
-        what = (st.secrets if st is not None else state.secrets).replace_in_log(
+        what = (st.secrets if st is not None else state.settings.secrets).replace_in_log(
             f"{type(error).__name__}: {misses.clip(str(error), 200)}")
         request = _request_of(arg, state)
         log.error("cassette: internal error in %s.%s for %s: %s", addon, hook, request, what,
@@ -174,11 +175,11 @@ class FailClosed:
         closed = self._closed(arg)
         if isinstance(arg, ServerConnectionHookData):
             if closed:
-                arg.server.error = f"cassette {state.mode}: internal error ({what})"
+                arg.server.error = f"cassette {state.settings.mode}: internal error ({what})"
         elif isinstance(arg, http.HTTPFlow):
             if closed and arg.response is None:
                 message = (f"cassette: internal error in the proxy ({hook} hook: {what}) while "
-                           f"answering {request}; nothing was forwarded ({state.mode} mode).")
+                           f"answering {request}; nothing was forwarded ({state.settings.mode} mode).")
                 arg.response = http.Response.make(
                     500, misses.error_body(message, "cassette_internal_error",
                                            "cassette_internal_error"),
@@ -189,7 +190,7 @@ class FailClosed:
     def _closed(self, arg: Any) -> bool:
         """Whether a fault must stop the flow: in replay always; in refresh unless the flow was
         marked to be re-recorded (its live answer then goes on, as in record mode)."""
-        mode = self._state.mode
+        mode = self._state.settings.mode
         if mode == "refresh" and isinstance(arg, http.HTTPFlow):
             return flow_state(arg, "record") is None
         return mode in CLOSED_MODES

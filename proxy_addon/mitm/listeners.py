@@ -12,7 +12,7 @@ from __future__ import annotations
 from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ProxyMode, RegularMode, ReverseMode
 
-from proxy_addon import hosts, matching
+from proxy_addon.matching import canonical, hosts
 
 
 class OwnListeners:
@@ -33,4 +33,4 @@ class OwnListeners:
         if self.routes and isinstance(flow.client_conn.proxy_mode, RegularMode) and \
                 req.port in self.routes and hosts.is_loopback(req.host):
             req.scheme, req.host, req.port = self.routes[req.port]
-            req.headers["host"] = matching.normalise_host(req.scheme, req.host, req.port)
+            req.headers["host"] = canonical.comparable_host(req.scheme, req.host, req.port)

@@ -9,16 +9,12 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.connection import ConnectionState
 
-from proxy_addon import exchange
-from proxy_addon.mitm.state import FlowState, State, body_of, flow_state, log, shown_url
+from proxy_addon.bodies.sse import asks_for_stream, stream_format
+from proxy_addon.bodies.taps import BodyTap, StreamCapture, StreamTap
+from proxy_addon.formats import exchange
+from proxy_addon.mitm.flow import FlowState, body_of, flow_state, shown_url
+from proxy_addon.mitm.state import State, log
 from proxy_addon.model import Body, RecordedResponse, Stream
-from proxy_addon.sse import (
-    BodyTap,
-    StreamCapture,
-    StreamTap,
-    asks_for_stream,
-    stream_format,
-)
 
 
 def client_hung_up(flow: http.HTTPFlow) -> bool:
@@ -28,7 +24,7 @@ def client_hung_up(flow: http.HTTPFlow) -> bool:
     return not flow.client_conn.state & ConnectionState.CAN_READ
 
 
-class Recorder:
+class RecordHooks:
     def __init__(self, state: State) -> None:
         self.state = state
 
@@ -59,9 +55,9 @@ class Recorder:
             return
         try:
             tap = StreamTap(fmt, flow.response.headers.get("content-encoding", ""), st.headers_at,
-                            self.state.max_file_bytes)
+                            self.state.settings.max_file_bytes)
         except ValueError as e:  # an encoding we cannot decode: pass it on, do not record it
-            log.warning("cassette: not recording %s: %s", shown_url(flow, self.state.secrets), e)
+            log.warning("cassette: not recording %s: %s", shown_url(flow, self.state.settings.secrets), e)
             flow.response.stream = True
             st.action = "pass"
             self._abandon(st)
@@ -93,7 +89,7 @@ class Recorder:
                 # The provider cut the stream: that is what it did, and a replay reproduces the
                 # cut, so a client's error handling can be tested. Marked incomplete.
                 log.warning("cassette: %s %s was cut off by the upstream (%s); saved as "
-                            "incomplete", flow.request.method, shown_url(flow, self.state.secrets),
+                            "incomplete", flow.request.method, shown_url(flow, self.state.settings.secrets),
                             reason)
                 capture.cut = capture.cut or f"the upstream ended it early: {reason}"
                 self._save(flow, st, capture)
@@ -101,7 +97,7 @@ class Recorder:
         self.state.counters.add("abandoned")
         self._abandon(st)
         log.warning("cassette: not saving %s %s: %s before the response was complete",
-                    flow.request.method, shown_url(flow, self.state.secrets), reason)
+                    flow.request.method, shown_url(flow, self.state.settings.secrets), reason)
 
     def _abandon(self, st: FlowState) -> None:
         store = self.state.store
@@ -116,7 +112,7 @@ class Recorder:
                                                      complete=capture.complete, cut=capture.cut))
         else:
             tapped = b"".join(st.body_tap.chunks) if st.body_tap is not None else None
-            raw = body_of(resp, tapped, self.state.max_file_bytes)
+            raw = body_of(resp, tapped, self.state.settings.max_file_bytes)
             save(self.state, flow, st, body=Body.from_bytes(raw, resp.headers.get("content-type")))
 
 
@@ -133,4 +129,4 @@ def save(state: State, flow: http.HTTPFlow, st: FlowState, **content: Any) -> No
     except (OSError, ValueError) as e:  # the layout refused the path
         state.counters.add("write_errors")
         log.error("cassette: could not record %s %s: %s", flow.request.method,
-                  shown_url(flow, state.secrets), e)
+                  shown_url(flow, state.settings.secrets), e)

@@ -12,42 +12,38 @@ from pathlib import Path
 from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
-from proxy_addon import control, exchange, matching, misses
-from proxy_addon.age import AgeLimit, describe
-from proxy_addon.mitm.state import (
-    META,
-    FlowState,
-    State,
-    body_of,
-    flow_state,
-    log,
-    send_to_loopback,
-)
+from proxy_addon.formats import exchange
+from proxy_addon.matching import canonical
+from proxy_addon.matching.normalize import Normalizer
+from proxy_addon.mitm.flow import META, FlowState, body_of, flow_state, send_to_loopback
+from proxy_addon.mitm.state import State, log
 from proxy_addon.mitm.websocket import answer_websocket
 from proxy_addon.model import RecordedResponse
-from proxy_addon.normalize import Normalizer
-from proxy_addon.pacer import Pacer
-from proxy_addon.secret_rules import Secrets
+from proxy_addon.redaction.secret_rules import Secrets
+from proxy_addon.runner import control
+from proxy_addon.serving import misses
+from proxy_addon.serving.pacer import Pacer
+from proxy_addon.serving.websocket_server import WebSocketServer
+from proxy_addon.serving.wire import wire
 from proxy_addon.store import Hit, LookupContext
-from proxy_addon.websocket_server import WebSocketServer
-from proxy_addon.wire import wire
+from proxy_addon.store.age import AgeLimit, describe
 
 
 def canonical_request(req: http.Request, state: State, normalize: Normalizer | None = None
-                      ) -> tuple[matching.CanonicalRequest, Secrets]:
+                      ) -> tuple[canonical.CanonicalRequest, Secrets]:
     """The request's key, and the secret rules knowing its own key (from its secret headers
     and query parameters):
     a known secret found in its body is compared as the cassette stores it, replaced.
     ``normalize``: the normaliser, when not the configured one (a miss tries others)."""
-    raw = state.secrets.raw_headers  # the few secret ones, without decoding all the others
+    raw = state.settings.secrets.raw_headers  # the few secret ones, without decoding all the others
     secret = [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
               for k, v in req.headers.fields if k.lower() in raw]
     path, _, query = req.path.partition("?")
-    secrets = state.secrets.with_values(exchange.own_secrets(secret, query, state.secrets))
-    canon = matching.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
+    secrets = state.settings.secrets.with_values(exchange.own_secrets(secret, query, state.settings.secrets))
+    canon = canonical.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
                                         query, req.headers.get("content-type"), body_of(req),
-                                        state.ignore, secrets,
-                                        normalize if normalize is not None else state.normalize)
+                                        state.settings.ignore, secrets,
+                                        normalize if normalize is not None else state.settings.normalize)
     return canon, secrets
 
 
@@ -90,7 +86,7 @@ def stale_response(message: str) -> http.Response:
                               {"content-type": "application/json", "x-cassette-stale": "1"})
 
 
-class Replayer:
+class ReplayHooks:
     """Answers requests from the store; marks the ones to record instead."""
 
     def __init__(self, state: State, pacer: Pacer, sockets: WebSocketServer) -> None:
@@ -109,7 +105,7 @@ class Replayer:
         assert store is not None
         state.counters.add("requests")
         test_id = flow.request.headers.pop(control.TEST_ID_HEADER, None) or state.current.test_id
-        mode = state.mode
+        mode = state.settings.mode
         if mode == "passthrough":
             return
         test_dir = state.current.test_dir
@@ -155,7 +151,7 @@ class Replayer:
         flow.response = miss_response(message)
 
     def _age_over_limit(self, hit: Hit) -> timedelta | None:
-        limit = self.state.max_age
+        limit = self.state.settings.max_age
         if limit is None:
             return None
         if self._ages is None or self._ages.limit != limit:
@@ -169,8 +165,8 @@ class Replayer:
         if how_old is None:
             return False
         state = self.state
-        refused = state.stale_policy == "fail"
-        message = misses.stale_message(hit.entry.path, how_old, state.max_age_text, refused)
+        refused = state.settings.stale_policy == "fail"
+        message = misses.stale_message(hit.entry.path, how_old, state.settings.max_age_text, refused)
         if hit.entry.path not in self._told:
             self._told.add(hit.entry.path)
             log.warning(message)
@@ -202,7 +198,7 @@ class Replayer:
                             "be refreshed)", entry.path)
             return False
         how_old = self._age_over_limit(hit)
-        if self.state.max_age is not None and how_old is None:
+        if self.state.settings.max_age is not None and how_old is None:
             return False
         self._refreshed[entry.path] = st.test_dir
         st.action, st.refresh = "record", entry
@@ -213,7 +209,7 @@ class Replayer:
 
     async def _answer(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> None:
         resp = hit.response
-        pace = self.state.pace
+        pace = self.state.settings.pace
         flow.is_replay = "response"  # as mitmproxy's own server replay marks its flows
         if resp.websocket is not None:
             await answer_websocket(flow, st, hit, self.sockets, self.state)

@@ -12,11 +12,13 @@ import time
 
 from mitmproxy import http
 
+from proxy_addon.bodies.websocket import Capture
+from proxy_addon.mitm.flow import FlowState, flow_state, send_to_loopback
 from proxy_addon.mitm.record import save
-from proxy_addon.mitm.state import FlowState, State, flow_state, log, send_to_loopback
+from proxy_addon.mitm.state import State, log
+from proxy_addon.serving.websocket_replay import Replay
+from proxy_addon.serving.websocket_server import Registration, WebSocketServer
 from proxy_addon.store import Hit
-from proxy_addon.websocket import Capture, Replay
-from proxy_addon.websocket_server import Registration, WebSocketServer
 
 
 def websocket_server(state: State) -> WebSocketServer:
@@ -32,12 +34,12 @@ async def answer_websocket(flow: http.HTTPFlow, st: FlowState, hit: Hit,
     order = [hit.index] + [i for i in range(len(responses)) if i != hit.index]
     recordings = [responses[i].websocket for i in order if responses[i].websocket is not None]
     where = f"{st.canonical.describe()} ({hit.entry.path})"
-    replay = Replay(recordings, state.ignore, where, state.normalize, st.secrets)
+    replay = Replay(recordings, state.settings.ignore, where, state.settings.normalize, st.secrets)
     await send_to_loopback(flow, st, server,
-                           Registration(replay, hit.response.headers, state.pace), state)
+                           Registration(replay, hit.response.headers, state.settings.pace), state)
 
 
-class WebSocketRecorder:
+class WebSocketHooks:
     """Records the conversations of handshakes marked for recording; the file is written when
     the conversation ends, as one more response of its handshake's cassette."""
 

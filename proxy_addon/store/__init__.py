@@ -11,11 +11,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy_addon import hosts
-from proxy_addon.matching import CanonicalRequest, IgnorePaths
+from proxy_addon.matching import hosts
+from proxy_addon.matching.canonical import CanonicalRequest, IgnorePaths
+from proxy_addon.matching.normalize import Normalizer
 from proxy_addon.model import Body, CassetteError, RecordedResponse
-from proxy_addon.normalize import Normalizer
-from proxy_addon.secret_rules import BUILT_IN, Secrets
+from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
 from proxy_addon.store.chooser import Chooser, LookupContext
 from proxy_addon.store.index import Entry, Found, Index
 from proxy_addon.store.recorder import Recorder

@@ -14,15 +14,15 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 
-from proxy_addon.conversation import (
+from proxy_addon.bodies.reassemble import Transcript, reassemble
+from proxy_addon.matching.canonical import CanonicalRequest
+from proxy_addon.model import CassetteError
+from proxy_addon.store.conversation import (
     assistant_messages,
     message_signatures,
     transcript_signature,
     write_answer,
 )
-from proxy_addon.matching import CanonicalRequest
-from proxy_addon.model import CassetteError
-from proxy_addon.reassemble import Transcript, reassemble
 from proxy_addon.store.index import Entry, Found, Index
 
 MAX_VARIANTS = 32  # combinations of other answers tried for one request

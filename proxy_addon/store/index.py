@@ -21,12 +21,13 @@ from typing import Iterator
 
 import orjson
 
-from proxy_addon import formats, hosts, matching
+from proxy_addon import formats
 from proxy_addon.formats import cassette
-from proxy_addon.matching import CanonicalRequest, IgnorePaths
+from proxy_addon.matching import canonical, difference, hosts
+from proxy_addon.matching.canonical import CanonicalRequest, IgnorePaths
+from proxy_addon.matching.normalize import Normalizer
 from proxy_addon.model import CassetteError, RecordedRequest, Recording
-from proxy_addon.normalize import Normalizer
-from proxy_addon.secret_rules import BUILT_IN, Secrets
+from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
 from proxy_addon.store.cache import RecordingCache
 from proxy_addon.store.layout import (
     cassette_files,
@@ -161,7 +162,7 @@ class Index:
                   normalize: Normalizer | None = None) -> CanonicalRequest:
         """A stored request's canonical form, under this directory's matching rules; with
         ``normalize``, under that normaliser instead of its own (would it make a miss match?)."""
-        return matching.canonical_recorded(request, self.ignore, self.secrets, normalize=(
+        return canonical.canonical_recorded(request, self.ignore, self.secrets, normalize=(
             self.normalize if normalize is None else normalize))
 
     def add(self, entry: Entry) -> None:
@@ -237,7 +238,7 @@ class Index:
             return None
         model = canon.body.get("model") if isinstance(canon.body, dict) else None
         ordered = sorted(candidates, key=lambda e: e.model != model)[:NEAREST_CANDIDATES]
-        return matching.nearest(canon, ((e, self._canonical(e)) for e in ordered))
+        return difference.closest(canon, ((e, self._canonical(e)) for e in ordered))
 
     def _canonical(self, entry: Entry) -> CanonicalRequest:
         try:

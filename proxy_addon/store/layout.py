@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
-from proxy_addon import matching
-from proxy_addon.matching import CanonicalRequest
+from proxy_addon.matching import canonical
+from proxy_addon.matching.canonical import CanonicalRequest
 from proxy_addon.model import RecordedRequest
 
 # Per-test cassettes live in <cassette_dir>/by-test/<test dir>/; everything else is shared.
@@ -74,7 +74,7 @@ def per_test_dir_of(root: Path | str, path: Path | str) -> str | None:
 def origin_of(request: RecordedRequest) -> str:
     """The host a request was recorded for, normalised as matching compares hosts."""
     parts = urlsplit(request.url)
-    return matching.normalise_host(parts.scheme, parts.hostname or "", parts.port)
+    return canonical.comparable_host(parts.scheme, parts.hostname or "", parts.port)
 
 
 def model_of(request: RecordedRequest) -> str | None:
@@ -97,7 +97,7 @@ def layout_path(root: Path, canon: CanonicalRequest, url: str, model: str | None
     is checked to stay inside ``root`` whatever the request said.
     """
     parts = urlsplit(url)
-    host = safe_segment(matching.normalise_host(parts.scheme, parts.hostname or "unknown-host",
+    host = safe_segment(canonical.comparable_host(parts.scheme, parts.hostname or "unknown-host",
                                                 parts.port))
     segments = [safe_segment(s) for s in canon.path.split("/") if s and s not in (".", "..")][:8]
     stem = safe_segment(model or canon.method.lower(), 48)

@@ -18,11 +18,12 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from proxy_addon import formats, redact
+from proxy_addon import formats
 from proxy_addon.formats import cassette
-from proxy_addon.matching import CanonicalRequest
+from proxy_addon.matching.canonical import CanonicalRequest
 from proxy_addon.model import RecordedRequest, RecordedResponse, Recording
-from proxy_addon.secret_rules import Secrets
+from proxy_addon.redaction import redact
+from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store.cache import LARGE_FILE_BYTES
 from proxy_addon.store.index import Entry, Index, make_entry
 from proxy_addon.store.layout import BY_TEST_DIR, layout_path, model_of

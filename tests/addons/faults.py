@@ -2,7 +2,7 @@
 
 Loaded after the cassette addon with ``-s``:
 
-- ``--set fault_hooks=cassette_replayer.request,cassette_recorder.response``: those hooks of
+- ``--set fault_hooks=cassette_replayhooks.request,cassette_recordhooks.response``: those hooks of
   the cassette addon raise ``RuntimeError`` for requests whose path contains ``/fault/``, as a
   bug in them would (patched on the addon itself, inside the guard that wraps it), quoting the
   request's ``authorization`` header as an error about a header might;

@@ -12,25 +12,22 @@ answers come from the first of them, so the conversation narrows as it goes.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from proxy_addon import jsonpath, matching
-from proxy_addon.misses import clip, quote
+from proxy_addon.matching import canonical, difference, jsonpath
+from proxy_addon.matching.normalize import Normalizer
 from proxy_addon.model import (
     Body,
-    Side,
     WebSocketClose,
     WebSocketConversation,
     WebSocketMessage,
-    json_value,
 )
-from proxy_addon.normalize import Normalizer
-from proxy_addon.secret_rules import BUILT_IN, Secrets
+from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
+from proxy_addon.serving.misses import clip, quote
 
 # Ids a client makes up itself, left out when its messages are matched (with cassette_ignore):
 # the event's own id, and the ids a client may give the conversation items it creates.
@@ -41,49 +38,14 @@ CLIENT_CLOSE_GRACE = 1.0
 MISS_CLOSE_CODE = 1008  # policy violation: the client said something never recorded
 
 
-def side_of(from_client: bool) -> Side:
-    return "client" if from_client else "server"
-
-
-def payload_of(content: bytes, is_text: bool) -> Body:
-    """A message's payload as stored: parsed JSON when a text message holds a JSON object or
-    array, the text otherwise, and base64 for a binary message."""
-    if not is_text:
-        return Body("base64", base64.b64encode(content).decode())
-    value = json_value(content)
-    return Body("json", value) if value is not None else \
-        Body("text", content.decode("utf-8", "replace"))
-
-
-def wire_payload(payload: Body) -> tuple[bytes, bool]:
-    """What a replay sends for a stored payload: its bytes, and whether it is a text message."""
-    return payload.to_bytes(), payload.kind != "base64"
-
-
-class Capture:
-    """A conversation being recorded: messages appended as mitmproxy relays them."""
-
-    def __init__(self, started: float) -> None:
-        self.started = started  # wall-clock time of the handshake (mitmproxy's timestamps)
-        self.conversation = WebSocketConversation()
-
-    def message(self, from_client: bool, is_text: bool, content: bytes, at: float) -> None:
-        self.conversation.messages.append(WebSocketMessage(
-            side_of(from_client), payload_of(content, is_text), max(0.0, at - self.started)))
-
-    def close(self, by_client: bool, code: int, reason: str, at: float) -> None:
-        self.conversation.close = WebSocketClose(side_of(by_client), code, reason or "",
-                                                 max(0.0, at - self.started))
-
-
-def canonical_message(payload: Body, ignore: matching.IgnorePaths,
+def canonical_message(payload: Body, ignore: canonical.IgnorePaths,
                       normalize: Normalizer | None = None, secrets: Secrets = BUILT_IN) -> Any:
     """The comparable form of a client message: a JSON message as matching compares request
     bodies (``cassette_ignore`` paths, the client's own ids and secrets left out,
     ``cassette_normalize`` applied), other text with its secrets replaced as the recording
     stores it, a binary message by its SHA-256. ``secrets`` knows the handshake's own key."""
     if payload.kind == "json":
-        return matching.canonical_json(payload.value, ignore, secrets, normalize=normalize)
+        return canonical.canonical_json(payload.value, ignore, secrets, normalize=normalize)
     if payload.kind == "text":
         text = payload.value
         return secrets.replace(text)[0] if secrets.might_hold(text) else text
@@ -152,7 +114,7 @@ _DEFAULT_CLOSE = WebSocketClose("client", 1000)  # a recording with no close wri
 class Replay:
     """One replayed connection: the recordings still consistent with what the client sent."""
 
-    def __init__(self, recordings: list[WebSocketConversation], ignore: matching.IgnorePaths,
+    def __init__(self, recordings: list[WebSocketConversation], ignore: canonical.IgnorePaths,
                  where: str, normalize: Normalizer | None = None,
                  secrets: Secrets = BUILT_IN) -> None:
         assert recordings, "a replay needs at least one recording"
@@ -206,7 +168,7 @@ class Replay:
             if recorded is None:
                 continue
             expected = self._canonical(recorded.payload)
-            diffs = matching.diff_paths(asked, expected)
+            diffs = difference.diff_paths(asked, expected)
             if nearest is None or len(diffs) < len(nearest[0]):
                 nearest = (diffs, expected)
         shown = quote(asked) if payload.kind != "base64" else \

@@ -4,9 +4,9 @@ and its body bytes, a stream framed back into SSE or NDJSON."""
 
 from __future__ import annotations
 
-from proxy_addon import exchange
+from proxy_addon.bodies.sse import frame
+from proxy_addon.formats import exchange
 from proxy_addon.model import RecordedResponse
-from proxy_addon.sse import frame
 
 WireHeaders = list[tuple[bytes, bytes]]
 

@@ -15,10 +15,10 @@ import time
 
 import h11
 
-from proxy_addon.loopback import LoopbackServer
+from proxy_addon.bodies.sse import frame_event
 from proxy_addon.model import RecordedResponse
-from proxy_addon.sse import frame_event
-from proxy_addon.wire import wire_headers
+from proxy_addon.serving.loopback import LoopbackServer
+from proxy_addon.serving.wire import wire_headers
 
 log = logging.getLogger(__name__)
 

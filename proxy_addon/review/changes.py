@@ -23,9 +23,9 @@ from typing import Any
 
 import orjson
 
+from proxy_addon.bodies.reassemble import ToolCall, Transcript, reassemble
+from proxy_addon.bodies.sse import Event, parsed
 from proxy_addon.model import RecordedResponse, Recording, WebSocketMessage
-from proxy_addon.reassemble import ToolCall, Transcript, reassemble
-from proxy_addon.sse import Event, parsed
 
 TEXT_WINDOW = 70  # characters shown either side of where two texts start to differ
 

@@ -27,8 +27,9 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
 
+from proxy_addon.bodies.sse import Event, Unparsed, parse_data
 from proxy_addon.formats.cassette import BODY_FIELDS
-from proxy_addon.jsonpath import format_path
+from proxy_addon.matching.jsonpath import format_path
 from proxy_addon.model import (
     Body,
     RecordedResponse,
@@ -37,8 +38,12 @@ from proxy_addon.model import (
     WebSocketConversation,
     WebSocketMessage,
 )
-from proxy_addon.secret_rules import REDACTED, Secrets, credential_values, param_values
-from proxy_addon.sse import Event, Unparsed, parse_data
+from proxy_addon.redaction.secret_rules import (
+    REDACTED,
+    Secrets,
+    credential_values,
+    param_values,
+)
 
 Layer = Literal["name", "value", "shape"]
 T = TypeVar("T")

@@ -19,16 +19,18 @@ import hashlib
 import re
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from proxy_addon import exchange, multipart, redact
-from proxy_addon.jsonpath import drop_path, map_leaves
+from proxy_addon.bodies import multipart
+from proxy_addon.formats import exchange
+from proxy_addon.matching.jsonpath import drop_path, map_leaves
+from proxy_addon.matching.normalize import Normalizer
 from proxy_addon.model import RecordedRequest, text_of
-from proxy_addon.normalize import Normalizer
-from proxy_addon.secret_rules import BUILT_IN, Secrets
+from proxy_addon.redaction import redact
+from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 IgnorePaths = Sequence[tuple[str | int, ...]]
@@ -193,7 +195,7 @@ def canonical_path(path: str, secrets: Secrets = BUILT_IN) -> str:
     return secrets.replace(path)[0] if secrets.might_hold(path) else path
 
 
-def normalise_host(scheme: str, host: str, port: int | None) -> str:
+def comparable_host(scheme: str, host: str, port: int | None) -> str:
     host = host.lower().rstrip(".")
     if port is None or DEFAULT_PORTS.get(scheme.lower()) == port:
         return host
@@ -239,7 +241,7 @@ def canonicalize_parts(
     replace is used as it is."""
     return CanonicalRequest(
         method=method.upper(),
-        host=normalise_host(scheme, host, port),
+        host=comparable_host(scheme, host, port),
         path=canonical_path(path, secrets),
         query=canonical_query(query, secrets, normalize) if query else (),
         body=canonical_body(content_type, raw_body, ignore, secrets, normalize),
@@ -265,7 +267,7 @@ def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
                                normalize=normalize)
     return CanonicalRequest(
         method=request.method.upper(),
-        host="" if request.any_host else normalise_host(
+        host="" if request.any_host else comparable_host(
             parts.scheme, parts.hostname or "", parts.port),
         path=canonical_path(parts.path, secrets),
         query=canonical_query(parts.query, secrets, normalize) if parts.query else (),
@@ -277,57 +279,3 @@ def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
 # Nearest miss
 
 
-def diff_paths(a: Any, b: Any, limit: int = 20) -> list[str]:
-    """JSON paths (``messages[0].content``) where two values differ, breadth-first, at most
-    ``limit`` of them. Iterative, so arbitrarily deep bodies cannot overflow the stack."""
-    out: list[str] = []
-    stack: list[tuple[str, Any, Any]] = [("", a, b)]
-    while stack and len(out) < limit:
-        path, x, y = stack.pop(0)
-        if isinstance(x, dict) and isinstance(y, dict):
-            for k in sorted(set(x) | set(y), key=str):
-                sub = f"{path}.{k}" if path else str(k)
-                if k not in x or k not in y:
-                    out.append(sub)
-                elif x[k] != y[k]:
-                    stack.append((sub, x[k], y[k]))
-        elif isinstance(x, list) and isinstance(y, list):
-            for i in range(max(len(x), len(y))):
-                sub = f"{path}[{i}]"
-                if i >= len(x) or i >= len(y):
-                    out.append(sub)
-                elif x[i] != y[i]:
-                    stack.append((sub, x[i], y[i]))
-        elif x != y or type(x) is not type(y):
-            out.append(path or "(body)")
-    return out[:limit]
-
-
-def request_diff(asked: CanonicalRequest, recorded: CanonicalRequest) -> list[str]:
-    """Where a recorded request differs from the one asked, as readable paths."""
-    diffs: list[str] = []
-    if asked.method != recorded.method:
-        diffs.append("method")
-    if recorded.host and asked.host != recorded.host:
-        diffs.append("host")
-    if asked.path != recorded.path:
-        diffs.append("path")
-    if asked.query != recorded.query:
-        keys = {k for k, _ in asked.query} | {k for k, _ in recorded.query}
-        diffs.extend(
-            f"query.{k}" for k in sorted(keys)
-            if [v for n, v in asked.query if n == k] != [v for n, v in recorded.query if n == k]
-        )
-    diffs.extend(diff_paths(asked.body, recorded.body))
-    return diffs
-
-
-def nearest(asked: CanonicalRequest,
-            candidates: Iterable[tuple[Any, CanonicalRequest]]) -> tuple[Any, list[str]] | None:
-    """The candidate whose request differs from ``asked`` in the fewest paths."""
-    best: tuple[Any, list[str]] | None = None
-    for item, canon in candidates:
-        diffs = request_diff(asked, canon)
-        if best is None or len(diffs) < len(best[1]):
-            best = (item, diffs)
-    return best

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from proxy_addon.providers import PROVIDERS, Listener, plan
+from proxy_addon.runner.providers import PROVIDERS, Listener, plan
 
-ADDON_SCRIPT = Path(__file__).with_name("addon.py")
+ADDON_SCRIPT = Path(__file__).resolve().parents[1] / "addon.py"
 _LISTENING = re.compile(r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)")
 
 

@@ -1,4 +1,4 @@
-"""A loopback WebSocket server that replays recorded conversations (``websocket.Replay``).
+"""A loopback WebSocket server that replays recorded conversations (``websocket_replay.Replay``).
 
 mitmproxy cannot answer a WebSocket upgrade itself: its WebSocket layer writes the client's
 close to a server connection that must exist. A replayed handshake is therefore pointed at this
@@ -30,9 +30,10 @@ from wsproto.events import (
 )
 from wsproto.utilities import ProtocolError
 
-from proxy_addon import websocket
-from proxy_addon.loopback import LoopbackServer
-from proxy_addon.websocket import Replay, Reply
+from proxy_addon.bodies import websocket
+from proxy_addon.serving import websocket_replay
+from proxy_addon.serving.loopback import LoopbackServer
+from proxy_addon.serving.websocket_replay import Replay, Reply
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class WebSocketServer(LoopbackServer[Registration]):
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ws = WSConnection(ConnectionType.SERVER)
-        session: _Session | None = None
+        session: _Connection | None = None
         try:
             request = await _handshake(ws, reader)
             if request is None:
@@ -81,7 +82,7 @@ class WebSocketServer(LoopbackServer[Registration]):
                 writer.write(ws.send(RejectConnection(status_code=404)))
                 return
             writer.write(ws.send(_accept(request, registration.headers)))
-            session = _Session(ws, writer, registration, self._on_miss, self._on_fault)
+            session = _Connection(ws, writer, registration, self._on_miss, self._on_fault)
             await session.run(reader)
         except (ConnectionError, ProtocolError, asyncio.IncompleteReadError) as e:
             log.debug("cassette websocket replay: connection ended: %s", e)
@@ -118,7 +119,7 @@ def _accept(request: Request, headers: list[list[str]]) -> AcceptConnection:
                        if k.lower() not in _HANDSHAKE_HEADERS])
 
 
-class _Session:
+class _Connection:
     """One replayed connection: reads the client's messages, and sends the answers from a
     queue in order, each at its time (the recorded gap times the pace)."""
 
@@ -173,9 +174,9 @@ class _Session:
         if reply.miss is not None:
             self.on_miss(reply.miss.message)
             self.queue.put_nowait((now, TextMessage(
-                websocket.error_event(reply.miss, self.replay.received).decode())))
+                websocket_replay.error_event(reply.miss, self.replay.received).decode())))
             self.queue.put_nowait((now, CloseConnection(
-                websocket.MISS_CLOSE_CODE, websocket.miss_close_reason(reply.miss))))
+                websocket_replay.MISS_CLOSE_CODE, websocket_replay.miss_close_reason(reply.miss))))
             return
         self._schedule(reply, now)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from proxy_addon.reassemble import Transcript
+from proxy_addon.bodies.reassemble import Transcript
 
 
 def _signature(text: str, calls: list[tuple[Any, Any]]) -> str | None:

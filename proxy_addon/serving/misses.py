@@ -10,9 +10,10 @@ from typing import Any, Callable
 
 import orjson
 
-from proxy_addon import age, matching, normalize
-from proxy_addon.matching import CanonicalRequest
-from proxy_addon.normalize import Normalizer
+from proxy_addon.matching import difference, normalize
+from proxy_addon.matching.canonical import CanonicalRequest
+from proxy_addon.matching.normalize import Normalizer
+from proxy_addon.store import age
 from proxy_addon.store.index import Entry, Index
 
 # The request as matching would see it under another normaliser (computed again from the live
@@ -73,7 +74,7 @@ def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) 
         for names in tries:
             rules = current.with_presets(names)
             recorded = index.canonical(entry.request, normalize=rules)
-            if not matching.request_diff(recanonicalize(rules), recorded):
+            if not difference.request_diff(recanonicalize(rules), recorded):
                 value = ",".join(names)
                 return (f"It matches with the normaliser {value!r} (volatile values such as "
                         f"today's date in the prompt): add --set cassette_normalize={value}.")

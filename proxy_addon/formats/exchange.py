@@ -9,7 +9,7 @@ from typing import Iterable
 from urllib.parse import parse_qsl
 
 from proxy_addon.model import Body, RecordedRequest
-from proxy_addon.secret_rules import Secrets, credential_values, param_values
+from proxy_addon.redaction.secret_rules import Secrets, credential_values, param_values
 
 # Request headers worth keeping in a cassette: they change what the provider answers. Everything
 # else (user agents, x-stainless-* telemetry, content-length) is noise in a review.

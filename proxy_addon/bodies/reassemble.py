@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
+from proxy_addon.bodies.sse import parsed
 from proxy_addon.model import RecordedResponse, WebSocketConversation, WebSocketMessage
-from proxy_addon.sse import parsed
 
 
 @dataclass

@@ -20,7 +20,7 @@ from urllib.parse import quote, quote_plus
 
 import re2
 
-from proxy_addon.jsonpath import Path, is_path, matches, parse_path
+from proxy_addon.matching.jsonpath import Path, is_path, matches, parse_path
 
 REDACTED = "<redacted>"
 _FLOW_VALUE = "a value redacted by name in this exchange"
