@@ -154,7 +154,7 @@ class RecordedRequest:
         return self.headers.get("content-type")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)  # the replay keeps what it sends for as long as it lives
 class RecordedResponse:
     status: int
     headers: list[list[str]] = field(default_factory=list)
@@ -162,9 +162,6 @@ class RecordedResponse:
     stream: Stream | None = None
     websocket: WebSocketConversation | None = None  # a 101 answer: the conversation after it
     recorded_at: str | None = None
-    # What a replay sends, built by the replay hook on the first hit and reused on every other
-    # (the hook's own object, opaque here); not part of the format.
-    prepared: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)

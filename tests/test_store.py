@@ -178,3 +178,41 @@ def test_a_follow_up_turn_whose_answer_is_broken_never_stops_its_first_turn(tmp_
     assert hit is not None and hit.entry.path.name in ("a.json", "b.json")
     assert ask(follow_up) is None
     assert [b.path.name for b in store.index.bad] == ["f.json"]
+
+
+def test_loading_a_store_leaves_the_processs_garbage_collector_as_it_was(tmp_path):
+    """The store is library code: the pytest plugin's process, or a user's, imports it. Loading
+    a directory must leave their collector exactly as they set it (enabled or not, thresholds,
+    frozen objects); only mitmdump's own process pauses it (mitm/options.py)."""
+    import subprocess
+    import sys
+
+    cassettes = tmp_path / "cassettes"
+    cassettes.mkdir()
+    shutil.copy(SEED, cassettes / SEED.name)
+    program = f"""
+import gc, json
+gc.set_threshold(1234, 5, 6)
+frozen = [[i] for i in range(1000)]
+gc.freeze()
+def state(probe):
+    collectable = gc.get_objects()  # the three generations, not the frozen objects
+    return (gc.isenabled(), gc.get_threshold(), any(o is probe for o in collectable),
+            any(o is frozen for o in collectable))
+for enabled in (False, True):
+    (gc.enable if enabled else gc.disable)()
+    probe = [[enabled]]  # made after the freeze: the collector's, not frozen
+    before = state(probe)
+    from proxy_addon.store import CassetteStore
+    store = CassetteStore({str(cassettes)!r})
+    store.load()
+    assert len(store) == 1
+    print(json.dumps([before, state(probe)]))
+"""
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert len(out) == 2
+    for line in out:
+        before, after = orjson.loads(line)
+        assert before[2] and not before[3]  # the probe is collectable, the frozen list frozen
+        assert before == after

@@ -6,6 +6,7 @@ A bad value raises ``OptionsError`` naming the option: at start-up mitmdump then
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -204,8 +205,26 @@ def open_store(state: State, root: Path) -> None:
     store = CassetteStore(root, settings.ignore, max_file_bytes=settings.max_file_bytes,
                           writer=state.writer, normalize=settings.normalize,
                           secrets=settings.secrets)
-    store.load()
+    _load_without_collecting(store)
     state.store = store
     bad = len(store.index.bad)
     log.info("cassette: %d recordings in %s (%s mode)%s", len(store), root, mode,
              f", {bad} unreadable files skipped" if bad else "")
+
+
+def _load_without_collecting(store: CassetteStore) -> None:
+    """Index the directory with the garbage collector paused, then freeze what it made out of
+    the collector's later passes, so start-up and per-request latency stay flat with the
+    directory's size (see scripts/bench). Done here, in mitmdump's process, never by the store
+    itself: a process that imports the store (the pytest plugin's, a user's) keeps its own
+    collector settings. Objects frozen by an earlier load are unfrozen first, so a replaced
+    index can be freed."""
+    gc.unfreeze()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        store.load()
+    finally:
+        if was_enabled:
+            gc.enable()
+    gc.freeze()

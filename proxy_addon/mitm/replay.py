@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import time
+import weakref
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,18 +53,25 @@ def _reason(status: int) -> bytes:
     return status_codes.RESPONSES.get(status, "").encode()
 
 
+# what a hit on each recorded response sends, by the response's id (see replayed_response)
+_templates: dict[int, http.Response] = {}
+
+
 def replayed_response(resp: RecordedResponse) -> http.Response:
     """The response a hit sends whole. The first hit builds it (``wire``: headers and body bytes,
     a stream framed once); later hits copy it. mitmproxy checks the type of every field of a
     ``Response`` it is given (under ``__debug__``: 16 µs, the largest single cost of a replayed
     request), so the copy is made as mitmproxy's own ``from_state`` makes one, without running
     the checks the template passed; it shares the body bytes (immutable) and copies the
-    headers, which addons may change."""
-    template = resp.prepared
+    headers, which addons may change. The templates are kept here, by the recorded response
+    they were built from, for as long as it lives (the store's cache decides that)."""
+    template = _templates.get(id(resp))
     if template is None:
         headers, body = wire(resp)
-        template = resp.prepared = http.Response(b"HTTP/1.1", resp.status, _reason(resp.status),
-                                                 http.Headers(headers), body, None, 0.0, 0.0)
+        template = http.Response(b"HTTP/1.1", resp.status, _reason(resp.status),
+                                 http.Headers(headers), body, None, 0.0, 0.0)
+        _templates[id(resp)] = template
+        weakref.finalize(resp, _templates.pop, id(resp), None)
     data = copy.copy(template.data)
     data.headers = template.data.headers.copy()
     data.timestamp_start = data.timestamp_end = time.time()

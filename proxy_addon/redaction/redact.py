@@ -316,7 +316,7 @@ class _Pass:
                 socket is resp.websocket:
             return resp
         return dataclasses.replace(resp, headers=headers, body=body, stream=stream,
-                                   websocket=socket, prepared=None)
+                                   websocket=socket)
 
     def recording(self, rec: Recording) -> Recording:
         req = rec.request

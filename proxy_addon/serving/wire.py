@@ -24,7 +24,7 @@ def wire_body(resp: RecordedResponse) -> bytes:
 
 def wire(resp: RecordedResponse) -> tuple[WireHeaders, bytes]:
     """Headers (with the body's ``content-length``) and body bytes of a response replayed
-    whole. The replay hook builds them once per response (``RecordedResponse.prepared``): a
+    whole. The replay hook builds them once per response (``mitm/replay.replayed_response``): a
     request replayed many times costs a lookup, not a JSON encoding per event."""
     body = wire_body(resp)
     return [*wire_headers(resp), (b"content-length", b"%d" % len(body))], body

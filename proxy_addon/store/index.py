@@ -10,7 +10,6 @@ skipped the same way then.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -122,24 +121,13 @@ class Index:
         self.bad: list[BadFile] = []
 
     def load(self) -> None:
-        """Index every readable file; remember (and log) the others.
-
-        Loading makes many long-lived objects. The garbage collector is paused meanwhile and
-        they are frozen out of its later passes, so start-up and per-request latency stay flat
-        with the directory's size (see scripts/bench); objects frozen by an earlier load are
-        unfrozen first, so a replaced index can be freed.
-        """
+        """Index every readable file; remember (and log) the others. Nothing process-wide is
+        touched here (the garbage collector is the caller's: ``mitm/options.py`` pauses it)."""
         self.entries.clear()
         self.by_endpoint.clear()
         self.bad.clear()
-        gc.unfreeze()
-        gc.disable()
-        try:
-            for file in cassette_files(self.root):
-                self._load_file(file)
-        finally:
-            gc.enable()
-        gc.freeze()
+        for file in cassette_files(self.root):
+            self._load_file(file)
 
     def _load_file(self, file: str) -> None:
         try:
