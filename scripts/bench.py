@@ -247,7 +247,8 @@ def bench_lookup(sizes: list[int], work: Path, requests: int = 2000) -> list[Row
 
         def serve() -> None:
             for raw in raws:
-                hit = store.lookup(canonical.canonicalize("POST", URL, "application/json", raw))
+                hit = store.lookup(canonical.canonicalize(canonical.Request.from_url(
+                    "POST", URL, "application/json", raw)))
                 replayed_response(hit.response)
 
         serve()  # read and frame each answer once

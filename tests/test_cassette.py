@@ -8,7 +8,6 @@ import pytest
 from proxy_addon import formats
 from proxy_addon.bodies.sse import Event
 from proxy_addon.formats import cassette
-from proxy_addon.matching import canonical
 from proxy_addon.model import (
     Body,
     CassetteError,
@@ -18,6 +17,7 @@ from proxy_addon.model import (
     Stream,
 )
 from tests.conftest import FIXTURES, SEED
+from tests.keys import recorded_key
 
 
 def sample() -> Recording:
@@ -91,7 +91,7 @@ def test_seed_reads_as_a_host_agnostic_sse_stream():
     assert stream.format == "sse" and len(stream.events) == 18
     assert stream.events[-1].data == "[DONE]"
     assert stream.events[1].data["choices"][0]["delta"]["content"] == "Why"
-    canon = canonical.canonical_recorded(rec.request)
+    canon = recorded_key(rec.request)
     assert (canon.method, canon.host, canon.path) == ("POST", "", "/v1/chat/completions")
 
 

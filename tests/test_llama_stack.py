@@ -18,7 +18,6 @@ import pytest
 
 from proxy_addon import formats
 from proxy_addon.formats import cassette, llama_stack
-from proxy_addon.matching import canonical
 from tests.conftest import FIXTURES, SEED, counted, sdk_http_client
 from tests.conversations import (
     Answer,
@@ -29,6 +28,7 @@ from tests.conversations import (
     play,
     play_as_client,
 )
+from tests.keys import recorded_key
 
 TAVILY_FILE = "responses/661e959c98b894f6daf608d415bbf64f6a5a1af0eef8012354886062b9244f7b.json"
 # With no test named (measured when written; the README's llama-stack section explains them):
@@ -82,7 +82,7 @@ def test_tool_record_becomes_the_providers_http_call(llama_suite):
     assert (rec.request.method, rec.request.url) == ("POST", "https://api.tavily.com/search")
     assert rec.request.body.value == {"api_key": "<redacted>",
                                       "query": "latest Python version 2023"}
-    canon = canonical.canonical_recorded(rec.request)
+    canon = recorded_key(rec.request)
     assert canon.body == {"query": "latest Python version 2023"}  # the key is not matched
     top_k = orjson.loads(orjson.loads(tavily.read_bytes())["response"]["body"]["__data__"]["content"])["top_k"]
     assert rec.responses[0].body.value == {"query": "latest Python version 2023", "results": top_k}
@@ -109,7 +109,7 @@ def test_every_file_round_trips_through_our_format_losslessly(llama_suite):
         assert doc["request"] == original["request"], path
         again = llama_stack.read(orjson.loads(orjson.dumps(doc)))
         assert again.responses == llama_stack.read(original).responses, path
-        assert canonical.canonical_recorded(again.request) == canonical.canonical_recorded(formats.load(path).request), path
+        assert recorded_key(again.request) == recorded_key(formats.load(path).request), path
 
 
 # -- the corpus's conversations, through mitmdump --------------------------------------------

@@ -9,15 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_addon.matching import canonical, difference, jsonpath
+from proxy_addon.matching import difference, jsonpath
 
 URL = "https://api.openai.com/v1/chat/completions"
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+from tests.keys import json_key, key_of
 
 
 def key(url=URL, body=BODY, ignore=(), ctype="application/json", method="POST"):
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return canonical.canonicalize(method, url, ctype, raw, ignore).key()
+    return key_of(method, url, ctype, raw, ignore).key()
 
 
 def test_key_ignores_json_key_order_and_whitespace():
@@ -38,7 +39,7 @@ def test_key_changes_with_method_host_path_query_and_body():
 def test_default_ports_and_host_case_do_not_matter_but_other_ports_do():
     assert key(url="https://API.openai.com:443/v1/chat/completions") == key()
     assert key(url="https://api.openai.com:8443/v1/chat/completions") != key()
-    canon = canonical.canonicalize("get", "http://127.0.0.1:80/v1/models", None, None)
+    canon = key_of("get", "http://127.0.0.1:80/v1/models", None, None)
     assert (canon.method, canon.host, canon.path, canon.body) == ("GET", "127.0.0.1", "/v1/models", None)
 
 
@@ -79,8 +80,8 @@ def test_whole_number_floats_and_ints_are_the_same_json_value():
     assert key(body=nested) == key(body=same)
     assert key(body={**BODY, "temperature": 1.5}) != key(body={**BODY, "temperature": 1})
     # a recording read from a file (already parsed) gets the same key as the live request
-    stored = canonical.canonical_json({**BODY, "temperature": 1.0})
-    live = canonical.canonicalize("POST", URL, "application/json",
+    stored = json_key({**BODY, "temperature": 1.0})
+    live = key_of("POST", URL, "application/json",
                                  orjson.dumps({**BODY, "temperature": 1}))
     assert stored == live.body
 
@@ -95,11 +96,11 @@ def test_non_json_bodies_are_hashed_and_forms_compared_as_fields():
 
 def test_deeply_nested_json_is_compared_by_its_bytes():
     deep = b"[" * 5000 + b"]" * 5000
-    canon = canonical.canonicalize("POST", URL, "application/json", deep)
+    canon = key_of("POST", URL, "application/json", deep)
     assert canon.body == {"$sha256": hashlib.sha256(deep).hexdigest()}  # no RecursionError
     other = b"[" * 5000 + b"1" + b"]" * 5000
-    assert canonical.canonicalize("POST", URL, "application/json", other).key() != canon.key()
-    assert canonical.canonicalize("POST", URL, "application/json", deep).key() == canon.key()
+    assert key_of("POST", URL, "application/json", other).key() != canon.key()
+    assert key_of("POST", URL, "application/json", deep).key() == canon.key()
 
 
 def test_diff_paths_names_where_bodies_differ():
@@ -111,9 +112,9 @@ def test_diff_paths_names_where_bodies_differ():
 
 
 def test_nearest_picks_the_fewest_differences():
-    asked = canonical.canonicalize("POST", URL, None, orjson.dumps(BODY))
-    close = canonical.canonicalize("POST", URL, None, orjson.dumps({**BODY, "stream": False}))
-    far = canonical.canonicalize("POST", URL, None, orjson.dumps({"model": "x", "messages": []}))
+    asked = key_of("POST", URL, None, orjson.dumps(BODY))
+    close = key_of("POST", URL, None, orjson.dumps({**BODY, "stream": False}))
+    far = key_of("POST", URL, None, orjson.dumps({"model": "x", "messages": []}))
     item, diffs = difference.closest(asked, [("far", far), ("close", close)])
     assert item == "close" and diffs == ["stream"]
     assert difference.request_diff(asked, asked.without_host()) == []  # host-agnostic recording
@@ -176,7 +177,7 @@ def replaced(value, path, new):
 def test_canonical_key_is_the_json_value(body, rnd, data):
     """Key order at any depth, whitespace and number spelling do not change the key; changing
     any one leaf does."""
-    canon = lambda raw: canonical.canonicalize("POST", URL, "application/json", raw).key()
+    canon = lambda raw: key_of("POST", URL, "application/json", raw).key()
     k = canon(orjson.dumps(body))
     assert canon(orjson.dumps(reordered(body, rnd), option=orjson.OPT_INDENT_2)) == k
     assert canon(orjson.dumps(as_other_number_type(body))) == k
@@ -190,4 +191,4 @@ def test_canonical_key_is_the_json_value(body, rnd, data):
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200), st.text(max_size=40))
 def test_canonicaliser_accepts_any_bytes_and_url_tail(raw, tail):
-    canonical.canonicalize("POST", "http://h/" + tail.replace("#", ""), "application/json", raw).key()
+    key_of("POST", "http://h/" + tail.replace("#", ""), "application/json", raw).key()

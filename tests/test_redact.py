@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from proxy_addon.bodies.sse import Event, Unparsed
 from proxy_addon.formats import cassette, exchange
-from proxy_addon.matching import canonical
 from proxy_addon.model import (
     Body,
     RecordedRequest,
@@ -58,6 +57,7 @@ PLANTED = {
     "shape": "sk-test-shape-0014-abcdefghij",
     "llama-call-args": "fake-callargs-0015",
 }
+from tests.keys import key_of, recorded_key
 
 
 def planted_recording() -> Recording:
@@ -226,17 +226,17 @@ def test_a_scrubbed_recording_matches_the_live_request_it_came_from(content_type
     headers = [("Authorization", "Bearer fake-bearer-0001"), ("Content-Type", content_type)]
     raw = orjson.dumps(body) if isinstance(body, dict) else body.encode()
     flow_rules = RULES.with_values(exchange.header_values(headers, RULES))
-    live = canonical.canonicalize("POST", url, content_type, raw, (), flow_rules)
+    live = key_of("POST", url, content_type, raw, (), flow_rules)
     stored, _ = redact.scrub(Recording(exchange.recorded_request("POST", url, headers, raw,
                                                                flow_rules),
                                          [RecordedResponse(200)]), flow_rules)
     assert b"fake-" not in cassette.dumps(stored) and b"sk-test-live" not in cassette.dumps(stored)
     on_disk = cassette.from_dict(orjson.loads(cassette.dumps(stored)))
-    assert canonical.canonical_recorded(on_disk.request, (), RULES).key() == live.key()
+    assert recorded_key(on_disk.request, (), RULES).key() == live.key()
     # the same request made without the key (in CI) or with another one still matches, but
     # for a body that quotes the URL's key: with another key it is another request
     other = raw.replace(b"fake-live-cs-1", b"another-value").replace(b"fake-live-owner", b"x")
-    again = canonical.canonicalize("POST", url.replace("fake-live-key-1", "ci"), content_type,
+    again = key_of("POST", url.replace("fake-live-key-1", "ci"), content_type,
                                   other, (), flow_rules)
     assert (again.key() == live.key()) is (b"fake-live-key-1" not in raw)
 
@@ -293,11 +293,11 @@ def test_the_one_scan_says_yes_whenever_matching_would_change_the_body(value):
 
 def test_a_key_or_value_written_with_json_escapes_is_still_found():
     """The one-scan shortcut reads raw bytes; a JSON escape must send the body to the walk."""
-    escaped_key = canonical.canonicalize("POST", "https://h/v1/x", "application/json",
+    escaped_key = key_of("POST", "https://h/v1/x", "application/json",
                                         b'{"api\\u005fkey":"plainsecretvalue123","m":1}')
     assert escaped_key.body == {"m": 1}
     rules = Secrets.from_settings([], [], {"ACME_API_KEY": "abc/defghijkl"})
-    escaped_value = canonical.canonicalize("POST", "https://h/v1/x", "application/json",
+    escaped_value = key_of("POST", "https://h/v1/x", "application/json",
                                           b'{"q":"say abc\\/defghijkl"}', secrets=rules)
     assert escaped_value.body == {"q": f"say {REDACTED}"}
     assert RULES.replace_in_log('{"api_key": "plainsecretvalue123"}') == \
@@ -307,7 +307,7 @@ def test_a_key_or_value_written_with_json_escapes_is_still_found():
     # ... and a known value written so is still found, whichever case its hex digits take
     umlaut = Secrets.from_settings([], [], {"ACME_API_KEY": "p\u00e4sswort-geheim-1"})
     for body in (b'{"q": "p\\u00e4sswort-geheim-1"}', b'{"q": "p\\u00E4sswort-geheim-1"}'):
-        assert canonical.canonicalize("POST", "https://h/v1/x", "application/json", body,
+        assert key_of("POST", "https://h/v1/x", "application/json", body,
                                      secrets=umlaut).body == {"q": REDACTED}, body
 
 
@@ -342,7 +342,7 @@ def test_a_shape_after_an_escape_a_key_with_edge_separators_and_an_encoded_shape
     assert key not in shown and "hunter2hunter2" not in shown
     assert "abcdefghijklmnopqrst" not in shown
     assert len(findings) == 4
-    live = canonical.canonicalize("POST", url, "application/json",
+    live = key_of("POST", url, "application/json",
                                  b'{"t": "x\\n' + key.encode() + b'", "_api_key": '
                                  b'"hunter2hunter2", "u": "a\\/b"}')
-    assert live == canonical.canonical_recorded(scrubbed.request)
+    assert live == recorded_key(scrubbed.request)

@@ -17,13 +17,14 @@ from proxy_addon.store import CassetteStore
 from proxy_addon.store.layout import layout_path, per_test_dir
 from proxy_addon.store.writer import atomic_write
 from tests.conftest import FIXTURES, SEED
+from tests.keys import key_of
 
 URL = "https://api.openai.com/v1/chat/completions"
 
 
 def request(content: str) -> tuple[canonical.CanonicalRequest, RecordedRequest]:
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}
-    canon = canonical.canonicalize("POST", URL, "application/json", orjson.dumps(body))
+    canon = key_of("POST", URL, "application/json", orjson.dumps(body))
     return canon, RecordedRequest("POST", URL, {"content-type": "application/json"}, Body("json", body))
 
 
@@ -114,9 +115,9 @@ def test_llama_stack_recordings_match_any_host(tmp_path):
     body = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me a joke"}],
                          "stream": True})
     for url in (URL, "http://127.0.0.1:9999/v1/chat/completions"):
-        hit = store.lookup(canonical.canonicalize("POST", url, "application/json", body))
+        hit = store.lookup(key_of("POST", url, "application/json", body))
         assert hit is not None and hit.entry.path.name == SEED.name
-    models = store.lookup(canonical.canonicalize("GET", "http://localhost:8080/v1/models", None, None))
+    models = store.lookup(key_of("GET", "http://localhost:8080/v1/models", None, None))
     assert models.response.body.value["data"][0]["id"] == "qwen2.5"
 
 
@@ -170,7 +171,7 @@ def test_a_follow_up_turn_whose_answer_is_broken_never_stops_its_first_turn(tmp_
     assert len(store) == 3 and not store.index.bad  # only the requests are read at start-up
 
     def ask(messages: list):
-        return store.lookup(canonical.canonicalize("POST", URL, "application/json",
+        return store.lookup(key_of("POST", URL, "application/json",
                                                   orjson.dumps({"model": "m",
                                                                 "messages": messages})))
 

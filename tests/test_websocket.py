@@ -13,6 +13,7 @@ from proxy_addon import formats
 from proxy_addon.bodies.websocket import payload_of
 from proxy_addon.formats import cassette
 from proxy_addon.matching import jsonpath
+from proxy_addon.matching.canonical import Rules
 from proxy_addon.model import (
     Body,
     CassetteError,
@@ -104,7 +105,7 @@ def test_a_bad_websocket_section_is_refused_naming_the_field(response, reason):
 
 
 def test_replay_sends_the_opening_then_answers_each_matching_message():
-    replay = Replay([conversation("A")], (), "GET x")
+    replay = Replay([conversation("A")], Rules(), "GET x")
     opening = replay.opening()
     assert sent(opening) == [{"type": "session.created", "id": "A"}] and opening.close is None
     # the client's own ids (event_id, item.id) differ from the recording's: still a match
@@ -117,7 +118,7 @@ def test_replay_sends_the_opening_then_answers_each_matching_message():
 
 
 def test_replay_narrows_among_recordings_of_one_handshake():
-    replay = Replay([conversation("A", "first"), conversation("B", "second")], (), "GET x")
+    replay = Replay([conversation("A", "first"), conversation("B", "second")], Rules(), "GET x")
     assert sent(replay.opening())[0]["id"] == "A"  # the one in turn speaks first
     reply = replay.receive(payload_of(orjson.dumps(user("second")), True))
     assert sent(reply)[0]["delta"] == "B"  # only B recorded this message
@@ -128,12 +129,12 @@ def test_replay_narrows_among_recordings_of_one_handshake():
 
 def test_a_changed_message_is_a_miss_naming_the_path_and_ignore_paths_apply():
     asked = user("HI THERE", "evt_9")
-    replay = Replay([conversation("A")], (), "GET x")
+    replay = Replay([conversation("A")], Rules(), "GET x")
     replay.opening()
     miss = replay.receive(payload_of(orjson.dumps(asked), True)).miss
     assert miss is not None and miss.path == "item.content[0].text"
     assert miss.event_id == "evt_9" and "differs at item.content[0].text" in miss.message
-    ignoring = Replay([conversation("A")], (jsonpath.parse_path("item.content"),), "GET x")
+    ignoring = Replay([conversation("A")], Rules((jsonpath.parse_path("item.content"),)), "GET x")
     ignoring.opening()
     assert ignoring.receive(payload_of(orjson.dumps(asked), True)).miss is None
 
@@ -148,10 +149,10 @@ def test_a_client_message_holding_the_handshakes_key_matches_its_scrubbed_record
                                     text("server", {"type": "response.done"}),
                                     text("client", f"plain {REDACTED}"),
                                     text("server", "ok")])
-    replay = Replay([stored], (), "GET x", secrets=rules)
+    replay = Replay([stored], Rules(), "GET x", secrets=rules)
     assert replay.receive(payload_of(orjson.dumps(user(f"my key is {key}")), True)).miss is None
     assert replay.receive(payload_of(f"plain {key}".encode(), True)).miss is None
-    missing = Replay([stored], (), "GET x", secrets=rules)
+    missing = Replay([stored], Rules(), "GET x", secrets=rules)
     miss = missing.receive(payload_of(orjson.dumps(user(f"other {key}")), True)).miss
     assert miss is not None and key not in miss.message and REDACTED in miss.message
 
@@ -160,6 +161,6 @@ def test_binary_messages_match_by_their_bytes():
     chunk = bytes(range(200))
     conv = WebSocketConversation([WebSocketMessage("client", payload_of(chunk, False)),
                                   text("server", "ok")])
-    assert Replay([conv], (), "x").receive(payload_of(chunk, False)).miss is None
-    assert Replay([conv], (), "x").receive(payload_of(chunk[:-1] + b"!", False)).miss is not None
-    assert Replay([conv], (), "x").receive(payload_of(chunk, True)).miss is not None
+    assert Replay([conv], Rules(), "x").receive(payload_of(chunk, False)).miss is None
+    assert Replay([conv], Rules(), "x").receive(payload_of(chunk[:-1] + b"!", False)).miss is not None
+    assert Replay([conv], Rules(), "x").receive(payload_of(chunk, True)).miss is not None

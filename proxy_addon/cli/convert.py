@@ -60,7 +60,8 @@ def import_command(sources: tuple[Path, ...], cassette_dir: Path, redact_fields:
             continue
         rec, findings = redact.scrub(rec, secrets)
         replaced += len(findings)
-        canon = canonical.canonical_recorded(rec.request, secrets=secrets)
+        canon = canonical.canonicalize(canonical.Request.recorded(rec.request),
+                                       canonical.Rules(secrets=secrets))
         # one request may be recorded by several tests (and model lists by several servers):
         # the source file's name keeps them apart
         tag = hashlib.sha256(path.name.encode()).hexdigest()[:8]

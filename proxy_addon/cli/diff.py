@@ -53,8 +53,8 @@ def response_paths(ra: Recording, rb: Recording) -> list[str]:
 
 
 def request_paths(ra: Recording, rb: Recording) -> list[str]:
-    return difference.request_diff(canonical.canonical_recorded(ra.request),
-                                 canonical.canonical_recorded(rb.request))
+    return difference.request_diff(canonical.canonicalize(canonical.Request.recorded(ra.request)),
+                                   canonical.canonicalize(canonical.Request.recorded(rb.request)))
 
 
 def _echo_seen(changes: Changes, indent: str = "") -> None:

@@ -31,7 +31,7 @@ from proxy_addon.store.layout import model_of, origin_of
 
 
 def _endpoint(rec: Recording) -> str:
-    canon = canonical.canonical_recorded(rec.request)
+    canon = canonical.canonicalize(canonical.Request.recorded(rec.request))
     return f"{canon.host or '*'}{canon.path}"
 
 

@@ -28,7 +28,7 @@ from proxy_addon.bodies import multipart
 from proxy_addon.formats import exchange
 from proxy_addon.matching.jsonpath import drop_path, map_leaves
 from proxy_addon.matching.normalize import Normalizer
-from proxy_addon.model import RecordedRequest, text_of
+from proxy_addon.model import Body, RecordedRequest, text_of
 from proxy_addon.redaction import redact
 from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
 
@@ -74,6 +74,55 @@ class CanonicalRequest:
         return f"{self.method} {self.host}{self.path}" + (f"?{query}" if query else "")
 
 
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What matching leaves out and replaces, the same for every request of a run: the
+    ``cassette_ignore`` paths, the secret rules (``cassette_redact_*`` and the environment's
+    keys) and the ``cassette_normalize`` normaliser."""
+
+    ignore: IgnorePaths = ()
+    secrets: Secrets = BUILT_IN
+    normalize: Normalizer | None = None
+
+
+DEFAULT_RULES = Rules()
+
+
+@dataclass(slots=True)
+class Request:
+    """A request as matching sees it, live (``body`` the bytes sent, decoded) or recorded
+    (``body`` as the file stores it): built from its parts, so the live path builds and parses
+    no URL."""
+
+    method: str
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+    query: str = ""
+    content_type: str | None = None
+    body: bytes | Body | None = None
+    # its secret headers (name, value): the key it carries, learnt for the rest of it
+    secret_headers: Sequence[tuple[str, str]] = ()
+    any_host: bool = False  # matched on any host (llama-stack's recordings)
+
+    @classmethod
+    def from_url(cls, method: str, url: str, content_type: str | None = None,
+                 body: bytes | Body | None = None,
+                 secret_headers: Sequence[tuple[str, str]] = ()) -> Request:
+        parts = urlsplit(url)
+        return cls(method, parts.scheme, parts.hostname or "", parts.port, parts.path,
+                   parts.query, content_type, body, secret_headers)
+
+    @classmethod
+    def recorded(cls, request: RecordedRequest) -> Request:
+        """A stored request. Its headers are not compared (a scrubbed recording's
+        ``"authorization": "<redacted>"`` teaches nothing)."""
+        parts = urlsplit(request.url)
+        return cls(request.method, parts.scheme, parts.hostname or "", parts.port, parts.path,
+                   parts.query, request.content_type, request.body, any_host=request.any_host)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bodies
 
@@ -97,16 +146,15 @@ def integral_floats_as_ints(value: Any) -> Any:
     return map_leaves(value, _integral_as_int)
 
 
-def _json_body(value: Any, ignore: IgnorePaths, floats: bool, secrets: Secrets,
-               scan: bool, normalize: Normalizer | None) -> Any:
+def _json_body(value: Any, rules: Rules, floats: bool, secrets: Secrets, scan: bool) -> Any:
     if floats:
         value = integral_floats_as_ints(value)
     if scan or secrets.paths:  # a secret field, value or shape may be in it
         value = redact.json_for_matching(value, secrets)
-    for path in ignore:
+    for path in rules.ignore:
         value = drop_path(value, path)
-    if normalize is not None:
-        value = normalize.value(value)
+    if rules.normalize is not None:
+        value = rules.normalize.value(value)
     return value
 
 
@@ -115,8 +163,7 @@ def _compared_pairs(pairs: list[tuple[str, str]], secrets: Secrets) -> list[tupl
     return [(k, v) for (k, _), v in zip(pairs, values) if v is not None]
 
 
-def canonical_multipart(parts: list[dict[str, Any]],
-                        secrets: Secrets = BUILT_IN) -> dict[str, Any]:
+def _multipart(parts: list[dict[str, Any]], secrets: Secrets) -> dict[str, Any]:
     fields = [(str(p.get("name")), p["value"]) for p in parts if isinstance(p.get("value"), str)]
     values = iter(redact.pair_values_for_matching(fields, secrets))
     kept = []
@@ -138,24 +185,21 @@ def _digest(raw: bytes) -> dict[str, str]:
     return {"$sha256": hashlib.sha256(raw).hexdigest()}
 
 
-def canonical_body(content_type: str | None, raw: bytes | None, ignore: IgnorePaths = (),
-                   secrets: Secrets = BUILT_IN, normalize: Normalizer | None = None) -> Any:
+def _raw_body(content_type: str | None, raw: bytes, rules: Rules, secrets: Secrets) -> Any:
     """The comparable form of a body given as bytes (a live request): one scan of them says
     whether a secret key, known value or shape needs the walk."""
-    if not raw:
-        return None
     if content_type and content_type.lower().startswith("multipart/form-data"):
         parts = multipart.fields(content_type, raw)
         if parts is not None:
-            return canonical_multipart(parts, secrets)
+            return _multipart(parts, secrets)
     if _is_form(content_type):
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
         return {"$form": sorted(_compared_pairs(pairs, secrets))}
     scan = secrets.might_hold(raw)
     if raw.lstrip()[:1] in (b"{", b"["):
         try:
-            return _json_body(orjson.loads(raw), ignore, _FLOAT_HINT.search(raw) is not None,
-                              secrets, scan, normalize)
+            return _json_body(orjson.loads(raw), rules, _FLOAT_HINT.search(raw) is not None,
+                              secrets, scan)
         except (orjson.JSONDecodeError, RecursionError):  # compared as text, by its bytes
             pass
     if scan:  # as the cassette stores it: text with the secrets in it replaced
@@ -165,8 +209,7 @@ def canonical_body(content_type: str | None, raw: bytes | None, ignore: IgnorePa
     return _digest(raw)
 
 
-def canonical_json(value: Any, ignore: IgnorePaths = (), secrets: Secrets = BUILT_IN, *,
-                   normalize: Normalizer | None = None) -> Any:
+def _parsed_json(value: Any, rules: Rules, secrets: Secrets) -> Any:
     """The comparable form of a body already parsed from JSON (a stored request, a WebSocket
     message). It is written out once to be looked through for floats and secrets: one scan
     instead of a walk where there is neither."""
@@ -175,21 +218,40 @@ def canonical_json(value: Any, ignore: IgnorePaths = (), secrets: Secrets = BUIL
     except (orjson.JSONEncodeError, RecursionError):  # nested deeper than orjson writes
         return _digest(repr(value).encode())
     try:
-        return _json_body(value, ignore, _FLOAT_HINT.search(raw) is not None, secrets,
-                          secrets.might_hold(raw), normalize)
+        return _json_body(value, rules, _FLOAT_HINT.search(raw) is not None, secrets,
+                          secrets.might_hold(raw))
     except RecursionError:
         return _digest(raw)
 
 
-def canonical_query(query: str, secrets: Secrets = BUILT_IN,
-                    normalize: Normalizer | None = None) -> tuple[tuple[str, str], ...]:
+def comparable_body(body: bytes | Body | None, content_type: str | None, rules: Rules,
+                    secrets: Secrets | None = None) -> Any:
+    """The comparable form of a body, whether it came as bytes (a live request) or as a
+    recording stores it (parsed JSON, multipart fields, text or bytes); a WebSocket client's
+    message is compared by the same function. ``secrets``: the rules knowing the request's own
+    key (``rules.secrets`` when not given)."""
+    secrets = rules.secrets if secrets is None else secrets
+    if body is None:
+        return None
+    if isinstance(body, Body):
+        if body.kind == "json":
+            return _parsed_json(body.value, rules, secrets)
+        if body.kind == "multipart":
+            return _multipart(body.value, secrets)
+        body = body.to_bytes()
+    return _raw_body(content_type, body, rules, secrets) if body else None
+
+
+def _query(query: str, rules: Rules, secrets: Secrets) -> tuple[tuple[str, str], ...]:
+    if not query:
+        return ()
     pairs = _compared_pairs(parse_qsl(query, keep_blank_values=True), secrets)
-    if normalize is not None:
-        pairs = [(k, normalize.text(v)) for k, v in pairs]
+    if rules.normalize is not None:
+        pairs = [(k, rules.normalize.text(v)) for k, v in pairs]
     return tuple(sorted(pairs))
 
 
-def canonical_path(path: str, secrets: Secrets = BUILT_IN) -> str:
+def _path(path: str, secrets: Secrets) -> str:
     """A URL path as compared: a known secret or a key in it (a bot token) replaced."""
     path = path or "/"
     return secrets.replace(path)[0] if secrets.might_hold(path) else path
@@ -202,80 +264,30 @@ def comparable_host(scheme: str, host: str, port: int | None) -> str:
     return f"{host}:{port}"
 
 
-def canonicalize(
-    method: str,
-    url: str,
-    content_type: str | None,
-    raw_body: bytes | None,
-    ignore: IgnorePaths = (),
-    secrets: Secrets = BUILT_IN,
-    normalize: Normalizer | None = None,
-) -> CanonicalRequest:
-    """Canonical form of a live request given by its URL (``secrets`` knowing its secret
-    headers' values, when it had any: ``exchange.header_values``)."""
-    parts = urlsplit(url)
-    secrets = secrets.with_values(exchange.own_secrets((), parts.query, secrets))
-    return canonicalize_parts(method, parts.scheme, parts.hostname or "", parts.port,
-                              parts.path, parts.query, content_type, raw_body, ignore, secrets,
-                              normalize)
+def canonicalize(request: Request, rules: Rules = DEFAULT_RULES) -> CanonicalRequest:
+    """The comparable form of a request, live or recorded: the one place a request key is
+    made (see ``canonicalize_with_secrets``)."""
+    return canonicalize_with_secrets(request, rules)[0]
 
 
-def canonicalize_parts(
-    method: str,
-    scheme: str,
-    host: str,
-    port: int | None,
-    path: str,
-    query: str,
-    content_type: str | None,
-    raw_body: bytes | None,
-    ignore: IgnorePaths = (),
-    secrets: Secrets = BUILT_IN,
-    normalize: Normalizer | None = None,
-) -> CanonicalRequest:
-    """Canonical form of a live request given by its parts (no URL to build and re-parse).
-    ``secrets`` knows, besides the rules, what the request carries by name
-    (``exchange.own_secrets``: its key, a secret query parameter's value), so a copy of it
-    elsewhere in the request is replaced as the scrub replaces it in the file. The path and the
-    body are each scanned once, the query's values each once decoded: a part with nothing to
+def canonicalize_with_secrets(request: Request, rules: Rules = DEFAULT_RULES
+                              ) -> tuple[CanonicalRequest, Secrets]:
+    """The comparable form of a request, and the secret rules knowing what it carries by name
+    (``exchange.own_secrets``: the key in its secret headers, a secret query parameter's value),
+    so a copy of it elsewhere in the request is replaced as the scrub replaces it in the file.
+    A recording's placeholders (``<redacted>``) are no secret to learn. The path and the body
+    are each scanned once, the query's values each once decoded: a part with nothing to
     replace is used as it is."""
-    return CanonicalRequest(
-        method=method.upper(),
-        host=comparable_host(scheme, host, port),
-        path=canonical_path(path, secrets),
-        query=canonical_query(query, secrets, normalize) if query else (),
-        body=canonical_body(content_type, raw_body, ignore, secrets, normalize),
-    )
-
-
-def canonical_recorded(request: RecordedRequest, ignore: IgnorePaths = (),
-                       secrets: Secrets = BUILT_IN, *,
-                       normalize: Normalizer | None = None) -> CanonicalRequest:
-    """Canonical form of a stored request: the same as the live request it was recorded from.
-    Its headers are not compared (a scrubbed recording's ``"authorization": "<redacted>"``
-    would send every file down the slow path if its text were scanned whole)."""
-    parts = urlsplit(request.url)
-    body = request.body
-    if body is None:
-        value = None
-    elif body.kind == "json":
-        value = canonical_json(body.value, ignore, secrets, normalize=normalize)
-    elif body.kind == "multipart":
-        value = canonical_multipart(body.value, secrets)
-    else:
-        value = canonical_body(request.content_type, body.to_bytes(), ignore, secrets,
-                               normalize=normalize)
-    return CanonicalRequest(
+    secrets = rules.secrets
+    own = exchange.own_secrets(request.secret_headers, request.query, secrets)
+    if own:
+        secrets = secrets.with_values(own)
+    canon = CanonicalRequest(
         method=request.method.upper(),
-        host="" if request.any_host else comparable_host(
-            parts.scheme, parts.hostname or "", parts.port),
-        path=canonical_path(parts.path, secrets),
-        query=canonical_query(parts.query, secrets, normalize) if parts.query else (),
-        body=value,
+        host="" if request.any_host else comparable_host(request.scheme, request.host,
+                                                         request.port),
+        path=_path(request.path, secrets),
+        query=_query(request.query, rules, secrets),
+        body=comparable_body(request.body, request.content_type, rules, secrets),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Nearest miss
-
-
+    return canon, secrets

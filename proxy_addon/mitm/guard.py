@@ -91,7 +91,7 @@ def _events() -> frozenset[str]:
 
 def _request_of(arg: Any, state: State) -> str:
     if isinstance(arg, http.HTTPFlow):
-        return f"{arg.request.method} {misses.clip(shown_url(arg, state.settings.secrets))}"
+        return f"{arg.request.method} {misses.clip(shown_url(arg, state.settings.rules.secrets))}"
     return "a connection"
 
 
@@ -167,7 +167,7 @@ class FailClosed:
         state.counters.add("internal_errors")
         # an exception's text may quote what it choked on: the flow's own key included
         st = flow_state(arg) if isinstance(arg, http.HTTPFlow) else None
-        what = (st.secrets if st is not None else state.settings.secrets).replace_in_log(
+        what = (st.secrets if st is not None else state.settings.rules.secrets).replace_in_log(
             f"{type(error).__name__}: {misses.clip(str(error), 200)}")
         request = _request_of(arg, state)
         log.error("cassette: internal error in %s.%s for %s: %s", addon, hook, request, what,

@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 from mitmproxy import ctx, exceptions
 
 from proxy_addon.matching import normalize
-from proxy_addon.matching.canonical import IgnorePaths
+from proxy_addon.matching.canonical import DEFAULT_RULES, Rules
 from proxy_addon.matching.jsonpath import parse_path
-from proxy_addon.matching.normalize import Normalizer
-from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
+from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store import CassetteStore, age
 from proxy_addon.store.writer import BackgroundWriter
 from proxy_addon.summary import MODES, NEEDS_RECORDINGS
@@ -47,12 +46,10 @@ class Settings:
 
     mode: str = "replay"
     pace: float = 0.0
-    ignore: IgnorePaths = ()
-    normalize: Normalizer | None = None
+    rules: Rules = DEFAULT_RULES  # what matching leaves out and replaces
     max_age: timedelta | None = None
     max_age_text: str = ""
     stale_policy: str = "warn"
-    secrets: Secrets = BUILT_IN
     max_file_bytes: int = 512 * 1024 * 1024
     summary_path: str = ""
 
@@ -144,6 +141,7 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
     one); the others are kept as they were."""
     opts = ctx.options
     changes: dict[str, Any] = {}
+    rules: dict[str, Any] = {}
     if "cassette_mode" in updated:
         if opts.cassette_mode not in MODES:
             # mitmproxy does not enforce `choices` for values given with --set
@@ -154,12 +152,12 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
         changes["pace"] = parse_pace(opts.cassette_pace)
     if "cassette_ignore" in updated:
         try:
-            changes["ignore"] = tuple(parse_path(p) for p in split_list(opts.cassette_ignore))
+            rules["ignore"] = tuple(parse_path(p) for p in split_list(opts.cassette_ignore))
         except ValueError as e:
             raise exceptions.OptionsError(f"cassette_ignore: {e}") from None
     if "cassette_normalize" in updated:
         try:
-            changes["normalize"] = normalize.compile_rules(opts.cassette_normalize)
+            rules["normalize"] = normalize.compile_rules(opts.cassette_normalize)
         except ValueError as e:
             raise exceptions.OptionsError(f"cassette_normalize: {e}") from None
     if "cassette_max_age" in updated:
@@ -176,7 +174,7 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
         changes["stale_policy"] = opts.cassette_stale
     if updated & {"cassette_redact_fields", "cassette_redact_headers"}:
         try:
-            changes["secrets"] = Secrets.from_settings(split_list(opts.cassette_redact_fields),
+            rules["secrets"] = Secrets.from_settings(split_list(opts.cassette_redact_fields),
                                                        split_list(opts.cassette_redact_headers),
                                                        os.environ)
         except ValueError as e:
@@ -187,6 +185,8 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
         changes["max_file_bytes"] = opts.cassette_max_file_mb * 1024 * 1024
     if "cassette_summary" in updated:
         changes["summary_path"] = opts.cassette_summary
+    if rules:
+        changes["rules"] = replace(before.rules, **rules)
     return replace(before, **changes) if changes else before
 
 
@@ -202,9 +202,8 @@ def open_store(state: State, root: Path) -> None:
         raise exceptions.OptionsError(f"cassette_dir {str(root)!r} is not a directory")
     if state.writer is None:
         state.writer = BackgroundWriter(state.written)
-    store = CassetteStore(root, settings.ignore, max_file_bytes=settings.max_file_bytes,
-                          writer=state.writer, normalize=settings.normalize,
-                          secrets=settings.secrets)
+    store = CassetteStore(root, settings.rules, max_file_bytes=settings.max_file_bytes,
+                          writer=state.writer)
     _load_without_collecting(store)
     state.store = store
     bad = len(store.index.bad)

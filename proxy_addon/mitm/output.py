@@ -41,7 +41,7 @@ class _LogFilter(logging.Filter):
         if folded:  # a traceback quotes the exception's text: it is filtered too
             message += "\n" + _TRACEBACK.formatException(record.exc_info)  # type: ignore[arg-type]
             record.exc_info = record.exc_text = None
-        shown = self.state.settings.secrets.replace_in_log(message)
+        shown = self.state.settings.rules.secrets.replace_in_log(message)
         if folded or shown != message:
             record.msg, record.args = shown, None
         return True
@@ -69,7 +69,7 @@ class OutputScrubber:
 
     def _scrub(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow)
-        secrets = st.secrets if st is not None else self.state.settings.secrets
+        secrets = st.secrets if st is not None else self.state.settings.rules.secrets
         request = flow.request
         if "?" in request.path or secrets.might_hold(request.path):
             shown = urlsplit(redact.redact_url(request.url, secrets))

@@ -57,7 +57,7 @@ class RecordHooks:
             tap = StreamTap(fmt, flow.response.headers.get("content-encoding", ""), st.headers_at,
                             self.state.settings.max_file_bytes)
         except ValueError as e:  # an encoding we cannot decode: pass it on, do not record it
-            log.warning("cassette: not recording %s: %s", shown_url(flow, self.state.settings.secrets), e)
+            log.warning("cassette: not recording %s: %s", shown_url(flow, self.state.settings.rules.secrets), e)
             flow.response.stream = True
             st.action = "pass"
             self._abandon(st)
@@ -89,7 +89,7 @@ class RecordHooks:
                 # The provider cut the stream: that is what it did, and a replay reproduces the
                 # cut, so a client's error handling can be tested. Marked incomplete.
                 log.warning("cassette: %s %s was cut off by the upstream (%s); saved as "
-                            "incomplete", flow.request.method, shown_url(flow, self.state.settings.secrets),
+                            "incomplete", flow.request.method, shown_url(flow, self.state.settings.rules.secrets),
                             reason)
                 capture.cut = capture.cut or f"the upstream ended it early: {reason}"
                 self._save(flow, st, capture)
@@ -97,7 +97,7 @@ class RecordHooks:
         self.state.counters.add("abandoned")
         self._abandon(st)
         log.warning("cassette: not saving %s %s: %s before the response was complete",
-                    flow.request.method, shown_url(flow, self.state.settings.secrets), reason)
+                    flow.request.method, shown_url(flow, self.state.settings.rules.secrets), reason)
 
     def _abandon(self, st: FlowState) -> None:
         store = self.state.store
@@ -129,4 +129,4 @@ def save(state: State, flow: http.HTTPFlow, st: FlowState, **content: Any) -> No
     except (OSError, ValueError) as e:  # the layout refused the path
         state.counters.add("write_errors")
         log.error("cassette: could not record %s %s: %s", flow.request.method,
-                  shown_url(flow, state.settings.secrets), e)
+                  shown_url(flow, state.settings.rules.secrets), e)

@@ -13,9 +13,7 @@ from pathlib import Path
 from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
-from proxy_addon.formats import exchange
 from proxy_addon.matching import canonical
-from proxy_addon.matching.normalize import Normalizer
 from proxy_addon.mitm.flow import META, FlowState, body_of, flow_state, send_to_loopback
 from proxy_addon.mitm.state import State, log
 from proxy_addon.mitm.websocket import answer_websocket
@@ -30,22 +28,17 @@ from proxy_addon.store import Hit, LookupContext
 from proxy_addon.store.age import AgeLimit, describe
 
 
-def canonical_request(req: http.Request, state: State, normalize: Normalizer | None = None
+def canonical_request(req: http.Request, rules: canonical.Rules
                       ) -> tuple[canonical.CanonicalRequest, Secrets]:
-    """The request's key, and the secret rules knowing its own key (from its secret headers
-    and query parameters):
-    a known secret found in its body is compared as the cassette stores it, replaced.
-    ``normalize``: the normaliser, when not the configured one (a miss tries others)."""
-    raw = state.settings.secrets.raw_headers  # the few secret ones, without decoding all the others
+    """The request's key (``canonical.canonicalize_with_secrets``), and the secret rules knowing
+    its own key, from its secret headers (only those are decoded) and query parameters."""
+    raw = rules.secrets.raw_headers
     secret = [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
               for k, v in req.headers.fields if k.lower() in raw]
     path, _, query = req.path.partition("?")
-    secrets = state.settings.secrets.with_values(exchange.own_secrets(secret, query, state.settings.secrets))
-    canon = canonical.canonicalize_parts(req.method, req.scheme, req.pretty_host, req.port, path,
-                                        query, req.headers.get("content-type"), body_of(req),
-                                        state.settings.ignore, secrets,
-                                        normalize if normalize is not None else state.settings.normalize)
-    return canon, secrets
+    return canonical.canonicalize_with_secrets(canonical.Request(
+        req.method, req.scheme, req.pretty_host, req.port, path, query,
+        req.headers.get("content-type"), body_of(req), secret), rules)
 
 
 @functools.cache
@@ -117,7 +110,7 @@ class ReplayHooks:
         if mode == "passthrough":
             return
         test_dir = state.current.test_dir
-        canon, secrets = canonical_request(flow.request, state)
+        canon, secrets = canonical_request(flow.request, state.settings.rules)
         st = FlowState(canonical=canon, action="pass", test_id=test_id, test_dir=test_dir,
                        secrets=secrets)
         flow.metadata[META] = st
@@ -154,7 +147,7 @@ class ReplayHooks:
         st.action = "miss"
         message = misses.miss_message(
             st.canonical, store.index,
-            lambda rules: canonical_request(flow.request, state, rules)[0])
+            lambda rules: canonical_request(flow.request, rules)[0])
         state.miss(message)
         flow.response = miss_response(message)
 

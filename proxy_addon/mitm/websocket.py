@@ -34,7 +34,7 @@ async def answer_websocket(flow: http.HTTPFlow, st: FlowState, hit: Hit,
     order = [hit.index] + [i for i in range(len(responses)) if i != hit.index]
     recordings = [responses[i].websocket for i in order if responses[i].websocket is not None]
     where = f"{st.canonical.describe()} ({hit.entry.path})"
-    replay = Replay(recordings, state.settings.ignore, where, state.settings.normalize, st.secrets)
+    replay = Replay(recordings, state.settings.rules, where, st.secrets)
     await send_to_loopback(flow, st, server,
                            Registration(replay, hit.response.headers, state.settings.pace), state)
 

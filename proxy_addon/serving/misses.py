@@ -4,6 +4,7 @@ request."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -11,14 +12,14 @@ from typing import Any, Callable
 import orjson
 
 from proxy_addon.matching import difference, normalize
-from proxy_addon.matching.canonical import CanonicalRequest
+from proxy_addon.matching.canonical import CanonicalRequest, Rules
 from proxy_addon.matching.normalize import Normalizer
 from proxy_addon.store import age
 from proxy_addon.store.index import Entry, Index
 
-# The request as matching would see it under another normaliser (computed again from the live
-# request, only when a miss is explained).
-Recanonicalize = Callable[[Normalizer | None], CanonicalRequest]
+# The request as matching would see it under other rules (another normaliser), computed again
+# from the live request, only when a miss is explained.
+Recanonicalize = Callable[[Rules], CanonicalRequest]
 
 QUOTE_LIMIT = 300  # characters of a request body or URL quoted in a message
 
@@ -67,13 +68,13 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
 def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) -> str | None:
     """The presets not configured that would make the request match ``entry``: each alone
     first, then all of them together."""
-    current = index.normalize or Normalizer()
+    current = index.rules.normalize or Normalizer()
     missing = [name for name in normalize.PRESETS if name not in current.presets]
     tries = [[name] for name in missing] + ([missing] if len(missing) > 1 else [])
     try:
         for names in tries:
-            rules = current.with_presets(names)
-            recorded = index.canonical(entry.request, normalize=rules)
+            rules = replace(index.rules, normalize=current.with_presets(names))
+            recorded = index.canonical(entry.request, rules)
             if not difference.request_diff(recanonicalize(rules), recorded):
                 value = ",".join(names)
                 return (f"It matches with the normaliser {value!r} (volatile values such as "

@@ -12,21 +12,19 @@ answers come from the first of them, so the conversation narrows as it goes.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
 from proxy_addon.matching import canonical, difference, jsonpath
-from proxy_addon.matching.normalize import Normalizer
 from proxy_addon.model import (
     Body,
     WebSocketClose,
     WebSocketConversation,
     WebSocketMessage,
 )
-from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
+from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.serving.misses import clip, quote
 
 # Ids a client makes up itself, left out when its messages are matched (with cassette_ignore):
@@ -38,18 +36,12 @@ CLIENT_CLOSE_GRACE = 1.0
 MISS_CLOSE_CODE = 1008  # policy violation: the client said something never recorded
 
 
-def canonical_message(payload: Body, ignore: canonical.IgnorePaths,
-                      normalize: Normalizer | None = None, secrets: Secrets = BUILT_IN) -> Any:
-    """The comparable form of a client message: a JSON message as matching compares request
-    bodies (``cassette_ignore`` paths, the client's own ids and secrets left out,
-    ``cassette_normalize`` applied), other text with its secrets replaced as the recording
-    stores it, a binary message by its SHA-256. ``secrets`` knows the handshake's own key."""
-    if payload.kind == "json":
-        return canonical.canonical_json(payload.value, ignore, secrets, normalize=normalize)
-    if payload.kind == "text":
-        text = payload.value
-        return secrets.replace(text)[0] if secrets.might_hold(text) else text
-    return {"$binary_sha256": hashlib.sha256(payload.to_bytes()).hexdigest()}
+def canonical_message(payload: Body, rules: canonical.Rules, secrets: Secrets) -> Any:
+    """The comparable form of a client message: a request body's (``canonical.comparable_body``:
+    ``cassette_ignore`` paths, the client's own ids and secrets left out, ``cassette_normalize``
+    applied to JSON; text with its secrets replaced as the recording stores it, and bytes, by
+    their SHA-256). ``secrets`` knows the handshake's own key."""
+    return canonical.comparable_body(payload, None, rules, secrets)
 
 
 @dataclass(slots=True)
@@ -114,14 +106,13 @@ _DEFAULT_CLOSE = WebSocketClose("client", 1000)  # a recording with no close wri
 class Replay:
     """One replayed connection: the recordings still consistent with what the client sent."""
 
-    def __init__(self, recordings: list[WebSocketConversation], ignore: canonical.IgnorePaths,
-                 where: str, normalize: Normalizer | None = None,
-                 secrets: Secrets = BUILT_IN) -> None:
+    def __init__(self, recordings: list[WebSocketConversation], rules: canonical.Rules,
+                 where: str, secrets: Secrets | None = None) -> None:
         assert recordings, "a replay needs at least one recording"
         self._alive = [_Script(r) for r in recordings]
-        self._ignore = tuple(ignore) + CLIENT_ID_PATHS
-        self._normalize = normalize
-        self._secrets = secrets  # compared without them, and never quoted in a miss
+        self._rules = replace(rules, ignore=tuple(rules.ignore) + CLIENT_ID_PATHS)
+        # compared without them, and never quoted in a miss
+        self._secrets = rules.secrets if secrets is None else secrets
         self._where = where  # the handshake and the file, for messages
         self.received = 0  # client messages so far
         self.over = False  # a miss ended it
@@ -153,7 +144,7 @@ class Replay:
         return recorded is not None and self._canonical(recorded.payload) == asked
 
     def _canonical(self, payload: Body) -> Any:
-        return canonical_message(payload, self._ignore, self._normalize, self._secrets)
+        return canonical_message(payload, self._rules, self._secrets)
 
     @staticmethod
     def _reply(script: _Script, run: list[WebSocketMessage], anchor: float) -> Reply:

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy_addon.matching import hosts
-from proxy_addon.matching.canonical import CanonicalRequest, IgnorePaths
-from proxy_addon.matching.normalize import Normalizer
+from proxy_addon.matching.canonical import DEFAULT_RULES, CanonicalRequest, Rules
 from proxy_addon.model import Body, CassetteError, RecordedResponse
-from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
 from proxy_addon.store.chooser import Chooser, LookupContext
 from proxy_addon.store.index import Entry, Found, Index
 from proxy_addon.store.recorder import Recorder
@@ -35,12 +33,11 @@ class Hit:
 class CassetteStore:
     """A cassette directory, answering requests in recorded order and taking new recordings."""
 
-    def __init__(self, root: Path, ignore: IgnorePaths = (),
+    def __init__(self, root: Path, rules: Rules = DEFAULT_RULES,
                  max_file_bytes: int = 512 * 1024 * 1024, writer: Writer = atomic_write,
-                 validate: bool = False, normalize: Normalizer | None = None,
-                 secrets: Secrets = BUILT_IN) -> None:
+                 validate: bool = False) -> None:
         self.root = Path(root)
-        self.index = Index(self.root, ignore, max_file_bytes, validate, normalize, secrets)
+        self.index = Index(self.root, rules, max_file_bytes, validate)
         self.recorder = Recorder(self.index, writer)
         self.chooser = Chooser(self.index)
         self._served: dict[str, int] = defaultdict(int)

@@ -22,11 +22,15 @@ import orjson
 
 from proxy_addon import formats
 from proxy_addon.formats import cassette
-from proxy_addon.matching import canonical, difference, hosts
-from proxy_addon.matching.canonical import CanonicalRequest, IgnorePaths
-from proxy_addon.matching.normalize import Normalizer
+from proxy_addon.matching import difference, hosts
+from proxy_addon.matching.canonical import (
+    DEFAULT_RULES,
+    CanonicalRequest,
+    Request,
+    Rules,
+    canonicalize,
+)
 from proxy_addon.model import CassetteError, RecordedRequest, Recording
-from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
 from proxy_addon.store.cache import RecordingCache
 from proxy_addon.store.layout import (
     cassette_files,
@@ -105,13 +109,12 @@ class Found:
 class Index:
     """key -> recordings of one directory, with what could not be read."""
 
-    def __init__(self, root: Path, ignore: IgnorePaths = (),
-                 max_file_bytes: int = 512 * 1024 * 1024, validate: bool = False,
-                 normalize: Normalizer | None = None, secrets: Secrets = BUILT_IN) -> None:
+    def __init__(self, root: Path, rules: Rules = DEFAULT_RULES,
+                 max_file_bytes: int = 512 * 1024 * 1024, validate: bool = False) -> None:
         self.root = Path(root)
-        self.ignore = tuple(ignore)
-        self.normalize = normalize  # applied to stored requests as to live ones
-        self.secrets = secrets  # what matching leaves out, and what a recording's scrub knows
+        # what matching leaves out and replaces (the normaliser too), applied to stored requests
+        # as to live ones; its secrets are also what a recording's scrub knows
+        self.rules = rules
         self.max_file_bytes = max_file_bytes
         self.validate = validate  # read every file whole at load (the CLI), not only requests
         self._root_text = os.fspath(self.root)
@@ -146,12 +149,10 @@ class Index:
         self.add(make_entry(file, head.request, self.canonical(head.request), head.test_id,
                             self._root_text, self.cache, head.source == "llama-stack"))
 
-    def canonical(self, request: RecordedRequest,
-                  normalize: Normalizer | None = None) -> CanonicalRequest:
-        """A stored request's canonical form, under this directory's matching rules; with
-        ``normalize``, under that normaliser instead of its own (would it make a miss match?)."""
-        return canonical.canonical_recorded(request, self.ignore, self.secrets, normalize=(
-            self.normalize if normalize is None else normalize))
+    def canonical(self, request: RecordedRequest, rules: Rules | None = None) -> CanonicalRequest:
+        """A stored request's canonical form, under this directory's matching rules, or under
+        ``rules`` (another normaliser: would it make a miss match?)."""
+        return canonicalize(Request.recorded(request), self.rules if rules is None else rules)
 
     def add(self, entry: Entry) -> None:
         """Index an entry read from the directory (after the ones read before it)."""

@@ -89,7 +89,7 @@ class Recorder:
         it matches on any host, and what an imported llama-stack file needs for export.
         ``secrets``: the rules knowing this flow's own secrets (``exchange.own_secrets``)."""
         key = self._key(canon, test_dir)
-        secrets = secrets if secrets is not None else self.index.secrets
+        secrets = secrets if secrets is not None else self.index.rules.secrets
         pending = self._pending.get(key)
         if pending is not None:
             pending.secrets = pending.secrets.with_values(secrets.values)
