@@ -19,8 +19,14 @@ from proxy_addon.bodies.sse import Event, StreamFormat
 BodyKind = Literal["json", "text", "base64", "multipart"]
 Side = Literal["client", "server"]  # who sent a WebSocket message or close
 
-_BINARY_MIME_PREFIXES = ("audio/", "image/", "video/", "application/octet-stream",
-                         "application/pdf", "application/zip")
+_BINARY_MIME_PREFIXES = (
+    "audio/",
+    "image/",
+    "video/",
+    "application/octet-stream",
+    "application/pdf",
+    "application/zip",
+)
 
 
 class CassetteError(ValueError):
@@ -32,7 +38,7 @@ class CassetteError(ValueError):
         super().__init__(f"{path}: {reason}" if path is not None else reason)
 
 
-def require(cond: bool, path: Path | str | None, reason: str) -> None:
+def require(cond: object, path: Path | str | None, reason: str) -> None:
     """Raise ``CassetteError`` naming the file unless ``cond`` holds (both readers use it)."""
     if not cond:
         raise CassetteError(path, reason)

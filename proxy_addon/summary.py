@@ -8,9 +8,10 @@ combines its xdist workers'), so the wording and the schema live here only.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -19,9 +20,11 @@ MODES = ("replay", "record", "auto", "passthrough", "refresh")
 NEEDS_RECORDINGS = ("replay", "refresh")
 
 # What a run that saw no request at all most likely means.
-NOTHING_REACHED = ("no request reached the proxy: does the client read HTTPS_PROXY or a base-URL "
-                   "variable such as OPENAI_BASE_URL? (a client built with an explicit base URL "
-                   "or HTTP client needs pointing at the proxy)")
+NOTHING_REACHED = (
+    "no request reached the proxy: does the client read HTTPS_PROXY or a base-URL "
+    "variable such as OPENAI_BASE_URL? (a client built with an explicit base URL "
+    "or HTTP client needs pointing at the proxy)"
+)
 
 
 def nothing_reached_fails(mode: str, environ: Mapping[str, str]) -> bool:
@@ -54,25 +57,29 @@ class Summary:
     other_host: list[dict[str, str]] = field(default_factory=list)
 
     def line(self) -> str:
-        extras = [(self.abandoned, "not saved (the client left before the end)"),
-                  (self.write_errors, "could not be written"),
-                  (self.internal_errors, "internal errors"),
-                  (self.refused_connections, "upstream connections refused (replay)"),
-                  (self.stale, "answered from stale recordings (older than cassette_max_age)"),
-                  (self.stale_refused, "refused as stale (older than cassette_max_age)"),
-                  (len(self.other_host), "answered from another host's recording")]
-        return (f"cassette summary: {self.hits} hits, {self.recorded} recorded, "
-                f"{self.misses} misses, {len(self.unused)} unused recordings "
-                f"(of {self.recordings})"
-                + "".join(f", {n} {what}" for n, what in extras if n))
+        extras = [
+            (self.abandoned, "not saved (the client left before the end)"),
+            (self.write_errors, "could not be written"),
+            (self.internal_errors, "internal errors"),
+            (self.refused_connections, "upstream connections refused (replay)"),
+            (self.stale, "answered from stale recordings (older than cassette_max_age)"),
+            (self.stale_refused, "refused as stale (older than cassette_max_age)"),
+            (len(self.other_host), "answered from another host's recording"),
+        ]
+        return (
+            f"cassette summary: {self.hits} hits, {self.recorded} recorded, "
+            f"{self.misses} misses, {len(self.unused)} unused recordings "
+            f"(of {self.recordings})" + "".join(f", {n} {what}" for n, what in extras if n)
+        )
 
     @property
     def failed(self) -> bool:
         """Whether the run went wrong in a way a green test run must not hide: a replay miss,
         a fault inside the proxy, a connection the replay refused, or a stale recording refused
         (``cassette_stale=fail``)."""
-        return bool(self.misses or self.internal_errors or self.refused_connections
-                    or self.stale_refused)
+        return bool(
+            self.misses or self.internal_errors or self.refused_connections or self.stale_refused
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,9 +137,16 @@ class Counters:
             if len(kept) < MAX_NOTES:
                 kept.append(item)
 
-    def snapshot(self, recordings: int, unused: list[str],
-                 bad_files: list[dict[str, str]]) -> Summary:
+    def snapshot(
+        self, recordings: int, unused: list[str], bad_files: list[dict[str, str]]
+    ) -> Summary:
         with self._lock:
             s = self._summary
-            return replace(s, recordings=recordings, unused=unused, bad_files=bad_files,
-                           miss_messages=list(s.miss_messages), other_host=list(s.other_host))
+            return replace(
+                s,
+                recordings=recordings,
+                unused=unused,
+                bad_files=bad_files,
+                miss_messages=list(s.miss_messages),
+                other_host=list(s.other_host),
+            )

@@ -81,13 +81,21 @@ def bench_replay(confdir: Path, rounds: int, requests: int) -> list[Row]:
             (cassettes / "c.json").write_bytes(cassette.dumps(rec))
             resp = rec.responses[0]
             table = Path(tmp) / f"fixed{events}.json"
-            table.write_text(json.dumps({"/v1/chat/completions": {
-                "status": resp.status,
-                "headers": [[k.decode(), v.decode()] for k, v in wire_headers(resp)],
-                "body": base64.b64encode(wire_body(resp)).decode()}}))
+            table.write_text(
+                json.dumps(
+                    {
+                        "/v1/chat/completions": {
+                            "status": resp.status,
+                            "headers": [[k.decode(), v.decode()] for k, v in wire_headers(resp)],
+                            "body": base64.b64encode(wire_body(resp)).decode(),
+                        }
+                    }
+                )
+            )
             ours, base = [], []
-            baseline = start_proxy(tmp, script=BASELINE, confdir=confdir,
-                                   options={"bench_responses": str(table)})
+            baseline = start_proxy(
+                tmp, script=BASELINE, confdir=confdir, options={"bench_responses": str(table)}
+            )
             replay = start_proxy(cassettes, "replay", confdir=confdir)
             for _ in range(rounds):  # the two proxies in turn
                 base.append(throughput(baseline, rec.request.body.value, requests))
@@ -97,17 +105,25 @@ def bench_replay(confdir: Path, rounds: int, requests: int) -> list[Row]:
             # each run's ratio to the baseline run just before it: the machine's drift between
             # runs (±5% here) cancels out, which a ratio of the two medians would keep
             ratio = statistics.median(o / b for o, b in zip(ours, base))
-            rows.append((f"replay throughput, {kind}", f"{statistics.median(ours):.0f} req/s",
-                         f"{statistics.median(base):.0f} req/s (mitmproxy, fixed bytes)",
-                         f"{ratio:.2f}x"))
+            rows.append(
+                (
+                    f"replay throughput, {kind}",
+                    f"{statistics.median(ours):.0f} req/s",
+                    f"{statistics.median(base):.0f} req/s (mitmproxy, fixed bytes)",
+                    f"{ratio:.2f}x",
+                )
+            )
     return rows
 
 
 def stream_timing(client: httpx.Client, url: str, prompt: str) -> tuple[float, float]:
     start = time.perf_counter()
     first = None
-    with client.stream("POST", url, json={"model": "gpt-4o", "stream": True,
-                                          "messages": [{"role": "user", "content": prompt}]}) as r:
+    with client.stream(
+        "POST",
+        url,
+        json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": prompt}]},
+    ) as r:
         for _ in r.iter_bytes():
             if first is None:
                 first = time.perf_counter() - start
@@ -124,9 +140,11 @@ def bench_record(confdir: Path, runs: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         bare = start_proxy(tmp, script=BASELINE, confdir=confdir, options={"bench_stream": "true"})
         rec = start_proxy(Path(tmp) / "c", "record", confdir=confdir)
-        with httpx.Client(timeout=30) as direct, \
-                httpx.Client(proxy=bare.url, timeout=30) as via_bare, \
-                httpx.Client(proxy=rec.url, timeout=30) as via_rec:
+        with (
+            httpx.Client(timeout=30) as direct,
+            httpx.Client(proxy=bare.url, timeout=30) as via_bare,
+            httpx.Client(proxy=rec.url, timeout=30) as via_rec,
+        ):
             clients = {"direct": direct, "bare": via_bare, "record": via_rec}
             for name, client in clients.items():  # warm up every path
                 for i in range(3):
@@ -139,27 +157,45 @@ def bench_record(confdir: Path, runs: int) -> list[Row]:
     upstream.stop()
     first = {k: statistics.median(t[0] for t in v) * 1000 for k, v in timings.items()}
     total = {k: statistics.median(t[1] for t in v) * 1000 for k, v in timings.items()}
-    return [("record: time to first event", f"{first['record']:.2f} ms",
-             f"{first['direct']:.2f} ms (direct)", f"+{first['record'] - first['direct']:.2f} ms"),
-            ("mitmproxy passing the stream on (trivial addon): first event",
-             f"{first['bare']:.2f} ms", f"{first['direct']:.2f} ms (direct)",
-             f"+{first['bare'] - first['direct']:.2f} ms"),
-            ("record: first event, ours against mitmproxy passing it on",
-             f"{first['record']:.2f} ms", f"{first['bare']:.2f} ms (mitmproxy)",
-             f"+{first['record'] - first['bare']:.2f} ms"),
-            ("record: whole stream", f"{total['record']:.1f} ms",
-             f"{total['bare']:.1f} ms (mitmproxy)", f"{total['record'] / total['bare']:.2f}x")]
+    return [
+        (
+            "record: time to first event",
+            f"{first['record']:.2f} ms",
+            f"{first['direct']:.2f} ms (direct)",
+            f"+{first['record'] - first['direct']:.2f} ms",
+        ),
+        (
+            "mitmproxy passing the stream on (trivial addon): first event",
+            f"{first['bare']:.2f} ms",
+            f"{first['direct']:.2f} ms (direct)",
+            f"+{first['bare'] - first['direct']:.2f} ms",
+        ),
+        (
+            "record: first event, ours against mitmproxy passing it on",
+            f"{first['record']:.2f} ms",
+            f"{first['bare']:.2f} ms (mitmproxy)",
+            f"+{first['record'] - first['bare']:.2f} ms",
+        ),
+        (
+            "record: whole stream",
+            f"{total['record']:.1f} ms",
+            f"{total['bare']:.1f} ms (mitmproxy)",
+            f"{total['record'] / total['bare']:.2f}x",
+        ),
+    ]
 
 
 def rss_mb(proxy: RunningProxy) -> float:
-    for line in open(f"/proc/{proxy.process.pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
+    with open(f"/proc/{proxy.process.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS in /proc")
 
 
-def first_answer(directory: Path, confdir: Path, body: dict[str, Any] | None
-                 ) -> tuple[RunningProxy, float]:
+def first_answer(
+    directory: Path, confdir: Path, body: dict[str, Any] | None
+) -> tuple[RunningProxy, float]:
     """A replay proxy over ``directory``, and the seconds from its start to its first answer
     (to listening, when there is nothing to ask)."""
     start = time.perf_counter()
@@ -187,8 +223,9 @@ def latency(proxy: RunningProxy, bodies: list[dict[str, Any]], requests: int) ->
     return statistics.median(times)
 
 
-def bench_scale(confdir: Path, sizes: list[int], rounds: int, samples: int,
-                work: Path) -> list[Row]:
+def bench_scale(
+    confdir: Path, sizes: list[int], rounds: int, samples: int, work: Path
+) -> list[Row]:
     empty = work / "empty"
     empty.mkdir()
     starts, idle = [], []
@@ -198,8 +235,10 @@ def bench_scale(confdir: Path, sizes: list[int], rounds: int, samples: int,
         idle.append(rss_mb(p))
         p.stop()
     base_start, base_rss = statistics.median(starts), statistics.median(idle)
-    rows = [("start-up, empty directory (to listening)", f"{base_start:.2f} s", "", ""),
-            ("resident memory, empty directory", f"{base_rss:.0f} MB", "", "")]
+    rows = [
+        ("start-up, empty directory (to listening)", f"{base_start:.2f} s", "", ""),
+        ("resident memory, empty directory", f"{base_rss:.0f} MB", "", ""),
+    ]
     latencies: dict[int, float] = {}
     for n in sizes:
         bodies = generate(work / f"n{n}", n)
@@ -212,18 +251,31 @@ def bench_scale(confdir: Path, sizes: list[int], rounds: int, samples: int,
             p.stop()
         latencies[n] = statistics.median(lats) * 1000
         grown = statistics.median(rss) - base_rss
-        rows += [(f"start-up to the first replayed answer, {n:,} recordings",
-                  f"{statistics.median(starts):.2f} s", f"{base_start:.2f} s (empty)",
-                  f"+{statistics.median(starts) - base_start:.2f} s"),
-                 (f"resident memory replaying, {n:,} recordings",
-                  f"{statistics.median(rss):.0f} MB", f"{base_rss:.0f} MB (empty)",
-                  # a few MB of noise would read as KB a recording in a small directory
-                  f"+{grown * 1024 / n:.2f} KB a recording" if n >= 10_000 else
-                  f"+{grown:.0f} MB")]
+        rows += [
+            (
+                f"start-up to the first replayed answer, {n:,} recordings",
+                f"{statistics.median(starts):.2f} s",
+                f"{base_start:.2f} s (empty)",
+                f"+{statistics.median(starts) - base_start:.2f} s",
+            ),
+            (
+                f"resident memory replaying, {n:,} recordings",
+                f"{statistics.median(rss):.0f} MB",
+                f"{base_rss:.0f} MB (empty)",
+                # a few MB of noise would read as KB a recording in a small directory
+                f"+{grown * 1024 / n:.2f} KB a recording" if n >= 10_000 else f"+{grown:.0f} MB",
+            ),
+        ]
     small = latencies[min(sizes)]
-    rows += [(f"replay latency per request, {n:,} recordings", f"{latencies[n]:.2f} ms",
-              f"{small:.2f} ms ({min(sizes):,} recordings)", f"{latencies[n] / small:.2f}x")
-             for n in sizes]
+    rows += [
+        (
+            f"replay latency per request, {n:,} recordings",
+            f"{latencies[n]:.2f} ms",
+            f"{small:.2f} ms ({min(sizes):,} recordings)",
+            f"{latencies[n] / small:.2f}x",
+        )
+        for n in sizes
+    ]
     return rows
 
 
@@ -241,14 +293,19 @@ def bench_lookup(sizes: list[int], work: Path, requests: int = 2000) -> list[Row
         store = CassetteStore(d)
         store.load()
         if bodies is None:
-            bodies = [json.loads(json.dumps(e.recording.request.body.value))
-                      for e in list(store.index.all_entries())[:requests]]
+            bodies = [
+                json.loads(json.dumps(e.recording.request.body.value))
+                for e in list(store.index.all_entries())[:requests]
+            ]
         raws = [json.dumps(b).encode() for b in random.Random(n).choices(bodies, k=requests)]
 
-        def serve() -> None:
-            for raw in raws:
-                hit = store.lookup(canonical.canonicalize(canonical.Request.from_url(
-                    "POST", URL, "application/json", raw)))
+        def serve() -> None:  # called below, in this iteration
+            for raw in raws:  # noqa: B023
+                hit = store.lookup(  # noqa: B023
+                    canonical.canonicalize(
+                        canonical.Request.from_url("POST", URL, "application/json", raw)
+                    )
+                )
                 replayed_response(hit.response)
 
         serve()  # read and frame each answer once
@@ -259,13 +316,20 @@ def bench_lookup(sizes: list[int], work: Path, requests: int = 2000) -> list[Row
             runs.append((time.perf_counter() - start) / len(raws) * 1e6)
         costs[n] = statistics.median(runs)
     small = costs[min(sizes)]
-    return [(f"our work per request (canonicalise, look up, answer), {n:,} recordings",
-             f"{costs[n]:.1f} µs", f"{small:.1f} µs ({min(sizes):,} recordings)",
-             f"{costs[n] / small:.2f}x") for n in sizes]
+    return [
+        (
+            f"our work per request (canonicalise, look up, answer), {n:,} recordings",
+            f"{costs[n]:.1f} µs",
+            f"{small:.1f} µs ({min(sizes):,} recordings)",
+            f"{costs[n] / small:.2f}x",
+        )
+        for n in sizes
+    ]
 
 
-async def _paced_clients(url: str, body: dict[str, Any], clients: int, gap: float,
-                         stagger: float = 0.0) -> tuple[list[float], list[float]]:
+async def _paced_clients(
+    url: str, body: dict[str, Any], clients: int, gap: float, stagger: float = 0.0
+) -> tuple[list[float], list[float]]:
     """Per event, in ms: its arrival minus its recorded offset, less the stream's own lag (the
     median of those over its events); and per stream, that lag from the request's start. The
     i-th client starts ``i * stagger`` seconds after the first."""
@@ -288,8 +352,9 @@ async def _paced_clients(url: str, body: dict[str, Any], clients: int, gap: floa
         lags.append(lag * 1000)
         jitter.extend((a - lag) * 1000 for a in arrivals)
 
-    async with httpx.AsyncClient(proxy=url, timeout=60,
-                                 limits=httpx.Limits(max_connections=clients)) as client:
+    async with httpx.AsyncClient(
+        proxy=url, timeout=60, limits=httpx.Limits(max_connections=clients)
+    ) as client:
         await asyncio.gather(*(one(client, i) for i in range(clients)))
     return jitter, lags
 
@@ -303,8 +368,9 @@ def bench_paced(confdir: Path, clients: int = 64, gap: float = 0.025) -> list[Ro
         (Path(tmp) / "c.json").write_bytes(cassette.dumps(rec))
         p = start_proxy(tmp, "replay", confdir=confdir, options={"cassette_pace": "1"})
         jitter, lags = asyncio.run(_paced_clients(p.url, rec.request.body.value, clients, gap))
-        staggered, _ = asyncio.run(_paced_clients(p.url, rec.request.body.value, clients, gap,
-                                                  stagger=0.010))
+        staggered, _ = asyncio.run(
+            _paced_clients(p.url, rec.request.body.value, clients, gap, stagger=0.010)
+        )
         p.stop()
     events = len(rec.responses[0].stream.events)
     off = sorted(abs(j) for j in jitter)
@@ -312,18 +378,40 @@ def bench_paced(confdir: Path, clients: int = 64, gap: float = 0.025) -> list[Ro
     lags.sort()
 
     def spread(values: list[float]) -> str:
-        return (f"{values[len(values) // 2]:.1f} / {values[int(0.99 * len(values))]:.1f} / "
-                f"{values[-1]:.1f} ms")
+        return (
+            f"{values[len(values) // 2]:.1f} / {values[int(0.99 * len(values))]:.1f} / "
+            f"{values[-1]:.1f} ms"
+        )
 
-    return [(f"paced replay, {clients} concurrent streams: event off its recorded offset, "
-             "p50 / p99 / max", spread(off), f"{len(off)} events", ""),
-            ("the same, from each stream's 4th event on (its first 3 arrive while the other "
-             "streams' connections are set up)", spread(steady), f"{len(steady)} events", ""),
-            (f"paced replay, {clients} concurrent streams: stream start, median / max",
-             f"{lags[len(lags) // 2]:.1f} / {lags[-1]:.1f} ms", "", ""),
-            (f"paced replay, {clients} overlapping streams started 10 ms apart: event off its "
-             "recorded offset, p50 / p99 / max", spread(sorted(abs(j) for j in staggered)),
-             f"{len(staggered)} events", "")]
+    return [
+        (
+            f"paced replay, {clients} concurrent streams: event off its recorded offset, "
+            "p50 / p99 / max",
+            spread(off),
+            f"{len(off)} events",
+            "",
+        ),
+        (
+            "the same, from each stream's 4th event on (its first 3 arrive while the other "
+            "streams' connections are set up)",
+            spread(steady),
+            f"{len(steady)} events",
+            "",
+        ),
+        (
+            f"paced replay, {clients} concurrent streams: stream start, median / max",
+            f"{lags[len(lags) // 2]:.1f} / {lags[-1]:.1f} ms",
+            "",
+            "",
+        ),
+        (
+            f"paced replay, {clients} overlapping streams started 10 ms apart: event off its "
+            "recorded offset, p50 / p99 / max",
+            spread(sorted(abs(j) for j in staggered)),
+            f"{len(staggered)} events",
+            "",
+        ),
+    ]
 
 
 def bench_memory_record(confdir: Path) -> Row:
@@ -336,8 +424,12 @@ def bench_memory_record(confdir: Path) -> Row:
         after = p.peak_rss_mb()
         p.stop()
     upstream.stop()
-    return (f"peak RSS recording one {size / 1048576:.0f} MB stream", f"{after:.0f} MB",
-            f"{before:.0f} MB (idle proxy)", f"+{after - before:.0f} MB")
+    return (
+        f"peak RSS recording one {size / 1048576:.0f} MB stream",
+        f"{after:.0f} MB",
+        f"{before:.0f} MB (idle proxy)",
+        f"+{after - before:.0f} MB",
+    )
 
 
 def profile_streamed(confdir: Path, seconds: int = 6) -> list[str]:
@@ -350,9 +442,24 @@ def profile_streamed(confdir: Path, seconds: int = 6) -> list[str]:
         (Path(tmp) / "c.json").write_bytes(cassette.dumps(rec))
         p = start_proxy(tmp, "replay", confdir=confdir)
         out = Path(tmp) / "profile.txt"
-        spy = subprocess.Popen([str(py_spy), "record", "-p", str(p.process.pid), "-d",
-                                str(seconds), "-r", "200", "-f", "raw", "-o", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = subprocess.Popen(
+            [
+                str(py_spy),
+                "record",
+                "-p",
+                str(p.process.pid),
+                "-d",
+                str(seconds),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + seconds + 2
         with httpx.Client(proxy=p.url, timeout=30) as client:
             while time.monotonic() < deadline:
@@ -373,10 +480,18 @@ def profile_streamed(confdir: Path, seconds: int = 6) -> list[str]:
 @click.command()
 @click.option("--rounds", default=5, show_default=True, help="Runs per measurement (median).")
 @click.option("--requests", default=1000, show_default=True, help="Requests per throughput run.")
-@click.option("--samples", default=300, show_default=True,
-              help="Requests timed one by one for the latency at each directory size.")
-@click.option("--sizes", default="100,10000,100000", show_default=True,
-              help="Directory sizes for the scale runs.")
+@click.option(
+    "--samples",
+    default=300,
+    show_default=True,
+    help="Requests timed one by one for the latency at each directory size.",
+)
+@click.option(
+    "--sizes",
+    default="100,10000,100000",
+    show_default=True,
+    help="Directory sizes for the scale runs.",
+)
 @click.option("--quick", is_flag=True, help="Fewer rounds and requests, for a smoke run.")
 def main(rounds: int, requests: int, samples: int, sizes: str, quick: bool) -> None:
     """Benchmark the proxy against baselines in the same run; print a markdown table."""
@@ -390,8 +505,7 @@ def main(rounds: int, requests: int, samples: int, sizes: str, quick: bool) -> N
         for label, step in [
             ("replay throughput", lambda: bench_replay(confdir, rounds, requests)),
             ("record overhead", lambda: bench_record(confdir, 30)),
-            ("scale", lambda: bench_scale(confdir, size_list, max(2, rounds // 2), samples,
-                                          work)),
+            ("scale", lambda: bench_scale(confdir, size_list, max(2, rounds // 2), samples, work)),
             ("our work per request", lambda: bench_lookup(size_list, work)),
             ("paced replay", lambda: bench_paced(confdir)),
             ("memory", lambda: [bench_memory_record(confdir)]),
@@ -404,10 +518,18 @@ def main(rounds: int, requests: int, samples: int, sizes: str, quick: bool) -> N
     finally:
         shutil.rmtree(confdir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    click.echo(f"\n{date.today().isoformat()}, {os.cpu_count()} cores ({cpu}), "
-               f"Python {platform.python_version()}, medians of {rounds} runs\n")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    click.echo(
+        f"\n{date.today().isoformat()}, {os.cpu_count()} cores ({cpu}), "
+        f"Python {platform.python_version()}, medians of {rounds} runs\n"
+    )
     click.echo("| measure | ours | baseline | ratio |\n|---|---|---|---|")
     for row in rows:
         click.echo("| " + " | ".join(row) + " |")

@@ -25,8 +25,14 @@ class FixedResponses:
         if "bench_responses" in updated and ctx.options.bench_responses:
             with open(ctx.options.bench_responses) as f:
                 raw = json.load(f)
-            self.table = {path: (r["status"], [(k.encode(), v.encode()) for k, v in r["headers"]],
-                                 base64.b64decode(r["body"])) for path, r in raw.items()}
+            self.table = {
+                path: (
+                    r["status"],
+                    [(k.encode(), v.encode()) for k, v in r["headers"]],
+                    base64.b64decode(r["body"]),
+                )
+                for path, r in raw.items()
+            }
             ctx.options.update(connection_strategy="lazy")
 
     def request(self, flow: http.HTTPFlow) -> None:

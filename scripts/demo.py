@@ -15,25 +15,41 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @click.command()
-@click.option("--dir", "cassette_dir", default=str(ROOT / "cassettes"), show_default=True,
-              help="Cassette directory to replay.")
-@click.option("--pace", default="1", show_default=True,
-              help="Replay speed: 0 = at once, 1 = with the recorded gaps.")
+@click.option(
+    "--dir",
+    "cassette_dir",
+    default=str(ROOT / "cassettes"),
+    show_default=True,
+    help="Cassette directory to replay.",
+)
+@click.option(
+    "--pace",
+    default="1",
+    show_default=True,
+    help="Replay speed: 0 = at once, 1 = with the recorded gaps.",
+)
 @click.argument("prompt", default="Tell me a joke")
 def main(cassette_dir: str, pace: str, prompt: str) -> None:
     """Start the proxy in replay mode, stream PROMPT's recorded answer, stop the proxy."""
     with tempfile.TemporaryDirectory(prefix="cassette-demo-") as confdir:
-        proxy = start_proxy(cassette_dir, "replay", confdir=confdir,
-                            options={"cassette_pace": pace})
-        click.echo(f"proxy: replaying {cassette_dir} on {proxy.url} (HTTPS_PROXY), "
-                   "no network", err=True)
+        proxy = start_proxy(
+            cassette_dir, "replay", confdir=confdir, options={"cassette_pace": pace}
+        )
+        click.echo(
+            f"proxy: replaying {cassette_dir} on {proxy.url} (HTTPS_PROXY), no network", err=True
+        )
         try:
-            code = subprocess.call([sys.executable, str(ROOT / "scripts" / "demo_client.py"),
-                                    prompt], env=proxy.client_env())
+            code = subprocess.call(
+                [sys.executable, str(ROOT / "scripts" / "demo_client.py"), prompt],
+                env=proxy.client_env(),
+            )
         finally:
             log = proxy.stop()
-        summary = [line for line in log.splitlines() if "cassette summary" in line
-                   or "cassette miss" in line]
+        summary = [
+            line
+            for line in log.splitlines()
+            if "cassette summary" in line or "cassette miss" in line
+        ]
         click.echo("\n".join(line.split("] ", 1)[-1] for line in summary), err=True)
     sys.exit(code)
 

@@ -7,9 +7,9 @@ import shutil
 import sys
 import tarfile
 import zlib
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
 import orjson
 import pytest
@@ -74,11 +74,16 @@ def proxies(confdir: Path) -> Iterator[Callable[..., RunningProxy]]:
     """Start mitmdump processes; all are stopped at the end of the test."""
     started: list[RunningProxy] = []
 
-    def start(cassette_dir: Path, mode: str = "replay", extra_scripts: tuple[Path, ...] = (),
-              **options: str) -> RunningProxy:
+    def start(
+        cassette_dir: Path,
+        mode: str = "replay",
+        extra_scripts: tuple[Path, ...] = (),
+        **options: str,
+    ) -> RunningProxy:
         opts = {"ssl_insecure": "true", **options}
-        proxy = start_proxy(cassette_dir, mode, confdir=confdir, options=opts,
-                            extra_scripts=extra_scripts)
+        proxy = start_proxy(
+            cassette_dir, mode, confdir=confdir, options=opts, extra_scripts=extra_scripts
+        )
         started.append(proxy)
         return proxy
 
@@ -107,7 +112,8 @@ def sdk_http_client(proxy: RunningProxy):
     import openai
 
     return openai.DefaultHttpxClient(
-        proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.ca_cert)))
+        proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+    )
 
 
 @pytest.fixture
@@ -123,8 +129,9 @@ def record_prompts(proxies, cassettes: Path, upstream: FakeUpstreamServer, *prom
     proxy = proxies(cassettes, "record")
     client = openai_client(proxy, upstream)
     for prompt in prompts:
-        client.chat.completions.create(model="gpt-4o",
-                                       messages=[{"role": "user", "content": prompt}])
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": prompt}]
+        )
     proxy.stop()
 
 
@@ -132,7 +139,7 @@ def age_by(path: Path, days: int) -> None:
     """Rewrite every response's recorded_at in a cassette file ``days`` back from now, as an
     old file has it (plain JSON, not the proxy's own reader or writer)."""
     doc = orjson.loads(path.read_bytes())
-    when = (datetime.now(timezone.utc) - timedelta(days=days)).isoformat(timespec="seconds")
+    when = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
     for resp in doc["responses"]:
         resp["recorded_at"] = when
     path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
@@ -148,12 +155,19 @@ def gzip_bomb(compressed_mb: int) -> bytes:
     return head + again * (compressed_mb * (1 << 20) // len(again))
 
 
-_SUMMARY = re.compile(r"cassette summary: (\d+) hits, (\d+) recorded, (\d+) misses, (\d+) unused "
-                      r"recordings \(of (\d+)\)([^\n]*)")
-_EXTRAS = {"not saved": "abandoned", "could not be written": "write_errors",
-           "internal errors": "internal_errors", "upstream connections refused": "refused",
-           "answered from stale": "stale", "refused as stale": "stale_refused",
-           "answered from another host": "other_host"}
+_SUMMARY = re.compile(
+    r"cassette summary: (\d+) hits, (\d+) recorded, (\d+) misses, (\d+) unused "
+    r"recordings \(of (\d+)\)([^\n]*)"
+)
+_EXTRAS = {
+    "not saved": "abandoned",
+    "could not be written": "write_errors",
+    "internal errors": "internal_errors",
+    "upstream connections refused": "refused",
+    "answered from stale": "stale",
+    "refused as stale": "stale_refused",
+    "answered from another host": "other_host",
+}
 
 
 def summary_counts(text: str) -> dict[str, int]:

@@ -1,9 +1,9 @@
 """The multi-turn conversations of a llama-stack corpus, read from the recorded files alone.
 
 Nothing here uses the project's code: the files are read as raw JSON and parsed as the
-``openai`` SDK parses what it receives, streamed answers are accumulated here the way a chat client does
-(content concatenated, tool calls gathered by index), and a conversation is played by sending
-each recorded request exactly as it was recorded, through the real SDK.
+``openai`` SDK parses what it receives, streamed answers are accumulated here the way a chat
+client does (content concatenated, tool calls gathered by index), and a conversation is played
+by sending each recorded request exactly as it was recorded, through the real SDK.
 
 A follow-up request (one whose messages hold assistant answers) is a conversation: for each of
 its assistant messages there is a recorded request made of the messages before it, whose
@@ -15,9 +15,10 @@ a first turn, an answer whose follow-up was never recorded, the check fails ther
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from openai._models import construct_type  # how the SDK itself parses what it receives
@@ -50,16 +51,20 @@ def answer_of_message(message: dict[str, Any]) -> Answer:
     content = message.get("content")
     if isinstance(content, list):
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    calls = tuple((c.get("id"), c["function"].get("name"), c["function"].get("arguments") or "")
-                  for c in message.get("tool_calls") or [] if isinstance(c.get("function"), dict))
+    calls = tuple(
+        (c.get("id"), c["function"].get("name"), c["function"].get("arguments") or "")
+        for c in message.get("tool_calls") or []
+        if isinstance(c.get("function"), dict)
+    )
     return content or "", calls
 
 
 def answer_of_completion(completion: Any) -> Answer:
     """The assistant message of a ChatCompletion (or the SDK's accumulated snapshot)."""
     message = completion.choices[0].message
-    calls = tuple((c.id, c.function.name, c.function.arguments or "")
-                  for c in message.tool_calls or [])
+    calls = tuple(
+        (c.id, c.function.name, c.function.arguments or "") for c in message.tool_calls or []
+    )
     return message.content or "", calls
 
 
@@ -86,11 +91,17 @@ def _recorded_answer(response: dict[str, Any]) -> Answer | None:
     body = response.get("body")
     try:
         if response.get("is_streaming"):
-            return answer_of_chunks([construct_type(type_=ChatCompletionChunk, value=c["__data__"])
-                                     for c in body if isinstance(c, dict) and "__data__" in c])
+            return answer_of_chunks(
+                [
+                    construct_type(type_=ChatCompletionChunk, value=c["__data__"])
+                    for c in body
+                    if isinstance(c, dict) and "__data__" in c
+                ]
+            )
         if isinstance(body, dict) and "__data__" in body:
-            return answer_of_completion(construct_type(type_=ChatCompletion,
-                                                       value=body["__data__"]))
+            return answer_of_completion(
+                construct_type(type_=ChatCompletion, value=body["__data__"])
+            )
     except (ValueError, KeyError, IndexError, TypeError):
         return None  # not an OpenAI chat answer (another provider's shape)
     return None
@@ -103,8 +114,12 @@ def read_turns(corpus: Path) -> list[tuple[str | None, Turn]]:
         doc = orjson.loads(path.read_bytes())
         req = doc.get("request") or {}
         endpoint, url, body = req.get("endpoint"), req.get("url"), req.get("body")
-        if endpoint != "/v1/chat/completions" or not isinstance(url, str) or \
-                not isinstance(body, dict) or not url.endswith(endpoint):
+        if (
+            endpoint != "/v1/chat/completions"
+            or not isinstance(url, str)
+            or not isinstance(body, dict)
+            or not url.endswith(endpoint)
+        ):
             continue
         # the recorder wrote base URL + endpoint: https://api.openai.com/v1 + /v1/chat/completions
         turn = Turn(url[: -len(endpoint)], body, _recorded_answer(doc["response"]))
@@ -132,21 +147,24 @@ def find_conversations(corpus: Path) -> list[Conversation]:
     conversations = []
     for test_id, last in turns:
         messages = last.call_args.get("messages") or []
-        answers = [(i, answer_of_message(m)) for i, m in enumerate(messages)
-                   if isinstance(m, dict) and m.get("role") == "assistant"]
+        answers = [
+            (i, answer_of_message(m))
+            for i, m in enumerate(messages)
+            if isinstance(m, dict) and m.get("role") == "assistant"
+        ]
         if not answers:
             continue
         earlier = []
         for index, answer in answers:
-            found = by_prefix.get((_messages_key(last.base_url, messages[:index]),
-                                   _normalised(answer)), [])
+            found = by_prefix.get(
+                (_messages_key(last.base_url, messages[:index]), _normalised(answer)), []
+            )
             own = [t for tid, t in found if tid == test_id]
             if not found:
                 break
             earlier.append((own or [found[0][1]])[0])
         else:
-            conversations.append(Conversation(test_id, [*earlier, last],
-                                              [a for _, a in answers]))
+            conversations.append(Conversation(test_id, [*earlier, last], [a for _, a in answers]))
     return conversations
 
 
@@ -173,8 +191,9 @@ def play(conv: Conversation, send: Callable[[Turn], Answer]) -> Played:
             continue
         answered += 1
         if n < len(conv.expected) and not same(got, conv.expected[n]):
-            incoherent.append(f"turn {n}: answered {got!r:.200}, the next turn carries "
-                              f"{conv.expected[n]!r:.200}")
+            incoherent.append(
+                f"turn {n}: answered {got!r:.200}, the next turn carries {conv.expected[n]!r:.200}"
+            )
     return Played(answered, incoherent)
 
 
@@ -187,8 +206,9 @@ def with_answers(turn: Turn, received: list[Answer]) -> dict[str, Any] | None:
     args = copy.deepcopy(turn.call_args)
     messages = args["messages"]
     renamed: dict[str, str] = {}
-    indices = [i for i, m in enumerate(messages) if isinstance(m, dict)
-               and m.get("role") == "assistant"]
+    indices = [
+        i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"
+    ]
     for index, (text, calls) in zip(indices, received, strict=False):
         message = messages[index]
         recorded_calls = message.get("tool_calls") or []

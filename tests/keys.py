@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from proxy_addon.matching.canonical import (
     CanonicalRequest,
@@ -18,17 +19,26 @@ from proxy_addon.model import Body, RecordedRequest
 from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
 
 
-def key_of(method: str, url: str, content_type: str | None = None, raw: bytes | None = None,
-           ignore: IgnorePaths = (), secrets: Secrets = BUILT_IN,
-           normalize: Normalizer | None = None,
-           secret_headers: Sequence[tuple[str, str]] = ()) -> CanonicalRequest:
+def key_of(
+    method: str,
+    url: str,
+    content_type: str | None = None,
+    raw: bytes | None = None,
+    ignore: IgnorePaths = (),
+    secrets: Secrets = BUILT_IN,
+    normalize: Normalizer | None = None,
+    secret_headers: Sequence[tuple[str, str]] = (),
+) -> CanonicalRequest:
     """A live request's key, given by its URL and body bytes."""
-    return canonicalize(Request.from_url(method, url, content_type, raw, secret_headers),
-                        Rules(tuple(ignore), secrets, normalize))
+    return canonicalize(
+        Request.from_url(method, url, content_type, raw, secret_headers),
+        Rules(tuple(ignore), secrets, normalize),
+    )
 
 
-def recorded_key(request: RecordedRequest, ignore: IgnorePaths = (),
-                 secrets: Secrets = BUILT_IN) -> CanonicalRequest:
+def recorded_key(
+    request: RecordedRequest, ignore: IgnorePaths = (), secrets: Secrets = BUILT_IN
+) -> CanonicalRequest:
     """A stored request's key."""
     return canonicalize(Request.recorded(request), Rules(tuple(ignore), secrets))
 

@@ -76,8 +76,9 @@ class RealtimeStandIn:
                 stand_in.connections += 1
                 super().connection_made(transport)  # type: ignore[arg-type]
 
-        server = await serve(self._handle, "127.0.0.1", self.port, ssl=context,
-                             create_connection=Counting)
+        server = await serve(
+            self._handle, "127.0.0.1", self.port, ssl=context, create_connection=Counting
+        )
         self._stop = asyncio.get_running_loop().create_future()
         asyncio.ensure_future(self._serve_until_stopped(server))
         return server.sockets[0].getsockname()[1]
@@ -92,8 +93,13 @@ class RealtimeStandIn:
         return f"{prefix}_{next(self._ids):04d}"
 
     async def _handle(self, ws: ServerConnection) -> None:
-        session: dict[str, Any] = {"type": "realtime", "id": self._id("sess"), "model": MODEL,
-                                   "object": "realtime.session", "output_modalities": ["audio"]}
+        session: dict[str, Any] = {
+            "type": "realtime",
+            "id": self._id("sess"),
+            "model": MODEL,
+            "object": "realtime.session",
+            "output_modalities": ["audio"],
+        }
         items: list[dict[str, Any]] = []
 
         async def emit(event: dict[str, Any]) -> None:
@@ -117,40 +123,91 @@ class RealtimeStandIn:
                 session.update(event.get("session") or {})
                 await emit({"type": "session.updated", "session": session})
             elif kind == "conversation.item.create":
-                item = {**event["item"], "id": event["item"].get("id") or self._id("item"),
-                        "status": "completed"}
+                item = {
+                    **event["item"],
+                    "id": event["item"].get("id") or self._id("item"),
+                    "status": "completed",
+                }
                 items.append(item)
                 await emit({"type": "conversation.item.added", "item": item})
                 await emit({"type": "conversation.item.done", "item": item})
             elif kind == "response.create":
                 await self._respond(emit, items, session)
             else:
-                await emit({"type": "error", "error": {
-                    "type": "invalid_request_error", "code": "unknown_event",
-                    "message": f"Unknown event type {kind!r}", "param": "type",
-                    "event_id": event.get("event_id")}})
+                await emit(
+                    {
+                        "type": "error",
+                        "error": {
+                            "type": "invalid_request_error",
+                            "code": "unknown_event",
+                            "message": f"Unknown event type {kind!r}",
+                            "param": "type",
+                            "event_id": event.get("event_id"),
+                        },
+                    }
+                )
 
-    async def _respond(self, emit: Any, items: list[dict[str, Any]],
-                       session: dict[str, Any]) -> None:
+    async def _respond(
+        self, emit: Any, items: list[dict[str, Any]], session: dict[str, Any]
+    ) -> None:
         rid, out_id = self._id("resp"), self._id("item")
-        response = {"id": rid, "object": "realtime.response", "status": "in_progress",
-                    "output": [], "output_modalities": session["output_modalities"]}
+        response = {
+            "id": rid,
+            "object": "realtime.response",
+            "status": "in_progress",
+            "output": [],
+            "output_modalities": session["output_modalities"],
+        }
         where = {"response_id": rid, "item_id": out_id, "output_index": 0, "content_index": 0}
-        last = next(c["text"] for item in reversed(items) for c in item.get("content", [])
-                    if c.get("type") == "input_text")
+        last = next(
+            c["text"]
+            for item in reversed(items)
+            for c in item.get("content", [])
+            if c.get("type") == "input_text"
+        )
         text = answer_for(last)
         await emit({"type": "response.created", "response": response})
-        await emit({"type": "response.output_item.added", "response_id": rid, "output_index": 0,
-                    "item": {"id": out_id, "type": "message", "role": "assistant",
-                             "status": "in_progress", "content": []}})
+        await emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": rid,
+                "output_index": 0,
+                "item": {
+                    "id": out_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "in_progress",
+                    "content": [],
+                },
+            }
+        )
         for i in range(0, len(text), 5):
-            await emit({"type": "response.output_text.delta", **where, "delta": text[i:i + 5]})
+            await emit({"type": "response.output_text.delta", **where, "delta": text[i : i + 5]})
         await emit({"type": "response.output_text.done", **where, "text": text})
-        done = {"id": out_id, "type": "message", "role": "assistant", "status": "completed",
-                "content": [{"type": "output_text", "text": text}]}
+        done = {
+            "id": out_id,
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text}],
+        }
         items.append(done)
-        await emit({"type": "response.output_item.done", "response_id": rid, "output_index": 0,
-                    "item": done})
-        await emit({"type": "response.done", "response": {
-            **response, "status": "completed", "output": [done],
-            "usage": {"total_tokens": 7, "input_tokens": 3, "output_tokens": 4}}})
+        await emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": rid,
+                "output_index": 0,
+                "item": done,
+            }
+        )
+        await emit(
+            {
+                "type": "response.done",
+                "response": {
+                    **response,
+                    "status": "completed",
+                    "output": [done],
+                    "usage": {"total_tokens": 7, "input_tokens": 3, "output_tokens": 4},
+                },
+            }
+        )

@@ -25,9 +25,14 @@ from tests.conftest import (
     sdk_http_client,
 )
 
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 
 
 def exercise(client: openai.OpenAI) -> dict[str, Any]:
@@ -35,27 +40,52 @@ def exercise(client: openai.OpenAI) -> dict[str, Any]:
     out: dict[str, Any] = {}
     msgs = [{"role": "user", "content": "Tell me a joke"}]
     out["chat"] = client.chat.completions.create(model="gpt-4o", messages=msgs).model_dump()
-    out["chat_stream"] = [c.model_dump() for c in client.chat.completions.create(
-        model="gpt-4o", messages=msgs, stream=True)]
-    out["chat_stream_usage"] = [c.model_dump() for c in client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "count"}], stream=True,
-        stream_options={"include_usage": True})]
-    out["tool_stream"] = [c.model_dump() for c in client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "weather?"}], stream=True,
-        tools=[WEATHER_TOOL])]
+    out["chat_stream"] = [
+        c.model_dump()
+        for c in client.chat.completions.create(model="gpt-4o", messages=msgs, stream=True)
+    ]
+    out["chat_stream_usage"] = [
+        c.model_dump()
+        for c in client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "count"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    ]
+    out["tool_stream"] = [
+        c.model_dump()
+        for c in client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "weather?"}],
+            stream=True,
+            tools=[WEATHER_TOOL],
+        )
+    ]
     out["embeddings"] = client.embeddings.create(
-        model="text-embedding-3-small", input=["a", "b"]).model_dump()
+        model="text-embedding-3-small", input=["a", "b"]
+    ).model_dump()
     out["models"] = [m.model_dump() for m in client.models.list()]
-    out["responses_stream"] = [e.model_dump() for e in client.responses.create(
-        model="gpt-4o", input="Say hi", stream=True)]
+    out["responses_stream"] = [
+        e.model_dump() for e in client.responses.create(model="gpt-4o", input="Say hi", stream=True)
+    ]
     with pytest.raises(openai.RateLimitError) as err:
         client.chat.completions.create(model="rate-limited", messages=msgs)
     headers = err.value.response.headers
-    out["rate_limit"] = (err.value.status_code, headers.get("retry-after"),
-                         headers.get("x-ratelimit-remaining-requests"), err.value.body)
-    out["repeated"] = [client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "again"}]
-    ).choices[0].message.content for _ in range(3)]
+    out["rate_limit"] = (
+        err.value.status_code,
+        headers.get("retry-after"),
+        headers.get("x-ratelimit-remaining-requests"),
+        err.value.body,
+    )
+    out["repeated"] = [
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "again"}]
+        )
+        .choices[0]
+        .message.content
+        for _ in range(3)
+    ]
     return out
 
 
@@ -87,7 +117,8 @@ def test_record_then_replay_gives_identical_sdk_objects(tmp_path, upstream, prox
     assert upstream.state.hits == hits_after_recording  # nothing reached the upstream
     # past the end of a sequence the last answer repeats
     again = openai_client(replay, upstream).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "again"}])
+        model="gpt-4o", messages=[{"role": "user", "content": "again"}]
+    )
     assert again.choices[0].message.content == "Answer 3 to: again"
     assert "cassette summary: 12 hits, 0 recorded, 0 misses, 0 unused" in replay.stop()
 
@@ -95,12 +126,19 @@ def test_record_then_replay_gives_identical_sdk_objects(tmp_path, upstream, prox
 def test_cassette_is_readable_json_with_events(tmp_path, http_upstream, proxies):
     cassettes = tmp_path / "cassettes"
     rec = proxies(cassettes, "record")
-    list(openai_client(rec, http_upstream).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Tell me a joke"}], stream=True))
+    list(
+        openai_client(rec, http_upstream).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Tell me a joke"}], stream=True
+        )
+    )
     rec.stop()
     [path] = list(iter_cassette_files(cassettes))
-    assert path.relative_to(cassettes).parts[:4] == ("127.0.0.1_%d" % http_upstream.server_address[1],
-                                                     "v1", "chat", "completions")
+    assert path.relative_to(cassettes).parts[:4] == (
+        f"127.0.0.1_{http_upstream.server_address[1]}",
+        "v1",
+        "chat",
+        "completions",
+    )
     doc = orjson.loads(path.read_bytes())
     assert doc["version"] == 1  # HTTP-only files keep version 1: older readers still read them
     assert doc["request"]["body"]["messages"][0]["content"] == "Tell me a joke"
@@ -118,8 +156,10 @@ def test_stream_reaches_client_while_upstream_still_sends(tmp_path, http_upstrea
     http_upstream.state.event_delay = 0.1  # ~12 events: the stream lasts over a second
     rec = proxies(tmp_path / "c", "record")
     stream = openai_client(rec, http_upstream).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "one two three four five six"}],
-        stream=True)
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "one two three four five six"}],
+        stream=True,
+    )
     first = next(iter(stream))
     first_at = time.monotonic()
     rest = list(stream)
@@ -132,8 +172,11 @@ def test_stream_saved_when_sdk_hangs_up_after_done(tmp_path, http_upstream, prox
     stream is complete all the same."""
     http_upstream.state.tail_delay = 1.0
     rec = proxies(tmp_path / "c", "record")
-    chunks = list(openai_client(rec, http_upstream).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "hang up"}], stream=True))
+    chunks = list(
+        openai_client(rec, http_upstream).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hang up"}], stream=True
+        )
+    )
     time.sleep(0.3)
     log = rec.stop()
     assert "Client disconnected." in log  # the error path, not the response hook
@@ -147,8 +190,11 @@ def test_stream_cut_by_upstream_is_not_saved_as_complete(tmp_path, http_upstream
     rec = proxies(tmp_path / "c", "record")
     client = openai_client(rec, http_upstream)
     with pytest.raises(openai.APIConnectionError):  # the SDK's error for a broken stream
-        list(client.chat.completions.create(
-            model="cut-off", messages=[{"role": "user", "content": "x"}], stream=True))
+        list(
+            client.chat.completions.create(
+                model="cut-off", messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        )
     log = rec.stop()
     assert "cut off by the upstream" in log and "saved as incomplete" in log
     for path in iter_cassette_files(tmp_path / "c"):
@@ -158,12 +204,19 @@ def test_stream_cut_by_upstream_is_not_saved_as_complete(tmp_path, http_upstream
 
 def test_seed_replays_as_its_17_chunks_with_default_base_url(seed_dir, proxies):
     proxy = proxies(seed_dir, "replay")
-    client = openai.OpenAI(api_key="sk-test-seed", max_retries=0, http_client=sdk_http_client(proxy))
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Tell me a joke"}], stream=True))
+    client = openai.OpenAI(
+        api_key="sk-test-seed", max_retries=0, http_client=sdk_http_client(proxy)
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Tell me a joke"}], stream=True
+        )
+    )
     seed = orjson.loads(SEED.read_bytes())
-    expected = [openai.types.chat.ChatCompletionChunk.model_validate(c["__data__"])
-                for c in seed["response"]["body"]]
+    expected = [
+        openai.types.chat.ChatCompletionChunk.model_validate(c["__data__"])
+        for c in seed["response"]["body"]
+    ]
     assert len(chunks) == 17
     assert chunks == expected
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -172,10 +225,13 @@ def test_seed_replays_as_its_17_chunks_with_default_base_url(seed_dir, proxies):
 
 def test_miss_is_a_404_naming_request_and_nearest_difference(seed_dir, proxies):
     proxy = proxies(seed_dir, "replay")
-    client = openai.OpenAI(api_key="sk-test-seed", max_retries=0, http_client=sdk_http_client(proxy))
+    client = openai.OpenAI(
+        api_key="sk-test-seed", max_retries=0, http_client=sdk_http_client(proxy)
+    )
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "Tell me a pun"}], stream=True)
+            model="gpt-4o", messages=[{"role": "user", "content": "Tell me a pun"}], stream=True
+        )
     message = err.value.message
     assert "POST api.openai.com/v1/chat/completions" in message
     assert "no recording" in message
@@ -191,26 +247,46 @@ def test_miss_is_a_404_naming_request_and_nearest_difference(seed_dir, proxies):
 
 def test_paced_replay_spreads_events_over_time(tmp_path, proxies):
     cassettes = tmp_path / "c"
-    events = [sse.Event(data={"choices": [{"index": 0, "delta": {"content": f"w{i}"}}],
-                                   "id": "x", "object": "chat.completion.chunk", "created": 0,
-                                   "model": "gpt-4o"}, t=0.4 * i) for i in range(4)]
+    events = [
+        sse.Event(
+            data={
+                "choices": [{"index": 0, "delta": {"content": f"w{i}"}}],
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "gpt-4o",
+            },
+            t=0.4 * i,
+        )
+        for i in range(4)
+    ]
     events.append(sse.Event(data="[DONE]", t=1.2))
     rec = model.Recording(
-        request=model.RecordedRequest("POST", "https://api.openai.com/v1/chat/completions",
-                                         {"content-type": "application/json"},
-                                         model.Body("json", {"model": "gpt-4o", "stream": True,
-                                                                "messages": []})),
-        responses=[model.RecordedResponse(200, [["content-type", "text/event-stream"]],
-                                             stream=model.Stream("sse", events))])
+        request=model.RecordedRequest(
+            "POST",
+            "https://api.openai.com/v1/chat/completions",
+            {"content-type": "application/json"},
+            model.Body("json", {"model": "gpt-4o", "stream": True, "messages": []}),
+        ),
+        responses=[
+            model.RecordedResponse(
+                200, [["content-type", "text/event-stream"]], stream=model.Stream("sse", events)
+            )
+        ],
+    )
     cassettes.mkdir()
     (cassettes / "paced.json").write_bytes(cassette.dumps(rec))
 
     def arrival_times(pace: str) -> list[float]:
         proxy = proxies(cassettes, "replay", cassette_pace=pace)
-        client = openai.OpenAI(api_key="sk-test-x", max_retries=0, http_client=sdk_http_client(proxy))
+        client = openai.OpenAI(
+            api_key="sk-test-x", max_retries=0, http_client=sdk_http_client(proxy)
+        )
         start = time.monotonic()
-        times = [time.monotonic() - start for _ in client.chat.completions.create(
-            model="gpt-4o", messages=[], stream=True)]
+        times = [
+            time.monotonic() - start
+            for _ in client.chat.completions.create(model="gpt-4o", messages=[], stream=True)
+        ]
         proxy.stop()
         return times
 
@@ -230,11 +306,21 @@ def test_secrets_never_reach_disk(tmp_path, http_upstream, proxies):
     with httpx.Client(proxy=rec.url) as client:
         r = client.post(
             http_upstream.base_url + f"/v1/chat/completions?key={secret}&api_key={secret}&v=1",
-            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
-                  "api_key": secret},
-            headers={"authorization": f"Bearer {secret}", "api-key": secret, "x-api-key": secret,
-                     "x-goog-api-key": secret, "cookie": f"session={secret}",
-                     "proxy-authorization": f"Basic {secret}", "x-custom-token": secret})
+            json={
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "hi"}],
+                "api_key": secret,
+            },
+            headers={
+                "authorization": f"Bearer {secret}",
+                "api-key": secret,
+                "x-api-key": secret,
+                "x-goog-api-key": secret,
+                "cookie": f"session={secret}",
+                "proxy-authorization": f"Basic {secret}",
+                "x-custom-token": secret,
+            },
+        )
         assert r.status_code == 200
     rec.stop()
     seen = http_upstream.state.seen[-1]
@@ -251,10 +337,14 @@ def test_auto_mode_replays_hits_and_records_misses(tmp_path, http_upstream, prox
     hits = http_upstream.state.hits
     auto = proxies(cassettes, "auto")
     client = openai_client(auto, http_upstream)
-    old = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "old"}])
+    old = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "old"}]
+    )
     assert old.choices[0].message.content == "Answer 1 to: old"
     assert http_upstream.state.hits == hits
-    new = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "new"}])
+    new = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "new"}]
+    )
     assert new.choices[0].message.content == "Answer 1 to: new"
     assert http_upstream.state.hits == hits + 1
     assert "1 hits, 1 recorded, 0 misses" in auto.stop()
@@ -265,13 +355,19 @@ def test_ignored_fields_do_not_break_matching(tmp_path, http_upstream, proxies):
     cassettes = tmp_path / "c"
     rec = proxies(cassettes, "record")
     openai_client(rec, http_upstream).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], user="alice",
-        metadata={"trace_id": "t-1"})
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hi"}],
+        user="alice",
+        metadata={"trace_id": "t-1"},
+    )
     rec.stop()
     replay = proxies(cassettes, "replay", cassette_ignore="user,metadata.trace_id")
     got = openai_client(replay, http_upstream).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], user="bob",
-        metadata={"trace_id": "t-2"})
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hi"}],
+        user="bob",
+        metadata={"trace_id": "t-2"},
+    )
     assert got.choices[0].message.content == "Answer 1 to: hi"
 
 
@@ -283,10 +379,14 @@ def test_concurrent_recordings_all_land_whole(tmp_path, http_upstream, proxies):
 
     def call(i: int) -> None:
         try:
-            list(client.chat.completions.create(
-                model="gpt-4o", messages=[{"role": "user", "content": f"prompt {i % 6}"}],
-                stream=True))
-        except BaseException as e:  # pragma: no cover - reported below
+            list(
+                client.chat.completions.create(
+                    model="gpt-4o",
+                    messages=[{"role": "user", "content": f"prompt {i % 6}"}],
+                    stream=True,
+                )
+            )
+        except BaseException as e:  # noqa: BLE001 - any failure of a thread is reported below
             errors.append(e)
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
@@ -302,22 +402,35 @@ def test_concurrent_recordings_all_land_whole(tmp_path, http_upstream, proxies):
     assert not [p for p in cassettes.rglob(".*") if p.is_file()]  # no temp files left
 
 
-@pytest.mark.parametrize("option, value, expected", [
-    ("cassette_pace", "fast", "cassette_pace must be a number"),
-    ("cassette_pace", "-1", "cassette_pace must be a finite number >= 0"),
-    ("cassette_mode", "replya", "cassette_mode must be one of replay, record, auto, passthrough"),
-    ("cassette_ignore", "[]", "cassette_ignore"),
-    ("cassette_ignore", "user,messages[-1]", "cassette_ignore: 'messages[-1]' is not a JSON path"),
-    ("cassette_ignore", "a[x]", "cassette_ignore: 'a[x]' is not a JSON path"),
-    ("cassette_normalize", "([a-z]=x", "cassette_normalize: '([a-z]=x': '([a-z]' is not a "
-                                       "valid regular expression"),
-    ("cassette_normalize", "datez", "cassette_normalize: 'datez' is neither a preset"),
-    ("cassette_max_age", "30", "cassette_max_age: '30' is not an age"),
-    ("cassette_stale", "sometimes", "cassette_stale must be warn or fail"),
-    ("stream_large_bodies", "1m", "stream_large_bodies cannot be used in replay mode"),
-])
-def test_bad_option_stops_mitmdump_with_a_clear_message(tmp_path, confdir, option, value,
-                                                        expected):
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("cassette_pace", "fast", "cassette_pace must be a number"),
+        ("cassette_pace", "-1", "cassette_pace must be a finite number >= 0"),
+        (
+            "cassette_mode",
+            "replya",
+            "cassette_mode must be one of replay, record, auto, passthrough",
+        ),
+        ("cassette_ignore", "[]", "cassette_ignore"),
+        (
+            "cassette_ignore",
+            "user,messages[-1]",
+            "cassette_ignore: 'messages[-1]' is not a JSON path",
+        ),
+        ("cassette_ignore", "a[x]", "cassette_ignore: 'a[x]' is not a JSON path"),
+        (
+            "cassette_normalize",
+            "([a-z]=x",
+            "cassette_normalize: '([a-z]=x': '([a-z]' is not a valid regular expression",
+        ),
+        ("cassette_normalize", "datez", "cassette_normalize: 'datez' is neither a preset"),
+        ("cassette_max_age", "30", "cassette_max_age: '30' is not an age"),
+        ("cassette_stale", "sometimes", "cassette_stale must be warn or fail"),
+        ("stream_large_bodies", "1m", "stream_large_bodies cannot be used in replay mode"),
+    ],
+)
+def test_bad_option_stops_mitmdump_with_a_clear_message(tmp_path, confdir, option, value, expected):
     (tmp_path / "c").mkdir()
     with pytest.raises(ProxyStartError) as err:
         if option == "cassette_mode":
@@ -333,17 +446,23 @@ def test_replay_of_missing_directory_is_refused(tmp_path, confdir):
     assert "is not a directory: nothing to replay" in str(err.value)
 
 
-def test_passthrough_forwards_records_nothing_and_strips_the_test_header(tmp_path, http_upstream,
-                                                                          proxies):
+def test_passthrough_forwards_records_nothing_and_strips_the_test_header(
+    tmp_path, http_upstream, proxies
+):
     cassettes = tmp_path / "c"
     cassettes.mkdir()
     proxy = proxies(cassettes, "passthrough")
-    client = openai.OpenAI(api_key=FAKE_KEY, base_url=http_upstream.base_url + "/v1",
-                           max_retries=0, default_headers={"x-cassette-test-id": "tests/x.py::t"},
-                           http_client=openai.DefaultHttpxClient(proxy=proxy.url))
+    client = openai.OpenAI(
+        api_key=FAKE_KEY,
+        base_url=http_upstream.base_url + "/v1",
+        max_retries=0,
+        default_headers={"x-cassette-test-id": "tests/x.py::t"},
+        http_client=openai.DefaultHttpxClient(proxy=proxy.url),
+    )
     for _ in range(2):
-        got = client.chat.completions.create(model="gpt-4o",
-                                             messages=[{"role": "user", "content": "live"}])
+        got = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "live"}]
+        )
     assert got.choices[0].message.content == "Answer 2 to: live"  # each call reached upstream
     assert "0 hits, 0 recorded, 0 misses" in proxy.stop()
     assert not list(iter_cassette_files(cassettes))

@@ -32,20 +32,29 @@ def node_sdks() -> Path:
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: the Node tests need Node.js 20+ and npm")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = cache / "llm-cassette-proxy" / ("node-" + "-".join(
-        p.replace("@", "").replace("/", "_") for p in NODE_PACKAGES))
+    folder = (
+        cache
+        / "llm-cassette-proxy"
+        / ("node-" + "-".join(p.replace("@", "").replace("/", "_") for p in NODE_PACKAGES))
+    )
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / ".installed").exists():
             shutil.rmtree(folder / "node_modules", ignore_errors=True)
             (folder / "package.json").write_text('{"private": true, "type": "module"}\n')
-            done = subprocess.run(["npm", "install", "--no-audit", "--no-fund",
-                                   "--loglevel=error", *NODE_PACKAGES], cwd=folder,
-                                  capture_output=True, text=True, timeout=300)
+            done = subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *NODE_PACKAGES],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             if done.returncode != 0:
-                pytest.fail(f"npm install {' '.join(NODE_PACKAGES)} failed in {folder}:\n"
-                            f"{done.stdout}\n{done.stderr}")
+                pytest.fail(
+                    f"npm install {' '.join(NODE_PACKAGES)} failed in {folder}:\n"
+                    f"{done.stdout}\n{done.stderr}"
+                )
             (folder / ".installed").touch()
     return folder / "node_modules"
 
@@ -60,19 +69,30 @@ def node_app(tmp_path: Path, node_sdks: Path) -> Path:
     return folder
 
 
-def cassette_run(mode: str, cassettes: Path, command: list[str], env: dict[str, str],
-                 cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CASSETTE, "run", "--mode", mode, "--dir", str(cassettes), "--",
-                           *command], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+def cassette_run(
+    mode: str, cassettes: Path, command: list[str], env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CASSETTE, "run", "--mode", mode, "--dir", str(cassettes), "--", *command],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def stand_in_env(upstream, **more: str) -> dict[str, str]:
     """The user's environment: the SDKs' base URLs point at the local stand-in provider."""
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "NO_PROXY", "no_proxy")}
-    return {**env, "OPENAI_BASE_URL": upstream.base_url + "/v1",
-            "ANTHROPIC_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "sk-test-any-client",
-            "ANTHROPIC_API_KEY": "sk-ant-test-any-client", **more}
+    return {
+        **env,
+        "OPENAI_BASE_URL": upstream.base_url + "/v1",
+        "ANTHROPIC_BASE_URL": upstream.base_url,
+        "OPENAI_API_KEY": "sk-test-any-client",
+        "ANTHROPIC_API_KEY": "sk-ant-test-any-client",
+        **more,
+    }
 
 
 def test_node_sdks_record_then_replay_through_their_base_url(tmp_path, http_upstream, node_app):
@@ -83,9 +103,11 @@ def test_node_sdks_record_then_replay_through_their_base_url(tmp_path, http_upst
     env = stand_in_env(http_upstream)
     recorded = cassette_run("record", cassettes, ["node", "app.mjs"], env, cwd=node_app)
     assert recorded.returncode == 0, recorded.stderr
-    assert recorded.stdout.splitlines() == ["stream: Answer 1 to: streamed from node",
-                                            "plain: Answer 1 to: plain from node",
-                                            "anthropic: Claude says: hello from node"]
+    assert recorded.stdout.splitlines() == [
+        "stream: Answer 1 to: streamed from node",
+        "plain: Answer 1 to: plain from node",
+        "anthropic: Claude says: hello from node",
+    ]
     assert counted(recorded.stderr, "hits", "recorded", "misses") == (0, 3, 0)
     assert http_upstream.state.hits == 3
     replayed = cassette_run("replay", cassettes, ["node", "app.mjs"], env, cwd=node_app)
@@ -119,8 +141,12 @@ def py_app(tmp_path: Path) -> Path:
 def test_a_client_reading_both_variables_is_recorded_once(tmp_path, http_upstream, py_app):
     cassettes = tmp_path / "cassettes"
     env = stand_in_env(http_upstream)
-    result = cassette_run("record", cassettes, [sys.executable, str(py_app), "both",
-                                                http_upstream.base_url, "once"], env)
+    result = cassette_run(
+        "record",
+        cassettes,
+        [sys.executable, str(py_app), "both", http_upstream.base_url, "once"],
+        env,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Answer 1 to: once"
     assert counted(result.stderr, "hits", "recorded", "misses") == (0, 1, 0)
@@ -131,19 +157,21 @@ def test_a_client_reading_both_variables_is_recorded_once(tmp_path, http_upstrea
     assert http_upstream.state.hits == 1
 
 
-@pytest.mark.parametrize("record_route, replay_route", [("proxy", "base-url"),
-                                                        ("base-url", "proxy")])
-def test_one_cassette_whichever_route(tmp_path, http_upstream, py_app, record_route,
-                                      replay_route):
+@pytest.mark.parametrize(
+    "record_route, replay_route", [("proxy", "base-url"), ("base-url", "proxy")]
+)
+def test_one_cassette_whichever_route(tmp_path, http_upstream, py_app, record_route, replay_route):
     cassettes = tmp_path / "cassettes"
     env = stand_in_env(http_upstream)
     app = [sys.executable, str(py_app)]
-    recorded = cassette_run("record", cassettes, [*app, record_route, http_upstream.base_url,
-                                                  "route"], env)
+    recorded = cassette_run(
+        "record", cassettes, [*app, record_route, http_upstream.base_url, "route"], env
+    )
     assert recorded.returncode == 0, recorded.stderr
     assert counted(recorded.stderr, "hits", "recorded", "misses") == (0, 1, 0)
-    replayed = cassette_run("replay", cassettes, [*app, replay_route, http_upstream.base_url,
-                                                  "route"], env)
+    replayed = cassette_run(
+        "replay", cassettes, [*app, replay_route, http_upstream.base_url, "route"], env
+    )
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout == "Answer 1 to: route\n"
     assert counted(replayed.stderr, "hits", "recorded", "misses") == (1, 0, 0)
@@ -155,16 +183,22 @@ def test_curl_through_a_listener_needs_no_ca(tmp_path, http_upstream):
     at all: plain HTTP to 127.0.0.1."""
     cassettes = tmp_path / "cassettes"
     env = stand_in_env(http_upstream)
-    curl = ["sh", "-c", "env -u SSL_CERT_FILE -u CURL_CA_BUNDLE -u REQUESTS_CA_BUNDLE "
-            "-u HTTPS_PROXY -u HTTP_PROXY -u https_proxy -u http_proxy "
-            'curl -sS --fail "$OPENAI_BASE_URL/models"']
+    curl = [
+        "sh",
+        "-c",
+        "env -u SSL_CERT_FILE -u CURL_CA_BUNDLE -u REQUESTS_CA_BUNDLE "
+        "-u HTTPS_PROXY -u HTTP_PROXY -u https_proxy -u http_proxy "
+        'curl -sS --fail "$OPENAI_BASE_URL/models"',
+    ]
     recorded = cassette_run("record", cassettes, curl, env)
     assert recorded.returncode == 0, recorded.stderr
     replayed = cassette_run("replay", cassettes, curl, env)
     assert replayed.returncode == 0, replayed.stderr
     assert json.loads(replayed.stdout) == json.loads(recorded.stdout)
-    assert [m["id"] for m in json.loads(replayed.stdout)["data"]] == ["gpt-4o",
-                                                                      "text-embedding-3-small"]
+    assert [m["id"] for m in json.loads(replayed.stdout)["data"]] == [
+        "gpt-4o",
+        "text-embedding-3-small",
+    ]
     assert counted(replayed.stderr, "hits", "misses") == (1, 0)
     assert http_upstream.state.hits == 1
 
@@ -177,8 +211,10 @@ def test_a_run_that_no_request_reached_says_so_and_fails_on_ci(tmp_path, proxies
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     quiet = cassette_run("replay", cassettes, ["true"], env)
     assert quiet.returncode == 0
-    assert "no request reached the proxy: does the client read HTTPS_PROXY or a base-URL " \
-           "variable such as OPENAI_BASE_URL?" in quiet.stderr
+    assert (
+        "no request reached the proxy: does the client read HTTPS_PROXY or a base-URL "
+        "variable such as OPENAI_BASE_URL?" in quiet.stderr
+    )
     on_ci = cassette_run("replay", cassettes, ["true"], {**env, "CI": "true"})
     assert on_ci.returncode == 1 and "no request reached the proxy" in on_ci.stderr
     recording = cassette_run("record", cassettes, ["true"], {**env, "CI": "true"})

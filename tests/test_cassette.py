@@ -22,18 +22,29 @@ from tests.keys import recorded_key
 
 def sample() -> Recording:
     return Recording(
-        request=RecordedRequest("POST", "https://api.openai.com/v1/chat/completions",
-                                {"content-type": "application/json"},
-                                Body("json", {"model": "gpt-4o", "messages": []})),
+        request=RecordedRequest(
+            "POST",
+            "https://api.openai.com/v1/chat/completions",
+            {"content-type": "application/json"},
+            Body("json", {"model": "gpt-4o", "messages": []}),
+        ),
         responses=[
-            RecordedResponse(200, [["content-type", "text/event-stream"]],
-                             stream=Stream("sse", [Event(data={"a": 1}, t=0.01),
-                                                   Event(data="[DONE]", event=None, t=0.02)]),
-                             recorded_at="2026-11-26T00:00:00+00:00"),
+            RecordedResponse(
+                200,
+                [["content-type", "text/event-stream"]],
+                stream=Stream(
+                    "sse", [Event(data={"a": 1}, t=0.01), Event(data="[DONE]", event=None, t=0.02)]
+                ),
+                recorded_at="2026-11-26T00:00:00+00:00",
+            ),
             RecordedResponse(429, [["retry-after", "7"]], body=Body("text", "slow down")),
-            RecordedResponse(200, [["content-type", "audio/mpeg"]],
-                             body=Body.from_bytes(b"\x00\xffID3", "audio/mpeg")),
-        ])
+            RecordedResponse(
+                200,
+                [["content-type", "audio/mpeg"]],
+                body=Body.from_bytes(b"\x00\xffID3", "audio/mpeg"),
+            ),
+        ],
+    )
 
 
 def test_round_trip_is_lossless_and_stable():
@@ -55,16 +66,19 @@ def test_body_kinds():
     assert Body.from_bytes(raw, None).to_bytes() == raw
 
 
-@pytest.mark.parametrize("mutate, reason", [
-    (lambda d: d.pop("version"), "no 'version' field"),
-    (lambda d: d.update(version=99), "format version 99 is newer"),
-    (lambda d: d.update(responses=[]), "'responses' must be a non-empty list"),
-    (lambda d: d["responses"][0].update(status="200"), "responses[0].status"),
-    (lambda d: d["responses"][0]["stream"].update(format="xml"), "responses[0].stream.format"),
-    (lambda d: d["responses"][0]["stream"]["events"][0].update(t=-1), "events[0].t"),
-    (lambda d: d["request"].update(url="/relative"), "request.url"),
-    (lambda d: d["responses"][2].update(body_base64="!!!"), "not valid base64"),
-])
+@pytest.mark.parametrize(
+    "mutate, reason",
+    [
+        (lambda d: d.pop("version"), "no 'version' field"),
+        (lambda d: d.update(version=99), "format version 99 is newer"),
+        (lambda d: d.update(responses=[]), "'responses' must be a non-empty list"),
+        (lambda d: d["responses"][0].update(status="200"), "responses[0].status"),
+        (lambda d: d["responses"][0]["stream"].update(format="xml"), "responses[0].stream.format"),
+        (lambda d: d["responses"][0]["stream"]["events"][0].update(t=-1), "events[0].t"),
+        (lambda d: d["request"].update(url="/relative"), "request.url"),
+        (lambda d: d["responses"][2].update(body_base64="!!!"), "not valid base64"),
+    ],
+)
 def test_invalid_documents_name_the_file_and_the_field(mutate, reason):
     doc = orjson.loads(cassette.dumps(sample()))
     mutate(doc)
@@ -80,7 +94,7 @@ def test_truncated_and_foreign_files():
     with pytest.raises(CassetteError, match="not a cassette"):
         formats.loads(b'{"name": "package.json"}', "package.json")
     with pytest.raises(CassetteError, match="top level must be a JSON object"):
-        formats.loads(b'[1, 2]', "list.json")
+        formats.loads(b"[1, 2]", "list.json")
 
 
 def test_seed_reads_as_a_host_agnostic_sse_stream():
@@ -100,8 +114,11 @@ def test_every_llama_stack_fixture_loads():
     for path in sorted(FIXTURES.glob("*.json")):
         rec = formats.load(path)
         resp = rec.responses[0]
-        kinds[path.name[:12]] = (rec.request.method, resp.status,
-                                 resp.stream.format if resp.stream else resp.body.kind)
+        kinds[path.name[:12]] = (
+            rec.request.method,
+            resp.status,
+            resp.stream.format if resp.stream else resp.body.kind,
+        )
     assert kinds["models-3a641"] == ("GET", 200, "json")
     assert kinds["28a43dc80443"] == ("POST", 400, "json")  # recorded provider error
     assert kinds["04172112ffbb"] == ("POST", 200, "ndjson")  # Ollama /api/generate

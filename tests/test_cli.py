@@ -50,7 +50,9 @@ def test_ls_lists_llama_stack_and_our_own(fixture_dir, tmp_path):
     assert len(rows) == 10
     ollama = [r for r in rows if r["endpoint"] == "*/api/generate"]
     assert ollama[0]["stream"] == "ndjson, 18 events" and ollama[0]["status"] == [200]
-    grep = orjson.loads(run("ls", "--dir", str(fixture_dir), "--grep", "EMBEDDINGS", "--json").output)
+    grep = orjson.loads(
+        run("ls", "--dir", str(fixture_dir), "--grep", "EMBEDDINGS", "--json").output
+    )
     assert [r["endpoint"] for r in grep] == ["*/v1/embeddings"]
 
 
@@ -63,8 +65,11 @@ def test_text_reassembles_the_seed_joke(fixture_dir):
     result = run("text", str(fixture_dir / SEED.name))
     assert result.output == JOKE + "\n"
     # a unique key prefix works as well as a path
-    [key] = [r["key"] for r in orjson.loads(run("ls", "--dir", str(fixture_dir), "--json").output)
-             if r["file"] == SEED.name]
+    [key] = [
+        r["key"]
+        for r in orjson.loads(run("ls", "--dir", str(fixture_dir), "--json").output)
+        if r["file"] == SEED.name
+    ]
     assert run("text", key[:8], "--dir", str(fixture_dir)).output == JOKE + "\n"
 
 
@@ -107,13 +112,24 @@ def test_verify_passes_clean_dirs_and_names_corrupt_files(fixture_dir):
 # One fake secret of each kind, planted by hand at depth; none shaped like a key but the last,
 # so that each rule is seen finding its own.
 SECRETS = {
-    "bearer": "fake-bearer-a001", "team": "fake-team-a002", "userinfo": "fake-userinfo-a003",
-    "query": "fake-query-a004", "nested_cs": "fake-nested-cs-a005",
-    "nested_pw": "fake-nested-pw-a006", "field": "fake-field-a007", "path": "fake-path-a008",
-    "access": "fake-access-a009", "id_token": "fake-idtoken-a010",
-    "refresh": "fake-refresh-a011", "cookie": "fake-cookie-a012", "form": "fake-form-a013",
-    "multipart": "fake-multipart-a014", "env": "fake-env-a015", "xapikey": "fake-xapikey-a016",
-    "call_args": "fake-callargs-a017", "llama_header": "fake-llamahdr-a018",
+    "bearer": "fake-bearer-a001",
+    "team": "fake-team-a002",
+    "userinfo": "fake-userinfo-a003",
+    "query": "fake-query-a004",
+    "nested_cs": "fake-nested-cs-a005",
+    "nested_pw": "fake-nested-pw-a006",
+    "field": "fake-field-a007",
+    "path": "fake-path-a008",
+    "access": "fake-access-a009",
+    "id_token": "fake-idtoken-a010",
+    "refresh": "fake-refresh-a011",
+    "cookie": "fake-cookie-a012",
+    "form": "fake-form-a013",
+    "multipart": "fake-multipart-a014",
+    "env": "fake-env-a015",
+    "xapikey": "fake-xapikey-a016",
+    "call_args": "fake-callargs-a017",
+    "llama_header": "fake-llamahdr-a018",
     "shape": "sk-test-planted-a019-abcdefgh",
 }
 
@@ -123,31 +139,78 @@ def planted_cassette() -> dict:
     s = SECRETS
     b64 = base64.b64encode(s["xapikey"].encode()).decode()
     return {
-        "format": "llm-cassette", "version": 1,
+        "format": "llm-cassette",
+        "version": 1,
         "request": {
             "method": "POST",
             "url": f"https://me:{s['userinfo']}@api.example/v1/chat?key={s['query']}&alt=sse",
-            "headers": {"authorization": f"Bearer {s['bearer']}",
-                        "content-type": "application/json", "x-api-key": s["xapikey"],
-                        "x-team-token": s["team"]},
-            "body": {"model": "m", "auth": {"client_secret": s["nested_cs"]},
-                     "credentials": [{"password": s["nested_pw"]}], "team_ref": s["field"],
-                     "meta": {"owner": s["path"]},
-                     "messages": [{"role": "user", "content": f"decode {b64} please"}]}},
+            "headers": {
+                "authorization": f"Bearer {s['bearer']}",
+                "content-type": "application/json",
+                "x-api-key": s["xapikey"],
+                "x-team-token": s["team"],
+            },
+            "body": {
+                "model": "m",
+                "auth": {"client_secret": s["nested_cs"]},
+                "credentials": [{"password": s["nested_pw"]}],
+                "team_ref": s["field"],
+                "meta": {"owner": s["path"]},
+                "messages": [{"role": "user", "content": f"decode {b64} please"}],
+            },
+        },
         "responses": [
-            {"status": 200, "headers": [["content-type", "application/json"],
-                                        ["set-cookie", f"sid={s['cookie']}; Path=/"]],
-             "body": {"data": [{"token": {"access_token": s["access"],
-                                          "id_token": s["id_token"],
-                                          "refresh_token": s["refresh"]}}]}},
-            {"status": 200, "headers": [["content-type", "text/event-stream"]],
-             "stream": {"format": "sse", "complete": True, "events": [
-                 {"t": 0.1, "data": {"choices": [{"delta": {"content": f"you sent {s['bearer']}"}}]}},
-                 {"t": 0.2, "comments": [f"env {s['env']}"], "id": s["shape"], "data": "[DONE]"}]}},
-            {"status": 200, "headers": [["content-type", "application/x-www-form-urlencoded"]],
-             "body_text": f"client_secret={s['form']}&grant_type=refresh_token"},
-            {"status": 200, "headers": [],
-             "body_multipart": [{"name": "api_key", "value": s["multipart"]}]}],
+            {
+                "status": 200,
+                "headers": [
+                    ["content-type", "application/json"],
+                    ["set-cookie", f"sid={s['cookie']}; Path=/"],
+                ],
+                "body": {
+                    "data": [
+                        {
+                            "token": {
+                                "access_token": s["access"],
+                                "id_token": s["id_token"],
+                                "refresh_token": s["refresh"],
+                            }
+                        }
+                    ]
+                },
+            },
+            {
+                "status": 200,
+                "headers": [["content-type", "text/event-stream"]],
+                "stream": {
+                    "format": "sse",
+                    "complete": True,
+                    "events": [
+                        {
+                            "t": 0.1,
+                            "data": {
+                                "choices": [{"delta": {"content": f"you sent {s['bearer']}"}}]
+                            },
+                        },
+                        {
+                            "t": 0.2,
+                            "comments": [f"env {s['env']}"],
+                            "id": s["shape"],
+                            "data": "[DONE]",
+                        },
+                    ],
+                },
+            },
+            {
+                "status": 200,
+                "headers": [["content-type", "application/x-www-form-urlencoded"]],
+                "body_text": f"client_secret={s['form']}&grant_type=refresh_token",
+            },
+            {
+                "status": 200,
+                "headers": [],
+                "body_multipart": [{"name": "api_key", "value": s["multipart"]}],
+            },
+        ],
         "llama_stack": {"request": {"call_args": {"extra_body": {"api_key": s["call_args"]}}}},
     }
 
@@ -162,13 +225,20 @@ def test_verify_names_each_planted_secret_and_scrub_removes_them(fixture_dir, mo
     doc["request"]["headers"] = {"Authorization": f"Bearer {SECRETS['llama_header']}"}
     doc["request"]["body"]["messages"][0]["content"] = f"key {SECRETS['shape']}"
     theirs.write_bytes(orjson.dumps(doc))
-    extra = ["--redact-field", "team_ref", "--redact-field", "meta.owner",
-             "--redact-header", "x-team-token"]
+    extra = [
+        "--redact-field",
+        "team_ref",
+        "--redact-field",
+        "meta.owner",
+        "--redact-header",
+        "x-team-token",
+    ]
     found = CliRunner().invoke(main, ["verify", "--dir", str(fixture_dir), *extra])
     assert found.exit_code == 1
     assert "12 files checked, 2 bad" in found.output
     for where in [
-        "request.url: user info (by name)", "request.url: query parameter key (by name)",
+        "request.url: user info (by name)",
+        "request.url: query parameter key (by name)",
         "request.headers.authorization: header authorization (by name)",
         "request.headers.x-team-token: header x-team-token (by name)",
         "request.headers.x-api-key: header x-api-key (by name)",
@@ -189,17 +259,20 @@ def test_verify_names_each_planted_secret_and_scrub_removes_them(fixture_dir, mo
         "llama_stack.request.call_args.extra_body.api_key: field api_key (by name)",
     ]:
         assert f"{ours}: {where}" in found.output, where
-    assert f"{theirs}: request.headers.Authorization: field Authorization (by name)" in \
-        found.output
-    assert f"{theirs}: request.body.messages[0].content: an sk-... API key (by shape)" in \
-        found.output
-    clean_before = {p: p.read_bytes() for p in fixture_dir.rglob("*.json")
-                    if p not in (ours, theirs)}
+    assert f"{theirs}: request.headers.Authorization: field Authorization (by name)" in found.output
+    assert (
+        f"{theirs}: request.body.messages[0].content: an sk-... API key (by shape)" in found.output
+    )
+    clean_before = {
+        p: p.read_bytes() for p in fixture_dir.rglob("*.json") if p not in (ours, theirs)
+    }
 
     scrubbed = CliRunner().invoke(main, ["scrub", "--dir", str(fixture_dir), *extra])
     assert scrubbed.exit_code == 0, scrubbed.output
-    assert f"{ours}: request.body.auth.client_secret: field client_secret (by name): replaced" in \
-        scrubbed.output
+    assert (
+        f"{ours}: request.body.auth.client_secret: field client_secret (by name): replaced"
+        in scrubbed.output
+    )
     assert "12 files checked: 22 secrets replaced in 2 files" in scrubbed.output
     for path in (ours, theirs):
         raw = path.read_bytes()
@@ -221,7 +294,8 @@ def test_import_llama_stack_writes_no_key_from_call_args(tmp_path, monkeypatch):
     doc["request"]["body"].update(
         extra_body={"api_key": "fake-extra-body-b001", "nested": {"password": "fake-pw-b002"}},
         extra_headers={"Authorization": "Bearer fake-extra-hdr-b003"},
-        extra_query={"key": "fake-extra-query-b004"})
+        extra_query={"key": "fake-extra-query-b004"},
+    )
     source = tmp_path / "src" / "rec.json"
     source.parent.mkdir()
     source.write_bytes(orjson.dumps(doc))
@@ -230,15 +304,20 @@ def test_import_llama_stack_writes_no_key_from_call_args(tmp_path, monkeypatch):
     written = list(iter_cassette_files(tmp_path / "c"))
     assert len(written) == 1
     raw = written[0].read_bytes()
-    for secret in (b"fake-extra-body-b001", b"fake-pw-b002", b"fake-extra-hdr-b003",
-                   b"fake-extra-query-b004"):
+    for secret in (
+        b"fake-extra-body-b001",
+        b"fake-pw-b002",
+        b"fake-extra-hdr-b003",
+        b"fake-extra-query-b004",
+    ):
         assert secret not in raw
     assert run("verify", "--dir", str(tmp_path / "c")).exit_code == 0
 
 
 def test_diff_names_request_and_response_paths_and_exits_1_when_they_differ(fixture_dir):
-    result = CliRunner().invoke(main, ["diff", "c4b7e1633e", "f7c9050b81", "--dir",
-                                       str(fixture_dir), "--json"])
+    result = CliRunner().invoke(
+        main, ["diff", "c4b7e1633e", "f7c9050b81", "--dir", str(fixture_dir), "--json"]
+    )
     assert result.exit_code == 1  # like diff: they differ
     diff = orjson.loads(result.output)
     assert "tools" in diff["request"] and "messages[0].content" in diff["request"]
@@ -246,8 +325,9 @@ def test_diff_names_request_and_response_paths_and_exits_1_when_they_differ(fixt
     same = run("diff", "c4b7e1633e", "c4b7e1633e", "--dir", str(fixture_dir), "--json")
     assert same.exit_code == 0
     assert orjson.loads(same.output)["request"] == [] == orjson.loads(same.output)["responses"]
-    plain = CliRunner().invoke(main, ["diff", "c4b7e1633e", "f7c9050b81", "--dir",
-                                      str(fixture_dir)])
+    plain = CliRunner().invoke(
+        main, ["diff", "c4b7e1633e", "f7c9050b81", "--dir", str(fixture_dir)]
+    )
     assert plain.exit_code == 1 and "request: differs at" in plain.output
 
 
@@ -255,7 +335,8 @@ APP = """
 import os, sys, openai
 client = openai.OpenAI(api_key="sk-test-run", base_url=sys.argv[1] + "/v1", max_retries=0)
 for prompt in sys.argv[2:]:
-    r = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": prompt}])
+    r = client.chat.completions.create(model="gpt-4o",
+                                       messages=[{"role": "user", "content": prompt}])
     print(r.choices[0].message.content)
 """
 
@@ -267,9 +348,24 @@ def test_run_records_then_replays_and_fails_on_a_miss(tmp_path, http_upstream):
     base = http_upstream.base_url
 
     def cassette_run(mode: str, *prompts: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([CASSETTE, "run", "--mode", mode, "--dir", str(cassettes), "--",
-                               sys.executable, str(app), base, *prompts],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [
+                CASSETTE,
+                "run",
+                "--mode",
+                mode,
+                "--dir",
+                str(cassettes),
+                "--",
+                sys.executable,
+                str(app),
+                base,
+                *prompts,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     rec = cassette_run("record", "one", "two")
     assert rec.returncode == 0, rec.stderr
@@ -291,25 +387,47 @@ def test_run_records_then_replays_and_fails_on_a_miss(tmp_path, http_upstream):
 
 def test_run_exits_1_when_the_command_passed_despite_a_miss(tmp_path, fixture_dir):
     swallow = tmp_path / "swallow.py"
-    swallow.write_text("import openai\ntry:\n    openai.OpenAI(api_key='sk-test-x', max_retries=0)"
-                       ".models.retrieve('nope')\nexcept openai.NotFoundError:\n    pass\n")
-    result = subprocess.run([CASSETTE, "run", "--dir", str(fixture_dir), "--", sys.executable,
-                             str(swallow)], capture_output=True, text=True, timeout=60)
+    swallow.write_text(
+        "import openai\ntry:\n    openai.OpenAI(api_key='sk-test-x', max_retries=0)"
+        ".models.retrieve('nope')\nexcept openai.NotFoundError:\n    pass\n"
+    )
+    result = subprocess.run(
+        [CASSETTE, "run", "--dir", str(fixture_dir), "--", sys.executable, str(swallow)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert counted(result.stderr, "hits", "misses") == (0, 1)
 
 
 def test_run_with_a_bad_directory_is_a_usage_error(tmp_path):
-    result = subprocess.run([CASSETTE, "run", "--dir", str(tmp_path / "none"), "--", "true"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [CASSETTE, "run", "--dir", str(tmp_path / "none"), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "is not a directory: nothing to replay" in result.stderr
 
 
 def test_proxy_runs_in_the_foreground_and_replays(fixture_dir, tmp_path):
-    proc = subprocess.Popen([CASSETTE, "proxy", "--dir", str(fixture_dir), "--port", "0",
-                             "--confdir", str(tmp_path / "ca")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            CASSETTE,
+            "proxy",
+            "--dir",
+            str(fixture_dir),
+            "--port",
+            "0",
+            "--confdir",
+            str(tmp_path / "ca"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         lines = []
         port = None
@@ -320,13 +438,17 @@ def test_proxy_runs_in_the_foreground_and_replays(fixture_dir, tmp_path):
             if "HTTP(S) proxy listening at 127.0.0.1:" in line:
                 port = int(line.rsplit(":", 1)[1].strip().rstrip("."))
         assert port, "".join(lines)
-        assert any("export HTTPS_PROXY=" in l for l in lines)
-        [openai_base] = [line.split("=", 1)[1].split()[0] for line in lines
-                         if line.strip().startswith("export OPENAI_BASE_URL=")]
+        assert any("export HTTPS_PROXY=" in line for line in lines)
+        [openai_base] = [
+            line.split("=", 1)[1].split()[0]
+            for line in lines
+            if line.strip().startswith("export OPENAI_BASE_URL=")
+        ]
         assert openai_base.startswith("http://127.0.0.1:") and openai_base.endswith("/v1")
         import ssl
 
         import httpx
+
         ca = ssl.create_default_context(cafile=str(tmp_path / "ca" / "mitmproxy-ca-cert.pem"))
         with httpx.Client(proxy=f"http://127.0.0.1:{port}", verify=ca) as c:
             r = c.get("https://api.openai.com/v1/models")
@@ -352,11 +474,15 @@ def test_import_then_export_llama_stack_round_trips(tmp_path):
             continue  # named by an older recipe than the one llama-stack uses now
         again = exported / original.name
         assert again.exists(), original.name
-        assert orjson.loads(again.read_bytes())["request"] == orjson.loads(original.read_bytes())["request"]
+        assert (
+            orjson.loads(again.read_bytes())["request"]
+            == orjson.loads(original.read_bytes())["request"]
+        )
 
 
 def test_import_skips_files_that_are_not_llama_stack(tmp_path):
     (tmp_path / "junk.json").write_text("{}")
-    result = CliRunner().invoke(main, ["import-llama-stack", str(tmp_path / "junk.json"),
-                                       "--dir", str(tmp_path / "c")])
+    result = CliRunner().invoke(
+        main, ["import-llama-stack", str(tmp_path / "junk.json"), "--dir", str(tmp_path / "c")]
+    )
     assert result.exit_code == 1 and "skipped" in result.output

@@ -6,9 +6,10 @@ from __future__ import annotations
 import shutil
 import ssl
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -53,38 +54,54 @@ def all_llama_files(suite: Path) -> list[Path]:
 
 
 def test_doubled_v1_paths_are_where_the_request_really_went():
-    assert llama_stack.real_path("/v1/v1/chat/completions", "/v1/chat/completions") == \
-        "/v1/chat/completions"
-    assert llama_stack.real_path("/ml/v1/v1/chat/completions", "/v1/chat/completions") == \
-        "/ml/v1/chat/completions"
+    assert (
+        llama_stack.real_path("/v1/v1/chat/completions", "/v1/chat/completions")
+        == "/v1/chat/completions"
+    )
+    assert (
+        llama_stack.real_path("/ml/v1/v1/chat/completions", "/v1/chat/completions")
+        == "/ml/v1/chat/completions"
+    )
     assert llama_stack.real_path("/api/ps", "/api/ps") == "/api/ps"
-    assert llama_stack.recorder_url("https", "h", "/ml/v1/chat/completions") == \
-        ("https://h/ml/v1/v1/chat/completions", "/v1/chat/completions")
+    assert llama_stack.recorder_url("https", "h", "/ml/v1/chat/completions") == (
+        "https://h/ml/v1/v1/chat/completions",
+        "/v1/chat/completions",
+    )
 
 
 def test_extra_body_is_merged_into_the_wire_body():
-    assert llama_stack.sdk_call_body({"model": "m", "extra_body": {"project_id": "p"},
-                                  "extra_headers": {"x": "1"}}) == {"model": "m", "project_id": "p"}
+    assert llama_stack.sdk_call_body(
+        {"model": "m", "extra_body": {"project_id": "p"}, "extra_headers": {"x": "1"}}
+    ) == {"model": "m", "project_id": "p"}
 
 
 def test_recorded_exception_is_the_providers_http_error():
     rec = formats.load(fixture("28a43dc80443"))
     resp = rec.responses[0]
     assert resp.status == 400
-    assert resp.body.value == {"error": {"message": "invalid image input",
-                                         "type": "invalid_request_error", "param": None,
-                                         "code": None}}
+    assert resp.body.value == {
+        "error": {
+            "message": "invalid image input",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 def test_tool_record_becomes_the_providers_http_call(llama_suite):
     tavily = llama_suite / TAVILY_FILE
     rec = formats.load(tavily)
     assert (rec.request.method, rec.request.url) == ("POST", "https://api.tavily.com/search")
-    assert rec.request.body.value == {"api_key": "<redacted>",
-                                      "query": "latest Python version 2023"}
+    assert rec.request.body.value == {
+        "api_key": "<redacted>",
+        "query": "latest Python version 2023",
+    }
     canon = recorded_key(rec.request)
     assert canon.body == {"query": "latest Python version 2023"}  # the key is not matched
-    top_k = orjson.loads(orjson.loads(tavily.read_bytes())["response"]["body"]["__data__"]["content"])["top_k"]
+    top_k = orjson.loads(
+        orjson.loads(tavily.read_bytes())["response"]["body"]["__data__"]["content"]
+    )["top_k"]
     assert rec.responses[0].body.value == {"query": "latest Python version 2023", "results": top_k}
 
 
@@ -122,8 +139,9 @@ def conversations(llama_suite: Path) -> list[Conversation]:
     return found
 
 
-def each_client(proxy, conversations: list[Conversation], name_the_test: bool
-                ) -> Iterator[tuple[Conversation, Callable[[dict[str, Any]], Answer]]]:
+def each_client(
+    proxy, conversations: list[Conversation], name_the_test: bool
+) -> Iterator[tuple[Conversation, Callable[[dict[str, Any]], Answer]]]:
     """For each conversation, a fresh client connection through the real openai SDK, pointed at
     the base URL the conversation was recorded against, and a function that sends one call's
     arguments and returns the answer received."""
@@ -131,11 +149,16 @@ def each_client(proxy, conversations: list[Conversation], name_the_test: bool
     for conv in conversations:
         headers = {"x-cassette-test-id": conv.test_id} if name_the_test and conv.test_id else {}
         with openai.DefaultHttpxClient(proxy=proxy.url, verify=verify, timeout=30) as http:
-            client = openai.OpenAI(api_key="sk-test-corpus", base_url=conv.turns[0].base_url,
-                                   max_retries=0, default_headers=headers, http_client=http)
+            client = openai.OpenAI(
+                api_key="sk-test-corpus",
+                base_url=conv.turns[0].base_url,
+                max_retries=0,
+                default_headers=headers,
+                http_client=http,
+            )
 
             def send(call_args: dict[str, Any]) -> Answer:
-                got = client.chat.completions.create(**call_args)
+                got = client.chat.completions.create(**call_args)  # noqa: B023 - this turn
                 if call_args.get("stream"):
                     return answer_of_chunks(list(got))
                 return answer_of_completion(got)
@@ -144,14 +167,15 @@ def each_client(proxy, conversations: list[Conversation], name_the_test: bool
 
 
 @pytest.mark.slow
-def test_every_corpus_conversation_is_coherent_when_the_test_is_named(conversations, llama_suite,
-                                                                       proxies):
+def test_every_corpus_conversation_is_coherent_when_the_test_is_named(
+    conversations, llama_suite, proxies
+):
     """Every turn sent exactly as recorded, the client naming its test (x-cassette-test-id):
     each answer is the one the next recorded turn carries, and every turn is answered."""
     proxy = proxies(llama_suite, "replay")
     failed = []
     for conv, send in each_client(proxy, conversations, name_the_test=True):
-        played = play(conv, lambda turn: send(turn.call_args))
+        played = play(conv, lambda turn: send(turn.call_args))  # noqa: B023 - called at once
         if not played.ok(conv):
             failed.append((conv.test_id, played.incoherent))
     assert not failed, failed[:5]
@@ -175,14 +199,16 @@ def test_corpus_conversations_with_no_test_named(conversations, llama_suite, pro
     def send_as_recorded() -> tuple[int, int]:
         coherent = answered = 0
         for conv, send in each_client(as_recorded, conversations, name_the_test=False):
-            played = play(conv, lambda turn: send(turn.call_args))
+            played = play(conv, lambda turn: send(turn.call_args))  # noqa: B023 - called at once
             answered += played.turns_answered == len(conv.turns)
             coherent += played.ok(conv)
         return coherent, answered
 
     def send_as_client() -> Counter[str]:
-        return Counter(play_as_client(conv, send) for conv, send in
-                       each_client(as_client, conversations, name_the_test=False))
+        return Counter(
+            play_as_client(conv, send)
+            for conv, send in each_client(as_client, conversations, name_the_test=False)
+        )
 
     # two proxies, each with its own conversation in order: the two measures run side by side
     with ThreadPoolExecutor(2) as pool:
@@ -190,8 +216,10 @@ def test_corpus_conversations_with_no_test_named(conversations, llama_suite, pro
         (coherent, answered), outcomes = first.result(), second.result()
     as_recorded.stop()
     as_client.stop()
-    print(f"no test named: as recorded {coherent} coherent, {answered} answered of "
-          f"{len(conversations)}; as a client: {dict(outcomes)}")
+    print(
+        f"no test named: as recorded {coherent} coherent, {answered} answered of "
+        f"{len(conversations)}; as a client: {dict(outcomes)}"
+    )
     assert answered == len(conversations)  # every turn is recorded: none may miss
     assert coherent >= COHERENT_AS_RECORDED, coherent
     assert outcomes["answered"] >= CONTINUED_AS_CLIENT, outcomes
@@ -215,13 +243,18 @@ def fixture_proxy(tmp_path_factory, confdir, llama_suite):
 
 
 def _openai(proxy, base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(api_key="sk-test-llama", base_url=base_url, max_retries=0,
-                         http_client=sdk_http_client(proxy))
+    return openai.OpenAI(
+        api_key="sk-test-llama",
+        base_url=base_url,
+        max_retries=0,
+        http_client=sdk_http_client(proxy),
+    )
 
 
 def _httpx(proxy) -> httpx.Client:
-    return httpx.Client(proxy=proxy.url,
-                        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)))
+    return httpx.Client(
+        proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+    )
 
 
 def _data(item: dict[str, Any]) -> Any:
@@ -232,8 +265,10 @@ def test_openai_chat_stream_with_tool_calls(fixture_proxy):
     doc = recorded("c4b7e1633e3b")
     client = _openai(fixture_proxy, "https://api.openai.com/v1")
     chunks = list(client.chat.completions.create(**doc["request"]["body"]))
-    expected = [openai.types.chat.ChatCompletionChunk.model_validate(_data(c))
-                for c in doc["response"]["body"]]
+    expected = [
+        openai.types.chat.ChatCompletionChunk.model_validate(_data(c))
+        for c in doc["response"]["body"]
+    ]
     assert chunks == expected
 
 
@@ -244,7 +279,9 @@ def test_openai_chat_and_embeddings(fixture_proxy):
     assert got == openai.types.chat.ChatCompletion.model_validate(_data(doc["response"]["body"]))
     doc = recorded("050f63320eee")
     got = client.embeddings.create(**doc["request"]["body"])
-    assert got == openai.types.CreateEmbeddingResponse.model_validate(_data(doc["response"]["body"]))
+    assert got == openai.types.CreateEmbeddingResponse.model_validate(
+        _data(doc["response"]["body"])
+    )
 
 
 def test_completions_stream_models_and_error_on_local_servers(fixture_proxy):
@@ -252,14 +289,17 @@ def test_completions_stream_models_and_error_on_local_servers(fixture_proxy):
     client = _openai(fixture_proxy, "http://0.0.0.0:11434/v1")
     chunks = list(client.completions.create(**doc["request"]["body"]))
     # the SDK parses leniently (finish_reason None is not in its Literal): compare as data
-    assert [c.model_dump(mode="json") for c in chunks] == [_data(c) for c in doc["response"]["body"]]
+    assert [c.model_dump(mode="json") for c in chunks] == [
+        _data(c) for c in doc["response"]["body"]
+    ]
     doc = recorded("models-")
     models = list(_openai(fixture_proxy, "http://localhost:8080/v1").models.list())
     assert models == [openai.types.Model.model_validate(_data(m)) for m in doc["response"]["body"]]
     doc = recorded("28a43dc80443")
     with pytest.raises(openai.BadRequestError) as err:
         _openai(fixture_proxy, "http://localhost:11434/v1").chat.completions.create(
-            **doc["request"]["body"])
+            **doc["request"]["body"]
+        )
     assert err.value.status_code == 400
     assert err.value.body == doc["response"]["exception_data"]["body"]
 
@@ -280,21 +320,29 @@ def test_anthropic_messages_stream_with_the_anthropic_sdk(fixture_proxy):
 
     doc = recorded("f22657bfd86d")
     client = anthropic.Anthropic(
-        api_key="sk-ant-test", base_url="http://0.0.0.0:11434", max_retries=0,
-        http_client=anthropic.DefaultHttpxClient(proxy=fixture_proxy.url))
+        api_key="sk-ant-test",
+        base_url="http://0.0.0.0:11434",
+        max_retries=0,
+        http_client=anthropic.DefaultHttpxClient(proxy=fixture_proxy.url),
+    )
     events = list(client.messages.create(**doc["request"]["payload"]))
     lines = doc["response"]["body"]
-    recorded_events = [orjson.loads(l[len("data: "):]) for l in lines if l.startswith("data: ")]
+    recorded_events = [orjson.loads(ln[len("data: ") :]) for ln in lines if ln.startswith("data: ")]
     assert [e.type for e in events] == [e["type"] for e in recorded_events]
-    text = "".join(e.delta.text for e in events
-                   if e.type == "content_block_delta" and e.delta.type == "text_delta")
+    text = "".join(
+        e.delta.text
+        for e in events
+        if e.type == "content_block_delta" and e.delta.type == "text_delta"
+    )
     assert text == "1, 2, 3, 4, 5"
 
 
 def test_tavily_tool_record_answers_the_real_http_call(fixture_proxy, llama_suite):
     with _httpx(fixture_proxy) as client:
-        r = client.post("https://api.tavily.com/search",
-                        json={"api_key": "tvly-test-123", "query": "latest Python version 2023"})
+        r = client.post(
+            "https://api.tavily.com/search",
+            json={"api_key": "tvly-test-123", "query": "latest Python version 2023"},
+        )
     assert r.status_code == 200
     assert r.json() == formats.load(llama_suite / TAVILY_FILE).responses[0].body.value
 
@@ -332,14 +380,16 @@ def test_every_model_list_answers_with_its_own_hosts_models(llama_suite, proxies
     assert sum(len(urls) for urls, _ in servers.values()) == 110 and len(servers) == 10
     proxy = proxies(llama_suite, "replay")
     with _httpx(proxy) as client:
-        for (host, port), (urls, ids) in servers.items():
+        for urls, ids in servers.values():
             for url in sorted(set(urls)):
                 got = [m["id"] for m in client.get(url).json()["data"]]
                 if len(urls) == 1:
                     assert got == ids, url
                 else:
                     assert len(got) == len(set(got)) and set(got) == set(ids), url
-        openai_ids = [m["id"] for m in client.get("https://api.openai.com/v1/models").json()["data"]]
+        openai_ids = [
+            m["id"] for m in client.get("https://api.openai.com/v1/models").json()["data"]
+        ]
     assert "gpt-4o" in openai_ids and "text-embedding-3-small" in openai_ids
     assert not [i for i in openai_ids if any(w in i.lower() for w in ("qwen", "llama", "granite"))]
     log = proxy.stop()
@@ -348,30 +398,58 @@ def test_every_model_list_answers_with_its_own_hosts_models(llama_suite, proxies
 
 def _llama_chat(url: str, answer: str) -> dict[str, Any]:
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Which host?"}]}
-    return {"test_id": None,
-            "request": {"method": "POST", "url": url, "headers": {}, "body": body,
-                        "endpoint": "/v1/chat/completions", "model": "gpt-4o"},
-            "response": {"is_streaming": False, "body": {
+    return {
+        "test_id": None,
+        "request": {
+            "method": "POST",
+            "url": url,
+            "headers": {},
+            "body": body,
+            "endpoint": "/v1/chat/completions",
+            "model": "gpt-4o",
+        },
+        "response": {
+            "is_streaming": False,
+            "body": {
                 "__type__": "openai.types.chat.chat_completion.ChatCompletion",
-                "__data__": {"id": "c", "object": "chat.completion", "created": 0,
-                             "model": "gpt-4o", "choices": [{
-                                 "index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": answer}}]}}}}
+                "__data__": {
+                    "id": "c",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "gpt-4o",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": answer},
+                        }
+                    ],
+                },
+            },
+        },
+    }
 
 
 def test_a_request_recorded_for_two_hosts_is_answered_from_its_own_hosts(tmp_path, proxies):
     cassettes = tmp_path / "c"
     cassettes.mkdir()
-    for name, url, answer in [("a", "https://api.openai.com/v1/v1/chat/completions", "OpenAI"),
-                              ("b", "http://localhost:8000/v1/v1/chat/completions", "vLLM")]:
+    for name, url, answer in [
+        ("a", "https://api.openai.com/v1/v1/chat/completions", "OpenAI"),
+        ("b", "http://localhost:8000/v1/v1/chat/completions", "vLLM"),
+    ]:
         (cassettes / f"{name}.json").write_bytes(orjson.dumps(_llama_chat(url, answer)))
     summary = tmp_path / "summary.json"
     proxy = proxies(cassettes, "replay", cassette_summary=str(summary))
 
     def ask(base_url: str) -> str:
-        return _openai(proxy, base_url).chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "Which host?"}]
-        ).choices[0].message.content
+        return (
+            _openai(proxy, base_url)
+            .chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "Which host?"}]
+            )
+            .choices[0]
+            .message.content
+        )
 
     assert ask("https://api.openai.com/v1") == "OpenAI"
     assert ask("http://127.0.0.1:8000/v1") == "vLLM"  # the same local server as localhost

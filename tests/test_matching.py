@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy_addon.matching import difference, jsonpath
+from tests.keys import json_key, key_of
 
 URL = "https://api.openai.com/v1/chat/completions"
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-from tests.keys import json_key, key_of
 
 
 def key(url=URL, body=BODY, ignore=(), ctype="application/json", method="POST"):
@@ -22,7 +22,9 @@ def key(url=URL, body=BODY, ignore=(), ctype="application/json", method="POST"):
 
 
 def test_key_ignores_json_key_order_and_whitespace():
-    reordered = b'{ "stream": true,\n "messages": [{"content": "hi", "role": "user"}], "model": "gpt-4o" }'
+    reordered = (
+        b'{ "stream": true,\n "messages": [{"content": "hi", "role": "user"}], "model": "gpt-4o" }'
+    )
     assert key(body=reordered) == key()
 
 
@@ -40,7 +42,12 @@ def test_default_ports_and_host_case_do_not_matter_but_other_ports_do():
     assert key(url="https://API.openai.com:443/v1/chat/completions") == key()
     assert key(url="https://api.openai.com:8443/v1/chat/completions") != key()
     canon = key_of("get", "http://127.0.0.1:80/v1/models", None, None)
-    assert (canon.method, canon.host, canon.path, canon.body) == ("GET", "127.0.0.1", "/v1/models", None)
+    assert (canon.method, canon.host, canon.path, canon.body) == (
+        "GET",
+        "127.0.0.1",
+        "/v1/models",
+        None,
+    )
 
 
 def test_secret_query_parameters_and_body_fields_do_not_affect_the_key():
@@ -50,10 +57,18 @@ def test_secret_query_parameters_and_body_fields_do_not_affect_the_key():
 
 def test_ignore_paths_drop_volatile_fields():
     ignore = [jsonpath.parse_path(p) for p in ("user", "metadata.trace_id", "messages.*.name")]
-    a = {**BODY, "user": "alice", "metadata": {"trace_id": "1", "keep": "x"},
-         "messages": [{"role": "user", "content": "hi", "name": "n1"}]}
-    b = {**BODY, "user": "bob", "metadata": {"trace_id": "2", "keep": "x"},
-         "messages": [{"role": "user", "content": "hi", "name": "n2"}]}
+    a = {
+        **BODY,
+        "user": "alice",
+        "metadata": {"trace_id": "1", "keep": "x"},
+        "messages": [{"role": "user", "content": "hi", "name": "n1"}],
+    }
+    b = {
+        **BODY,
+        "user": "bob",
+        "metadata": {"trace_id": "2", "keep": "x"},
+        "messages": [{"role": "user", "content": "hi", "name": "n2"}],
+    }
     assert key(body=a, ignore=ignore) == key(body=b, ignore=ignore)
     assert key(body=a) != key(body=b)
     c = {**b, "metadata": {"trace_id": "2", "keep": "y"}}
@@ -81,14 +96,14 @@ def test_whole_number_floats_and_ints_are_the_same_json_value():
     assert key(body={**BODY, "temperature": 1.5}) != key(body={**BODY, "temperature": 1})
     # a recording read from a file (already parsed) gets the same key as the live request
     stored = json_key({**BODY, "temperature": 1.0})
-    live = key_of("POST", URL, "application/json",
-                                 orjson.dumps({**BODY, "temperature": 1}))
+    live = key_of("POST", URL, "application/json", orjson.dumps({**BODY, "temperature": 1}))
     assert stored == live.body
 
 
 def test_non_json_bodies_are_hashed_and_forms_compared_as_fields():
     assert key(body=b"\xff\xfe binary", ctype="application/octet-stream") != key(
-        body=b"\xff\xfe other", ctype="application/octet-stream")
+        body=b"\xff\xfe other", ctype="application/octet-stream"
+    )
     form = "application/x-www-form-urlencoded"
     assert key(body=b"a=1&b=2&api_key=x", ctype=form) == key(body=b"b=2&a=1&api_key=y", ctype=form)
     assert key(body=b"{not json", ctype="application/json") == key(body=b"{not json")
@@ -122,10 +137,14 @@ def test_nearest_picks_the_fewest_differences():
 
 KEYS = st.text(alphabet="abcdéü中_ ", max_size=4)  # no secret field name can be spelled
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(max_size=8)
     | st.floats(allow_nan=False, allow_infinity=False, min_value=-1e300, max_value=1e300),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
-    max_leaves=25)
+    max_leaves=25,
+)
 
 
 def reordered(value, rnd):
@@ -172,12 +191,14 @@ def replaced(value, path, new):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(KEYS, JSON_VALUES, max_size=5), st.randoms(use_true_random=False),
-       st.data())
+@given(st.dictionaries(KEYS, JSON_VALUES, max_size=5), st.randoms(use_true_random=False), st.data())
 def test_canonical_key_is_the_json_value(body, rnd, data):
     """Key order at any depth, whitespace and number spelling do not change the key; changing
     any one leaf does."""
-    canon = lambda raw: key_of("POST", URL, "application/json", raw).key()
+
+    def canon(raw):
+        return key_of("POST", URL, "application/json", raw).key()
+
     k = canon(orjson.dumps(body))
     assert canon(orjson.dumps(reordered(body, rnd), option=orjson.OPT_INDENT_2)) == k
     assert canon(orjson.dumps(as_other_number_type(body))) == k

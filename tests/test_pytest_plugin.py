@@ -15,7 +15,7 @@ from tests.conftest import age_by
 pytest_plugins = ["pytester"]
 
 # The app under test: one chat call through the openai SDK to the local upstream.
-ASK = '''
+ASK = """
 import os, subprocess, sys
 import openai, pytest
 
@@ -24,9 +24,11 @@ def ask(prompt):
                            max_retries=0)
     return client.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": prompt}]).choices[0].message.content
-'''
+"""
 
-PROJECT = ASK + '''
+PROJECT = (
+    ASK
+    + """
 def test_joke():
     assert ask("joke") == "Answer 1 to: joke"
 
@@ -45,9 +47,10 @@ def test_from_a_subprocess():
     code = "import sys; sys.path.insert(0, '.'); from test_app import ask; print(ask('child'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "Answer 1 to: child"
-'''
+"""
+)
 
-SWALLOW = '''
+SWALLOW = """
 import os, openai
 
 def test_swallows_the_error():
@@ -58,7 +61,7 @@ def test_swallows_the_error():
                                        messages=[{"role": "user", "content": "never recorded"}])
     except openai.NotFoundError:
         pass  # the application hides it; the plugin must not
-'''
+"""
 
 
 @pytest.fixture
@@ -78,11 +81,17 @@ def test_record_then_replay_per_test_cassettes(project, http_upstream):
     recorded.assert_outcomes(passed=5)
     recorded.stdout.fnmatch_lines(["cassette summary: 0 hits, 6 recorded, 0 misses*"])
     scopes = {p.relative_to(cassettes).parts[1] for p in iter_cassette_files(cassettes)}
-    assert scopes == {"test_app.py__test_joke", "test_app.py__test_twice", "greetings",
-                      "test_app.py__test_from_a_subprocess"}
+    assert scopes == {
+        "test_app.py__test_joke",
+        "test_app.py__test_twice",
+        "greetings",
+        "test_app.py__test_from_a_subprocess",
+    }
     greetings = [p for p in iter_cassette_files(cassettes / BY_TEST_DIR / "greetings")]
     assert len(formats.load(greetings[0]).responses) == 2  # the marker shared one cassette
-    assert all(p.relative_to(cassettes).parts[0] == BY_TEST_DIR for p in iter_cassette_files(cassettes))
+    assert all(
+        p.relative_to(cassettes).parts[0] == BY_TEST_DIR for p in iter_cassette_files(cassettes)
+    )
 
     hits = http_upstream.state.hits
     replayed = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}")
@@ -101,8 +110,9 @@ def test_a_swallowed_miss_fails_the_test_that_caused_it(project):
     cassettes = project.path / "cassettes"
     cassettes.mkdir()
     project.makepyfile(test_swallow=SWALLOW)
-    result = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
-                 "test_swallow.py")
+    result = run(
+        project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "test_swallow.py"
+    )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*cassette replay miss*", "*never recorded*"])
 
@@ -110,8 +120,7 @@ def test_a_swallowed_miss_fails_the_test_that_caused_it(project):
 def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_upstream):
     cassettes = project.path / "cassettes"
     # recorded outside any test scope (e.g. by `cassette run`): shared by every test
-    shared = run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}",
-                 "-k", "joke")
+    shared = run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}", "-k", "joke")
     shared.assert_outcomes(passed=1)
     scoped = next(iter_cassette_files(cassettes))
     target = cassettes / Path(*scoped.relative_to(cassettes).parts[2:])
@@ -122,19 +131,31 @@ def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_up
     rec.request.body.value["messages"][0]["content"] = "nobody asks this"
     extra.write_bytes(cassette.dumps(rec))
 
-    result = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
-                 "-k", "joke", "--cassette-prune")
+    result = run(
+        project,
+        "--cassette-mode=replay",
+        f"--cassette-dir={cassettes}",
+        "-k",
+        "joke",
+        "--cassette-prune",
+    )
     result.assert_outcomes(passed=1)  # test_joke found its answer in the shared cassette
     result.stdout.fnmatch_lines(["*not pruning*full*"])  # -k: not a full run
 
     project.makepyfile(test_app=PROJECT.split("def test_twice")[0])
-    listed = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
-                 "--cassette-prune")
+    listed = run(
+        project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "--cassette-prune"
+    )
     listed.assert_outcomes(passed=1)
     listed.stdout.fnmatch_lines(["cassette: 1 recordings unused*", f"*{extra.name}"])
     assert extra.exists()
-    deleted = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
-                  "--cassette-prune", "--cassette-yes")
+    deleted = run(
+        project,
+        "--cassette-mode=replay",
+        f"--cassette-dir={cassettes}",
+        "--cassette-prune",
+        "--cassette-yes",
+    )
     deleted.stdout.fnmatch_lines(["cassette: 1 recordings deleting*"])
     assert not extra.exists() and target.exists()
 
@@ -142,14 +163,17 @@ def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_up
 def test_prune_refuses_unless_every_test_ran_and_passed(project):
     """Recordings of tests that did not run look unused: pruning after a partial or failing run
     would delete them. Each way of not running everything through the recordings is refused,
-    and nothing is deleted. Then ``--cassette-set`` reaches the proxy: with the recordings made 40 days old,
-    ``cassette_max_age=30d`` and ``cassette_stale=fail`` refuse them as stale."""
+    and nothing is deleted. Then ``--cassette-set`` reaches the proxy: with the recordings made
+    40 days old, ``cassette_max_age=30d`` and ``cassette_stale=fail`` refuse them as stale."""
     cassettes = project.path / "cassettes"
-    run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}").assert_outcomes(
-        passed=5)
+    run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}").assert_outcomes(passed=5)
     joke = next(p for p in iter_cassette_files(cassettes) if "test_joke" in str(p))
-    replay = ["--cassette-mode=replay", f"--cassette-dir={cassettes}", "--cassette-prune",
-              "--cassette-yes"]
+    replay = [
+        "--cassette-mode=replay",
+        f"--cassette-dir={cassettes}",
+        "--cassette-prune",
+        "--cassette-yes",
+    ]
     quiet = "def test_quiet():\n    pass\n"  # with test_app.py set aside: no request at all
     cases = [
         ((), "test_app.py::test_joke", "tests were selected on the command line"),
@@ -157,13 +181,26 @@ def test_prune_refuses_unless_every_test_ran_and_passed(project):
         ((), "--collect-only", "the tests were only collected"),
         ((), "--cassette-mode=passthrough", "passthrough mode looks no recording up"),
         (("test_quiet", quiet), "", "no request reached the proxy"),
-        (("test_xfail", "import pytest\n@pytest.mark.xfail\ndef test_later():\n    assert 0\n"),
-         "", "1 tests were expected to fail, and did"),
-        (("test_fail", "def test_fails():\n    assert False\n"), "", "the run did not pass (tests_failed)"),
-        (("test_stop", "def test_stop():\n    raise KeyboardInterrupt\n"), "",
-         "the run did not pass (interrupted)"),
-        (("test_skip", "import pytest\n@pytest.mark.skip\ndef test_later():\n    pass\n"), "",
-         "1 tests were skipped"),
+        (
+            ("test_xfail", "import pytest\n@pytest.mark.xfail\ndef test_later():\n    assert 0\n"),
+            "",
+            "1 tests were expected to fail, and did",
+        ),
+        (
+            ("test_fail", "def test_fails():\n    assert False\n"),
+            "",
+            "the run did not pass (tests_failed)",
+        ),
+        (
+            ("test_stop", "def test_stop():\n    raise KeyboardInterrupt\n"),
+            "",
+            "the run did not pass (interrupted)",
+        ),
+        (
+            ("test_skip", "import pytest\n@pytest.mark.skip\ndef test_later():\n    pass\n"),
+            "",
+            "1 tests were skipped",
+        ),
     ]
     app, aside = project.path / "test_app.py", project.path / "app.py.aside"
     for extra_file, args, reason in cases:
@@ -184,13 +221,20 @@ def test_prune_refuses_unless_every_test_ran_and_passed(project):
     assert len(list(iter_cassette_files(cassettes))) == 4
     for path in iter_cassette_files(cassettes):
         age_by(path, 40)
-    stale = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
-                "--cassette-set", "cassette_max_age=30d", "--cassette-set", "cassette_stale=fail")
+    stale = run(
+        project,
+        "--cassette-mode=replay",
+        f"--cassette-dir={cassettes}",
+        "--cassette-set",
+        "cassette_max_age=30d",
+        "--cassette-set",
+        "cassette_stale=fail",
+    )
     assert stale.ret != 0
     stale.stdout.fnmatch_lines(["cassette summary: 0 hits*refused as stale*"])
 
 
-TUNNEL = '''
+TUNNEL = """
 import os, socket
 
 def test_passes_but_opens_a_raw_tunnel():
@@ -201,7 +245,7 @@ def test_passes_but_opens_a_raw_tunnel():
         s.recv(200)
         s.sendall(b"\\x00\\x01 not http")
         s.recv(200)
-'''
+"""
 
 
 def test_a_passing_run_fails_when_the_replay_refused_a_connection(project, http_upstream):
@@ -211,8 +255,7 @@ def test_a_passing_run_fails_when_the_replay_refused_a_connection(project, http_
     cassettes.mkdir()
     project.makepyfile(test_tunnel=TUNNEL)
     before = http_upstream.state.connections
-    result = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
-                 "test_tunnel.py")
+    result = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "test_tunnel.py")
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["cassette summary: *, 1 upstream connections refused (replay)"])
@@ -224,43 +267,50 @@ def test_a_session_no_request_reached_warns_and_fails_on_ci(project, monkeypatch
     cassettes.mkdir()
     project.makepyfile(test_nothing="def test_no_llm_call():\n    assert True\n")
     monkeypatch.delenv("CI", raising=False)
-    quiet = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
-                "test_nothing.py")
+    quiet = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "test_nothing.py")
     assert quiet.ret == pytest.ExitCode.OK
     quiet.stdout.fnmatch_lines(["cassette: warning: no request reached the proxy*"])
     monkeypatch.setenv("CI", "true")
-    on_ci = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}",
-                "test_nothing.py")
+    on_ci = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "test_nothing.py")
     on_ci.assert_outcomes(passed=1)
     assert on_ci.ret == pytest.ExitCode.TESTS_FAILED
 
 
-PAIR = ASK + '''
+PAIR = (
+    ASK
+    + """
 def test_one():
     assert ask("one").startswith("Answer")
 
 def test_two():
     assert ask("two").startswith("Answer")
-'''
+"""
+)
 
 
-def test_refresh_of_one_old_test_rewrites_only_its_own_cassette(pytester, http_upstream,
-                                                                 monkeypatch):
+def test_refresh_of_one_old_test_rewrites_only_its_own_cassette(
+    pytester, http_upstream, monkeypatch
+):
     """pytest --cassette-mode=refresh -k NAME: the test's recording is forwarded and rewritten
     in its own file; the other test's file is not touched."""
     monkeypatch.setenv("FAKE_UPSTREAM", http_upstream.base_url)
     pytester.makepyfile(test_pair=PAIR)
     cassettes = pytester.path / "cassettes"
-    run(pytester, "--cassette-mode=record", f"--cassette-dir={cassettes}").assert_outcomes(
-        passed=2)
+    run(pytester, "--cassette-mode=record", f"--cassette-dir={cassettes}").assert_outcomes(passed=2)
     files = {p.relative_to(cassettes).parts[1]: p for p in iter_cassette_files(cassettes)}
     for path in files.values():
         age_by(path, 40)
     untouched = files["test_pair.py__test_two"].read_bytes()
     hits = http_upstream.state.hits
 
-    result = run(pytester, "--cassette-mode=refresh", "--cassette-older-than=30d",
-                 f"--cassette-dir={cassettes}", "-k", "test_one")
+    result = run(
+        pytester,
+        "--cassette-mode=refresh",
+        "--cassette-older-than=30d",
+        f"--cassette-dir={cassettes}",
+        "-k",
+        "test_one",
+    )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["cassette summary: 0 hits, 1 recorded, 0 misses*"])
     assert http_upstream.state.hits == hits + 1
@@ -275,12 +325,22 @@ def test_summaries_of_xdist_workers_combine_into_one():
     recording is unused only if no worker used it."""
     from proxy_addon.summary import Summary
 
-    names = ("requests", "hits", "recorded", "misses", "abandoned", "write_errors",
-             "internal_errors", "refused_connections", "stale", "stale_refused")
-    one = Summary(**dict.fromkeys(names, 1), recordings=3, unused=["a.json", "b.json"],
-                  miss_messages=["m1"])
-    two = Summary(**dict.fromkeys(names, 2), recordings=3, unused=["b.json"],
-                  miss_messages=["m2"])
+    names = (
+        "requests",
+        "hits",
+        "recorded",
+        "misses",
+        "abandoned",
+        "write_errors",
+        "internal_errors",
+        "refused_connections",
+        "stale",
+        "stale_refused",
+    )
+    one = Summary(
+        **dict.fromkeys(names, 1), recordings=3, unused=["a.json", "b.json"], miss_messages=["m1"]
+    )
+    two = Summary(**dict.fromkeys(names, 2), recordings=3, unused=["b.json"], miss_messages=["m2"])
     total = Summary.combine([one, two])
     assert {name: getattr(total, name) for name in names} == dict.fromkeys(names, 3)
     assert (total.recordings, total.unused, total.miss_messages) == (3, ["b.json"], ["m1", "m2"])

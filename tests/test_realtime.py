@@ -13,9 +13,10 @@ import socket
 import ssl
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 import orjson
@@ -80,21 +81,31 @@ def ws_options(proxy: RunningProxy, tls: bool) -> dict[str, Any]:
 
 def user_item(words: str) -> dict[str, Any]:
     # a fresh client-made item id and event id each run: they must not count in matching
-    return {"type": "message", "role": "user", "id": f"item_{uuid.uuid4().hex[:12]}",
-            "content": [{"type": "input_text", "text": words}]}
+    return {
+        "type": "message",
+        "role": "user",
+        "id": f"item_{uuid.uuid4().hex[:12]}",
+        "content": [{"type": "input_text", "text": words}],
+    }
 
 
-def sync_conversation(proxy: RunningProxy, stand_in: RealtimeStandIn,
-                      turns: tuple[str, ...]) -> list[list[str]]:
+def sync_conversation(
+    proxy: RunningProxy, stand_in: RealtimeStandIn, turns: tuple[str, ...]
+) -> list[list[str]]:
     client = openai.OpenAI(api_key=FAKE_KEY, base_url=stand_in.base_url)
     deltas: list[list[str]] = []
-    with client.realtime.connect(model=MODEL, websocket_connection_options=ws_options(
-            proxy, stand_in.cert is not None)) as conn:
-        conn.session.update(session={"type": "realtime", "output_modalities": ["text"]},
-                            event_id=f"evt_{uuid.uuid4().hex}")
+    with client.realtime.connect(
+        model=MODEL, websocket_connection_options=ws_options(proxy, stand_in.cert is not None)
+    ) as conn:
+        conn.session.update(
+            session={"type": "realtime", "output_modalities": ["text"]},
+            event_id=f"evt_{uuid.uuid4().hex}",
+        )
         for words in turns:
-            conn.conversation.item.create(item=user_item(words),  # type: ignore[arg-type]
-                                          event_id=f"evt_{uuid.uuid4().hex}")
+            conn.conversation.item.create(
+                item=user_item(words),  # type: ignore[arg-type]
+                event_id=f"evt_{uuid.uuid4().hex}",
+            )
             conn.response.create()
             deltas.append([])
             for event in conn:
@@ -105,14 +116,16 @@ def sync_conversation(proxy: RunningProxy, stand_in: RealtimeStandIn,
     return deltas
 
 
-async def async_conversation(proxy: RunningProxy, stand_in: RealtimeStandIn,
-                             turns: tuple[str, ...]) -> list[Any]:
+async def async_conversation(
+    proxy: RunningProxy, stand_in: RealtimeStandIn, turns: tuple[str, ...]
+) -> list[Any]:
     """The deltas of each turn; an ``error`` event and the close that ends the connection
     early are returned in the list."""
     client = openai.AsyncOpenAI(api_key=FAKE_KEY, base_url=stand_in.base_url)
     got: list[Any] = []
-    async with client.realtime.connect(model=MODEL, websocket_connection_options=ws_options(
-            proxy, stand_in.cert is not None)) as conn:
+    async with client.realtime.connect(
+        model=MODEL, websocket_connection_options=ws_options(proxy, stand_in.cert is not None)
+    ) as conn:
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
         try:
             for words in turns:
@@ -146,12 +159,13 @@ async def binary_session(proxy: RunningProxy, stand_in: RealtimeStandIn) -> list
 
 def expected_deltas(turns: tuple[str, ...]) -> list[list[str]]:
     """What the stand-in says, cut in 5-character deltas (its own rule, not the proxy's)."""
-    return [[answer_for(w)[i:i + 5] for i in range(0, len(answer_for(w)), 5)] for w in turns]
+    return [[answer_for(w)[i : i + 5] for i in range(0, len(answer_for(w)), 5)] for w in turns]
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory, confdir: Path,
-             upstream_cert: tuple[Path, Path]) -> Iterator[Recorded]:
+def recorded(
+    tmp_path_factory: pytest.TempPathFactory, confdir: Path, upstream_cert: tuple[Path, Path]
+) -> Iterator[Recorded]:
     """Record, once for the module: the sync and the async SDK over wss (one handshake, two
     conversations), and a binary session over ws; then stop the stand-ins and watch their
     ports."""
@@ -160,8 +174,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, confdir: Path,
     proxy = start_proxy(cassettes, "record", confdir=confdir, options={"ssl_insecure": "true"})
     try:
         sync_deltas = sync_conversation(proxy, wss, SYNC_TURNS)
-        async_deltas = asyncio.run(asyncio.wait_for(
-            async_conversation(proxy, wss, ASYNC_TURNS), TIMEOUT))
+        async_deltas = asyncio.run(
+            asyncio.wait_for(async_conversation(proxy, wss, ASYNC_TURNS), TIMEOUT)
+        )
         binary_answers = asyncio.run(asyncio.wait_for(binary_session(proxy, ws), TIMEOUT))
     finally:
         proxy.stop()
@@ -202,7 +217,9 @@ def test_recording_holds_every_message_in_order_with_the_handshake_redacted(reco
         assert server[0]["type"] == "session.created"
         client = [m["data"] for m in messages if m["from"] == "client"]
         assert [c["type"] for c in client] == ["session.update"] + [
-            "conversation.item.create", "response.create"] * 2
+            "conversation.item.create",
+            "response.create",
+        ] * 2
         assert [c["item"]["content"][0]["text"] for c in client if "item" in c] == list(turns)
         times = [m["t"] for m in messages]
         assert times == sorted(times) and times[0] >= 0
@@ -210,33 +227,42 @@ def test_recording_holds_every_message_in_order_with_the_handshake_redacted(reco
         assert response["websocket"]["close"]["code"] == 1000
 
 
-def test_sdk_conversations_replay_identically_with_no_upstream_connection(recorded, proxies,
-                                                                         tmp_path):
+def test_sdk_conversations_replay_identically_with_no_upstream_connection(
+    recorded, proxies, tmp_path
+):
     summary_path = tmp_path / "summary.json"
     proxy = proxies(recorded.cassettes, "replay", cassette_summary=str(summary_path))
     # the async conversation first: the recording in turn (the sync one) sends the opening,
     # then the first user message leaves only the async recording
-    replayed_async = asyncio.run(asyncio.wait_for(
-        async_conversation(proxy, recorded.wss, ASYNC_TURNS), TIMEOUT))
+    replayed_async = asyncio.run(
+        asyncio.wait_for(async_conversation(proxy, recorded.wss, ASYNC_TURNS), TIMEOUT)
+    )
     replayed_sync = sync_conversation(proxy, recorded.wss, SYNC_TURNS)
     summary = summary_of(proxy, summary_path)
     assert replayed_async == expected_deltas(ASYNC_TURNS)
     assert replayed_sync == expected_deltas(SYNC_TURNS)
     assert [w.connections for w in recorded.watches] == [0, 0]
-    assert (summary.hits, summary.misses, summary.refused_connections,
-            summary.internal_errors) == (2, 0, 0, 0)
+    assert (summary.hits, summary.misses, summary.refused_connections, summary.internal_errors) == (
+        2,
+        0,
+        0,
+        0,
+    )
 
 
 def test_binary_frames_round_trip_byte_exact(recorded, proxies):
     assert recorded.binary_answers == [binary_answer(c) for c in CHUNKS] + [
-        "echo: plain text, not JSON"]
+        "echo: plain text, not JSON"
+    ]
     doc = orjson.loads(the_file(recorded.cassettes, recorded.ws).read_bytes())
     messages = doc["responses"][0]["websocket"]["messages"]
-    assert [base64.b64decode(m["base64"]) for m in messages if m["from"] == "client"
-            and "base64" in m] == list(CHUNKS)
+    assert [
+        base64.b64decode(m["base64"]) for m in messages if m["from"] == "client" and "base64" in m
+    ] == list(CHUNKS)
     assert messages[-2:] == [
         {"t": messages[-2]["t"], "from": "client", "text": "plain text, not JSON"},
-        {"t": messages[-1]["t"], "from": "server", "text": "echo: plain text, not JSON"}]
+        {"t": messages[-1]["t"], "from": "server", "text": "echo: plain text, not JSON"},
+    ]
     proxy = proxies(recorded.cassettes, "replay")
     answers = asyncio.run(asyncio.wait_for(binary_session(proxy, recorded.ws), TIMEOUT))
     proxy.stop()
@@ -278,9 +304,12 @@ def test_misses_never_hang_they_get_an_error_event_and_a_close(recorded, proxies
 
     async def run_all() -> tuple[Any, ...]:
         changed = await async_conversation(proxy, recorded.wss, ("Tell me a poem",))
-        return (changed, await one_more_turn(proxy, recorded.wss),
-                await wait_for_more(proxy, recorded.ws),
-                await unknown_handshake(proxy, recorded.ws))
+        return (
+            changed,
+            await one_more_turn(proxy, recorded.wss),
+            await wait_for_more(proxy, recorded.ws),
+            await unknown_handshake(proxy, recorded.ws),
+        )
 
     changed, extra, waited, unknown = asyncio.run(asyncio.wait_for(run_all(), TIMEOUT))
     summary = summary_of(proxy, summary_path)
@@ -313,10 +342,12 @@ def test_cassette_commands_read_a_websocket_recording(recorded, tmp_path):
     text = run_cli("text", str(path)).output
     conversation = []
     for turns in (SYNC_TURNS, ASYNC_TURNS):
-        conversation += [line for w in turns for line in (f"[user] {w}",
-                                                          f"[assistant] {answer_for(w)}")]
-    assert [line for line in text.splitlines()
-            if line.startswith(("[user] ", "[assistant] "))] == conversation
+        conversation += [
+            line for w in turns for line in (f"[user] {w}", f"[assistant] {answer_for(w)}")
+        ]
+    assert [
+        line for line in text.splitlines() if line.startswith(("[user] ", "[assistant] "))
+    ] == conversation
     rows = orjson.loads(run_cli("ls", "--dir", str(recorded.cassettes), "--json").output)
     row = next(r for r in rows if r["file"].startswith(f"127.0.0.1_{recorded.wss.port}/"))
     assert row["stream"] == f"ws, {len(doc['responses'][0]['websocket']['messages'])} messages"
@@ -325,31 +356,41 @@ def test_cassette_commands_read_a_websocket_recording(recorded, tmp_path):
     assert "client -> " in shown and "server <- " in shown and "close +" in shown
     assert run_cli("verify", "--dir", str(recorded.cassettes)).exit_code == 0
     changed = tmp_path / "changed.json"
-    first_user = next(m for m in doc["responses"][0]["websocket"]["messages"]
-                      if m["from"] == "client" and "item" in m["data"])
+    first_user = next(
+        m
+        for m in doc["responses"][0]["websocket"]["messages"]
+        if m["from"] == "client" and "item" in m["data"]
+    )
     first_user["data"]["item"]["content"][0]["text"] = "changed"
     changed.write_bytes(orjson.dumps(doc))
     diff = run_cli("diff", str(path), str(changed), "--json")
     assert diff.exit_code == 1
     index = doc["responses"][0]["websocket"]["messages"].index(first_user)
     assert orjson.loads(diff.output)["responses"] == [
-        f"responses[0].websocket.messages[{index}].data.item.content[0].text"]
+        f"responses[0].websocket.messages[{index}].data.item.content[0].text"
+    ]
     # what the user saw: a conversation left open, with one server message type fewer
     reshaped = orjson.loads(path.read_bytes())
     conversation = reshaped["responses"][0]["websocket"]
     close = conversation.pop("close")
-    dropped = next(m for m in conversation["messages"]
-                   if m["from"] == "server" and m["data"].get("type") == "response.done")
+    dropped = next(
+        m
+        for m in conversation["messages"]
+        if m["from"] == "server" and m["data"].get("type") == "response.done"
+    )
     conversation["messages"].remove(dropped)
     changed.write_bytes(orjson.dumps(reshaped))
     shape = orjson.loads(run_cli("diff", str(path), str(changed), "--json").output)["shape"]
-    assert f"response 1: stream end: closed by the {close['from']} ({close['code']}) → still " \
-           "open when recorded" in shape, shape
+    assert (
+        f"response 1: stream end: closed by the {close['from']} ({close['code']}) → still "
+        "open when recorded" in shape
+    ), shape
     assert any(line.startswith("response 1: event sequence: ") for line in shape), shape
 
 
 def test_auto_records_a_new_handshake_and_replays_a_known_one_passthrough_records_none(
-        recorded, proxies, tmp_path):
+    recorded, proxies, tmp_path
+):
     cassettes = tmp_path / "cassettes"
     shutil.copytree(recorded.cassettes, cassettes)
     before = sorted(cassettes.rglob("*.json"))
@@ -378,9 +419,13 @@ def test_a_fault_while_recording_a_websocket_costs_only_its_cassette(proxies, tm
     live conversation goes on untouched, nothing half-recorded is written, and it is counted."""
     cassettes, summary_path = tmp_path / "cassettes", tmp_path / "summary.json"
     stand_in = RealtimeStandIn().start()
-    proxy = proxies(cassettes, "record", extra_scripts=(FAULTS,),
-                    fault_hooks="cassette_websockethooks.websocket_message",
-                    cassette_summary=str(summary_path))
+    proxy = proxies(
+        cassettes,
+        "record",
+        extra_scripts=(FAULTS,),
+        fault_hooks="cassette_websockethooks.websocket_message",
+        cassette_summary=str(summary_path),
+    )
 
     async def session() -> list[Any]:
         url = stand_in.ws_url.replace("/v1/", "/fault/v1/")

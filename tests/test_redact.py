@@ -35,9 +35,15 @@ from proxy_addon.redaction.secret_rules import (
     credential_values,
     env_values,
 )
+from tests.keys import key_of, recorded_key
 
-ENV = {"ACME_API_KEY": "fake-env-acme-4411", "HF_TOKEN": "fake-env-hf-5522", "HOME": "/root",
-       "SHORT_TOKEN": "abc", "PATH": "/usr/bin"}
+ENV = {
+    "ACME_API_KEY": "fake-env-acme-4411",
+    "HF_TOKEN": "fake-env-hf-5522",
+    "HOME": "/root",
+    "SHORT_TOKEN": "abc",
+    "PATH": "/usr/bin",
+}
 RULES = Secrets.from_settings(["team_ref", "meta.owner"], ["X-Team-Token"], ENV)
 
 PLANTED = {
@@ -57,7 +63,6 @@ PLANTED = {
     "shape": "sk-test-shape-0014-abcdefghij",
     "llama-call-args": "fake-callargs-0015",
 }
-from tests.keys import key_of, recorded_key
 
 
 def planted_recording() -> Recording:
@@ -65,35 +70,83 @@ def planted_recording() -> Recording:
     b64 = base64.b64encode(p["x-api-key"].encode()).decode()
     return Recording(
         request=RecordedRequest(
-            "POST", f"https://me:{p['userinfo']}@api.example/v1/chat?key={p['query']}&alt=sse",
-            {"authorization": f"Bearer {p['bearer']}", "content-type": "application/json",
-             "x-api-key": p["x-api-key"], "x-team-token": p["team-header"]},
-            Body("json", {"model": "m",
-                          "auth": {"client_secret": p["nested-client-secret"]},
-                          "credentials": [{"password": p["nested-password"]}],
-                          "meta": {"owner": p["by-path"], "trace": "t-1"},
-                          "team_ref": p["custom-field"],
-                          "messages": [{"role": "user", "content":
-                                        f"say {ENV['ACME_API_KEY']}, {b64} and {p['shape']}"}]})),
+            "POST",
+            f"https://me:{p['userinfo']}@api.example/v1/chat?key={p['query']}&alt=sse",
+            {
+                "authorization": f"Bearer {p['bearer']}",
+                "content-type": "application/json",
+                "x-api-key": p["x-api-key"],
+                "x-team-token": p["team-header"],
+            },
+            Body(
+                "json",
+                {
+                    "model": "m",
+                    "auth": {"client_secret": p["nested-client-secret"]},
+                    "credentials": [{"password": p["nested-password"]}],
+                    "meta": {"owner": p["by-path"], "trace": "t-1"},
+                    "team_ref": p["custom-field"],
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": f"say {ENV['ACME_API_KEY']}, {b64} and {p['shape']}",
+                        }
+                    ],
+                },
+            ),
+        ),
         responses=[
-            RecordedResponse(200, [["content-type", "application/json"],
-                                   ["set-cookie", f"s={p['set-cookie']}; Path=/; Expires=Wed, "
-                                                  "21 Oct 2026 07:28:00 GMT"]],
-                             body=Body("json", {"data": [{"access_token": p["resp-access"]}],
-                                                "echo": f"got {p['bearer']} and {p['query']}"})),
-            RecordedResponse(200, [["content-type", "text/event-stream"]], stream=Stream("sse", [
-                Event(data=Unparsed(orjson.dumps({"echo": p["x-api-key"]}).decode())),
-                Event(data=Unparsed('{"choices":[{"delta":{"content":"hi"}}]}')),
-                Event(data="[DONE]", comments=[f"seen {p['team-header']}"],
-                      id=f"id-{quote(p['userinfo'])}")])),
-            RecordedResponse(200, [["content-type", "application/x-www-form-urlencoded"]],
-                             body=Body("text", f"refresh_token={p['form-refresh']}&scope=a")),
-            RecordedResponse(200, [["content-type", "application/json"]], body=Body("multipart", [
-                {"name": "api_key", "value": p["multipart"]},
-                {"name": "file", "filename": "f", "size": 1, "sha256": "00"}])),
+            RecordedResponse(
+                200,
+                [
+                    ["content-type", "application/json"],
+                    [
+                        "set-cookie",
+                        f"s={p['set-cookie']}; Path=/; Expires=Wed, 21 Oct 2026 07:28:00 GMT",
+                    ],
+                ],
+                body=Body(
+                    "json",
+                    {
+                        "data": [{"access_token": p["resp-access"]}],
+                        "echo": f"got {p['bearer']} and {p['query']}",
+                    },
+                ),
+            ),
+            RecordedResponse(
+                200,
+                [["content-type", "text/event-stream"]],
+                stream=Stream(
+                    "sse",
+                    [
+                        Event(data=Unparsed(orjson.dumps({"echo": p["x-api-key"]}).decode())),
+                        Event(data=Unparsed('{"choices":[{"delta":{"content":"hi"}}]}')),
+                        Event(
+                            data="[DONE]",
+                            comments=[f"seen {p['team-header']}"],
+                            id=f"id-{quote(p['userinfo'])}",
+                        ),
+                    ],
+                ),
+            ),
+            RecordedResponse(
+                200,
+                [["content-type", "application/x-www-form-urlencoded"]],
+                body=Body("text", f"refresh_token={p['form-refresh']}&scope=a"),
+            ),
+            RecordedResponse(
+                200,
+                [["content-type", "application/json"]],
+                body=Body(
+                    "multipart",
+                    [
+                        {"name": "api_key", "value": p["multipart"]},
+                        {"name": "file", "filename": "f", "size": 1, "sha256": "00"},
+                    ],
+                ),
+            ),
         ],
-        llama_stack={"request": {"call_args": {"extra_body": {
-            "api_key": p["llama-call-args"]}}}},
+        llama_stack={"request": {"call_args": {"extra_body": {"api_key": p["llama-call-args"]}}}},
     )
 
 
@@ -132,8 +185,9 @@ def test_every_layer_replaces_its_secrets_everywhere_and_names_where():
     assert doc["request"]["url"] == "https://api.example/v1/chat?key=<redacted>&alt=sse"
     assert doc["request"]["body"]["meta"] == {"owner": REDACTED, "trace": "t-1"}
     assert doc["responses"][1]["stream"]["events"][0]["data"] == {"echo": REDACTED}
-    assert doc["responses"][1]["stream"]["events"][1]["data"]["choices"][0]["delta"] == \
-        {"content": "hi"}
+    assert doc["responses"][1]["stream"]["events"][1]["data"]["choices"][0]["delta"] == {
+        "content": "hi"
+    }
     assert doc["responses"][2]["body_text"] == "refresh_token=<redacted>&scope=a"
     assert "Bearer" not in doc["request"]["headers"]["authorization"]
     assert all(" | " not in f.what and "fake-" not in f.what for f in findings)  # no secret shown
@@ -143,29 +197,44 @@ def test_scrubbing_twice_changes_nothing_and_a_clean_recording_is_returned_as_it
     out, _ = redact.scrub(planted_recording(), RULES)
     again, findings = redact.scrub(out, RULES)
     assert findings == [] and again is out
-    clean = Recording(RecordedRequest("GET", "https://api.example/v1/models", {}),
-                      [RecordedResponse(200, [["content-type", "application/json"]],
-                                        body=Body("json", {"data": []}))])
+    clean = Recording(
+        RecordedRequest("GET", "https://api.example/v1/models", {}),
+        [
+            RecordedResponse(
+                200, [["content-type", "application/json"]], body=Body("json", {"data": []})
+            )
+        ],
+    )
     assert redact.scrub(clean, RULES) == (clean, [])
-
 
 
 def test_a_websocket_conversations_messages_and_close_reason_are_scrubbed_by_path():
     key = "fake-ws-session-0016"
     socket = WebSocketConversation(
-        [WebSocketMessage("client", Body("json", {"type": "session.update",
-                                                  "session": {"client_secret": key}}), 0.0),
-         WebSocketMessage("server", Body("text", f"echo: {key} and sk-test-wsshape-0017abcdefgh"),
-                          0.1),
-         WebSocketMessage("client", Body("base64", base64.b64encode(b"\x00\x01").decode()), 0.2)],
-        WebSocketClose("server", 1008, f"bad key {key}", 0.3))
-    rec = Recording(RecordedRequest("GET", "wss://api.example/v1/realtime", {}),
-                    [RecordedResponse(101, [], websocket=socket)])
+        [
+            WebSocketMessage(
+                "client",
+                Body("json", {"type": "session.update", "session": {"client_secret": key}}),
+                0.0,
+            ),
+            WebSocketMessage(
+                "server", Body("text", f"echo: {key} and sk-test-wsshape-0017abcdefgh"), 0.1
+            ),
+            WebSocketMessage("client", Body("base64", base64.b64encode(b"\x00\x01").decode()), 0.2),
+        ],
+        WebSocketClose("server", 1008, f"bad key {key}", 0.3),
+    )
+    rec = Recording(
+        RecordedRequest("GET", "wss://api.example/v1/realtime", {}),
+        [RecordedResponse(101, [], websocket=socket)],
+    )
     out, findings = redact.scrub(rec, RULES)
     where = {f.path for f in findings}
-    assert where == {"responses[0].websocket.messages[0].data.session.client_secret",
-                     "responses[0].websocket.messages[1].text",
-                     "responses[0].websocket.close.reason"}, where
+    assert where == {
+        "responses[0].websocket.messages[0].data.session.client_secret",
+        "responses[0].websocket.messages[1].text",
+        "responses[0].websocket.close.reason",
+    }, where
     raw = cassette.dumps(out)
     assert key.encode() not in raw and b"wsshape" not in raw
     scrubbed = out.responses[0].websocket
@@ -174,49 +243,78 @@ def test_a_websocket_conversations_messages_and_close_reason_are_scrubbed_by_pat
     assert scrubbed.messages[2] is socket.messages[2]  # binary: left as it is
     assert scrubbed.close.reason == f"bad key {REDACTED}" and scrubbed.close.code == 1008
 
+
 ORDINARY = {
-    "id": "chatcmpl-9xK2mQpL7vR4tY8wZ1aB3cD5eF6gH", "tool_call": "call_abc123XYZ789def456GHI",
-    "resp": "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452e3d4ea", "uuid":
-    "123e4567-e89b-12d3-a456-426614174000", "model": "gpt-4o-mini-2024-07-18",
+    "id": "chatcmpl-9xK2mQpL7vR4tY8wZ1aB3cD5eF6gH",
+    "tool_call": "call_abc123XYZ789def456GHI",
+    "resp": "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452e3d4ea",
+    "uuid": "123e4567-e89b-12d3-a456-426614174000",
+    "model": "gpt-4o-mini-2024-07-18",
     "sha": "3f2a9c1d7e4b8a6f0c5d2e1b9a7c4f3e8d6b5a2c1f0e9d8c7b6a5f4e3d2c1b0a",
     "text": "The Bearer of bad news asked a task-force-of-experts about skeletons.",
-    "logprobs": [{"token": "Hello", "logprob": -0.1}], "max_tokens": 256, "key": "colour",
+    "logprobs": [{"token": "Hello", "logprob": -0.1}],
+    "max_tokens": 256,
+    "key": "colour",
     "schema": {"properties": {"password": {"type": "string"}, "api_key": {"type": "string"}}},
-    "empty_secret": "", "not_a_string": {"secret": 12345678},
+    "empty_secret": "",
+    "not_a_string": {"secret": 12345678},
 }
 
 
 def test_ordinary_ids_words_and_schemas_are_left_alone():
-    rec = Recording(RecordedRequest("POST", "https://api.example/v1/x?alt=sse",
-                                    {"content-type": "application/json"},
-                                    Body("json", ORDINARY)),
-                    [RecordedResponse(200, [["x-request-id", "req_8f7e6d5c4b3a29181716"]],
-                                      body=Body("json", ORDINARY))])
+    rec = Recording(
+        RecordedRequest(
+            "POST",
+            "https://api.example/v1/x?alt=sse",
+            {"content-type": "application/json"},
+            Body("json", ORDINARY),
+        ),
+        [
+            RecordedResponse(
+                200, [["x-request-id", "req_8f7e6d5c4b3a29181716"]], body=Body("json", ORDINARY)
+            )
+        ],
+    )
     out, findings = redact.scrub(rec, RULES)
     assert findings == [] and out is rec
 
 
 def test_known_values_come_from_credential_variables_and_auth_headers():
-    assert env_values(ENV) == {"fake-env-acme-4411": "$ACME_API_KEY",
-                               "fake-env-hf-5522": "$HF_TOKEN"}  # SHORT_TOKEN: too short
+    assert env_values(ENV) == {
+        "fake-env-acme-4411": "$ACME_API_KEY",
+        "fake-env-hf-5522": "$HF_TOKEN",
+    }  # SHORT_TOKEN: too short
     basic = base64.b64encode(b"me:fake-basic-pw-77").decode()
     assert credential_values(f"Basic {basic}", "authorization") == [basic, "fake-basic-pw-77"]
     assert credential_values("Bearer fake-bearer-0001", "authorization") == ["fake-bearer-0001"]
     assert credential_values("a=1; sid=fake-sid-12345678", "cookie") == ["1", "fake-sid-12345678"]
-    assert credential_values("sid=fake-sid-1; Expires=Wed, 21 Oct 2026", "set-cookie") == \
-        ["fake-sid-1"]
+    assert credential_values("sid=fake-sid-1; Expires=Wed, 21 Oct 2026", "set-cookie") == [
+        "fake-sid-1"
+    ]
 
 
 LIVE_BODIES = [
     ("application/json", {"model": "m", "auth": {"client_secret": "fake-live-cs-1"}}),
-    ("application/json", {"model": "m", "messages": [{"content": "use sk-test-live-abcdefghijklmnop"}]}),
+    (
+        "application/json",
+        {"model": "m", "messages": [{"content": "use sk-test-live-abcdefghijklmnop"}]},
+    ),
     ("application/json", {"model": "m", "messages": [{"content": "env fake-env-acme-4411"}]}),
     ("application/json", {"model": "m", "messages": [{"content": "echo fake-bearer-0001"}]}),
-    ("application/json", {"model": "m", "messages": [{"content": base64.b64encode(
-        b"fake-bearer-0001").decode()}], "meta": {"owner": "fake-live-owner"}}),
+    (
+        "application/json",
+        {
+            "model": "m",
+            "messages": [{"content": base64.b64encode(b"fake-bearer-0001").decode()}],
+            "meta": {"owner": "fake-live-owner"},
+        },
+    ),
     ("application/x-www-form-urlencoded", "client_secret=fake-live-cs-2&q=fake-env-acme-4411"),
     ("text/plain", "a plain body with fake-bearer-0001 and sk-test-live-abcdefghijklmnop in it"),
-    ("application/json", {"model": "m", "messages": [{"content": "the ?key= was fake-live-key-1"}]}),
+    (
+        "application/json",
+        {"model": "m", "messages": [{"content": "the ?key= was fake-live-key-1"}]},
+    ),
 ]
 
 
@@ -227,58 +325,108 @@ def test_a_scrubbed_recording_matches_the_live_request_it_came_from(content_type
     raw = orjson.dumps(body) if isinstance(body, dict) else body.encode()
     flow_rules = RULES.with_values(exchange.header_values(headers, RULES))
     live = key_of("POST", url, content_type, raw, (), flow_rules)
-    stored, _ = redact.scrub(Recording(exchange.recorded_request("POST", url, headers, raw,
-                                                               flow_rules),
-                                         [RecordedResponse(200)]), flow_rules)
+    stored, _ = redact.scrub(
+        Recording(
+            exchange.recorded_request("POST", url, headers, raw, flow_rules),
+            [RecordedResponse(200)],
+        ),
+        flow_rules,
+    )
     assert b"fake-" not in cassette.dumps(stored) and b"sk-test-live" not in cassette.dumps(stored)
     on_disk = cassette.from_dict(orjson.loads(cassette.dumps(stored)))
     assert recorded_key(on_disk.request, (), RULES).key() == live.key()
     # the same request made without the key (in CI) or with another one still matches, but
     # for a body that quotes the URL's key: with another key it is another request
     other = raw.replace(b"fake-live-cs-1", b"another-value").replace(b"fake-live-owner", b"x")
-    again = key_of("POST", url.replace("fake-live-key-1", "ci"), content_type,
-                                  other, (), flow_rules)
+    again = key_of(
+        "POST", url.replace("fake-live-key-1", "ci"), content_type, other, (), flow_rules
+    )
     assert (again.key() == live.key()) is (b"fake-live-key-1" not in raw)
 
 
 def test_log_lines_lose_query_values_header_values_and_shapes():
-    line = ("127.0.0.1:5: Bad HTTP request line: b'GET http://h/v1?key=fake-query-0005&x=1 "
-            "HTTP/1.1 junk\\r\\nAuthorization: Bearer fake-bearer-0001\\r\\nX-Api-Key: "
-            "fake-xapikey-0002\\r\\nsk-test-shape-0014-abcdefghij fake-env-acme-4411'")
+    line = (
+        "127.0.0.1:5: Bad HTTP request line: b'GET http://h/v1?key=fake-query-0005&x=1 "
+        "HTTP/1.1 junk\\r\\nAuthorization: Bearer fake-bearer-0001\\r\\nX-Api-Key: "
+        "fake-xapikey-0002\\r\\nsk-test-shape-0014-abcdefghij fake-env-acme-4411'"
+    )
     shown = RULES.replace_in_log(line)
-    for secret in ("fake-query-0005", "fake-bearer-0001", "fake-xapikey-0002", "sk-test-shape",
-                   "fake-env-acme-4411"):
+    for secret in (
+        "fake-query-0005",
+        "fake-bearer-0001",
+        "fake-xapikey-0002",
+        "sk-test-shape",
+        "fake-env-acme-4411",
+    ):
         assert secret not in shown
     assert "?key=<redacted>&x=1" in shown and "Authorization: Bearer <redacted>" in shown
-    assert RULES.replace_in_log("cassette summary: 1 hits, 0 misses") == \
-        "cassette summary: 1 hits, 0 misses"
-    quoted = r'body: {\"client_secret\": \"plainsecretvalue123\"}'  # JSON inside a repr
-    assert RULES.replace_in_log(quoted) == rf'body: {{\"client_secret\": \"{REDACTED}\"}}'
+    assert (
+        RULES.replace_in_log("cassette summary: 1 hits, 0 misses")
+        == "cassette summary: 1 hits, 0 misses"
+    )
+    quoted = r"body: {\"client_secret\": \"plainsecretvalue123\"}"  # JSON inside a repr
+    assert RULES.replace_in_log(quoted) == rf"body: {{\"client_secret\": \"{REDACTED}\"}}"
 
 
 def test_a_live_requests_own_secrets_come_from_its_headers_and_its_query():
     """What a flow knows besides the rules: the key after Bearer, a secret query parameter's
     value (Azure's ``?api-key=`` on a Realtime URL); ordinary parameters are no secret."""
-    own = exchange.own_secrets([("Authorization", "Bearer fake-bearer-7001"),
-                                ("Content-Type", "application/json")],
-                               "api-version=2025-04-01&api-key=fake-azure-7002&deployment=gpt",
-                               RULES)
+    own = exchange.own_secrets(
+        [("Authorization", "Bearer fake-bearer-7001"), ("Content-Type", "application/json")],
+        "api-version=2025-04-01&api-key=fake-azure-7002&deployment=gpt",
+        RULES,
+    )
     assert sorted(own) == ["fake-azure-7002", "fake-bearer-7001"]
 
 
-NAMES = st.sampled_from(["api_key", "apiKey", "API-KEY", "_api_key", "password_", "api_\u212aey",
-                         "client_secret", "clientSecret",
-                         "Authorization", "x-api-key", "team_ref", "password", "role",
-                         "content", "token", "key", "secrets", "passwords"])
-STRINGS = st.one_of(st.text(max_size=12), st.sampled_from([
-    "fake-env-acme-4411", "xx fake-env-hf-5522 yy", "sk-test-abcdefghijklmnopq",
-    "line\nsk-test-abcdefghijklmnopq", "Bearer\tabcdefghijklmnopqrstu",
-    "Bearer abcdefghijklmnopqrstu", base64.b64encode(b"fake-env-acme-4411").decode(),
-    "AIza" + "x" * 35, "ghp_" + "a" * 36, "AKIAABCDEFGHIJKLMNOP", "hello world"]))
-JSON = st.recursive(st.one_of(STRINGS, st.integers(-2**63, 2**63 - 1), st.none()),
-                    lambda inner: st.lists(inner, max_size=3) |
-                    st.dictionaries(st.one_of(NAMES, st.text(max_size=5)), inner, max_size=3),
-                    max_leaves=12)
+NAMES = st.sampled_from(
+    [
+        "api_key",
+        "apiKey",
+        "API-KEY",
+        "_api_key",
+        "password_",
+        "api_\u212aey",
+        "client_secret",
+        "clientSecret",
+        "Authorization",
+        "x-api-key",
+        "team_ref",
+        "password",
+        "role",
+        "content",
+        "token",
+        "key",
+        "secrets",
+        "passwords",
+    ]
+)
+STRINGS = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "fake-env-acme-4411",
+            "xx fake-env-hf-5522 yy",
+            "sk-test-abcdefghijklmnopq",
+            "line\nsk-test-abcdefghijklmnopq",
+            "Bearer\tabcdefghijklmnopqrstu",
+            "Bearer abcdefghijklmnopqrstu",
+            base64.b64encode(b"fake-env-acme-4411").decode(),
+            "AIza" + "x" * 35,
+            "ghp_" + "a" * 36,
+            "AKIAABCDEFGHIJKLMNOP",
+            "hello world",
+        ]
+    ),
+)
+JSON = st.recursive(
+    st.one_of(STRINGS, st.integers(-(2**63), 2**63 - 1), st.none()),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.one_of(NAMES, st.text(max_size=5)), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -293,32 +441,45 @@ def test_the_one_scan_says_yes_whenever_matching_would_change_the_body(value):
 
 def test_a_key_or_value_written_with_json_escapes_is_still_found():
     """The one-scan shortcut reads raw bytes; a JSON escape must send the body to the walk."""
-    escaped_key = key_of("POST", "https://h/v1/x", "application/json",
-                                        b'{"api\\u005fkey":"plainsecretvalue123","m":1}')
+    escaped_key = key_of(
+        "POST",
+        "https://h/v1/x",
+        "application/json",
+        b'{"api\\u005fkey":"plainsecretvalue123","m":1}',
+    )
     assert escaped_key.body == {"m": 1}
     rules = Secrets.from_settings([], [], {"ACME_API_KEY": "abc/defghijkl"})
-    escaped_value = key_of("POST", "https://h/v1/x", "application/json",
-                                          b'{"q":"say abc\\/defghijkl"}', secrets=rules)
+    escaped_value = key_of(
+        "POST", "https://h/v1/x", "application/json", b'{"q":"say abc\\/defghijkl"}', secrets=rules
+    )
     assert escaped_value.body == {"q": f"say {REDACTED}"}
-    assert RULES.replace_in_log('{"api_key": "plainsecretvalue123"}') == \
-        f'{{"api_key": "{REDACTED}"}}'
+    assert (
+        RULES.replace_in_log('{"api_key": "plainsecretvalue123"}') == f'{{"api_key": "{REDACTED}"}}'
+    )
     # escaped non-ASCII text (json.dumps's default) holds no key or shape: no walk for it ...
     assert not RULES.might_hold(b'{"messages": [{"content": "caf\\u00e9 \\u4f60\\u597d"}]}')
     # ... and a known value written so is still found, whichever case its hex digits take
     umlaut = Secrets.from_settings([], [], {"ACME_API_KEY": "p\u00e4sswort-geheim-1"})
     for body in (b'{"q": "p\\u00e4sswort-geheim-1"}', b'{"q": "p\\u00E4sswort-geheim-1"}'):
-        assert key_of("POST", "https://h/v1/x", "application/json", body,
-                                     secrets=umlaut).body == {"q": REDACTED}, body
+        assert key_of("POST", "https://h/v1/x", "application/json", body, secrets=umlaut).body == {
+            "q": REDACTED
+        }, body
 
 
 def test_a_header_value_that_is_not_utf8_is_found_and_replaced_everywhere():
     """mitmproxy hands such bytes over as surrogate escapes; they are a value like any other."""
     value = b"fake-latin1-\xe9\xff-1023".decode("utf-8", "surrogateescape")
     rules = RULES.with_values(exchange.header_values([("api-key", value)], RULES))
-    rec = Recording(RecordedRequest("POST", "https://h/v1/x", {"api-key": value},
-                                    Body("json", {"echo": f"got {value}"})),
-                    [RecordedResponse(200, [["content-type", "application/json"]],
-                                      body=Body("json", {"echo": value}))])
+    rec = Recording(
+        RecordedRequest(
+            "POST", "https://h/v1/x", {"api-key": value}, Body("json", {"echo": f"got {value}"})
+        ),
+        [
+            RecordedResponse(
+                200, [["content-type", "application/json"]], body=Body("json", {"echo": value})
+            )
+        ],
+    )
     scrubbed, findings = redact.scrub(rec, rules)
     assert "fake-latin1" not in repr(scrubbed) and findings
     assert rules.might_hold(b"raw fake-latin1-\xe9\xff-1023 bytes")  # as on the wire
@@ -332,17 +493,27 @@ def test_a_shape_after_an_escape_a_key_with_edge_separators_and_an_encoded_shape
     key = "sk-abcdefghijklmnopqrstu1"
     url = "https://h/v1/x?auth=Bearer%20abcdefghijklmnopqrst"
     body = {"t": f"x\n{key}", "_api_key": "hunter2hunter2", "u": "a/b"}
-    rec = Recording(RecordedRequest("POST", url, {"content-type": "application/json"},
-                                    Body("json", body)),
-                    [RecordedResponse(200, [["content-type", "text/event-stream"]],
-                                      stream=Stream("sse", [Event(data=Unparsed(
-                                          orjson.dumps({"c": f"\n{key}"}).decode()))]))])
+    rec = Recording(
+        RecordedRequest("POST", url, {"content-type": "application/json"}, Body("json", body)),
+        [
+            RecordedResponse(
+                200,
+                [["content-type", "text/event-stream"]],
+                stream=Stream(
+                    "sse", [Event(data=Unparsed(orjson.dumps({"c": f"\n{key}"}).decode()))]
+                ),
+            )
+        ],
+    )
     scrubbed, findings = redact.scrub(rec, Secrets())
     shown = repr(scrubbed)
     assert key not in shown and "hunter2hunter2" not in shown
     assert "abcdefghijklmnopqrst" not in shown
     assert len(findings) == 4
-    live = key_of("POST", url, "application/json",
-                                 b'{"t": "x\\n' + key.encode() + b'", "_api_key": '
-                                 b'"hunter2hunter2", "u": "a\\/b"}')
+    live = key_of(
+        "POST",
+        url,
+        "application/json",
+        b'{"t": "x\\n' + key.encode() + b'", "_api_key": "hunter2hunter2", "u": "a\\/b"}',
+    )
     assert live == recorded_key(scrubbed.request)

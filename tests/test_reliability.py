@@ -38,8 +38,9 @@ from tests.upstream import read_big_stream
 
 
 def _verify(directory: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CASSETTE, "verify", "--dir", str(directory)], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [CASSETTE, "verify", "--dir", str(directory)], capture_output=True, text=True, timeout=60
+    )
 
 
 # -- load ---------------------------------------------------------------------------------------
@@ -63,11 +64,15 @@ def test_72_concurrent_streams_record_then_replay_exactly(tmp_path, http_upstrea
         def run(i: int) -> None:
             try:
                 start.wait()
-                results[i] = "".join(c.choices[0].delta.content or "" for c in
-                                     client.chat.completions.create(
-                                         model="gpt-4o", stream=True,
-                                         messages=[{"role": "user", "content": prompts[i]}]))
-            except BaseException as e:  # reported below
+                results[i] = "".join(
+                    c.choices[0].delta.content or ""
+                    for c in client.chat.completions.create(
+                        model="gpt-4o",
+                        stream=True,
+                        messages=[{"role": "user", "content": prompts[i]}],
+                    )
+                )
+            except BaseException as e:  # noqa: BLE001 - any failure of a thread is reported below
                 errors.append(e)
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
@@ -93,14 +98,14 @@ def test_72_concurrent_streams_record_then_replay_exactly(tmp_path, http_upstrea
     replayed = wave(replay)
     assert replayed[:60] == recorded[:60]
     for k in range(4):  # in flight together, they share out the three recorded answers
-        assert sorted(r for r, p in zip(replayed, prompts) if p == f"repeat {k}") == \
-            sorted(r for r, p in zip(recorded, prompts) if p == f"repeat {k}")
+        assert sorted(r for r, p in zip(replayed, prompts) if p == f"repeat {k}") == sorted(
+            r for r, p in zip(recorded, prompts) if p == f"repeat {k}"
+        )
     assert http_upstream.state.hits == hits
     assert "cassette summary: 72 hits, 0 recorded, 0 misses, 0 unused" in replay.stop()
 
 
-def test_identical_requests_in_flight_together_keep_their_order(tmp_path, http_upstream,
-                                                                proxies):
+def test_identical_requests_in_flight_together_keep_their_order(tmp_path, http_upstream, proxies):
     """Three identical requests sent 0.15 s apart, all in flight at once, the first answered
     last (the upstream delays it most): the cassette holds the answers in the order the
     requests were made, and a replay gives them out in that order."""
@@ -112,10 +117,15 @@ def test_identical_requests_in_flight_together_keep_their_order(tmp_path, http_u
         out: list[str] = [""] * 3
 
         def run(i: int) -> None:
-            out[i] = client.chat.completions.create(
-                model="gpt-4o", messages=[{"role": "user", "content": "same"}],
-                extra_headers={"x-fake-delay": delays[i], "x-fake-tag": f"client {i}"},
-            ).choices[0].message.content
+            out[i] = (
+                client.chat.completions.create(
+                    model="gpt-4o",
+                    messages=[{"role": "user", "content": "same"}],
+                    extra_headers={"x-fake-delay": delays[i], "x-fake-tag": f"client {i}"},
+                )
+                .choices[0]
+                .message.content
+            )
 
         threads = []
         for i in range(3):
@@ -131,13 +141,15 @@ def test_identical_requests_in_flight_together_keep_their_order(tmp_path, http_u
     assert "0 hits, 3 recorded, 0 misses" in rec.stop()
     assert recorded == [f"Answer {n} to: same [client {n - 1}]" for n in (1, 2, 3)]
     [path] = list(iter_cassette_files(cassettes))
-    on_disk = [r.body.value["choices"][0]["message"]["content"]
-               for r in formats.load(path).responses]
+    on_disk = [
+        r.body.value["choices"][0]["message"]["content"] for r in formats.load(path).responses
+    ]
     assert on_disk == recorded  # request order, not the order the answers finished in
     replay = proxies(cassettes, "replay")
     assert send_staggered(replay) == recorded
     again = openai_client(replay, http_upstream).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "same"}])
+        model="gpt-4o", messages=[{"role": "user", "content": "same"}]
+    )
     assert again.choices[0].message.content == recorded[-1]  # past the end, the last repeats
     assert "4 hits, 0 recorded, 0 misses" in replay.stop()
 
@@ -175,14 +187,17 @@ def test_recordings_over_8_mb_are_read_back_from_disk(tmp_path, http_upstream, p
 
     replay = proxies(cassettes, "replay")
     with httpx.Client(proxy=replay.url, timeout=60) as client:
+
         def ask() -> list:
             r = client.post(rec.request.url, json=rec.request.body.value)
             return [e.data for e in sse.split("sse", r.content)]
 
         first = ask()
         assert first == [e.data for e in rec.responses[0].stream.events]
-        assert len(b"".join(sse.frame_event("sse", e) for e in rec.responses[0].stream.events)) \
+        assert (
+            len(b"".join(sse.frame_event("sse", e) for e in rec.responses[0].stream.events))
             == sizes[0]
+        )
         rec.responses[1].stream.events[0].data["choices"][0]["delta"]["content"] = "changed"
         path.write_bytes(cassette.dumps(rec))  # under the running proxy
         second = ask()
@@ -203,12 +218,16 @@ def test_kill_9_mid_recording_leaves_only_whole_cassettes(tmp_path, http_upstrea
 
     def run(i: int) -> None:
         try:
-            list(client.chat.completions.create(
-                model="gpt-4o", stream=True,
-                messages=[{"role": "user", "content": f"wave {i} " + "word " * (i % 7)}]))
+            list(
+                client.chat.completions.create(
+                    model="gpt-4o",
+                    stream=True,
+                    messages=[{"role": "user", "content": f"wave {i} " + "word " * (i % 7)}],
+                )
+            )
             done.append(i)
-        except Exception:
-            pass  # the proxy died under it
+        except Exception:  # noqa: BLE001 - the proxy died under it: any error
+            pass
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(30)]
     for t in threads:
@@ -238,18 +257,22 @@ def test_kill_9_mid_recording_leaves_only_whole_cassettes(tmp_path, http_upstrea
         replay.stop()
 
 
-def test_unwritable_cassette_dir_still_answers_and_names_the_file(tmp_path, http_upstream,
-                                                                  proxies):
+def test_unwritable_cassette_dir_still_answers_and_names_the_file(tmp_path, http_upstream, proxies):
     cassettes = tmp_path / "c"
     cassettes.mkdir()
     # a file where the recorder needs a directory: writing fails even for root
     (cassettes / f"127.0.0.1_{http_upstream.server_address[1]}").write_text("in the way")
     proxy = proxies(cassettes, "record")
     client = openai_client(proxy, http_upstream)
-    got = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    got = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+    )
     assert got.choices[0].message.content == "Answer 1 to: x"  # the live answer arrives
-    streamed = list(client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "y"}], stream=True))
+    streamed = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "y"}], stream=True
+        )
+    )
     assert streamed
     log = proxy.stop()
     assert "could not write the cassette" in log
@@ -266,11 +289,13 @@ def test_a_failing_write_still_answers_and_logs(tmp_path, http_upstream, proxies
     resource.prlimit(proxy.process.pid, resource.RLIMIT_FSIZE, (64 * 1024, hard))
     client = openai_client(proxy, http_upstream)
     big = "word " * 30_000  # the cassette would be ~150 kB
-    got = client.chat.completions.create(model="gpt-4o",
-                                         messages=[{"role": "user", "content": big}])
+    got = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": big}]
+    )
     assert got.choices[0].message.content.startswith("Answer 1 to: word")
-    small = client.chat.completions.create(model="gpt-4o",
-                                           messages=[{"role": "user", "content": "small"}])
+    small = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "small"}]
+    )
     assert small.choices[0].message.content == "Answer 1 to: small"
     log = proxy.stop()
     assert "could not write the cassette" in log and "File too large" in log
@@ -289,8 +314,9 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_upstream_faults_reach_the_client_and_the_proxy_keeps_serving(tmp_path, http_upstream,
-                                                                      proxies):
+def test_upstream_faults_reach_the_client_and_the_proxy_keeps_serving(
+    tmp_path, http_upstream, proxies
+):
     cassettes = tmp_path / "c"
     proxy = proxies(cassettes, "record")
     with httpx.Client(proxy=proxy.url, timeout=2) as client:
@@ -300,29 +326,46 @@ def test_upstream_faults_reach_the_client_and_the_proxy_keeps_serving(tmp_path, 
         assert r.status_code == 502 and "errno 111" in r.text.lower()  # ECONNREFUSED
         # time-out: the client's own timeout fires
         with pytest.raises(httpx.ReadTimeout):
-            client.post(http_upstream.base_url + "/v1/chat/completions",
-                        json={"model": "hang", "messages": [{"role": "user", "content": "z"}]})
+            client.post(
+                http_upstream.base_url + "/v1/chat/completions",
+                json={"model": "hang", "messages": [{"role": "user", "content": "z"}]},
+            )
         # reset before any byte of the answer: mitmproxy's 502 says the server closed it
-        r = client.post(http_upstream.base_url + "/v1/chat/completions",
-                        json={"model": "reset", "messages": []})
+        r = client.post(
+            http_upstream.base_url + "/v1/chat/completions", json={"model": "reset", "messages": []}
+        )
         assert r.status_code == 502 and "server closed connection" in r.text, r.text
         # reset in the middle of a stream: the client sees the stream break
-        with pytest.raises(httpx.RemoteProtocolError):
-            with client.stream("POST", http_upstream.base_url + "/v1/chat/completions",
-                               json={"model": "reset-mid-stream", "stream": True,
-                                     "messages": [{"role": "user", "content": "r"}]}) as r:
-                list(r.iter_bytes())
+        with (
+            pytest.raises(httpx.RemoteProtocolError),
+            client.stream(
+                "POST",
+                http_upstream.base_url + "/v1/chat/completions",
+                json={
+                    "model": "reset-mid-stream",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "r"}],
+                },
+            ) as r,
+        ):
+            list(r.iter_bytes())
         # malformed SSE passes through byte for byte
-        r = client.post(http_upstream.base_url + "/v1/chat/completions",
-                        json={"model": "malformed", "stream": True, "messages": []})
+        r = client.post(
+            http_upstream.base_url + "/v1/chat/completions",
+            json={"model": "malformed", "stream": True, "messages": []},
+        )
         assert r.content == b"data: {not json\n\nevent\x00: ???\ndata: [DONE]\n\n"
         # and it still serves
-        ok = client.post(http_upstream.base_url + "/v1/chat/completions",
-                         json={"model": "gpt-4o", "messages": [{"role": "user", "content": "ok"}]})
+        ok = client.post(
+            http_upstream.base_url + "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "ok"}]},
+        )
         assert ok.json()["choices"][0]["message"]["content"] == "Answer 1 to: ok"
     proxy.stop()
-    saved = {formats.load(p).request.body.value.get("model"): formats.load(p)
-             for p in iter_cassette_files(cassettes)}
+    saved = {
+        formats.load(p).request.body.value.get("model"): formats.load(p)
+        for p in iter_cassette_files(cassettes)
+    }
     # nothing for the refused, the hung and the reset-before-answering requests
     assert set(saved) == {"malformed", "gpt-4o", "reset-mid-stream"}
     assert saved["malformed"].responses[0].stream.events[0].data == "{not json"
@@ -330,12 +373,14 @@ def test_upstream_faults_reach_the_client_and_the_proxy_keeps_serving(tmp_path, 
     assert not cut.complete and len(cut.events) == 3
 
 
-def test_client_disconnect_mid_stream_leaves_no_complete_looking_cassette(tmp_path, http_upstream,
-                                                                          proxies):
+def test_client_disconnect_mid_stream_leaves_no_complete_looking_cassette(
+    tmp_path, http_upstream, proxies
+):
     http_upstream.state.event_delay = 0.2
     proxy = proxies(tmp_path / "c", "record")
     stream = openai_client(proxy, http_upstream).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "a b c d e f g"}], stream=True)
+        model="gpt-4o", messages=[{"role": "user", "content": "a b c d e f g"}], stream=True
+    )
     next(iter(stream))
     stream.close()  # the client gives up after the first event
     time.sleep(2.5)  # the upstream finishes its side meanwhile
@@ -363,30 +408,46 @@ def test_bad_cassettes_are_skipped_by_name_and_explained_on_a_miss(tmp_path, con
     assert good  # the seed itself stays readable
     proxy = start_proxy(d, "replay", confdir=confdir, options={"cassette_max_file_mb": "1"})
     try:
-        client = openai.OpenAI(api_key="sk-test-bad", max_retries=0,
-                               http_client=openai.DefaultHttpxClient(
-                                   proxy=proxy.url,
-                                   verify=ssl.create_default_context(cafile=str(proxy.ca_cert))))
-        chunks = list(client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "Tell me a joke"}], stream=True))
+        client = openai.OpenAI(
+            api_key="sk-test-bad",
+            max_retries=0,
+            http_client=openai.DefaultHttpxClient(
+                proxy=proxy.url, verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+            ),
+        )
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "Tell me a joke"}],
+                stream=True,
+            )
+        )
         assert len(chunks) == 17  # the good file is served
         with pytest.raises(openai.NotFoundError) as err:
             client.chat.completions.create(
-                model="gpt-4o", messages=[{"role": "user", "content": "wrong types"}], stream=True)
-        assert "wrong-types.json" in err.value.message and "responses[0].status" in err.value.message
+                model="gpt-4o", messages=[{"role": "user", "content": "wrong types"}], stream=True
+            )
+        assert (
+            "wrong-types.json" in err.value.message and "responses[0].status" in err.value.message
+        )
     finally:
         log = proxy.stop()
-    for name, reason in [("truncated.json", "not valid JSON"), ("wrong-types.json", "status"),
-                         ("future.json", "newer than this tool reads"), ("package.json", "version"),
-                         ("huge.json", "too large")]:
+    for name, reason in [
+        ("truncated.json", "not valid JSON"),
+        ("wrong-types.json", "status"),
+        ("future.json", "newer than this tool reads"),
+        ("package.json", "version"),
+        ("huge.json", "too large"),
+    ]:
         assert f"{d / name}: {reason}" in log or (name in log and reason in log), name
 
 
 # -- hostile input --------------------------------------------------------------------------------
 
 
-def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(tmp_path, http_upstream,
-                                                                         proxies):
+def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(
+    tmp_path, http_upstream, proxies
+):
     """Bodies that are not JSON or not UTF-8, 100,000-deep JSON, a 60 kB header, a gzip bomb,
     ``../`` in paths and test ids, NUL in a path: each is recorded (counted), the bomb is not
     expanded past the request cap (64 MB; it would make 2 GB), and every file the proxy process
@@ -394,18 +455,33 @@ def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(tmp_pa
     proxy, tests/addons/write_audit.py) is inside the cassette directory."""
     cassettes = tmp_path / "c"
     audit = tmp_path / "writes.log"
-    proxy = proxies(cassettes, "record", extra_scripts=(TEST_ADDONS / "write_audit.py",),
-                    write_audit_log=str(audit))
+    proxy = proxies(
+        cassettes,
+        "record",
+        extra_scripts=(TEST_ADDONS / "write_audit.py",),
+        write_audit_log=str(audit),
+    )
     url = http_upstream.base_url + "/v1/chat/completions"
     before = proxy.peak_rss_mb()
     with httpx.Client(proxy=proxy.url, timeout=10) as client:
         hostile = [
-            dict(content=gzip_bomb(2), headers={"content-type": "application/json",
-                                                 "content-encoding": "gzip"}),
-            dict(content=b"\xff\xfe\x00 not json \xc3\x28", headers={"content-type": "application/json"}),
-            dict(content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"}),
+            dict(
+                content=gzip_bomb(2),
+                headers={"content-type": "application/json", "content-encoding": "gzip"},
+            ),
+            dict(
+                content=b"\xff\xfe\x00 not json \xc3\x28",
+                headers={"content-type": "application/json"},
+            ),
+            dict(
+                content=b"[" * 100_000 + b"]" * 100_000,
+                headers={"content-type": "application/json"},
+            ),
             # parses, but is deeper than orjson writes: kept as text
-            dict(content=b'{"a":' * 300 + b"1" + b"}" * 300, headers={"content-type": "application/json"}),
+            dict(
+                content=b'{"a":' * 300 + b"1" + b"}" * 300,
+                headers={"content-type": "application/json"},
+            ),
             dict(content=b"plain text body", headers={"x-long": "a" * 60_000}),
             dict(content=b"{}", headers={"x-cassette-test-id": "../../../etc/passwd\x7f"}),
         ]
@@ -413,7 +489,9 @@ def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(tmp_pa
             client.post(url, **kwargs)  # the upstream may answer anything; the proxy must live
         for path in ["/v1/../../../../etc/x", "/%2e%2e/%2e%2e/abs", "/v1/a%00b"]:
             client.post(http_upstream.base_url + path, json={"model": "m"})
-        ok = client.post(url, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+        ok = client.post(
+            url, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        )
         assert ok.status_code == 200
     growth = proxy.peak_rss_mb() - before
     log = proxy.stop()
@@ -423,13 +501,14 @@ def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(tmp_pa
     root = cassettes.resolve()
     writes = [line.split(" ", 1) for line in audit.read_text().splitlines()]
     assert writes, "the audit hook saw no write at all"
-    outside = [(event, path) for event, path in writes
-               if not Path(path).resolve().is_relative_to(root)]
+    outside = [
+        (event, path) for event, path in writes if not Path(path).resolve().is_relative_to(root)
+    ]
     assert not outside, outside
     assert _verify(cassettes).returncode == 0
 
 
-# -- egress -----------------------------------------------------------------------------------------
+# -- egress ------------------------------------------------------------------------------------
 
 
 def test_replay_makes_no_upstream_connection_for_hits_or_misses(tmp_path, http_upstream, proxies):
@@ -439,12 +518,18 @@ def test_replay_makes_no_upstream_connection_for_hits_or_misses(tmp_path, http_u
     replay = proxies(cassettes, "replay")
     client = openai_client(replay, http_upstream)
     for _ in range(3):
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hit"}])
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hit"}]
+        )
         with pytest.raises(openai.NotFoundError):
-            client.chat.completions.create(model="gpt-4o",
-                                           messages=[{"role": "user", "content": "miss"}])
+            client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "miss"}]
+            )
     with pytest.raises(openai.NotFoundError):
-        list(client.chat.completions.create(model="gpt-4o", stream=True,
-                                            messages=[{"role": "user", "content": "miss"}]))
+        list(
+            client.chat.completions.create(
+                model="gpt-4o", stream=True, messages=[{"role": "user", "content": "miss"}]
+            )
+        )
     replay.stop()
     assert http_upstream.state.connections == before

@@ -40,17 +40,49 @@ except ImportError:
 
 KEY = st.from_regex(r"sk-test-[A-Za-z0-9]{20,28}", fullmatch=True)
 OPAQUE = st.from_regex(r"[A-Za-z0-9]{10,20}", fullmatch=True)  # a key with no known shape
-WORD = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x24F,
-                                      blacklist_categories=("Cs",)), max_size=12)
-FIELD = st.sampled_from(["model", "messages", "content", "role", "api_key", "password", "user",
-                         "temperature", "n", "metadata", "token", "input", "x"]) | WORD
-LEAF = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
-        | st.floats(allow_nan=False, allow_infinity=False) | WORD | KEY)
-JSON = st.recursive(LEAF, lambda c: st.lists(c, max_size=4) | st.dictionaries(FIELD, c,
-                                                                              max_size=4),
-                    max_leaves=12)
-ENCODE = {"": lambda b: b, "identity": lambda b: b, "gzip": gzip.compress,
-          "deflate": zlib.compress, "br": brotli.compress, "zstd": zstd.compress}
+WORD = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=0x24F, blacklist_categories=("Cs",)),
+    max_size=12,
+)
+FIELD = (
+    st.sampled_from(
+        [
+            "model",
+            "messages",
+            "content",
+            "role",
+            "api_key",
+            "password",
+            "user",
+            "temperature",
+            "n",
+            "metadata",
+            "token",
+            "input",
+            "x",
+        ]
+    )
+    | WORD
+)
+LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | WORD
+    | KEY
+)
+JSON = st.recursive(
+    LEAF, lambda c: st.lists(c, max_size=4) | st.dictionaries(FIELD, c, max_size=4), max_leaves=12
+)
+ENCODE = {
+    "": lambda b: b,
+    "identity": lambda b: b,
+    "gzip": gzip.compress,
+    "deflate": zlib.compress,
+    "br": brotli.compress,
+    "zstd": zstd.compress,
+}
 
 
 @st.composite
@@ -60,10 +92,16 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     it sends may also appear in its body or query."""
     key = draw(KEY | OPAQUE)
     method = draw(st.sampled_from(["POST", "GET"]))
-    path = "/v1/" + draw(st.sampled_from(["chat/completions", "embeddings", "things/a%20b",
-                                          "models"]))
-    query = draw(st.dictionaries(st.sampled_from(["key", "api-version", "alt", "q", "token"]),
-                                 WORD | KEY | st.just(key), max_size=3))
+    path = "/v1/" + draw(
+        st.sampled_from(["chat/completions", "embeddings", "things/a%20b", "models"])
+    )
+    query = draw(
+        st.dictionaries(
+            st.sampled_from(["key", "api-version", "alt", "q", "token"]),
+            WORD | KEY | st.just(key),
+            max_size=3,
+        )
+    )
     headers = {}
     where = draw(st.sampled_from(["authorization", "x-api-key", "api-key", None]))
     if where == "authorization":
@@ -74,14 +112,17 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     if kind == "json":
         value = draw(JSON | st.dictionaries(FIELD, JSON, min_size=1, max_size=4))
         if draw(st.booleans()):
-            value = {"model": "gpt-4o", "messages": [{"role": "user",
-                                                      "content": f"my key is {key}"}],
-                     "extra": value}
+            value = {
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": f"my key is {key}"}],
+                "extra": value,
+            }
         body = json.dumps(value).encode()  # integers beyond 64 bits too
         headers["content-type"] = "application/json"
     elif kind == "form":
-        body = urlencode(draw(st.dictionaries(FIELD, WORD | KEY | st.just(key),
-                                              max_size=4))).encode()
+        body = urlencode(
+            draw(st.dictionaries(FIELD, WORD | KEY | st.just(key), max_size=4))
+        ).encode()
         headers["content-type"] = "application/x-www-form-urlencoded"
     elif kind == "text":
         body = draw(WORD).encode() + (f" {key}".encode() if draw(st.booleans()) else b"")
@@ -102,8 +143,9 @@ def recorded_as_written(req: http.Request, secrets: Secrets) -> bytes:
     """The file the recorder writes for this live request: what the record hook keeps of it
     (``exchange.recorded_request``, ``mitm/record.py``), scrubbed and written as the store's
     recorder does (``store/recorder.py``)."""
-    recorded = exchange.recorded_request(req.method, req.pretty_url, req.headers.items(multi=True),
-                                         body_of(req), secrets)
+    recorded = exchange.recorded_request(
+        req.method, req.pretty_url, req.headers.items(multi=True), body_of(req), secrets
+    )
     recording = Recording(recorded, [RecordedResponse(200, body=None)])
     out = io.BytesIO()
     cassette.write(redact.scrub(recording, secrets)[0], out)
@@ -128,12 +170,19 @@ def test_a_request_keys_equal_to_its_recording(request, tls):
 
 
 @pytest.mark.slow
-@settings(max_examples=1, database=None, phases=[Phase.generate], deadline=None,
-          suppress_health_check=list(HealthCheck))
-@given(examples=st.lists(requests(), min_size=40, max_size=40,
-                         unique_by=lambda r: (r[0], r[1], r[3])))
-def test_random_requests_recorded_through_the_proxy_replay_as_hits(examples, tmp_path, proxies,
-                                                                   upstream):
+@settings(
+    max_examples=1,
+    database=None,
+    phases=[Phase.generate],
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(
+    examples=st.lists(requests(), min_size=40, max_size=40, unique_by=lambda r: (r[0], r[1], r[3]))
+)
+def test_random_requests_recorded_through_the_proxy_replay_as_hits(
+    examples, tmp_path, proxies, upstream
+):
     """Through real mitmdump processes (plain HTTP, and a TLS CONNECT tunnel): 40 random
     requests recorded, then sent again to a replaying proxy with the upstream stopped: each
     one a hit."""

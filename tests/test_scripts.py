@@ -10,11 +10,13 @@ from tests.conftest import ROOT
 
 
 def test_demo_streams_the_bundled_joke_through_the_proxy():
-    result = subprocess.run([str(ROOT / "scripts" / "demo")], capture_output=True, text=True,
-                            timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "demo")], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == ("> Tell me a joke\nWhy don't skeletons fight each other? \n\n"
-                             "They don't have the guts!\n")
+    assert result.stdout == (
+        "> Tell me a joke\nWhy don't skeletons fight each other? \n\nThey don't have the guts!\n"
+    )
     assert "cassette summary: 1 hits, 0 recorded, 0 misses" in result.stderr
 
 
@@ -35,10 +37,23 @@ def test_setup_fails_clearly_without_python_312(tmp_path):
         if found:
             (fake_bin / tool).symlink_to(found)
     env = {"PATH": str(fake_bin), "HOME": str(tmp_path), "PYENV_ROOT": str(tmp_path / "none")}
-    hardcoded = [p for p in ("/usr/local/bin/python3.13", "/usr/local/bin/python3.12",
-                             "/usr/bin/python3.13", "/usr/bin/python3.12") if os.path.exists(p)]
-    result = subprocess.run(["/bin/bash", str(project / "scripts" / "test")], env=env,
-                            capture_output=True, text=True, timeout=60)
+    hardcoded = [
+        p
+        for p in (
+            "/usr/local/bin/python3.13",
+            "/usr/local/bin/python3.12",
+            "/usr/bin/python3.13",
+            "/usr/bin/python3.12",
+        )
+        if os.path.exists(p)
+    ]
+    result = subprocess.run(
+        ["/bin/bash", str(project / "scripts" / "test")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if hardcoded:  # this machine has one where the script also looks: it must have found it
         assert "setting up .venv with" in result.stderr
         return

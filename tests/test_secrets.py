@@ -41,7 +41,8 @@ SECRETS = {
     "azure": "fake-azure-api-key-1018",  # api-key (Azure OpenAI), echoed in the body
     "cookie": "fake-session-cookie-1022",  # a session cookie the upstream sets
     # only in malformed requests, which mitmproxy itself logs as they came
-    "log_query": "fake-log-query-1019", "log_header": "fake-log-header-1020",
+    "log_query": "fake-log-query-1019",
+    "log_header": "fake-log-header-1020",
     "log_userinfo": "fake-log-userinfo-1021",
 }
 
@@ -49,9 +50,14 @@ SECRETS = {
 def forms(secret: str) -> list[bytes]:
     """The secret and the forms a copy of it may take."""
     raw = secret.encode()
-    return [raw, quote(secret, safe="").encode(), quote_plus(secret).encode(),
-            base64.b64encode(raw).rstrip(b"="), base64.urlsafe_b64encode(raw).rstrip(b"="),
-            base64.b64encode(b"me:" + raw).rstrip(b"=")]
+    return [
+        raw,
+        quote(secret, safe="").encode(),
+        quote_plus(secret).encode(),
+        base64.b64encode(raw).rstrip(b"="),
+        base64.urlsafe_b64encode(raw).rstrip(b"="),
+        base64.b64encode(b"me:" + raw).rstrip(b"="),
+    ]
 
 
 def exchange(proxy: Any, base: str) -> dict[str, Any]:
@@ -59,35 +65,63 @@ def exchange(proxy: Any, base: str) -> dict[str, Any]:
     s = SECRETS
 
     def sdk(key: str) -> openai.OpenAI:
-        return openai.OpenAI(api_key=key, base_url=base + "/v1", max_retries=0, timeout=20,
-                             http_client=sdk_http_client(proxy))
+        return openai.OpenAI(
+            api_key=key,
+            base_url=base + "/v1",
+            max_retries=0,
+            timeout=20,
+            http_client=sdk_http_client(proxy),
+        )
 
     out: dict[str, Any] = {}
     stream = sdk(s["sse_bearer"]).chat.completions.create(
-        model="echo-auth", stream=True,
-        messages=[{"role": "user", "content": f"use {s['env']} and {s['shape']}"}])
+        model="echo-auth",
+        stream=True,
+        messages=[{"role": "user", "content": f"use {s['env']} and {s['shape']}"}],
+    )
     out["sse"] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     chat = sdk(s["json_bearer"]).chat.completions.create(
-        model="echo-auth", messages=[{"role": "user", "content": "hello"}],
-        extra_body={"auth": {"client_secret": s["nested_cs"]},
-                    "credentials": [{"password": s["nested_pw"]}]})
+        model="echo-auth",
+        messages=[{"role": "user", "content": "hello"}],
+        extra_body={
+            "auth": {"client_secret": s["nested_cs"]},
+            "credentials": [{"password": s["nested_pw"]}],
+        },
+    )
     out["json"] = [chat.choices[0].message.content, chat.model_extra["echo_request"]]
     ca = ssl.create_default_context(cafile=str(proxy.ca_cert))
     with httpx.Client(proxy=proxy.url, timeout=20, verify=ca) as client:
-        oauth = client.post(base + "/oauth/token", data={
-            "grant_type": "refresh_token", "client_secret": s["form_cs"],
-            "refresh_token": s["form_rt"]}, headers={
-            "x-fake-access": s["resp_at"], "x-fake-id": s["resp_id"],
-            "x-fake-refresh": s["resp_rt"]})
-        echo = client.get(base.replace("://", f"://me:{s['userinfo']}@") +
-                          f"/echo?key={s['query_key']}&alt=sse",
-                          headers={"x-api-key": s["x_api_key"], "x-team-token": s["team"],
-                                   "x-fake-cookie": s["cookie"]})
-        copy = client.post(base + "/echo", headers={"x-goog-api-key": s["b64"],
-                                                    "api-key": s["azure"]},
-                           json={"note": base64.b64encode(s["b64"].encode()).decode()})
-        upload = client.post(base + "/v1/files", data={"api_key": s["multipart"], "purpose": "x"},
-                             files={"file": ("f.txt", b"data", "text/plain")})
+        oauth = client.post(
+            base + "/oauth/token",
+            data={
+                "grant_type": "refresh_token",
+                "client_secret": s["form_cs"],
+                "refresh_token": s["form_rt"],
+            },
+            headers={
+                "x-fake-access": s["resp_at"],
+                "x-fake-id": s["resp_id"],
+                "x-fake-refresh": s["resp_rt"],
+            },
+        )
+        echo = client.get(
+            base.replace("://", f"://me:{s['userinfo']}@") + f"/echo?key={s['query_key']}&alt=sse",
+            headers={
+                "x-api-key": s["x_api_key"],
+                "x-team-token": s["team"],
+                "x-fake-cookie": s["cookie"],
+            },
+        )
+        copy = client.post(
+            base + "/echo",
+            headers={"x-goog-api-key": s["b64"], "api-key": s["azure"]},
+            json={"note": base64.b64encode(s["b64"].encode()).decode()},
+        )
+        upload = client.post(
+            base + "/v1/files",
+            data={"api_key": s["multipart"], "purpose": "x"},
+            files={"file": ("f.txt", b"data", "text/plain")},
+        )
     for name, r in (("oauth", oauth), ("echo", echo), ("copy", copy), ("upload", upload)):
         assert r.status_code == 200, (name, r.status_code, r.text[:300])
         out[name] = r.json()
@@ -100,9 +134,11 @@ def malformed_requests(proxy: Any, base: str) -> None:
     absolute URL, headers cut off."""
     s = SECRETS
     target = base.replace("https://", "http://")
-    for raw in (f"GET {target}/echo?key={s['log_query']} HTTP/1.1 junk\r\n\r\n",
-                f"GET {target.replace('://', f'://me:{s['log_userinfo']}@')}/echo HTTP/1.1\r\n\r\n",
-                f"POST {target}/echo HTTP/1.1\r\nAuthorization: Bearer {s['log_header']}\r\n"):
+    for raw in (
+        f"GET {target}/echo?key={s['log_query']} HTTP/1.1 junk\r\n\r\n",
+        f"GET {target.replace('://', f'://me:{s["log_userinfo"]}@')}/echo HTTP/1.1\r\n\r\n",
+        f"POST {target}/echo HTTP/1.1\r\nAuthorization: Bearer {s['log_header']}\r\n",
+    ):
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
             sock.sendall(raw.encode())
             sock.shutdown(socket.SHUT_WR)
@@ -124,8 +160,9 @@ def redacted(value: Any) -> Any:
     return value
 
 
-def test_a_secret_in_every_place_never_reaches_disk_nor_the_log(tmp_path, upstream, proxies,
-                                                                  monkeypatch):
+def test_a_secret_in_every_place_never_reaches_disk_nor_the_log(
+    tmp_path, upstream, proxies, monkeypatch
+):
     monkeypatch.setenv("ACME_API_KEY", SECRETS["env"])  # the proxy's environment
     cassettes = tmp_path / "c"
     options = {"cassette_redact_headers": "x-team-token"}
@@ -150,15 +187,20 @@ def test_a_secret_in_every_place_never_reaches_disk_nor_the_log(tmp_path, upstre
     for name, secret in SECRETS.items():
         for form in forms(secret):
             assert form.decode() not in record_log, (name, form)
-    assert subprocess.run([CASSETTE, "verify", "--dir", str(cassettes)], capture_output=True,
-                          timeout=60).returncode == 0
+    assert (
+        subprocess.run(
+            [CASSETTE, "verify", "--dir", str(cassettes)], capture_output=True, timeout=60
+        ).returncode
+        == 0
+    )
 
     hits = upstream.state.hits
     replay = proxies(cassettes, "replay", **options)
     replayed = exchange(replay, upstream.base_url)
     replay_log = replay.stop()
-    assert "cassette summary: 6 hits, 0 recorded, 0 misses, 0 unused recordings (of 6)" in \
-        replay_log
+    assert (
+        "cassette summary: 6 hits, 0 recorded, 0 misses, 0 unused recordings (of 6)" in replay_log
+    )
     assert upstream.state.hits == hits
     for name in ("sse", "json", "oauth", "echo", "copy", "upload"):
         assert replayed[name] == redacted(recorded[name]), name

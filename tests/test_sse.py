@@ -12,7 +12,9 @@ from proxy_addon.bodies.taps import StreamCapture
 from proxy_addon.formats import load
 from tests.conftest import FIXTURES, SEED
 
-ANTHROPIC_FIXTURE = FIXTURES / "f22657bfd86db6348c0a0d0b17332dcfc038b345d2a7be8da4b880a433d36a52.json"
+ANTHROPIC_FIXTURE = (
+    FIXTURES / "f22657bfd86db6348c0a0d0b17332dcfc038b345d2a7be8da4b880a433d36a52.json"
+)
 
 
 def seed_stream_bytes(crlf: bool = False) -> bytes:
@@ -60,9 +62,11 @@ def test_byte_by_byte_including_inside_utf8_characters():
 
 
 def test_fields_comments_multiline_data_and_cr_only_framing():
-    body = (b": keep-alive\r\n\r\n"
-            b"event: message_start\rid: 7\rretry: 3000\rdata: line one\rdata: line two\r\r"
-            b"data: [DONE]\n\n")
+    body = (
+        b": keep-alive\r\n\r\n"
+        b"event: message_start\rid: 7\rretry: 3000\rdata: line one\rdata: line two\r\r"
+        b"data: [DONE]\n\n"
+    )
     events = sse.split("sse", body)
     assert events[0].comments == ["keep-alive"] and events[0].data is None
     assert (events[1].event, events[1].id, events[1].retry) == ("message_start", "7", 3000)
@@ -73,17 +77,17 @@ def test_fields_comments_multiline_data_and_cr_only_framing():
 
 
 def test_only_objects_and_arrays_are_parsed_so_strings_round_trip():
-    for payload in ['42', '"quoted"', 'plain text', '[DONE]', '{"a": 1}', '[1, 2]', '{broken']:
+    for payload in ["42", '"quoted"', "plain text", "[DONE]", '{"a": 1}', "[1, 2]", "{broken"]:
         ev = sse.split("sse", f"data: {payload}\n\n".encode())[0]
         assert sse.split("sse", sse.frame("sse", [ev]))[0].data == ev.data
-        if payload in ('{"a": 1}', '[1, 2]'):
+        if payload in ('{"a": 1}', "[1, 2]"):
             assert not isinstance(ev.data, str)
         else:
             assert ev.data == payload
 
 
 def test_last_event_without_blank_line_is_flushed():
-    events = sse.split("sse", b"data: {\"a\":1}\n\ndata: tail")
+    events = sse.split("sse", b'data: {"a":1}\n\ndata: tail')
     assert [e.data for e in events] == [{"a": 1}, "tail"]
 
 
@@ -122,11 +126,16 @@ def test_capture_knows_when_a_stream_is_complete():
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
-       st.sampled_from(["seed", "seed-crlf", "anthropic"]))
+@given(
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
+    st.sampled_from(["seed", "seed-crlf", "anthropic"]),
+)
 def test_random_cuts_of_real_streams_never_change_the_events(cuts, which):
-    body = {"seed": seed_stream_bytes(), "seed-crlf": seed_stream_bytes(crlf=True),
-            "anthropic": anthropic_stream_bytes()}[which]
+    body = {
+        "seed": seed_stream_bytes(),
+        "seed-crlf": seed_stream_bytes(crlf=True),
+        "anthropic": anthropic_stream_bytes(),
+    }[which]
     cuts = [c % (len(body) + 1) for c in cuts]
     assert split_at(body, cuts) == sse.split("sse", body)
 

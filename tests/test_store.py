@@ -25,11 +25,15 @@ URL = "https://api.openai.com/v1/chat/completions"
 def request(content: str) -> tuple[canonical.CanonicalRequest, RecordedRequest]:
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}
     canon = key_of("POST", URL, "application/json", orjson.dumps(body))
-    return canon, RecordedRequest("POST", URL, {"content-type": "application/json"}, Body("json", body))
+    return canon, RecordedRequest(
+        "POST", URL, {"content-type": "application/json"}, Body("json", body)
+    )
 
 
 def answer(text: str) -> RecordedResponse:
-    return RecordedResponse(200, [["content-type", "application/json"]], body=Body("json", {"text": text}))
+    return RecordedResponse(
+        200, [["content-type", "application/json"]], body=Body("json", {"text": text})
+    )
 
 
 def test_recorded_sequence_replays_in_order_then_repeats_last(tmp_path):
@@ -75,7 +79,11 @@ def test_layout_is_browsable_and_never_escapes_root(tmp_path):
 def test_any_request_path_or_model_stays_inside_root(tmp_path_factory, path, model):
     root = tmp_path_factory.getbasetemp() / "root"
     c = canonical.CanonicalRequest("POST", "h", "/" + path)
-    assert layout_path(root, c, "http://evil.example/x", model).resolve().is_relative_to(root.resolve())
+    assert (
+        layout_path(root, c, "http://evil.example/x", model)
+        .resolve()
+        .is_relative_to(root.resolve())
+    )
 
 
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
@@ -112,8 +120,13 @@ def test_llama_stack_recordings_match_any_host(tmp_path):
     store = CassetteStore(tmp_path)
     store.load()
     assert not store.index.bad and len(store) == 10
-    body = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me a joke"}],
-                         "stream": True})
+    body = orjson.dumps(
+        {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "Tell me a joke"}],
+            "stream": True,
+        }
+    )
     for url in (URL, "http://127.0.0.1:9999/v1/chat/completions"):
         hit = store.lookup(key_of("POST", url, "application/json", body))
         assert hit is not None and hit.entry.path.name == SEED.name
@@ -121,9 +134,16 @@ def test_llama_stack_recordings_match_any_host(tmp_path):
     assert models.response.body.value["data"][0]["id"] == "qwen2.5"
 
 
-@pytest.mark.parametrize("a, b", [("test[hello, world]", "test[hello world]"), ("t[é]", "t[ü]"),
-                                  ("a/b::c", "a::b::c"), ("x" * 130, "x" * 131),
-                                  ("foo", "foo-" + per_test_dir("x")[-12:])])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("test[hello, world]", "test[hello world]"),
+        ("t[é]", "t[ü]"),
+        ("a/b::c", "a::b::c"),
+        ("x" * 130, "x" * 131),
+        ("foo", "foo-" + per_test_dir("x")[-12:]),
+    ],
+)
 def test_per_test_cassette_names_never_collide(a, b):
     assert per_test_dir(a) != per_test_dir(b)
 
@@ -135,8 +155,7 @@ def test_plain_node_ids_keep_their_readable_names():
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(st.text(alphabet="ab_/:.[], é-", max_size=12), min_size=2, max_size=2,
-                unique=True))
+@given(st.lists(st.text(alphabet="ab_/:.[], é-", max_size=12), min_size=2, max_size=2, unique=True))
 def test_per_test_dirs_are_injective_and_one_safe_directory(ids):
     a, b = ids
     assert per_test_dir(a) != per_test_dir(b)
@@ -152,28 +171,45 @@ def test_a_follow_up_turn_whose_answer_is_broken_never_stops_its_first_turn(tmp_
     first = [{"role": "user", "content": "hi"}]
 
     def write(name: str, messages: list, status: object, test_id: str) -> None:
-        doc = {"version": 1, "test_id": test_id,
-               "request": {"method": "POST", "url": URL,
-                           "headers": {"content-type": "application/json"},
-                           "body": {"model": "m", "messages": messages}},
-               "responses": [{"status": status, "headers": [["content-type", "application/json"]],
-                              "body": {"choices": [{"message": {"role": "assistant",
-                                                                "content": f"from {name}"}}]}}]}
+        doc = {
+            "version": 1,
+            "test_id": test_id,
+            "request": {
+                "method": "POST",
+                "url": URL,
+                "headers": {"content-type": "application/json"},
+                "body": {"model": "m", "messages": messages},
+            },
+            "responses": [
+                {
+                    "status": status,
+                    "headers": [["content-type", "application/json"]],
+                    "body": {
+                        "choices": [{"message": {"role": "assistant", "content": f"from {name}"}}]
+                    },
+                }
+            ],
+        }
         (tmp_path / f"{name}.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
 
     write("a", first, 200, "t::a")
     write("b", first, 200, "t::b")
-    follow_up = [*first, {"role": "assistant", "content": "from a"},
-                 {"role": "user", "content": "more"}]
+    follow_up = [
+        *first,
+        {"role": "assistant", "content": "from a"},
+        {"role": "user", "content": "more"},
+    ]
     write("f", follow_up, "not-a-status", "t::a")
     store = CassetteStore(tmp_path)
     store.load()
     assert len(store) == 3 and not store.index.bad  # only the requests are read at start-up
 
     def ask(messages: list):
-        return store.lookup(key_of("POST", URL, "application/json",
-                                                  orjson.dumps({"model": "m",
-                                                                "messages": messages})))
+        return store.lookup(
+            key_of(
+                "POST", URL, "application/json", orjson.dumps({"model": "m", "messages": messages})
+            )
+        )
 
     hit = ask(first)
     assert hit is not None and hit.entry.path.name in ("a.json", "b.json")
@@ -210,8 +246,9 @@ for enabled in (False, True):
     assert len(store) == 1
     print(json.dumps([before, state(probe)]))
 """
-    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert len(out) == 2
     for line in out:
         before, after = orjson.loads(line)

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import openai
@@ -35,9 +35,13 @@ def today_prompt(day: date) -> str:
 
 
 def ask(client: openai.OpenAI, *messages: tuple[str, str]) -> str | None:
-    return client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": role, "content": text} for role, text in messages]
-    ).choices[0].message.content
+    return (
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": role, "content": text} for role, text in messages]
+        )
+        .choices[0]
+        .message.content
+    )
 
 
 def cli(*args: str):
@@ -46,21 +50,26 @@ def cli(*args: str):
 
 def file_of(cassettes: Path, prompt: str) -> Path:
     """The cassette whose request's last message is ``prompt`` (read as plain JSON)."""
-    [path] = [p for p in iter_cassette_files(cassettes)
-              if orjson.loads(p.read_bytes())["request"]["body"]["messages"][-1]["content"]
-              == prompt]
+    [path] = [
+        p
+        for p in iter_cassette_files(cassettes)
+        if orjson.loads(p.read_bytes())["request"]["body"]["messages"][-1]["content"] == prompt
+    ]
     return path
 
 
-def test_todays_date_in_the_prompt_matches_with_the_dates_normaliser(tmp_path, http_upstream,
-                                                                     proxies):
+def test_todays_date_in_the_prompt_matches_with_the_dates_normaliser(
+    tmp_path, http_upstream, proxies
+):
     cassettes = tmp_path / "c"
     today = date.today()
     tomorrow = today + timedelta(days=1)
     rec = proxies(cassettes, "record")
     client = openai_client(rec, http_upstream)
-    assert ask(client, ("system", today_prompt(today)), ("user", "what day?")) == \
-        "Answer 1 to: what day?"
+    assert (
+        ask(client, ("system", today_prompt(today)), ("user", "what day?"))
+        == "Answer 1 to: what day?"
+    )
     assert ask(client, ("user", "Session 41 says hi")) == "Answer 1 to: Session 41 says hi"
     rec.stop()
     dated = file_of(cassettes, "what day?")
@@ -81,8 +90,10 @@ def test_todays_date_in_the_prompt_matches_with_the_dates_normaliser(tmp_path, h
 
     normalised = proxies(cassettes, "replay", cassette_normalize=["dates", SESSION_RULE])
     client = openai_client(normalised, http_upstream)
-    assert ask(client, ("system", today_prompt(tomorrow)), ("user", "what day?")) == \
-        "Answer 1 to: what day?"
+    assert (
+        ask(client, ("system", today_prompt(tomorrow)), ("user", "what day?"))
+        == "Answer 1 to: what day?"
+    )
     assert ask(client, ("user", "Session 42 says hi")) == "Answer 1 to: Session 41 says hi"
     with pytest.raises(openai.NotFoundError):  # only the volatile part is ignored
         ask(client, ("system", today_prompt(tomorrow)), ("user", "what year?"))
@@ -90,23 +101,32 @@ def test_todays_date_in_the_prompt_matches_with_the_dates_normaliser(tmp_path, h
     assert http_upstream.state.hits == hits  # nothing reached the upstream
 
 
-def test_stale_recordings_are_warned_once_counted_refused_and_listed(tmp_path, http_upstream,
-                                                                     proxies):
+def test_stale_recordings_are_warned_once_counted_refused_and_listed(
+    tmp_path, http_upstream, proxies
+):
     cassettes = tmp_path / "c"
     record_prompts(proxies, cassettes, http_upstream, "old one", "old two", "fresh")
     old = {file_of(cassettes, p) for p in ("old one", "old two")}
     for path in old:
         age_by(path, 40)
 
-    listed = orjson.loads(cli("ls", "--dir", str(cassettes), "--older-than", "30d", "--json")
-                          .output)
+    listed = orjson.loads(
+        cli("ls", "--dir", str(cassettes), "--older-than", "30d", "--json").output
+    )
     assert {cassettes / row["file"] for row in listed} == old
-    assert cli("ls", "--dir", str(cassettes), "--older-than", "41d", "--json").output.strip() \
-        == "[]"
-    [total] = [r for r in orjson.loads(cli("stale", "--dir", str(cassettes), "--json").output)
-               if r["dir"] == "(all)"]
-    assert (total["recordings"], total["older_than"], total["undated"]) == \
-        (3, {"7d": 2, "30d": 2, "90d": 0, "365d": 0}, 0)
+    assert (
+        cli("ls", "--dir", str(cassettes), "--older-than", "41d", "--json").output.strip() == "[]"
+    )
+    [total] = [
+        r
+        for r in orjson.loads(cli("stale", "--dir", str(cassettes), "--json").output)
+        if r["dir"] == "(all)"
+    ]
+    assert (total["recordings"], total["older_than"], total["undated"]) == (
+        3,
+        {"7d": 2, "30d": 2, "90d": 0, "365d": 0},
+        0,
+    )
 
     warn = proxies(cassettes, "replay", cassette_max_age="30d")
     client = openai_client(warn, http_upstream)
@@ -115,8 +135,10 @@ def test_stale_recordings_are_warned_once_counted_refused_and_listed(tmp_path, h
     log = warn.stop()
     for path in old:
         assert log.count(f"cassette stale: {path} was recorded 40 days ago") == 1, log
-    assert "4 hits, 0 recorded, 0 misses, 0 unused recordings (of 3), 3 answered from stale " \
-           "recordings" in log
+    assert (
+        "4 hits, 0 recorded, 0 misses, 0 unused recordings (of 3), 3 answered from stale "
+        "recordings" in log
+    )
 
     # cassette_stale=fail: the client gets an error, and cassette run fails the passing command
     app = tmp_path / "app.py"
@@ -129,29 +151,55 @@ def test_stale_recordings_are_warned_once_counted_refused_and_listed(tmp_path, h
         "        print(client.chat.completions.create(model='gpt-4o', messages=[{'role': 'user', "
         "'content': prompt}]).choices[0].message.content)\n"
         "    except openai.APIStatusError as e:\n"
-        "        print(e.status_code)\n")
+        "        print(e.status_code)\n"
+    )
     result = subprocess.run(
-        [CASSETTE, "run", "--dir", str(cassettes), "--older-than", "30d", "--set",
-         "cassette_stale=fail", "--", sys.executable, str(app), http_upstream.base_url,
-         "old one", "fresh"], capture_output=True, text=True, timeout=60)
+        [
+            CASSETTE,
+            "run",
+            "--dir",
+            str(cassettes),
+            "--older-than",
+            "30d",
+            "--set",
+            "cassette_stale=fail",
+            "--",
+            sys.executable,
+            str(app),
+            http_upstream.base_url,
+            "old one",
+            "fresh",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.stdout.splitlines() == ["410", "Answer 1 to: fresh"]
     assert result.returncode == 1, result.stderr
     assert counted(result.stderr, "hits", "recorded", "misses", "stale_refused") == (1, 0, 0, 1)
-    assert f"cassette stale: {file_of(cassettes, 'old one')} was recorded 40 days ago" in \
-        result.stderr
+    assert (
+        f"cassette stale: {file_of(cassettes, 'old one')} was recorded 40 days ago" in result.stderr
+    )
 
 
 def _git(repo: Path, *args: str) -> str:
     if shutil.which("git") is None:
         pytest.fail("git is needed for cassette diff --since and is not installed")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
-                          text=True).stdout
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def test_refresh_rewrites_old_recordings_in_place_and_diff_since_shows_the_change(
-        tmp_path, http_upstream, proxies):
+    tmp_path, http_upstream, proxies
+):
     repo = tmp_path / "repo"
     cassettes = repo / "cassettes"
     record_prompts(proxies, cassettes, http_upstream, "old", "fresh", "unrelated")
@@ -165,8 +213,10 @@ def test_refresh_rewrites_old_recordings_in_place_and_diff_since_shows_the_chang
 
     refresh = proxies(cassettes, "refresh", cassette_max_age="30d")
     client = openai_client(refresh, http_upstream)
-    assert [ask(client, ("user", "old")), ask(client, ("user", "old"))] == \
-        ["Answer 2 to: old", "Answer 3 to: old"]  # forwarded: the upstream's answer changed
+    assert [ask(client, ("user", "old")), ask(client, ("user", "old"))] == [
+        "Answer 2 to: old",
+        "Answer 3 to: old",
+    ]  # forwarded: the upstream's answer changed
     assert ask(client, ("user", "fresh")) == "Answer 1 to: fresh"  # young enough: replayed
     with pytest.raises(openai.NotFoundError) as err:
         ask(client, ("user", "never recorded"))
@@ -183,15 +233,14 @@ def test_refresh_rewrites_old_recordings_in_place_and_diff_since_shows_the_chang
     texts = [r.body.value["choices"][0]["message"]["content"] for r in refreshed.responses]
     assert texts == ["Answer 2 to: old", "Answer 3 to: old"]  # replaced, not appended
     when = datetime.fromisoformat(refreshed.responses[0].recorded_at)
-    assert datetime.now(timezone.utc) - when < timedelta(minutes=5)
+    assert datetime.now(UTC) - when < timedelta(minutes=5)
 
     since = CliRunner().invoke(main, ["diff", "--since", "HEAD", "--dir", str(cassettes)])
     assert since.exit_code == 1, since.output
     rel = stale.relative_to(repo).as_posix()
     assert since.output.count("modified: ") == 1 and f"modified: {rel}" in since.output
     assert "shape:\n    responses: 1 → 2" in since.output
-    assert 'response 1: text (4 → 4 words): "Answer 1 to: old" → "Answer 2 to: old"' in \
-        since.output
+    assert 'response 1: text (4 → 4 words): "Answer 1 to: old" → "Answer 2 to: old"' in since.output
     assert "1 cassette files changed since HEAD, 1 with shape changes" in since.output
 
     old_copy = tmp_path / "before.json"
@@ -200,31 +249,42 @@ def test_refresh_rewrites_old_recordings_in_place_and_diff_since_shows_the_chang
     assert two.exit_code == 1
     seen = orjson.loads(two.output)
     assert seen["request"] == [] and seen["shape"] == ["responses: 1 → 2"]
-    assert seen["noise"] == ['response 1: text (4 → 4 words): "Answer 1 to: old" → '
-                             '"Answer 2 to: old"']
+    assert seen["noise"] == [
+        'response 1: text (4 → 4 words): "Answer 1 to: old" → "Answer 2 to: old"'
+    ]
 
     gone = file_of(cassettes, "unrelated")
     gone.rename(gone.with_name("renamed.json"))  # untracked now: an added and a deleted file
-    files = orjson.loads(cli("diff", "--since", "HEAD", "--dir", str(cassettes), "--json")
-                         .output)["files"]
+    files = orjson.loads(cli("diff", "--since", "HEAD", "--dir", str(cassettes), "--json").output)[
+        "files"
+    ]
     assert {(f["status"], f["file"]) for f in files} == {
-        ("modified", rel), ("deleted", gone.relative_to(repo).as_posix()),
-        ("added", gone.with_name("renamed.json").relative_to(repo).as_posix())}
+        ("modified", rel),
+        ("deleted", gone.relative_to(repo).as_posix()),
+        ("added", gone.with_name("renamed.json").relative_to(repo).as_posix()),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Unit tests: the presets, rules, and the shape / noise split
 
 
-@pytest.mark.parametrize("text, preset, expected", [
-    ("Today is Thursday, November 26, 2026.", "dates", "Today is <date>."),
-    ("on 2026-11-26 and 26 Nov 2026 and 2026/11/26", "dates", "on <date> and <date> and <date>"),
-    ("model gpt-4o-2024-08-06", "dates", "model gpt-4o-2024-08-06"),  # a snapshot name
-    ("at 2026-11-26T07:30:39+00:00, 14:05:10", "times", "at <time>, <time>"),
-    ("t=1764142239 ms=1764142239123 n=1234", "times", "t=<time> ms=<time> n=1234"),
-    ("id 3f2a9c1d-7e4b-4c1d-9e2f-0123456789ab", "uuids", "id <uuid>"),
-    ("call_abc123XYZdef and file-uploads", "hex-ids", "<id> and file-uploads"),
-])
+@pytest.mark.parametrize(
+    "text, preset, expected",
+    [
+        ("Today is Thursday, November 26, 2026.", "dates", "Today is <date>."),
+        (
+            "on 2026-11-26 and 26 Nov 2026 and 2026/11/26",
+            "dates",
+            "on <date> and <date> and <date>",
+        ),
+        ("model gpt-4o-2024-08-06", "dates", "model gpt-4o-2024-08-06"),  # a snapshot name
+        ("at 2026-11-26T07:30:39+00:00, 14:05:10", "times", "at <time>, <time>"),
+        ("t=1764142239 ms=1764142239123 n=1234", "times", "t=<time> ms=<time> n=1234"),
+        ("id 3f2a9c1d-7e4b-4c1d-9e2f-0123456789ab", "uuids", "id <uuid>"),
+        ("call_abc123XYZdef and file-uploads", "hex-ids", "<id> and file-uploads"),
+    ],
+)
 def test_presets_replace_the_volatile_part_only(text, preset, expected):
     rules = normalize.compile_rules([preset])
     assert rules is not None and rules.text(text) == expected
@@ -238,21 +298,39 @@ def test_rules_are_checked_and_keep_unchanged_values_shared():
     out = rules.value(body)
     assert out == {"messages": [{"content": "k=<n> on <date>"}], "keep": ["no volatile value"]}
     assert out["keep"] is body["keep"]
-    for bad, reason in (("datez", "neither a preset"), ("([a-z]=x", "not a valid regular"),
-                        (r"a=\9", "not a valid replacement"), ("dates,x=y", "separate values")):
+    for bad, reason in (
+        ("datez", "neither a preset"),
+        ("([a-z]=x", "not a valid regular"),
+        (r"a=\9", "not a valid replacement"),
+        ("dates,x=y", "separate values"),
+    ):
         with pytest.raises(ValueError, match=reason):
             normalize.compile_rules([bad])
 
 
 def _stream(*deltas: dict, finish: str = "stop") -> model.Recording:
-    events = [Event(data={"object": "chat.completion.chunk",
-                          "choices": [{"index": 0, "delta": d, "finish_reason": None}]})
-              for d in deltas]
-    events.append(Event(data={"object": "chat.completion.chunk",
-                              "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
+    events = [
+        Event(
+            data={
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": d, "finish_reason": None}],
+            }
+        )
+        for d in deltas
+    ]
+    events.append(
+        Event(
+            data={
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+            }
+        )
+    )
     events.append(Event(data="[DONE]"))
-    return model.Recording(model.RecordedRequest("POST", "https://x.test/v1/chat/completions"),
-                           [model.RecordedResponse(200, stream=model.Stream("sse", events))])
+    return model.Recording(
+        model.RecordedRequest("POST", "https://x.test/v1/chat/completions"),
+        [model.RecordedResponse(200, stream=model.Stream("sse", events))],
+    )
 
 
 def test_wording_is_noise_and_tool_calls_are_shape():
@@ -260,10 +338,22 @@ def test_wording_is_noise_and_tool_calls_are_shape():
     longer = _stream({"content": "Hello"}, {"content": " over"}, {"content": " here"})
     changes = compare(short, longer)
     assert changes.shape == []
-    assert changes.noise == ['text (2 → 3 words): "Hello there" → "Hello over here"',
-                             "events: chat.completion.chunk 3 → 4"]
-    tool = _stream({"tool_calls": [{"index": 0, "id": "call_1", "function": {
-        "name": "get_weather", "arguments": '{"city": "Paris"}'}}]}, finish="tool_calls")
+    assert changes.noise == [
+        'text (2 → 3 words): "Hello there" → "Hello over here"',
+        "events: chat.completion.chunk 3 → 4",
+    ]
+    tool = _stream(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_1",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ]
+        },
+        finish="tool_calls",
+    )
     changes = compare(short, tool)
     assert "finish: stop → tool_calls" in changes.shape
     assert "tool calls: none → get_weather({city: string})" in changes.shape

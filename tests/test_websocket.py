@@ -36,18 +36,28 @@ def text(side: str, value: dict | str, t: float = 0.0) -> WebSocketMessage:
 
 
 def user(words: str, event_id: str = "evt_1") -> dict:
-    return {"type": "conversation.item.create", "event_id": event_id,
-            "item": {"type": "message", "role": "user", "id": f"item_{event_id}",
-                     "content": [{"type": "input_text", "text": words}]}}
+    return {
+        "type": "conversation.item.create",
+        "event_id": event_id,
+        "item": {
+            "type": "message",
+            "role": "user",
+            "id": f"item_{event_id}",
+            "content": [{"type": "input_text", "text": words}],
+        },
+    }
 
 
 def conversation(answer: str, question: str = "hi") -> WebSocketConversation:
     return WebSocketConversation(
-        [text("server", {"type": "session.created", "id": answer}),
-         text("client", user(question)),
-         text("server", {"type": "response.output_text.delta", "delta": answer}, 0.5),
-         text("server", {"type": "response.done"}, 0.75)],
-        WebSocketClose("client", 1000, "bye", 1.0))
+        [
+            text("server", {"type": "session.created", "id": answer}),
+            text("client", user(question)),
+            text("server", {"type": "response.output_text.delta", "delta": answer}, 0.5),
+            text("server", {"type": "response.done"}, 0.75),
+        ],
+        WebSocketClose("client", 1000, "bye", 1.0),
+    )
 
 
 def sent(reply) -> list:
@@ -57,11 +67,18 @@ def sent(reply) -> list:
 def test_websocket_recording_round_trips_and_only_it_is_version_2():
     audio = bytes(range(256)) * 3 + b"\x00\xff"
     conv = WebSocketConversation(
-        [text("server", {"type": "session.created"}, 0.01), text("client", "not json", 0.5),
-         WebSocketMessage("client", payload_of(audio, False), 0.75), text("server", "[1, 2]", 1)],
-        WebSocketClose("server", 4000, "done", 2.0))
-    rec = Recording(RecordedRequest("GET", URL, {"authorization": "<redacted>"}),
-                    [RecordedResponse(101, [["upgrade", "websocket"]], websocket=conv)])
+        [
+            text("server", {"type": "session.created"}, 0.01),
+            text("client", "not json", 0.5),
+            WebSocketMessage("client", payload_of(audio, False), 0.75),
+            text("server", "[1, 2]", 1),
+        ],
+        WebSocketClose("server", 4000, "done", 2.0),
+    )
+    rec = Recording(
+        RecordedRequest("GET", URL, {"authorization": "<redacted>"}),
+        [RecordedResponse(101, [["upgrade", "websocket"]], websocket=conv)],
+    )
     raw = cassette.dumps(rec)
     doc = orjson.loads(raw)
     assert doc["version"] == 2
@@ -70,34 +87,60 @@ def test_websocket_recording_round_trips_and_only_it_is_version_2():
     assert messages[1] == {"t": 0.5, "from": "client", "text": "not json"}
     assert base64.b64decode(messages[2]["base64"]) == audio
     assert messages[3]["data"] == [1, 2]
-    assert doc["responses"][0]["websocket"]["close"] == {"t": 2.0, "from": "server",
-                                                          "code": 4000, "reason": "done"}
+    assert doc["responses"][0]["websocket"]["close"] == {
+        "t": 2.0,
+        "from": "server",
+        "code": 4000,
+        "reason": "done",
+    }
     assert formats.loads(raw).responses[0].websocket == conv
-    http = Recording(RecordedRequest("GET", "https://api.openai.com/v1/models"),
-                     [RecordedResponse(200, body=Body("json", {"data": []}))])
+    http = Recording(
+        RecordedRequest("GET", "https://api.openai.com/v1/models"),
+        [RecordedResponse(200, body=Body("json", {"data": []}))],
+    )
     assert orjson.loads(cassette.dumps(http))["version"] == 1
 
 
 def _doc(response: dict) -> bytes:
-    return orjson.dumps({"version": 2, "request": {"method": "GET", "url": URL},
-                         "responses": [response]})
+    return orjson.dumps(
+        {"version": 2, "request": {"method": "GET", "url": URL}, "responses": [response]}
+    )
 
 
-@pytest.mark.parametrize("response, reason", [
-    ({"status": 101}, "responses[0] is a 101 answer with no 'websocket' section"),
-    ({"status": 200, "websocket": {"messages": []}}, "responses[0].websocket belongs to a 101"),
-    ({"status": 101, "websocket": {}}, "responses[0].websocket.messages must be a list"),
-    ({"status": 101, "websocket": {"messages": [{"from": "me", "text": "x"}]}},
-     "responses[0].websocket.messages[0].from must be 'client' or 'server'"),
-    ({"status": 101, "websocket": {"messages": [{"from": "client", "text": "x", "data": {}}]}},
-     "responses[0].websocket.messages[0] must have exactly one of data / text / base64"),
-    ({"status": 101, "websocket": {"messages": [{"from": "client", "data": "x"}]}},
-     "responses[0].websocket.messages[0].data must be a JSON object or array"),
-    ({"status": 101, "websocket": {"messages": [{"from": "server", "base64": "%%"}]}},
-     "responses[0].websocket.messages[0].base64 is not valid base64"),
-    ({"status": 101, "websocket": {"messages": [], "close": {"from": "client", "code": 999}}},
-     "responses[0].websocket.close.code must be a WebSocket close code"),
-])
+@pytest.mark.parametrize(
+    "response, reason",
+    [
+        ({"status": 101}, "responses[0] is a 101 answer with no 'websocket' section"),
+        ({"status": 200, "websocket": {"messages": []}}, "responses[0].websocket belongs to a 101"),
+        ({"status": 101, "websocket": {}}, "responses[0].websocket.messages must be a list"),
+        (
+            {"status": 101, "websocket": {"messages": [{"from": "me", "text": "x"}]}},
+            "responses[0].websocket.messages[0].from must be 'client' or 'server'",
+        ),
+        (
+            {
+                "status": 101,
+                "websocket": {"messages": [{"from": "client", "text": "x", "data": {}}]},
+            },
+            "responses[0].websocket.messages[0] must have exactly one of data / text / base64",
+        ),
+        (
+            {"status": 101, "websocket": {"messages": [{"from": "client", "data": "x"}]}},
+            "responses[0].websocket.messages[0].data must be a JSON object or array",
+        ),
+        (
+            {"status": 101, "websocket": {"messages": [{"from": "server", "base64": "%%"}]}},
+            "responses[0].websocket.messages[0].base64 is not valid base64",
+        ),
+        (
+            {
+                "status": 101,
+                "websocket": {"messages": [], "close": {"from": "client", "code": 999}},
+            },
+            "responses[0].websocket.close.code must be a WebSocket close code",
+        ),
+    ],
+)
 def test_a_bad_websocket_section_is_refused_naming_the_field(response, reason):
     with pytest.raises(CassetteError) as e:
         formats.loads(_doc(response), "x.json")
@@ -110,8 +153,10 @@ def test_replay_sends_the_opening_then_answers_each_matching_message():
     assert sent(opening) == [{"type": "session.created", "id": "A"}] and opening.close is None
     # the client's own ids (event_id, item.id) differ from the recording's: still a match
     reply = replay.receive(payload_of(orjson.dumps(user("hi", "evt_other")), True))
-    assert sent(reply) == [{"type": "response.output_text.delta", "delta": "A"},
-                           {"type": "response.done"}]
+    assert sent(reply) == [
+        {"type": "response.output_text.delta", "delta": "A"},
+        {"type": "response.done"},
+    ]
     assert reply.anchor == 0.0 and reply.close == WebSocketClose("client", 1000, "bye", 1.0)
     assert reply.close_delay(0) == 1.0  # the grace for a client that closed in the recording
     assert reply.close_delay(1) == 2.0  # plus the recorded gap when paced
@@ -145,10 +190,14 @@ def test_a_client_message_holding_the_handshakes_key_matches_its_scrubbed_record
     quoted in a miss."""
     key = "fake-realtime-key-0001"  # no key's shape: only knowing it replaces it
     rules = Secrets().with_values([key])
-    stored = WebSocketConversation([text("client", user(f"my key is {REDACTED}")),
-                                    text("server", {"type": "response.done"}),
-                                    text("client", f"plain {REDACTED}"),
-                                    text("server", "ok")])
+    stored = WebSocketConversation(
+        [
+            text("client", user(f"my key is {REDACTED}")),
+            text("server", {"type": "response.done"}),
+            text("client", f"plain {REDACTED}"),
+            text("server", "ok"),
+        ]
+    )
     replay = Replay([stored], Rules(), "GET x", secrets=rules)
     assert replay.receive(payload_of(orjson.dumps(user(f"my key is {key}")), True)).miss is None
     assert replay.receive(payload_of(f"plain {key}".encode(), True)).miss is None
@@ -159,8 +208,11 @@ def test_a_client_message_holding_the_handshakes_key_matches_its_scrubbed_record
 
 def test_binary_messages_match_by_their_bytes():
     chunk = bytes(range(200))
-    conv = WebSocketConversation([WebSocketMessage("client", payload_of(chunk, False)),
-                                  text("server", "ok")])
+    conv = WebSocketConversation(
+        [WebSocketMessage("client", payload_of(chunk, False)), text("server", "ok")]
+    )
     assert Replay([conv], Rules(), "x").receive(payload_of(chunk, False)).miss is None
-    assert Replay([conv], Rules(), "x").receive(payload_of(chunk[:-1] + b"!", False)).miss is not None
+    assert (
+        Replay([conv], Rules(), "x").receive(payload_of(chunk[:-1] + b"!", False)).miss is not None
+    )
     assert Replay([conv], Rules(), "x").receive(payload_of(chunk, True)).miss is not None

@@ -36,23 +36,32 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-upstream")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "upstream-cert.pem", directory / "upstream-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -76,13 +85,23 @@ class UpstreamState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _chat_chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None,
-                usage: Any = None, choices: bool = True) -> dict[str, Any]:
+def _chat_chunk(
+    cid: str,
+    model: str,
+    delta: dict[str, Any],
+    finish: str | None = None,
+    usage: Any = None,
+    choices: bool = True,
+) -> dict[str, Any]:
     return {
-        "id": cid, "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
         "system_fingerprint": "fp_fake",
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        if choices else [],
+        if choices
+        else [],
         **({"usage": usage} if usage is not None else {}),
     }
 
@@ -90,7 +109,7 @@ def _chat_chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # small writes go out at once, as real servers do
-    server: "FakeUpstreamServer"
+    server: FakeUpstreamServer
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
@@ -109,8 +128,9 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._bytes(status, json.dumps(obj).encode(), "application/json", headers)
 
-    def _bytes(self, status: int, body: bytes, content_type: str,
-               headers: dict[str, str] | None = None) -> None:
+    def _bytes(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         enc = self._encoding()
         if enc:
             body = compress(body, enc)
@@ -125,8 +145,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _stream(self, events: list[bytes], content_type: str = "text/event-stream",
-                cut_after: int | None = None, reset: bool = False) -> None:
+    def _stream(
+        self,
+        events: list[bytes],
+        content_type: str = "text/event-stream",
+        cut_after: int | None = None,
+        reset: bool = False,
+    ) -> None:
         self.send_response(200)
         self.send_header("content-type", content_type)
         self.send_header("transfer-encoding", "chunked")
@@ -179,13 +204,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def _multipart(self, body: bytes) -> dict[str, Any]:
         msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"Content-Type: " + self.headers["content-type"].encode() + b"\r\n\r\n" + body)
+            b"Content-Type: " + self.headers["content-type"].encode() + b"\r\n\r\n" + body
+        )
         out: dict[str, Any] = {}
         for part in msg.iter_parts():
             payload = part.get_payload(decode=True) or b""
             name = part.get_param("name", header="content-disposition")
-            out[name] = (hashlib.sha256(payload).hexdigest()[:12] if part.get_filename()
-                         else payload.decode())
+            out[name] = (
+                hashlib.sha256(payload).hexdigest()[:12]
+                if part.get_filename()
+                else payload.decode()
+            )
         return out
 
     def reset(self) -> None:
@@ -215,9 +244,18 @@ class Handler(BaseHTTPRequestHandler):
             form = self._multipart(body)
             if path.endswith("/audio/transcriptions"):
                 return self._json(200, {"text": f"transcript of {form['file']}"})
-            return self._json(200, {"id": f"file-{form['file']}", "object": "file", "bytes": 6,
-                                    "created_at": 1700000000, "filename": "upload",
-                                    "purpose": form.get("purpose"), "status": "processed"})
+            return self._json(
+                200,
+                {
+                    "id": f"file-{form['file']}",
+                    "object": "file",
+                    "bytes": 6,
+                    "created_at": 1700000000,
+                    "filename": "upload",
+                    "purpose": form.get("purpose"),
+                    "status": "processed",
+                },
+            )
         if ctype.startswith("application/x-www-form-urlencoded"):
             from urllib.parse import parse_qsl
 
@@ -225,11 +263,14 @@ class Handler(BaseHTTPRequestHandler):
         try:
             data = json.loads(body) if body else {}
         except (ValueError, UnicodeDecodeError, RecursionError):
-            return self._json(400, {"error": {"message": "body is not JSON",
-                                              "type": "invalid_request_error"}})
+            return self._json(
+                400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}}
+            )
         if not isinstance(data, dict):
-            return self._json(400, {"error": {"message": "body is not an object",
-                                              "type": "invalid_request_error"}})
+            return self._json(
+                400,
+                {"error": {"message": "body is not an object", "type": "invalid_request_error"}},
+            )
         if path.endswith("/audio/speech"):
             audio = b"ID3\x03\x00" + bytes(range(256)) * 8 + data["input"].encode()
             return self._bytes(200, audio, "audio/mpeg")
@@ -242,15 +283,44 @@ class Handler(BaseHTTPRequestHandler):
         if ":generateContent" in path or ":streamGenerateContent" in path:
             return self._gemini(path, query, data)
         if path.endswith("/models") and self.command == "GET":
-            return self._json(200, {"object": "list", "data": [
-                {"id": "gpt-4o", "object": "model", "created": 1700000000, "owned_by": "fake"},
-                {"id": "text-embedding-3-small", "object": "model", "created": 1700000001,
-                 "owned_by": "fake"}]})
+            return self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": "gpt-4o",
+                            "object": "model",
+                            "created": 1700000000,
+                            "owned_by": "fake",
+                        },
+                        {
+                            "id": "text-embedding-3-small",
+                            "object": "model",
+                            "created": 1700000001,
+                            "owned_by": "fake",
+                        },
+                    ],
+                },
+            )
         if path.endswith("/embeddings"):
             inputs = data["input"] if isinstance(data["input"], list) else [data["input"]]
-            return self._json(200, {"object": "list", "model": data["model"], "data": [
-                {"object": "embedding", "index": i, "embedding": [0.125 * (i + 1), -0.5, 0.25]}
-                for i in range(len(inputs))], "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+            return self._json(
+                200,
+                {
+                    "object": "list",
+                    "model": data["model"],
+                    "data": [
+                        {
+                            "object": "embedding",
+                            "index": i,
+                            "embedding": [0.125 * (i + 1), -0.5, 0.25],
+                        }
+                        for i in range(len(inputs))
+                    ],
+                    "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                },
+            )
         if path.endswith("/chat/completions"):
             return self._chat(data)
         if path.endswith("/responses"):
@@ -263,8 +333,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _heard(self) -> list[str]:
         """The caller's credential headers, reflected inside plain strings."""
-        return [f"{name} said {self.headers[name]}" for name in self.ECHOED_HEADERS
-                if self.headers.get(name)]
+        return [
+            f"{name} said {self.headers[name]}"
+            for name in self.ECHOED_HEADERS
+            if self.headers.get(name)
+        ]
 
     def _echo(self, query: str, body: bytes) -> None:
         """Reflects the credential headers, the query and the body in a JSON answer."""
@@ -275,10 +348,15 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             sent = body.decode("utf-8", "replace")
         cookie = self.headers.get("x-fake-cookie")  # the session cookie the test asks for
-        self._json(200, {"heard": self._heard(),
-                         "query": [f"{k} was {v}" for k, v in parse_qsl(query)],
-                         "body": sent},
-                   {"set-cookie": f"session={cookie}; Path=/; HttpOnly"} if cookie else None)
+        self._json(
+            200,
+            {
+                "heard": self._heard(),
+                "query": [f"{k} was {v}" for k, v in parse_qsl(query)],
+                "body": sent,
+            },
+            {"set-cookie": f"session={cookie}; Path=/; HttpOnly"} if cookie else None,
+        )
 
     def _oauth(self, body: bytes) -> None:
         """An OAuth token endpoint (a refresh, as Google's clients make it): a form in, tokens
@@ -288,10 +366,17 @@ class Handler(BaseHTTPRequestHandler):
         form = dict(parse_qsl(body.decode()))
         if form.get("grant_type") != "refresh_token" or not form.get("client_secret"):
             return self._json(400, {"error": "invalid_request"})
-        self._json(200, {"access_token": self.headers["x-fake-access"],
-                         "id_token": self.headers["x-fake-id"],
-                         "refresh_token": self.headers["x-fake-refresh"],
-                         "token_type": "Bearer", "expires_in": 3599, "scope": "openid"})
+        self._json(
+            200,
+            {
+                "access_token": self.headers["x-fake-access"],
+                "id_token": self.headers["x-fake-id"],
+                "refresh_token": self.headers["x-fake-refresh"],
+                "token_type": "Bearer",
+                "expires_in": 3599,
+                "scope": "openid",
+            },
+        )
 
     def _answer(self, data: dict[str, Any]) -> str:
         """A deterministic answer; the N-th identical request gets answer number N (counted
@@ -303,10 +388,21 @@ class Handler(BaseHTTPRequestHandler):
     def _chat(self, data: dict[str, Any]) -> None:
         model = data.get("model", "gpt-4o")
         if model == "rate-limited":
-            return self._json(429, {"error": {"message": "Rate limit reached", "type": "requests",
-                                              "code": "rate_limit_exceeded"}},
-                              {"retry-after": "7", "x-ratelimit-remaining-requests": "0",
-                               "x-ratelimit-reset-requests": "7s"})
+            return self._json(
+                429,
+                {
+                    "error": {
+                        "message": "Rate limit reached",
+                        "type": "requests",
+                        "code": "rate_limit_exceeded",
+                    }
+                },
+                {
+                    "retry-after": "7",
+                    "x-ratelimit-remaining-requests": "0",
+                    "x-ratelimit-reset-requests": "7s",
+                },
+            )
         if model == "malformed":
             return self._stream([b"data: {not json\n\n", b"event\x00: ???\n", b"data: [DONE]\n\n"])
         if model == "hang":
@@ -322,23 +418,62 @@ class Handler(BaseHTTPRequestHandler):
             answer += " (" + "; ".join(self._heard()) + ")"
         cid = "chatcmpl-fake"
         if not data.get("stream"):
-            return self._json(200, {
-                "id": cid, "object": "chat.completion", "created": 1700000000, "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                             "message": {"role": "assistant", "content": answer}}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11},
-                **({"echo_request": data} if echo else {})})
-        events: list[bytes] = [b": " + "; ".join(self._heard()).encode() + b"\n\n"] if echo \
-            else []
+            return self._json(
+                200,
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": 1700000000,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                            "message": {"role": "assistant", "content": answer},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11},
+                    **({"echo_request": data} if echo else {}),
+                },
+            )
+        events: list[bytes] = [b": " + "; ".join(self._heard()).encode() + b"\n\n"] if echo else []
         if data.get("tools"):
             args = json.dumps({"city": "Paris", "unit": "celsius"})
-            events.append(self._sse(_chat_chunk(cid, model, {
-                "role": "assistant", "content": None, "tool_calls": [
-                    {"index": 0, "id": "call_fake", "type": "function",
-                     "function": {"name": "get_weather", "arguments": ""}}]})))
+            events.append(
+                self._sse(
+                    _chat_chunk(
+                        cid,
+                        model,
+                        {
+                            "role": "assistant",
+                            "content": None,
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": "call_fake",
+                                    "type": "function",
+                                    "function": {"name": "get_weather", "arguments": ""},
+                                }
+                            ],
+                        },
+                    )
+                )
+            )
             for i in range(0, len(args), 7):
-                events.append(self._sse(_chat_chunk(cid, model, {"tool_calls": [
-                    {"index": 0, "function": {"arguments": args[i:i + 7]}}]})))
+                events.append(
+                    self._sse(
+                        _chat_chunk(
+                            cid,
+                            model,
+                            {
+                                "tool_calls": [
+                                    {"index": 0, "function": {"arguments": args[i : i + 7]}}
+                                ]
+                            },
+                        )
+                    )
+                )
             events.append(self._sse(_chat_chunk(cid, model, {}, "tool_calls")))
         else:
             events.append(self._sse(_chat_chunk(cid, model, {"role": "assistant", "content": ""})))
@@ -348,36 +483,98 @@ class Handler(BaseHTTPRequestHandler):
                 events.append(self._sse(_chat_chunk(cid, model, {"content": piece})))
             events.append(self._sse(_chat_chunk(cid, model, {}, "stop")))
         if (data.get("stream_options") or {}).get("include_usage"):
-            events.append(self._sse(_chat_chunk(cid, model, {}, usage={
-                "prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}, choices=False)))
+            events.append(
+                self._sse(
+                    _chat_chunk(
+                        cid,
+                        model,
+                        {},
+                        usage={"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11},
+                        choices=False,
+                    )
+                )
+            )
         events.append(b"data: [DONE]\n\n")
-        self._stream(events, cut_after=3 if model in ("cut-off", "reset-mid-stream") else None,
-                     reset=model == "reset-mid-stream")
+        self._stream(
+            events,
+            cut_after=3 if model in ("cut-off", "reset-mid-stream") else None,
+            reset=model == "reset-mid-stream",
+        )
 
     def _responses(self, data: dict[str, Any]) -> None:
         answer = f"Responses answer to: {data.get('input')}"
         rid = "resp_fake"
-        base = {"id": rid, "object": "response", "created_at": 1700000000, "model": data["model"],
-                "output": [], "status": "in_progress", "parallel_tool_calls": True,
-                "tool_choice": "auto", "tools": []}
+        base = {
+            "id": rid,
+            "object": "response",
+            "created_at": 1700000000,
+            "model": data["model"],
+            "output": [],
+            "status": "in_progress",
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+        }
         seq = iter(range(1000))
-        events = [self._sse({"type": "response.created", "sequence_number": next(seq),
-                             "response": base}, "response.created")]
-        item = {"id": "msg_fake", "type": "message", "role": "assistant", "status": "in_progress",
-                "content": []}
-        events.append(self._sse({"type": "response.output_item.added", "sequence_number": next(seq),
-                                 "output_index": 0, "item": item}, "response.output_item.added"))
+        events = [
+            self._sse(
+                {"type": "response.created", "sequence_number": next(seq), "response": base},
+                "response.created",
+            )
+        ]
+        item = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "status": "in_progress",
+            "content": [],
+        }
+        events.append(
+            self._sse(
+                {
+                    "type": "response.output_item.added",
+                    "sequence_number": next(seq),
+                    "output_index": 0,
+                    "item": item,
+                },
+                "response.output_item.added",
+            )
+        )
         for w in answer.split(" "):
-            events.append(self._sse({"type": "response.output_text.delta",
-                                     "sequence_number": next(seq), "item_id": "msg_fake",
-                                     "output_index": 0, "content_index": 0, "delta": w + " ",
-                                     "logprobs": []}, "response.output_text.delta"))
-        done = dict(base, status="completed", output=[dict(item, status="completed", content=[
-            {"type": "output_text", "text": answer, "annotations": [], "logprobs": []}])])
-        events.append(self._sse({"type": "response.completed", "sequence_number": next(seq),
-                                 "response": done}, "response.completed"))
+            events.append(
+                self._sse(
+                    {
+                        "type": "response.output_text.delta",
+                        "sequence_number": next(seq),
+                        "item_id": "msg_fake",
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": w + " ",
+                        "logprobs": [],
+                    },
+                    "response.output_text.delta",
+                )
+            )
+        done = dict(
+            base,
+            status="completed",
+            output=[
+                dict(
+                    item,
+                    status="completed",
+                    content=[
+                        {"type": "output_text", "text": answer, "annotations": [], "logprobs": []}
+                    ],
+                )
+            ],
+        )
+        events.append(
+            self._sse(
+                {"type": "response.completed", "sequence_number": next(seq), "response": done},
+                "response.completed",
+            )
+        )
         self._stream(events)
-
 
     def _big_stream(self, events: int) -> None:
         """A long stream (about 1 kB an event), written without pauses."""
@@ -388,7 +585,9 @@ class Handler(BaseHTTPRequestHandler):
         filler = "x" * 900
         batch = []
         for i in range(events):
-            batch.append(self._sse(_chat_chunk("chatcmpl-big", "big", {"content": f"{i} {filler}"})))
+            batch.append(
+                self._sse(_chat_chunk("chatcmpl-big", "big", {"content": f"{i} {filler}"}))
+            )
             if len(batch) == 64 or i == events - 1:
                 data = b"".join(batch)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -401,44 +600,114 @@ class Handler(BaseHTTPRequestHandler):
 
     def _completions(self, data: dict[str, Any]) -> None:
         words = f"completion of {data['prompt']}".split(" ")
-        base = {"id": "cmpl-fake", "object": "text_completion", "created": 1700000000,
-                "model": data["model"], "system_fingerprint": None}
+        base = {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": 1700000000,
+            "model": data["model"],
+            "system_fingerprint": None,
+        }
         if not data.get("stream"):
-            return self._json(200, dict(base, choices=[
-                {"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None}],
-                usage={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}))
-        events = [self._sse(dict(base, choices=[{"index": 0, "text": (" " if i else "") + w,
-                                                  "finish_reason": None, "logprobs": None}]))
-                  for i, w in enumerate(words)]
-        events.append(self._sse(dict(base, choices=[{"index": 0, "text": "",
-                                                      "finish_reason": "stop", "logprobs": None}])))
+            return self._json(
+                200,
+                dict(
+                    base,
+                    choices=[
+                        {
+                            "index": 0,
+                            "text": " ".join(words),
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    usage={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+                ),
+            )
+        events = [
+            self._sse(
+                dict(
+                    base,
+                    choices=[
+                        {
+                            "index": 0,
+                            "text": (" " if i else "") + w,
+                            "finish_reason": None,
+                            "logprobs": None,
+                        }
+                    ],
+                )
+            )
+            for i, w in enumerate(words)
+        ]
+        events.append(
+            self._sse(
+                dict(
+                    base,
+                    choices=[{"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}],
+                )
+            )
+        )
         events.append(b"data: [DONE]\n\n")
         self._stream(events)
 
     def _anthropic(self, data: dict[str, Any]) -> None:
         prompt = data["messages"][-1]["content"]
         text = f"Claude says: {prompt}"
-        message = {"id": "msg_fake", "type": "message", "role": "assistant",
-                   "model": data["model"], "content": [], "stop_reason": None,
-                   "stop_sequence": None, "usage": {"input_tokens": 9, "output_tokens": 1}}
+        message = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": data["model"],
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 9, "output_tokens": 1},
+        }
         if not data.get("stream"):
-            return self._json(200, dict(message, content=[{"type": "text", "text": text}],
-                                        stop_reason="end_turn",
-                                        usage={"input_tokens": 9, "output_tokens": 4}))
-        events = [self._sse({"type": "message_start", "message": message}, "message_start"),
-                  self._sse({"type": "content_block_start", "index": 0,
-                             "content_block": {"type": "text", "text": ""}},
-                            "content_block_start"),
-                  self._sse({"type": "ping"}, "ping")]
+            return self._json(
+                200,
+                dict(
+                    message,
+                    content=[{"type": "text", "text": text}],
+                    stop_reason="end_turn",
+                    usage={"input_tokens": 9, "output_tokens": 4},
+                ),
+            )
+        events = [
+            self._sse({"type": "message_start", "message": message}, "message_start"),
+            self._sse(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+                "content_block_start",
+            ),
+            self._sse({"type": "ping"}, "ping"),
+        ]
         for i, w in enumerate(text.split(" ")):
-            events.append(self._sse({"type": "content_block_delta", "index": 0,
-                                     "delta": {"type": "text_delta", "text": (" " if i else "") + w}},
-                                    "content_block_delta"))
-        events += [self._sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-                   self._sse({"type": "message_delta", "delta": {"stop_reason": "end_turn",
-                                                                 "stop_sequence": None},
-                              "usage": {"output_tokens": 4}}, "message_delta"),
-                   self._sse({"type": "message_stop"}, "message_stop")]
+            events.append(
+                self._sse(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": (" " if i else "") + w},
+                    },
+                    "content_block_delta",
+                )
+            )
+        events += [
+            self._sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+            self._sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": 4},
+                },
+                "message_delta",
+            ),
+            self._sse({"type": "message_stop"}, "message_stop"),
+        ]
         self._stream(events)
 
     def _ollama(self, path: str, data: dict[str, Any]) -> None:
@@ -459,27 +728,47 @@ class Handler(BaseHTTPRequestHandler):
 
         if data.get("stream") is False:
             return self._json(200, piece(" ".join(words), True))
-        lines = [json.dumps(piece((" " if i else "") + w, False)).encode() + b"\n"
-                 for i, w in enumerate(words)]
+        lines = [
+            json.dumps(piece((" " if i else "") + w, False)).encode() + b"\n"
+            for i, w in enumerate(words)
+        ]
         lines.append(json.dumps(piece("", True)).encode() + b"\n")
         self._stream(lines, "application/x-ndjson")
 
     def _gemini(self, path: str, query: str, data: dict[str, Any]) -> None:
         prompt = data["contents"][-1]["parts"][0]["text"]
         words = f"Gemini says {prompt}".split(" ")
-        chunks = [{"candidates": [{"content": {"role": "model", "parts": [
-            {"text": (" " if i else "") + w}]}, "index": 0}],
-            "modelVersion": "gemini-test"} for i, w in enumerate(words)]
+        chunks = [
+            {
+                "candidates": [
+                    {
+                        "content": {"role": "model", "parts": [{"text": (" " if i else "") + w}]},
+                        "index": 0,
+                    }
+                ],
+                "modelVersion": "gemini-test",
+            }
+            for i, w in enumerate(words)
+        ]
         chunks[-1]["candidates"][0]["finishReason"] = "STOP"
-        chunks[-1]["usageMetadata"] = {"promptTokenCount": 2, "candidatesTokenCount": 4,
-                                       "totalTokenCount": 6}
+        chunks[-1]["usageMetadata"] = {
+            "promptTokenCount": 2,
+            "candidatesTokenCount": 4,
+            "totalTokenCount": 6,
+        }
         if ":generateContent" in path:
-            whole = {"candidates": [{"content": {"role": "model", "parts": [
-                {"text": " ".join(words)}]}, "finishReason": "STOP", "index": 0}]}
+            whole = {
+                "candidates": [
+                    {
+                        "content": {"role": "model", "parts": [{"text": " ".join(words)}]},
+                        "finishReason": "STOP",
+                        "index": 0,
+                    }
+                ]
+            }
             return self._json(200, whole)
         if "alt=sse" in query:
-            return self._stream([b"data: " + json.dumps(c).encode() + b"\r\n\r\n"
-                                 for c in chunks])
+            return self._stream([b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks])
         # without alt=sse: one JSON array, written progressively
         parts = [b"[" + json.dumps(chunks[0]).encode()]
         parts += [b",\r\n" + json.dumps(c).encode() for c in chunks[1:]]
@@ -493,12 +782,16 @@ def read_big_stream(proxy_url: str, upstream_base: str, events: int = 50_000) ->
     import httpx
 
     received = 0
-    with httpx.Client(proxy=proxy_url, timeout=120) as client:
-        with client.stream("POST", upstream_base + "/v1/chat/completions",
-                           json={"model": "big-stream", "stream": True, "max_tokens": events,
-                                 "messages": []}) as r:
-            for chunk in r.iter_bytes():
-                received += len(chunk)
+    with (
+        httpx.Client(proxy=proxy_url, timeout=120) as client,
+        client.stream(
+            "POST",
+            upstream_base + "/v1/chat/completions",
+            json={"model": "big-stream", "stream": True, "max_tokens": events, "messages": []},
+        ) as r,
+    ):
+        for chunk in r.iter_bytes():
+            received += len(chunk)
     return received
 
 
@@ -568,7 +861,7 @@ class FakeUpstreamServer(ThreadingHTTPServer):
         scheme = "https" if self.tls else "http"
         return f"{scheme}://127.0.0.1:{self.server_address[1]}"
 
-    def start(self) -> "FakeUpstreamServer":
+    def start(self) -> FakeUpstreamServer:
         self._thread.start()
         return self
 

@@ -15,17 +15,18 @@ class Decoder:
         enc = content_encoding.strip().lower()
         self._obj: Any
         if enc in ("gzip", "x-gzip", "deflate"):
-            self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if enc != "deflate" else
-                                           zlib.MAX_WBITS)
+            self._obj = zlib.decompressobj(
+                16 + zlib.MAX_WBITS if enc != "deflate" else zlib.MAX_WBITS
+            )
         elif enc == "br":
-            import brotli
+            import brotli  # type: ignore[import-untyped]
 
             self._obj = brotli.Decompressor()
         elif enc == "zstd":
             try:
-                from compression import zstd  # type: ignore[import-not-found]
+                from compression import zstd  # type: ignore[import-not-found,unused-ignore]
             except ImportError:
-                from backports import zstd  # type: ignore[import-not-found,no-redef]
+                from backports import zstd  # type: ignore[no-redef,unused-ignore]
             self._obj = zstd.ZstdDecompressor()
         else:
             raise ValueError(f"unsupported content-encoding {content_encoding!r}")
@@ -35,8 +36,9 @@ class Decoder:
         """The bytes ``chunk`` decodes to; with ``limit`` >= 0, at most about that many (the
         rest of a chunk that decodes to more is left undecoded)."""
         if self._kind == "br":
-            return self._obj.process(chunk, **({"output_buffer_limit": max(limit, 1)}
-                                               if limit >= 0 else {}))
+            return self._obj.process(
+                chunk, **({"output_buffer_limit": max(limit, 1)} if limit >= 0 else {})
+            )
         if self._kind == "zlib":
             return self._obj.decompress(chunk, max(limit, 0))  # 0: no limit
         return self._obj.decompress(chunk, max_length=limit)

@@ -18,7 +18,8 @@ def fields(content_type: str, raw: bytes) -> list[dict[str, Any]] | None:
         return None
     try:
         msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
+        )
     except (ValueError, TypeError, UnicodeError):
         return None
     if not msg.is_multipart():
@@ -26,12 +27,20 @@ def fields(content_type: str, raw: bytes) -> list[dict[str, Any]] | None:
     parts: list[dict[str, Any]] = []
     for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            payload = b""
         filename = part.get_filename()
         if filename is None and part.get_content_maintype() == "text":
             parts.append({"name": name, "value": payload.decode("utf-8", "replace")})
         else:
-            parts.append({"name": name, "filename": filename,
-                          "content_type": part.get_content_type(),
-                          "sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)})
+            parts.append(
+                {
+                    "name": name,
+                    "filename": filename,
+                    "content_type": part.get_content_type(),
+                    "sha256": hashlib.sha256(payload).hexdigest(),
+                    "size": len(payload),
+                }
+            )
     return parts

@@ -47,14 +47,20 @@ class Transcript:
         elif self.text:
             parts.append(self.text)
         for call in self.tool_calls:
-            parts.append(f"[tool call] {call.name or '?'}({call.arguments})"
-                         + (f"  id={call.id}" if call.id else ""))
+            parts.append(
+                f"[tool call] {call.name or '?'}({call.arguments})"
+                + (f"  id={call.id}" if call.id else "")
+            )
         if self.error is not None:
             parts.append(f"[error] {self.error}")
         parts.extend(self.notes)
         if self.usage:
-            parts.append("[usage] " + ", ".join(f"{k}={v}" for k, v in self.usage.items()
-                                                if not isinstance(v, (dict, list))))
+            parts.append(
+                "[usage] "
+                + ", ".join(
+                    f"{k}={v}" for k, v in self.usage.items() if not isinstance(v, (dict, list))
+                )
+            )
         return "\n".join(parts)
 
 
@@ -83,16 +89,20 @@ class _Builder:
         if not isinstance(d, dict):
             return
         if "error" in d and isinstance(d["error"], (dict, str)) and not d.get("choices"):
-            self.t.error = d["error"].get("message", d["error"]) if isinstance(
-                d["error"], dict) else d["error"]
+            self.t.error = (
+                d["error"].get("message", d["error"])
+                if isinstance(d["error"], dict)
+                else d["error"]
+            )
             return
         kind = d.get("type")
         if isinstance(kind, str) and kind.startswith("response."):
             return self._responses_event(d, kind)
         if d.get("object") == "response" or (kind is None and isinstance(d.get("output"), list)):
             return self._responses_body(d)
-        if isinstance(kind, str) and (kind.startswith(("message", "content_block")) or
-                                      kind == "ping"):
+        if isinstance(kind, str) and (
+            kind.startswith(("message", "content_block")) or kind == "ping"
+        ):
             return self._anthropic(d, kind)
         if isinstance(d.get("choices"), list):
             return self._openai(d)
@@ -218,8 +228,9 @@ class _Builder:
         items = [x for x in (d.get("data") or d.get("models") or []) if isinstance(x, dict)]
         vectors = [x["embedding"] for x in items if isinstance(x.get("embedding"), list)]
         if vectors:
-            self.t.notes.append(f"[embeddings] {len(vectors)} vector(s) of {len(vectors[0])} "
-                                "dimensions")
+            self.t.notes.append(
+                f"[embeddings] {len(vectors)} vector(s) of {len(vectors[0])} dimensions"
+            )
         else:
             names = [str(x.get("id") or x.get("name") or x.get("model")) for x in items]
             self.t.notes.append(f"[{len(names)} models] " + ", ".join(names))
@@ -248,9 +259,14 @@ class _Builder:
 
 
 # Realtime API server events whose ``delta`` the user sees or hears (GA names, then beta ones).
-_REALTIME_DELTAS = frozenset({
-    "response.output_text.delta", "response.output_audio_transcript.delta",
-    "response.text.delta", "response.audio_transcript.delta"})
+_REALTIME_DELTAS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.output_audio_transcript.delta",
+        "response.text.delta",
+        "response.audio_transcript.delta",
+    }
+)
 
 
 def _user_turns(item: Any) -> list[tuple[str, str]]:
@@ -280,8 +296,11 @@ class _Realtime:
         t = self.builder.t
         payload = message.payload
         if payload.kind != "json" or not isinstance(payload.value, dict):
-            shown = payload.value if payload.kind == "text" else \
-                f"<{len(payload.to_bytes())} bytes, binary>"
+            shown = (
+                payload.value
+                if payload.kind == "text"
+                else f"<{len(payload.to_bytes())} bytes, binary>"
+            )
             t.turns.append((message.side, shown))
             return
         d = payload.value
@@ -294,8 +313,10 @@ class _Realtime:
             t.text += str(d.get("delta", ""))
         elif kind == "conversation.item.input_audio_transcription.completed":
             t.turns.append(("user", f"<audio> {d.get('transcript', '')}"))
-        elif kind == "response.output_item.added" and (d.get("item") or {}).get(
-                "type") == "function_call":
+        elif (
+            kind == "response.output_item.added"
+            and (d.get("item") or {}).get("type") == "function_call"
+        ):
             call = self.builder.call(("rt", d["item"].get("call_id")))
             call.id, call.name = d["item"].get("call_id"), d["item"].get("name")
         elif kind == "response.function_call_arguments.delta":

@@ -7,8 +7,9 @@ yields the same events as the unsplit stream. Nothing here knows about mitmproxy
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -174,9 +175,8 @@ class SseSplitter:
             elif name == "id":
                 if "\0" not in value:
                     self._id = value
-            elif name == "retry":
-                if value.isdigit():
-                    self._retry = int(value)
+            elif name == "retry" and value.isdigit():
+                self._retry = int(value)
             # other field names are ignored, as the spec says
         return out
 
@@ -185,8 +185,9 @@ class SseSplitter:
             self._reset()
             return None
         data = self._parse("\n".join(self._data)) if self._data is not None else None
-        ev = Event(data=data, event=self._event, id=self._id, retry=self._retry,
-                   comments=self._comments)
+        ev = Event(
+            data=data, event=self._event, id=self._id, retry=self._retry, comments=self._comments
+        )
         self._reset()
         return ev
 
@@ -241,8 +242,14 @@ def parsed(ev: Event) -> Any:
     return parse_data(ev.data) if isinstance(ev.data, Unparsed) else ev.data
 
 
-_END_HINTS = ('"message_stop"', '"done":true', '"done": true', '"response.completed"',
-              '"response.failed"', '"response.incomplete"')
+_END_HINTS = (
+    '"message_stop"',
+    '"done":true',
+    '"done": true',
+    '"response.completed"',
+    '"response.failed"',
+    '"response.incomplete"',
+)
 
 
 def is_end_event(ev: Event) -> bool:
@@ -278,5 +285,3 @@ def asks_for_stream(path: str, body: Any) -> bool:
     if ":streamGenerateContent" in path:
         return True
     return isinstance(body, dict) and body.get("stream") is True
-
-

@@ -62,8 +62,9 @@ class StreamTap:
     ``StreamCapture`` with its arrival time. A chunk it cannot decode never stops the client's
     stream: the copy stops there and is marked as cut, with the reason."""
 
-    def __init__(self, fmt: StreamFormat, content_encoding: str, started: float,
-                 max_bytes: int) -> None:
+    def __init__(
+        self, fmt: StreamFormat, content_encoding: str, started: float, max_bytes: int
+    ) -> None:
         self.capture = StreamCapture(fmt)
         self._decoder = decoder_for(content_encoding)  # ValueError: unknown encoding
         self._started = started

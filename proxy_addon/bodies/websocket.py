@@ -25,8 +25,11 @@ def payload_of(content: bytes, is_text: bool) -> Body:
     if not is_text:
         return Body("base64", base64.b64encode(content).decode())
     value = json_value(content)
-    return Body("json", value) if value is not None else \
-        Body("text", content.decode("utf-8", "replace"))
+    return (
+        Body("json", value)
+        if value is not None
+        else Body("text", content.decode("utf-8", "replace"))
+    )
 
 
 def wire_payload(payload: Body) -> tuple[bytes, bool]:
@@ -42,9 +45,13 @@ class Capture:
         self.conversation = WebSocketConversation()
 
     def message(self, from_client: bool, is_text: bool, content: bytes, at: float) -> None:
-        self.conversation.messages.append(WebSocketMessage(
-            side_of(from_client), payload_of(content, is_text), max(0.0, at - self.started)))
+        self.conversation.messages.append(
+            WebSocketMessage(
+                side_of(from_client), payload_of(content, is_text), max(0.0, at - self.started)
+            )
+        )
 
     def close(self, by_client: bool, code: int, reason: str, at: float) -> None:
-        self.conversation.close = WebSocketClose(side_of(by_client), code, reason or "",
-                                                 max(0.0, at - self.started))
+        self.conversation.close = WebSocketClose(
+            side_of(by_client), code, reason or "", max(0.0, at - self.started)
+        )

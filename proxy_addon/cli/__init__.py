@@ -24,9 +24,17 @@ def main() -> None:
     """
 
 
-for command in (review.ls_command, review.show_command, review.text_command,
-                review.stale_command, diff.diff_command, verify.verify_command,
-                verify.scrub_command,
-                convert.import_command,
-                convert.export_command, run.run_command, run.proxy_command):
+for command in (
+    review.ls_command,
+    review.show_command,
+    review.text_command,
+    review.stale_command,
+    diff.diff_command,
+    verify.verify_command,
+    verify.scrub_command,
+    convert.import_command,
+    convert.export_command,
+    run.run_command,
+    run.proxy_command,
+):
     main.add_command(command)

@@ -4,8 +4,9 @@ or a CI log), and finding a cassette by path or key prefix."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import click
 import orjson
@@ -19,19 +20,36 @@ from proxy_addon.store import CassetteStore
 from proxy_addon.store.index import Entry
 
 dir_option = click.option(
-    "--dir", "cassette_dir", type=click.Path(path_type=Path, file_okay=False), default="cassettes",
-    envvar="CASSETTE_DIR", show_default=True, show_envvar=True, help="Cassette directory.")
+    "--dir",
+    "cassette_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default="cassettes",
+    envvar="CASSETTE_DIR",
+    show_default=True,
+    show_envvar=True,
+    help="Cassette directory.",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 
 
 def secret_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--redact-field`` and ``--redact-header``, as the proxy's ``cassette_redact_fields``
     and ``cassette_redact_headers``; the command turns them into rules with ``secrets_of``."""
-    command = click.option("--redact-header", "redact_headers", multiple=True, metavar="NAME",
-                           help="Another header whose value is a secret (repeat it).")(command)
-    return click.option("--redact-field", "redact_fields", multiple=True, metavar="NAME_OR_PATH",
-                        help="Another field whose value is a secret: a name, at any depth, or a "
-                        "dotted path from a body's root (repeat it).")(command)
+    command = click.option(
+        "--redact-header",
+        "redact_headers",
+        multiple=True,
+        metavar="NAME",
+        help="Another header whose value is a secret (repeat it).",
+    )(command)
+    return click.option(
+        "--redact-field",
+        "redact_fields",
+        multiple=True,
+        metavar="NAME_OR_PATH",
+        help="Another field whose value is a secret: a name, at any depth, or a "
+        "dotted path from a body's root (repeat it).",
+    )(command)
 
 
 def secrets_of(fields: tuple[str, ...], headers: tuple[str, ...]) -> Secrets:
@@ -70,8 +88,9 @@ def load_store(cassette_dir: Path, validate: bool = True) -> CassetteStore:
     """The directory's store; ``validate``: every file read whole, so all broken ones are
     reported (else only requests, enough to find a recording by its key)."""
     if not cassette_dir.is_dir():
-        raise click.UsageError(f"no cassette directory at {cassette_dir} (use --dir or "
-                               "CASSETTE_DIR)")
+        raise click.UsageError(
+            f"no cassette directory at {cassette_dir} (use --dir or CASSETTE_DIR)"
+        )
     store = CassetteStore(cassette_dir, validate=validate)
     store.load()
     return store
@@ -105,14 +124,20 @@ def resolve_all(refs: Sequence[str], cassette_dir: Path) -> list[tuple[Path, Rec
 
 
 def _by_prefix(ref: str, store: CassetteStore, cassette_dir: Path) -> Entry:
-    found = [e for e in entries(store)
-             if e.key.startswith(ref) or e.path.stem.startswith(ref)
-             or e.path.stem.rsplit("-", 1)[-1].startswith(ref)]
+    found = [
+        e
+        for e in entries(store)
+        if e.key.startswith(ref)
+        or e.path.stem.startswith(ref)
+        or e.path.stem.rsplit("-", 1)[-1].startswith(ref)
+    ]
     if not found:
-        raise click.BadParameter(f"no cassette file or key prefix {ref!r} in {cassette_dir}",
-                                 param_hint="CASSETTE")
+        raise click.BadParameter(
+            f"no cassette file or key prefix {ref!r} in {cassette_dir}", param_hint="CASSETTE"
+        )
     if len({e.path for e in found}) > 1:
         names = "\n  ".join(str(e.path) for e in found[:10])
-        raise click.BadParameter(f"{ref!r} is ambiguous, it matches:\n  {names}",
-                                 param_hint="CASSETTE")
+        raise click.BadParameter(
+            f"{ref!r} is ambiguous, it matches:\n  {names}", param_hint="CASSETTE"
+        )
     return found[0]

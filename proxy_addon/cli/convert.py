@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import click
 
@@ -33,8 +33,12 @@ def _json_files(sources: Iterable[Path]) -> Iterable[Path]:
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @dir_option
 @secret_options
-def import_command(sources: tuple[Path, ...], cassette_dir: Path, redact_fields: tuple[str, ...],
-                   redact_headers: tuple[str, ...]) -> None:
+def import_command(
+    sources: tuple[Path, ...],
+    cassette_dir: Path,
+    redact_fields: tuple[str, ...],
+    redact_headers: tuple[str, ...],
+) -> None:
     """Convert llama-stack recordings (files or directories) into cassettes in --dir.
 
     Lossless for what a client sees; each file keeps its test id and what llama-stack's
@@ -60,8 +64,9 @@ def import_command(sources: tuple[Path, ...], cassette_dir: Path, redact_fields:
             continue
         rec, findings = redact.scrub(rec, secrets)
         replaced += len(findings)
-        canon = canonical.canonicalize(canonical.Request.recorded(rec.request),
-                                       canonical.Rules(secrets=secrets))
+        canon = canonical.canonicalize(
+            canonical.Request.recorded(rec.request), canonical.Rules(secrets=secrets)
+        )
         # one request may be recorded by several tests (and model lists by several servers):
         # the source file's name keeps them apart
         tag = hashlib.sha256(path.name.encode()).hexdigest()[:8]
@@ -73,9 +78,11 @@ def import_command(sources: tuple[Path, ...], cassette_dir: Path, redact_fields:
         taken.add(target)
         atomic_write(target, cassette.dumps(rec))
         written += 1
-    click.echo(f"imported {written} recordings into {cassette_dir}"
-               + (f", {replaced} secrets replaced" if replaced else "")
-               + (f", skipped {skipped}" if skipped else ""))
+    click.echo(
+        f"imported {written} recordings into {cassette_dir}"
+        + (f", {replaced} secrets replaced" if replaced else "")
+        + (f", skipped {skipped}" if skipped else "")
+    )
     if skipped and not written:
         sys.exit(1)
 
@@ -83,23 +90,35 @@ def import_command(sources: tuple[Path, ...], cassette_dir: Path, redact_fields:
 @click.command("export-llama-stack")
 @click.argument("refs", nargs=-1, required=True, metavar="CASSETTE...")
 @dir_option
-@click.option("--to", "target", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write llama-stack recordings into.")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write llama-stack recordings into.",
+)
 @click.option("--test-id", default=None, help="Test id to record (default: the cassette's own).")
-def export_command(refs: tuple[str, ...], cassette_dir: Path, target: Path,
-                   test_id: str | None) -> None:
+def export_command(
+    refs: tuple[str, ...], cassette_dir: Path, target: Path, test_id: str | None
+) -> None:
     """Write cassettes as files llama-stack's recorder loads, named by its hash.
 
     \b
     Example: cassette export-llama-stack cassettes/api.openai.com --to tests/integration/recordings
     """
-    files = [str(p) for ref in refs for p in (iter_cassette_files(Path(ref))
-                                              if Path(ref).is_dir() else [ref])]
+    files = [
+        str(p)
+        for ref in refs
+        for p in (iter_cassette_files(Path(ref)) if Path(ref).is_dir() else [ref])
+    ]
     recordings = resolve_all(files, cassette_dir)
     for path, rec in recordings:
         if len(rec.responses) > 1:
-            click.echo(f"{path}: llama-stack keeps one answer per request; exporting the first "
-                       f"of {len(rec.responses)}", err=True)
+            click.echo(
+                f"{path}: llama-stack keeps one answer per request; exporting the first "
+                f"of {len(rec.responses)}",
+                err=True,
+            )
         name, doc = llama_stack.export(rec, test_id)
         atomic_write(target / name, json.dumps(doc, indent=2).encode() + b"\n")
     click.echo(f"exported {len(recordings)} recordings to {target}")

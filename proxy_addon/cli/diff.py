@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -30,10 +31,12 @@ def _body_value(body: Body | None) -> Any:
 def _response_value(resp: RecordedResponse) -> Any:
     if resp.websocket is not None:  # as in the file, without the times
         section = cassette.websocket_to_dict(resp.websocket)
-        return {"websocket": {"messages": [{k: v for k, v in m.items() if k != "t"}
-                                           for m in section["messages"]],
-                              "close": {k: v for k, v in section.get("close", {}).items()
-                                        if k != "t"}}}
+        return {
+            "websocket": {
+                "messages": [{k: v for k, v in m.items() if k != "t"} for m in section["messages"]],
+                "close": {k: v for k, v in section.get("close", {}).items() if k != "t"},
+            }
+        }
     if resp.stream is not None:
         return {"stream": [e.data for e in resp.stream.events], "complete": resp.stream.complete}
     return {"body": _body_value(resp.body)}
@@ -47,14 +50,18 @@ def response_paths(ra: Recording, rb: Recording) -> list[str]:
     for i, (x, y) in enumerate(zip(ra.responses, rb.responses)):
         if x.status != y.status:
             out.append(f"responses[{i}].status: {x.status} vs {y.status}")
-        out += [f"responses[{i}].{p}" for p in
-                difference.diff_paths(_response_value(x), _response_value(y), limit=50)]
+        out += [
+            f"responses[{i}].{p}"
+            for p in difference.diff_paths(_response_value(x), _response_value(y), limit=50)
+        ]
     return out
 
 
 def request_paths(ra: Recording, rb: Recording) -> list[str]:
-    return difference.request_diff(canonical.canonicalize(canonical.Request.recorded(ra.request)),
-                                   canonical.canonicalize(canonical.Request.recorded(rb.request)))
+    return difference.request_diff(
+        canonical.canonicalize(canonical.Request.recorded(ra.request)),
+        canonical.canonicalize(canonical.Request.recorded(rb.request)),
+    )
 
 
 def _echo_seen(changes: Changes, indent: str = "") -> None:
@@ -72,12 +79,15 @@ def _echo_seen(changes: Changes, indent: str = "") -> None:
 
 @click.command("diff")
 @click.argument("refs", metavar="[A B]", nargs=-1)
-@click.option("--since", "rev", metavar="REV",
-              help="Every cassette under --dir changed since this git revision (e.g. HEAD).")
+@click.option(
+    "--since",
+    "rev",
+    metavar="REV",
+    help="Every cassette under --dir changed since this git revision (e.g. HEAD).",
+)
 @dir_option
 @json_option
-def diff_command(refs: tuple[str, ...], rev: str | None, cassette_dir: Path,
-                 as_json: bool) -> None:
+def diff_command(refs: tuple[str, ...], rev: str | None, cassette_dir: Path, as_json: bool) -> None:
     """Show what changed between two recordings, or in every cassette changed since a git
     revision: the request's JSON paths, and in what the user saw, shape changes (status, tool
     calls, finish reasons, stream or body, event types...) apart from noise (wording, token
@@ -96,8 +106,16 @@ def diff_command(refs: tuple[str, ...], rev: str | None, cassette_dir: Path,
     (pa, ra), (pb, rb) = resolve_all(refs, cassette_dir)
     req, resp, seen = request_paths(ra, rb), response_paths(ra, rb), compare(ra, rb)
     if as_json:
-        print_json({"a": str(pa), "b": str(pb), "request": req, "responses": resp,
-                    "shape": seen.shape, "noise": seen.noise})
+        print_json(
+            {
+                "a": str(pa),
+                "b": str(pb),
+                "request": req,
+                "responses": resp,
+                "shape": seen.shape,
+                "noise": seen.noise,
+            }
+        )
     else:
         click.echo(f"A: {pa}\nB: {pb}")
         click.echo("request: " + ("same" if not req else "differs at " + ", ".join(req)))
@@ -117,11 +135,11 @@ def _git(args: list[str], cwd: Path) -> bytes:
     try:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=60)
     except FileNotFoundError:
-        raise click.UsageError("cassette diff --since needs git, which is not installed") \
-            from None
+        raise click.UsageError("cassette diff --since needs git, which is not installed") from None
     if done.returncode != 0:
-        raise click.UsageError(f"git {' '.join(args)}: "
-                               + done.stderr.decode("utf-8", "replace").strip())
+        raise click.UsageError(
+            f"git {' '.join(args)}: " + done.stderr.decode("utf-8", "replace").strip()
+        )
     return done.stdout
 
 
@@ -133,14 +151,22 @@ def changed_since(rev: str, cassette_dir: Path) -> tuple[Path, list[tuple[str, s
         raise click.UsageError(f"no cassette directory at {cassette_dir} (use --dir)")
     top = Path(_git(["rev-parse", "--show-toplevel"], cassette_dir).decode().strip())
     where = os.path.relpath(cassette_dir.resolve(), top.resolve())
-    fields = _git(["diff", "--name-status", "-z", "--no-renames", rev, "--", where],
-                  top).split(b"\0")
+    fields = _git(["diff", "--name-status", "-z", "--no-renames", rev, "--", where], top).split(
+        b"\0"
+    )
     found = [(fields[i].decode(), fields[i + 1].decode()) for i in range(0, len(fields) - 1, 2)]
-    found += [("A", name.decode()) for name in _git(
-        ["ls-files", "-z", "--others", "--exclude-standard", "--", where], top).split(b"\0")
-        if name]
-    return top, sorted((status[0], path) for status, path in found
-                       if is_cassette_name(os.path.relpath(path, where)))
+    found += [
+        ("A", name.decode())
+        for name in _git(
+            ["ls-files", "-z", "--others", "--exclude-standard", "--", where], top
+        ).split(b"\0")
+        if name
+    ]
+    return top, sorted(
+        (status[0], path)
+        for status, path in found
+        if is_cassette_name(os.path.relpath(path, where))
+    )
 
 
 def _recording_or_why(read: Callable[[], Recording]) -> Recording | str:
@@ -152,10 +178,20 @@ def _recording_or_why(read: Callable[[], Recording]) -> Recording | str:
 
 def _one_file(rev: str, top: Path, status: str, name: str) -> dict[str, Any]:
     """What changed in one cassette file since ``rev``."""
-    item: dict[str, Any] = {"file": name, "status": STATUS.get(status, status), "request": [],
-                            "shape": [], "noise": []}
-    old = _recording_or_why(lambda: formats.loads(_git(["show", f"{rev}:{name}"], top),
-                                                  f"{rev}:{name}")) if status != "A" else None
+    item: dict[str, Any] = {
+        "file": name,
+        "status": STATUS.get(status, status),
+        "request": [],
+        "shape": [],
+        "noise": [],
+    }
+    old = (
+        _recording_or_why(
+            lambda: formats.loads(_git(["show", f"{rev}:{name}"], top), f"{rev}:{name}")
+        )
+        if status != "A"
+        else None
+    )
     new = _recording_or_why(lambda: formats.load(top / name)) if status != "D" else None
     for version in (old, new):
         if isinstance(version, str):
@@ -184,6 +220,8 @@ def _diff_since(rev: str, cassette_dir: Path, as_json: bool) -> int:
             click.echo("  request: differs at " + ", ".join(item["request"]))
         _echo_seen(Changes(item["shape"], item["noise"]), "  ")
     shaped = sum(1 for i in items if i["status"] == "modified" and i["shape"])
-    click.echo(f"{len(items)} cassette files changed since {rev}"
-               + (f", {shaped} with shape changes" if shaped else ""))
+    click.echo(
+        f"{len(items)} cassette files changed since {rev}"
+        + (f", {shaped} with shape changes" if shaped else "")
+    )
     return 1 if items else 0

@@ -36,11 +36,12 @@ def _endpoint(rec: Recording) -> str:
 
 
 def _size(n: int) -> str:
+    size = float(n)
     for unit in ("B", "kB", "MB"):
-        if n < 1024 or unit == "MB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+        if size < 1024 or unit == "MB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
 
 
 def _row(entry: Entry, root: Path) -> dict[str, Any]:
@@ -49,14 +50,18 @@ def _row(entry: Entry, root: Path) -> dict[str, Any]:
     sockets = [r.websocket for r in rec.responses if r.websocket is not None]
     recorded = age.recorded(rec)
     return {
-        "file": str(entry.path.relative_to(root) if entry.path.is_relative_to(root) else
-                    entry.path),
+        "file": str(
+            entry.path.relative_to(root) if entry.path.is_relative_to(root) else entry.path
+        ),
         "key": entry.key,
         "method": rec.request.method,
         "endpoint": _endpoint(rec),
         "model": model_of(rec.request) or "",
-        "stream": f"{streams[0].format}, {len(streams[0].events)} events" if streams else
-        f"ws, {len(sockets[0].messages)} messages" if sockets else None,
+        "stream": f"{streams[0].format}, {len(streams[0].events)} events"
+        if streams
+        else f"ws, {len(sockets[0].messages)} messages"
+        if sockets
+        else None,
         "responses": len(rec.responses),
         "status": [r.status for r in rec.responses],
         "size": entry.path.stat().st_size,
@@ -76,13 +81,18 @@ def _age_option(value: str | None) -> timedelta | None:
 @click.command("ls")
 @dir_option
 @click.option("--grep", "pattern", help="Only rows whose text contains PATTERN (case-insensitive).")
-@click.option("--older-than", "older_than", metavar="AGE",
-              callback=lambda ctx, param, value: _age_option(value),
-              help="Only recordings older than AGE (30d, 12h, 2w), by their newest response's "
-                   "recorded_at; recordings without one (llama-stack's) are never listed.")
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="AGE",
+    callback=lambda ctx, param, value: _age_option(value),
+    help="Only recordings older than AGE (30d, 12h, 2w), by their newest response's "
+    "recorded_at; recordings without one (llama-stack's) are never listed.",
+)
 @json_option
-def ls_command(cassette_dir: Path, pattern: str | None, older_than: timedelta | None,
-               as_json: bool) -> None:
+def ls_command(
+    cassette_dir: Path, pattern: str | None, older_than: timedelta | None, as_json: bool
+) -> None:
     """List recordings: method, endpoint, model, stream, status, size, date.
 
     \b
@@ -102,26 +112,37 @@ def ls_command(cassette_dir: Path, pattern: str | None, older_than: timedelta | 
         print_json(rows)
         return
     out = console()
-    listing = table(out, "method", "endpoint", "model", "stream", "status", "size", "recorded",
-                    "file")
+    listing = table(
+        out, "method", "endpoint", "model", "stream", "status", "size", "recorded", "file"
+    )
     for r in rows:
-        listing.add_row(r["method"], r["endpoint"], r["model"] or "-", r["stream"] or "-",
-                        ",".join(map(str, r["status"])), _size(r["size"]), r["recorded"] or "-",
-                        r["file"])
+        listing.add_row(
+            r["method"],
+            r["endpoint"],
+            r["model"] or "-",
+            r["stream"] or "-",
+            ",".join(map(str, r["status"])),
+            _size(r["size"]),
+            r["recorded"] or "-",
+            r["file"],
+        )
     out.print(listing)
     out.print(_count_line(len(rows), store))
 
 
 def _show_response(console: Console, i: int, total: int, resp: RecordedResponse) -> None:
-    console.rule(f"response {i + 1} of {total}: {resp.status}"
-                 + (f"  recorded {resp.recorded_at}" if resp.recorded_at else ""))
+    console.rule(
+        f"response {i + 1} of {total}: {resp.status}"
+        + (f"  recorded {resp.recorded_at}" if resp.recorded_at else "")
+    )
     for name, value in resp.headers:
         console.print(f"[cyan]{name}[/cyan]: {value}", highlight=False, markup=True)
     if resp.stream is not None:
         s = resp.stream
-        console.print(f"[bold]{s.format} stream[/bold], {len(s.events)} events"
-                      + ("" if s.complete else
-                         f" [red](incomplete: {s.cut or 'cut off'})[/red]"))
+        console.print(
+            f"[bold]{s.format} stream[/bold], {len(s.events)} events"
+            + ("" if s.complete else f" [red](incomplete: {s.cut or 'cut off'})[/red]")
+        )
         for n, ev in enumerate(s.events):
             label = f"#{n:<3} +{ev.t:7.3f}s"
             if ev.event:
@@ -144,16 +165,25 @@ def _show_websocket(console: Console, conversation: WebSocketConversation) -> No
     for n, m in enumerate(conversation.messages):
         arrow = "client ->" if m.side == "client" else "server <-"
         body = m.payload
-        payload = orjson.dumps(body.value).decode() if body.kind == "json" else \
-            body.value if body.kind == "text" else f"<{len(body.to_bytes())} bytes, binary>"
-        console.print(f"#{n:<3} +{m.t:7.3f}s {arrow} ", end="", style="dim", markup=False,
-                      highlight=False)
+        payload = (
+            orjson.dumps(body.value).decode()
+            if body.kind == "json"
+            else body.value
+            if body.kind == "text"
+            else f"<{len(body.to_bytes())} bytes, binary>"
+        )
+        console.print(
+            f"#{n:<3} +{m.t:7.3f}s {arrow} ", end="", style="dim", markup=False, highlight=False
+        )
         console.print(payload, markup=False, highlight=console.is_terminal, soft_wrap=True)
     close = conversation.close
     if close is not None:
-        console.print(f"close +{close.t:.3f}s by the {close.side}: {close.code}"
-                      + (f" {close.reason}" if close.reason else ""), markup=False,
-                      highlight=False)
+        console.print(
+            f"close +{close.t:.3f}s by the {close.side}: {close.code}"
+            + (f" {close.reason}" if close.reason else ""),
+            markup=False,
+            highlight=False,
+        )
 
 
 def _show_body(console: Console, body: Body) -> None:
@@ -186,10 +216,13 @@ def show_command(ref: str, cassette_dir: Path, raw: bool) -> None:
         out.print(f"test: {rec.test_id}", markup=False)
     out.print(f"[bold]{rec.request.method} {rec.request.url}[/bold]", highlight=False)
     if rec.request.any_host:
-        out.print(f"answers this request on any host; requests to {origin_of(rec.request)} "
-                      "prefer it, others only when no recording of their own host or provider "
-                      "exists (then counted as answered from another host's recording)",
-                      markup=False, highlight=False)
+        out.print(
+            f"answers this request on any host; requests to {origin_of(rec.request)} "
+            "prefer it, others only when no recording of their own host or provider "
+            "exists (then counted as answered from another host's recording)",
+            markup=False,
+            highlight=False,
+        )
     for name, value in rec.request.headers.items():
         out.print(f"[cyan]{name}[/cyan]: {value}", highlight=False)
     if rec.request.body is not None:
@@ -225,14 +258,18 @@ def _age_rows(found: list[tuple[str, datetime | None]], now: datetime) -> list[d
     rows = []
     for directory, whens in sorted(groups.items(), key=lambda g: (g[0] == "(all)", g[0])):
         dated = [w for w in whens if w is not None]
-        rows.append({
-            "dir": directory, "recordings": len(whens),
-            "oldest": min(dated).date().isoformat() if dated else None,
-            "newest": max(dated).date().isoformat() if dated else None,
-            "older_than": {name: sum(1 for w in dated if w < limit)
-                           for name, limit in limits.items()},
-            "undated": len(whens) - len(dated),
-        })
+        rows.append(
+            {
+                "dir": directory,
+                "recordings": len(whens),
+                "oldest": min(dated).date().isoformat() if dated else None,
+                "newest": max(dated).date().isoformat() if dated else None,
+                "older_than": {
+                    name: sum(1 for w in dated if w < limit) for name, limit in limits.items()
+                },
+                "undated": len(whens) - len(dated),
+            }
+        )
     return rows
 
 
@@ -250,20 +287,35 @@ def stale_command(cassette_dir: Path, as_json: bool) -> None:
     store = load_store(cassette_dir)
     found = []
     for e in entries(store):
-        rel = e.path.parent.relative_to(cassette_dir) if e.path.is_relative_to(
-            cassette_dir) else e.path.parent
+        rel = (
+            e.path.parent.relative_to(cassette_dir)
+            if e.path.is_relative_to(cassette_dir)
+            else e.path.parent
+        )
         found.append((rel.as_posix(), age.recorded(e.recording)))
     rows = _age_rows(found, age.now())
     if as_json:
         print_json(rows)
         return
     out = console()
-    listing = table(out, "directory", "recordings", "oldest", "newest",
-                    *(f">{name}" for name in age.THRESHOLDS), "undated")
+    listing = table(
+        out,
+        "directory",
+        "recordings",
+        "oldest",
+        "newest",
+        *(f">{name}" for name in age.THRESHOLDS),
+        "undated",
+    )
     for r in rows:
-        listing.add_row(r["dir"], str(r["recordings"]), r["oldest"] or "-", r["newest"] or "-",
-                        *(str(r["older_than"][name]) for name in age.THRESHOLDS),
-                        str(r["undated"]))
+        listing.add_row(
+            r["dir"],
+            str(r["recordings"]),
+            r["oldest"] or "-",
+            r["newest"] or "-",
+            *(str(r["older_than"][name]) for name in age.THRESHOLDS),
+            str(r["undated"]),
+        )
     out.print(listing)
     out.print(_count_line(len(found), store))
 
@@ -271,5 +323,6 @@ def stale_command(cassette_dir: Path, as_json: bool) -> None:
 def _count_line(shown: int, store: CassetteStore) -> str:
     """How many recordings a listing shows, and how many files it could not read."""
     bad = store.index.bad
-    return f"{shown} recordings" + (f", {len(bad)} unreadable files (run cassette verify)"
-                                    if bad else "")
+    return f"{shown} recordings" + (
+        f", {len(bad)} unreadable files (run cassette verify)" if bad else ""
+    )

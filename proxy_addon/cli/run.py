@@ -7,8 +7,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, NoReturn
+from typing import NoReturn
 
 import click
 
@@ -23,21 +24,39 @@ from proxy_addon.runner.process import (
 from proxy_addon.runner.providers import PROVIDERS, plan
 from proxy_addon.summary import MODES, NOTHING_REACHED, Summary, nothing_reached_fails
 
-mode_option = click.option("--mode", type=click.Choice(MODES), default="replay", show_default=True,
-                           help="replay, record, auto (replay hits, record misses), passthrough, "
-                                "refresh (re-record what has a recording, in its own file).")
-older_option = click.option("--older-than", "max_age", metavar="AGE",
-                            help="cassette_max_age: recordings older than AGE (30d, 12h) are "
-                                 "stale; refresh mode re-records only them, replay warns.")
+mode_option = click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="replay",
+    show_default=True,
+    help="replay, record, auto (replay hits, record misses), passthrough, "
+    "refresh (re-record what has a recording, in its own file).",
+)
+older_option = click.option(
+    "--older-than",
+    "max_age",
+    metavar="AGE",
+    help="cassette_max_age: recordings older than AGE (30d, 12h) are "
+    "stale; refresh mode re-records only them, replay warns.",
+)
 pace_option = click.option(
-    "--pace", default="0", show_default=True,
-    help="Stream replay speed: 0 at once, 1 recorded gaps, 0.5 twice as fast.")
-set_option = click.option("--set", "extra", multiple=True, metavar="NAME=VALUE",
-                          help="Any other mitmproxy or cassette option, e.g. ssl_insecure=true.")
+    "--pace",
+    default="0",
+    show_default=True,
+    help="Stream replay speed: 0 at once, 1 recorded gaps, 0.5 twice as fast.",
+)
+set_option = click.option(
+    "--set",
+    "extra",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Any other mitmproxy or cassette option, e.g. ssl_insecure=true.",
+)
 
 
-def _options(pace: str, extra: Iterable[str],
-             max_age: str | None = None) -> dict[str, str | list[str]]:
+def _options(
+    pace: str, extra: Iterable[str], max_age: str | None = None
+) -> dict[str, str | list[str]]:
     """The proxy's options, ``--set`` ones last (``process.set_options``)."""
     opts: dict[str, str | list[str]] = {"cassette_pace": pace}
     if max_age:
@@ -49,7 +68,7 @@ def _options(pace: str, extra: Iterable[str],
 
 
 def _fail_start(e: ProxyStartError) -> NoReturn:
-    lines = [l for l in str(e).splitlines() if "Error" in l or "cassette" in l or "error" in l]
+    lines = [ln for ln in str(e).splitlines() if "Error" in ln or "cassette" in ln or "error" in ln]
     raise click.UsageError("the proxy did not start:\n" + "\n".join(lines or [str(e)]))
 
 
@@ -60,8 +79,14 @@ def _fail_start(e: ProxyStartError) -> NoReturn:
 @dir_option
 @set_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run_command(mode: str, pace: str, max_age: str | None, cassette_dir: Path,
-                extra: tuple[str, ...], command: tuple[str, ...]) -> None:
+def run_command(
+    mode: str,
+    pace: str,
+    max_age: str | None,
+    cassette_dir: Path,
+    extra: tuple[str, ...],
+    command: tuple[str, ...],
+) -> None:
     """Run COMMAND through a fresh proxy; exit with its code, or 1 when it passed but a replay
     missed, the proxy failed inside, a replay refused an upstream connection, or a stale
     recording was refused (cassette_stale=fail). Clients that read HTTPS_PROXY go through the
@@ -77,8 +102,9 @@ def run_command(mode: str, pace: str, max_age: str | None, cassette_dir: Path,
         summary_path = Path(tmp) / "summary.json"
         opts = _options(pace, extra, max_age) | {"cassette_summary": str(summary_path)}
         try:
-            proxy = start_proxy(cassette_dir, mode, confdir=Path(tmp) / "ca", options=opts,
-                                listeners=True)
+            proxy = start_proxy(
+                cassette_dir, mode, confdir=Path(tmp) / "ca", options=opts, listeners=True
+            )
         except ProxyStartError as e:
             _fail_start(e)
         try:
@@ -110,15 +136,35 @@ def run_command(mode: str, pace: str, max_age: str | None, cassette_dir: Path,
 @pace_option
 @dir_option
 @set_option
-@click.option("--port", default=8080, show_default=True,
-              help="Port of the forward proxy (0: a free one); the providers' listeners "
-                   "take the next ones (free ones with 0).")
-@click.option("--listen-host", default="127.0.0.1", show_default=True,
-              help="Address to listen on: 0.0.0.0 to serve containers.")
-@click.option("--confdir", type=click.Path(path_type=Path), default=Path("~/.mitmproxy"),
-              show_default=True, help="Where mitmproxy keeps its CA.")
-def proxy_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ...], port: int,
-                  listen_host: str, confdir: Path) -> None:
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    help="Port of the forward proxy (0: a free one); the providers' listeners "
+    "take the next ones (free ones with 0).",
+)
+@click.option(
+    "--listen-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on: 0.0.0.0 to serve containers.",
+)
+@click.option(
+    "--confdir",
+    type=click.Path(path_type=Path),
+    default=Path("~/.mitmproxy"),
+    show_default=True,
+    help="Where mitmproxy keeps its CA.",
+)
+def proxy_command(
+    mode: str,
+    pace: str,
+    cassette_dir: Path,
+    extra: tuple[str, ...],
+    port: int,
+    listen_host: str,
+    confdir: Path,
+) -> None:
     """Run the proxy in the foreground and print how to point a client at it.
 
     \b
@@ -133,16 +179,32 @@ def proxy_command(mode: str, pace: str, cassette_dir: Path, extra: tuple[str, ..
     listeners = plan(os.environ, ports, reach)
     url = f"http://{reach}:{port}"
     ca = confdir / "mitmproxy-ca-cert.pem"
-    click.echo(f"cassette proxy: {mode} mode over {cassette_dir}. Point a client at it:\n"
-               f"  export HTTPS_PROXY={url} HTTP_PROXY={url}\n"
-               f"  export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} CURL_CA_BUNDLE={ca} "
-               f"NODE_EXTRA_CA_CERTS={ca}\n"
-               "  or, for clients that ignore HTTPS_PROXY (no CA needed):\n"
-               + "".join(f"  export {lst.provider.variable}={lst.value}   # -> {lst.upstream}, "
-                         f"read by {lst.provider.read_by}\n" for lst in listeners)
-               + ("  (from a container, use this machine's address instead of 127.0.0.1)\n"
-                  if reach != listen_host else "")
-               + "Stop with Ctrl-C.", err=True)
-    args = mitmdump_args(cassette_dir, mode, confdir, port, _options(pace, extra),
-                         listeners=listeners, listen_host=listen_host)
+    click.echo(
+        f"cassette proxy: {mode} mode over {cassette_dir}. Point a client at it:\n"
+        f"  export HTTPS_PROXY={url} HTTP_PROXY={url}\n"
+        f"  export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} CURL_CA_BUNDLE={ca} "
+        f"NODE_EXTRA_CA_CERTS={ca}\n"
+        "  or, for clients that ignore HTTPS_PROXY (no CA needed):\n"
+        + "".join(
+            f"  export {lst.provider.variable}={lst.value}   # -> {lst.upstream}, "
+            f"read by {lst.provider.read_by}\n"
+            for lst in listeners
+        )
+        + (
+            "  (from a container, use this machine's address instead of 127.0.0.1)\n"
+            if reach != listen_host
+            else ""
+        )
+        + "Stop with Ctrl-C.",
+        err=True,
+    )
+    args = mitmdump_args(
+        cassette_dir,
+        mode,
+        confdir,
+        port,
+        _options(pace, extra),
+        listeners=listeners,
+        listen_host=listen_host,
+    )
     os.execv(args[0], args)

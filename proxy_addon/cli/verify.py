@@ -65,8 +65,9 @@ def _files(cassette_dir: Path) -> list[Path]:
 @click.command("verify")
 @dir_option
 @secret_options
-def verify_command(cassette_dir: Path, redact_fields: tuple[str, ...],
-                   redact_headers: tuple[str, ...]) -> None:
+def verify_command(
+    cassette_dir: Path, redact_fields: tuple[str, ...], redact_headers: tuple[str, ...]
+) -> None:
     """Check every file parses, fits the format, and holds no secret; exit 1 if not.
 
     Secrets are found by the rules the proxy records with: secret names at any depth, the
@@ -92,8 +93,9 @@ def verify_command(cassette_dir: Path, redact_fields: tuple[str, ...],
 @click.command("scrub")
 @dir_option
 @secret_options
-def scrub_command(cassette_dir: Path, redact_fields: tuple[str, ...],
-                  redact_headers: tuple[str, ...]) -> None:
+def scrub_command(
+    cassette_dir: Path, redact_fields: tuple[str, ...], redact_headers: tuple[str, ...]
+) -> None:
     """Replace every secret in the files on disk, in place, by the rules the proxy records
     with; print each change (file, JSON path, layer). Files are rewritten atomically; a file
     with nothing to replace is left as it is.
@@ -116,8 +118,10 @@ def scrub_command(cassette_dir: Path, redact_fields: tuple[str, ...],
             click.echo(f"{path}: {finding}: replaced")
         changed += 1
         replaced += len(checked.findings)
-    click.echo(f"{total} files checked: " + (
-        f"{replaced} secrets replaced in {changed} files" if changed else "nothing to scrub")
-        + (f"; {unreadable} files could not be read" if unreadable else ""))
+    click.echo(
+        f"{total} files checked: "
+        + (f"{replaced} secrets replaced in {changed} files" if changed else "nothing to scrub")
+        + (f"; {unreadable} files could not be read" if unreadable else "")
+    )
     if unreadable:
         sys.exit(1)

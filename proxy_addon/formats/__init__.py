@@ -38,8 +38,11 @@ def loads(raw: bytes, path: Path | str | None = None) -> Recording:
     if llama_stack.is_llama_stack(doc):
         return llama_stack.read(doc, path)
     if isinstance(doc, dict) and not cassette.is_ours(doc):
-        raise CassetteError(path, "not a cassette: no 'version' field, and not a llama-stack "
-                                  "recording (no 'request' and 'response' objects)")
+        raise CassetteError(
+            path,
+            "not a cassette: no 'version' field, and not a llama-stack "
+            "recording (no 'request' and 'response' objects)",
+        )
     return cassette.from_dict(doc, path)
 
 
@@ -52,8 +55,11 @@ def read_bytes(path: Path | str, max_bytes: int | None = None) -> bytes:
         try:
             size = os.fstat(fd).st_size
             if max_bytes is not None and size > max_bytes:
-                raise CassetteError(path, f"too large ({size / 1048576:.1f} MB, the limit is "
-                                          f"{max_bytes / 1048576:.0f} MB: cassette_max_file_mb)")
+                raise CassetteError(
+                    path,
+                    f"too large ({size / 1048576:.1f} MB, the limit is "
+                    f"{max_bytes / 1048576:.0f} MB: cassette_max_file_mb)",
+                )
             data = os.read(fd, size + 1)  # one byte more: whether it grew since fstat
             if len(data) <= size:
                 return data
@@ -78,7 +84,7 @@ def _head_doc(raw: bytes) -> tuple[dict, str] | None:
     if found is None or found.start() == 0:
         return None
     source = "cassette" if found.group(1) else "llama-stack"
-    head = raw[:found.start()].rstrip().rstrip(b",") + b"\n}"
+    head = raw[: found.start()].rstrip().rstrip(b",") + b"\n}"
     try:
         doc = orjson.loads(head)
     except orjson.JSONDecodeError:

@@ -40,8 +40,12 @@ WEBSOCKET_VERSION = 2  # a file with a ``websocket`` section
 FORMAT_VERSION = WEBSOCKET_VERSION  # the newest version this tool reads
 FORMAT_NAME = "llm-cassette"
 
-BODY_FIELDS: dict[BodyKind, str] = {"json": "body", "text": "body_text", "base64": "body_base64",
-                                     "multipart": "body_multipart"}
+BODY_FIELDS: dict[BodyKind, str] = {
+    "json": "body",
+    "text": "body_text",
+    "base64": "body_base64",
+    "multipart": "body_multipart",
+}
 # A WebSocket message's payload: parsed JSON, other text, or a binary message's bytes.
 _PAYLOAD_FIELDS: dict[BodyKind, str] = {"json": "data", "text": "text", "base64": "base64"}
 _SIDES = ("client", "server")
@@ -76,9 +80,12 @@ _EVENTS_MARK = "\x00events of response {}\x00"
 def websocket_to_dict(conv: WebSocketConversation) -> dict[str, Any]:
     """The ``websocket`` section: messages as ``{"t", "from", "data" | "text" | "base64"}``,
     then the close as ``{"t", "from", "code", "reason"}``."""
-    out: dict[str, Any] = {"messages": [
-        {"t": round(m.t, 4), "from": m.side, _PAYLOAD_FIELDS[m.payload.kind]: m.payload.value}
-        for m in conv.messages]}
+    out: dict[str, Any] = {
+        "messages": [
+            {"t": round(m.t, 4), "from": m.side, _PAYLOAD_FIELDS[m.payload.kind]: m.payload.value}
+            for m in conv.messages
+        ]
+    }
     if conv.close is not None:
         c = conv.close
         out["close"] = {"t": round(c.t, 4), "from": c.side, "code": c.code, "reason": c.reason}
@@ -95,8 +102,9 @@ def response_to_dict(resp: RecordedResponse, events_mark: str | None = None) -> 
             "format": resp.stream.format,
             "complete": resp.stream.complete,
             **({"cut": resp.stream.cut} if resp.stream.cut else {}),
-            "events": [events_mark] if events_mark is not None else
-            [event_to_dict(ev) for ev in resp.stream.events],
+            "events": [events_mark]
+            if events_mark is not None
+            else [event_to_dict(ev) for ev in resp.stream.events],
         }
     elif resp.websocket is not None:
         out["websocket"] = websocket_to_dict(resp.websocket)
@@ -107,8 +115,10 @@ def response_to_dict(resp: RecordedResponse, events_mark: str | None = None) -> 
 
 def to_dict(rec: Recording, mark_events: bool = False) -> dict[str, Any]:
     websocket = any(r.websocket is not None for r in rec.responses)
-    out: dict[str, Any] = {"format": FORMAT_NAME,
-                           "version": WEBSOCKET_VERSION if websocket else HTTP_VERSION}
+    out: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "version": WEBSOCKET_VERSION if websocket else HTTP_VERSION,
+    }
     if rec.test_id:
         out["test_id"] = rec.test_id
     out["request"] = {
@@ -118,8 +128,10 @@ def to_dict(rec: Recording, mark_events: bool = False) -> dict[str, Any]:
         "headers": rec.request.headers,
         **_body_fields(rec.request.body),
     }
-    out["responses"] = [response_to_dict(r, _EVENTS_MARK.format(i) if mark_events else None)
-                        for i, r in enumerate(rec.responses)]
+    out["responses"] = [
+        response_to_dict(r, _EVENTS_MARK.format(i) if mark_events else None)
+        for i, r in enumerate(rec.responses)
+    ]
     if rec.llama_stack and rec.llama_stack.get("request"):
         out["llama_stack"] = {"request": rec.llama_stack["request"]}
     return out
@@ -143,9 +155,10 @@ def write(rec: Recording, out: BinaryIO) -> None:
         for n, ev in enumerate(resp.stream.events):
             if n:
                 out.write(b"," + indent)
-            out.write(orjson.dumps(event_to_dict(ev), option=orjson.OPT_INDENT_2)
-                      .replace(b"\n", indent))
-        head = head[at + len(mark):]
+            out.write(
+                orjson.dumps(event_to_dict(ev), option=orjson.OPT_INDENT_2).replace(b"\n", indent)
+            )
+        head = head[at + len(mark) :]
     out.write(head)
     out.write(b"\n")
 
@@ -167,8 +180,11 @@ def _body_from(obj: dict[str, Any], where: str, path: Path | str | None) -> Body
         return None
     kind, value = found[0]
     if kind == "multipart":
-        require(isinstance(value, list) and all(isinstance(p, dict) for p in value), path,
-                f"{where}.body_multipart must be a list of objects")
+        require(
+            isinstance(value, list) and all(isinstance(p, dict) for p in value),
+            path,
+            f"{where}.body_multipart must be a list of objects",
+        )
     elif kind != "json":
         require(isinstance(value, str), path, f"{where}.{BODY_FIELDS[kind]} must be a string")
     if kind == "base64":
@@ -192,16 +208,31 @@ def _event_from(obj: Any, where: str, path: Path | str | None) -> Event:
     t = obj.get("t", 0.0)
     require(_number(t) and t >= 0, path, f"{where}.t must be a non-negative number")
     for name in ("event", "id"):
-        require(obj.get(name) is None or isinstance(obj.get(name), str), path,
-                f"{where}.{name} must be a string")
+        require(
+            obj.get(name) is None or isinstance(obj.get(name), str),
+            path,
+            f"{where}.{name} must be a string",
+        )
     retry = obj.get("retry")
-    require(retry is None or (isinstance(retry, int) and not isinstance(retry, bool)), path,
-            f"{where}.retry must be an integer")
+    require(
+        retry is None or (isinstance(retry, int) and not isinstance(retry, bool)),
+        path,
+        f"{where}.retry must be an integer",
+    )
     comments = obj.get("comments", [])
-    require(isinstance(comments, list) and all(isinstance(c, str) for c in comments), path,
-            f"{where}.comments must be a list of strings")
-    return Event(data=obj.get("data"), event=obj.get("event"), id=obj.get("id"), retry=retry,
-                 comments=list(comments), t=float(t))
+    require(
+        isinstance(comments, list) and all(isinstance(c, str) for c in comments),
+        path,
+        f"{where}.comments must be a list of strings",
+    )
+    return Event(
+        data=obj.get("data"),
+        event=obj.get("event"),
+        id=obj.get("id"),
+        retry=retry,
+        comments=list(comments),
+        t=float(t),
+    )
 
 
 def _message_from(obj: Any, where: str, path: Path | str | None) -> WebSocketMessage:
@@ -213,8 +244,11 @@ def _message_from(obj: Any, where: str, path: Path | str | None) -> WebSocketMes
     require(len(found) == 1, path, f"{where} must have exactly one of data / text / base64")
     kind, value = found[0]
     if kind == "json":
-        require(isinstance(value, (dict, list)), path,
-                f"{where}.data must be a JSON object or array (other text goes in 'text')")
+        require(
+            isinstance(value, (dict, list)),
+            path,
+            f"{where}.data must be a JSON object or array (other text goes in 'text')",
+        )
     else:
         require(isinstance(value, str), path, f"{where}.{_PAYLOAD_FIELDS[kind]} must be a string")
     if kind == "base64":
@@ -228,8 +262,11 @@ def _close_from(obj: Any, where: str, path: Path | str | None) -> WebSocketClose
     require(_number(t) and t >= 0, path, f"{where}.t must be a non-negative number")
     require(obj.get("from") in _SIDES, path, f"{where}.from must be 'client' or 'server'")
     code = obj.get("code")
-    require(isinstance(code, int) and not isinstance(code, bool) and 1000 <= code <= 4999, path,
-            f"{where}.code must be a WebSocket close code (1000-4999)")
+    require(
+        isinstance(code, int) and not isinstance(code, bool) and 1000 <= code <= 4999,
+        path,
+        f"{where}.code must be a WebSocket close code (1000-4999)",
+    )
     require(isinstance(obj.get("reason", ""), str), path, f"{where}.reason must be a string")
     return WebSocketClose(side=obj["from"], code=code, reason=obj.get("reason", ""), t=float(t))
 
@@ -240,36 +277,55 @@ def _websocket_from(obj: Any, where: str, path: Path | str | None) -> WebSocketC
     require(isinstance(messages, list), path, f"{where}.messages must be a list")
     close = obj.get("close")
     return WebSocketConversation(
-        messages=[_message_from(m, f"{where}.messages[{i}]", path)
-                  for i, m in enumerate(messages)],
-        close=None if close is None else _close_from(close, f"{where}.close", path))
+        messages=[_message_from(m, f"{where}.messages[{i}]", path) for i, m in enumerate(messages)],
+        close=None if close is None else _close_from(close, f"{where}.close", path),
+    )
 
 
 def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedResponse:
     require(isinstance(obj, dict), path, f"{where} must be an object")
     status = obj.get("status")
-    require(isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599,
-            path, f"{where}.status must be an HTTP status code")
+    require(
+        isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599,
+        path,
+        f"{where}.status must be an HTTP status code",
+    )
     headers = obj.get("headers", [])
-    require(isinstance(headers, list) and all(
-        isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h) for h in headers
-    ), path, f"{where}.headers must be a list of [name, value] string pairs")
+    require(
+        isinstance(headers, list)
+        and all(
+            isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
+            for h in headers
+        ),
+        path,
+        f"{where}.headers must be a list of [name, value] string pairs",
+    )
     stream = None
     if "stream" in obj:
         s = obj["stream"]
         require(isinstance(s, dict), path, f"{where}.stream must be an object")
-        require(s.get("format") in ("sse", "ndjson"), path,
-                f"{where}.stream.format must be 'sse' or 'ndjson'")
-        require(isinstance(s.get("complete", True), bool), path,
-                f"{where}.stream.complete must be true or false")
-        require(s.get("cut") is None or isinstance(s.get("cut"), str), path,
-                f"{where}.stream.cut must be a string")
+        require(
+            s.get("format") in ("sse", "ndjson"),
+            path,
+            f"{where}.stream.format must be 'sse' or 'ndjson'",
+        )
+        require(
+            isinstance(s.get("complete", True), bool),
+            path,
+            f"{where}.stream.complete must be true or false",
+        )
+        require(
+            s.get("cut") is None or isinstance(s.get("cut"), str),
+            path,
+            f"{where}.stream.cut must be a string",
+        )
         events = s.get("events")
         require(isinstance(events, list), path, f"{where}.stream.events must be a list")
         stream = Stream(
             format=s["format"],
-            events=[_event_from(e, f"{where}.stream.events[{i}]", path)
-                    for i, e in enumerate(events)],
+            events=[
+                _event_from(e, f"{where}.stream.events[{i}]", path) for i, e in enumerate(events)
+            ],
             complete=s.get("complete", True),
             cut=s.get("cut"),
         )
@@ -277,17 +333,32 @@ def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedRes
     require(stream is None or body is None, path, f"{where} has both a stream and a body")
     websocket = None
     if "websocket" in obj:
-        require(status == 101 and stream is None and body is None, path,
-                f"{where}.websocket belongs to a 101 answer with no body or stream")
+        require(
+            status == 101 and stream is None and body is None,
+            path,
+            f"{where}.websocket belongs to a 101 answer with no body or stream",
+        )
         websocket = _websocket_from(obj["websocket"], f"{where}.websocket", path)
-    require(status != 101 or websocket is not None, path,
-            f"{where} is a 101 answer with no 'websocket' section (it holds only the "
-            "handshake, as recorded before WebSocket support): record it again")
+    require(
+        status != 101 or websocket is not None,
+        path,
+        f"{where} is a 101 answer with no 'websocket' section (it holds only the "
+        "handshake, as recorded before WebSocket support): record it again",
+    )
     recorded_at = obj.get("recorded_at")
-    require(recorded_at is None or isinstance(recorded_at, str), path,
-            f"{where}.recorded_at must be a string")
-    return RecordedResponse(status=status, headers=[list(h) for h in headers], body=body,
-                            stream=stream, websocket=websocket, recorded_at=recorded_at)
+    require(
+        recorded_at is None or isinstance(recorded_at, str),
+        path,
+        f"{where}.recorded_at must be a string",
+    )
+    return RecordedResponse(
+        status=status,
+        headers=[list(h) for h in headers],
+        body=body,
+        stream=stream,
+        websocket=websocket,
+        recorded_at=recorded_at,
+    )
 
 
 def is_ours(doc: Any) -> bool:
@@ -298,27 +369,46 @@ def request_from(doc: Any, path: Path | str | None = None) -> tuple[RecordedRequ
     """The request of one of our cassettes and its test id, checked with the version."""
     require(isinstance(doc, dict), path, "top level must be a JSON object")
     version = doc.get("version")
-    require(isinstance(version, int) and not isinstance(version, bool), path,
-            "missing or non-integer 'version'")
-    require(version <= FORMAT_VERSION, path,
-            f"format version {version} is newer than this tool reads ({FORMAT_VERSION}); upgrade")
+    require(
+        isinstance(version, int) and not isinstance(version, bool),
+        path,
+        "missing or non-integer 'version'",
+    )
+    require(
+        version <= FORMAT_VERSION,
+        path,
+        f"format version {version} is newer than this tool reads ({FORMAT_VERSION}); upgrade",
+    )
     req = doc.get("request")
     require(isinstance(req, dict), path, "'request' must be an object")
-    require(isinstance(req.get("method"), str) and req["method"], path,
-            "request.method must be a string")
-    require(isinstance(req.get("url"), str) and "://" in req["url"], path,
-            "request.url must be an absolute URL")
+    require(
+        isinstance(req.get("method"), str) and req["method"],
+        path,
+        "request.method must be a string",
+    )
+    require(
+        isinstance(req.get("url"), str) and "://" in req["url"],
+        path,
+        "request.url must be an absolute URL",
+    )
     headers = req.get("headers", {})
-    require(isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()), path,
-            "request.headers must be an object of strings")
-    require(isinstance(req.get("any_host", False), bool), path,
-            "request.any_host must be true or false")
+    require(
+        isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()),
+        path,
+        "request.headers must be an object of strings",
+    )
+    require(
+        isinstance(req.get("any_host", False), bool), path, "request.any_host must be true or false"
+    )
     test_id = doc.get("test_id")
     require(test_id is None or isinstance(test_id, str), path, "test_id must be a string")
-    request = RecordedRequest(method=req["method"].upper(), url=req["url"],
-                              headers={k.lower(): v for k, v in headers.items()},
-                              body=_body_from(req, "request", path),
-                              any_host=req.get("any_host", False))
+    request = RecordedRequest(
+        method=req["method"].upper(),
+        url=req["url"],
+        headers={k.lower(): v for k, v in headers.items()},
+        body=_body_from(req, "request", path),
+        any_host=req.get("any_host", False),
+    )
     return request, test_id
 
 
@@ -326,12 +416,13 @@ def from_dict(doc: Any, path: Path | str | None = None) -> Recording:
     """Read one of our cassettes, checking every field; errors name the file and the field."""
     request, test_id = request_from(doc, path)
     responses = doc.get("responses")
-    require(isinstance(responses, list) and responses, path,
-            "'responses' must be a non-empty list")
+    require(isinstance(responses, list) and responses, path, "'responses' must be a non-empty list")
     origin = doc.get("llama_stack")
-    require(origin is None or (isinstance(origin, dict) and
-                               isinstance(origin.get("request"), dict)),
-            path, "llama_stack must be an object with a 'request' object")
+    require(
+        origin is None or (isinstance(origin, dict) and isinstance(origin.get("request"), dict)),
+        path,
+        "llama_stack must be an object with a 'request' object",
+    )
     return Recording(
         request=request,
         responses=[_response_from(r, f"responses[{i}]", path) for i, r in enumerate(responses)],

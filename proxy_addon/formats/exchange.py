@@ -5,7 +5,7 @@ headers carry."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 from proxy_addon.model import Body, RecordedRequest
@@ -13,25 +13,42 @@ from proxy_addon.redaction.secret_rules import Secrets, credential_values, param
 
 # Request headers worth keeping in a cassette: they change what the provider answers. Everything
 # else (user agents, x-stainless-* telemetry, content-length) is noise in a review.
-KEPT_REQUEST_HEADERS: frozenset[str] = frozenset({
-    "content-type", "accept", "anthropic-version", "anthropic-beta", "openai-beta",
-    "openai-organization", "openai-project",
-})
+KEPT_REQUEST_HEADERS: frozenset[str] = frozenset(
+    {
+        "content-type",
+        "accept",
+        "anthropic-version",
+        "anthropic-beta",
+        "openai-beta",
+        "openai-organization",
+        "openai-project",
+    }
+)
 
 # Response headers that describe the bytes on the wire, not the content: the body is stored
 # decoded, so these would be wrong on replay.
-TRANSPORT_RESPONSE_HEADERS: frozenset[str] = frozenset({
-    "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive",
-})
+TRANSPORT_RESPONSE_HEADERS: frozenset[str] = frozenset(
+    {
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+    }
+)
 
 
-def recorded_request(method: str, url: str, headers: Iterable[tuple[str, str]], raw_body: bytes,
-                     secrets: Secrets) -> RecordedRequest:
+def recorded_request(
+    method: str, url: str, headers: Iterable[tuple[str, str]], raw_body: bytes, secrets: Secrets
+) -> RecordedRequest:
     """A live request as a recording keeps it until it is written: the headers that change the
     answer and the secret ones (``scrub`` replaces those, and finds their values elsewhere)."""
     items = list(headers)
-    kept = {k.lower(): v for k, v in items
-            if k.lower() in KEPT_REQUEST_HEADERS or secrets.is_secret_header(k)}
+    kept = {
+        k.lower(): v
+        for k, v in items
+        if k.lower() in KEPT_REQUEST_HEADERS or secrets.is_secret_header(k)
+    }
     body = Body.from_bytes(raw_body, kept.get("content-type"))
     return RecordedRequest(method=method, url=url, headers=dict(sorted(kept.items())), body=body)
 
@@ -45,8 +62,12 @@ def response_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
 def header_values(headers: Iterable[tuple[str, str]], secrets: Secrets) -> list[str]:
     """The secret strings a live request's secret headers carry (its key, its token): known
     secrets for matching and for the scrub, though the cassette keeps no such header value."""
-    return [v for name, value in headers if secrets.is_secret_header(name)
-            for v in credential_values(value, name)]
+    return [
+        v
+        for name, value in headers
+        if secrets.is_secret_header(name)
+        for v in credential_values(value, name)
+    ]
 
 
 def own_secrets(headers: Iterable[tuple[str, str]], query: str, secrets: Secrets) -> list[str]:
@@ -54,5 +75,8 @@ def own_secrets(headers: Iterable[tuple[str, str]], query: str, secrets: Secrets
     its secret query parameters' values (Azure's ``?api-key=``). Known for the rest of the
     exchange: in matching, in the scrub, in a WebSocket replay's messages."""
     values = header_values(headers, secrets)
-    return values + param_values(parse_qsl(query, keep_blank_values=True), secrets) if query \
+    return (
+        values + param_values(parse_qsl(query, keep_blank_values=True), secrets)
+        if query
         else values
+    )

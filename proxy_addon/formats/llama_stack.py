@@ -13,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from proxy_addon.bodies.sse import Event, frame, parse_data, split
 from proxy_addon.model import (
     Body,
+    CassetteError,
     RecordedRequest,
     RecordedResponse,
     Recording,
@@ -51,8 +53,10 @@ def unwrap(value: Any) -> Any:
             return value["__data__"]
         return value
     if isinstance(value, list):
-        return [v["__data__"] if isinstance(v, dict) and "__type__" in v and "__data__" in v
-                else v for v in value]
+        return [
+            v["__data__"] if isinstance(v, dict) and "__type__" in v and "__data__" in v else v
+            for v in value
+        ]
     return value
 
 
@@ -89,29 +93,45 @@ def _tavily_result(http_body: Any) -> Any:
     """The inverse of ``_tavily_response``: the ToolInvocationResult llama-stack records."""
     body = http_body if isinstance(http_body, dict) else {}
     content = json.dumps({"query": body.get("query"), "top_k": body.get("results", [])})
-    return {"__type__": "llama_stack_api.tools.ToolInvocationResult",
-            "__data__": {"content": content, "error_message": None, "error_code": None,
-                         "metadata": None}}
+    return {
+        "__type__": "llama_stack_api.tools.ToolInvocationResult",
+        "__data__": {
+            "content": content,
+            "error_message": None,
+            "error_code": None,
+            "metadata": None,
+        },
+    }
 
 
 # (provider, tool) -> (kwargs -> (url, body), tool result -> HTTP body, HTTP body -> tool result)
-TOOL_HTTP: dict[tuple[str, str], tuple[Callable[[dict[str, Any]], tuple[str, dict[str, Any]]],
-                                       Callable[[Any], Any], Callable[[Any], Any]]] = {
+TOOL_HTTP: dict[
+    tuple[str, str],
+    tuple[
+        Callable[[dict[str, Any]], tuple[str, dict[str, Any]]],
+        Callable[[Any], Any],
+        Callable[[Any], Any],
+    ],
+] = {
     ("tavily", "web_search"): (_tavily_request, _tavily_response, _tavily_result),
 }
 
 
 def _tool(req: dict[str, Any], path: Path | str | None) -> tuple[Any, ...]:
     name = (req.get("provider"), req.get("tool_name"))
-    require(name in TOOL_HTTP and isinstance(req.get("kwargs"), dict), path,
-            f"llama-stack tool record for {name[0]}.{name[1]} has no known HTTP form")
+    require(
+        name in TOOL_HTTP and isinstance(req.get("kwargs"), dict),
+        path,
+        f"llama-stack tool record for {name[0]}.{name[1]} has no known HTTP form",
+    )
     return TOOL_HTTP[name]  # type: ignore[index]
 
 
 def _tool_request(req: dict[str, Any], path: Path | str | None) -> RecordedRequest:
     url, body = _tool(req, path)[0](req["kwargs"])
-    return RecordedRequest("POST", url, {"content-type": "application/json"}, Body("json", body),
-                           any_host=False)
+    return RecordedRequest(
+        "POST", url, {"content-type": "application/json"}, Body("json", body), any_host=False
+    )
 
 
 def _read_tool(doc: dict[str, Any], path: Path | str | None) -> Recording:
@@ -120,8 +140,11 @@ def _read_tool(doc: dict[str, Any], path: Path | str | None) -> Recording:
     result = unwrap(doc["response"].get("body"))
     return Recording(
         request=_tool_request(req, path),
-        responses=[RecordedResponse(200, [["content-type", "application/json"]],
-                                    body=Body("json", to_response(result)))],
+        responses=[
+            RecordedResponse(
+                200, [["content-type", "application/json"]], body=Body("json", to_response(result))
+            )
+        ],
         test_id=doc.get("test_id") if isinstance(doc.get("test_id"), str) else None,
         source="llama-stack",
         llama_stack={"request": req, "response": doc["response"]},
@@ -134,16 +157,23 @@ def _recorder_request(rec: Recording, meta: dict[str, Any], test_id: str | None)
         return dict(meta, test_id=test_id) if "test_id" in meta else dict(meta)
     body = meta.get("call_args")
     if body is None:
-        body = rec.request.body.value if rec.request.body is not None and \
-            rec.request.body.kind == "json" else {}
+        body = (
+            rec.request.body.value
+            if rec.request.body is not None and rec.request.body.kind == "json"
+            else {}
+        )
     out = {k: v for k, v in meta.items() if k not in ("body_field", "call_args")}
     if meta.get("body_field") == "payload":
         out["payload"] = body
         if "test_id" in out:
             out["test_id"] = test_id
         return out
-    ordered = {"method": out.pop("method", "POST"), "url": out.pop("url", rec.request.url),
-               "headers": {}, "body": body}
+    ordered = {
+        "method": out.pop("method", "POST"),
+        "url": out.pop("url", rec.request.url),
+        "headers": {},
+        "body": body,
+    }
     ordered.update(out)
     return ordered
 
@@ -162,7 +192,8 @@ def _stream(chunks: list[Any]) -> Stream:
 
 
 def _error(resp: dict[str, Any]) -> RecordedResponse:
-    data = resp.get("exception_data") if isinstance(resp.get("exception_data"), dict) else {}
+    found = resp.get("exception_data")
+    data: dict[str, Any] = found if isinstance(found, dict) else {}
     status = data.get("status_code")
     if not isinstance(status, int) or not 400 <= status <= 599:
         status = 500
@@ -173,8 +204,9 @@ def _error(resp: dict[str, Any]) -> RecordedResponse:
     elif isinstance(body, dict) and "error" not in body and "- {'error'" in str(message):
         # the SDK keeps the inside of {"error": {...}}; the wire had the wrapper
         body = {"error": body}
-    return RecordedResponse(status=status, headers=[["content-type", "application/json"]],
-                            body=Body("json", body))
+    return RecordedResponse(
+        status=status, headers=[["content-type", "application/json"]], body=Body("json", body)
+    )
 
 
 def real_path(recorded_path: str, endpoint: str) -> str:
@@ -187,15 +219,21 @@ def real_path(recorded_path: str, endpoint: str) -> str:
 
 
 def is_llama_stack(doc: Any) -> bool:
-    return (isinstance(doc, dict) and "version" not in doc and isinstance(doc.get("request"), dict)
-            and isinstance(doc.get("response"), dict))
+    return (
+        isinstance(doc, dict)
+        and "version" not in doc
+        and isinstance(doc.get("request"), dict)
+        and isinstance(doc.get("response"), dict)
+    )
 
 
-def _wire_request(req: dict[str, Any], path: Path | str | None
-                  ) -> tuple[RecordedRequest, str, Any, Any]:
+def _wire_request(
+    req: dict[str, Any], path: Path | str | None
+) -> tuple[RecordedRequest, str, Any, Any]:
     """(the request as sent on the wire, its endpoint, the call's arguments, the wire body)."""
     url = req.get("url")
-    require(isinstance(url, str) and "://" in url, path, "llama-stack request.url missing")
+    if not isinstance(url, str) or "://" not in url:
+        raise CassetteError(path, "llama-stack request.url missing")
     raw_http = "payload" in req
     call_args = req.get("payload") if raw_http else req.get("body")
     body = call_args if raw_http else sdk_call_body(call_args)
@@ -221,16 +259,19 @@ def _wire_request(req: dict[str, Any], path: Path | str | None
     return request, endpoint, call_args, body
 
 
-def _wire_response(resp: dict[str, Any], endpoint: str,
-                   path: Path | str | None) -> RecordedResponse:
+def _wire_response(
+    resp: dict[str, Any], endpoint: str, path: Path | str | None
+) -> RecordedResponse:
     """The answer as the provider sent it: an error, a stream, or a body."""
     if resp.get("is_exception"):
         return _error(resp)
     status = resp.get("status", 200)
-    require(isinstance(status, int), path, "llama-stack response.status must be an integer")
+    if not isinstance(status, int):
+        raise CassetteError(path, "llama-stack response.status must be an integer")
     rbody = resp.get("body")
     if resp.get("is_streaming"):
-        require(isinstance(rbody, list), path, "llama-stack streamed body must be a list")
+        if not isinstance(rbody, list):
+            raise CassetteError(path, "llama-stack streamed body must be a list")
         stream = _stream(rbody)
         ctype = "application/x-ndjson" if stream.format == "ndjson" else "text/event-stream"
         return RecordedResponse(status=status, headers=[["content-type", ctype]], stream=stream)
@@ -250,7 +291,8 @@ def _wire_response(resp: dict[str, Any], endpoint: str,
 def read_request(doc: dict[str, Any], path: Path | str | None = None) -> RecordedRequest:
     """Only the request of a llama-stack recording (its response need not be there)."""
     req = doc.get("request")
-    require(isinstance(req, dict), path, "llama-stack 'request' must be an object")
+    if not isinstance(req, dict):
+        raise CassetteError(path, "llama-stack 'request' must be an object")
     if "kwargs" in req and "url" not in req:
         return _tool_request(req, path)
     return _wire_request(req, path)[0]
@@ -267,9 +309,13 @@ def read(doc: dict[str, Any], path: Path | str | None = None) -> Recording:
     meta_request["body_field"] = "payload" if "payload" in req else "body"
     if call_args != body:  # e.g. extra_body: keep the call's own arguments for the hash
         meta_request["call_args"] = call_args
-    return Recording(request=request, responses=[_wire_response(resp, endpoint, path)],
-                     test_id=test_id if isinstance(test_id, str) else None, source="llama-stack",
-                     llama_stack={"request": meta_request, "response": resp})
+    return Recording(
+        request=request,
+        responses=[_wire_response(resp, endpoint, path)],
+        test_id=test_id if isinstance(test_id, str) else None,
+        source="llama-stack",
+        llama_stack={"request": meta_request, "response": resp},
+    )
 
 
 # -- the hash recipe and export ----------------------------------------------------------------
@@ -290,11 +336,18 @@ def _hash_form(value: Any) -> Any:
 def request_hash(req: dict[str, Any], test_id: str | None) -> str:
     """llama-stack's file hash for a recorded request (checked against its own file names)."""
     if "kwargs" in req and "url" not in req:
-        normalised: dict[str, Any] = {"provider": req["provider"], "tool_name": req["tool_name"],
-                                      "kwargs": req["kwargs"]}
+        normalised: dict[str, Any] = {
+            "provider": req["provider"],
+            "tool_name": req["tool_name"],
+            "kwargs": req["kwargs"],
+        }
     elif "payload" in req:
-        normalised = {"test_id": test_id, "url": req["url"], "method": req["method"].upper(),
-                      "payload": _hash_form(req["payload"])}
+        normalised = {
+            "test_id": test_id,
+            "url": req["url"],
+            "method": req["method"].upper(),
+            "payload": _hash_form(req["payload"]),
+        }
     else:
         parts = urlsplit(req["url"])
         body = _hash_form(req.get("body"))
@@ -313,8 +366,13 @@ def file_name(req: dict[str, Any], response_body: Any, test_id: str | None) -> s
         items = unwrap(response_body)
         if isinstance(items, dict):
             items = items.get("models") or items.get("data") or []
-        idents = sorted({str(m.get("model") if endpoint == "/api/tags" else m.get("id"))
-                         for m in items if isinstance(m, dict)})
+        idents = sorted(
+            {
+                str(m.get("model") if endpoint == "/api/tags" else m.get("id"))
+                for m in items
+                if isinstance(m, dict)
+            }
+        )
         suffix = hashlib.sha256("|".join(idents).encode()).hexdigest()[:8]
         return f"models-{digest}-{suffix}.json"
     return f"{digest}.json"
@@ -327,11 +385,13 @@ _OPENAI_TYPES = {
     "model": "openai.types.model.Model",
     "response": "openai.types.responses.response.Response",
 }
-_OLLAMA_TYPES = {"/api/generate": "ollama._types.GenerateResponse",
-                 "/api/chat": "ollama._types.ChatResponse",
-                 "/api/ps": "ollama._types.ProcessResponse",
-                 "/api/tags": "ollama._types.ListResponse",
-                 "/api/embed": "ollama._types.EmbedResponse"}
+_OLLAMA_TYPES = {
+    "/api/generate": "ollama._types.GenerateResponse",
+    "/api/chat": "ollama._types.ChatResponse",
+    "/api/ps": "ollama._types.ProcessResponse",
+    "/api/tags": "ollama._types.ListResponse",
+    "/api/embed": "ollama._types.EmbedResponse",
+}
 
 
 def _wrap(data: Any, endpoint: str) -> Any:
@@ -340,8 +400,10 @@ def _wrap(data: Any, endpoint: str) -> Any:
     if endpoint in _OLLAMA_TYPES:
         return {"__type__": _OLLAMA_TYPES[endpoint], "__data__": data}
     if endpoint.endswith("/embeddings"):
-        return {"__type__": "openai.types.create_embedding_response.CreateEmbeddingResponse",
-                "__data__": data}
+        return {
+            "__type__": "openai.types.create_embedding_response.CreateEmbeddingResponse",
+            "__data__": data,
+        }
     kind = _OPENAI_TYPES.get(str(data.get("object")))
     return {"__type__": kind, "__data__": data} if kind else data
 
@@ -365,22 +427,38 @@ def export(rec: Recording, test_id: str | None = None) -> tuple[str, dict[str, A
     meta = rec.llama_stack or {}
     if "response" in meta:  # read from a llama-stack file just now: give back what it said
         req = _recorder_request(rec, meta["request"], test_id)
-        doc: dict[str, Any] = {"test_id": test_id, "request": req, "response": meta["response"],
-                               "id_normalization_mapping": {}}
+        doc: dict[str, Any] = {
+            "test_id": test_id,
+            "request": req,
+            "response": meta["response"],
+            "id_normalization_mapping": {},
+        }
         return file_name(req, meta["response"].get("body"), test_id), doc
     parts = urlsplit(rec.request.url)
     url, endpoint = recorder_url(parts.scheme, parts.netloc, parts.path)
-    body = rec.request.body.value if rec.request.body is not None and \
-        rec.request.body.kind == "json" else {}
+    body = (
+        rec.request.body.value
+        if rec.request.body is not None and rec.request.body.kind == "json"
+        else {}
+    )
     answer = rec.responses[0]
     raw_sse = endpoint.endswith("/messages")  # Anthropic: recorded as raw HTTP lines
     if raw_sse:
-        req = {"test_id": test_id, "url": rec.request.url, "method": rec.request.method,
-               "payload": body}
+        req = {
+            "test_id": test_id,
+            "url": rec.request.url,
+            "method": rec.request.method,
+            "payload": body,
+        }
     else:
-        req = {"method": "POST", "url": url,
-               "headers": {}, "body": body, "endpoint": endpoint,
-               "model": body.get("model", "") if isinstance(body, dict) else ""}
+        req = {
+            "method": "POST",
+            "url": url,
+            "headers": {},
+            "body": body,
+            "endpoint": endpoint,
+            "model": body.get("model", "") if isinstance(body, dict) else "",
+        }
     if "request" in meta:  # imported earlier: the recorder's own URL, endpoint and arguments
         req = _recorder_request(rec, meta["request"], test_id)
         raw_sse = "payload" in req
@@ -388,8 +466,12 @@ def export(rec: Recording, test_id: str | None = None) -> tuple[str, dict[str, A
         if "kwargs" in req and tool is not None:
             body_value = answer.body.value if answer.body is not None else None
             response = {"body": tool[2](body_value), "is_streaming": False}
-            doc = {"test_id": test_id, "request": req, "response": response,
-                   "id_normalization_mapping": {}}
+            doc = {
+                "test_id": test_id,
+                "request": req,
+                "response": response,
+                "id_normalization_mapping": {},
+            }
             return file_name(req, None, test_id), doc
     response = _recorder_response(answer, endpoint, raw_sse)
     doc = {"test_id": test_id, "request": req, "response": response, "id_normalization_mapping": {}}
@@ -403,18 +485,30 @@ def _recorder_response(answer: RecordedResponse, endpoint: str, raw_sse: bool) -
         err = answer.body.value if answer.body is not None and answer.body.kind == "json" else {}
         inner = err.get("error", err) if isinstance(err, dict) else err
         message = f"Error code: {answer.status} - {err!r}"
-        return {"body": None, "is_streaming": False, "is_exception": True,
-                "exception_data": {"category": "provider_sdk", "provider": "openai",
-                                   "type": "APIStatusError", "message": message,
-                                   "status_code": answer.status, "body": inner},
-                "exception_message": message}
+        return {
+            "body": None,
+            "is_streaming": False,
+            "is_exception": True,
+            "exception_data": {
+                "category": "provider_sdk",
+                "provider": "openai",
+                "type": "APIStatusError",
+                "message": message,
+                "status_code": answer.status,
+                "body": inner,
+            },
+            "exception_message": message,
+        }
     if answer.stream is not None:
         if raw_sse:
             lines = frame("sse", answer.stream.events).decode().split("\n")
             chunks: list[Any] = lines[:-2] if lines[-2:] == ["", ""] else lines
         else:
-            chunks = [_wrap(e.data, endpoint) for e in answer.stream.events
-                      if not (isinstance(e.data, str) and e.data.strip() == "[DONE]")]
+            chunks = [
+                _wrap(e.data, endpoint)
+                for e in answer.stream.events
+                if not (isinstance(e.data, str) and e.data.strip() == "[DONE]")
+            ]
         return {"body": chunks, "is_streaming": True}
     value = answer.body.value if answer.body is not None else None
     if endpoint in ("/v1/models", "/v1/openai/v1/models") and isinstance(value, dict):

@@ -1,1 +1,4 @@
-"""When a request matches a recording: the comparable form of a request and its key (``canonical``), why a request differs from the nearest recording (``nearest``), JSON paths, normalisers, multipart fields and hosts."""
+"""When a request matches a recording: the comparable form of a request and its key
+(``canonical``), why a request differs from the nearest recording (``difference``), JSON paths,
+normalisers, multipart fields and hosts.
+"""

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -52,8 +53,10 @@ class CanonicalRequest:
     @cached_property
     def _key(self) -> str:  # computed once per request, however often it is looked up
         try:
-            payload = orjson.dumps([self.method, self.host, self.path, self.query, self.body],
-                                   option=orjson.OPT_SORT_KEYS)
+            payload = orjson.dumps(
+                [self.method, self.host, self.path, self.query, self.body],
+                option=orjson.OPT_SORT_KEYS,
+            )
         except (orjson.JSONEncodeError, RecursionError):  # nested deeper than orjson writes
             payload = repr([self.method, self.host, self.path, self.query, self.body]).encode()
         return hashlib.sha256(payload).hexdigest()
@@ -107,20 +110,43 @@ class Request:
     any_host: bool = False  # matched on any host (llama-stack's recordings)
 
     @classmethod
-    def from_url(cls, method: str, url: str, content_type: str | None = None,
-                 body: bytes | Body | None = None,
-                 secret_headers: Sequence[tuple[str, str]] = ()) -> Request:
+    def from_url(
+        cls,
+        method: str,
+        url: str,
+        content_type: str | None = None,
+        body: bytes | Body | None = None,
+        secret_headers: Sequence[tuple[str, str]] = (),
+    ) -> Request:
         parts = urlsplit(url)
-        return cls(method, parts.scheme, parts.hostname or "", parts.port, parts.path,
-                   parts.query, content_type, body, secret_headers)
+        return cls(
+            method,
+            parts.scheme,
+            parts.hostname or "",
+            parts.port,
+            parts.path,
+            parts.query,
+            content_type,
+            body,
+            secret_headers,
+        )
 
     @classmethod
     def recorded(cls, request: RecordedRequest) -> Request:
         """A stored request. Its headers are not compared (a scrubbed recording's
         ``"authorization": "<redacted>"`` teaches nothing)."""
         parts = urlsplit(request.url)
-        return cls(request.method, parts.scheme, parts.hostname or "", parts.port, parts.path,
-                   parts.query, request.content_type, request.body, any_host=request.any_host)
+        return cls(
+            request.method,
+            parts.scheme,
+            parts.hostname or "",
+            parts.port,
+            parts.path,
+            parts.query,
+            request.content_type,
+            request.body,
+            any_host=request.any_host,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +204,7 @@ def _multipart(parts: list[dict[str, Any]], secrets: Secrets) -> dict[str, Any]:
 
 
 def _is_form(content_type: str | None) -> bool:
-    return bool(content_type) and "application/x-www-form-urlencoded" in content_type.lower()
+    return content_type is not None and "application/x-www-form-urlencoded" in content_type.lower()
 
 
 def _digest(raw: bytes) -> dict[str, str]:
@@ -198,8 +224,9 @@ def _raw_body(content_type: str | None, raw: bytes, rules: Rules, secrets: Secre
     scan = secrets.might_hold(raw)
     if raw.lstrip()[:1] in (b"{", b"["):
         try:
-            return _json_body(orjson.loads(raw), rules, _FLOAT_HINT.search(raw) is not None,
-                              secrets, scan)
+            return _json_body(
+                orjson.loads(raw), rules, _FLOAT_HINT.search(raw) is not None, secrets, scan
+            )
         except (orjson.JSONDecodeError, RecursionError):  # compared as text, by its bytes
             pass
     if scan:  # as the cassette stores it: text with the secrets in it replaced
@@ -218,14 +245,19 @@ def _parsed_json(value: Any, rules: Rules, secrets: Secrets) -> Any:
     except (orjson.JSONEncodeError, RecursionError):  # nested deeper than orjson writes
         return _digest(repr(value).encode())
     try:
-        return _json_body(value, rules, _FLOAT_HINT.search(raw) is not None, secrets,
-                          secrets.might_hold(raw))
+        return _json_body(
+            value, rules, _FLOAT_HINT.search(raw) is not None, secrets, secrets.might_hold(raw)
+        )
     except RecursionError:
         return _digest(raw)
 
 
-def comparable_body(body: bytes | Body | None, content_type: str | None, rules: Rules,
-                    secrets: Secrets | None = None) -> Any:
+def comparable_body(
+    body: bytes | Body | None,
+    content_type: str | None,
+    rules: Rules,
+    secrets: Secrets | None = None,
+) -> Any:
     """The comparable form of a body, whether it came as bytes (a live request) or as a
     recording stores it (parsed JSON, multipart fields, text or bytes); a WebSocket client's
     message is compared by the same function. ``secrets``: the rules knowing the request's own
@@ -270,8 +302,9 @@ def canonicalize(request: Request, rules: Rules = DEFAULT_RULES) -> CanonicalReq
     return canonicalize_with_secrets(request, rules)[0]
 
 
-def canonicalize_with_secrets(request: Request, rules: Rules = DEFAULT_RULES
-                              ) -> tuple[CanonicalRequest, Secrets]:
+def canonicalize_with_secrets(
+    request: Request, rules: Rules = DEFAULT_RULES
+) -> tuple[CanonicalRequest, Secrets]:
     """The comparable form of a request, and the secret rules knowing what it carries by name
     (``exchange.own_secrets``: the key in its secret headers, a secret query parameter's value),
     so a copy of it elsewhere in the request is replaced as the scrub replaces it in the file.
@@ -284,8 +317,9 @@ def canonicalize_with_secrets(request: Request, rules: Rules = DEFAULT_RULES
         secrets = secrets.with_values(own)
     canon = CanonicalRequest(
         method=request.method.upper(),
-        host="" if request.any_host else comparable_host(request.scheme, request.host,
-                                                         request.port),
+        host=""
+        if request.any_host
+        else comparable_host(request.scheme, request.host, request.port),
         path=_path(request.path, secrets),
         query=_query(request.query, rules, secrets),
         body=comparable_body(request.body, request.content_type, rules, secrets),

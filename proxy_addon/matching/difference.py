@@ -3,7 +3,8 @@ recording that differs least. Iterative, so arbitrarily deep bodies cannot overf
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from proxy_addon.matching.canonical import CanonicalRequest
 
@@ -46,15 +47,17 @@ def request_diff(asked: CanonicalRequest, recorded: CanonicalRequest) -> list[st
     if asked.query != recorded.query:
         keys = {k for k, _ in asked.query} | {k for k, _ in recorded.query}
         diffs.extend(
-            f"query.{k}" for k in sorted(keys)
+            f"query.{k}"
+            for k in sorted(keys)
             if [v for n, v in asked.query if n == k] != [v for n, v in recorded.query if n == k]
         )
     diffs.extend(diff_paths(asked.body, recorded.body))
     return diffs
 
 
-def closest(asked: CanonicalRequest,
-            candidates: Iterable[tuple[Any, CanonicalRequest]]) -> tuple[Any, list[str]] | None:
+def closest(
+    asked: CanonicalRequest, candidates: Iterable[tuple[Any, CanonicalRequest]]
+) -> tuple[Any, list[str]] | None:
     """The candidate whose request differs from ``asked`` in the fewest paths."""
     best: tuple[Any, list[str]] | None = None
     for item, canon in candidates:

@@ -34,8 +34,13 @@ _HOST_FAMILIES: tuple[tuple[str, str], ...] = (
 )
 
 # Local servers by their usual port (Ollama, vLLM, llama.cpp, LiteLLM, LM Studio).
-_LOCAL_PORTS = {"11434": "ollama", "8000": "vllm", "8080": "llama.cpp", "4000": "litellm",
-                "1234": "lmstudio"}
+_LOCAL_PORTS = {
+    "11434": "ollama",
+    "8000": "vllm",
+    "8080": "llama.cpp",
+    "4000": "litellm",
+    "1234": "lmstudio",
+}
 
 
 def is_loopback(name: str) -> bool:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 Path = tuple[str | int, ...]
 
@@ -25,8 +26,10 @@ def parse_path(dotted: str) -> Path:
     The whole text must parse: ``messages[-1]`` or ``a[x]`` is refused rather than read as a
     key nobody has, which would silently ignore nothing."""
     if not _PATH.fullmatch(dotted):
-        raise ValueError(f"{dotted!r} is not a JSON path: write keys separated by dots, and "
-                         "[n] or [*] for list items, e.g. messages[0].content or messages.*.name")
+        raise ValueError(
+            f"{dotted!r} is not a JSON path: write keys separated by dots, and "
+            "[n] or [*] for list items, e.g. messages[0].content or messages.*.name"
+        )
     segments: list[str | int] = []
     for m in _SEGMENT.finditer(dotted):
         if m.group(1) is not None:

@@ -10,19 +10,24 @@ cassette itself keeps the real text. Pure: strings and JSON values in, the same 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from proxy_addon.matching.jsonpath import map_leaves
 
 Replacement = str | Callable[[re.Match[str]], str]
 Rule = tuple[re.Pattern[str], Replacement]
 
-_MONTH = (r"(?:January|February|March|April|May|June|July|August|September|October|November|"
-          r"December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\.?")
-_WEEKDAY = (r"(?:(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|"
-            r"Mon|Tues|Tue|Wed|Thurs|Thur|Thu|Fri|Sat|Sun)\.?,?\s+)?")
+_MONTH = (
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|"
+    r"December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\.?"
+)
+_WEEKDAY = (
+    r"(?:(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|"
+    r"Mon|Tues|Tue|Wed|Thurs|Thur|Thu|Fri|Sat|Sun)\.?,?\s+)?"
+)
 _DAY = r"(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)?"
 _YEAR = r"(?:1[89]|2\d)\d\d"
 # Not inside a word or a hyphenated name: "gpt-4o-2024-08-06" is a model, not a date.
@@ -30,32 +35,41 @@ _START = r"(?<![\w-])"
 _END = r"(?![\w-])"
 
 _DATES = re.compile(
-    _START + r"(?=[\dJFMASONDTW])"  # a quick no for most places: a date starts like this
-    + _WEEKDAY + "(?:"
+    _START
+    + r"(?=[\dJFMASONDTW])"  # a quick no for most places: a date starts like this
+    + _WEEKDAY
+    + "(?:"
     + r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"  # 2026-11-26
     + r"|\d{4}/(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])"  # 2026/11/26
-    + r"|\d{1,2}[/.]\d{1,2}[/.]" + _YEAR  # 11/26/2026, 26/11/2026, 26.11.2026
+    + r"|\d{1,2}[/.]\d{1,2}[/.]"
+    + _YEAR  # 11/26/2026, 26/11/2026, 26.11.2026
     + rf"|{_MONTH}\s+{_DAY},?\s+{_YEAR}"  # November 26, 2026; Nov 26th 2026
     + rf"|{_DAY}\s+(?:of\s+)?{_MONTH},?\s+{_YEAR}"  # 26 Nov 2026; 26th of November, 2026
     + rf"|{_MONTH},?\s+{_YEAR}"  # November 2026
-    + ")" + _END,
-    re.IGNORECASE)
+    + ")"
+    + _END,
+    re.IGNORECASE,
+)
 
 _TIMESTAMP = re.compile(
     r"(?<![\w-])\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
-    r"(?:\s?Z|\s?[+-]\d{2}(?::?\d{2})?)?(?![\w:])")
+    r"(?:\s?Z|\s?[+-]\d{2}(?::?\d{2})?)?(?![\w:])"
+)
 _TIME_OF_DAY = re.compile(
     r"(?<![\w:.])(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d+)?)?(?:\s?[AaPp]\.?[Mm]\b\.?)?"
-    r"(?![\w:])")
+    r"(?![\w:])"
+)
 _EPOCH = re.compile(r"(?<![\w.])(\d{13}|\d{10}(?:\.\d{1,6})?)(?![\w.])")
 # Epoch seconds (or milliseconds) are only taken for a time between 2000 and 2100.
 _EPOCH_RANGE = (946_684_800, 4_102_444_800)
 
-_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
-                   re.IGNORECASE)
+_UUID = re.compile(
+    r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE
+)
 _PREFIXED_ID = re.compile(
     r"\b(?:req|call|toolu|msg|resp|run|file|chatcmpl|cmpl|thread|asst|batch)[_-]"
-    r"(?=[A-Za-z]*\d)[A-Za-z0-9]{8,}\b")  # with a digit, so "file-uploads" is left alone
+    r"(?=[A-Za-z]*\d)[A-Za-z0-9]{8,}\b"
+)  # with a digit, so "file-uploads" is left alone
 _LONG_HEX = re.compile(r"\b[0-9a-fA-F]{24,}\b")
 
 
@@ -89,8 +103,12 @@ class Normalizer:
     @cached_property
     def _steps(self) -> tuple[tuple[bool, re.Pattern[str], Replacement], ...]:
         """(needs a digit, pattern, replacement) in the order they apply."""
-        presets = tuple((name in _NEED_A_DIGIT, *rule) for name in PRESETS
-                        if name in self.presets for rule in PRESETS[name])
+        presets = tuple(
+            (name in _NEED_A_DIGIT, *rule)
+            for name in PRESETS
+            if name in self.presets
+            for rule in PRESETS[name]
+        )
         return presets + tuple((False, *rule) for rule in self.rules)
 
     def text(self, text: str) -> str:
@@ -135,14 +153,15 @@ def parse_rule(rule: str) -> Rule:
     """``PATTERN=REPLACEMENT`` compiled; ``ValueError`` naming the rule when it is not one."""
     at = _separator(rule)
     if at <= 0:
-        raise ValueError(f"{rule!r} is neither a preset ({', '.join(PRESETS)}) nor a rule "
-                         "PATTERN=REPLACEMENT, e.g. 'Session \\d+=Session <n>'")
-    pattern, replacement = rule[:at], rule[at + 1:]
+        raise ValueError(
+            f"{rule!r} is neither a preset ({', '.join(PRESETS)}) nor a rule "
+            "PATTERN=REPLACEMENT, e.g. 'Session \\d+=Session <n>'"
+        )
+    pattern, replacement = rule[:at], rule[at + 1 :]
     try:
         compiled = re.compile(pattern)
     except re.error as e:
-        raise ValueError(f"{rule!r}: {pattern!r} is not a valid regular expression ({e})") \
-            from None
+        raise ValueError(f"{rule!r}: {pattern!r} is not a valid regular expression ({e})") from None
     try:
         compiled.sub(replacement, "")  # checks the replacement's escapes and group references
     except (re.error, IndexError) as e:
@@ -162,8 +181,10 @@ def compile_rules(values: Sequence[str]) -> Normalizer | None:
         if names and all(n in PRESETS for n in names):
             presets += names
         elif names and names[0] in PRESETS:
-            raise ValueError(f"{value!r}: give presets and each PATTERN=REPLACEMENT rule in "
-                             "separate values (--set cassette_normalize=... once for each)")
+            raise ValueError(
+                f"{value!r}: give presets and each PATTERN=REPLACEMENT rule in "
+                "separate values (--set cassette_normalize=... once for each)"
+            )
         elif value.strip():
             rules.append(parse_rule(value))
     if not presets and not rules:

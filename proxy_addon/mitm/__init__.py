@@ -30,7 +30,23 @@ def make_addons() -> list[Any]:
     """The addons, in hook order, sharing one ``State``, presented to mitmproxy as one addon
     that makes a fault in any flow hook fail closed (``guard``)."""
     state = State()
-    return [FailClosed([Options(state), state, ConnectionGuard(state), ControlChannel(state), OwnListeners(),
-                        ReplayHooks(state, Pacer(state.fault_reporter("replaying a stream")),
-                                 websocket_server(state)), RecordHooks(state),
-                        WebSocketHooks(state), OutputScrubber(state)], state)]
+    return [
+        FailClosed(
+            [
+                Options(state),
+                state,
+                ConnectionGuard(state),
+                ControlChannel(state),
+                OwnListeners(),
+                ReplayHooks(
+                    state,
+                    Pacer(state.fault_reporter("replaying a stream")),
+                    websocket_server(state),
+                ),
+                RecordHooks(state),
+                WebSocketHooks(state),
+                OutputScrubber(state),
+            ],
+            state,
+        )
+    ]

@@ -17,8 +17,12 @@ class ControlChannel:
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.request.host != control.CONTROL_HOST:
             return
-        status, answer = control.handle(self.state.current, flow.request.method,
-                                        flow.request.path,
-                                        flow.request.get_content(strict=False) or b"")
-        flow.response = http.Response.make(status, orjson.dumps(answer),
-                                           {"content-type": "application/json"})
+        status, answer = control.handle(
+            self.state.current,
+            flow.request.method,
+            flow.request.path,
+            flow.request.get_content(strict=False) or b"",
+        )
+        flow.response = http.Response.make(
+            status, orjson.dumps(answer), {"content-type": "application/json"}
+        )

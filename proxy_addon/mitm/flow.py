@@ -56,8 +56,9 @@ def flow_state(flow: http.HTTPFlow, action: str | None = None) -> FlowState | No
     return state
 
 
-async def send_to_loopback(flow: http.HTTPFlow, st: FlowState, server: LoopbackServer[T],
-                           item: T, state: State) -> None:
+async def send_to_loopback[T](
+    flow: http.HTTPFlow, st: FlowState, server: LoopbackServer[T], item: T, state: State
+) -> None:
     """Point the flow at one of the addon's loopback servers (which the connection guard
     admits), to be answered with ``item``, under a one-time token the flow carries."""
     port = await server.ensure_started()
@@ -75,8 +76,9 @@ def shown_url(flow: http.HTTPFlow, secrets: Secrets) -> str:
     return redact.redact_url(flow.request.pretty_url, st.secrets if st is not None else secrets)
 
 
-def body_of(message: http.Message, raw: bytes | None = None,
-            limit: int = MAX_DECODED_REQUEST) -> bytes:
+def body_of(
+    message: http.Message, raw: bytes | None = None, limit: int = MAX_DECODED_REQUEST
+) -> bytes:
     """A request's or response's body (or ``raw``, bytes a tap kept of it), decoded from its
     ``content-encoding`` when that can be done within ``limit`` bytes; otherwise as it came."""
     raw = (message.raw_content if raw is None else raw) or b""

@@ -62,8 +62,12 @@ class ConnectionGuard:
         like a request line is HTTP, so it is answered (a miss, or mitmproxy's 400) instead of
         closed; anything else is left to mitmproxy (raw TCP is then refused below). Runs before
         mitmproxy's own decision, which keeps a layer an addon chose."""
-        if self.state.settings.mode in CLOSED_MODES and nextlayer.layer is None and \
-                len(nextlayer.context.layers) > 1 and _REQUEST_LINE.match(nextlayer.data_client()):
+        if (
+            self.state.settings.mode in CLOSED_MODES
+            and nextlayer.layer is None
+            and len(nextlayer.context.layers) > 1
+            and _REQUEST_LINE.match(nextlayer.data_client())
+        ):
             nextlayer.layer = layers.HttpLayer(nextlayer.context, HTTPMode.transparent)
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
@@ -72,13 +76,16 @@ class ConnectionGuard:
             return
         address = data.server.address
         target = (address[0], address[1]) if address is not None else None
-        if target in self.state.own_servers or \
-                (mode == "refresh" and target in self.state.refresh_upstreams):
+        if target in self.state.own_servers or (
+            mode == "refresh" and target in self.state.refresh_upstreams
+        ):
             return
         where = f"{address[0]}:{address[1]}" if address else "an unknown address"
         allowed = "" if mode == "replay" else " but to re-record an existing recording"
-        data.server.error = (f"cassette {mode}: no upstream connection is made in {mode} mode"
-                             f"{allowed} (refused {where})")
+        data.server.error = (
+            f"cassette {mode}: no upstream connection is made in {mode} mode"
+            f"{allowed} (refused {where})"
+        )
         self.state.counters.add("refused_connections")
         log.error("cassette: refused an upstream connection to %s in %s mode", where, mode)
 
@@ -114,11 +121,18 @@ class FailClosed:
         # by the names faults are reported under (``cassette_replayhooks``)
         self._inner = {f"cassette_{type(addon).__name__.lower()}": addon for addon in addons}
         events = _events()
-        names = dict.fromkeys(name for addon in addons for name in dir(type(addon))
-                              if name in events and inspect.isfunction(getattr(type(addon), name)))
+        names = dict.fromkeys(
+            name
+            for addon in addons
+            for name in dir(type(addon))
+            if name in events and inspect.isfunction(getattr(type(addon), name))
+        )
         for hook in names:
-            owners = [(name, addon) for name, addon in self._inner.items()
-                      if inspect.isfunction(getattr(type(addon), hook, None))]
+            owners = [
+                (name, addon)
+                for name, addon in self._inner.items()
+                if inspect.isfunction(getattr(type(addon), hook, None))
+            ]
             setattr(self, hook, self._chain(hook, owners))
 
     def addon(self, name: str) -> Any:
@@ -131,19 +145,23 @@ class FailClosed:
         as under mitmproxy; another hook's fault propagates."""
         if hook in LIFECYCLE_HOOKS:
             if any(inspect.iscoroutinefunction(getattr(type(a), hook)) for _, a in owners):
+
                 async def chain_async(*args: Any) -> None:
                     for _, addon in owners:
                         result = getattr(addon, hook)(*args)
                         if inspect.isawaitable(result):
                             await result
+
                 return chain_async
 
             def chain(*args: Any) -> None:
                 for _, addon in owners:
                     getattr(addon, hook)(*args)
+
             return chain
 
         if any(inspect.iscoroutinefunction(getattr(type(a), hook)) for _, a in owners):
+
             async def guarded_async(arg: Any) -> None:
                 for name, addon in owners:
                     try:
@@ -152,6 +170,7 @@ class FailClosed:
                             await result
                     except Exception as e:  # noqa: BLE001 - this is the point
                         self._failed(name, hook, arg, e)
+
             return guarded_async
 
         def guarded(arg: Any) -> None:
@@ -160,6 +179,7 @@ class FailClosed:
                     getattr(addon, hook)(arg)
                 except Exception as e:  # noqa: BLE001 - this is the point
                     self._failed(name, hook, arg, e)
+
         return guarded
 
     def _failed(self, addon: str, hook: str, arg: Any, error: Exception) -> None:
@@ -168,22 +188,34 @@ class FailClosed:
         # an exception's text may quote what it choked on: the flow's own key included
         st = flow_state(arg) if isinstance(arg, http.HTTPFlow) else None
         what = (st.secrets if st is not None else state.settings.rules.secrets).replace_in_log(
-            f"{type(error).__name__}: {misses.clip(str(error), 200)}")
+            f"{type(error).__name__}: {misses.clip(str(error), 200)}"
+        )
         request = _request_of(arg, state)
-        log.error("cassette: internal error in %s.%s for %s: %s", addon, hook, request, what,
-                  exc_info=error)
+        log.error(
+            "cassette: internal error in %s.%s for %s: %s",
+            addon,
+            hook,
+            request,
+            what,
+            exc_info=error,
+        )
         closed = self._closed(arg)
         if isinstance(arg, ServerConnectionHookData):
             if closed:
                 arg.server.error = f"cassette {state.settings.mode}: internal error ({what})"
         elif isinstance(arg, http.HTTPFlow):
             if closed and arg.response is None:
-                message = (f"cassette: internal error in the proxy ({hook} hook: {what}) while "
-                           f"answering {request}; nothing was forwarded ({state.settings.mode} mode).")
+                message = (
+                    f"cassette: internal error in the proxy ({hook} hook: {what}) while "
+                    f"answering {request}; nothing was forwarded ({state.settings.mode} mode)."
+                )
                 arg.response = http.Response.make(
-                    500, misses.error_body(message, "cassette_internal_error",
-                                           "cassette_internal_error"),
-                    {"content-type": "application/json"})
+                    500,
+                    misses.error_body(
+                        message, "cassette_internal_error", "cassette_internal_error"
+                    ),
+                    {"content-type": "application/json"},
+                )
             elif not closed:
                 self._skip_recording(arg, hook)
 
@@ -206,6 +238,9 @@ class FailClosed:
         if st.key is not None and st.slot is not None:
             path = store.recorder.path_of(st.key)
             store.recorder.abandon(st.key, st.slot)
-        log.error("cassette: not recording %s after the error in %s%s",
-                  _request_of(flow, self._state), hook,
-                  f" (it would have gone to {path})" if path else "")
+        log.error(
+            "cassette: not recording %s after the error in %s%s",
+            _request_of(flow, self._state),
+            hook,
+            f" (it would have gone to {path})" if path else "",
+        )

@@ -30,7 +30,11 @@ class OwnListeners:
 
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        if self.routes and isinstance(flow.client_conn.proxy_mode, RegularMode) and \
-                req.port in self.routes and hosts.is_loopback(req.host):
+        if (
+            self.routes
+            and isinstance(flow.client_conn.proxy_mode, RegularMode)
+            and req.port in self.routes
+            and hosts.is_loopback(req.host)
+        ):
             req.scheme, req.host, req.port = self.routes[req.port]
             req.headers["host"] = canonical.comparable_host(req.scheme, req.host, req.port)

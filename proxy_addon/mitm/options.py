@@ -35,9 +35,17 @@ STALE_POLICIES = ("warn", "fail")
 # Modes that answer from the cassettes before any upstream connection exists.
 ANSWERING_MODES = ("replay", "auto", "refresh")
 # The options whose change means the directory is read again under the new rules.
-STORE_OPTIONS = frozenset({"cassette_dir", "cassette_ignore", "cassette_normalize",
-                           "cassette_mode", "cassette_max_file_mb", "cassette_redact_fields",
-                           "cassette_redact_headers"})
+STORE_OPTIONS = frozenset(
+    {
+        "cassette_dir",
+        "cassette_ignore",
+        "cassette_normalize",
+        "cassette_mode",
+        "cassette_max_file_mb",
+        "cassette_redact_fields",
+        "cassette_redact_headers",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +67,8 @@ def parse_pace(value: str) -> float:
         pace = float(value)
     except ValueError:
         raise exceptions.OptionsError(
-            f"cassette_pace must be a number such as 0, 0.5 or 1, not {value!r}") from None
+            f"cassette_pace must be a number such as 0, 0.5 or 1, not {value!r}"
+        ) from None
     if not math.isfinite(pace) or pace < 0:
         raise exceptions.OptionsError(f"cassette_pace must be a finite number >= 0, not {value!r}")
     return pace
@@ -78,57 +87,108 @@ class Options:
         self.state = state
 
     def load(self, loader: Any) -> None:
-        loader.add_option("cassette_dir", str, "cassettes",
-                          "Directory of cassettes: read at start-up, written when recording.")
-        loader.add_option("cassette_mode", str, "replay",
-                          "replay: answer from cassettes, never touch the network; record: "
-                          "forward everything and (re)write cassettes; auto: replay hits and "
-                          "record misses; passthrough: forward, record nothing; refresh: "
-                          "re-record what has a recording (with cassette_max_age, only those "
-                          "older), in its own file; a miss is a 404 as in replay.",
-                          choices=MODES)
-        loader.add_option("cassette_pace", str, "0",
-                          "Replay speed of streams, a number: 0 = as fast as possible, "
-                          "1 = with the recorded gaps between events, 0.5 = twice as fast.")
-        loader.add_option("cassette_ignore", Sequence[str], [],
-                          "Dotted JSON paths left out of request matching, e.g. user, "
-                          "metadata.trace_id, messages[0].name, messages.*.name.")
-        loader.add_option("cassette_normalize", Sequence[str], [],
-                          "Volatile values in request strings replaced for matching only: "
-                          "presets dates, times, uuids, hex-ids (comma-separated), or a rule "
-                          "PATTERN=REPLACEMENT (a regex; one rule per value).")
-        loader.add_option("cassette_max_age", str, "",
-                          "Recordings older than this (30d, 12h, 2w) are stale: a replay warns "
-                          "(or fails, cassette_stale=fail); refresh mode re-records only them.")
-        loader.add_option("cassette_stale", str, "warn",
-                          "A replay hit on a stale recording: warn (answered, counted) or fail "
-                          "(an HTTP 410 error, counted, and the run fails).",
-                          choices=STALE_POLICIES)
-        loader.add_option("cassette_redact_headers", Sequence[str], [],
-                          "More request/response header names whose values never reach disk.")
-        loader.add_option("cassette_redact_fields", Sequence[str], [],
-                          "More field names whose values never reach disk, at any depth of a "
-                          "JSON body, form or query (api_key-style), or dotted paths from a "
-                          "body's root (metadata.user_token, messages.*.secret).")
-        loader.add_option("cassette_max_file_mb", int, 512,
-                          "Skip (with a warning) cassette files larger than this many MB.")
-        loader.add_option("cassette_summary", str, "",
-                          "Write the run's summary (hits, recorded, misses, unused recordings, "
-                          "miss messages) as JSON to this file when the proxy stops.")
+        loader.add_option(
+            "cassette_dir",
+            str,
+            "cassettes",
+            "Directory of cassettes: read at start-up, written when recording.",
+        )
+        loader.add_option(
+            "cassette_mode",
+            str,
+            "replay",
+            "replay: answer from cassettes, never touch the network; record: "
+            "forward everything and (re)write cassettes; auto: replay hits and "
+            "record misses; passthrough: forward, record nothing; refresh: "
+            "re-record what has a recording (with cassette_max_age, only those "
+            "older), in its own file; a miss is a 404 as in replay.",
+            choices=MODES,
+        )
+        loader.add_option(
+            "cassette_pace",
+            str,
+            "0",
+            "Replay speed of streams, a number: 0 = as fast as possible, "
+            "1 = with the recorded gaps between events, 0.5 = twice as fast.",
+        )
+        loader.add_option(
+            "cassette_ignore",
+            Sequence[str],
+            [],
+            "Dotted JSON paths left out of request matching, e.g. user, "
+            "metadata.trace_id, messages[0].name, messages.*.name.",
+        )
+        loader.add_option(
+            "cassette_normalize",
+            Sequence[str],
+            [],
+            "Volatile values in request strings replaced for matching only: "
+            "presets dates, times, uuids, hex-ids (comma-separated), or a rule "
+            "PATTERN=REPLACEMENT (a regex; one rule per value).",
+        )
+        loader.add_option(
+            "cassette_max_age",
+            str,
+            "",
+            "Recordings older than this (30d, 12h, 2w) are stale: a replay warns "
+            "(or fails, cassette_stale=fail); refresh mode re-records only them.",
+        )
+        loader.add_option(
+            "cassette_stale",
+            str,
+            "warn",
+            "A replay hit on a stale recording: warn (answered, counted) or fail "
+            "(an HTTP 410 error, counted, and the run fails).",
+            choices=STALE_POLICIES,
+        )
+        loader.add_option(
+            "cassette_redact_headers",
+            Sequence[str],
+            [],
+            "More request/response header names whose values never reach disk.",
+        )
+        loader.add_option(
+            "cassette_redact_fields",
+            Sequence[str],
+            [],
+            "More field names whose values never reach disk, at any depth of a "
+            "JSON body, form or query (api_key-style), or dotted paths from a "
+            "body's root (metadata.user_token, messages.*.secret).",
+        )
+        loader.add_option(
+            "cassette_max_file_mb",
+            int,
+            512,
+            "Skip (with a warning) cassette files larger than this many MB.",
+        )
+        loader.add_option(
+            "cassette_summary",
+            str,
+            "",
+            "Write the run's summary (hits, recorded, misses, unused recordings, "
+            "miss messages) as JSON to this file when the proxy stops.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
         state = self.state
         state.settings = settings = _settings(state.settings, updated)
-        if updated & {"cassette_mode", "stream_large_bodies"} and opts.stream_large_bodies and \
-                settings.mode != "passthrough":
+        if (
+            updated & {"cassette_mode", "stream_large_bodies"}
+            and opts.stream_large_bodies
+            and settings.mode != "passthrough"
+        ):
             # mitmproxy would stream such a request upstream before our request hook sees it
             # (a replay could not answer it) and hand us no body to record
             raise exceptions.OptionsError(
                 f"stream_large_bodies cannot be used in {settings.mode} mode: the addon "
-                "needs each body whole (streamed responses are tapped without it)")
-        if "cassette_mode" in updated and settings.mode in ANSWERING_MODES and \
-                opts.connection_strategy != "lazy":
+                "needs each body whole (streamed responses are tapped without it)"
+            )
+        if (
+            "cassette_mode" in updated
+            and settings.mode in ANSWERING_MODES
+            and opts.connection_strategy != "lazy"
+        ):
             # Answer from cassettes before any upstream connection exists: offline, a CONNECT
             # to api.openai.com must not make mitmproxy resolve and dial it first.
             opts.update(connection_strategy="lazy")
@@ -146,7 +206,8 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
         if opts.cassette_mode not in MODES:
             # mitmproxy does not enforce `choices` for values given with --set
             raise exceptions.OptionsError(
-                f"cassette_mode must be one of {', '.join(MODES)}, not {opts.cassette_mode!r}")
+                f"cassette_mode must be one of {', '.join(MODES)}, not {opts.cassette_mode!r}"
+            )
         changes["mode"] = opts.cassette_mode
     if "cassette_pace" in updated:
         changes["pace"] = parse_pace(opts.cassette_pace)
@@ -169,14 +230,17 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
         changes["max_age_text"] = text
     if "cassette_stale" in updated:
         if opts.cassette_stale not in STALE_POLICIES:
-            raise exceptions.OptionsError(f"cassette_stale must be warn or fail, not "
-                                          f"{opts.cassette_stale!r}")
+            raise exceptions.OptionsError(
+                f"cassette_stale must be warn or fail, not {opts.cassette_stale!r}"
+            )
         changes["stale_policy"] = opts.cassette_stale
     if updated & {"cassette_redact_fields", "cassette_redact_headers"}:
         try:
-            rules["secrets"] = Secrets.from_settings(split_list(opts.cassette_redact_fields),
-                                                       split_list(opts.cassette_redact_headers),
-                                                       os.environ)
+            rules["secrets"] = Secrets.from_settings(
+                split_list(opts.cassette_redact_fields),
+                split_list(opts.cassette_redact_headers),
+                os.environ,
+            )
         except ValueError as e:
             raise exceptions.OptionsError(f"cassette_redact_fields: {e}") from None
     if "cassette_max_file_mb" in updated:
@@ -197,18 +261,25 @@ def open_store(state: State, root: Path) -> None:
     if mode in NEEDS_RECORDINGS and not root.is_dir():
         raise exceptions.OptionsError(
             f"cassette_dir {str(root)!r} is not a directory: nothing to {mode} "
-            "(record first with --set cassette_mode=record or auto)")
+            "(record first with --set cassette_mode=record or auto)"
+        )
     if root.exists() and not root.is_dir():
         raise exceptions.OptionsError(f"cassette_dir {str(root)!r} is not a directory")
     if state.writer is None:
         state.writer = BackgroundWriter(state.written)
-    store = CassetteStore(root, settings.rules, max_file_bytes=settings.max_file_bytes,
-                          writer=state.writer)
+    store = CassetteStore(
+        root, settings.rules, max_file_bytes=settings.max_file_bytes, writer=state.writer
+    )
     _load_without_collecting(store)
     state.store = store
     bad = len(store.index.bad)
-    log.info("cassette: %d recordings in %s (%s mode)%s", len(store), root, mode,
-             f", {bad} unreadable files skipped" if bad else "")
+    log.info(
+        "cassette: %d recordings in %s (%s mode)%s",
+        len(store),
+        root,
+        mode,
+        f", {bad} unreadable files skipped" if bad else "",
+    )
 
 
 def _load_without_collecting(store: CassetteStore) -> None:

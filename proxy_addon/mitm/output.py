@@ -35,7 +35,7 @@ class _LogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a record whose arguments do not format: left to the handler
+        except Exception:  # noqa: BLE001 - a record whose arguments do not format: left as it is
             return True
         folded = bool(record.exc_info)
         if folded:  # a traceback quotes the exception's text: it is filtered too

@@ -35,11 +35,12 @@ class RecordHooks:
         store = self.state.store
         assert store is not None
         req = flow.request
-        st.request = exchange.recorded_request(req.method, req.pretty_url,
-                                              req.headers.items(multi=True), body_of(req),
-                                              st.secrets)
-        st.key, st.slot = store.recorder.begin(st.canonical, st.request, st.test_id, st.test_dir,
-                                               into=st.refresh, secrets=st.secrets)
+        st.request = exchange.recorded_request(
+            req.method, req.pretty_url, req.headers.items(multi=True), body_of(req), st.secrets
+        )
+        st.key, st.slot = store.recorder.begin(
+            st.canonical, st.request, st.test_id, st.test_dir, into=st.refresh, secrets=st.secrets
+        )
         req.anticomp()  # ask for plain bytes, so cassettes hold readable text
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -54,10 +55,18 @@ class RecordHooks:
                 flow.response.stream = st.body_tap
             return
         try:
-            tap = StreamTap(fmt, flow.response.headers.get("content-encoding", ""), st.headers_at,
-                            self.state.settings.max_file_bytes)
+            tap = StreamTap(
+                fmt,
+                flow.response.headers.get("content-encoding", ""),
+                st.headers_at,
+                self.state.settings.max_file_bytes,
+            )
         except ValueError as e:  # an encoding we cannot decode: pass it on, do not record it
-            log.warning("cassette: not recording %s: %s", shown_url(flow, self.state.settings.rules.secrets), e)
+            log.warning(
+                "cassette: not recording %s: %s",
+                shown_url(flow, self.state.settings.rules.secrets),
+                e,
+            )
             flow.response.stream = True
             st.action = "pass"
             self._abandon(st)
@@ -88,16 +97,23 @@ class RecordHooks:
             if not client_hung_up(flow):
                 # The provider cut the stream: that is what it did, and a replay reproduces the
                 # cut, so a client's error handling can be tested. Marked incomplete.
-                log.warning("cassette: %s %s was cut off by the upstream (%s); saved as "
-                            "incomplete", flow.request.method, shown_url(flow, self.state.settings.rules.secrets),
-                            reason)
+                log.warning(
+                    "cassette: %s %s was cut off by the upstream (%s); saved as incomplete",
+                    flow.request.method,
+                    shown_url(flow, self.state.settings.rules.secrets),
+                    reason,
+                )
                 capture.cut = capture.cut or f"the upstream ended it early: {reason}"
                 self._save(flow, st, capture)
                 return
         self.state.counters.add("abandoned")
         self._abandon(st)
-        log.warning("cassette: not saving %s %s: %s before the response was complete",
-                    flow.request.method, shown_url(flow, self.state.settings.rules.secrets), reason)
+        log.warning(
+            "cassette: not saving %s %s: %s before the response was complete",
+            flow.request.method,
+            shown_url(flow, self.state.settings.rules.secrets),
+            reason,
+        )
 
     def _abandon(self, st: FlowState) -> None:
         store = self.state.store
@@ -108,8 +124,14 @@ class RecordHooks:
         resp = flow.response
         assert resp is not None
         if capture is not None:
-            save(self.state, flow, st, stream=Stream(capture.format, capture.events,
-                                                     complete=capture.complete, cut=capture.cut))
+            save(
+                self.state,
+                flow,
+                st,
+                stream=Stream(
+                    capture.format, capture.events, complete=capture.complete, cut=capture.cut
+                ),
+            )
         else:
             tapped = b"".join(st.body_tap.chunks) if st.body_tap is not None else None
             raw = body_of(resp, tapped, self.state.settings.max_file_bytes)
@@ -121,12 +143,18 @@ def save(state: State, flow: http.HTTPFlow, st: FlowState, **content: Any) -> No
     writes the cassette in the background; a path the layout refuses is counted and logged."""
     store, resp = state.store, flow.response
     assert store is not None and resp is not None and st.key is not None and st.slot is not None
-    recorded = RecordedResponse(status=resp.status_code,
-                                headers=exchange.response_headers(resp.headers.items(multi=True)),
-                                **content)
+    recorded = RecordedResponse(
+        status=resp.status_code,
+        headers=exchange.response_headers(resp.headers.items(multi=True)),
+        **content,
+    )
     try:
         store.recorder.finish(st.key, st.slot, recorded)
     except (OSError, ValueError) as e:  # the layout refused the path
         state.counters.add("write_errors")
-        log.error("cassette: could not record %s %s: %s", flow.request.method,
-                  shown_url(flow, state.settings.rules.secrets), e)
+        log.error(
+            "cassette: could not record %s %s: %s",
+            flow.request.method,
+            shown_url(flow, state.settings.rules.secrets),
+            e,
+        )

@@ -28,17 +28,32 @@ from proxy_addon.store import Hit, LookupContext
 from proxy_addon.store.age import AgeLimit, describe
 
 
-def canonical_request(req: http.Request, rules: canonical.Rules
-                      ) -> tuple[canonical.CanonicalRequest, Secrets]:
+def canonical_request(
+    req: http.Request, rules: canonical.Rules
+) -> tuple[canonical.CanonicalRequest, Secrets]:
     """The request's key (``canonical.canonicalize_with_secrets``), and the secret rules knowing
     its own key, from its secret headers (only those are decoded) and query parameters."""
     raw = rules.secrets.raw_headers
-    secret = [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
-              for k, v in req.headers.fields if k.lower() in raw]
+    secret = [
+        (k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
+        for k, v in req.headers.fields
+        if k.lower() in raw
+    ]
     path, _, query = req.path.partition("?")
-    return canonical.canonicalize_with_secrets(canonical.Request(
-        req.method, req.scheme, req.pretty_host, req.port, path, query,
-        req.headers.get("content-type"), body_of(req), secret), rules)
+    return canonical.canonicalize_with_secrets(
+        canonical.Request(
+            req.method,
+            req.scheme,
+            req.pretty_host,
+            req.port,
+            path,
+            query,
+            req.headers.get("content-type"),
+            body_of(req),
+            secret,
+        ),
+        rules,
+    )
 
 
 @functools.cache
@@ -61,8 +76,16 @@ def replayed_response(resp: RecordedResponse) -> http.Response:
     template = _templates.get(id(resp))
     if template is None:
         headers, body = wire(resp)
-        template = http.Response(b"HTTP/1.1", resp.status, _reason(resp.status),
-                                 http.Headers(headers), body, None, 0.0, 0.0)
+        template = http.Response(
+            b"HTTP/1.1",
+            resp.status,
+            _reason(resp.status),
+            http.Headers(headers),
+            body,
+            None,
+            0.0,
+            0.0,
+        )
         _templates[id(resp)] = template
         weakref.finalize(resp, _templates.pop, id(resp), None)
     data = copy.copy(template.data)
@@ -75,16 +98,20 @@ def replayed_response(resp: RecordedResponse) -> http.Response:
 
 def miss_response(message: str) -> http.Response:
     """A 404, which SDKs do not retry, with an OpenAI-style error body."""
-    return http.Response.make(404, misses.error_body(message, "cassette_miss",
-                                                     "cassette_not_found"),
-                              {"content-type": "application/json", "x-cassette-miss": "1"})
+    return http.Response.make(
+        404,
+        misses.error_body(message, "cassette_miss", "cassette_not_found"),
+        {"content-type": "application/json", "x-cassette-miss": "1"},
+    )
 
 
 def stale_response(message: str) -> http.Response:
     """A 410 Gone (the recording expired), which SDKs do not retry either."""
-    return http.Response.make(410, misses.error_body(message, "cassette_stale",
-                                                     "cassette_stale"),
-                              {"content-type": "application/json", "x-cassette-stale": "1"})
+    return http.Response.make(
+        410,
+        misses.error_body(message, "cassette_stale", "cassette_stale"),
+        {"content-type": "application/json", "x-cassette-stale": "1"},
+    )
 
 
 class ReplayHooks:
@@ -111,15 +138,18 @@ class ReplayHooks:
             return
         test_dir = state.current.test_dir
         canon, secrets = canonical_request(flow.request, state.settings.rules)
-        st = FlowState(canonical=canon, action="pass", test_id=test_id, test_dir=test_dir,
-                       secrets=secrets)
+        st = FlowState(
+            canonical=canon, action="pass", test_id=test_id, test_dir=test_dir, secrets=secrets
+        )
         flow.metadata[META] = st
-        if mode == "record" or (mode in ("auto", "refresh") and
-                                store.recorder.is_recording(canon, test_dir)):
+        if mode == "record" or (
+            mode in ("auto", "refresh") and store.recorder.is_recording(canon, test_dir)
+        ):
             st.action = "record"  # recorded in this run: its sequence goes on being recorded
             return
-        hit = store.lookup(canon, LookupContext(connection=flow.client_conn.id, test_id=test_id,
-                                                test_dir=test_dir))
+        hit = store.lookup(
+            canon, LookupContext(connection=flow.client_conn.id, test_id=test_id, test_dir=test_dir)
+        )
         if hit is not None:
             if mode == "refresh" and self._refreshes(flow, st, hit):
                 return
@@ -128,11 +158,20 @@ class ReplayHooks:
             st.action = "hit"
             state.counters.add("hits")
             if hit.other_host is not None:
-                state.counters.note("other_host", {"asked": canon.host,
-                                                   "recorded_for": hit.other_host,
-                                                   "file": str(hit.entry.path)})
-                log.info("cassette: %s answered from a recording made for %s: %s",
-                         misses.clip(canon.describe()), hit.other_host, hit.entry.path)
+                state.counters.note(
+                    "other_host",
+                    {
+                        "asked": canon.host,
+                        "recorded_for": hit.other_host,
+                        "file": str(hit.entry.path),
+                    },
+                )
+                log.info(
+                    "cassette: %s answered from a recording made for %s: %s",
+                    misses.clip(canon.describe()),
+                    hit.other_host,
+                    hit.entry.path,
+                )
             await self._answer(flow, st, hit)
             return
         if mode == "auto":
@@ -146,8 +185,8 @@ class ReplayHooks:
         assert store is not None
         st.action = "miss"
         message = misses.miss_message(
-            st.canonical, store.index,
-            lambda rules: canonical_request(flow.request, rules)[0])
+            st.canonical, store.index, lambda rules: canonical_request(flow.request, rules)[0]
+        )
         state.miss(message)
         flow.response = miss_response(message)
 
@@ -167,7 +206,9 @@ class ReplayHooks:
             return False
         state = self.state
         refused = state.settings.stale_policy == "fail"
-        message = misses.stale_message(hit.entry.path, how_old, state.settings.max_age_text, refused)
+        message = misses.stale_message(
+            hit.entry.path, how_old, state.settings.max_age_text, refused
+        )
         if hit.entry.path not in self._told:
             self._told.add(hit.entry.path)
             log.warning(message)
@@ -194,9 +235,12 @@ class ReplayHooks:
         if entry.from_llama_stack:
             if entry.path not in self._told:
                 self._told.add(entry.path)
-                log.warning("cassette: not refreshing %s: a llama-stack file is replayed as it "
-                            "is (cassette import-llama-stack turns it into a cassette that can "
-                            "be refreshed)", entry.path)
+                log.warning(
+                    "cassette: not refreshing %s: a llama-stack file is replayed as it "
+                    "is (cassette import-llama-stack turns it into a cassette that can "
+                    "be refreshed)",
+                    entry.path,
+                )
             return False
         how_old = self._age_over_limit(hit)
         if self.state.settings.max_age is not None and how_old is None:
@@ -204,8 +248,11 @@ class ReplayHooks:
         self._refreshed[entry.path] = st.test_dir
         st.action, st.refresh = "record", entry
         self.state.refresh_upstreams.add((flow.request.host, flow.request.port))
-        log.info("cassette: refreshing %s%s", entry.path,
-                 f" (recorded {describe(how_old)} ago)" if how_old is not None else "")
+        log.info(
+            "cassette: refreshing %s%s",
+            entry.path,
+            f" (recorded {describe(how_old)} ago)" if how_old is not None else "",
+        )
         return True
 
     async def _answer(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> None:
@@ -224,8 +271,12 @@ class ReplayHooks:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow, "hit")
-        if st is not None and st.loopback is not None and st.loopback[0] is self.pacer and \
-                flow.response is not None:
+        if (
+            st is not None
+            and st.loopback is not None
+            and st.loopback[0] is self.pacer
+            and flow.response is not None
+        ):
             flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -244,10 +295,13 @@ class ReplayHooks:
 
     def done(self) -> None:
         if self.pacer.waiting:
-            log.warning("cassette: %d paced replays were registered and never served",
-                        self.pacer.waiting)
+            log.warning(
+                "cassette: %d paced replays were registered and never served", self.pacer.waiting
+            )
         self.pacer.close()
         if self.sockets.waiting:
-            log.warning("cassette: %d WebSocket replays were registered and never served",
-                        self.sockets.waiting)
+            log.warning(
+                "cassette: %d WebSocket replays were registered and never served",
+                self.sockets.waiting,
+            )
         self.sockets.close()

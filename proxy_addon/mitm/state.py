@@ -5,8 +5,8 @@ or a finished write does to the counters; and the summary when the proxy stops."
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import orjson
 
@@ -48,8 +48,14 @@ class State:
 
         def fault(error: Exception) -> None:
             self.counters.add("internal_errors")
-            log.error("cassette: internal error while %s: %s: %s", doing,
-                      type(error).__name__, error, exc_info=error)
+            log.error(
+                "cassette: internal error while %s: %s: %s",
+                doing,
+                type(error).__name__,
+                error,
+                exc_info=error,
+            )
+
         return fault
 
     def written(self, path: Path, error: Exception | None) -> None:
@@ -69,15 +75,18 @@ class State:
             return
         index = self.store.index
         summary = self.counters.snapshot(
-            len(index), sorted(str(e.path) for e in index.unused()),
-            [{"path": str(b.path), "reason": b.reason} for b in index.bad])
+            len(index),
+            sorted(str(e.path) for e in index.unused()),
+            [{"path": str(b.path), "reason": b.reason} for b in index.bad],
+        )
         log.warning(summary.line())
         if summary.requests == 0:  # plain mitmdump too: a run that tested nothing says so
             log.warning("cassette: warning: %s", NOTHING_REACHED)
         target = self.settings.summary_path
         if target:
             try:
-                atomic_write(Path(target),
-                             orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
+                atomic_write(
+                    Path(target), orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
+                )
             except OSError as e:
                 log.error("cassette: could not write the summary to %s: %s", target, e.strerror)

@@ -26,17 +26,19 @@ def websocket_server(state: State) -> WebSocketServer:
     return WebSocketServer(state.miss, state.fault_reporter("replaying a WebSocket"))
 
 
-async def answer_websocket(flow: http.HTTPFlow, st: FlowState, hit: Hit,
-                           server: WebSocketServer, state: State) -> None:
+async def answer_websocket(
+    flow: http.HTTPFlow, st: FlowState, hit: Hit, server: WebSocketServer, state: State
+) -> None:
     """Point a replayed handshake at the loopback server, with every recorded conversation of
     this handshake (the one in turn first) to follow the client's messages."""
     responses = hit.entry.recording.responses
     order = [hit.index] + [i for i in range(len(responses)) if i != hit.index]
-    recordings = [responses[i].websocket for i in order if responses[i].websocket is not None]
+    recordings = [ws for ws in (responses[i].websocket for i in order) if ws is not None]
     where = f"{st.canonical.describe()} ({hit.entry.path})"
     replay = Replay(recordings, state.settings.rules, where, st.secrets)
-    await send_to_loopback(flow, st, server,
-                           Registration(replay, hit.response.headers, state.settings.pace), state)
+    await send_to_loopback(
+        flow, st, server, Registration(replay, hit.response.headers, state.settings.pace), state
+    )
 
 
 class WebSocketHooks:
@@ -59,8 +61,9 @@ class WebSocketHooks:
         if st is None or st.websocket is None or flow.websocket is None:
             return
         message = flow.websocket.messages[-1]
-        st.websocket.message(message.from_client, message.is_text, message.content,
-                             message.timestamp)
+        st.websocket.message(
+            message.from_client, message.is_text, message.content, message.timestamp
+        )
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self.open.discard(flow.id)
@@ -68,11 +71,18 @@ class WebSocketHooks:
         if st is None or st.websocket is None or flow.websocket is None or flow.response is None:
             return
         ws = flow.websocket
-        st.websocket.close(bool(ws.closed_by_client), ws.close_code or 1005, ws.close_reason or "",
-                           ws.timestamp_end or time.time())
+        st.websocket.close(
+            bool(ws.closed_by_client),
+            ws.close_code or 1005,
+            ws.close_reason or "",
+            ws.timestamp_end or time.time(),
+        )
         save(self.state, flow, st, websocket=st.websocket.conversation)
 
     def done(self) -> None:
         if self.open:
-            log.warning("cassette: %d WebSocket conversations were still open when the proxy "
-                        "stopped: not recorded", len(self.open))
+            log.warning(
+                "cassette: %d WebSocket conversations were still open when the proxy "
+                "stopped: not recorded",
+                len(self.open),
+            )

@@ -21,8 +21,9 @@ what ``scrub`` does, so a scrubbed recording still matches the live request it c
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -138,7 +139,8 @@ class _Pass:
         for k, v in value.items():
             self.path.append(k)
             if self.by_name and self.secrets.is_secret_field(
-                    k, v, None if root is None else self.path[root:]):
+                k, v, None if root is None else self.path[root:]
+            ):
                 new = self.named(v, f"field {k}")
                 if self.drop:
                     self.path.pop()
@@ -208,8 +210,11 @@ class _Pass:
             return body
         self.path.append(BODY_FIELDS[body.kind])
         if body.kind == "json":
-            new = self.json(body.value, len(self.path)) if self._may_change(body.value) \
+            new = (
+                self.json(body.value, len(self.path))
+                if self._may_change(body.value)
                 else body.value
+            )
         elif body.kind == "multipart":
             new = self.multipart(body.value)
         elif content_type and "x-www-form-urlencoded" in content_type.lower():
@@ -310,13 +315,21 @@ class _Pass:
         content_type = next((v for k, v in resp.headers if k == "content-type"), None)
         body = self.body(resp.body, content_type)
         stream = self.at("stream", self.stream, resp.stream) if resp.stream is not None else None
-        socket = self.at("websocket", self.websocket, resp.websocket) \
-            if resp.websocket is not None else None
-        if headers is resp.headers and body is resp.body and stream is resp.stream and \
-                socket is resp.websocket:
+        socket = (
+            self.at("websocket", self.websocket, resp.websocket)
+            if resp.websocket is not None
+            else None
+        )
+        if (
+            headers is resp.headers
+            and body is resp.body
+            and stream is resp.stream
+            and socket is resp.websocket
+        ):
             return resp
-        return dataclasses.replace(resp, headers=headers, body=body, stream=stream,
-                                   websocket=socket)
+        return dataclasses.replace(
+            resp, headers=headers, body=body, stream=stream, websocket=socket
+        )
 
     def recording(self, rec: Recording) -> Recording:
         req = rec.request
@@ -328,16 +341,23 @@ class _Pass:
         responses = [self.at(i, self.response, r) for i, r in enumerate(rec.responses)]
         self.path[:] = []
         meta = self.at("llama_stack", self.json, rec.llama_stack, None, True)
-        request = req if url is req.url and headers is req.headers and body is req.body else \
-            dataclasses.replace(req, url=url, headers=headers, body=body)
-        if request is req and meta is rec.llama_stack and \
-                all(a is b for a, b in zip(responses, rec.responses)):
+        request = (
+            req
+            if url is req.url and headers is req.headers and body is req.body
+            else dataclasses.replace(req, url=url, headers=headers, body=body)
+        )
+        if (
+            request is req
+            and meta is rec.llama_stack
+            and all(a is b for a, b in zip(responses, rec.responses))
+        ):
             return rec
         return dataclasses.replace(rec, request=request, responses=responses, llama_stack=meta)
 
 
-def _both_passes(value: T, secrets: Secrets, step: Callable[[_Pass, T], T],
-                 drop: bool = False) -> tuple[T, list[Finding]]:
+def _both_passes[T](
+    value: T, secrets: Secrets, step: Callable[[_Pass, T], T], drop: bool = False
+) -> tuple[T, list[Finding]]:
     """``step`` by name, then by value and shape knowing what the first pass removed."""
     first = _Pass(secrets, by_name=True, drop=drop)
     named = step(first, value)
@@ -375,12 +395,12 @@ def json_for_matching(value: Any, secrets: Secrets) -> Any:
     return _both_passes(value, secrets, lambda p, v: p.json(v, 0), drop=True)[0]
 
 
-
-def pair_values_for_matching(pairs: list[tuple[str, str]],
-                             secrets: Secrets) -> list[str | None]:
+def pair_values_for_matching(pairs: list[tuple[str, str]], secrets: Secrets) -> list[str | None]:
     """Query, form or multipart fields' values as compared: None for a secret field (left
     out), the others with known values and shapes replaced as ``scrub`` replaces them. Each
     decoded value is scanned: a shape percent-encoded in the raw query shows only decoded."""
     known = secrets.with_values(param_values(pairs, secrets))
-    return [None if secrets.is_secret_param(k) else
-            known.replace(v)[0] if known.might_hold(v) else v for k, v in pairs]
+    return [
+        None if secrets.is_secret_param(k) else known.replace(v)[0] if known.might_hold(v) else v
+        for k, v in pairs
+    ]

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import copy
 import json
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote, quote_plus
 
-import re2
+import re2  # type: ignore[import-untyped]
 
 from proxy_addon.matching.jsonpath import Path, is_path, matches, parse_path
 
@@ -27,23 +29,41 @@ _FLOW_VALUE = "a value redacted by name in this exchange"
 # A known value shorter than this is never searched for: it would match ordinary text.
 MIN_VALUE_LENGTH = 8
 
-SECRET_HEADERS: frozenset[str] = frozenset({
-    "authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie",
-    "set-cookie",
-})
+SECRET_HEADERS: frozenset[str] = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "x-goog-api-key",
+        "cookie",
+        "set-cookie",
+    }
+)
 # Field names that hold a secret wherever they are: JSON keys at any depth, form and multipart
 # fields, query parameters. Compared without case, "-" and "_" (``clientSecret`` too).
 SECRET_FIELDS: tuple[str, ...] = (
-    "api_key", "apikey", "client_secret", "refresh_token", "access_token", "id_token",
-    "password", "private_key", "secret", "session_token",
+    "api_key",
+    "apikey",
+    "client_secret",
+    "refresh_token",
+    "access_token",
+    "id_token",
+    "password",
+    "private_key",
+    "secret",
+    "session_token",
 )
 # Names that mark a secret in a query string or a form only: as JSON keys they are ordinary
 # words (OpenAI's logprobs have a "token", many APIs a "key").
 PARAM_ONLY_FIELDS: tuple[str, ...] = ("key", "token", "sig", "signature")
 
 # Credential-like environment variables: their values are secrets wherever they appear.
-_ENV_NAME = re.compile(r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|SECRET_KEY|ACCESS_KEY|"
-                       r"PRIVATE_KEY)$", re.IGNORECASE)
+_ENV_NAME = re.compile(
+    r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|SECRET_KEY|ACCESS_KEY|"
+    r"PRIVATE_KEY)$",
+    re.IGNORECASE,
+)
 
 # (what it is, pattern): conservative, so that ordinary ids are not mangled. Each pattern is
 # valid for both Python's re and RE2, which scans for all of them at once.
@@ -56,18 +76,23 @@ SHAPES: tuple[tuple[str, str], ...] = (
     ("an AWS access key id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
     ("a Hugging Face token", r"\bhf_[A-Za-z0-9]{30,}"),
     ("a JSON web token", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
-    ("a private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+    (
+        "a private key",
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    ),
     ("a bearer token", r"\b[Bb]earer\s+[A-Za-z0-9._~+/=-]{16,}"),
 )
 # The shapes as the one scan looks for them in raw bytes, looser than SHAPES (a yes only costs
 # a walk): no word boundary, which an escape such as JSON's "\nsk-..." hides, and the
 # whitespace of the two shapes that hold some written in any of its encoded forms.
 _LOOSE_SHAPES: tuple[str, ...] = tuple(
-    {"a private key": r"PRIVATE(?:\s|\\[nrt]|\+|%20)KEY",
-     "a bearer token": r"[Bb]earer(?:\s|\\[nrt]|\+|%20|%09)"}.get(
-        what, rx.removeprefix(r"\b").removesuffix(r"\b")) for what, rx in SHAPES)
-_SHAPES_RX = re.compile("|".join(f"(?P<s{i}>{rx})" for i, (_, rx) in enumerate(SHAPES)),
-                        re.ASCII)
+    {
+        "a private key": r"PRIVATE(?:\s|\\[nrt]|\+|%20)KEY",
+        "a bearer token": r"[Bb]earer(?:\s|\\[nrt]|\+|%20|%09)",
+    }.get(what, rx.removeprefix(r"\b").removesuffix(r"\b"))
+    for what, rx in SHAPES
+)
+_SHAPES_RX = re.compile("|".join(f"(?P<s{i}>{rx})" for i, (_, rx) in enumerate(SHAPES)), re.ASCII)
 _AUTH_SCHEMES = ("bearer", "basic", "token", "bot", "key")
 _USERINFO = re.compile(r"(://)[^/@\s'\"\\]+@")  # user:password@ in a URL of a log line
 _ESCAPE = re.compile(r"(\\[rnt])")  # a line break as repr() shows it in a log line
@@ -84,8 +109,11 @@ def normalise(name: str) -> str:
 def env_values(environ: Mapping[str, str]) -> dict[str, str]:
     """Value -> ``$NAME`` for each credential-like variable (``*_API_KEY``, ``*_TOKEN``,
     ``*_SECRET``, ``*_PASSWORD``, ``HF_TOKEN``, ...) whose value is long enough to search for."""
-    return {value: f"${name}" for name, value in sorted(environ.items())
-            if _ENV_NAME.search(name) and len(value) >= MIN_VALUE_LENGTH}
+    return {
+        value: f"${name}"
+        for name, value in sorted(environ.items())
+        if _ENV_NAME.search(name) and len(value) >= MIN_VALUE_LENGTH
+    }
 
 
 def credential_values(value: str, header: str = "") -> list[str]:
@@ -102,10 +130,8 @@ def credential_values(value: str, header: str = "") -> list[str]:
     credential = credential.strip()
     out = [credential]
     if scheme.lower() == "basic":
-        try:
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
             out.append(base64.b64decode(credential, validate=True).decode().partition(":")[2])
-        except (binascii.Error, UnicodeDecodeError):
-            pass
     return out
 
 
@@ -126,23 +152,32 @@ def _variants(value: str) -> set[str]:
     without padding) and JSON-escaped."""
     raw = _utf8(value)
     escaped = json.dumps(value)[1:-1]  # non-ASCII as \u00e9; some writers use \u00E9
-    out = {value, quote(raw, safe=""), quote_plus(raw), escaped,
-           _JSON_ESCAPE.sub(lambda m: m.group(0).upper().replace("\\U", "\\u"), escaped)}
-    out.update(enc(raw).decode().rstrip("=") for enc in (base64.b64encode,
-                                                          base64.urlsafe_b64encode))
+    out = {
+        value,
+        quote(raw, safe=""),
+        quote_plus(raw),
+        escaped,
+        _JSON_ESCAPE.sub(lambda m: m.group(0).upper().replace("\\U", "\\u"), escaped),
+    }
+    out.update(
+        enc(raw).decode().rstrip("=") for enc in (base64.b64encode, base64.urlsafe_b64encode)
+    )
     return {v for v in out if len(v) >= MIN_VALUE_LENGTH}
 
 
 def _re2_literal(text: str) -> str:
     """``text`` as an RE2 pattern over Latin-1 bytes (its UTF-8 bytes, each matched as is)."""
-    return "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}"
-                   for b in _utf8(text))
+    return "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}" for b in _utf8(text))
 
 
 def param_values(pairs: list[tuple[str, str]], secrets: Secrets) -> list[str]:
     """The secret strings that secret query parameters or form fields carry."""
-    return [c for k, v in pairs if secrets.is_secret_param(k) and v != REDACTED
-            for c in credential_values(v)]
+    return [
+        c
+        for k, v in pairs
+        if secrets.is_secret_param(k) and v != REDACTED
+        for c in credential_values(v)
+    ]
 
 
 class Secrets:
@@ -152,21 +187,26 @@ class Secrets:
     ``cassette_redact_headers``, the environment); ``with_values`` derives one that also knows a
     flow's own secrets (the key in its headers). Regexes are compiled on first use."""
 
-    def __init__(self, fields: Iterable[str] = (), headers: Iterable[str] = (),
-                 paths: Iterable[Path] = (), values: Mapping[str, str] | Iterable[str] = ()):
+    def __init__(
+        self,
+        fields: Iterable[str] = (),
+        headers: Iterable[str] = (),
+        paths: Iterable[Path] = (),
+        values: Mapping[str, str] | Iterable[str] = (),
+    ):
         self.headers = SECRET_HEADERS | {h.lower() for h in headers}
         self.raw_headers = frozenset(h.encode() for h in self.headers)  # as they come on the wire
         fields = tuple(fields)
         # JSON keys: the field names, and header names (an SDK's extra_headers in a body)
         self.keys = frozenset(normalise(n) for n in (*SECRET_FIELDS, *fields, *self.headers))
-        self.params = frozenset(normalise(n) for n in (*SECRET_FIELDS, *PARAM_ONLY_FIELDS,
-                                                         *fields))
+        self.params = frozenset(normalise(n) for n in (*SECRET_FIELDS, *PARAM_ONLY_FIELDS, *fields))
         self.paths: tuple[Path, ...] = tuple(paths)
         labelled = values if isinstance(values, Mapping) else dict.fromkeys(values, "")
         self.values: dict[str, str] = {
             v: label or _FLOW_VALUE
             for v, label in labelled.items()
-            if len(v) >= MIN_VALUE_LENGTH and v not in REDACTED}
+            if len(v) >= MIN_VALUE_LENGTH and v not in REDACTED
+        }
         self._forget_compiled()
 
     def _forget_compiled(self) -> None:
@@ -177,8 +217,12 @@ class Secrets:
         self._named_rx: re.Pattern[str] | None = None
 
     @classmethod
-    def from_settings(cls, fields: Iterable[str] = (), headers: Iterable[str] = (),
-                      environ: Mapping[str, str] | None = None) -> Secrets:
+    def from_settings(
+        cls,
+        fields: Iterable[str] = (),
+        headers: Iterable[str] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> Secrets:
         """From option values: ``fields`` are names (any depth) or dotted paths (from a body's
         root); a path that does not parse raises ``ValueError`` naming it."""
         fields = list(fields)
@@ -189,8 +233,11 @@ class Secrets:
     def with_values(self, values: Iterable[str]) -> Secrets:
         """These rules, also knowing ``values`` (a flow's own secrets). Cached, so a run whose
         requests all carry the same key compiles its patterns once."""
-        new = frozenset(v for v in values if v not in self.values and
-                        len(v) >= MIN_VALUE_LENGTH and v not in REDACTED)
+        new = frozenset(
+            v
+            for v in values
+            if v not in self.values and len(v) >= MIN_VALUE_LENGTH and v not in REDACTED
+        )
         if not new:
             return self
         derived = self._derived.get(new)
@@ -218,8 +265,7 @@ class Secrets:
         root, the key included; None where there is no such root)."""
         if isinstance(value, str) and self.is_secret_key(key):
             return True
-        return path is not None and value is not None and any(matches(p, path)
-                                                              for p in self.paths)
+        return path is not None and value is not None and any(matches(p, path) for p in self.paths)
 
     def is_secret_param(self, name: str) -> bool:
         """A query parameter, form field or multipart field whose value is a secret."""
@@ -240,8 +286,11 @@ class Secrets:
             options.never_capture = True
             options.max_mem = 32 << 20
             keys = "|".join("[-_]*".join(_re2_literal(c) for c in k) for k in sorted(self.keys))
-            parts = [f'(?i:"[-_]*(?:{keys})[-_]*"\\s*:)', r"\\u00[0-7][0-9A-Fa-f]|\\/",
-                     *_LOOSE_SHAPES]
+            parts = [
+                f'(?i:"[-_]*(?:{keys})[-_]*"\\s*:)',
+                r"\\u00[0-7][0-9A-Fa-f]|\\/",
+                *_LOOSE_SHAPES,
+            ]
             parts += [_re2_literal(v) for value in self.values for v in _variants(value)]
             pattern = "|".join(f"(?:{p})" for p in parts).encode("latin-1")
             self._prefilter = re2.compile(pattern, options)
@@ -280,8 +329,10 @@ class Secrets:
         (``key=...``, ``Authorization: Bearer ...``) and a URL's user info, as in a raw request
         that mitmproxy echoes back."""
         if self.might_hold(text):  # a repr'd request's lines, split at their \r\n escapes
-            text = "".join(piece if _ESCAPE.fullmatch(piece) else self.replace(piece)[0]
-                           for piece in _ESCAPE.split(text))
+            text = "".join(
+                piece if _ESCAPE.fullmatch(piece) else self.replace(piece)[0]
+                for piece in _ESCAPE.split(text)
+            )
         if self._named_rx is None:
             every = self.params | self.keys | {normalise(h) for h in self.headers}
             names = "|".join("[-_]?".join(map(re.escape, n)) for n in sorted(every))
@@ -290,7 +341,9 @@ class Secrets:
             # a word; a value already ``<...>`` stays.
             self._named_rx = re.compile(
                 rf"(?:(?<=\\[rn])|(?<![A-Za-z0-9]))((?:{names})(?:\\?\")?\s*[=:]\s*(?:\\?\")?"
-                r"(?:(?:bearer|basic|token)\s+)?+)(?!<)[^\s&'\"\\,;]+", re.IGNORECASE)
+                r"(?:(?:bearer|basic|token)\s+)?+)(?!<)[^\s&'\"\\,;]+",
+                re.IGNORECASE,
+            )
         text = self._named_rx.sub(lambda m: m.group(1) + REDACTED, text)
         return _USERINFO.sub(rf"\1{REDACTED}@", text)
 

@@ -59,8 +59,11 @@ def event_type(ev: Event) -> str:
 def message_type(message: WebSocketMessage) -> str:
     """A server message's kind: its JSON ``type``, else ``text`` or ``binary``."""
     payload = message.payload
-    if payload.kind == "json" and isinstance(payload.value, dict) and \
-            isinstance(payload.value.get("type"), str):
+    if (
+        payload.kind == "json"
+        and isinstance(payload.value, dict)
+        and isinstance(payload.value.get("type"), str)
+    ):
         return payload.value["type"]
     return "binary" if payload.kind == "base64" else "text"
 
@@ -116,15 +119,20 @@ def _end(resp: RecordedResponse) -> str | None:
     """How a stream or a WebSocket conversation ended."""
     if resp.websocket is not None:
         close = resp.websocket.close
-        return "still open when recorded" if close is None else \
-            f"closed by the {close.side} ({close.code})"
+        return (
+            "still open when recorded"
+            if close is None
+            else f"closed by the {close.side} ({close.code})"
+        )
     stream = resp.stream
-    return None if stream is None else \
-        ("complete" if stream.complete else f"cut ({stream.cut or 'cut off'})")
+    return (
+        None
+        if stream is None
+        else ("complete" if stream.complete else f"cut ({stream.cut or 'cut off'})")
+    )
 
 
-def _shape(resp: RecordedResponse, t: Transcript,
-           runs: list[tuple[str, int]]) -> dict[str, Any]:
+def _shape(resp: RecordedResponse, t: Transcript, runs: list[tuple[str, int]]) -> dict[str, Any]:
     return {
         "status": resp.status,
         "answer": _kind(resp),
@@ -143,30 +151,36 @@ def _shape(resp: RecordedResponse, t: Transcript,
 def _clip(text: str, at: int) -> str:
     start = max(0, at - TEXT_WINDOW)
     end = at + TEXT_WINDOW
-    return (("…" if start else "") + text[start:end] + ("…" if end < len(text) else ""))
+    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
 
 
 def text_change(name: str, old: str, new: str) -> str:
     """Two texts, shown from a little before where they start to differ."""
     at = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
-    return (f"{name} ({len(old.split())} → {len(new.split())} words): "
-            f"{orjson.dumps(_clip(old, at)).decode()} → {orjson.dumps(_clip(new, at)).decode()}")
+    return (
+        f"{name} ({len(old.split())} → {len(new.split())} words): "
+        f"{orjson.dumps(_clip(old, at)).decode()} → {orjson.dumps(_clip(new, at)).decode()}"
+    )
 
 
-def _noise(ta: Transcript, runs_a: list[tuple[str, int]], tb: Transcript,
-           runs_b: list[tuple[str, int]]) -> list[str]:
+def _noise(
+    ta: Transcript, runs_a: list[tuple[str, int]], tb: Transcript, runs_b: list[tuple[str, int]]
+) -> list[str]:
     out: list[str] = []
     for name, x, y in (("text", ta.text, tb.text), ("reasoning", ta.reasoning, tb.reasoning)):
         if x != y and x and y:
             out.append(text_change(name, x, y))
-    for i, (x, y) in enumerate(zip(ta.tool_calls, tb.tool_calls)):
-        if x.arguments != y.arguments:
-            out.append(f"tool call {i + 1} arguments: {x.arguments} → {y.arguments}")
-        if x.id != y.id:
-            out.append(f"tool call {i + 1} id: {x.id} → {y.id}")
+    for i, (call_a, call_b) in enumerate(zip(ta.tool_calls, tb.tool_calls)):
+        if call_a.arguments != call_b.arguments:
+            out.append(f"tool call {i + 1} arguments: {call_a.arguments} → {call_b.arguments}")
+        if call_a.id != call_b.id:
+            out.append(f"tool call {i + 1} id: {call_a.id} → {call_b.id}")
     usage_a, usage_b = ta.usage or {}, tb.usage or {}
-    numbers = [f"{k} {usage_a[k]} → {usage_b[k]}" for k in sorted(set(usage_a) & set(usage_b))
-               if usage_a[k] != usage_b[k] and not isinstance(usage_a[k], (dict, list))]
+    numbers = [
+        f"{k} {usage_a[k]} → {usage_b[k]}"
+        for k in sorted(set(usage_a) & set(usage_b))
+        if usage_a[k] != usage_b[k] and not isinstance(usage_a[k], (dict, list))
+    ]
     if numbers:
         out.append("usage: " + ", ".join(numbers))
     if [k for k, _ in runs_a] == [k for k, _ in runs_b]:
@@ -189,8 +203,9 @@ def compare(old: Recording, new: Recording) -> Changes:
         shape_a, shape_b = _shape(a, ta, runs_a), _shape(b, tb, runs_b)
         for name in shape_a:
             if shape_a[name] != shape_b[name]:
-                changes.shape.append(f"{prefix}{name}: {_show(shape_a[name])} → "
-                                     f"{_show(shape_b[name])}")
+                changes.shape.append(
+                    f"{prefix}{name}: {_show(shape_a[name])} → {_show(shape_b[name])}"
+                )
         changes.noise += [prefix + line for line in _noise(ta, runs_a, tb, runs_b)]
     return changes
 

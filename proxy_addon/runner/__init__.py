@@ -1,1 +1,3 @@
-"""Running the proxy: ``mitmdump`` as a child process on free ports, the providers' base-URL listeners, the control channel a test runner speaks."""
+"""Running the proxy: ``mitmdump`` as a child process on free ports, the providers' base-URL
+listeners, the control channel a test runner speaks.
+"""

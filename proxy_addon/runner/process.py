@@ -16,9 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from proxy_addon.runner.providers import PROVIDERS, Listener, plan
 
@@ -103,12 +103,18 @@ class RunningProxy:
         listener for those that do not."""
         env = dict(os.environ if base is None else base)
         ca = str(self.ca_cert)
-        env.update({
-            "HTTPS_PROXY": self.url, "HTTP_PROXY": self.url,
-            "https_proxy": self.url, "http_proxy": self.url,
-            "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "CURL_CA_BUNDLE": ca,
-            "NODE_EXTRA_CA_CERTS": ca,
-        })
+        env.update(
+            {
+                "HTTPS_PROXY": self.url,
+                "HTTP_PROXY": self.url,
+                "https_proxy": self.url,
+                "http_proxy": self.url,
+                "SSL_CERT_FILE": ca,
+                "REQUESTS_CA_BUNDLE": ca,
+                "CURL_CA_BUNDLE": ca,
+                "NODE_EXTRA_CA_CERTS": ca,
+            }
+        )
         env.update({listener.provider.variable: listener.value for listener in self.listeners})
         for name in ("NO_PROXY", "no_proxy"):  # loopback upstreams must go through us too
             env.pop(name, None)
@@ -140,16 +146,32 @@ class RunningProxy:
         return self.log
 
 
-def mitmdump_args(cassette_dir: Path | str, mode: str, confdir: Path, port: int = 0,
-                  options: Mapping[str, str | Sequence[str]] | None = None,
-                  script: Path = ADDON_SCRIPT, extra_scripts: Sequence[Path] = (),
-                  listeners: Sequence[Listener] = (), listen_host: str = "127.0.0.1") -> list[str]:
+def mitmdump_args(
+    cassette_dir: Path | str,
+    mode: str,
+    confdir: Path,
+    port: int = 0,
+    options: Mapping[str, str | Sequence[str]] | None = None,
+    script: Path = ADDON_SCRIPT,
+    extra_scripts: Sequence[Path] = (),
+    listeners: Sequence[Listener] = (),
+    listen_host: str = "127.0.0.1",
+) -> list[str]:
     """The command line of a ``mitmdump`` running the addon (or another ``script``, for a
     benchmark's baseline) as a forward proxy on ``listen_host``:``port`` and a reverse proxy
     per listener; ``extra_scripts`` are loaded after the addon. An option given a list is set
     once per item (list options: ``cassette_normalize``)."""
-    args = [mitmdump_executable(), "--listen-host", listen_host,
-            "--set", f"listen_port={port}", "--set", f"confdir={confdir}", "-s", str(script)]
+    args = [
+        mitmdump_executable(),
+        "--listen-host",
+        listen_host,
+        "--set",
+        f"listen_port={port}",
+        "--set",
+        f"confdir={confdir}",
+        "-s",
+        str(script),
+    ]
     if listeners:
         args += ["--mode", "regular"]
         for listener in listeners:
@@ -180,23 +202,36 @@ def start_proxy(
     for attempt in range(3):
         planned = plan(os.environ, free_ports(len(PROVIDERS))) if listeners else []
         try:
-            return _start(cassette_dir, mode, confdir, options, timeout, script, extra_scripts,
-                          planned)
+            return _start(
+                cassette_dir, mode, confdir, options, timeout, script, extra_scripts, planned
+            )
         except ProxyStartError as e:
             if not planned or "already in use" not in str(e) or attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start(cassette_dir: Path | str, mode: str, confdir: Path | str | None,
-           options: Mapping[str, str] | None, timeout: float, script: Path,
-           extra_scripts: Sequence[Path], listeners: list[Listener]) -> RunningProxy:
+def _start(
+    cassette_dir: Path | str,
+    mode: str,
+    confdir: Path | str | None,
+    options: Mapping[str, str | Sequence[str]] | None,
+    timeout: float,
+    script: Path,
+    extra_scripts: Sequence[Path],
+    listeners: list[Listener],
+) -> RunningProxy:
     confdir = Path(confdir) if confdir is not None else Path(cassette_dir).parent / ".mitmproxy"
     confdir.mkdir(parents=True, exist_ok=True)
-    args = mitmdump_args(cassette_dir, mode, confdir, 0, options, script, extra_scripts,
-                         listeners)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL, bufsize=1)
+    args = mitmdump_args(cassette_dir, mode, confdir, 0, options, script, extra_scripts, listeners)
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        bufsize=1,
+    )
     lines: list[str] = []
     port_found = threading.Event()
     port_box: list[int] = []
@@ -221,8 +256,11 @@ def _start(cassette_dir: Path | str, mode: str, confdir: Path | str | None,
             raise ProxyStartError("mitmdump did not start in time:\n" + "".join(lines))
     # mitmdump prints "listening" before it exits on a start-up error: give it a moment
     time.sleep(0.2)
-    if not port_box or proc.poll() is not None or any("Error logged during startup" in line
-                                                       for line in lines):
+    if (
+        not port_box
+        or proc.poll() is not None
+        or any("Error logged during startup" in line for line in lines)
+    ):
         if proc.poll() is None:  # it said so and lingers: none may be left behind
             proc.kill()
         proc.wait(5)

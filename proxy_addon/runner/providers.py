@@ -10,8 +10,8 @@ and its requests are recorded under the real upstream's host, as through HTTPS_P
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import urlsplit
 
 LOOPBACK = "127.0.0.1"
@@ -29,14 +29,20 @@ class Provider:
 # The one table of providers. Not here, because their SDKs read no base-URL variable: Mistral
 # (``server_url=`` / ``serverURL``), and in Node ollama (``host``) and cohere-ai (``baseUrl``).
 PROVIDERS: tuple[Provider, ...] = (
-    Provider("openai", "OPENAI_BASE_URL", "https://api.openai.com/v1",
-             "openai (Python, Node)"),
-    Provider("anthropic", "ANTHROPIC_BASE_URL", "https://api.anthropic.com",
-             "anthropic (Python), @anthropic-ai/sdk (Node)"),
-    Provider("ollama", "OLLAMA_HOST", "http://127.0.0.1:11434", "ollama (Python)",
-             host_only=True),
-    Provider("gemini", "GOOGLE_GEMINI_BASE_URL", "https://generativelanguage.googleapis.com",
-             "google-genai (Python), @google/genai (Node)"),
+    Provider("openai", "OPENAI_BASE_URL", "https://api.openai.com/v1", "openai (Python, Node)"),
+    Provider(
+        "anthropic",
+        "ANTHROPIC_BASE_URL",
+        "https://api.anthropic.com",
+        "anthropic (Python), @anthropic-ai/sdk (Node)",
+    ),
+    Provider("ollama", "OLLAMA_HOST", "http://127.0.0.1:11434", "ollama (Python)", host_only=True),
+    Provider(
+        "gemini",
+        "GOOGLE_GEMINI_BASE_URL",
+        "https://generativelanguage.googleapis.com",
+        "google-genai (Python), @google/genai (Node)",
+    ),
     Provider("groq", "GROQ_BASE_URL", "https://api.groq.com", "groq (Python)"),
     Provider("cohere", "CO_API_URL", "https://api.cohere.com", "cohere (Python)"),
 )
@@ -82,8 +88,13 @@ def plan(env: Mapping[str, str], ports: list[int], host: str = LOOPBACK) -> list
     for provider, port in zip(PROVIDERS, ports, strict=True):
         parts = urlsplit(_base_url(provider, env.get(provider.variable) or provider.default))
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{provider.variable}={env.get(provider.variable)!r} is not a base "
-                             "URL such as https://api.example.com/v1")
-        listeners.append(Listener(provider, port, f"{parts.scheme}://{parts.netloc}",
-                                  parts.path.rstrip("/"), host))
+            raise ValueError(
+                f"{provider.variable}={env.get(provider.variable)!r} is not a base "
+                "URL such as https://api.example.com/v1"
+            )
+        listeners.append(
+            Listener(
+                provider, port, f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/"), host
+            )
+        )
     return listeners

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
-class LoopbackServer(Generic[T]):
+class LoopbackServer[T]:
     """Started on first use, on a free port. ``T``: what one registered answer holds.
     ``on_fault(error)`` is told of a fault while answering (it ends that answer, never the
     proxy), so the run counts it."""

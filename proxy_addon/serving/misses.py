@@ -4,10 +4,11 @@ request."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -41,8 +42,11 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
     """What a user needs to fix a miss: what was asked, what was nearest and where it differs,
     and the normaliser that would have made it match the nearest, if one would."""
     model = canon.body.get("model") if isinstance(canon.body, dict) else None
-    msg = (f"cassette miss: no recording in {index.root}/ matches {clip(canon.describe())}"
-           + (f" (model {clip(model, 80)})" if isinstance(model, str) else "") + ".")
+    msg = (
+        f"cassette miss: no recording in {index.root}/ matches {clip(canon.describe())}"
+        + (f" (model {clip(model, 80)})" if isinstance(model, str) else "")
+        + "."
+    )
     if canon.body is not None:
         msg += f" Request body: {quote(canon.body)}."
     try:
@@ -60,8 +64,11 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
         msg += " No recording exists for this endpoint."
     bad = index.bad_files_for(canon)
     if bad:
-        msg += " Unreadable files that may have matched: " + "; ".join(
-            f"{b.path} ({b.reason})" for b in bad[:3]) + "."
+        msg += (
+            " Unreadable files that may have matched: "
+            + "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
+            + "."
+        )
     return msg + " Record it with --set cassette_mode=auto (or record)."
 
 
@@ -77,8 +84,10 @@ def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) 
             recorded = index.canonical(entry.request, rules)
             if not difference.request_diff(recanonicalize(rules), recorded):
                 value = ",".join(names)
-                return (f"It matches with the normaliser {value!r} (volatile values such as "
-                        f"today's date in the prompt): add --set cassette_normalize={value}.")
+                return (
+                    f"It matches with the normaliser {value!r} (volatile values such as "
+                    f"today's date in the prompt): add --set cassette_normalize={value}."
+                )
     except (RecursionError, OSError, ValueError):  # too deep to compare, or a file gone
         return None
     return None
@@ -86,13 +95,15 @@ def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) 
 
 def stale_message(path: Path, how_old: timedelta, limit: str, refused: bool) -> str:
     """A hit on a recording older than ``cassette_max_age``, answered or refused."""
-    return (f"cassette stale: {path} was recorded {age.describe(how_old)} ago, more than "
-            f"cassette_max_age={limit}" + ("; refused (cassette_stale=fail)" if refused else "")
-            + f". Re-record it: cassette run --mode refresh --older-than {limit} -- COMMAND "
-            "(or --set cassette_mode=refresh).")
+    return (
+        f"cassette stale: {path} was recorded {age.describe(how_old)} ago, more than "
+        f"cassette_max_age={limit}"
+        + ("; refused (cassette_stale=fail)" if refused else "")
+        + f". Re-record it: cassette run --mode refresh --older-than {limit} -- COMMAND "
+        "(or --set cassette_mode=refresh)."
+    )
 
 
 def error_body(message: str, kind: str, code: str) -> bytes:
     """An error in the shape OpenAI-style SDKs parse and show (``error.message``)."""
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": None,
-                                   "code": code}})
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})

@@ -39,12 +39,18 @@ class Pacer(LoopbackServer[tuple[RecordedResponse, float]]):
                 request = await self._read_request(conn, reader)
                 if request is None:
                     return
-                token = dict(request.headers).get(self.token_header.encode(),
-                                                  b"").decode("latin-1")
+                token = dict(request.headers).get(self.token_header.encode(), b"").decode("latin-1")
                 item = self.take(token)
                 if item is None:
-                    writer.write(conn.send(h11.Response(status_code=404, headers=[
-                        (b"content-length", b"0")], reason=b"Not Found")))
+                    writer.write(
+                        conn.send(
+                            h11.Response(
+                                status_code=404,
+                                headers=[(b"content-length", b"0")],
+                                reason=b"Not Found",
+                            )
+                        )
+                    )
                     writer.write(conn.send(h11.EndOfMessage()))
                 elif not await self._write(conn, writer, *item):
                     return  # a recorded cut: close before the end, as the upstream did
@@ -60,8 +66,9 @@ class Pacer(LoopbackServer[tuple[RecordedResponse, float]]):
             writer.close()
 
     @staticmethod
-    async def _read_request(conn: h11.Connection,
-                            reader: asyncio.StreamReader) -> h11.Request | None:
+    async def _read_request(
+        conn: h11.Connection, reader: asyncio.StreamReader
+    ) -> h11.Request | None:
         """The next request, its body (chunked or not) read and dropped; None at the end."""
         request = None
         while True:
@@ -75,13 +82,17 @@ class Pacer(LoopbackServer[tuple[RecordedResponse, float]]):
             elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None
 
-    async def _write(self, conn: h11.Connection, writer: asyncio.StreamWriter,
-                     resp: RecordedResponse, pace: float) -> bool:
+    async def _write(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        resp: RecordedResponse,
+        pace: float,
+    ) -> bool:
         """Write one recorded stream; False when the connection must close (a recorded cut)."""
         assert resp.stream is not None  # only streams are paced
         headers = wire_headers(resp) + [(b"transfer-encoding", b"chunked")]
-        writer.write(conn.send(h11.Response(status_code=resp.status, headers=headers,
-                                            reason=b"")))
+        writer.write(conn.send(h11.Response(status_code=resp.status, headers=headers, reason=b"")))
         await writer.drain()
         start = time.monotonic()
         fmt = resp.stream.format

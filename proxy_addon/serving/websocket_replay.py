@@ -93,7 +93,7 @@ class _Script:
         start = self.cursor
         while self.cursor < len(messages) and messages[self.cursor].side == "server":
             self.cursor += 1
-        return messages[start:self.cursor]
+        return messages[start : self.cursor]
 
     @property
     def ended(self) -> bool:
@@ -106,8 +106,13 @@ _DEFAULT_CLOSE = WebSocketClose("client", 1000)  # a recording with no close wri
 class Replay:
     """One replayed connection: the recordings still consistent with what the client sent."""
 
-    def __init__(self, recordings: list[WebSocketConversation], rules: canonical.Rules,
-                 where: str, secrets: Secrets | None = None) -> None:
+    def __init__(
+        self,
+        recordings: list[WebSocketConversation],
+        rules: canonical.Rules,
+        where: str,
+        secrets: Secrets | None = None,
+    ) -> None:
         assert recordings, "a replay needs at least one recording"
         self._alive = [_Script(r) for r in recordings]
         self._rules = replace(rules, ignore=tuple(rules.ignore) + CLIENT_ID_PATHS)
@@ -162,34 +167,56 @@ class Replay:
             diffs = difference.diff_paths(asked, expected)
             if nearest is None or len(diffs) < len(nearest[0]):
                 nearest = (diffs, expected)
-        shown = quote(asked) if payload.kind != "base64" else \
-            f"<{len(payload.to_bytes())} bytes, binary>"
-        head = (f"cassette miss: WebSocket message {self.received} from the client on "
-                f"{self._where} matches no recording")
+        shown = (
+            quote(asked)
+            if payload.kind != "base64"
+            else f"<{len(payload.to_bytes())} bytes, binary>"
+        )
+        head = (
+            f"cassette miss: WebSocket message {self.received} from the client on "
+            f"{self._where} matches no recording"
+        )
         if nearest is None:
-            text = (f"{head}: the recording has no more client messages at this point (it "
-                    f"holds {self.received - 1}). Message: {shown}.")
+            text = (
+                f"{head}: the recording has no more client messages at this point (it "
+                f"holds {self.received - 1}). Message: {shown}."
+            )
             path = None
         else:
             diffs, expected = nearest
             where = ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
-            text = (f"{head}: it differs at {clip(where)}. Message: {shown}. "
-                    f"Recorded: {quote(expected)}.")
+            text = (
+                f"{head}: it differs at {clip(where)}. Message: {shown}. "
+                f"Recorded: {quote(expected)}."
+            )
             path = diffs[0] if diffs else None
-        event_id = payload.value.get("event_id") if payload.kind == "json" and isinstance(
-            payload.value, dict) else None
-        return Miss(text + " Record it again with --set cassette_mode=record.", path,
-                    event_id if isinstance(event_id, str) else None)
+        event_id = (
+            payload.value.get("event_id")
+            if payload.kind == "json" and isinstance(payload.value, dict)
+            else None
+        )
+        return Miss(
+            text + " Record it again with --set cassette_mode=record.",
+            path,
+            event_id if isinstance(event_id, str) else None,
+        )
 
 
 def error_event(miss: Miss, number: int) -> bytes:
     """The Realtime API's ``error`` event for a miss, which SDKs parse and raise."""
-    return orjson.dumps({
-        "type": "error",
-        "event_id": f"event_cassette_miss_{number}",
-        "error": {"type": "invalid_request_error", "code": "cassette_miss",
-                  "message": miss.message, "param": miss.path, "event_id": miss.event_id},
-    })
+    return orjson.dumps(
+        {
+            "type": "error",
+            "event_id": f"event_cassette_miss_{number}",
+            "error": {
+                "type": "invalid_request_error",
+                "code": "cassette_miss",
+                "message": miss.message,
+                "param": miss.path,
+                "event_id": miss.event_id,
+            },
+        }
+    )
 
 
 def miss_close_reason(miss: Miss) -> str:

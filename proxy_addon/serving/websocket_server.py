@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -40,9 +40,17 @@ log = logging.getLogger(__name__)
 TOKEN_HEADER = "x-cassette-websocket"
 _READ_SIZE = 65536
 # The recorded answer's headers that belong to the handshake itself, made anew for each one.
-_HANDSHAKE_HEADERS = frozenset({"upgrade", "connection", "sec-websocket-accept",
-                                "sec-websocket-extensions", "sec-websocket-protocol",
-                                "content-length", "transfer-encoding"})
+_HANDSHAKE_HEADERS = frozenset(
+    {
+        "upgrade",
+        "connection",
+        "sec-websocket-accept",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "content-length",
+        "transfer-encoding",
+    }
+)
 # Codes that mean "no close frame came" (RFC 6455 7.4.1): replayed by dropping the connection.
 _NOT_SENDABLE = frozenset({1005, 1006, 1015})
 
@@ -63,8 +71,9 @@ class WebSocketServer(LoopbackServer[Registration]):
 
     token_header = TOKEN_HEADER
 
-    def __init__(self, on_miss: Callable[[str], None],
-                 on_fault: Callable[[Exception], None]) -> None:
+    def __init__(
+        self, on_miss: Callable[[str], None], on_fault: Callable[[Exception], None]
+    ) -> None:
         super().__init__(on_fault)
         self._on_miss = on_miss
 
@@ -75,8 +84,14 @@ class WebSocketServer(LoopbackServer[Registration]):
             request = await _handshake(ws, reader)
             if request is None:
                 return
-            token = next((v.decode("latin-1") for k, v in request.extra_headers
-                          if k.decode("latin-1").lower() == self.token_header), "")
+            token = next(
+                (
+                    v.decode("latin-1")
+                    for k, v in request.extra_headers
+                    if k.decode("latin-1").lower() == self.token_header
+                ),
+                "",
+            )
             registration = self.take(token)
             if registration is None:
                 writer.write(ws.send(RejectConnection(status_code=404)))
@@ -115,25 +130,31 @@ def _accept(request: Request, headers: list[list[str]]) -> AcceptConnection:
     subprotocol = recorded.get("sec-websocket-protocol")
     return AcceptConnection(
         subprotocol=subprotocol if subprotocol in request.subprotocols else None,
-        extra_headers=[(k.encode(), v.encode()) for k, v in headers
-                       if k.lower() not in _HANDSHAKE_HEADERS])
+        extra_headers=[
+            (k.encode(), v.encode()) for k, v in headers if k.lower() not in _HANDSHAKE_HEADERS
+        ],
+    )
 
 
 class _Connection:
     """One replayed connection: reads the client's messages, and sends the answers from a
     queue in order, each at its time (the recorded gap times the pace)."""
 
-    def __init__(self, ws: WSConnection, writer: asyncio.StreamWriter,
-                 registration: Registration, on_miss: Callable[[str], None],
-                 on_fault: Callable[[Exception], None]) -> None:
+    def __init__(
+        self,
+        ws: WSConnection,
+        writer: asyncio.StreamWriter,
+        registration: Registration,
+        on_miss: Callable[[str], None],
+        on_fault: Callable[[Exception], None],
+    ) -> None:
         self.ws = ws
         self.writer = writer
         self.replay = registration.replay
         self.pace = registration.pace
         self.on_miss = on_miss
         self.on_fault = on_fault
-        self.queue: asyncio.Queue[tuple[float, Message | CloseConnection | None]] = \
-            asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[float, Message | CloseConnection | None]] = asyncio.Queue()
         self.sender = asyncio.ensure_future(self._send())
         self.parts: list[str | bytes] = []  # a fragmented message so far
         # the recorded close, due when the recording has ended, unless the client says more
@@ -159,7 +180,7 @@ class _Connection:
     def _received(self, event: TextMessage | BytesMessage) -> None:
         if self.replay.over:  # a miss ended it: what comes after is not kept
             return
-        self.parts.append(event.data)
+        self.parts.append(bytes(event.data) if isinstance(event.data, bytearray) else event.data)
         if not event.message_finished:
             return
         if self.close_timer is not None:  # more than was recorded: a miss, not the close
@@ -173,10 +194,23 @@ class _Connection:
         now = time.monotonic()
         if reply.miss is not None:
             self.on_miss(reply.miss.message)
-            self.queue.put_nowait((now, TextMessage(
-                websocket_replay.error_event(reply.miss, self.replay.received).decode())))
-            self.queue.put_nowait((now, CloseConnection(
-                websocket_replay.MISS_CLOSE_CODE, websocket_replay.miss_close_reason(reply.miss))))
+            self.queue.put_nowait(
+                (
+                    now,
+                    TextMessage(
+                        websocket_replay.error_event(reply.miss, self.replay.received).decode()
+                    ),
+                )
+            )
+            self.queue.put_nowait(
+                (
+                    now,
+                    CloseConnection(
+                        websocket_replay.MISS_CLOSE_CODE,
+                        websocket_replay.miss_close_reason(reply.miss),
+                    ),
+                )
+            )
             return
         self._schedule(reply, now)
 
@@ -184,15 +218,17 @@ class _Connection:
         for message in reply.messages:
             data, is_text = websocket.wire_payload(message.payload)
             event: Message = TextMessage(data.decode()) if is_text else BytesMessage(data)
-            self.queue.put_nowait(
-                (arrived + max(0.0, message.t - reply.anchor) * self.pace, event))
+            self.queue.put_nowait((arrived + max(0.0, message.t - reply.anchor) * self.pace, event))
         if reply.close is not None:
             close = reply.close
-            event_or_drop = None if close.code in _NOT_SENDABLE else \
-                CloseConnection(close.code, close.reason)
+            event_or_drop = (
+                None if close.code in _NOT_SENDABLE else CloseConnection(close.code, close.reason)
+            )
             self.close_timer = asyncio.get_running_loop().call_later(
                 max(0.0, arrived + reply.close_delay(self.pace) - time.monotonic()),
-                self.queue.put_nowait, (0.0, event_or_drop))
+                self.queue.put_nowait,
+                (0.0, event_or_drop),
+            )
 
     async def _send(self) -> None:
         """Send queued events in order, each not before its time; ``None`` drops the

@@ -12,8 +12,11 @@ WireHeaders = list[tuple[bytes, bytes]]
 
 
 def wire_headers(resp: RecordedResponse) -> WireHeaders:
-    return [(k.encode(), v.encode()) for k, v in resp.headers
-            if k.lower() not in exchange.TRANSPORT_RESPONSE_HEADERS]
+    return [
+        (k.encode(), v.encode())
+        for k, v in resp.headers
+        if k.lower() not in exchange.TRANSPORT_RESPONSE_HEADERS
+    ]
 
 
 def wire_body(resp: RecordedResponse) -> bytes:

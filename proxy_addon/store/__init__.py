@@ -33,9 +33,14 @@ class Hit:
 class CassetteStore:
     """A cassette directory, answering requests in recorded order and taking new recordings."""
 
-    def __init__(self, root: Path, rules: Rules = DEFAULT_RULES,
-                 max_file_bytes: int = 512 * 1024 * 1024, writer: Writer = atomic_write,
-                 validate: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        rules: Rules = DEFAULT_RULES,
+        max_file_bytes: int = 512 * 1024 * 1024,
+        writer: Writer = atomic_write,
+        validate: bool = False,
+    ) -> None:
         self.root = Path(root)
         self.index = Index(self.root, rules, max_file_bytes, validate)
         self.recorder = Recorder(self.index, writer)
@@ -60,8 +65,12 @@ class CassetteStore:
             try:
                 return self._lookup(canon, ctx or LookupContext())
             except CassetteError as e:
-                broken = [entry for entries in self.index.entries.values() for entry in entries
-                          if entry.file == e.path]
+                broken = [
+                    entry
+                    for entries in self.index.entries.values()
+                    for entry in entries
+                    if entry.file == e.path
+                ]
                 if not broken:
                     raise
                 self.index.drop(broken[0], e)
@@ -74,8 +83,11 @@ class CassetteStore:
         if found is None:
             return None
         entries = found.entries
-        if len(entries) > 1 and found.other_host is None and \
-                hosts.is_model_list(canon.method, canon.path):
+        if (
+            len(entries) > 1
+            and found.other_host is None
+            and hosts.is_model_list(canon.method, canon.path)
+        ):
             return self._model_list(found)
         entry = entries[0] if len(entries) == 1 else self.chooser.choose(entries, canon, ctx)
         n = self._served[found.counter]
@@ -85,8 +97,9 @@ class CassetteStore:
         index = min(n, len(responses) - 1)
         if self._ambiguous:
             self.chooser.remember(entry, ctx, entries + [e for f in variants for e in f.entries])
-        return Hit(entry, responses[index], index,
-                   entry.origin if found.other_host is not None else None)
+        return Hit(
+            entry, responses[index], index, entry.origin if found.other_host is not None else None
+        )
 
     def _model_list(self, found: Found) -> Hit:
         """One host's model list recorded several times (each time with the models it had
@@ -96,9 +109,12 @@ class CassetteStore:
             answers = [e.recording.responses[-1] for e in found.entries]
             bodies = [r.body.value for r in answers if r.body is not None and r.body.kind == "json"]
             first = answers[0]
-            merged = RecordedResponse(first.status, first.headers, recorded_at=first.recorded_at,
-                                      body=Body("json", hosts.union_of_model_lists(bodies))
-                                      if bodies else first.body)
+            merged = RecordedResponse(
+                first.status,
+                first.headers,
+                recorded_at=first.recorded_at,
+                body=Body("json", hosts.union_of_model_lists(bodies)) if bodies else first.body,
+            )
             self._merged[found.counter] = merged
         for e in found.entries:
             e.uses += 1

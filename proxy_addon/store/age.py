@@ -10,9 +10,9 @@ files, and cassettes imported from them) have no age: they are never stale.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Hashable
+from datetime import UTC, datetime, timedelta
 
 from proxy_addon.model import Recording
 
@@ -26,8 +26,9 @@ def parse_age(text: str) -> timedelta:
     """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` as a duration; ``ValueError`` otherwise."""
     m = _AGE.fullmatch(text)
     if m is None:
-        raise ValueError(f"{text!r} is not an age: write a number and a unit, s, m, h, d or w "
-                         "(e.g. 30d, 12h)")
+        raise ValueError(
+            f"{text!r} is not an age: write a number and a unit, s, m, h, d or w (e.g. 30d, 12h)"
+        )
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
@@ -40,7 +41,7 @@ def parse_time(text: str | None) -> datetime | None:
         when = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def recorded(rec: Recording) -> datetime | None:
@@ -50,7 +51,7 @@ def recorded(rec: Recording) -> datetime | None:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def describe(delta: timedelta) -> str:

@@ -63,21 +63,27 @@ class Chooser:
             self._answers[entry] = transcript_signature(self.transcript(entry))
         return self._answers[entry]
 
-    def choose(self, entries: list[Entry], canon: CanonicalRequest,
-               ctx: LookupContext) -> Entry:
+    def choose(self, entries: list[Entry], canon: CanonicalRequest, ctx: LookupContext) -> Entry:
         """Among recordings of the same request, prefer, in this order: the test named by the
         client; the test whose answers this conversation already carries; the answer followed
         by the longest recorded conversation (a client whose own conversation is shorter still
         finds its next turn among the ``variants``); a test already served on this connection.
         """
-        conversation = {self._served_answers[s] for s in message_signatures(canon.body)
-                        if s in self._served_answers}
+        conversation = {
+            self._served_answers[s]
+            for s in message_signatures(canon.body)
+            if s in self._served_answers
+        }
         connection = set(self._connection_tests.get(ctx.connection or "", ()))
 
         def score(e: Entry) -> tuple[bool, bool, int, bool]:
             tid = e.test_id
-            return (ctx.test_id is not None and tid == ctx.test_id, tid in conversation,
-                    self.depth(e), tid in connection)
+            return (
+                ctx.test_id is not None and tid == ctx.test_id,
+                tid in conversation,
+                self.depth(e),
+                tid in connection,
+            )
 
         return max(entries, key=score)
 
@@ -92,11 +98,15 @@ class Chooser:
         """
         if not self._alternatives:
             return []
-        slots = [(index, self._alternatives[sig]) for index, sig in assistant_messages(canon.body)
-                 if sig is not None and sig in self._alternatives]
+        slots = [
+            (index, self._alternatives[sig])
+            for index, sig in assistant_messages(canon.body)
+            if sig is not None and sig in self._alternatives
+        ]
         fits: list[Found] = []
-        for combination in itertools.islice(itertools.product(*(alts for _, alts in slots)),
-                                            MAX_VARIANTS if slots else 0):
+        for combination in itertools.islice(
+            itertools.product(*(alts for _, alts in slots)), MAX_VARIANTS if slots else 0
+        ):
             body = copy.deepcopy(canon.body)
             for (index, _), answer in zip(slots, combination, strict=True):
                 write_answer(body, index, answer)

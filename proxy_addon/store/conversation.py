@@ -16,7 +16,7 @@ import orjson
 from proxy_addon.bodies.reassemble import Transcript
 
 
-def _signature(text: str, calls: list[tuple[Any, Any]]) -> str | None:
+def _signature(text: str, calls: list[tuple[Any, ...]]) -> str | None:
     text = text.strip()
     if not text and not calls:
         return None
@@ -25,8 +25,7 @@ def _signature(text: str, calls: list[tuple[Any, Any]]) -> str | None:
 
 def transcript_signature(transcript: Transcript) -> str | None:
     """What the assistant said in an answer (text and tool calls), comparable to a message."""
-    return _signature(transcript.text,
-                      [(c.id, c.name, c.arguments) for c in transcript.tool_calls])
+    return _signature(transcript.text, [(c.id, c.name, c.arguments) for c in transcript.tool_calls])
 
 
 def _message_text(content: Any) -> str:
@@ -80,7 +79,7 @@ def write_answer(body: dict[str, Any], index: int, answer: Transcript) -> dict[s
                 call["id"] = got.id
             call["function"]["name"] = got.name
             call["function"]["arguments"] = got.arguments
-    for later in body["messages"][index + 1:]:
+    for later in body["messages"][index + 1 :]:
         if isinstance(later, dict) and later.get("tool_call_id") in ids:
             later["tool_call_id"] = ids[later["tool_call_id"]]
     return body

@@ -14,9 +14,9 @@ import logging
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 
@@ -78,16 +78,33 @@ class Entry:
         return self.held if self.held is not None else self.cache.load(self.file)
 
 
-def make_entry(file: str, request: RecordedRequest, canon: CanonicalRequest,
-               test_id: str | None, root: str, cache: RecordingCache, from_llama_stack: bool,
-               held: Recording | None = None) -> Entry:
+def make_entry(
+    file: str,
+    request: RecordedRequest,
+    canon: CanonicalRequest,
+    test_id: str | None,
+    root: str,
+    cache: RecordingCache,
+    from_llama_stack: bool,
+    held: Recording | None = None,
+) -> Entry:
     intern = sys.intern  # endpoints, hosts and models repeat across thousands of entries
     model = model_of(request)
     test_dir = per_test_dir_of(root, file)
     origin = canon.host or origin_of(request)  # the key leaves an any-host recording's out
-    return Entry(file, canon.key(), intern(canon.method), intern(canon.path),
-                 intern(test_dir) if test_dir else None, intern(origin),
-                 intern(model) if model else None, test_id, from_llama_stack, cache, held)
+    return Entry(
+        file,
+        canon.key(),
+        intern(canon.method),
+        intern(canon.path),
+        intern(test_dir) if test_dir else None,
+        intern(origin),
+        intern(model) if model else None,
+        test_id,
+        from_llama_stack,
+        cache,
+        held,
+    )
 
 
 @dataclass(slots=True)
@@ -109,8 +126,13 @@ class Found:
 class Index:
     """key -> recordings of one directory, with what could not be read."""
 
-    def __init__(self, root: Path, rules: Rules = DEFAULT_RULES,
-                 max_file_bytes: int = 512 * 1024 * 1024, validate: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        rules: Rules = DEFAULT_RULES,
+        max_file_bytes: int = 512 * 1024 * 1024,
+        validate: bool = False,
+    ) -> None:
         self.root = Path(root)
         # what matching leaves out and replaces (the normaliser too), applied to stored requests
         # as to live ones; its secrets are also what a recording's scrub knows
@@ -142,12 +164,26 @@ class Index:
             else:
                 head = formats.head_of(raw, file)
         except CassetteError as e:
-            self.bad.append(BadFile(Path(file), e.reason, None if e.reason.startswith(
-                "too large") else self._salvage_key(Path(file))))
+            self.bad.append(
+                BadFile(
+                    Path(file),
+                    e.reason,
+                    None if e.reason.startswith("too large") else self._salvage_key(Path(file)),
+                )
+            )
             log.warning("cassette: skipping %s: %s", file, e.reason)
             return
-        self.add(make_entry(file, head.request, self.canonical(head.request), head.test_id,
-                            self._root_text, self.cache, head.source == "llama-stack"))
+        self.add(
+            make_entry(
+                file,
+                head.request,
+                self.canonical(head.request),
+                head.test_id,
+                self._root_text,
+                self.cache,
+                head.source == "llama-stack",
+            )
+        )
 
     def canonical(self, request: RecordedRequest, rules: Rules | None = None) -> CanonicalRequest:
         """A stored request's canonical form, under this directory's matching rules, or under
@@ -163,11 +199,14 @@ class Index:
         """Index a file just (re)written, first among its key's entries, in place of any
         earlier entry of the same file."""
         self.cache.forget(entry.file)
-        self.entries[entry.key] = [entry, *(e for e in self.entries.get(entry.key, [])
-                                            if e.file != entry.file)]
+        self.entries[entry.key] = [
+            entry,
+            *(e for e in self.entries.get(entry.key, []) if e.file != entry.file),
+        ]
         endpoint = (entry.method, entry.endpoint)
-        self.by_endpoint[endpoint] = [e for e in self.by_endpoint[endpoint]
-                                      if e.file != entry.file] + [entry]
+        self.by_endpoint[endpoint] = [
+            e for e in self.by_endpoint[endpoint] if e.file != entry.file
+        ] + [entry]
 
     def drop(self, entry: Entry, error: CassetteError) -> None:
         """A file whose responses turned out broken when first used: skipped from now on,
@@ -199,8 +238,11 @@ class Index:
             if not entries:
                 continue
             own = [e for e in entries if e.test_dir == test_dir] if test_dir is not None else []
-            group, counter = (own, f"{test_dir}|{key}") if own else \
-                ([e for e in entries if e.test_dir is None], f"|{key}")
+            group, counter = (
+                (own, f"{test_dir}|{key}")
+                if own
+                else ([e for e in entries if e.test_dir is None], f"|{key}")
+            )
             if not group:
                 continue
             if key == canon.key():
@@ -208,8 +250,11 @@ class Index:
             closeness = [hosts.closeness(canon.host, e.origin, canon.path) for e in group]
             best = max(closeness)
             closest = [e for e, c in zip(group, closeness) if c == best]
-            return Found(f"{counter}|{canon.host}", closest,
-                         other_host=None if best == 2 else closest[0].origin)
+            return Found(
+                f"{counter}|{canon.host}",
+                closest,
+                other_host=None if best == 2 else closest[0].origin,
+            )
         return None
 
     @staticmethod
@@ -239,8 +284,9 @@ class Index:
         """The key of a broken file's request, if its request part is intact."""
         try:
             doc = orjson.loads(formats.read_bytes(path))
-            probe = cassette.from_dict({"version": 1, "request": doc["request"],
-                                        "responses": [{"status": 200}]})
+            probe = cassette.from_dict(
+                {"version": 1, "request": doc["request"], "responses": [{"status": 200}]}
+            )
             return self.canonical(probe.request).key()
         except Exception:  # noqa: BLE001 - anything unreadable: nothing to salvage
             return None
@@ -257,8 +303,11 @@ class Index:
         for bad in self.bad:
             if bad.key is not None:
                 continue
-            rel = bad.path.relative_to(self.root).parts[:-1] if bad.path.is_relative_to(
-                self.root) else ()
+            rel = (
+                bad.path.relative_to(self.root).parts[:-1]
+                if bad.path.is_relative_to(self.root)
+                else ()
+            )
             if rel[1:] == segments or not rel:
                 out.append(bad)
         return out

@@ -11,8 +11,8 @@ import functools
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 from proxy_addon.matching import canonical
@@ -38,7 +38,7 @@ def _unflatten(flat: str) -> str:
     parts = flat.split("__")
     for i, part in enumerate(parts):
         if part.endswith(".py"):
-            return "/".join(parts[: i + 1]) + "".join("::" + p for p in parts[i + 1:])
+            return "/".join(parts[: i + 1]) + "".join("::" + p for p in parts[i + 1 :])
     return "::".join(parts)
 
 
@@ -67,7 +67,7 @@ def per_test_dir_of(root: Path | str, path: Path | str) -> str | None:
     text = os.fspath(path)
     if not text.startswith(prefix):
         return None
-    rest = text[len(prefix):].split(os.sep)
+    rest = text[len(prefix) :].split(os.sep)
     return rest[0] if len(rest) > 2 else None
 
 
@@ -80,8 +80,11 @@ def origin_of(request: RecordedRequest) -> str:
 def model_of(request: RecordedRequest) -> str | None:
     """The model a request asks for: its JSON body's ``model``, else a ``model`` query
     parameter (a Realtime handshake's ``?model=``)."""
-    if request.body is not None and request.body.kind == "json" and isinstance(
-            request.body.value, dict):
+    if (
+        request.body is not None
+        and request.body.kind == "json"
+        and isinstance(request.body.value, dict)
+    ):
         model = request.body.value.get("model")
         return model if isinstance(model, str) else None
     if "model=" in request.url:
@@ -89,16 +92,18 @@ def model_of(request: RecordedRequest) -> str | None:
     return None
 
 
-def layout_path(root: Path, canon: CanonicalRequest, url: str, model: str | None,
-                tag: str | None = None) -> Path:
+def layout_path(
+    root: Path, canon: CanonicalRequest, url: str, model: str | None, tag: str | None = None
+) -> Path:
     """Where a new cassette goes: ``<host>/<path...>/<model or method>-<key12>[-<tag>].json``.
 
     Browsable by provider and endpoint in a review; every segment is sanitised, and the result
     is checked to stay inside ``root`` whatever the request said.
     """
     parts = urlsplit(url)
-    host = safe_segment(canonical.comparable_host(parts.scheme, parts.hostname or "unknown-host",
-                                                parts.port))
+    host = safe_segment(
+        canonical.comparable_host(parts.scheme, parts.hostname or "unknown-host", parts.port)
+    )
     segments = [safe_segment(s) for s in canon.path.split("/") if s and s not in (".", "..")][:8]
     stem = safe_segment(model or canon.method.lower(), 48)
     name = f"{stem}-{canon.key()[:12]}" + (f"-{safe_segment(tag, 16)}" if tag else "")

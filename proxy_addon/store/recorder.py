@@ -12,7 +12,7 @@ write, so the proxy's event loop never waits for the disk.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -56,8 +56,12 @@ def _approx_bytes(resp: RecordedResponse) -> int:
     if resp.stream is not None:
         return sum(len(ev.data) if isinstance(ev.data, str) else 256 for ev in resp.stream.events)
     if resp.websocket is not None:
-        return sum(len(m.payload.value) if isinstance(m.payload.value, str) else
-                   len(orjson.dumps(m.payload.value)) for m in resp.websocket.messages)
+        return sum(
+            len(m.payload.value)
+            if isinstance(m.payload.value, str)
+            else len(orjson.dumps(m.payload.value))
+            for m in resp.websocket.messages
+        )
     if resp.body is not None and isinstance(resp.body.value, str):
         return len(resp.body.value)
     return 1024
@@ -78,9 +82,15 @@ class Recorder:
     def is_recording(self, canon: CanonicalRequest, test_dir: str | None = None) -> bool:
         return self._key(canon, test_dir) in self._pending
 
-    def begin(self, canon: CanonicalRequest, request: RecordedRequest,
-              test_id: str | None = None, test_dir: str | None = None,
-              into: Entry | None = None, secrets: Secrets | None = None) -> tuple[str, int]:
+    def begin(
+        self,
+        canon: CanonicalRequest,
+        request: RecordedRequest,
+        test_id: str | None = None,
+        test_dir: str | None = None,
+        into: Entry | None = None,
+        secrets: Secrets | None = None,
+    ) -> tuple[str, int]:
         """Reserve this request's place in its cassette, in arrival order, before the response
         is known. Returns (key, slot) for ``finish`` or ``abandon``.
 
@@ -97,17 +107,30 @@ class Recorder:
             old = into.recording
             request.any_host = old.request.any_host
             canon = canon.without_host() if request.any_host else canon
-            pending = self._pending[key] = _Pending(into.path, canon, request, secrets,
-                                                    old.test_id, into.test_dir,
-                                                    llama_stack=old.llama_stack)
+            pending = self._pending[key] = _Pending(
+                into.path,
+                canon,
+                request,
+                secrets,
+                old.test_id,
+                into.test_dir,
+                llama_stack=old.llama_stack,
+            )
         else:
-            existing = [e for e in self.index.entries.get(canon.key(), [])
-                        if e.test_dir == test_dir and not e.from_llama_stack]
+            existing = [
+                e
+                for e in self.index.entries.get(canon.key(), [])
+                if e.test_dir == test_dir and not e.from_llama_stack
+            ]
             root = self.index.root / BY_TEST_DIR / test_dir if test_dir else self.index.root
-            path = existing[0].path if existing else layout_path(
-                root, canon, request.url, model_of(request))
-            pending = self._pending[key] = _Pending(path, canon, request, secrets, test_id,
-                                                    test_dir)
+            path = (
+                existing[0].path
+                if existing
+                else layout_path(root, canon, request.url, model_of(request))
+            )
+            pending = self._pending[key] = _Pending(
+                path, canon, request, secrets, test_id, test_dir
+            )
         pending.slots.append(None)
         return key, len(pending.slots) - 1
 
@@ -117,22 +140,25 @@ class Recorder:
         they arrive)."""
         pending = self._pending[key]
         if response.recorded_at is None:
-            response.recorded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            response.recorded_at = datetime.now(UTC).isoformat(timespec="seconds")
         pending.slots[slot] = response
         filled = [(k, r) for k, r in enumerate(pending.slots) if r is not None]
         # what the rewrite takes from memory, and what from the file as last written
         sources = [r.position if isinstance(r, _OnDisk) else r for _, r in filled]
         in_memory = [r for r in sources if isinstance(r, RecordedResponse)]
-        keep = len(in_memory) == len(sources) and \
-            sum(map(_approx_bytes, in_memory)) <= LARGE_FILE_BYTES
+        keep = (
+            len(in_memory) == len(sources)
+            and sum(map(_approx_bytes, in_memory)) <= LARGE_FILE_BYTES
+        )
         request, test_id, path = pending.request, pending.test_id, pending.path
         llama, secrets = pending.llama_stack, pending.secrets
 
         def rewrite(out: BinaryIO) -> None:  # on the writer's thread
             on_disk = formats.load(path).responses if len(in_memory) < len(sources) else []
             responses = [on_disk[s] if isinstance(s, int) else s for s in sources]
-            recording = Recording(request=request, responses=responses, test_id=test_id,
-                                  llama_stack=llama)
+            recording = Recording(
+                request=request, responses=responses, test_id=test_id, llama_stack=llama
+            )
             cassette.write(redact.scrub(recording, secrets)[0], out)
 
         self.writer(path, rewrite)
@@ -141,11 +167,22 @@ class Recorder:
                 r.position = position
             elif not keep:
                 pending.slots[k] = _OnDisk(position)  # drop the events from memory
-        held = Recording(request=request, responses=in_memory, test_id=test_id,
-                         llama_stack=llama) if keep else None
+        held = (
+            Recording(request=request, responses=in_memory, test_id=test_id, llama_stack=llama)
+            if keep
+            else None
+        )
         # indexed under the live request's key: the request is scrubbed only in the file
-        entry = make_entry(str(path), request, pending.canonical, test_id,
-                           str(self.index.root), self.index.cache, False, held)
+        entry = make_entry(
+            str(path),
+            request,
+            pending.canonical,
+            test_id,
+            str(self.index.root),
+            self.index.cache,
+            False,
+            held,
+        )
         entry.uses = 1
         self.index.replace(entry)
         return path

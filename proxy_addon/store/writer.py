@@ -7,13 +7,15 @@ writes to a ``BackgroundWriter`` so a client never waits for the disk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,8 @@ def atomic_write(path: Path, data: bytes | WriteJob) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -68,7 +68,7 @@ class BackgroundWriter:
     def _write(self, path: Path, job: WriteJob) -> None:
         try:
             atomic_write(path, job)
-        except Exception as e:  # never let one bad write stop the writer
+        except Exception as e:  # noqa: BLE001 - one bad write must not stop the writer
             self._on_done(path, e)
         else:
             self._on_done(path, None)

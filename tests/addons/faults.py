@@ -21,29 +21,41 @@ from mitmproxy import ctx, http
 def _raising(hook, name):  # type: ignore[no-untyped-def]
     def check(flow: http.HTTPFlow) -> None:
         if "/fault/" in flow.request.path:
-            raise RuntimeError(f"injected fault in {name} "
-                               f"({flow.request.headers.get('authorization', 'no key')})")
+            raise RuntimeError(
+                f"injected fault in {name} ({flow.request.headers.get('authorization', 'no key')})"
+            )
 
     if inspect.iscoroutinefunction(hook):
+
         @functools.wraps(hook)
         async def async_hook(flow):  # type: ignore[no-untyped-def]
             check(flow)
             await hook(flow)
+
         return async_hook
 
     @functools.wraps(hook)
     def sync_hook(flow):  # type: ignore[no-untyped-def]
         check(flow)
         hook(flow)
+
     return sync_hook
 
 
 class Faults:
     def load(self, loader) -> None:  # type: ignore[no-untyped-def]
-        loader.add_option("fault_hooks", Sequence[str], [],
-                          "addon.hook names that raise for requests whose path has /fault/.")
-        loader.add_option("fault_drop_response", bool, False,
-                          "Remove the response set for requests whose path has /drop/.")
+        loader.add_option(
+            "fault_hooks",
+            Sequence[str],
+            [],
+            "addon.hook names that raise for requests whose path has /fault/.",
+        )
+        loader.add_option(
+            "fault_drop_response",
+            bool,
+            False,
+            "Remove the response set for requests whose path has /drop/.",
+        )
 
     def running(self) -> None:
         for spec in (s for value in ctx.options.fault_hooks for s in value.split(",")):

@@ -24,8 +24,9 @@ def _hook(event: str, args: tuple) -> None:
         path, mode, flags = args
         if isinstance(path, int):
             return
-        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or \
-            (isinstance(flags, int) and flags & _WRITE_FLAGS)
+        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & _WRITE_FLAGS
+        )
         if not writes:
             return
         paths = [path]
@@ -46,7 +47,7 @@ class WriteAudit:
     def configure(self, updated: set[str]) -> None:
         global _log
         if "write_audit_log" in updated and ctx.options.write_audit_log and _log is None:
-            _log = open(ctx.options.write_audit_log, "a", buffering=1)
+            _log = open(ctx.options.write_audit_log, "a", buffering=1)  # noqa: SIM115 - open until exit
             sys.addaudithook(_hook)
 
 
