@@ -1,11 +1,12 @@
 """Any client, any language: clients that ignore HTTPS_PROXY go through a base-URL listener per
-provider. Real `cassette run` processes, the official Node SDKs (installed from the npm registry
-into a cached folder by the test), the openai Python SDK, curl, and a local stand-in provider
-that counts the requests it gets."""
+provider. Real `cassette run` processes, the official Node SDKs (installed offline from the
+tarballs in tests/fixtures/node into a cached folder by the test), the openai Python SDK, curl,
+and a local stand-in provider that counts the requests it gets."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -20,23 +21,25 @@ from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import CASSETTE, counted
 
 NODE_APP = Path(__file__).with_name("node") / "app.mjs"
-NODE_PACKAGES = ["openai@6", "@anthropic-ai/sdk@1"]  # the majors that run on Node 20
+# The official Node SDKs and their dependencies, as npm packed them (tests/fixtures/SOURCES):
+# installed offline from these files, so the suite needs no registry and a new release cannot
+# change what it tests.
+NODE_TARBALLS = sorted((Path(__file__).parent / "fixtures" / "node").glob("*.tgz"))
 
 
 @pytest.fixture(scope="session")
 def node_sdks() -> Path:
-    """The official Node SDKs' ``node_modules``, installed from npm once and cached between runs
-    (outside the clone, as pip's cache is). Marked installed only after a whole install, and
-    installed under a lock, so an interrupted or concurrent run never leaves half of one."""
+    """The official Node SDKs' ``node_modules``, installed offline from the tarballs in
+    tests/fixtures/node once and cached between runs (outside the clone, as pip's cache is;
+    keyed by the tarballs' names). Marked installed only after a whole install, and installed
+    under a lock, so an interrupted or concurrent run never leaves half of one."""
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: the Node tests need Node.js 20+ and npm")
+    assert len(NODE_TARBALLS) == 9, "tests/fixtures/node must hold the 9 packed packages"
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = (
-        cache
-        / "llm-cassette-proxy"
-        / ("node-" + "-".join(p.replace("@", "").replace("/", "_") for p in NODE_PACKAGES))
-    )
+    key = hashlib.sha256("\n".join(p.name for p in NODE_TARBALLS).encode()).hexdigest()[:12]
+    folder = cache / "llm-cassette-proxy" / f"node-sdks-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -44,7 +47,18 @@ def node_sdks() -> Path:
             shutil.rmtree(folder / "node_modules", ignore_errors=True)
             (folder / "package.json").write_text('{"private": true, "type": "module"}\n')
             done = subprocess.run(
-                ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *NODE_PACKAGES],
+                # --offline with an empty cache: every package must come from the tarballs
+                [
+                    "npm",
+                    "install",
+                    "--offline",
+                    "--cache",
+                    str(folder / ".npm-cache"),
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    *map(str, NODE_TARBALLS),
+                ],
                 cwd=folder,
                 capture_output=True,
                 text=True,
@@ -52,7 +66,7 @@ def node_sdks() -> Path:
             )
             if done.returncode != 0:
                 pytest.fail(
-                    f"npm install {' '.join(NODE_PACKAGES)} failed in {folder}:\n"
+                    f"npm install of tests/fixtures/node/*.tgz failed in {folder}:\n"
                     f"{done.stdout}\n{done.stderr}"
                 )
             (folder / ".installed").touch()
