@@ -34,19 +34,29 @@ COPIED = ("proxy_addon", "tests", "pyproject.toml")
 
 
 @dataclass(frozen=True)
-class Mutant:
-    id: str
-    guarantee: str
+class Change:
     file: str
     find: str
     replace: str
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    guarantee: str
+    changes: tuple[Change, ...]  # one, or more where one guarantee has two defences
     tests: tuple[str, ...]
 
 
 def catalogue(path: Path = CATALOGUE) -> list[Mutant]:
     doc = tomllib.loads(path.read_text())
     mutants = [
-        Mutant(m["id"], m["guarantee"], m["file"], m["find"], m["replace"], tuple(m["tests"]))
+        Mutant(
+            m["id"],
+            m["guarantee"],
+            tuple(Change(c["file"], c["find"], c["replace"]) for c in [m, *m.get("also", [])]),
+            tuple(m["tests"]),
+        )
         for m in doc["mutant"]
     ]
     ids = [m.id for m in mutants]
@@ -68,15 +78,16 @@ def copy_tree(target: Path) -> None:
 
 
 def apply(mutant: Mutant, tree: Path) -> None:
-    path = tree / mutant.file
-    text = path.read_text()
-    count = text.count(mutant.find)
-    if count != 1:
-        raise SystemExit(
-            f"mutant {mutant.id}: the text to replace occurs {count} times in {mutant.file} "
-            "(it must occur exactly once: the code changed, update scripts/mutants.toml)"
-        )
-    path.write_text(text.replace(mutant.find, mutant.replace))
+    for change in mutant.changes:
+        path = tree / change.file
+        text = path.read_text()
+        count = text.count(change.find)
+        if count != 1:
+            raise SystemExit(
+                f"mutant {mutant.id}: the text to replace occurs {count} times in {change.file} "
+                "(it must occur exactly once: the code changed, update scripts/mutants.toml)"
+            )
+        path.write_text(text.replace(change.find, change.replace))
 
 
 def run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[int, str]:

@@ -6,6 +6,7 @@ import re
 import shutil
 import sys
 import tarfile
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -184,6 +185,16 @@ def summary_counts(text: str) -> dict[str, int]:
         assert key is not None, f"unknown summary item: {what!r}"
         counts[key] = int(n)
     return counts
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Wait for an event the test cannot be called back on (a log line, a file), checking
+    every 10 ms; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
 
 
 def counted(text: str, *names: str) -> tuple[int, ...]:

@@ -41,6 +41,7 @@ class RealtimeStandIn:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._stop: asyncio.Future[None] | None = None
+        self._serving: asyncio.Future[None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -58,9 +59,14 @@ class RealtimeStandIn:
         return self
 
     def stop(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set_result, None)
-            asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), self._loop).result(10)
+        if self._stop is not None and self._serving is not None:
+            stop, serving = self._stop, self._serving
+
+            async def closed() -> None:  # the server closed, its port released
+                stop.set_result(None)
+                await serving
+
+            asyncio.run_coroutine_threadsafe(closed(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
@@ -80,7 +86,7 @@ class RealtimeStandIn:
             self._handle, "127.0.0.1", self.port, ssl=context, create_connection=Counting
         )
         self._stop = asyncio.get_running_loop().create_future()
-        asyncio.ensure_future(self._serve_until_stopped(server))
+        self._serving = asyncio.ensure_future(self._serve_until_stopped(server))
         return server.sockets[0].getsockname()[1]
 
     async def _serve_until_stopped(self, server: Any) -> None:

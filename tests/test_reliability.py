@@ -5,6 +5,8 @@ Each test is bounded to seconds; the long ones are marked ``slow`` but stay in t
 
 from __future__ import annotations
 
+import contextlib
+import json
 import resource
 import shutil
 import signal
@@ -12,7 +14,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,7 @@ from tests.conftest import (
     gzip_bomb,
     openai_client,
     record_prompts,
+    wait_until,
 )
 from tests.upstream import read_big_stream
 
@@ -112,7 +114,8 @@ def test_identical_requests_in_flight_together_keep_their_order(tmp_path, http_u
     cassettes = tmp_path / "c"
     delays = ["0.9", "0.6", "0.3"]  # the first request is answered last
 
-    def send_staggered(proxy) -> list[str]:
+    def send_staggered(proxy, arrived) -> list[str]:
+        """Each request sent once the one before it has arrived where it is answered."""
         client = openai_client(proxy, http_upstream)
         out: list[str] = [""] * 3
 
@@ -131,13 +134,14 @@ def test_identical_requests_in_flight_together_keep_their_order(tmp_path, http_u
         for i in range(3):
             threads.append(threading.Thread(target=run, args=(i,)))
             threads[-1].start()
-            time.sleep(0.15)
+            wait_until(lambda: arrived(i, out), f"request {i} to arrive")  # noqa: B023
         for t in threads:
             t.join(20)
         return out
 
     rec = proxies(cassettes, "record")
-    recorded = send_staggered(rec)
+    # recording: each arrives at the upstream, which answers the first one last
+    recorded = send_staggered(rec, lambda i, out: len(http_upstream.state.seen) > i)
     assert "0 hits, 3 recorded, 0 misses" in rec.stop()
     assert recorded == [f"Answer {n} to: same [client {n - 1}]" for n in (1, 2, 3)]
     [path] = list(iter_cassette_files(cassettes))
@@ -146,7 +150,8 @@ def test_identical_requests_in_flight_together_keep_their_order(tmp_path, http_u
     ]
     assert on_disk == recorded  # request order, not the order the answers finished in
     replay = proxies(cassettes, "replay")
-    assert send_staggered(replay) == recorded
+    # replaying: answered at once, in the order sent
+    assert send_staggered(replay, lambda i, out: out[i] != "") == recorded
     again = openai_client(replay, http_upstream).chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "same"}]
     )
@@ -159,7 +164,7 @@ def test_memory_stays_bounded_recording_a_50_mb_stream(tmp_path, http_upstream, 
     proxy = proxies(tmp_path / "c", "record")
     before = proxy.peak_rss_mb()
     received = read_big_stream(proxy.url, http_upstream.base_url)
-    time.sleep(0.5)
+    wait_until(lambda: "cassette: recorded" in proxy.log, "the 50 MB cassette written")
     growth = proxy.peak_rss_mb() - before
     proxy.stop()
     assert received > 50 * 1024 * 1024
@@ -205,56 +210,136 @@ def test_recordings_over_8_mb_are_read_back_from_disk(tmp_path, http_upstream, p
     assert "2 hits" in replay.stop()
 
 
+@pytest.mark.slow
+def test_replayed_recordings_are_kept_within_the_cache_budget(tmp_path, proxies):
+    """30 recorded streams of 0.5 MB each (2,000 events) replayed one after the other with
+    ``cassette_cache_mb=2``: the least recently used are evicted (the first is read from its
+    file again when asked again, the last one is not: every file the proxy opens is seen by an
+    audit hook, tests/addons/write_audit.py), and the proxy's resident memory stays within
+    the budget's reach instead of growing with every file replayed."""
+    cassettes = tmp_path / "c"
+    cassettes.mkdir()
+    url = "https://api.openai.com/v1/chat/completions"
+    files = []
+    for n in range(30):
+        events = [
+            {"t": 0.0, "data": {"choices": [{"delta": {"content": f"{n}-{i} word"}}]}}
+            for i in range(2000)
+        ] + [{"t": 0.0, "data": "[DONE]"}]
+        doc = {
+            "format": "llm-cassette",
+            "version": 1,
+            "request": {
+                "method": "POST",
+                "url": url,
+                "headers": {"content-type": "application/json"},
+                "body": {
+                    "model": "gpt-4o",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": f"stream {n}"}],
+                },
+            },
+            "responses": [
+                {
+                    "status": 200,
+                    "headers": [["content-type", "text/event-stream"]],
+                    "stream": {"format": "sse", "complete": True, "events": events},
+                }
+            ],
+        }
+        files.append(cassettes / f"stream-{n}.json")
+        files[-1].write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    assert all(400_000 < f.stat().st_size < 600_000 for f in files)
+    audit = tmp_path / "opens.log"
+    proxy = proxies(
+        cassettes,
+        "replay",
+        extra_scripts=(TEST_ADDONS / "write_audit.py",),
+        write_audit_log=str(audit),
+        write_audit_reads="true",
+        cassette_cache_mb="2",
+    )
+
+    def rss_mb() -> float:
+        status = Path(f"/proc/{proxy.process.pid}/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+    with httpx.Client(proxy=proxy.url, timeout=60, verify=str(proxy.ca_cert)) as client:
+
+        def ask(n: int) -> None:
+            body = {
+                "model": "gpt-4o",
+                "stream": True,
+                "messages": [{"role": "user", "content": f"stream {n}"}],
+            }
+            r = client.post(url, json=body)
+            assert r.status_code == 200 and f"{n}-1999 word".encode() in r.content
+
+        ask(0)
+        before = rss_mb()
+        for n in range(1, 30):
+            ask(n)
+        grown = rss_mb() - before
+        ask(0)  # evicted long ago: read again
+        ask(29)  # the most recent: still kept
+    log = proxy.stop()
+    assert counted(log, "hits", "misses") == (32, 0)
+    reads = [
+        line.split(" ", 1)[1]
+        for line in audit.read_text().splitlines()
+        if line.startswith("read ") and line.endswith(".json")
+    ]
+    # (the hook is installed after start-up has read each file's head)
+    assert reads.count(str(files[0])) == 2  # evicted, then read again
+    assert [reads.count(str(f)) for f in files[1:]] == [1] * 29  # the last one still kept
+    # 29 streams of 0.5 MB parsed: far more than 100 MB if each were kept
+    assert grown < 60, f"resident memory grew {grown:.0f} MB replaying 14.5 MB of files"
+
+
 # -- crashes -------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_kill_9_mid_recording_leaves_only_whole_cassettes(tmp_path, http_upstream, confdir):
-    http_upstream.state.event_delay = 0.05  # each stream lasts about half a second
+@pytest.mark.parametrize("point", ["mid-bytes", "before-fsync", "before-rename"])
+def test_a_kill_while_a_cassette_is_rewritten_leaves_the_old_file_whole(
+    point, tmp_path, http_upstream, confdir
+):
+    """SIGKILL in the middle of rewriting a cassette (tests/addons/kill_write.py kills the
+    proxy at a chosen point of its 2nd cassette write: half the bytes written, all written but
+    not fsynced, fsynced but not renamed): the file where the cassette goes is the old one,
+    whole, byte for byte, as read with plain json; what the kill left behind is not a cassette
+    to the store, which replays the old recording."""
     cassettes = tmp_path / "c"
-    proxy = start_proxy(cassettes, "record", confdir=confdir)
+    proxy = start_proxy(
+        cassettes,
+        "record",
+        confdir=confdir,
+        extra_scripts=(TEST_ADDONS / "kill_write.py",),
+        options={"kill_write": f"{point}:2"},
+    )
     client = openai_client(proxy, http_upstream)
-    done: list[int] = []
-
-    def run(i: int) -> None:
-        try:
-            list(
-                client.chat.completions.create(
-                    model="gpt-4o",
-                    stream=True,
-                    messages=[{"role": "user", "content": f"wave {i} " + "word " * (i % 7)}],
-                )
-            )
-            done.append(i)
-        except Exception:  # noqa: BLE001 - the proxy died under it: any error
-            pass
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(30)]
-    for t in threads:
-        t.start()
-        time.sleep(0.02)
-    deadline = time.monotonic() + 30
-    while len(done) < 5 and time.monotonic() < deadline:  # a few whole, the rest in flight
-        time.sleep(0.01)
-    proxy.process.send_signal(signal.SIGKILL)
-    for t in threads:
-        t.join(30)
+    ask = {"model": "gpt-4o", "messages": [{"role": "user", "content": "twice"}]}
+    first = client.chat.completions.create(**ask).choices[0].message.content
+    wait_until(lambda: "cassette: recorded" in proxy.log, "the first cassette write")
+    [path] = [p for p in cassettes.rglob("*.json") if not p.name.startswith(".")]
+    old = path.read_bytes()
+    assert len(json.loads(old)["responses"]) == 1
+    # the same request again: its cassette is rewritten with both responses, and the proxy
+    # dies in the middle (the writer thread may get there before the answer leaves)
+    with contextlib.suppress(openai.APIConnectionError):
+        client.chat.completions.create(**ask)
+    assert proxy.process.wait(30) == -signal.SIGKILL, proxy.log
     proxy.stop()
-    files = list(iter_cassette_files(cassettes))
-    assert 0 < len(files) < 30, "the kill should land mid-wave"
-    check = _verify(cassettes)
-    assert check.returncode == 0, check.stdout
-    # what was saved replays exactly
+    cassette_names = [p for p in cassettes.rglob("*.json") if not p.name.startswith(".")]
+    assert cassette_names == [path]
+    assert path.read_bytes() == old  # the old file, whole
     replay = start_proxy(cassettes, "replay", confdir=confdir)
     try:
-        with httpx.Client(proxy=replay.url) as c:
-            for path in files:
-                rec = formats.load(path)
-                r = c.post(rec.request.url, json=rec.request.body.value)
-                events = sse.split("sse", r.content)
-                assert [e.data for e in events] == [e.data for e in rec.responses[0].stream.events]
+        again = openai_client(replay, http_upstream).chat.completions.create(**ask)
+        assert again.choices[0].message.content == first
     finally:
-        replay.stop()
+        log = replay.stop()
+    assert counted(log, "hits", "misses", "recordings") == (1, 0, 1)
 
 
 def test_unwritable_cassette_dir_still_answers_and_names_the_file(tmp_path, http_upstream, proxies):
@@ -383,7 +468,7 @@ def test_client_disconnect_mid_stream_leaves_no_complete_looking_cassette(
     )
     next(iter(stream))
     stream.close()  # the client gives up after the first event
-    time.sleep(2.5)  # the upstream finishes its side meanwhile
+    wait_until(lambda: "not saving" in proxy.log, "the proxy to see the client leave")
     log = proxy.stop()
     assert not list(iter_cassette_files(tmp_path / "c"))  # an abandoned stream is not saved
     assert "not saving" in log and counted(log, "recorded", "abandoned") == (0, 1)
@@ -393,20 +478,30 @@ def test_client_disconnect_mid_stream_leaves_no_complete_looking_cassette(
 
 
 def test_bad_cassettes_are_skipped_by_name_and_explained_on_a_miss(tmp_path, confdir):
+    """Each unreadable file is skipped with one warning naming it and why, and the proxy
+    serves the others. A file whose request reads but whose responses do not, written
+    pretty-printed as the recorder writes, is read whole only when first used: it is skipped
+    then (not at start-up), and the request it would have answered is a miss naming it."""
     d = tmp_path / "c"
     d.mkdir()
     shutil.copy(SEED, d / "good.json")
-    good = orjson.loads(SEED.read_bytes())
     (d / "truncated.json").write_bytes(SEED.read_bytes()[:500])
     ours = orjson.loads(cassette.dumps(formats.load(SEED)))
     ours["request"]["body"]["messages"][0]["content"] = "wrong types"
     ours["responses"][0]["status"] = "two hundred"
-    (d / "wrong-types.json").write_bytes(orjson.dumps(ours))
+    (d / "wrong-types.json").write_bytes(orjson.dumps(ours, option=orjson.OPT_INDENT_2))
     (d / "future.json").write_bytes(orjson.dumps(dict(ours, version=99)))
     (d / "package.json").write_bytes(b'{"name": "not ours", "version": "1.0.0"}')
     (d / "huge.json").write_bytes(b"[" + b"0," * 1_200_000 + b"0]")
-    assert good  # the seed itself stays readable
-    proxy = start_proxy(d, "replay", confdir=confdir, options={"cassette_max_file_mb": "1"})
+    summary_file = tmp_path / "summary.json"
+    proxy = start_proxy(
+        d,
+        "replay",
+        confdir=confdir,
+        options={"cassette_max_file_mb": "1", "cassette_summary": str(summary_file)},
+    )
+    at_start = proxy.log
+    reason = "responses[0].status must be an HTTP status code"
     try:
         client = openai.OpenAI(
             api_key="sk-test-bad",
@@ -423,23 +518,38 @@ def test_bad_cassettes_are_skipped_by_name_and_explained_on_a_miss(tmp_path, con
             )
         )
         assert len(chunks) == 17  # the good file is served
-        with pytest.raises(openai.NotFoundError) as err:
+        with pytest.raises(openai.APIStatusError) as err:
             client.chat.completions.create(
                 model="gpt-4o", messages=[{"role": "user", "content": "wrong types"}], stream=True
             )
-        assert (
-            "wrong-types.json" in err.value.message and "responses[0].status" in err.value.message
+        assert f"{d / 'wrong-types.json'} ({reason}). Record it" in err.value.message, (
+            err.value.message
         )
     finally:
         log = proxy.stop()
-    for name, reason in [
-        ("truncated.json", "not valid JSON"),
-        ("wrong-types.json", "status"),
-        ("future.json", "newer than this tool reads"),
-        ("package.json", "version"),
-        ("huge.json", "too large"),
-    ]:
-        assert f"{d / name}: {reason}" in log or (name in log and reason in log), name
+    assert "wrong-types.json" not in at_start  # its request read, its responses not yet
+    skipped = [line.partition("] ")[2] for line in log.splitlines() if "cassette: skipping" in line]
+    expected = [
+        f"cassette: skipping {d / 'truncated.json'}: not valid JSON (unexpected end of data: "
+        "line 1 column 501 (char 500))",
+        f"cassette: skipping {d / 'future.json'}: format version 99 is newer than this tool "
+        "reads (2); upgrade",
+        f"cassette: skipping {d / 'package.json'}: missing or non-integer 'version'",
+        f"cassette: skipping {d / 'huge.json'}: too large (2.3 MB, the limit is 1 MB: "
+        "cassette_max_file_mb)",
+        f"cassette: skipping {d / 'wrong-types.json'}: {reason}",
+    ]
+    assert sorted(skipped) == sorted(expected), "\n".join(skipped)
+    bad = {
+        Path(b["path"]).name: b["reason"] for b in json.loads(summary_file.read_text())["bad_files"]
+    }
+    assert set(bad) == {
+        "truncated.json",
+        "future.json",
+        "package.json",
+        "huge.json",
+        "wrong-types.json",
+    }
 
 
 # -- hostile input --------------------------------------------------------------------------------
@@ -449,10 +559,10 @@ def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(
     tmp_path, http_upstream, proxies
 ):
     """Bodies that are not JSON or not UTF-8, 100,000-deep JSON, a 60 kB header, a gzip bomb,
-    ``../`` in paths and test ids, NUL in a path: each is recorded (counted), the bomb is not
-    expanded past the request cap (64 MB; it would make 2 GB), and every file the proxy process
-    wrote, renamed or created anywhere on the machine (seen by a Python audit hook in the
-    proxy, tests/addons/write_audit.py) is inside the cassette directory."""
+    ``../`` in paths, test ids and model names, NUL in a path: each is recorded (counted), the
+    bomb is not expanded past the request cap (64 MB; it would make 2 GB), and every file the
+    proxy process wrote, renamed or created anywhere on the machine (seen by a Python audit
+    hook in the proxy, tests/addons/write_audit.py) is inside the cassette directory."""
     cassettes = tmp_path / "c"
     audit = tmp_path / "writes.log"
     proxy = proxies(
@@ -489,14 +599,16 @@ def test_hostile_requests_are_recorded_safely_and_the_proxy_keeps_serving(
             client.post(url, **kwargs)  # the upstream may answer anything; the proxy must live
         for path in ["/v1/../../../../etc/x", "/%2e%2e/%2e%2e/abs", "/v1/a%00b"]:
             client.post(http_upstream.base_url + path, json={"model": "m"})
+        # the model names the file: a model that climbs out of the directory
+        client.post(url, json={"model": "../../../../../../../../tmp/escaped", "messages": []})
         ok = client.post(
             url, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
         )
         assert ok.status_code == 200
     growth = proxy.peak_rss_mb() - before
     log = proxy.stop()
-    assert "cassette summary: 0 hits, 10 recorded, 0 misses" in log
-    assert len(list(iter_cassette_files(cassettes))) == 10
+    assert counted(log, "hits", "recorded", "misses", "write_errors") == (0, 11, 0, 0)
+    assert len(list(iter_cassette_files(cassettes))) == 11
     assert growth < 400, f"peak RSS grew {growth} MB: the bomb was expanded"
     root = cassettes.resolve()
     writes = [line.split(" ", 1) for line in audit.read_text().splitlines()]

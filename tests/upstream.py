@@ -82,6 +82,10 @@ class UpstreamState:
     event_delay: float = 0.01
     tail_delay: float = 0.0  # pause between the last event and the end of the body
     stream_finished_at: float = 0.0  # time.monotonic() when the last event was written
+    # when set, a stream pauses after its first event until the test opens the gate (or 10 s
+    # pass); ``gate_opened`` says whether the test did: it had the first event by then
+    gate: threading.Event | None = None
+    gate_opened: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -183,6 +187,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
             if n == len(events) - 1:
                 state.stream_finished_at = time.monotonic()
+            if n == 0 and state.gate is not None:
+                state.gate_opened = state.gate.wait(10)
             time.sleep(delay)
         if state.tail_delay:
             time.sleep(state.tail_delay)

@@ -23,6 +23,7 @@ from proxy_addon.matching.canonical import DEFAULT_RULES, Rules
 from proxy_addon.matching.jsonpath import parse_path
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store import CassetteStore, age
+from proxy_addon.store.cache import BUDGET_BYTES
 from proxy_addon.store.writer import BackgroundWriter
 from proxy_addon.summary import MODES, NEEDS_RECORDINGS
 
@@ -42,6 +43,7 @@ STORE_OPTIONS = frozenset(
         "cassette_normalize",
         "cassette_mode",
         "cassette_max_file_mb",
+        "cassette_cache_mb",
         "cassette_redact_fields",
         "cassette_redact_headers",
     }
@@ -59,6 +61,7 @@ class Settings:
     max_age_text: str = ""
     stale_policy: str = "warn"
     max_file_bytes: int = 512 * 1024 * 1024
+    cache_bytes: int = BUDGET_BYTES
     summary_path: str = ""
 
 
@@ -162,6 +165,13 @@ class Options:
             "Skip (with a warning) cassette files larger than this many MB.",
         )
         loader.add_option(
+            "cassette_cache_mb",
+            int,
+            BUDGET_BYTES // (1024 * 1024),
+            "Keep at most this many MB of recently replayed cassette files parsed in memory "
+            "(the least recently used are read again when next replayed).",
+        )
+        loader.add_option(
             "cassette_summary",
             str,
             "",
@@ -247,6 +257,10 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
         if opts.cassette_max_file_mb <= 0:
             raise exceptions.OptionsError("cassette_max_file_mb must be a positive number of MB")
         changes["max_file_bytes"] = opts.cassette_max_file_mb * 1024 * 1024
+    if "cassette_cache_mb" in updated:
+        if opts.cassette_cache_mb < 0:
+            raise exceptions.OptionsError("cassette_cache_mb must be 0 or a positive number of MB")
+        changes["cache_bytes"] = opts.cassette_cache_mb * 1024 * 1024
     if "cassette_summary" in updated:
         changes["summary_path"] = opts.cassette_summary
     if rules:
@@ -268,7 +282,11 @@ def open_store(state: State, root: Path) -> None:
     if state.writer is None:
         state.writer = BackgroundWriter(state.written)
     store = CassetteStore(
-        root, settings.rules, max_file_bytes=settings.max_file_bytes, writer=state.writer
+        root,
+        settings.rules,
+        max_file_bytes=settings.max_file_bytes,
+        writer=state.writer,
+        cache_bytes=settings.cache_bytes,
     )
     _load_without_collecting(store)
     state.store = store

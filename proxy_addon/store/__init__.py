@@ -14,6 +14,7 @@ from pathlib import Path
 from proxy_addon.matching import hosts
 from proxy_addon.matching.canonical import DEFAULT_RULES, CanonicalRequest, Rules
 from proxy_addon.model import Body, CassetteError, RecordedResponse
+from proxy_addon.store.cache import BUDGET_BYTES
 from proxy_addon.store.chooser import Chooser, LookupContext
 from proxy_addon.store.index import Entry, Found, Index
 from proxy_addon.store.recorder import Recorder
@@ -40,9 +41,10 @@ class CassetteStore:
         max_file_bytes: int = 512 * 1024 * 1024,
         writer: Writer = atomic_write,
         validate: bool = False,
+        cache_bytes: int = BUDGET_BYTES,
     ) -> None:
         self.root = Path(root)
-        self.index = Index(self.root, rules, max_file_bytes, validate)
+        self.index = Index(self.root, rules, max_file_bytes, validate, cache_bytes)
         self.recorder = Recorder(self.index, writer)
         self.chooser = Chooser(self.index)
         self._served: dict[str, int] = defaultdict(int)

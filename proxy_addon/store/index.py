@@ -31,7 +31,7 @@ from proxy_addon.matching.canonical import (
     canonicalize,
 )
 from proxy_addon.model import CassetteError, RecordedRequest, Recording
-from proxy_addon.store.cache import RecordingCache
+from proxy_addon.store.cache import BUDGET_BYTES, RecordingCache
 from proxy_addon.store.layout import (
     cassette_files,
     model_of,
@@ -132,6 +132,7 @@ class Index:
         rules: Rules = DEFAULT_RULES,
         max_file_bytes: int = 512 * 1024 * 1024,
         validate: bool = False,
+        cache_bytes: int = BUDGET_BYTES,
     ) -> None:
         self.root = Path(root)
         # what matching leaves out and replaces (the normaliser too), applied to stored requests
@@ -140,7 +141,7 @@ class Index:
         self.max_file_bytes = max_file_bytes
         self.validate = validate  # read every file whole at load (the CLI), not only requests
         self._root_text = os.fspath(self.root)
-        self.cache = RecordingCache(max_file_bytes=max_file_bytes)
+        self.cache = RecordingCache(cache_bytes, max_file_bytes)
         self.entries: dict[str, list[Entry]] = {}
         self.by_endpoint: dict[tuple[str, str], list[Entry]] = defaultdict(list)
         self.bad: list[BadFile] = []
