@@ -264,7 +264,8 @@ def test_replayed_recordings_are_kept_within_the_cache_budget(tmp_path, proxies)
         status = Path(f"/proc/{proxy.process.pid}/status").read_text()
         return int(status.split("VmRSS:")[1].split()[0]) / 1024
 
-    with httpx.Client(proxy=proxy.url, timeout=60, verify=str(proxy.ca_cert)) as client:
+    context = ssl.create_default_context(cafile=str(proxy.ca_cert))
+    with httpx.Client(proxy=proxy.url, timeout=60, verify=context) as client:
 
         def ask(n: int) -> None:
             body = {
