@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from proxy_addon import formats
-from proxy_addon.formats import cassette, llama_stack
+from proxy_addon.formats import cassette, llama_stack, llama_stack_export
 from tests.conftest import FIXTURES, SEED, counted, sdk_http_client
 from tests.conversations import (
     Answer,
@@ -63,7 +63,7 @@ def test_doubled_v1_paths_are_where_the_request_really_went():
         == "/ml/v1/chat/completions"
     )
     assert llama_stack.real_path("/api/ps", "/api/ps") == "/api/ps"
-    assert llama_stack.recorder_url("https", "h", "/ml/v1/chat/completions") == (
+    assert llama_stack_export.recorder_url("https", "h", "/ml/v1/chat/completions") == (
         "https://h/ml/v1/v1/chat/completions",
         "/v1/chat/completions",
     )
@@ -110,10 +110,10 @@ def test_hash_recipe_reproduces_the_files_own_names(llama_suite):
     versions of its recipe (the 12-character prefixes, and some corpus files)."""
     fixtures = [p for p in FIXTURES.glob("*.json") if len(p.stem) > 12]
     for path in fixtures:
-        name, _ = llama_stack.export(formats.load(path))
+        name, _ = llama_stack_export.export(formats.load(path))
         assert name == path.name
     suite = sorted(llama_suite.glob("*/*.json"))
-    same = sum(llama_stack.export(formats.load(p))[0] == p.name for p in suite)
+    same = sum(llama_stack_export.export(formats.load(p))[0] == p.name for p in suite)
     assert same == 1456, f"{same} of {len(suite)} names reproduced"  # the others: older recipes
 
 
@@ -122,7 +122,7 @@ def test_every_file_round_trips_through_our_format_losslessly(llama_suite):
     for path in all_llama_files(llama_suite):
         original = orjson.loads(path.read_bytes())
         ours = formats.loads(cassette.dumps(formats.load(path)))
-        _, doc = llama_stack.export(ours)
+        _, doc = llama_stack_export.export(ours)
         assert doc["request"] == original["request"], path
         again = llama_stack.read(orjson.loads(orjson.dumps(doc)))
         assert again.responses == llama_stack.read(original).responses, path

@@ -13,7 +13,7 @@ import click
 
 from proxy_addon import formats
 from proxy_addon.cli.common import dir_option, resolve_all, secret_options, secrets_of
-from proxy_addon.formats import cassette, llama_stack
+from proxy_addon.formats import cassette, llama_stack_export
 from proxy_addon.matching import canonical
 from proxy_addon.model import CassetteError
 from proxy_addon.redaction import redact
@@ -119,6 +119,6 @@ def export_command(
                 f"of {len(rec.responses)}",
                 err=True,
             )
-        name, doc = llama_stack.export(rec, test_id)
+        name, doc = llama_stack_export.export(rec, test_id)
         atomic_write(target / name, json.dumps(doc, indent=2).encode() + b"\n")
     click.echo(f"exported {len(recordings)} recordings to {target}")

@@ -11,24 +11,21 @@ import logging
 import math
 import os
 from collections.abc import Sequence  # mitmproxy's --set parses only this Sequence
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mitmproxy import ctx, exceptions
 
 from proxy_addon.matching import normalize
-from proxy_addon.matching.canonical import DEFAULT_RULES, Rules
 from proxy_addon.matching.jsonpath import parse_path
+from proxy_addon.mitm.settings import Settings
+from proxy_addon.mitm.state import State
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store import CassetteStore, age
 from proxy_addon.store.cache import BUDGET_BYTES
 from proxy_addon.store.writer import BackgroundWriter
 from proxy_addon.summary import MODES, NEEDS_RECORDINGS
-
-if TYPE_CHECKING:
-    from proxy_addon.mitm.state import State
 
 log = logging.getLogger("proxy_addon")
 
@@ -48,21 +45,6 @@ STORE_OPTIONS = frozenset(
         "cassette_redact_headers",
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The options as the hooks use them, checked and parsed once."""
-
-    mode: str = "replay"
-    pace: float = 0.0
-    rules: Rules = DEFAULT_RULES  # what matching leaves out and replaces
-    max_age: timedelta | None = None
-    max_age_text: str = ""
-    stale_policy: str = "warn"
-    max_file_bytes: int = 512 * 1024 * 1024
-    cache_bytes: int = BUDGET_BYTES
-    summary_path: str = ""
 
 
 def parse_pace(value: str) -> float:

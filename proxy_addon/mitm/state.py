@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from proxy_addon.mitm.options import Settings
+from proxy_addon.mitm.settings import Settings
 from proxy_addon.runner.control import CurrentTest
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.writer import BackgroundWriter, atomic_write

@@ -1,0 +1,25 @@
+"""The options as the hooks read them: one frozen ``Settings``, built and checked by
+``options.py`` whenever an option changes, kept on the hub (``state.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from proxy_addon.matching.canonical import DEFAULT_RULES, Rules
+from proxy_addon.store.cache import BUDGET_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The options as the hooks use them, checked and parsed once."""
+
+    mode: str = "replay"
+    pace: float = 0.0
+    rules: Rules = DEFAULT_RULES  # what matching leaves out and replaces
+    max_age: timedelta | None = None
+    max_age_text: str = ""
+    stale_policy: str = "warn"
+    max_file_bytes: int = 512 * 1024 * 1024
+    cache_bytes: int = BUDGET_BYTES
+    summary_path: str = ""
