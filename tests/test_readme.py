@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -176,6 +176,7 @@ class User:
     project: Path
     port: int
     env: dict[str, str]
+    shells: list[Shell] = field(default_factory=list)
 
     def mitmproxy_config(self, **options: object) -> None:
         """~/.mitmproxy/config.yaml: the free port instead of 8080, and ``options``."""
@@ -188,7 +189,8 @@ class User:
         return text.replace("8080", str(self.port))
 
     def start(self, text: str) -> Shell:
-        return Shell(self.script(text), self.project, self.env)
+        self.shells.append(Shell(self.script(text), self.project, self.env))
+        return self.shells[-1]
 
     def run(self, text: str, timeout: float = 120) -> Ran:
         return self.start(text).stop(timeout)
@@ -215,6 +217,9 @@ def user(tmp_path: Path) -> Iterator[User]:
     u = User(home, project, free_ports(1)[0], env)
     u.mitmproxy_config()
     yield u
+    for shell in u.shells:  # a test that failed half-way leaves nothing running
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.proc.pid, signal.SIGKILL)
 
 
 def test_every_shell_block_is_marked_and_every_recipe_is_still_there(readme):
