@@ -4,28 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
-is_new_enough() {  # a working interpreter at 3.12 or newer (pyenv shims that fail are skipped)
-    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1
-}
-
-find_python() {
-    local candidates=()
-    [ -n "${PYTHON:-}" ] && candidates+=("$PYTHON")
-    candidates+=(python3 python3.13 python3.12 python3.14)
-    local home_pyenv="${PYENV_ROOT:-$HOME/.pyenv}"
-    # pyenv's versions directly: its shims refuse a version that is not selected
-    for d in $(ls -d "$home_pyenv"/versions/3.1[2-9]* 2>/dev/null | sort -rV); do
-        candidates+=("$d/bin/python3")
-    done
-    candidates+=(/usr/local/bin/python3.13 /usr/local/bin/python3.12 /usr/bin/python3.13 /usr/bin/python3.12)
-    for c in "${candidates[@]}"; do
-        if command -v "$c" >/dev/null 2>&1 && is_new_enough "$c"; then
-            command -v "$c"
-            return 0
-        fi
-    done
-    return 1
-}
+source "$ROOT/scripts/_python.sh"
 
 STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 # A venv to make anew: none, too old, or left without pip by a venv module that failed half-way.
@@ -47,9 +26,9 @@ if [ ! -x "$VENV/bin/python" ] || ! is_new_enough "$VENV/bin/python" ||
 fi
 
 if [ ! -f "$STAMP" ]; then
-    echo "installing the project into .venv (pip install -e '.[test]')" >&2
+    echo "installing the project into .venv (pip install -e '.[test,lint]')" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
-    if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]" 2> "$VENV/pip-install.log"; then
+    if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,lint]" 2> "$VENV/pip-install.log"; then
         grep -v "^WARNING: Location" "$VENV/pip-install.log" >&2
         echo "error: installing the project failed (log: $VENV/pip-install.log)" >&2
         exit 1

@@ -1,9 +1,10 @@
 """Every guarantee has a mutant its test kills.
 
-Each entry of ``scripts/mutants.toml`` is a small change to the production code that breaks one
-guarantee of the README on purpose (``find`` is replaced by ``replace`` in ``file``; ``find``
-must occur exactly once), and the tests that must then fail. For each mutant this copies the
-package and the tests into a temporary folder, applies the change there, and runs those tests
+Each entry of ``scripts/mutants.toml`` is a small change to the production code (or to a file
+users run: a README recipe, the pre-commit hook) that breaks one guarantee of the README on
+purpose (``find`` is replaced by ``replace`` in ``file``; ``find`` must occur exactly once), and
+the tests that must then fail. For each mutant this copies the package, the tests and what they
+run or read (``COPIED``) into a temporary folder, applies the change there, and runs those tests
 against the copy (``PYTHONPATH`` puts it first, for the test process and every ``mitmdump`` it
 starts). A mutant is killed when its tests fail; one that survives, or whose tests cannot even
 run, fails this script. The tests are first run once, unmutated, so a kill is never a test that
@@ -30,7 +31,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGUE = ROOT / "scripts" / "mutants.toml"
-COPIED = ("proxy_addon", "tests", "pyproject.toml")
+# a checkout as the tests see it: the package, the tests, and what they run or read
+COPIED = (
+    "proxy_addon",
+    "tests",
+    "scripts",
+    "cassettes",
+    "pyproject.toml",
+    "README.md",
+    "LICENSE",
+    ".pre-commit-hooks.yaml",
+)
 
 
 @dataclass(frozen=True)

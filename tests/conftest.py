@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -18,18 +19,34 @@ import pytest
 from proxy_addon.runner.process import RunningProxy, start_proxy
 from tests.upstream import FakeUpstreamServer, make_certificate
 
-ROOT = Path(__file__).resolve().parents[1]
-# Test data shipped with the repository (tests/fixtures/SOURCES says where each file came from).
-FIXTURE_ROOT = Path(__file__).resolve().parent / "fixtures"
+TESTS = Path(__file__).resolve().parent
+# The checkout these tests come from: its README, scripts and bundled cassettes. scripts/test runs
+# the tests inside it, against its own package (installed editable); .ci/run copies them out of
+# it, beside a wheel installed in a venv of its own, and names it in CASSETTE_CHECKOUT.
+ROOT = Path(os.environ.get("CASSETTE_CHECKOUT") or TESTS.parent).resolve()
+# Whether these tests run from a copy outside the checkout, against an installed package.
+TESTS_COPIED_OUT = not TESTS.is_relative_to(ROOT)
+FIXTURE_ROOT = TESTS / "fixtures"
 SEED = FIXTURE_ROOT / "llama-stack-recording-chat-stream.json"
 FIXTURES = FIXTURE_ROOT / "llama-stack"
 SUITE_ARCHIVE = FIXTURE_ROOT / "llama-stack-suite.tar.xz"
 
 FAKE_KEY = "sk-test-cassette-0123456789abcdef"
 # Test-only addons loaded beside ours in a real mitmdump (see each file).
-TEST_ADDONS = Path(__file__).resolve().parent / "addons"
+TEST_ADDONS = TESTS / "addons"
 FAULTS = TEST_ADDONS / "faults.py"  # the test-only addon that injects faults (its docstring)
 CASSETTE = str(Path(sys.executable).with_name("cassette"))  # the CLI of this venv
+
+
+@pytest.fixture(scope="session")
+def checkout() -> Path:
+    """The checkout, for the tests that run its scripts or read its README and cassettes."""
+    missing = [p for p in ("README.md", "scripts", "cassettes") if not (ROOT / p).exists()]
+    assert not missing, (
+        f"{ROOT} is not the project's checkout (no {', '.join(missing)}): tests copied out "
+        "of it need CASSETTE_CHECKOUT=<the checkout>, as .ci/run sets"
+    )
+    return ROOT
 
 
 @pytest.fixture(scope="session")

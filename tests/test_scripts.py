@@ -6,12 +6,14 @@ import os
 import shutil
 import subprocess
 
-from tests.conftest import ROOT
 
-
-def test_demo_streams_the_bundled_joke_through_the_proxy():
+def test_demo_streams_the_bundled_joke_through_the_proxy(checkout):
     result = subprocess.run(
-        [str(ROOT / "scripts" / "demo")], capture_output=True, text=True, timeout=120, cwd=ROOT
+        [str(checkout / "scripts" / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=checkout,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
@@ -20,12 +22,12 @@ def test_demo_streams_the_bundled_joke_through_the_proxy():
     assert "cassette summary: 1 hits, 0 recorded, 0 misses" in result.stderr
 
 
-def test_setup_fails_clearly_without_python_312(tmp_path):
+def test_setup_fails_clearly_without_python_312(tmp_path, checkout):
     """A machine with only Python 3.11: the set-up says what it needs and where it looked."""
     project = tmp_path / "project"
     (project / "scripts").mkdir(parents=True)
-    shutil.copy(ROOT / "scripts" / "_venv.sh", project / "scripts")
-    shutil.copy(ROOT / "scripts" / "test", project / "scripts")
+    for script in ("_python.sh", "_venv.sh", "test"):
+        shutil.copy(checkout / "scripts" / script, project / "scripts")
     (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()

@@ -3,17 +3,19 @@ the proxy in CI. Exit codes: 0 ok, 1 a check failed, 2 usage error.
 
 One module per group of commands: ``review`` (ls, show, text, stale), ``diff``, ``verify``
 (verify, scrub: the secret rules on files), ``convert`` (llama-stack import and export), ``run``
-(run, proxy); ``common`` holds what they share.
+(run, proxy), ``about`` (--version, addon-path: what this install is); ``common`` holds what
+they share.
 """
 
 from __future__ import annotations
 
 import click
 
-from proxy_addon.cli import convert, diff, review, run, verify
+from proxy_addon.cli import about, convert, diff, review, run, verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@about.version_option
 def main() -> None:
     """Inspect LLM API cassettes and run commands through the recording proxy.
 
@@ -36,5 +38,6 @@ for command in (
     convert.export_command,
     run.run_command,
     run.proxy_command,
+    about.addon_path_command,
 ):
     main.add_command(command)
