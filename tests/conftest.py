@@ -20,9 +20,10 @@ from proxy_addon.runner.process import RunningProxy, start_proxy
 from tests.upstream import FakeUpstreamServer, make_certificate
 
 TESTS = Path(__file__).resolve().parent
-# The checkout these tests come from: its README, scripts and bundled cassettes. scripts/test runs
-# the tests inside it, against its own package (installed editable); .ci/run copies them out of
-# it, beside a wheel installed in a venv of its own, and names it in CASSETTE_CHECKOUT.
+# The checkout these tests come from: its README, scripts and bundled cassettes. scripts/test
+# runs the tests inside it, against its own package (installed editable); scripts/test --wheel
+# (CI) copies them out of it, beside a wheel installed in a venv of its own, and names it in
+# CASSETTE_CHECKOUT.
 ROOT = Path(os.environ.get("CASSETTE_CHECKOUT") or TESTS.parent).resolve()
 # Whether these tests run from a copy outside the checkout, against an installed package.
 TESTS_COPIED_OUT = not TESTS.is_relative_to(ROOT)
@@ -44,7 +45,7 @@ def checkout() -> Path:
     missing = [p for p in ("README.md", "scripts", "cassettes") if not (ROOT / p).exists()]
     assert not missing, (
         f"{ROOT} is not the project's checkout (no {', '.join(missing)}): tests copied out "
-        "of it need CASSETTE_CHECKOUT=<the checkout>, as .ci/run sets"
+        "of it need CASSETTE_CHECKOUT=<the checkout>, as scripts/test --wheel sets"
     )
     return ROOT
 
