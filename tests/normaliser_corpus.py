@@ -170,6 +170,7 @@ MATCHED = [
     _same("time with seconds", "Logged 14:05:10", "Logged 15:06:11"),
     _same("time with a zone", "Deploy 10:30 UTC", "Deploy 11:00 UTC"),
     _same("French time", "Rendez-vous 19h30", "Rendez-vous 20h15"),
+    _same("time with h", "Reunión 10:30h", "Reunión 11:45h"),
     _same("German time", "Termin um 10.30 Uhr", "Termin um 11.00 Uhr"),
     _same("Unix time after timestamp", "timestamp: 1764142239", "timestamp: 1764228639"),
     _same("Unix milliseconds", "created_at=1764142239123", "created_at=1764228639456"),

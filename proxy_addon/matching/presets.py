@@ -322,8 +322,9 @@ def _hour(m: re.Match[str]) -> bool:
 
 
 def _time_of_day(m: re.Match[str]) -> bool:
-    """``H:MM`` is a time with seconds (``14:05:10``), AM/PM, a zone or ``h`` after it, a word
-    such as "at" before it, or a date before it; not ``John 3:16``, a ratio ``1:20``, a score."""
+    """``H:MM`` is a time with seconds (``14:05:10``), AM/PM or ``h`` (``10:30h``), a zone after
+    it, a word such as "at" before it, or a date before it; not ``John 3:16``, a ratio ``1:20``,
+    a score."""
     if not _hour(m):
         return False
     if m.group("seconds") or m.group("ampm"):
@@ -408,7 +409,7 @@ _TIME_FORMS = (
     _form(
         "time of day",
         r"\d\d?:[0-5]\d(?P<seconds>:[0-5]\d(?:\.\d+)?)?"
-        r"(?P<ampm>\s?[AaPp]\.?[Mm]\b\.?)?(?![\w:]|\.\d|,\d)",
+        r"(?P<ampm>\s?[AaPp]\.?[Mm]\b\.?|h\b)?(?![\w:]|\.\d|,\d)",
         r"\d:[0-5]\d",
         _time_of_day,
     ),
