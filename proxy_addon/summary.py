@@ -55,6 +55,11 @@ class Summary:
     bad_files: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     # hits answered from a recording made for another host: {"asked", "recorded_for", "file"}
     other_host: list[dict[str, str]] = field(default_factory=list)
+    # hits that matched only after cassette_normalize: counted, and each with the values it
+    # replaced, {"request", "file", "replaced": [{"path", "live", "recorded", "form"}],
+    # "passed_over": [files that normalise alike, further from the request]}
+    normalised: int = 0
+    normalised_hits: list[dict[str, Any]] = field(default_factory=list)
 
     def line(self) -> str:
         extras = [
@@ -65,6 +70,7 @@ class Summary:
             (self.stale, "answered from stale recordings (older than cassette_max_age)"),
             (self.stale_refused, "refused as stale (older than cassette_max_age)"),
             (len(self.other_host), "answered from another host's recording"),
+            (self.normalised, "answered after normalising"),
         ]
         return (
             f"cassette summary: {self.hits} hits, {self.recorded} recorded, "
@@ -110,11 +116,12 @@ class Summary:
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.miss_messages += part.miss_messages
             total.other_host += part.other_host
+            total.normalised_hits += part.normalised_hits
         total.bad_files = parts[0].bad_files
         return total
 
 
-MAX_NOTES = 1000  # miss messages (or other-host hits) a summary keeps; the counts go on
+MAX_NOTES = 1000  # miss messages (other-host, normalised hits) a summary keeps; counts go on
 
 
 class Counters:
@@ -130,8 +137,8 @@ class Counters:
             setattr(self._summary, name, getattr(self._summary, name) + n)
 
     def note(self, name: str, item: Any) -> None:
-        """Append to one of the lists (miss_messages, other_host), up to ``MAX_NOTES`` items:
-        a proxy left running keeps counting, not remembering each one."""
+        """Append to one of the lists (miss_messages, other_host, normalised_hits), up to
+        ``MAX_NOTES`` items: a proxy left running keeps counting, not remembering each one."""
         with self._lock:
             kept = getattr(self._summary, name)
             if len(kept) < MAX_NOTES:
@@ -149,4 +156,5 @@ class Counters:
                 bad_files=bad_files,
                 miss_messages=list(s.miss_messages),
                 other_host=list(s.other_host),
+                normalised_hits=list(s.normalised_hits),
             )

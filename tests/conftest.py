@@ -186,6 +186,7 @@ _EXTRAS = {
     "answered from stale": "stale",
     "refused as stale": "stale_refused",
     "answered from another host": "other_host",
+    "answered after normalising": "normalised",
 }
 
 

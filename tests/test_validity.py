@@ -280,7 +280,11 @@ def test_refresh_rewrites_old_recordings_in_place_and_diff_since_shows_the_chang
         ),
         ("model gpt-4o-2024-08-06", "dates", "model gpt-4o-2024-08-06"),  # a snapshot name
         ("at 2026-11-26T07:30:39+00:00, 14:05:10", "times", "at <time>, <time>"),
-        ("t=1764142239 ms=1764142239123 n=1234", "times", "t=<time> ms=<time> n=1234"),
+        (
+            "ts=1764142239 created_ms=1764142239123 n=1764142239",
+            "times",
+            "ts=<time> created_ms=<time> n=1764142239",
+        ),
         ("id 3f2a9c1d-7e4b-4c1d-9e2f-0123456789ab", "uuids", "id <uuid>"),
         ("call_abc123XYZdef and file-uploads", "hex-ids", "<id> and file-uploads"),
     ],

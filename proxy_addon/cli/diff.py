@@ -131,11 +131,12 @@ def diff_command(refs: tuple[str, ...], rev: str | None, cassette_dir: Path, as_
 # --since REV
 
 
-def _git(args: list[str], cwd: Path) -> bytes:
+def run_git(args: list[str], cwd: Path) -> bytes:
+    """git's output (``--since`` of diff and volatile); a usage error naming git's message."""
     try:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=60)
     except FileNotFoundError:
-        raise click.UsageError("cassette diff --since needs git, which is not installed") from None
+        raise click.UsageError("--since needs git, which is not installed") from None
     if done.returncode != 0:
         raise click.UsageError(
             f"git {' '.join(args)}: " + done.stderr.decode("utf-8", "replace").strip()
@@ -149,15 +150,15 @@ def changed_since(rev: str, cassette_dir: Path) -> tuple[Path, list[tuple[str, s
     relative to the top)."""
     if not cassette_dir.is_dir():
         raise click.UsageError(f"no cassette directory at {cassette_dir} (use --dir)")
-    top = Path(_git(["rev-parse", "--show-toplevel"], cassette_dir).decode().strip())
+    top = Path(run_git(["rev-parse", "--show-toplevel"], cassette_dir).decode().strip())
     where = os.path.relpath(cassette_dir.resolve(), top.resolve())
-    fields = _git(["diff", "--name-status", "-z", "--no-renames", rev, "--", where], top).split(
+    fields = run_git(["diff", "--name-status", "-z", "--no-renames", rev, "--", where], top).split(
         b"\0"
     )
     found = [(fields[i].decode(), fields[i + 1].decode()) for i in range(0, len(fields) - 1, 2)]
     found += [
         ("A", name.decode())
-        for name in _git(
+        for name in run_git(
             ["ls-files", "-z", "--others", "--exclude-standard", "--", where], top
         ).split(b"\0")
         if name
@@ -187,7 +188,7 @@ def _one_file(rev: str, top: Path, status: str, name: str) -> dict[str, Any]:
     }
     old = (
         _recording_or_why(
-            lambda: formats.loads(_git(["show", f"{rev}:{name}"], top), f"{rev}:{name}")
+            lambda: formats.loads(run_git(["show", f"{rev}:{name}"], top), f"{rev}:{name}")
         )
         if status != "A"
         else None

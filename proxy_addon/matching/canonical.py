@@ -7,10 +7,11 @@ shapes inside strings are replaced as ``redact.scrub`` replaces them in a casset
 matches the live request it was made from; an RE2 scan of each part (``Secrets.might_hold``)
 keeps that free for a request with no secret in it. Then the strings of the JSON body and the
 query values pass through the ``cassette_normalize`` normaliser (``normalize.py``) when there is
-one. The path is
-never normalised: it is the endpoint, which names the files and groups the recordings, and ids
-in it come from earlier recorded answers, which a replay gives back as they were. Nothing here
-touches mitmproxy or the disk.
+one; where it changed something, the form before it is kept beside (``CanonicalRequest.exact``),
+so a recording of the very request can answer first. The path is never normalised: it is the
+endpoint, which names the files and groups the recordings, and ids in it come from earlier
+recorded answers, which a replay gives back as they were. Nothing here touches mitmproxy or the
+disk.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -46,9 +47,24 @@ class CanonicalRequest:
     path: str
     query: tuple[tuple[str, str], ...] = ()
     body: Any = None
+    # The same request before the ``cassette_normalize`` normaliser, when that changed something
+    # in it (None: the two are one, and so are their keys). Exact beats normalised: a recording
+    # of this very request answers before one that matches only once both are normalised.
+    exact: CanonicalRequest | None = field(default=None, compare=False, repr=False)
 
     def key(self) -> str:
         return self._key
+
+    def original(self) -> CanonicalRequest:
+        """The request before the normaliser."""
+        return self if self.exact is None else self.exact
+
+    def exact_key(self) -> str:
+        """The key before the normaliser (``key()`` itself when there is none)."""
+        return self.original().key()
+
+    def exact_any_host_key(self) -> str:
+        return self.original().any_host_key()
 
     @cached_property
     def _key(self) -> str:  # computed once per request, however often it is looked up
@@ -62,7 +78,7 @@ class CanonicalRequest:
         return hashlib.sha256(payload).hexdigest()
 
     def without_host(self) -> CanonicalRequest:
-        return replace(self, host="")
+        return replace(self, host="", exact=self.exact and self.exact.without_host())
 
     def any_host_key(self) -> str:
         """The key of this request as a host-agnostic recording (llama-stack's) is stored."""
@@ -158,7 +174,7 @@ _FLOAT_HINT = re.compile(rb"\d[.eE]")
 _EXACT_INT = 2**63  # orjson writes integers up to 64 bits
 
 
-def _integral_as_int(value: Any) -> Any:
+def _integral_as_int(value: Any, _key: str | None = None) -> Any:
     if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INT:
         return int(value)
     return value
@@ -172,16 +188,18 @@ def integral_floats_as_ints(value: Any) -> Any:
     return map_leaves(value, _integral_as_int)
 
 
-def _json_body(value: Any, rules: Rules, floats: bool, secrets: Secrets, scan: bool) -> Any:
+def _json_body(
+    value: Any, rules: Rules, floats: bool, secrets: Secrets, scan: bool
+) -> tuple[Any, Any]:
+    """A JSON body's comparable form before the normaliser, and after it (the same object when
+    there is none or it changed nothing)."""
     if floats:
         value = integral_floats_as_ints(value)
     if scan or secrets.paths:  # a secret field, value or shape may be in it
         value = redact.json_for_matching(value, secrets)
     for path in rules.ignore:
         value = drop_path(value, path)
-    if rules.normalize is not None:
-        value = rules.normalize.value(value)
-    return value
+    return value, value if rules.normalize is None else rules.normalize.value(value)
 
 
 def _compared_pairs(pairs: list[tuple[str, str]], secrets: Secrets) -> list[tuple[str, str]]:
@@ -211,16 +229,24 @@ def _digest(raw: bytes) -> dict[str, str]:
     return {"$sha256": hashlib.sha256(raw).hexdigest()}
 
 
-def _raw_body(content_type: str | None, raw: bytes, rules: Rules, secrets: Secrets) -> Any:
-    """The comparable form of a body given as bytes (a live request): one scan of them says
-    whether a secret key, known value or shape needs the walk."""
+def _same(value: Any) -> tuple[Any, Any]:
+    """A comparable form the normaliser does not apply to (forms, uploads, bytes)."""
+    return value, value
+
+
+def _raw_body(
+    content_type: str | None, raw: bytes, rules: Rules, secrets: Secrets
+) -> tuple[Any, Any]:
+    """The comparable form of a body given as bytes (a live request), before and after the
+    normaliser: one scan of the bytes says whether a secret key, known value or shape needs
+    the walk."""
     if content_type and content_type.lower().startswith("multipart/form-data"):
         parts = multipart.fields(content_type, raw)
         if parts is not None:
-            return _multipart(parts, secrets)
+            return _same(_multipart(parts, secrets))
     if _is_form(content_type):
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
-        return {"$form": sorted(_compared_pairs(pairs, secrets))}
+        return _same({"$form": sorted(_compared_pairs(pairs, secrets))})
     scan = secrets.might_hold(raw)
     if raw.lstrip()[:1] in (b"{", b"["):
         try:
@@ -233,23 +259,23 @@ def _raw_body(content_type: str | None, raw: bytes, rules: Rules, secrets: Secre
         text = text_of(raw, content_type)
         if text is not None:
             raw = secrets.replace(text)[0].encode()
-    return _digest(raw)
+    return _same(_digest(raw))
 
 
-def _parsed_json(value: Any, rules: Rules, secrets: Secrets) -> Any:
+def _parsed_json(value: Any, rules: Rules, secrets: Secrets) -> tuple[Any, Any]:
     """The comparable form of a body already parsed from JSON (a stored request, a WebSocket
-    message). It is written out once to be looked through for floats and secrets: one scan
-    instead of a walk where there is neither."""
+    message), before and after the normaliser. It is written out once to be looked through for
+    floats and secrets: one scan instead of a walk where there is neither."""
     try:
         raw = orjson.dumps(value)
     except (orjson.JSONEncodeError, RecursionError):  # nested deeper than orjson writes
-        return _digest(repr(value).encode())
+        return _same(_digest(repr(value).encode()))
     try:
         return _json_body(
             value, rules, _FLOAT_HINT.search(raw) is not None, secrets, secrets.might_hold(raw)
         )
     except RecursionError:
-        return _digest(raw)
+        return _same(_digest(raw))
 
 
 def comparable_body(
@@ -262,25 +288,44 @@ def comparable_body(
     recording stores it (parsed JSON, multipart fields, text or bytes); a WebSocket client's
     message is compared by the same function. ``secrets``: the rules knowing the request's own
     key (``rules.secrets`` when not given)."""
+    return _comparable(body, content_type, rules, secrets)[1]
+
+
+def _comparable(
+    body: bytes | Body | None,
+    content_type: str | None,
+    rules: Rules,
+    secrets: Secrets | None = None,
+) -> tuple[Any, Any]:
+    """The comparable form of a body before and after the normaliser, which applies to JSON
+    data only (forms, uploads and other bodies are compared as they are)."""
     secrets = rules.secrets if secrets is None else secrets
     if body is None:
-        return None
+        return _same(None)
     if isinstance(body, Body):
         if body.kind == "json":
             return _parsed_json(body.value, rules, secrets)
         if body.kind == "multipart":
-            return _multipart(body.value, secrets)
+            return _same(_multipart(body.value, secrets))
         body = body.to_bytes()
-    return _raw_body(content_type, body, rules, secrets) if body else None
+    return _raw_body(content_type, body, rules, secrets) if body else _same(None)
 
 
-def _query(query: str, rules: Rules, secrets: Secrets) -> tuple[tuple[str, str], ...]:
+def _query(query: str, secrets: Secrets) -> tuple[tuple[str, str], ...]:
     if not query:
         return ()
-    pairs = _compared_pairs(parse_qsl(query, keep_blank_values=True), secrets)
-    if rules.normalize is not None:
-        pairs = [(k, rules.normalize.text(v)) for k, v in pairs]
-    return tuple(sorted(pairs))
+    return tuple(sorted(_compared_pairs(parse_qsl(query, keep_blank_values=True), secrets)))
+
+
+def _normalised_query(
+    query: tuple[tuple[str, str], ...], normalize: Normalizer
+) -> tuple[tuple[str, str], ...]:
+    """Each value normalised, seen with its parameter's name; ``query`` itself when nothing
+    changed."""
+    values = [normalize.text(v, k) for k, v in query]
+    if all(new is old for new, (_, old) in zip(values, query)):
+        return query
+    return tuple(sorted(zip((k for k, _ in query), values)))
 
 
 def _path(path: str, secrets: Secrets) -> str:
@@ -315,13 +360,14 @@ def canonicalize_with_secrets(
     own = exchange.own_secrets(request.secret_headers, request.query, secrets)
     if own:
         secrets = secrets.with_values(own)
-    canon = CanonicalRequest(
-        method=request.method.upper(),
-        host=""
-        if request.any_host
-        else comparable_host(request.scheme, request.host, request.port),
-        path=_path(request.path, secrets),
-        query=_query(request.query, rules, secrets),
-        body=comparable_body(request.body, request.content_type, rules, secrets),
-    )
-    return canon, secrets
+    method = request.method.upper()
+    host = "" if request.any_host else comparable_host(request.scheme, request.host, request.port)
+    path = _path(request.path, secrets)
+    query = _query(request.query, secrets)
+    body, normal_body = _comparable(request.body, request.content_type, rules, secrets)
+    normalize = rules.normalize
+    normal_query = _normalised_query(query, normalize) if normalize and query else query
+    if normal_query is query and normal_body is body:  # nothing volatile: one request, one key
+        return CanonicalRequest(method, host, path, query, body), secrets
+    exact = CanonicalRequest(method, host, path, query, body)
+    return CanonicalRequest(method, host, path, normal_query, normal_body, exact), secrets

@@ -107,14 +107,15 @@ def format_path(segments: Sequence[str | int]) -> str:
     return out
 
 
-def map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
-    """``value`` (parsed JSON) with ``leaf`` applied to every value that is not an object or a
-    list, at any depth; object keys are left as they are. Unchanged parts are shared, not
-    copied, so a body nothing applies to costs one walk and no allocation."""
+def map_leaves(value: Any, leaf: Callable[[Any, str | None], Any], key: str | None = None) -> Any:
+    """``value`` (parsed JSON) with ``leaf(item, key)`` applied to every value that is not an
+    object or a list, at any depth, ``key`` being the object key that holds it (a list's items
+    share their list's key; None at the top); object keys are left as they are. Unchanged parts
+    are shared, not copied, so a body nothing applies to costs one walk and no allocation."""
     if isinstance(value, dict):
         changed: dict[str, Any] | None = None
         for k, v in value.items():
-            new = map_leaves(v, leaf)
+            new = map_leaves(v, leaf, k)
             if new is not v:
                 changed = changed if changed is not None else dict(value)
                 changed[k] = new
@@ -122,9 +123,9 @@ def map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
     if isinstance(value, list):
         items: list[Any] | None = None
         for i, v in enumerate(value):
-            new = map_leaves(v, leaf)
+            new = map_leaves(v, leaf, key)
             if new is not v:
                 items = items if items is not None else list(value)
                 items[i] = new
         return items if items is not None else value
-    return leaf(value)
+    return leaf(value, key)

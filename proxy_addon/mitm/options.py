@@ -108,8 +108,10 @@ class Options:
             Sequence[str],
             [],
             "Volatile values in request strings replaced for matching only: "
-            "presets dates, times, uuids, hex-ids (comma-separated), or a rule "
-            "PATTERN=REPLACEMENT (a regex; one rule per value).",
+            "presets dates, times, uuids, hex-ids (comma-separated; their forms are "
+            "in the README), or a rule PATTERN=REPLACEMENT (a regex; one rule per "
+            "value). A recording of the very request still answers first; answers "
+            "that matched only after normalising are counted in the summary.",
         )
         loader.add_option(
             "cassette_max_age",

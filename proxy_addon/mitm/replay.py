@@ -20,7 +20,7 @@ from proxy_addon.mitm.websocket import answer_websocket
 from proxy_addon.model import RecordedResponse
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.runner import control
-from proxy_addon.serving import misses
+from proxy_addon.serving import misses, normalised
 from proxy_addon.serving.pacer import Pacer
 from proxy_addon.serving.websocket_server import WebSocketServer
 from proxy_addon.serving.wire import wire
@@ -157,6 +157,11 @@ class ReplayHooks:
                 return
             st.action = "hit"
             state.counters.add("hits")
+            if hit.normalised:
+                item = normalised.note(canon, hit.entry, hit.passed_over, store.index)
+                state.counters.add("normalised")
+                state.counters.note("normalised_hits", item)
+                log.info(normalised.log_line(item))
             if hit.other_host is not None:
                 state.counters.note(
                     "other_host",

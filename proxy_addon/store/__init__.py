@@ -29,6 +29,9 @@ class Hit:
     response: RecordedResponse
     index: int  # which of the recorded responses (0-based)
     other_host: str | None = None  # answered from a recording made for this other host
+    normalised: bool = False  # it matched only once both sides were normalised
+    # recordings that normalise alike, passed over for this one's nearer original
+    passed_over: tuple[Entry, ...] = ()
 
 
 class CassetteStore:
@@ -100,7 +103,12 @@ class CassetteStore:
         if self._ambiguous:
             self.chooser.remember(entry, ctx, entries + [e for f in variants for e in f.entries])
         return Hit(
-            entry, responses[index], index, entry.origin if found.other_host is not None else None
+            entry,
+            responses[index],
+            index,
+            entry.origin if found.other_host is not None else None,
+            found.normalised,
+            found.passed_over,
         )
 
     def _model_list(self, found: Found) -> Hit:

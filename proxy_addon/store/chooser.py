@@ -110,7 +110,9 @@ class Chooser:
             body = copy.deepcopy(canon.body)
             for (index, _), answer in zip(slots, combination, strict=True):
                 write_answer(body, index, answer)
-            found = self.index.find(dataclasses.replace(canon, body=body), test_dir)
+            # (the original before any normaliser is unknown for a body made up here)
+            variant = dataclasses.replace(canon, body=body, exact=None)
+            found = self.index.find(variant, test_dir)
             if found is not None:
                 fits.append(found)
         return fits

@@ -15,14 +15,14 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
 
 from proxy_addon import formats
 from proxy_addon.formats import cassette
-from proxy_addon.matching import difference, hosts
+from proxy_addon.matching import difference, hosts, volatile
 from proxy_addon.matching.canonical import (
     DEFAULT_RULES,
     CanonicalRequest,
@@ -52,6 +52,9 @@ class Entry:
 
     file: str
     key: str
+    # the key before the cassette_normalize normaliser: the same string as ``key`` when there is
+    # none, or when it changed nothing in this request (exact beats normalised, ``Index.find``)
+    exact_key: str
     method: str
     endpoint: str  # the URL's path
     test_dir: str | None  # the test's own cassette it belongs to; None: shared
@@ -92,9 +95,12 @@ def make_entry(
     model = model_of(request)
     test_dir = per_test_dir_of(root, file)
     origin = canon.host or origin_of(request)  # the key leaves an any-host recording's out
+    key = canon.key()
+    exact_key = canon.exact_key()
     return Entry(
         file,
-        canon.key(),
+        key,
+        key if exact_key == key else exact_key,
         intern(canon.method),
         intern(canon.path),
         intern(test_dir) if test_dir else None,
@@ -121,6 +127,9 @@ class Found:
     counter: str  # the key its calls are counted under (the N-th call, the N-th response)
     entries: list[Entry]
     other_host: str | None = None  # they were recorded for another host than the request's
+    normalised: bool = False  # they match only once both sides are normalised
+    # recordings that normalise alike but whose originals are further from the request's
+    passed_over: tuple[Entry, ...] = ()
 
 
 class Index:
@@ -233,7 +242,8 @@ class Index:
         """The recordings for a request: exact matches first, then host-agnostic ones; within
         those, the test's own cassette first, then the shared ones (other tests' cassettes
         never answer). Among host-agnostic ones, only those closest to the request's host:
-        recorded for that host, else for the same provider family, else any (``hosts``)."""
+        recorded for that host, else for the same provider family, else any (``hosts``).
+        With a normaliser, exact beats normalised (``_by_original``)."""
         for key in self._keys(canon):
             entries = self.entries.get(key)
             if not entries:
@@ -247,15 +257,20 @@ class Index:
             if not group:
                 continue
             if key == canon.key():
-                return Found(counter, group)
-            closeness = [hosts.closeness(canon.host, e.origin, canon.path) for e in group]
-            best = max(closeness)
-            closest = [e for e, c in zip(group, closeness) if c == best]
-            return Found(
-                f"{counter}|{canon.host}",
-                closest,
-                other_host=None if best == 2 else closest[0].origin,
-            )
+                found = Found(counter, group)
+            else:
+                closeness = [hosts.closeness(canon.host, e.origin, canon.path) for e in group]
+                best = max(closeness)
+                closest = [e for e, c in zip(group, closeness) if c == best]
+                found = Found(
+                    f"{counter}|{canon.host}",
+                    closest,
+                    other_host=None if best == 2 else closest[0].origin,
+                )
+            if self.rules.normalize is None:  # one key per request: nothing more to compare
+                return found
+            exact = canon.exact_key() if key == canon.key() else canon.exact_any_host_key()
+            return self._by_original(found, exact, canon)
         return None
 
     @staticmethod
@@ -263,6 +278,49 @@ class Index:
         """The exact key, then (only when that found nothing) the host-agnostic one."""
         yield canon.key()
         yield canon.any_host_key()
+
+    def _by_original(self, found: Found, exact: str, canon: CanonicalRequest) -> Found:
+        """Exact beats normalised. Recordings of this very request (``exact``, the key before
+        the normaliser) answer before those that match only once both are normalised; where
+        only those match and their originals differ, the nearest original answers (the others
+        are named, for the log). A choice among originals counts its calls apart."""
+        originals = {e.exact_key for e in found.entries}
+        if len(originals) == 1:
+            found.normalised = exact not in originals
+            return found
+        if exact in originals:
+            same = [e for e in found.entries if e.exact_key == exact]
+            return Found(f"{found.counter}|{exact}", same, found.other_host)
+        chosen = self._nearest_original(found.entries, canon)
+        return Found(
+            f"{found.counter}|{chosen}",
+            [e for e in found.entries if e.exact_key == chosen],
+            found.other_host,
+            normalised=True,
+            passed_over=tuple(e for e in found.entries if e.exact_key != chosen),
+        )
+
+    def _nearest_original(self, entries: list[Entry], canon: CanonicalRequest) -> str:
+        """The original (``exact_key``) whose values the normaliser hid are fewest and closest
+        to the request's (``volatile.distance``); the first read among equals. Their requests
+        are read again from their files: only such a choice pays for it."""
+        normalizer = self.rules.normalize
+        assert normalizer is not None
+        before = replace(self.rules, normalize=None)
+        asked = canon.original()
+        first_of: dict[str, Entry] = {}
+        for e in entries:
+            first_of.setdefault(e.exact_key, e)
+        best: tuple[tuple[int, float], str] | None = None
+        for entry in first_of.values():
+            try:
+                recorded = self.canonical(entry.request, before)
+            except CassetteError:  # unreadable now: never the nearest
+                continue
+            far = volatile.distance(volatile.hidden(asked, recorded, normalizer))
+            if best is None or far < best[0]:
+                best = (far, entry.exact_key)
+        return best[1] if best is not None else entries[0].exact_key
 
     def nearest(self, canon: CanonicalRequest) -> tuple[Entry, list[str]] | None:
         """The recording of the same endpoint that differs least from ``canon``, among at most
