@@ -159,7 +159,10 @@ def test_memory_stays_bounded_recording_a_50_mb_stream(tmp_path, http_upstream, 
     proxy = proxies(tmp_path / "c", "record")
     before = proxy.peak_rss_mb()
     received = read_big_stream(proxy.url, http_upstream.base_url)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    while not list(iter_cassette_files(tmp_path / "c")):  # written: the scrub's peak is past
+        assert time.monotonic() < deadline, "the cassette was never written"
+        time.sleep(0.05)
     growth = proxy.peak_rss_mb() - before
     proxy.stop()
     assert received > 50 * 1024 * 1024

@@ -28,7 +28,7 @@ from proxy_addon.model import (
     WebSocketConversation,
     WebSocketMessage,
 )
-from proxy_addon.redaction import redact
+from proxy_addon.redaction import redact, spelled
 from proxy_addon.redaction.secret_rules import REDACTED, Secrets
 from proxy_addon.redaction.shapes import SHAPES
 from proxy_addon.runner.control import CurrentTest
@@ -405,3 +405,24 @@ def test_names_the_proxy_makes_hold_no_secret_and_stay_the_same_across_runs():
     canon = key_of("POST", "https://h/v1/x", "application/json", b'{"model": "m"}')
     path = layout_path(Path("/tmp/c"), canon, "https://h/v1/x", f"ft:{key}")
     assert key not in str(path) and "redacted" in path.name
+
+
+def test_a_long_answer_is_read_in_windows_and_a_key_across_a_windows_edge_is_found(monkeypatch):
+    """An answer longer than the window it is read in (made 4,096 characters here, with an
+    overlap of 512), in pieces of 97, with keys placed across the edges of the windows and of
+    the overlaps."""
+    window, overlap = 4096, 512
+    monkeypatch.setattr(spelled, "_WINDOW", window)
+    monkeypatch.setattr(spelled, "_OVERLAP", overlap)
+    key = "sk-test-window-5014-" + "abcdefghij" * 3
+    at = [100, window - overlap - 10, window - 15, 2 * window - overlap - 3, 3 * window + 7]
+    text = "lorem ipsum dolor " * 900
+    for n in reversed(at):
+        text = text[:n] + f" {key} " + text[n:]
+    events = [
+        Event(data={"choices": [{"delta": {"content": text[i : i + 97]}}]})
+        for i in range(0, len(text), 97)
+    ]
+    raw, findings = stored(stream_of(events))
+    assert key.encode() not in raw and len(findings) == len(at)
+    assert max(joined(orjson.loads(raw)), key=len) == text.replace(key, REDACTED)

@@ -6,7 +6,7 @@ bytes and left alone), every stream event (data, comments, id, name), the cut re
 llama-stack metadata, the test id. Two passes, the three layers of ``secret_rules``:
 
 1. by name: secret headers, fields and parameters are replaced by ``REDACTED`` (in JSON that is
-   itself a string too, ``spelled.embedded_secrets``), and the strings they held become known
+   itself a string too, ``embedded``), and the strings they held become known
    secrets;
 2. by value and by shape: known secrets (in any of their forms) and well-known key formats are
    replaced inside every string, JSON keys included, and in the text a stream's events (or a
@@ -41,7 +41,7 @@ from proxy_addon.model import (
     WebSocketConversation,
     WebSocketMessage,
 )
-from proxy_addon.redaction import spelled
+from proxy_addon.redaction import embedded, spelled
 from proxy_addon.redaction.secret_rules import (
     REDACTED,
     Secrets,
@@ -106,11 +106,11 @@ class _Pass:
     def embedded(self, text: str) -> str:
         """A string holding a JSON object or array: the strings under secret names in it
         replaced, the string otherwise as it was (its spacing and order kept)."""
-        named = spelled.embedded_secrets(text, self.secrets)
+        named = embedded.embedded_secrets(text, self.secrets)
         for key, value in named:
             self.removed.extend(credential_values(value))
             self._found("name", f"field {key}, in JSON inside the string")
-        return spelled.replace_tokens(text, [v for _, v in named]) if named else text
+        return embedded.replace_tokens(text, [v for _, v in named]) if named else text
 
     def across(self, found: tuple[list[T], list[spelled.Hit]], noun: str) -> list[T]:
         """Events or messages from ``spelled``, and a finding for each secret they spelled."""

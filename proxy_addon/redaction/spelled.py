@@ -1,146 +1,131 @@
-"""Secrets no single string holds: the ones a stream spells across its events, and the ones
-inside JSON that is itself a string.
+"""Secrets no single event holds: the ones a stream spells across its events.
 
 A stream's answer comes in deltas (``bodies/pieces.py``), so a key the model repeats, or a tool
 call's ``{"api_key": ...}``, may be cut into pieces a few characters long, one per event: no
 event holds it, the text they join to does. ``across`` joins each answer's pieces, finds what
 ``secret_rules`` would replace in the joined text (and, when that text is JSON, the strings
-under secret names), and replaces it in every piece that carries a part of it: the first piece
-of a secret gets ``<redacted>``, the others lose their part of it. Events keep their number,
-their types and their other fields, so a replay stays well-formed for the SDKs.
+under secret names: ``embedded``), and replaces it in every piece that carries a part of it:
+the first piece of a secret gets ``<redacted>``, the others lose their part of it. Events keep
+their number, their types and their other fields, so a replay stays well-formed for the SDKs.
 
-A string that holds JSON (a tool call's ``arguments``, a tool's result, a WebSocket message's
-text field) hides its names from a walk of the document it sits in; ``embedded_secrets`` finds
-the strings under secret names in it, and ``replace_tokens`` rewrites the string with those
-JSON strings replaced, keeping its spacing and order.
+A long answer is read a window at a time (``_WINDOW`` characters, the last ``_OVERLAP`` of each
+read again with the next), so memory stays bounded by the window, not by the answer; pieces are
+remembered by where they are, and read again from their event only where a secret is cut out.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from itertools import accumulate
+from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from proxy_addon.bodies.pieces import pieces
 from proxy_addon.bodies.sse import Event, Unparsed, parse_data
 from proxy_addon.model import Body, WebSocketMessage
+from proxy_addon.redaction.embedded import embedded_secrets, token_spans
 from proxy_addon.redaction.secret_rules import REDACTED, Secrets
 
-_STRING_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?', re.DOTALL)
+_WINDOW = 1 << 20  # characters of an answer scanned at once
+_OVERLAP = 1 << 16  # read again with the next window: no key is longer
+_JSON_WHOLE = 8 << 20  # JSON spelled across events is read whole for names up to this length
 
+Path = tuple[str | int, ...]
+Span = tuple[int, int, str, str]  # start, end, layer, what
 # (JSON path of its first piece, first and last event or message, layer, what)
-Hit = tuple[tuple[str | int, ...], int, int, str, str]
+Hit = tuple[Path, int, int, str, str]
 MESSAGE_FIELDS = {"json": "data", "text": "text"}  # a WebSocket message's payload, in the file
 
 
-def embedded_secrets(text: str, secrets: Secrets) -> list[tuple[str, str]]:
-    """(name, string) for each string under a secret name in ``text`` when it is a JSON object
-    or array (at any depth, and in JSON strings inside it): empty for any other text."""
-    if text.lstrip()[:1] not in ("{", "[") or not secrets.might_hold(text):
-        return []
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return []
-    found: list[tuple[str, str]] = []
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for k, v in item.items():
-                if secrets.is_secret_field(k, v, None):
-                    if v and v != REDACTED:
-                        found.append((k, v))
-                else:
-                    stack.append(v)
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str) and item.lstrip()[:1] in ("{", "["):
-            found += embedded_secrets(item, secrets)
-    return found
-
-
-def _token_spans(text: str, values: Sequence[str]) -> list[tuple[int, int, str]]:
-    """(start, end, value) where a JSON string (not a key) of ``text`` decodes to one of
-    ``values``, inside its quotes."""
-    wanted = set(values)
-    out = []
-    for m in _STRING_TOKEN.finditer(text):
-        if m.group(1) is not None:  # a key
-            continue
-        try:
-            decoded = orjson.loads(m.group(0))
-        except orjson.JSONDecodeError:
-            continue
-        if decoded in wanted:
-            out.append((m.start() + 1, m.end() - 1, decoded))
-    return out
-
-
-def replace_tokens(text: str, values: Sequence[str]) -> str:
-    """``text`` (JSON) with every JSON string that is one of ``values`` replaced, in JSON
-    strings inside it too (that string then written anew)."""
-    wanted = set(values)
-
-    def token(m: re.Match[str]) -> str:
-        if m.group(1) is not None:  # a key
-            return m.group(0)
-        try:
-            decoded = orjson.loads(m.group(0))
-        except orjson.JSONDecodeError:
-            return m.group(0)
-        if decoded in wanted:
-            return f'"{REDACTED}"'
-        if isinstance(decoded, str) and decoded.lstrip()[:1] in ("{", "["):
-            inner = replace_tokens(decoded, values)
-            return orjson.dumps(inner).decode() if inner != decoded else m.group(0)
-        return m.group(0)
-
-    return _STRING_TOKEN.sub(token, text)
-
-
-def find(text: str, secrets: Secrets) -> list[tuple[int, int, str, str]]:
-    """Where ``text`` holds a secret, as ``Secrets.spans`` says (start, end, layer, what):
-    known values, shapes, and, when it is JSON, the strings under secret names."""
-    named = dict((v, k) for k, v in embedded_secrets(text, secrets))
-    found = [(s, e, "name", f"field {named[v]}") for s, e, v in _token_spans(text, list(named))]
+def find(text: str, secrets: Secrets, names: bool = True) -> list[Span]:
+    """Where ``text`` holds a secret, in order, overlaps merged: known values and shapes
+    (``Secrets.spans``), and with ``names``, when it is JSON, the strings under secret names."""
+    named = {v: k for k, v in embedded_secrets(text, secrets)} if names else {}
+    found = [(s, e, "name", f"field {named[v]}") for s, e, v in token_spans(text, list(named))]
     known = secrets.with_values(named)
     if known.might_hold(text):
         found += known.spans(text)
-    merged: list[tuple[int, int, str, str]] = []
-    for start, end, layer, what in sorted(found):
-        if merged and start < merged[-1][1]:
-            last = merged[-1]
-            merged[-1] = (last[0], max(last[1], end), last[2], last[3])
+    return _merged(found)
+
+
+def _merged(spans: list[Span]) -> list[Span]:
+    out: list[Span] = []
+    for start, end, layer, what in sorted(spans):
+        if out and start < out[-1][1]:
+            last = out[-1]
+            out[-1] = (last[0], max(last[1], end), last[2], last[3])
         else:
-            merged.append((start, end, layer, what))
-    return merged
-
-
-def _cut(joined: str, starts: list[int], spans: list[tuple[int, int, str, str]]) -> list[str]:
-    """Each piece of ``joined`` (piece k is ``joined[starts[k]:starts[k + 1]]``) with its part
-    of every span removed, and ``REDACTED`` where a span starts."""
-    out = []
-    for at, end in zip(starts, starts[1:]):
-        new, pos = [], at
-        for start, stop, _, _ in spans:
-            if stop <= at or start >= end:
-                continue
-            new.append(joined[pos : max(start, at)])
-            if start >= at:
-                new.append(REDACTED)
-            pos = min(stop, end)
-        new.append(joined[pos:end])
-        out.append("".join(new))
+            out.append((start, end, layer, what))
     return out
 
 
-def _with(value: Any, path: tuple[str | int, ...], new: str) -> Any:
+@dataclass(slots=True)
+class _Channel:
+    """One answer's pieces as they come: where each is (its payload, its path there, its start
+    in the joined text; compact, a long stream has many), the text not yet scanned, and the
+    secrets found so far."""
+
+    payloads: array[int] = field(default_factory=lambda: array("q"))
+    paths: list[Path] = field(default_factory=list)
+    starts: array[int] = field(default_factory=lambda: array("q"))
+    window: list[str] = field(default_factory=list)
+    window_at: int = 0  # where the window starts in the joined text
+    window_size: int = 0
+    size: int = 0
+    json: bool | None = None  # JSON, read whole for names (None: not known yet)
+    spans: list[Span] = field(default_factory=list)
+
+    def add(self, i: int, path: Path, text: str, secrets: Secrets) -> None:
+        self.payloads.append(i)
+        self.paths.append(path)
+        self.starts.append(self.size)
+        self.window.append(text)
+        self.size += len(text)
+        self.window_size += len(text)
+        if self.json is None and text.strip():
+            self.json = text.lstrip()[:1] in ("{", "[")
+        whole = self.json and self.window_size < _JSON_WHOLE
+        if self.window_size >= _WINDOW and not whole:
+            self.scan(secrets, last=False)
+
+    def scan(self, secrets: Secrets, last: bool) -> None:
+        """Scan the window; keep the spans that start before its overlap (all, at the end),
+        and carry the overlap on as the next window."""
+        text = "".join(self.window)
+        read_whole = self.json is True and self.window_at == 0 and last
+        if not last:
+            self.json = False  # the text is read in windows: names only whole
+        keep = len(text) if last else len(text) - _OVERLAP
+        at = self.window_at
+        found = find(text, secrets, read_whole)
+        self.spans += [(s + at, e + at, layer, what) for s, e, layer, what in found if s < keep]
+        self.window, self.window_at, self.window_size = [text[keep:]], at + keep, len(text) - keep
+
+
+def _cut(text: str, at: int, spans: list[Span]) -> str:
+    """A piece that starts at ``at`` in the joined text, with its part of every span removed
+    and ``REDACTED`` where a span starts."""
+    end, out, pos = at + len(text), [], at
+    for start, stop, _, _ in spans:
+        if stop <= at or start >= end:
+            continue
+        out.append(text[pos - at : max(start, at) - at])
+        if start >= at:
+            out.append(REDACTED)
+        pos = min(stop, end)
+    out.append(text[pos - at :])
+    return "".join(out)
+
+
+def _at(value: Any, path: Path) -> Any:
+    for key in path:
+        value = value[key]
+    return value
+
+
+def _with(value: Any, path: Path, new: str) -> Any:
     """``value`` with the string at ``path`` replaced; the parts on the way copied."""
     if not path:
         return new
@@ -192,40 +177,36 @@ def in_messages(
     ]
 
 
-def across(
-    payloads: Sequence[Any], secrets: Secrets
-) -> tuple[dict[int, Any], list[tuple[tuple[str | int, ...], int, int, str, str]]]:
+def across(payloads: Sequence[Any], secrets: Secrets) -> tuple[dict[int, Any], list[Hit]]:
     """The payloads (of a stream's events, or a conversation's server messages) whose pieces
     carry a secret spelled across several of them, by position, rewritten; and each secret
     found (its first piece's path in its payload, the first and last payload). Payloads are
     parsed JSON, strings, or ``Unparsed`` text."""
-    # per channel: where each piece is (payload, path), and the pieces' text
-    channels: dict[tuple[Any, ...], tuple[list[tuple[int, tuple[str | int, ...]]], list[str]]]
-    channels = {}
+    channels: dict[tuple[Any, ...], _Channel] = {}
+    paths: dict[Path, Path] = {}  # one tuple per distinct path
     for i, payload in enumerate(payloads):
         data = parse_data(payload) if isinstance(payload, Unparsed) else payload
         for channel, path, text in pieces(data):
             if text:
-                where, texts = channels.setdefault(channel, ([], []))
-                where.append((i, path))
-                texts.append(text)
+                spelt = channels.get(channel) or channels.setdefault(channel, _Channel())
+                spelt.add(i, paths.setdefault(path, path), text, secrets)
     changed: dict[int, Any] = {}
-    hits: list[tuple[tuple[str | int, ...], int, int, str, str]] = []
-    for where, texts in channels.values():
-        if len(texts) < 2:  # one string: scanned as it is
+    hits: list[Hit] = []
+    for spelt in channels.values():
+        if len(spelt.paths) < 2:  # one string: scanned as it is
             continue
-        starts = list(accumulate(map(len, texts), initial=0))
-        joined = "".join(texts)
-        texts.clear()  # a long answer is held once, joined
-        spans = find(joined, secrets)
+        spelt.scan(secrets, last=True)
+        spans = _merged(spelt.spans)
         if not spans:
             continue
+        starts, events = spelt.starts, spelt.payloads
         for start, stop, layer, what in spans:
             first, last = bisect_right(starts, start) - 1, bisect_left(starts, stop) - 1
-            hits.append((where[first][1], where[first][0], where[last][0], layer, what))
-        for k, ((i, path), new) in enumerate(zip(where, _cut(joined, starts, spans))):
-            if new != joined[starts[k] : starts[k + 1]]:
+            hits.append((spelt.paths[first], events[first], events[last], layer, what))
+        ends = [*starts[1:], spelt.size]
+        for i, path, at, end in zip(events, spelt.paths, starts, ends):
+            if any(start < end and stop > at for start, stop, _, _ in spans):
                 base = changed.get(i, payloads[i])
                 base = parse_data(base) if isinstance(base, Unparsed) else base
-                changed[i] = _with(base, path, new)
+                changed[i] = _with(base, path, _cut(_at(base, path), at, spans))
     return changed, hits
