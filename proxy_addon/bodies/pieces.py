@@ -22,9 +22,12 @@ _ANTHROPIC_FIELDS = ("text", "thinking", "partial_json")
 _OLLAMA_FIELDS = ("content", "thinking")
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _id(value: Any) -> Any:
     """A payload's own id for a channel (an index, an item id), usable as a dict key."""
-    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+    return value if type(value) in _PLAIN else repr(value)
 
 
 def pieces(payload: Any) -> list[Piece]:
@@ -38,9 +41,10 @@ def pieces(payload: Any) -> list[Piece]:
         return _anthropic(payload)
     if isinstance(kind, str) and kind.endswith(".delta"):
         return _typed_delta(payload, kind)
+    choices = payload.get("choices")
+    if type(choices) is list:  # OpenAI: nothing else in the payload is spelled
+        return _chat(choices)
     out: list[Piece] = []
-    if isinstance(payload.get("choices"), list):
-        out += _chat(payload["choices"])
     if isinstance(payload.get("candidates"), list):
         out += _gemini(payload["candidates"])
     message = payload.get("message")
@@ -81,28 +85,31 @@ def _anthropic(payload: dict[str, Any]) -> list[Piece]:
 
 def _chat(choices: list[Any]) -> list[Piece]:
     """OpenAI chat (``delta``, ``message``) and legacy completions (``text``), per choice; a
-    tool call's arguments per call."""
+    tool call's arguments per call. (Called for every event of most streams: kept lean.)"""
     out: list[Piece] = []
     for i, choice in enumerate(choices):
-        if not isinstance(choice, dict):
+        if type(choice) is not dict:
             continue
         n = _id(choice.get("index", i))
-        if isinstance(choice.get("text"), str):
-            out.append((("choice", n, "text"), ("choices", i, "text"), choice["text"]))
+        text = choice.get("text")
+        if type(text) is str:
+            out.append((("choice", n, "text"), ("choices", i, "text"), text))
         for part_name in ("delta", "message"):
             part = choice.get(part_name)
-            if not isinstance(part, dict):
+            if type(part) is not dict:
                 continue
-            at = ("choices", i, part_name)
             for name in _CHAT_FIELDS:
-                if isinstance(part.get(name), str):
-                    out.append((("choice", n, name), (*at, name), part[name]))
+                value = part.get(name)
+                if type(value) is str:
+                    out.append((("choice", n, name), ("choices", i, part_name, name), value))
             calls = part.get("tool_calls")
-            for j, call in enumerate(calls if isinstance(calls, list) else []):
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            if type(calls) is not list:
+                continue
+            for j, call in enumerate(calls):
+                function = call.get("function") if type(call) is dict else None
+                if type(function) is dict and type(function.get("arguments")) is str:
                     channel = ("choice", n, "call", _id(call.get("index", j)))
-                    path = (*at, "tool_calls", j, "function", "arguments")
+                    path = ("choices", i, part_name, "tool_calls", j, "function", "arguments")
                     out.append((channel, path, function["arguments"]))
     return out
 
