@@ -79,9 +79,10 @@ def verify_command(
 ) -> None:
     """Check every file parses, fits the format, and holds no secret; exit 1 if not.
 
-    Secrets are found by the rules the proxy records with: secret names at any depth, the
-    values of credential-like environment variables, key shapes. Each is named by file and
-    JSON path; `cassette scrub` replaces them.
+    Secrets are found by the rules the proxy records with: secret names at any depth (in
+    JSON inside strings too), the values of credential-like environment variables, key
+    shapes, in every string and in the text a stream's events spell together. Each is named
+    by file and JSON path; `cassette scrub` replaces them. A file's path is checked too.
 
     \b
     Example (CI or pre-commit): cassette verify --dir cassettes
@@ -112,7 +113,8 @@ def scrub_command(
 ) -> None:
     """Replace every secret in the files on disk, in place, by the rules the proxy records
     with; print each change (file, JSON path, layer). Files are rewritten atomically; a file
-    with nothing to replace is left as it is.
+    with nothing to replace is left as it is. A file whose path holds a secret is named (and
+    the command exits 1): it is not renamed, re-record it.
 
     \b
     Example (clean what was recorded before): cassette scrub --dir cassettes && cassette verify
