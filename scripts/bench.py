@@ -420,7 +420,8 @@ def bench_memory_record(confdir: Path) -> Row:
         p = start_proxy(Path(tmp) / "c", "record", confdir=confdir)
         before = p.peak_rss_mb()
         size = read_big_stream(p.url, upstream.base_url)
-        time.sleep(0.5)
+        while not any(Path(tmp, "c").rglob("*.json")):  # written: the scrub's peak is past
+            time.sleep(0.05)
         after = p.peak_rss_mb()
         p.stop()
     upstream.stop()

@@ -19,8 +19,19 @@ from websockets.asyncio.server import ServerConnection, serve
 MODEL = "gpt-realtime"
 
 
-def answer_for(text: str) -> str:
+# Two user messages it answers with a secret, as a model may: the caller's own key, and JSON
+# holding a secret it made up (a gateway minting a client secret).
+SAY_MY_KEY = "say my key"
+GIVE_A_SECRET = "give me a client secret"
+MINTED_SECRET = "fake-rt-minted-cs-3002"
+
+
+def answer_for(text: str, authorization: str = "") -> str:
     """What the stand-in answers to a user message: the test knows it without the proxy."""
+    if text == SAY_MY_KEY:
+        return f"Your key is {authorization.removeprefix('Bearer ')}, keep it safe."
+    if text == GIVE_A_SECRET:
+        return json.dumps({"client_secret": MINTED_SECRET, "expires_at": 1700000000})
     return f"You said: {text.upper()}"
 
 
@@ -138,7 +149,9 @@ class RealtimeStandIn:
                 await emit({"type": "conversation.item.added", "item": item})
                 await emit({"type": "conversation.item.done", "item": item})
             elif kind == "response.create":
-                await self._respond(emit, items, session)
+                await self._respond(
+                    emit, items, session, ws.request.headers.get("Authorization", "")
+                )
             else:
                 await emit(
                     {
@@ -154,7 +167,7 @@ class RealtimeStandIn:
                 )
 
     async def _respond(
-        self, emit: Any, items: list[dict[str, Any]], session: dict[str, Any]
+        self, emit: Any, items: list[dict[str, Any]], session: dict[str, Any], authorization: str
     ) -> None:
         rid, out_id = self._id("resp"), self._id("item")
         response = {
@@ -171,7 +184,7 @@ class RealtimeStandIn:
             for c in item.get("content", [])
             if c.get("type") == "input_text"
         )
-        text = answer_for(last)
+        text = answer_for(last, authorization)
         await emit({"type": "response.created", "response": response})
         await emit(
             {

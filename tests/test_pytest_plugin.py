@@ -64,6 +64,24 @@ def test_swallows_the_error():
 """
 
 
+KEYS = ("sk-test-param-key-4001-abcdefgh", "fake-param-key-4002")
+# Tests parametrised with the key they send (as a test of several providers' keys is)
+KEYED = """
+import os, openai, pytest
+
+@pytest.mark.parametrize("key,prompt", [
+    ("sk-test-param-key-4001-abcdefgh", "one"),  # shaped like a key
+    ("fake-param-key-4002", "two"),  # known only as the key the request sends
+])
+def test_with_key(key, prompt):
+    client = openai.OpenAI(api_key=key, base_url=os.environ["FAKE_UPSTREAM"] + "/v1",
+                           max_retries=0)
+    answer = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": prompt}]).choices[0].message.content
+    assert answer == f"Answer 1 to: {prompt}"
+"""
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester, http_upstream, monkeypatch) -> pytest.Pytester:
     monkeypatch.setenv("FAKE_UPSTREAM", http_upstream.base_url)
@@ -76,17 +94,35 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 def test_record_then_replay_per_test_cassettes(project, http_upstream):
+    """Each test its own cassette, named after it; a test parametrised with the key it sends
+    (``test_keyed.py``) is named with ``<redacted>`` in its directory and its ``test_id``, the
+    same on every run, never with the key."""
+    project.makepyfile(test_keyed=KEYED)
     cassettes = project.path / "cassettes"
     recorded = run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}")
-    recorded.assert_outcomes(passed=5)
-    recorded.stdout.fnmatch_lines(["cassette summary: 0 hits, 6 recorded, 0 misses*"])
+    recorded.assert_outcomes(passed=7)
+    recorded.stdout.fnmatch_lines(["cassette summary: 0 hits, 8 recorded, 0 misses*"])
     scopes = {p.relative_to(cassettes).parts[1] for p in iter_cassette_files(cassettes)}
-    assert scopes == {
+    keyed = {s for s in scopes if s.startswith("test_keyed.py")}
+    assert scopes - keyed == {
         "test_app.py__test_joke",
         "test_app.py__test_twice",
         "greetings",
         "test_app.py__test_from_a_subprocess",
     }
+    assert {s.rsplit("-", 1)[0] for s in keyed} == {
+        "test_keyed.py__test_with_key_redacted_-one",
+        "test_keyed.py__test_with_key_redacted_-two",
+    }
+    for path in iter_cassette_files(cassettes):
+        for key in KEYS:
+            assert key not in str(path) and key.encode() not in path.read_bytes(), path
+    assert sorted(
+        formats.load(p).test_id for p in iter_cassette_files(cassettes) if "keyed" in str(p)
+    ) == [
+        "test_keyed.py::test_with_key[<redacted>-one]",
+        "test_keyed.py::test_with_key[<redacted>-two]",
+    ]
     greetings = [p for p in iter_cassette_files(cassettes / BY_TEST_DIR / "greetings")]
     assert len(formats.load(greetings[0]).responses) == 2  # the marker shared one cassette
     assert all(
@@ -95,14 +131,14 @@ def test_record_then_replay_per_test_cassettes(project, http_upstream):
 
     hits = http_upstream.state.hits
     replayed = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}")
-    replayed.assert_outcomes(passed=5)
-    replayed.stdout.fnmatch_lines(["cassette summary: 6 hits, 0 recorded, 0 misses, 0 unused*"])
+    replayed.assert_outcomes(passed=7)
+    replayed.stdout.fnmatch_lines(["cassette summary: 8 hits, 0 recorded, 0 misses, 0 unused*"])
     assert http_upstream.state.hits == hits
 
     # with two xdist workers, each with its own proxy
     parallel = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "-n", "2")
-    parallel.assert_outcomes(passed=5)
-    parallel.stdout.fnmatch_lines(["cassette summary: 6 hits, 0 recorded, 0 misses, 0 unused*"])
+    parallel.assert_outcomes(passed=7)
+    parallel.stdout.fnmatch_lines(["cassette summary: 8 hits, 0 recorded, 0 misses, 0 unused*"])
     assert http_upstream.state.hits == hits
 
 

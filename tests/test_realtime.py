@@ -28,8 +28,16 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 from proxy_addon.cli import main
 from proxy_addon.runner.process import RunningProxy, start_proxy
 from proxy_addon.summary import Summary
-from tests.conftest import FAKE_KEY, FAULTS
-from tests.realtime import MODEL, RealtimeStandIn, answer_for, binary_answer
+from tests.conftest import FAKE_KEY, FAULTS, counted
+from tests.realtime import (
+    GIVE_A_SECRET,
+    MINTED_SECRET,
+    MODEL,
+    SAY_MY_KEY,
+    RealtimeStandIn,
+    answer_for,
+    binary_answer,
+)
 
 SYNC_TURNS = ("What is the capital of France?", "And of Italy?")
 ASYNC_TURNS = ("Tell me a joke", "Another one")
@@ -90,9 +98,9 @@ def user_item(words: str) -> dict[str, Any]:
 
 
 def sync_conversation(
-    proxy: RunningProxy, stand_in: RealtimeStandIn, turns: tuple[str, ...]
+    proxy: RunningProxy, stand_in: RealtimeStandIn, turns: tuple[str, ...], key: str = FAKE_KEY
 ) -> list[list[str]]:
-    client = openai.OpenAI(api_key=FAKE_KEY, base_url=stand_in.base_url)
+    client = openai.OpenAI(api_key=key, base_url=stand_in.base_url)
     deltas: list[list[str]] = []
     with client.realtime.connect(
         model=MODEL, websocket_connection_options=ws_options(proxy, stand_in.cert is not None)
@@ -444,3 +452,46 @@ def test_a_fault_while_recording_a_websocket_costs_only_its_cassette(proxies, tm
     assert summary.internal_errors == 3 and summary.recorded == 0  # one per message relayed
     assert not list(cassettes.rglob("*.json"))
     assert "not recording GET" in proxy.log and "websocket_message" in proxy.log
+
+
+def test_a_secret_in_realtime_deltas_or_in_json_inside_a_string_never_reaches_disk(
+    proxies, tmp_path, upstream_cert
+):
+    """The caller's key, answered in 5-character deltas, and a client secret the server makes
+    up inside JSON that is the text of its answer (in the deltas, and whole in the ``text`` of
+    the ``done`` events): neither is in the file; the replay sends as many deltas, with
+    ``<redacted>`` in their place."""
+    key = "fake-rt-bearer-3001"
+    stand_in = RealtimeStandIn(upstream_cert).start()
+    cassettes = tmp_path / "c"
+    proxy = proxies(cassettes, "record")
+    try:
+        recorded = sync_conversation(proxy, stand_in, (SAY_MY_KEY, GIVE_A_SECRET), key)
+    finally:
+        log = proxy.stop()
+        stand_in.stop()
+    answers = [answer_for(w, f"Bearer {key}") for w in (SAY_MY_KEY, GIVE_A_SECRET)]
+    assert recorded == [[a[i : i + 5] for i in range(0, len(a), 5)] for a in answers]
+    assert key in answers[0] and MINTED_SECRET in answers[1]
+    raw = the_file(cassettes, stand_in).read_text()
+    deltas = "".join(
+        m["data"].get("delta", "")
+        for m in orjson.loads(raw)["responses"][0]["websocket"]["messages"]
+        if m["from"] == "server"
+    )
+    for secret in (key, MINTED_SECRET):
+        for form in (secret, base64.b64encode(secret.encode()).decode()):
+            assert form not in raw and form not in deltas and form not in log, form
+    watch = PortWatch(stand_in.port)
+    try:
+        proxy = proxies(cassettes, "replay")
+        replayed = sync_conversation(proxy, stand_in, (SAY_MY_KEY, GIVE_A_SECRET), key)
+        log = proxy.stop()
+    finally:
+        watch.close()
+    assert watch.connections == 0 and counted(log, "hits", "misses") == (1, 0)
+    assert [len(d) for d in replayed] == [len(d) for d in recorded]
+    assert ["".join(d) for d in replayed] == [
+        "".join(recorded[0]).replace(key, "<redacted>"),
+        "".join(recorded[1]).replace(MINTED_SECRET, "<redacted>"),
+    ]

@@ -97,13 +97,15 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     )
     query = draw(
         st.dictionaries(
-            st.sampled_from(["key", "api-version", "alt", "q", "token"]),
+            st.sampled_from(["key", "api-version", "alt", "q", "token", "X-Amz-Signature", "sig"]),
             WORD | KEY | st.just(key),
             max_size=3,
         )
     )
     headers = {}
-    where = draw(st.sampled_from(["authorization", "x-api-key", "api-key", None]))
+    where = draw(
+        st.sampled_from(["authorization", "x-api-key", "api-key", "x-amz-security-token", None])
+    )
     if where == "authorization":
         headers["authorization"] = f"Bearer {key}"
     elif where is not None:
@@ -117,6 +119,10 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
                 "messages": [{"role": "user", "content": f"my key is {key}"}],
                 "extra": value,
             }
+        if draw(st.booleans()):  # a tool call's arguments: JSON in a string, with a password
+            arguments = {"user": draw(WORD), "password": draw(WORD | KEY | st.just(key))}
+            call = {"function": {"name": "login", "arguments": json.dumps(arguments)}}
+            value = {"messages": [{"role": "assistant", "tool_calls": [call]}], "extra": value}
         body = json.dumps(value).encode()  # integers beyond 64 bits too
         headers["content-type"] = "application/json"
     elif kind == "form":

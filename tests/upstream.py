@@ -335,7 +335,23 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- echoes: what real gateways and debug endpoints do with a caller's secrets -------------
 
-    ECHOED_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key", "x-team-token")
+    ECHOED_HEADERS = (
+        "authorization",
+        "api-key",
+        "x-api-key",
+        "x-goog-api-key",
+        "x-team-token",
+        "x-amz-security-token",
+    )
+
+    def _deltas(self, text: str) -> list[str]:
+        """A streamed answer's pieces: its words, or with x-fake-delta-size pieces of that many
+        characters, as providers cut a long token (a key the model repeats) across events."""
+        size = int(self.headers.get("x-fake-delta-size") or 0)
+        if size:
+            return [text[i : i + size] for i in range(0, len(text), size)]
+        words = text.split(" ")
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
     def _heard(self) -> list[str]:
         """The caller's credential headers, reflected inside plain strings."""
@@ -445,7 +461,10 @@ class Handler(BaseHTTPRequestHandler):
             )
         events: list[bytes] = [b": " + "; ".join(self._heard()).encode() + b"\n\n"] if echo else []
         if data.get("tools"):
-            args = json.dumps({"city": "Paris", "unit": "celsius"})
+            # the arguments the model calls the tool with (x-fake-tool-args: the test's own)
+            args = self.headers.get("x-fake-tool-args") or json.dumps(
+                {"city": "Paris", "unit": "celsius"}
+            )
             events.append(
                 self._sse(
                     _chat_chunk(
@@ -483,9 +502,7 @@ class Handler(BaseHTTPRequestHandler):
             events.append(self._sse(_chat_chunk(cid, model, {}, "tool_calls")))
         else:
             events.append(self._sse(_chat_chunk(cid, model, {"role": "assistant", "content": ""})))
-            words = answer.split(" ")
-            for i, w in enumerate(words):
-                piece = w if i == 0 else " " + w
+            for piece in self._deltas(answer):
                 events.append(self._sse(_chat_chunk(cid, model, {"content": piece})))
             events.append(self._sse(_chat_chunk(cid, model, {}, "stop")))
         if (data.get("stream_options") or {}).get("include_usage"):
@@ -691,13 +708,13 @@ class Handler(BaseHTTPRequestHandler):
             ),
             self._sse({"type": "ping"}, "ping"),
         ]
-        for i, w in enumerate(text.split(" ")):
+        for piece in self._deltas(text):
             events.append(
                 self._sse(
                     {
                         "type": "content_block_delta",
                         "index": 0,
-                        "delta": {"type": "text_delta", "text": (" " if i else "") + w},
+                        "delta": {"type": "text_delta", "text": piece},
                     },
                     "content_block_delta",
                 )

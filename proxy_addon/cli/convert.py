@@ -70,7 +70,9 @@ def import_command(
         # one request may be recorded by several tests (and model lists by several servers):
         # the source file's name keeps them apart
         tag = hashlib.sha256(path.name.encode()).hexdigest()[:8]
-        target = layout_path(cassette_dir, canon, rec.request.url, model_of(rec.request), tag)
+        target = layout_path(
+            cassette_dir, canon, rec.request.url, model_of(rec.request), tag, secrets
+        )
         n = 1
         while target in taken:
             n += 1

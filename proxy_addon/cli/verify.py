@@ -1,6 +1,9 @@
 """``cassette verify`` and ``cassette scrub``: the files on disk against the format and against
 the secret rules the proxy records with (``redact.scrub``): verify is its dry run and fails on
-any finding; scrub applies it in place, atomically, and says what it changed."""
+any finding; scrub applies it in place, atomically, and says what it changed. A file's path
+(a test's directory, a model in its name) is checked by the same rules; scrub cannot rename
+it (the proxy would not find it again), so it says so and fails. Paths are printed with their
+secrets replaced."""
 
 from __future__ import annotations
 
@@ -30,12 +33,18 @@ class Checked:
     problems: list[str] = field(default_factory=list)
     findings: list[redact.Finding] = field(default_factory=list)
     scrubbed: bytes | None = None
+    in_path: list[str] = field(default_factory=list)  # what its path holds, by which layer
 
 
-def check(path: Path, secrets: Secrets) -> Checked:
+_RENAME = "re-record it: scrub does not rename files"
+
+
+def check(path: Path, secrets: Secrets, root: Path) -> Checked:
     """A cassette of ours is scrubbed as a recording; a llama-stack file as a document, so that
-    it keeps its format."""
+    it keeps its format. Its path under ``root`` is checked too."""
     out = Checked()
+    hits = secrets.replace_in_name(str(path.relative_to(root)))[1]
+    out.in_path = [f"{what} (by {layer})" for layer, what in hits]
     try:
         raw = path.read_bytes()
         rec = formats.loads(raw, path)
@@ -70,9 +79,10 @@ def verify_command(
 ) -> None:
     """Check every file parses, fits the format, and holds no secret; exit 1 if not.
 
-    Secrets are found by the rules the proxy records with: secret names at any depth, the
-    values of credential-like environment variables, key shapes. Each is named by file and
-    JSON path; `cassette scrub` replaces them.
+    Secrets are found by the rules the proxy records with: secret names at any depth (in
+    JSON inside strings too), the values of credential-like environment variables, key
+    shapes, in every string and in the text a stream's events spell together. Each is named
+    by file and JSON path; `cassette scrub` replaces them. A file's path is checked too.
 
     \b
     Example (CI or pre-commit): cassette verify --dir cassettes
@@ -81,10 +91,15 @@ def verify_command(
     bad = total = 0
     for path in _files(cassette_dir):
         total += 1
-        checked = check(path, secrets)
-        for line in checked.problems + [f"{f} (run cassette scrub)" for f in checked.findings]:
-            click.echo(f"{path}: {line}")
-        bad += bool(checked.problems or checked.findings)
+        checked = check(path, secrets, cassette_dir)
+        shown = secrets.replace_in_name(str(path))[0]
+        for line in (
+            checked.problems
+            + [f"its path holds {what} ({_RENAME})" for what in checked.in_path]
+            + [f"{f} (run cassette scrub)" for f in checked.findings]
+        ):
+            click.echo(f"{shown}: {line}")
+        bad += bool(checked.problems or checked.findings or checked.in_path)
     click.echo(f"{total} files checked, {bad} bad", err=bad > 0)
     if bad:
         sys.exit(1)
@@ -98,30 +113,36 @@ def scrub_command(
 ) -> None:
     """Replace every secret in the files on disk, in place, by the rules the proxy records
     with; print each change (file, JSON path, layer). Files are rewritten atomically; a file
-    with nothing to replace is left as it is.
+    with nothing to replace is left as it is. A file whose path holds a secret is named (and
+    the command exits 1): it is not renamed, re-record it.
 
     \b
     Example (clean what was recorded before): cassette scrub --dir cassettes && cassette verify
     """
     secrets = secrets_of(redact_fields, redact_headers)
-    total = changed = replaced = unreadable = 0
+    total = changed = replaced = unreadable = named = 0
     for path in _files(cassette_dir):
         total += 1
-        checked = check(path, secrets)
+        checked = check(path, secrets, cassette_dir)
+        shown = secrets.replace_in_name(str(path))[0]
         for problem in checked.problems:
-            click.echo(f"{path}: skipped: {problem}", err=True)
+            click.echo(f"{shown}: skipped: {problem}", err=True)
+        for what in checked.in_path:
+            click.echo(f"{shown}: its path holds {what}: {_RENAME}", err=True)
         unreadable += bool(checked.problems)
+        named += bool(checked.in_path)
         if checked.scrubbed is None:
             continue
         atomic_write(path, checked.scrubbed)
         for finding in checked.findings:
-            click.echo(f"{path}: {finding}: replaced")
+            click.echo(f"{shown}: {finding}: replaced")
         changed += 1
         replaced += len(checked.findings)
     click.echo(
         f"{total} files checked: "
         + (f"{replaced} secrets replaced in {changed} files" if changed else "nothing to scrub")
         + (f"; {unreadable} files could not be read" if unreadable else "")
+        + (f"; {named} files have a secret in their path" if named else "")
     )
-    if unreadable:
+    if unreadable or named:
         sys.exit(1)

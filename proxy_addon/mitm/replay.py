@@ -132,12 +132,12 @@ class ReplayHooks:
         state, store = self.state, self.state.store
         assert store is not None
         state.counters.add("requests")
-        test_id = flow.request.headers.pop(control.TEST_ID_HEADER, None) or state.current.test_id
+        named = flow.request.headers.pop(control.TEST_ID_HEADER, None)
         mode = state.settings.mode
         if mode == "passthrough":
             return
-        test_dir = state.current.test_dir
         canon, secrets = canonical_request(flow.request, state.settings.rules)
+        test_id, test_dir = state.current.names(secrets, named)
         st = FlowState(
             canonical=canon, action="pass", test_id=test_id, test_dir=test_dir, secrets=secrets
         )

@@ -3,12 +3,14 @@
 It walks everything a cassette holds: the URL (user info, query values), request and response
 headers, every body kind (JSON at any depth, forms, multipart fields, text; base64 bodies are
 bytes and left alone), every stream event (data, comments, id, name), the cut reason, and the
-llama-stack metadata. Two passes, the three layers of ``secret_rules``:
+llama-stack metadata, the test id. Two passes, the three layers of ``secret_rules``:
 
-1. by name: secret headers, fields and parameters are replaced by ``REDACTED``, and the
-   strings they held become known secrets;
+1. by name: secret headers, fields and parameters are replaced by ``REDACTED`` (in JSON that is
+   itself a string too, ``embedded``), and the strings they held become known
+   secrets;
 2. by value and by shape: known secrets (in any of their forms) and well-known key formats are
-   replaced inside every string, JSON keys included.
+   replaced inside every string, JSON keys included, and in the text a stream's events (or a
+   conversation's server messages) spell together (``spelled.across``).
 
 Each change is a ``Finding``: the JSON path in the file, the layer, and what was found (never
 the secret). The proxy runs ``scrub`` on the writer's thread, ``cassette import-llama-stack``
@@ -39,6 +41,7 @@ from proxy_addon.model import (
     WebSocketConversation,
     WebSocketMessage,
 )
+from proxy_addon.redaction import embedded, spelled
 from proxy_addon.redaction.secret_rules import (
     REDACTED,
     Secrets,
@@ -91,12 +94,32 @@ class _Pass:
         return REDACTED
 
     def text(self, text: str) -> str:
-        if self.by_name or not self.secrets.might_hold(text):  # one RE2 scan, then re's
+        if self.by_name:
+            return self.embedded(text)
+        if not self.secrets.might_hold(text):  # one RE2 scan, then re's
             return text
         new, hits = self.secrets.replace(text)
         for layer, what in hits:
             self._found(layer, what)  # type: ignore[arg-type]
         return text if new == text else new
+
+    def embedded(self, text: str) -> str:
+        """A string holding a JSON object or array: the strings under secret names in it
+        replaced, the string otherwise as it was (its spacing and order kept)."""
+        named = embedded.embedded_secrets(text, self.secrets)
+        for key, value in named:
+            self.removed.extend(credential_values(value))
+            self._found("name", f"field {key}, in JSON inside the string")
+        return embedded.replace_tokens(text, [v for _, v in named]) if named else text
+
+    def across(self, found: tuple[list[T], list[spelled.Hit]], noun: str) -> list[T]:
+        """Events or messages from ``spelled``, and a finding for each secret they spelled."""
+        items, hits = found
+        for path, first, last, layer, what in hits:
+            if first != last:
+                what = f"{what}, spelled across {noun} {first} to {last}"
+            self.findings.append(Finding(format_path([*self.path, *path]), layer, what))  # type: ignore[arg-type]
+        return items
 
     def at(self, key: str | int, scrub: Any, value: Any, *args: Any) -> Any:
         self.path.append(key)
@@ -276,7 +299,10 @@ class _Pass:
         return Event(data=data, event=name, id=ident, retry=ev.retry, comments=comments, t=ev.t)
 
     def stream(self, stream: Stream) -> Stream:
-        events = self.each("events", stream.events, self.event)
+        events = stream.events
+        if not self.by_name:  # first: one event's scan could take a piece for a whole key
+            events = self.across(spelled.in_events(events, self.secrets), "events")
+        events = self.each("events", events, self.event)
         cut = self.at("cut", self.text, stream.cut) if stream.cut else stream.cut
         if events is stream.events and cut is stream.cut:
             return stream
@@ -286,18 +312,19 @@ class _Pass:
         """A WebSocket message's payload, as the file holds it (``data``, ``text``; binary
         messages are left as they are, like base64 bodies)."""
         payload = message.payload
-        if payload.kind == "json":
-            value = self.at("data", self.payload, payload.value)
-        elif payload.kind == "text":
-            value = self.at("text", self.text, payload.value)
-        else:
+        if payload.kind not in spelled.MESSAGE_FIELDS:
             return message
+        scrub = self.payload if payload.kind == "json" else self.text
+        value = self.at(spelled.MESSAGE_FIELDS[payload.kind], scrub, payload.value)
         if value is payload.value:
             return message
         return dataclasses.replace(message, payload=Body(payload.kind, value))
 
     def websocket(self, conversation: WebSocketConversation) -> WebSocketConversation:
-        messages = self.each("messages", conversation.messages, self.message)
+        messages = conversation.messages
+        if not self.by_name:
+            messages = self.across(spelled.in_messages(messages, self.secrets), "messages")
+        messages = self.each("messages", messages, self.message)
         close = conversation.close
         if close is not None and close.reason:
             self.path.append("close")
@@ -341,6 +368,7 @@ class _Pass:
         responses = [self.at(i, self.response, r) for i, r in enumerate(rec.responses)]
         self.path[:] = []
         meta = self.at("llama_stack", self.json, rec.llama_stack, None, True)
+        test_id = self.at("test_id", self.text, rec.test_id) if rec.test_id else rec.test_id
         request = (
             req
             if url is req.url and headers is req.headers and body is req.body
@@ -349,10 +377,13 @@ class _Pass:
         if (
             request is req
             and meta is rec.llama_stack
+            and test_id is rec.test_id
             and all(a is b for a, b in zip(responses, rec.responses))
         ):
             return rec
-        return dataclasses.replace(rec, request=request, responses=responses, llama_stack=meta)
+        return dataclasses.replace(
+            rec, request=request, responses=responses, llama_stack=meta, test_id=test_id
+        )
 
 
 def _both_passes[T](

@@ -1,6 +1,6 @@
 """What counts as a secret, in three layers: by name (headers, fields at any depth, query
 parameters), by value (what the first layer removed, and the credential-like variables of the
-process's environment), and by shape (well-known key formats).
+process's environment), and by shape (well-known key formats, listed in ``shapes``).
 
 ``redact`` applies these rules to a whole recording, and ``matching`` leaves the same things out
 of a request's key; nothing here walks a recording. ``Secrets.might_hold`` is the one cheap
@@ -23,6 +23,7 @@ from urllib.parse import quote, quote_plus
 import re2  # type: ignore[import-untyped]
 
 from proxy_addon.matching.jsonpath import Path, is_path, matches, parse_path
+from proxy_addon.redaction.shapes import SHAPES, loose
 
 REDACTED = "<redacted>"
 _FLOW_VALUE = "a value redacted by name in this exchange"
@@ -38,6 +39,12 @@ SECRET_HEADERS: frozenset[str] = frozenset(
         "x-goog-api-key",
         "cookie",
         "set-cookie",
+        "x-amz-security-token",  # an AWS STS session token (SigV4)
+        "x-amz-signature",
+        "ocp-apim-subscription-key",  # Azure AI services, API Management
+        "x-functions-key",  # Azure Functions
+        "xi-api-key",  # ElevenLabs
+        "x-subscription-token",  # Brave Search
     }
 )
 # Field names that hold a secret wherever they are: JSON keys at any depth, form and multipart
@@ -53,46 +60,49 @@ SECRET_FIELDS: tuple[str, ...] = (
     "private_key",
     "secret",
     "session_token",
+    "secret_access_key",  # AWS: STS answers' SecretAccessKey, config files
+    "aws_secret_access_key",
+    "aws_session_token",
+    "x-amz-security-token",  # a pre-signed URL's query (SigV4)
+    "x-amz-signature",
+    "x-amz-credential",
 )
 # Names that mark a secret in a query string or a form only: as JSON keys they are ordinary
 # words (OpenAI's logprobs have a "token", many APIs a "key").
-PARAM_ONLY_FIELDS: tuple[str, ...] = ("key", "token", "sig", "signature")
+PARAM_ONLY_FIELDS: tuple[str, ...] = (
+    "key",
+    "token",
+    "sig",  # an Azure SAS token's signature
+    "signature",
+    "subscription-key",  # Azure API Management
+)
 
 # Credential-like environment variables: their values are secrets wherever they appear.
 _ENV_NAME = re.compile(
-    r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|SECRET_KEY|ACCESS_KEY|"
-    r"PRIVATE_KEY)$",
+    r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|SECRET_KEY|ACCESS_KEY|PRIVATE_KEY|"
+    r"ADMIN_KEY|ACCOUNT_KEY|STORAGE_KEY|CONNECTION_STRING)$|^FAL_KEY$|(?:^|_)BEARER_TOKEN(?:_|$)",
     re.IGNORECASE,
 )
 
-# (what it is, pattern): conservative, so that ordinary ids are not mangled. Each pattern is
-# valid for both Python's re and RE2, which scans for all of them at once.
-SHAPES: tuple[tuple[str, str], ...] = (
-    ("an sk-... API key", r"\bsk-[A-Za-z0-9_-]{16,}"),
-    ("a Stripe key", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"),
-    ("a Google API key", r"\bAIza[0-9A-Za-z_-]{35}"),
-    ("a GitHub token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
-    ("a Slack token", r"\bxox[abposre]-[A-Za-z0-9-]{10,}"),
-    ("an AWS access key id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    ("a Hugging Face token", r"\bhf_[A-Za-z0-9]{30,}"),
-    ("a JSON web token", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
-    (
-        "a private key",
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+# The shapes as one pattern for Python's re (each a group ``s<n>``, its kept prefix ``k<n>``),
+# and as the one RE2 scan looks for them in raw bytes (looser: a yes only costs a walk).
+_SHAPES_RX = re.compile(
+    "|".join(
+        f"(?P<s{i}>" + (f"(?P<k{i}>{s.keep})" if s.keep else "") + f"{s.pattern})"
+        for i, s in enumerate(SHAPES)
     ),
-    ("a bearer token", r"\b[Bb]earer\s+[A-Za-z0-9._~+/=-]{16,}"),
+    re.ASCII,
 )
-# The shapes as the one scan looks for them in raw bytes, looser than SHAPES (a yes only costs
-# a walk): no word boundary, which an escape such as JSON's "\nsk-..." hides, and the
-# whitespace of the two shapes that hold some written in any of its encoded forms.
-_LOOSE_SHAPES: tuple[str, ...] = tuple(
-    {
-        "a private key": r"PRIVATE(?:\s|\\[nrt]|\+|%20)KEY",
-        "a bearer token": r"[Bb]earer(?:\s|\\[nrt]|\+|%20|%09)",
-    }.get(what, rx.removeprefix(r"\b").removesuffix(r"\b"))
-    for what, rx in SHAPES
-)
-_SHAPES_RX = re.compile("|".join(f"(?P<s{i}>{rx})" for i, (_, rx) in enumerate(SHAPES)), re.ASCII)
+_LOOSE_SHAPES: tuple[str, ...] = tuple(loose(s) for s in SHAPES)
+
+
+def _kept(m: re.Match[str], i: int) -> str:
+    """The text before a shape's key that stays (``Bearer `` with one space, a name and its
+    ``=``)."""
+    kept = m.group(f"k{i}") if SHAPES[i].keep else ""
+    return kept.rstrip() + " " if kept[-1:].isspace() else kept
+
+
 _AUTH_SCHEMES = ("bearer", "basic", "token", "bot", "key")
 _USERINFO = re.compile(r"(://)[^/@\s'\"\\]+@")  # user:password@ in a URL of a log line
 _ESCAPE = re.compile(r"(\\[rnt])")  # a line break as repr() shows it in a log line
@@ -286,8 +296,8 @@ class Secrets:
             options.never_capture = True
             options.max_mem = 32 << 20
             keys = "|".join("[-_]*".join(_re2_literal(c) for c in k) for k in sorted(self.keys))
-            parts = [
-                f'(?i:"[-_]*(?:{keys})[-_]*"\\s*:)',
+            parts = [  # a key's closing quote escaped too: JSON inside a string
+                f'(?i:"[-_]*(?:{keys})[-_]*\\\\*"\\s*:)',
                 r"\\u00[0-7][0-9A-Fa-f]|\\/",
                 *_LOOSE_SHAPES,
             ]
@@ -296,33 +306,71 @@ class Secrets:
             self._prefilter = re2.compile(pattern, options)
         return self._prefilter.search(_utf8(raw) if isinstance(raw, str) else raw) is not None
 
+    def _values(self) -> re.Pattern[str] | None:
+        """Every form of every known value, longest first, as one pattern (None: none known)."""
+        if self._values_rx is None and self.values:
+            for value, label in self.values.items():
+                for form in _variants(value):
+                    self._labels.setdefault(form, label)
+            forms = sorted(self._labels, key=lambda f: (-len(f), f))
+            self._values_rx = re.compile("|".join(map(re.escape, forms)))
+        return self._values_rx
+
     def replace(self, text: str) -> tuple[str, list[tuple[str, str]]]:
         """``text`` with every known value (in any of its forms) and every shape replaced by
         ``REDACTED``; and what was replaced, as (layer, what) pairs."""
         hits: list[tuple[str, str]] = []
-        if self.values:
-            if self._values_rx is None:
-                for value, label in self.values.items():
-                    for form in _variants(value):
-                        self._labels.setdefault(form, label)
-                forms = sorted(self._labels, key=lambda f: (-len(f), f))
-                self._values_rx = re.compile("|".join(map(re.escape, forms)))
+        values = self._values()
+        if values is not None:
 
             def value_hit(m: re.Match[str]) -> str:
                 hits.append(("value", self._labels[m.group(0)]))
                 return REDACTED
 
-            text = self._values_rx.sub(value_hit, text)
+            text = values.sub(value_hit, text)
 
         def shape_hit(m: re.Match[str]) -> str:
-            what = SHAPES[int(m.lastgroup[1:])][0]  # type: ignore[index]
-            hits.append(("shape", what))
-            if what == "a bearer token":
-                return m.group(0).split(None, 1)[0] + " " + REDACTED
-            return REDACTED
+            i = int(m.lastgroup[1:])  # type: ignore[index]
+            hits.append(("shape", SHAPES[i].what))
+            return _kept(m, i) + REDACTED
 
         text = _SHAPES_RX.sub(shape_hit, text)
         return text, hits
+
+    def spans(self, text: str) -> list[tuple[int, int, str, str]]:
+        """Where ``replace`` would replace something in ``text``, as (start, end, layer, what)
+        in order (they may overlap): for text spelled across several strings, which are then
+        changed piece by piece."""
+        found: list[tuple[int, int, str, str]] = []
+        values = self._values()
+        if values is not None:
+            found += [
+                (m.start(), m.end(), "value", self._labels[m.group(0)])
+                for m in values.finditer(text)
+            ]
+        for m in _SHAPES_RX.finditer(text):
+            i = int(m.lastgroup[1:])  # type: ignore[index]
+            found.append((m.start() + len(_kept(m, i)), m.end(), "shape", SHAPES[i].what))
+        return sorted(found)
+
+    def replace_in_name(self, name: str) -> tuple[str, list[tuple[str, str]]]:
+        """``replace`` for a name made for a file system, where ``_`` glues words together
+        (``test_x_sk-...``) and hides a key's word boundary: each part after a ``_`` is also
+        looked at as if it began the name."""
+        hits: list[tuple[str, str]] = []
+        start = 0
+        while True:
+            new, found = self.replace(name[start:])
+            if found:
+                name, hits = name[:start] + new, hits + found
+            start = name.find("_", start) + 1
+            if not start:
+                return name, hits
+
+    def redacted(self, text: str) -> str:
+        """``text`` with known values and shapes replaced, after one scan says there may be
+        some: for the names the proxy makes (test ids, directory and file names)."""
+        return self.replace(text)[0] if self.might_hold(text) else text
 
     def replace_in_log(self, text: str) -> str:
         """A line to print with known values and shapes replaced, the value after a secret name

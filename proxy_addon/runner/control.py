@@ -8,6 +8,9 @@ forwarded. The pytest plugin uses them:
 - ``GET /misses``: the miss messages since the test began.
 
 Any client may instead name its test per request with the ``x-cassette-test-id`` header.
+
+A test's names reach the files (its ``test_id``, its directory), so what the secret rules
+would replace in them is replaced first (``CurrentTest.names``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store.layout import per_test_dir
 
 CONTROL_HOST = "cassette.control"
@@ -25,16 +29,41 @@ TEST_ID_HEADER = "x-cassette-test-id"  # removed before matching and forwarding
 
 @dataclass(slots=True)
 class CurrentTest:
-    """The test being run, as told over the control channel: its id, its own cassette
-    directory, and the misses it caused so far."""
+    """The test being run, as told over the control channel: its id and the name of its own
+    cassette (as told: kept in memory only), and the misses it caused so far."""
 
     test_id: str | None = None
-    test_dir: str | None = None
+    cassette: str | None = None
     misses: list[str] = field(default_factory=list)
+    _names: dict[Secrets, tuple[str | None, str | None]] = field(default_factory=dict)
+
+    def begin(self, test_id: str | None, cassette: str | None) -> None:
+        """A test begins (``None, None``: it ended)."""
+        self.test_id, self.cassette = test_id, cassette
+        self.misses = []
+        self._names.clear()
+
+    def names(self, secrets: Secrets, header: str | None = None) -> tuple[str | None, str | None]:
+        """The test id (``header``: a request's ``x-cassette-test-id``, else the test's) and
+        the test directory a flow is filed under, with what ``secrets`` (the run's rules,
+        knowing the flow's own key) would replace in them replaced: a test parametrised with
+        a key is named with ``<redacted>``, the same on every run, so replay finds it."""
+        named = self._names.get(secrets)
+        if named is None:
+            if len(self._names) >= 16:  # a flow's own key: one entry per key in use
+                self._names.clear()
+            named = self._names[secrets] = (
+                secrets.redacted(self.test_id) if self.test_id else None,
+                per_test_dir(self.cassette, secrets) if self.cassette else None,
+            )
+        return (secrets.redacted(header), named[1]) if header else named
 
 
-def handle(current: CurrentTest, method: str, path: str, body: bytes) -> tuple[int, Any]:
-    """(status, JSON answer) for one control request; updates ``current``."""
+def handle(
+    current: CurrentTest, method: str, path: str, body: bytes, secrets: Secrets
+) -> tuple[int, Any]:
+    """(status, JSON answer) for one control request; updates ``current``. The answer names
+    the test as the files will (``secrets``: the run's rules)."""
     path = path.split("?", 1)[0]
     if path == "/test" and method == "POST":
         try:
@@ -44,10 +73,12 @@ def handle(current: CurrentTest, method: str, path: str, body: bytes) -> tuple[i
         if not isinstance(data, dict):
             return 400, {"error": "expected a JSON object"}
         test_id, name = data.get("test_id"), data.get("cassette")
-        current.test_id = test_id if isinstance(test_id, str) else None
-        current.test_dir = per_test_dir(name) if isinstance(name, str) and name else None
-        current.misses = []
-        return 200, {"test_id": current.test_id, "test_dir": current.test_dir}
+        current.begin(
+            test_id if isinstance(test_id, str) else None,
+            name if isinstance(name, str) and name else None,
+        )
+        shown_id, test_dir = current.names(secrets)
+        return 200, {"test_id": shown_id, "test_dir": test_dir}
     if path == "/misses":
         return 200, {"misses": current.misses}
     return 404, {"error": f"no control endpoint {method} {path}"}

@@ -1,8 +1,9 @@
 """Where cassettes live in the directory: names that are safe, readable and never collide.
 
 ``<cassette_dir>/<host>/<path...>/<model or method>-<key12>.json`` for shared cassettes, the
-same under ``by-test/<test dir>/`` for a test's own. Every name is sanitised, and a path is
-checked to stay inside the directory whatever the request said.
+same under ``by-test/<test dir>/`` for a test's own. Every name is built from text that has
+passed the secret rules first (a key in a test's parameters, a model name, a host), then
+sanitised, and a path is checked to stay inside the directory whatever the request said.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 from proxy_addon.matching import canonical
 from proxy_addon.matching.canonical import CanonicalRequest
 from proxy_addon.model import RecordedRequest
+from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
 
 # Per-test cassettes live in <cassette_dir>/by-test/<test dir>/; everything else is shared.
 BY_TEST_DIR = "by-test"
@@ -42,13 +44,17 @@ def _unflatten(flat: str) -> str:
     return "::".join(parts)
 
 
-def per_test_dir(name: str) -> str:
+def per_test_dir(name: str, secrets: Secrets = BUILT_IN) -> str:
     """A one-directory name for a test's cassette, readable from its pytest node id:
     ``tests/test_app.py::test_joke`` -> ``tests__test_app.py__test_joke``.
 
-    Injective: the readable form is kept as it is only when it reads back as ``name`` exactly
+    A secret in ``name`` (``test_x[sk-...]``: a test parametrised with the key it sends) is
+    replaced first, as ``secrets`` replace it in a file, so the name holds ``redacted`` and a
+    hash of ``test_x[<redacted>]``: the same on every run, whichever key. Otherwise injective:
+    the readable form is kept as it is only when it reads back as ``name`` exactly
     (``_unflatten``); otherwise (``test[hello, world]``, ``[é]``, a long id) it ends with a
     hash of ``name``, and no name kept as it is ends like one."""
+    name = secrets.redacted(name)
     flat = name.replace("::", "__").replace("/", "__")
     cleaned = safe_segment(flat, 100)
     if cleaned == flat and _unflatten(flat) == name and not _HASHED.search(flat):
@@ -93,17 +99,26 @@ def model_of(request: RecordedRequest) -> str | None:
 
 
 def layout_path(
-    root: Path, canon: CanonicalRequest, url: str, model: str | None, tag: str | None = None
+    root: Path,
+    canon: CanonicalRequest,
+    url: str,
+    model: str | None,
+    tag: str | None = None,
+    secrets: Secrets = BUILT_IN,
 ) -> Path:
     """Where a new cassette goes: ``<host>/<path...>/<model or method>-<key12>[-<tag>].json``.
 
-    Browsable by provider and endpoint in a review; every segment is sanitised, and the result
-    is checked to stay inside ``root`` whatever the request said.
+    Browsable by provider and endpoint in a review; the host and the model pass ``secrets``
+    (the path is the request key's, which did), every segment is sanitised, and the result is
+    checked to stay inside ``root`` whatever the request said.
     """
     parts = urlsplit(url)
     host = safe_segment(
-        canonical.comparable_host(parts.scheme, parts.hostname or "unknown-host", parts.port)
+        secrets.redacted(
+            canonical.comparable_host(parts.scheme, parts.hostname or "unknown-host", parts.port)
+        )
     )
+    model = secrets.redacted(model) if model else model
     segments = [safe_segment(s) for s in canon.path.split("/") if s and s not in (".", "..")][:8]
     stem = safe_segment(model or canon.method.lower(), 48)
     name = f"{stem}-{canon.key()[:12]}" + (f"-{safe_segment(tag, 16)}" if tag else "")

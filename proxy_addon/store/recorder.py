@@ -126,7 +126,7 @@ class Recorder:
             path = (
                 existing[0].path
                 if existing
-                else layout_path(root, canon, request.url, model_of(request))
+                else layout_path(root, canon, request.url, model_of(request), secrets=secrets)
             )
             pending = self._pending[key] = _Pending(
                 path, canon, request, secrets, test_id, test_dir
