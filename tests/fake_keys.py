@@ -38,6 +38,7 @@ FAKES: list[tuple[str, str]] = [
     ("a Google API key", "AIza" + rep("SyTESTfake0123_-", 35)),
     ("a Vertex AI express key", "AQ.Ab8R" + rep("TESTfake0123_-", 46)),
     ("a Google OAuth access token", "ya29." + rep("a0TESTfake0123_-", 120)),
+    ("an OpenAI Realtime client secret", "ek_" + rep("TESTfake0123", 32)),
     ("a Google OAuth refresh token", "1//0" + rep("gTESTfake0123_-", 99)),
     ("a Google OAuth client secret", "GOCSPX-" + rep("TESTfake0123_-", 28)),
     ("a Hugging Face token", "hf_" + rep("TESTfakeTokenAbc", 34)),

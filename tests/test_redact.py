@@ -517,3 +517,23 @@ def test_a_shape_after_an_escape_a_key_with_edge_separators_and_an_encoded_shape
         b'{"t": "x\\n' + key.encode() + b'", "_api_key": "hunter2hunter2", "u": "a\\/b"}',
     )
     assert live == recorded_key(scrubbed.request)
+
+
+def test_a_secret_objects_value_is_replaced_and_a_schema_is_left_alone():
+    """The Realtime API's ``{"client_secret": {"value": "ek_...", "expires_at": ...}}``: the
+    object under a secret name holds its secret in ``value`` (its other fields are kept); a JSON
+    schema's ``"password": {"type": "string"}`` stays as it is."""
+    secret = "opaque-minted-secret-0042"  # no known shape: only its place says it is one
+    body = {
+        "client_secret": {"value": secret, "expires_at": 1764000000},
+        "schema": {"properties": {"password": {"type": "string", "minLength": 8}}},
+    }
+    rec = Recording(
+        RecordedRequest("POST", "https://api.openai.com/v1/realtime/sessions"),
+        [RecordedResponse(200, body=Body("json", body))],
+    )
+    scrubbed, findings = redact.scrub(rec, Secrets())
+    out = scrubbed.responses[0].body.value
+    assert out["client_secret"] == {"value": REDACTED, "expires_at": 1764000000}
+    assert out["schema"] == body["schema"]
+    assert [f.path for f in findings] == ["responses[0].body.client_secret.value"]

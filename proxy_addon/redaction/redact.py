@@ -159,10 +159,15 @@ class _Pass:
             return value
         items = []
         changed = False
+        # an object under a secret name ({"client_secret": {"value": "ek_...", "expires_at": 1}})
+        # holds its secret in ``value``; anything else in it is walked as usual
+        parent = self.path[-1] if self.path else None
+        holder = isinstance(parent, str) and self.secrets.is_secret_key(parent)
         for k, v in value.items():
             self.path.append(k)
-            if self.by_name and self.secrets.is_secret_field(
-                k, v, None if root is None else self.path[root:]
+            if self.by_name and (
+                (holder and k == "value" and isinstance(v, str))
+                or self.secrets.is_secret_field(k, v, None if root is None else self.path[root:])
             ):
                 new = self.named(v, f"field {k}")
                 if self.drop:

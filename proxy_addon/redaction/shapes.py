@@ -125,6 +125,12 @@ SHAPES: tuple[Shape, ...] = (
         r"\bya29\.[A-Za-z0-9_-]{20,}",
     ),
     Shape(
+        "an OpenAI Realtime client secret",
+        "OpenAI",
+        "the openai SDK's client_secrets docstring (\"looks like `ek_1234`\"); the length is ours",
+        r"\bek_[A-Za-z0-9]{20,}",
+    ),
+    Shape(
         "a Google OAuth refresh token",
         "Google OAuth",
         "GitHub google_oauth_refresh_token (no pattern published); scanners' examples",
