@@ -127,7 +127,7 @@ SHAPES: tuple[Shape, ...] = (
     Shape(
         "an OpenAI Realtime client secret",
         "OpenAI",
-        "the openai SDK's client_secrets docstring (\"looks like `ek_1234`\"); the length is ours",
+        'the openai SDK\'s client_secrets docstring ("looks like `ek_1234`"); the length is ours',
         r"\bek_[A-Za-z0-9]{20,}",
     ),
     Shape(
