@@ -294,14 +294,16 @@ def test_paced_replay_spreads_events_over_time(tmp_path, proxies):
         proxy.stop()
         return times
 
+    # lower bounds only: a loaded machine may deliver an event late, never early; each event
+    # comes no sooner after the request than its recorded offset times the pace
     paced = arrival_times("1")
     assert len(paced) == 4
-    # lower bounds and gaps only: a loaded machine may be late, never early
-    assert paced[-1] >= 1.1  # the last after about the recorded 1.2 s
-    assert paced[-1] - paced[0] >= 1.0  # the first came early, not with the rest
-    assert paced[2] - paced[1] >= 0.3  # really spread, not one block at the end
+    assert all(paced[i] >= 0.4 * i - 0.02 for i in range(4)), paced
+    # spread over time, not one block: most gaps are near the recorded 0.4 s (a late event
+    # followed by one on time shortens one gap; a block has none)
+    assert sum(b - a >= 0.2 for a, b in zip(paced, paced[1:])) >= 2, paced
     half = arrival_times("0.5")
-    assert half[-1] >= 0.5 and half[-1] - half[0] >= 0.45 and half[2] - half[1] < 0.3
+    assert all(half[i] >= 0.2 * i - 0.02 for i in range(4)), half
 
 
 def test_secrets_never_reach_disk(tmp_path, http_upstream, proxies):
