@@ -7,13 +7,15 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from proxy_addon.cli.common import dir_option
+from proxy_addon.reports import publish
+from proxy_addon.reports.publish import Targets
 from proxy_addon.runner.process import (
     ProxyStartError,
     free_ports,
@@ -54,6 +56,40 @@ set_option = click.option(
 )
 
 
+def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The reports' options (``reports/publish.py``), the same for ``cassette run`` and
+    ``cassette proxy`` (and, prefixed ``--cassette-``, for the pytest plugin)."""
+    for option in reversed(
+        [
+            click.option("--markdown", metavar="PATH", default="", help="Write a Markdown report."),
+            click.option("--junit", metavar="PATH", default="", help="Write a JUnit XML report."),
+            click.option("--report", metavar="PATH", default="", help="Write an HTML report."),
+            click.option(
+                "--prices",
+                metavar="FILE",
+                default="",
+                help='JSON prices, {"MODEL": {"input": USD, "output": USD}} per million '
+                "tokens: the reports say what the tokens served from cassettes would cost.",
+            ),
+            click.option(
+                "--step-summary/--no-step-summary",
+                default=True,
+                show_default=True,
+                help="Under GitHub Actions: the Markdown report to $GITHUB_STEP_SUMMARY.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _targets(markdown: str, junit: str, report: str, step_summary: bool, prices: str) -> Targets:
+    try:
+        return publish.targets(markdown, junit, report, step_summary, prices)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--prices") from None
+
+
 def _options(
     pace: str, extra: Iterable[str], max_age: str | None = None
 ) -> dict[str, str | list[str]]:
@@ -78,6 +114,7 @@ def _fail_start(e: ProxyStartError) -> NoReturn:
 @older_option
 @dir_option
 @set_option
+@report_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_command(
     mode: str,
@@ -86,6 +123,7 @@ def run_command(
     cassette_dir: Path,
     extra: tuple[str, ...],
     command: tuple[str, ...],
+    **reports: Any,
 ) -> None:
     """Run COMMAND through a fresh proxy; exit with its code, or 1 when it passed but a replay
     missed, the proxy failed inside, a replay refused an upstream connection, or a stale
@@ -98,9 +136,13 @@ def run_command(
     Example: cassette run --mode replay -- pytest -q
              cassette run --mode refresh --older-than 30d -- pytest -q
     """
+    targets = _targets(**reports)
     with tempfile.TemporaryDirectory(prefix="cassette-run-") as tmp:
         summary_path = Path(tmp) / "summary.json"
-        opts = _options(pace, extra, max_age) | {"cassette_summary": str(summary_path)}
+        opts = _options(pace, extra, max_age) | {
+            "cassette_summary": str(summary_path),
+            "cassette_step_summary": "false",  # written below, once
+        }
         try:
             proxy = start_proxy(
                 cassette_dir, mode, confdir=Path(tmp) / "ca", options=opts, listeners=True
@@ -122,6 +164,9 @@ def run_command(
     for message in summary.miss_messages:
         click.echo(message, err=True)
     click.echo(summary.line(), err=True)
+    publish.publish(
+        summary, mode, targets, os.environ, click.echo, lambda t: click.echo(t, err=True)
+    )
     if code == 0 and summary.failed:  # a miss, a fault inside the proxy, a refused connection
         sys.exit(1)
     if summary.requests == 0:
@@ -136,6 +181,7 @@ def run_command(
 @pace_option
 @dir_option
 @set_option
+@report_options
 @click.option(
     "--port",
     default=8080,
@@ -164,12 +210,21 @@ def proxy_command(
     port: int,
     listen_host: str,
     confdir: Path,
+    **reports: Any,
 ) -> None:
     """Run the proxy in the foreground and print how to point a client at it.
 
     \b
     Example: cassette proxy --mode record --port 8080
     """
+    _targets(**reports)  # a bad price file stops here, not in the proxy's log
+    report_sets = [  # the addon writes them when it stops: its options have the same names
+        f"cassette_{name}={reports[name]}"
+        for name in ("markdown", "junit", "report", "prices")
+        if reports[name]
+    ]
+    report_sets += [] if reports["step_summary"] else ["cassette_step_summary=false"]
+    extra = (*report_sets, *extra)
     confdir = confdir.expanduser()
     if port == 0:  # any free one, said below, as for the listeners
         port, *ports = free_ports(1 + len(PROVIDERS))

@@ -18,11 +18,29 @@ import httpx
 import orjson
 import pytest
 
+from proxy_addon.reports import publish
+from proxy_addon.reports.publish import Targets
 from proxy_addon.runner.control import CONTROL_HOST
 from proxy_addon.runner.process import RunningProxy, set_options, start_proxy
 from proxy_addon.summary import NEEDS_RECORDINGS, NOTHING_REACHED, Summary, nothing_reached_fails
 
 CONTROL = f"http://{CONTROL_HOST}"
+REPORTS_KEY = pytest.StashKey[Targets]()
+
+
+def report_targets(config: pytest.Config) -> Targets:
+    """The reports asked for with ``--cassette-markdown``, ``--cassette-junit``, ... (the
+    options of ``cassette run``, prefixed)."""
+    try:
+        return publish.targets(
+            config.getoption("--cassette-markdown"),
+            config.getoption("--cassette-junit"),
+            config.getoption("--cassette-report"),
+            not config.getoption("--cassette-no-step-summary"),
+            config.getoption("--cassette-prices"),
+        )
+    except ValueError as e:
+        raise pytest.UsageError(f"--cassette-prices: {e}") from None
 
 
 class ProxySession:
@@ -42,6 +60,7 @@ class ProxySession:
         options: dict[str, str | list[str]] = {
             "cassette_pace": config.getoption("--cassette-pace"),
             "cassette_summary": str(self.summary_path),
+            "cassette_step_summary": "false",  # the run's reports are written once, at its end
         }
         if config.getoption("--cassette-older-than"):
             options["cassette_max_age"] = config.getoption("--cassette-older-than")
@@ -116,6 +135,15 @@ def report(
         terminalreporter.write_line("cassette: the proxy wrote no summary")
         return
     terminalreporter.write_line(summary.line())
+    if not hasattr(config, "workerinput"):  # the controller reports the whole run
+        publish.publish(
+            summary,
+            config.getoption("--cassette-mode"),
+            config.stash[REPORTS_KEY],
+            os.environ,
+            terminalreporter.write_line,  # the terminal's stdout, where GitHub reads commands
+            terminalreporter.write_line,
+        )
     if summary.requests == 0:
         terminalreporter.write_line(f"cassette: warning: {NOTHING_REACHED}")
     if config.getoption("--cassette-prune"):
