@@ -25,6 +25,8 @@ from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import CASSETTE, age_by, counted, record_prompts
 from tests.upstream import FakeUpstreamServer
 
+pytest_plugins = ["pytester"]
+
 # The app under test: one chat call per argument MODEL:PROMPT; an error prints its status.
 APP = """
 import sys, openai
@@ -246,3 +248,69 @@ def test_html_report_renders_in_chromium_and_shows_the_miss(run: Run, tmp_path: 
     chromium(f"--screenshot={shot}", "--window-size=1280,900", page.as_uri())
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, len(png)
+
+
+# A pytest project using the plugin: test_changed's prompt comes from $PROMPT.
+PROJECT = """
+import os, openai
+
+def ask(*messages):
+    client = openai.OpenAI(api_key="sk-test-plugin", base_url=os.environ["FAKE_UPSTREAM"] + "/v1",
+                           max_retries=0)
+    return client.chat.completions.create(model="gpt-4o", messages=list(messages)
+        ).choices[0].message.content
+
+def test_joke():
+    assert ask({"role": "user", "content": "joke"}) == "Answer 1 to: joke"
+
+def test_changed():
+    prompt = os.environ.get("PROMPT", "story")
+    assert ask({"role": "system", "content": "be brief"}, {"role": "user", "content": prompt})
+"""
+
+
+@pytest.mark.slow
+def test_pytest_plugin_writes_the_reports_of_its_xdist_workers_run_once(
+    pytester: pytest.Pytester, http_upstream: FakeUpstreamServer, monkeypatch: pytest.MonkeyPatch
+):
+    """With two xdist workers, each with its own proxy: one JUnit case per test, the miss in
+    the test that caused it, one Markdown row and one annotation, the step summary written
+    once (by the controller, not by each worker)."""
+    monkeypatch.setenv("FAKE_UPSTREAM", http_upstream.base_url)
+    pytester.makepyfile(test_app=PROJECT)
+    cassettes = pytester.path / "cassettes"
+    args = ("-p", "no:cacheprovider", f"--cassette-dir={cassettes}")
+    pytester.runpytest_subprocess(*args, "--cassette-mode=record", timeout=120).assert_outcomes(
+        passed=2
+    )
+    monkeypatch.setenv("PROMPT", "other")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    step = pytester.path / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    replayed = pytester.runpytest_subprocess(
+        *args,
+        "--cassette-mode=replay",
+        "-n",
+        "2",
+        "--cassette-junit=junit.xml",
+        "--cassette-markdown=report.md",
+        timeout=120,
+    )
+    replayed.assert_outcomes(passed=1, failed=1)
+    xml = junitparser.JUnitXml.fromfile(str(pytester.path / "junit.xml"))
+    [suite] = list(xml)
+    cases = {c.name: c.result for c in suite}
+    assert set(cases) == {"test_app.py::test_joke", "test_app.py::test_changed"}
+    assert not cases["test_app.py::test_joke"]
+    [failure] = cases["test_app.py::test_changed"]
+    assert failure.type == "cassette miss" and failure.message.startswith("cassette miss: ")
+    assert 'messages[1].content: asked "other", recorded "story"' in failure.text
+    text = (pytester.path / "report.md").read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| `")]
+    assert len(rows) == 1 and rows[0].startswith("| `test_app.py::test_changed` |"), text
+    assert '`messages[1].content`: `"other"` (recorded `"story"`)' in rows[0]
+    commands = [ln for ln in replayed.outlines if ln.startswith("::")]
+    assert len(commands) == 1 and commands[0].startswith(
+        "::error title=cassette miss::test_app.py::test_changed: cassette miss: "
+    ), replayed.outlines
+    assert step.read_text() == text + "\n"
