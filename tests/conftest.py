@@ -168,6 +168,7 @@ _EXTRAS = {
     "answered from stale": "stale",
     "refused as stale": "stale_refused",
     "answered from another host": "other_host",
+    "incidental requests": "incidental",
 }
 
 
