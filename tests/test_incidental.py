@@ -64,7 +64,11 @@ def test_incidental_requests_are_forwarded_unrecorded_then_answered_quietly(
     assert (prices.status_code, prices.json()) == (404, {})
     assert len(http_upstream.state.seen) == 2  # nothing more was forwarded
     assert counted(log, "hits", "misses", "refused", "incidental") == (1, 0, 0, 3)
-    assert "(OpenAI Agents SDK traces, cassette_incidental) is not under test: answered 204" in log
+    assert (
+        "cassette: POST api.openai.com/v1/traces/ingest is not under test (OpenAI Agents SDK "
+        "traces): answered 204, never recorded" in log
+    )
+    assert f"is not under test (cassette_incidental=POST 127.0.0.1:{port}/telemetry/* 202)" in log
 
     off = proxies(cassettes, "replay", cassette_incidental_builtin="false")
     with client_of(off) as client:

@@ -211,7 +211,7 @@ class ReplayHooks:
         if answer.pattern not in self._told_incidental:
             self._told_incidental.add(answer.pattern)
             log.info(
-                "cassette: %s (%s, cassette_incidental) is not under test: %s, not recorded",
+                "cassette: %s is not under test (%s): %s, never recorded",
                 misses.clip(st.canonical.describe()),
                 answer.what,
                 f"answered {answer.status}" if closed else "forwarded",

@@ -39,7 +39,7 @@ class Incidental:
     status: int
     body: bytes = b""
     content_type: str = "application/json"
-    what: str = "cassette_incidental"  # who sends it, for the log line
+    what: str = ""  # who sends it (the user's pattern: the option), for the log line
 
     @property
     def pattern(self) -> str:
@@ -132,6 +132,7 @@ def parse(item: str) -> Incidental:
         status,
         b"" if status == 204 else EMPTY_JSON,
         "application/json" if status != 204 else "",
+        f"cassette_incidental={' '.join(parts)}",
     )
 
 
