@@ -72,7 +72,10 @@ def project(pytester: pytest.Pytester, http_upstream, monkeypatch) -> pytest.Pyt
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+    # langsmith's plugin (pyproject.toml, addopts): a second of start-up for each inner run
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:langsmith_plugin", *args, timeout=120
+    )
 
 
 def test_record_then_replay_per_test_cassettes(project, http_upstream):
