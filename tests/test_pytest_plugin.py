@@ -79,7 +79,7 @@ def test_record_then_replay_per_test_cassettes(project, http_upstream):
     cassettes = project.path / "cassettes"
     recorded = run(project, "--cassette-mode=record", f"--cassette-dir={cassettes}")
     recorded.assert_outcomes(passed=5)
-    recorded.stdout.fnmatch_lines(["cassette summary: 0 hits, 6 recorded, 0 misses*"])
+    recorded.stdout.fnmatch_lines(["cassette summary: 6 recorded*"])
     scopes = {p.relative_to(cassettes).parts[1] for p in iter_cassette_files(cassettes)}
     assert scopes == {
         "test_app.py__test_joke",
@@ -96,13 +96,13 @@ def test_record_then_replay_per_test_cassettes(project, http_upstream):
     hits = http_upstream.state.hits
     replayed = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}")
     replayed.assert_outcomes(passed=5)
-    replayed.stdout.fnmatch_lines(["cassette summary: 6 hits, 0 recorded, 0 misses, 0 unused*"])
+    replayed.stdout.fnmatch_lines(["cassette summary: 6 hits, 0 misses, 0 unused*"])
     assert http_upstream.state.hits == hits
 
     # with two xdist workers, each with its own proxy
     parallel = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "-n", "2")
     parallel.assert_outcomes(passed=5)
-    parallel.stdout.fnmatch_lines(["cassette summary: 6 hits, 0 recorded, 0 misses, 0 unused*"])
+    parallel.stdout.fnmatch_lines(["cassette summary: 6 hits, 0 misses, 0 unused*"])
     assert http_upstream.state.hits == hits
 
 

@@ -22,6 +22,7 @@ class ControlChannel:
             flow.request.method,
             flow.request.path,
             flow.request.get_content(strict=False) or b"",
+            self.state.status(),
         )
         flow.response = http.Response.make(
             status, orjson.dumps(answer), {"content-type": "application/json"}

@@ -5,7 +5,10 @@ forwarded. The pytest plugin uses them:
 
 - ``POST /test`` with ``{"test_id": ..., "cassette": ...}`` (``{}`` after the test): the test
   being run, and the name of its own cassette;
-- ``GET /misses``: the miss messages since the test began.
+- ``GET /misses``: the miss messages since the test began;
+- ``GET /status``: whether the addon is configured and started, its mode, directory and
+  interface (``mitm/state.State.status``): the handshake ``runner/process.start_proxy`` makes
+  before a command or a test session may use the proxy.
 
 Any client may instead name its test per request with the ``x-cassette-test-id`` header.
 """
@@ -33,9 +36,14 @@ class CurrentTest:
     misses: list[str] = field(default_factory=list)
 
 
-def handle(current: CurrentTest, method: str, path: str, body: bytes) -> tuple[int, Any]:
-    """(status, JSON answer) for one control request; updates ``current``."""
+def handle(
+    current: CurrentTest, method: str, path: str, body: bytes, status: dict[str, Any]
+) -> tuple[int, Any]:
+    """(status, JSON answer) for one control request; updates ``current``. ``status``: the
+    answer to ``GET /status``."""
     path = path.split("?", 1)[0]
+    if path == "/status":
+        return 200, status
     if path == "/test" and method == "POST":
         try:
             data = orjson.loads(body or b"{}")

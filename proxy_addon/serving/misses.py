@@ -15,6 +15,7 @@ import orjson
 from proxy_addon.matching import difference, normalize
 from proxy_addon.matching.canonical import CanonicalRequest, Rules
 from proxy_addon.matching.normalize import Normalizer
+from proxy_addon.runner.interface import DEFAULT_INTERFACE, spell
 from proxy_addon.store import age
 from proxy_addon.store.index import Entry, Index
 
@@ -38,9 +39,15 @@ def quote(value: Any) -> str:
         return f"<a {type(value).__name__} nested too deep to show>"
 
 
-def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanonicalize) -> str:
+def miss_message(
+    canon: CanonicalRequest,
+    index: Index,
+    recanonicalize: Recanonicalize,
+    interface: str = DEFAULT_INTERFACE,
+) -> str:
     """What a user needs to fix a miss: what was asked, what was nearest and where it differs,
-    and the normaliser that would have made it match the nearest, if one would."""
+    and the normaliser that would have made it match the nearest, if one would; options
+    spelled as ``interface`` (``runner/interface.py``) takes them."""
     model = canon.body.get("model") if isinstance(canon.body, dict) else None
     msg = (
         f"cassette miss: no recording in {index.root}/ matches {clip(canon.describe())}"
@@ -57,7 +64,7 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
         entry, diffs = near
         where = ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "") if diffs else "nothing"
         msg += f" Nearest recording: {entry.path}, which differs at: {clip(where)}."
-        hint = normaliser_hint(index, entry, recanonicalize)
+        hint = normaliser_hint(index, entry, recanonicalize, interface)
         if hint:
             msg += " " + hint
     else:
@@ -69,10 +76,12 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
             + "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
             + "."
         )
-    return msg + " Record it with --set cassette_mode=auto (or record)."
+    return msg + f" Record it with {spell(interface, 'cassette_mode', 'auto')} (or record)."
 
 
-def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) -> str | None:
+def normaliser_hint(
+    index: Index, entry: Entry, recanonicalize: Recanonicalize, interface: str = DEFAULT_INTERFACE
+) -> str | None:
     """The presets not configured that would make the request match ``entry``: each alone
     first, then all of them together."""
     current = index.rules.normalize or Normalizer()
@@ -86,21 +95,24 @@ def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) 
                 value = ",".join(names)
                 return (
                     f"It matches with the normaliser {value!r} (volatile values such as "
-                    f"today's date in the prompt): add --set cassette_normalize={value}."
+                    f"today's date in the prompt): add "
+                    f"{spell(interface, 'cassette_normalize', value)}."
                 )
     except (RecursionError, OSError, ValueError):  # too deep to compare, or a file gone
         return None
     return None
 
 
-def stale_message(path: Path, how_old: timedelta, limit: str, refused: bool) -> str:
+def stale_message(
+    path: Path, how_old: timedelta, limit: str, refused: bool, interface: str = DEFAULT_INTERFACE
+) -> str:
     """A hit on a recording older than ``cassette_max_age``, answered or refused."""
+    refresh = spell(interface, "cassette_mode", "refresh")
     return (
         f"cassette stale: {path} was recorded {age.describe(how_old)} ago, more than "
         f"cassette_max_age={limit}"
         + ("; refused (cassette_stale=fail)" if refused else "")
-        + f". Re-record it: cassette run --mode refresh --older-than {limit} -- COMMAND "
-        "(or --set cassette_mode=refresh)."
+        + f". Re-record it with {refresh} {spell(interface, 'cassette_max_age', limit)}."
     )
 
 
