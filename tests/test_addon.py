@@ -238,6 +238,8 @@ def test_miss_is_a_404_naming_request_and_nearest_difference(seed_dir, proxies):
     assert "no recording" in message
     assert "llama-stack-recording-chat-stream.json" in message
     assert "messages[0].content" in message
+    # plain mitmdump's spelling (cassette run and pytest: tests/test_cli.py, test_pytest_plugin)
+    assert message.endswith("Record it with --set cassette_mode=auto (or record).")
     with pytest.raises(openai.NotFoundError) as err:
         client.embeddings.create(model="text-embedding-3-small", input="x")
     assert "No recording exists for this endpoint" in err.value.message

@@ -381,6 +381,7 @@ def test_run_records_then_replays_and_fails_on_a_miss(tmp_path, http_upstream):
     assert missed.returncode == 1  # the app crashed on the 404: its own exit code
     assert counted(missed.stderr, "hits", "recorded", "misses", "unused") == (1, 0, 1, 1)
     assert "cassette miss" in missed.stderr
+    assert "Record it with --mode auto (or record)." in missed.stderr  # cassette run's spelling
     assert http_upstream.state.hits == hits
 
 
@@ -398,6 +399,7 @@ def test_run_exits_1_when_the_command_passed_despite_a_miss(tmp_path, fixture_di
     )
     assert result.returncode == 1
     assert counted(result.stderr, "hits", "misses") == (0, 1)
+    assert result.stderr.splitlines()[-1] == "cassette: the run fails: 1 replay misses"
 
 
 def test_run_with_a_bad_directory_is_a_usage_error(tmp_path):
@@ -409,6 +411,7 @@ def test_run_with_a_bad_directory_is_a_usage_error(tmp_path):
     )
     assert result.returncode == 2
     assert "is not a directory: nothing to replay" in result.stderr
+    assert "(record first with --mode record or --mode auto)" in result.stderr
 
 
 def test_proxy_runs_in_the_foreground_and_replays(fixture_dir, tmp_path):

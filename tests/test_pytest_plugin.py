@@ -115,6 +115,7 @@ def test_a_swallowed_miss_fails_the_test_that_caused_it(project):
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*cassette replay miss*", "*never recorded*"])
+    result.stdout.fnmatch_lines(["*Record it with --cassette-mode=auto (or record).*"])
 
 
 def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_upstream):

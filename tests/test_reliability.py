@@ -361,7 +361,9 @@ def test_upstream_faults_reach_the_client_and_the_proxy_keeps_serving(
             json={"model": "gpt-4o", "messages": [{"role": "user", "content": "ok"}]},
         )
         assert ok.json()["choices"][0]["message"]["content"] == "Answer 1 to: ok"
-    proxy.stop()
+    log = proxy.stop()
+    # refused and reset-before-answering: the upstream's doing; the time-out: the client left
+    assert counted(log, "upstream_failed", "abandoned") == (2, 1)
     saved = {
         formats.load(p).request.body.value.get("model"): formats.load(p)
         for p in iter_cassette_files(cassettes)

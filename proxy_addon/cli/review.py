@@ -12,6 +12,7 @@ import click
 import orjson
 from rich.console import Console
 
+from proxy_addon import formats
 from proxy_addon.bodies.reassemble import reassemble
 from proxy_addon.cli.common import (
     console,
@@ -24,7 +25,13 @@ from proxy_addon.cli.common import (
     table,
 )
 from proxy_addon.matching import canonical
-from proxy_addon.model import Body, RecordedResponse, Recording, WebSocketConversation
+from proxy_addon.model import (
+    Body,
+    CassetteError,
+    RecordedResponse,
+    Recording,
+    WebSocketConversation,
+)
 from proxy_addon.store import CassetteStore, age
 from proxy_addon.store.index import Entry
 from proxy_addon.store.layout import model_of, origin_of
@@ -208,7 +215,11 @@ def show_command(ref: str, cassette_dir: Path, raw: bool) -> None:
     """
     path, rec = resolve(ref, cassette_dir)
     if raw:
-        click.echo(path.read_bytes().decode("utf-8", "replace"), nl=False)
+        try:
+            stored = formats.read_bytes(path)
+        except CassetteError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(stored.decode("utf-8", "replace"), nl=False)
         return
     out = console()
     out.rule(f"{path}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -22,11 +23,12 @@ from proxy_addon.runner.process import (
     RUNNER_OPTIONS,
     START_TIMEOUT_ENV,
     ProxyStartError,
+    RunningProxy,
     start_proxy,
     start_timeout,
     user_options,
 )
-from proxy_addon.runner.supervise import GRACE, Supervisor
+from proxy_addon.runner.supervise import GRACE, Supervisor, grace_from
 from proxy_addon.summary import MODES, NOTHING_REACHED, Summary
 
 mode_option = click.option(
@@ -161,8 +163,8 @@ def run_command(
     replay mode with CI=true that exits 1.
 
     SIGINT, SIGTERM and SIGHUP are passed on to COMMAND's process group, which is killed if
-    it is still there 10 s later (at once on a second signal); the summary is printed and the
-    exit code is 128+N, or COMMAND's own non-zero code.
+    it is still there 10 s later ($CASSETTE_KILL_AFTER; at once on a second signal); the
+    summary is printed and the exit code is 128+N, or COMMAND's own non-zero code.
 
     \b
     Example: cassette run --mode replay -- pytest -q
@@ -170,7 +172,11 @@ def run_command(
     """
     chosen = _listeners(listeners)
     limit = _timeout(start_timeout)
-    with tempfile.TemporaryDirectory(prefix="cassette-run-") as tmp, Supervisor() as sup:
+    try:
+        grace = grace_from(os.environ)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    with tempfile.TemporaryDirectory(prefix="cassette-run-") as tmp, Supervisor(grace) as sup:
         summary_path = Path(tmp) / "summary.json"
         opts = _options(
             "run",
@@ -206,10 +212,11 @@ def run_command(
     code = sup.exit_code(status)
     if sup.proxy_died or died:
         _say(
-            f"cassette: the proxy stopped while the command ran (exit code "
-            f"{proxy.process.returncode}); its last log lines:\n{proxy.tail()}"
+            f"cassette: the proxy stopped while the command ran ({_how_it_ended(proxy)}); "
+            f"its last log lines:\n{proxy.tail()}"
         )
-        sys.exit(code or 1)
+        # the command was ended because of it: its own code says nothing then
+        sys.exit(1 if sup.proxy_died and sup.signal is None else code or 1)
     if summary is None:
         _say(f"cassette: the proxy wrote no summary; its last log lines:\n{proxy.tail()}")
         sys.exit(code or 1)
@@ -283,7 +290,7 @@ def proxy_command(
     opts = _options("proxy", given, extra, {})
     for name in ("listen_port", "listen_host", "confdir", "mode"):
         opts.pop(name)  # passed by start_proxy itself
-    with Supervisor() as sup:
+    with Supervisor(GRACE) as sup:
         try:
             proxy = start_proxy(
                 cassette_dir,
@@ -306,8 +313,15 @@ def proxy_command(
         sup.serve(proxy.ended)
         proxy.stop(GRACE)
     if sup.proxy_died:
-        _say(f"cassette: the proxy stopped (exit code {proxy.process.returncode})")
+        _say(f"cassette: the proxy stopped ({_how_it_ended(proxy)})")
         sys.exit(proxy.process.returncode or 1)
+
+
+def _how_it_ended(proxy: RunningProxy) -> str:
+    code = proxy.process.returncode
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def _relay(line: str) -> None:

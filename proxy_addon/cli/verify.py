@@ -4,7 +4,6 @@ any finding; scrub applies it in place, atomically, and says what it changed."""
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,45 +13,56 @@ import orjson
 
 from proxy_addon import formats
 from proxy_addon.cli.common import dir_option, secret_options, secrets_of
-from proxy_addon.formats import cassette
+from proxy_addon.formats import cassette, rewrite
 from proxy_addon.model import CassetteError
 from proxy_addon.redaction import redact
 from proxy_addon.redaction.secret_rules import Secrets
+from proxy_addon.store import age
 from proxy_addon.store.layout import iter_cassette_files
 from proxy_addon.store.writer import atomic_write
 
 
 @dataclass
 class Checked:
-    """One file against the rules: why it cannot be read, the secrets found, and its bytes
-    with them replaced (None when there is nothing to replace)."""
+    """One file against the rules: why it cannot be read (or rewritten), the secrets found,
+    and its bytes with them replaced (None when there is nothing to replace)."""
 
     problems: list[str] = field(default_factory=list)
     findings: list[redact.Finding] = field(default_factory=list)
     scrubbed: bytes | None = None
+    invalid: list[str] = field(default_factory=list)  # readable, but wrong where verify looks
 
 
-def check(path: Path, secrets: Secrets) -> Checked:
+def check(path: Path, secrets: Secrets, scrubbing: bool = False) -> Checked:
     """A cassette of ours is scrubbed as a recording; a llama-stack file as a document, so that
-    it keeps its format."""
+    it keeps its format. ``scrubbing``: also the file's bytes with the secrets replaced and
+    nothing else changed (``formats.rewrite``)."""
     out = Checked()
     try:
-        raw = path.read_bytes()
+        raw = formats.read_bytes(path)  # regular files only, within the size limit
         rec = formats.loads(raw, path)
-    except OSError as e:
-        out.problems.append(f"cannot read ({e.strerror})")
-        return out
     except CassetteError as e:
         out.problems.append(e.reason)
         return out
+    out.invalid += [
+        f"responses[{i}].recorded_at: {r.recorded_at!r} is not an ISO 8601 time "
+        "(so the recording never counts as stale)"
+        for i, r in enumerate(rec.responses)
+        if r.recorded_at is not None and age.parse_time(r.recorded_at) is None
+    ]
     if rec.source == "llama-stack":
-        doc, out.findings = redact.scrub_document(orjson.loads(raw), secrets)
-        if out.findings:  # written as llama-stack writes its files
-            out.scrubbed = json.dumps(doc, indent=2).encode() + b"\n"
+        before = orjson.loads(raw)
+        after, out.findings = redact.scrub_document(before, secrets)
     else:
-        rec, out.findings = redact.scrub(rec, secrets)
-        if out.findings:
-            out.scrubbed = cassette.dumps(rec)
+        scrubbed, out.findings = redact.scrub(rec, secrets)
+        if out.findings and scrubbing:  # the two as the writer lays them out
+            before = orjson.loads(cassette.dumps(rec))
+            after = orjson.loads(cassette.dumps(scrubbed))
+    if out.findings and scrubbing:
+        try:
+            out.scrubbed = rewrite.rewrite(raw, before, after)
+        except rewrite.NotExact as e:
+            out.problems.append(f"cannot be rewritten changing only its secrets: {e}")
     return out
 
 
@@ -82,9 +92,10 @@ def verify_command(
     for path in _files(cassette_dir):
         total += 1
         checked = check(path, secrets)
-        for line in checked.problems + [f"{f} (run cassette scrub)" for f in checked.findings]:
+        findings = [f"{f} (run cassette scrub)" for f in checked.findings]
+        for line in checked.problems + checked.invalid + findings:
             click.echo(f"{path}: {line}")
-        bad += bool(checked.problems or checked.findings)
+        bad += bool(checked.problems or checked.invalid or checked.findings)
     click.echo(f"{total} files checked, {bad} bad", err=bad > 0)
     if bad:
         sys.exit(1)
@@ -107,7 +118,7 @@ def scrub_command(
     total = changed = replaced = unreadable = 0
     for path in _files(cassette_dir):
         total += 1
-        checked = check(path, secrets)
+        checked = check(path, secrets, scrubbing=True)
         for problem in checked.problems:
             click.echo(f"{path}: skipped: {problem}", err=True)
         unreadable += bool(checked.problems)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, exceptions
 
+from proxy_addon import formats
 from proxy_addon.matching import normalize
 from proxy_addon.matching.canonical import DEFAULT_RULES, Rules
 from proxy_addon.matching.jsonpath import parse_path
@@ -67,7 +68,7 @@ class Settings:
     max_age: timedelta | None = None
     max_age_text: str = ""
     stale_policy: str = "warn"
-    max_file_bytes: int = 512 * 1024 * 1024
+    max_file_bytes: int = formats.MAX_FILE_BYTES
     summary_path: str = ""
     interface: str = DEFAULT_INTERFACE  # which interface started the proxy: its hints' spelling
 
@@ -198,7 +199,7 @@ class Options:
         loader.add_option(
             "cassette_max_file_mb",
             int,
-            512,
+            formats.MAX_FILE_BYTES >> 20,
             "Skip (with a warning) cassette files larger than this many MB.",
         )
         loader.add_option(

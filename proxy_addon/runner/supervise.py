@@ -3,7 +3,8 @@ its own process group, the signals a CI system sends on cancel or time-out (SIGT
 SIGHUP) forwarded to that group, bounded waits, and nothing left running afterwards.
 
 - A signal N reaching the runner is sent on to the command's process group; if the group is not
-  gone ``GRACE`` seconds later (a command that ignores SIGTERM), it is killed. A second signal
+  gone ``GRACE`` seconds later (``$CASSETTE_KILL_AFTER``; a command that ignores SIGTERM), it
+  is killed. A second signal
   kills it at once. Once the command is gone, the rest of its group gets the same treatment.
 - The proxy stopping on its own while the command runs (killed, crashed) ends the command the
   same way: nothing can pass through a proxy that is gone.
@@ -30,15 +31,32 @@ from typing import Any
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE = 10.0  # seconds a process group gets between a signal and SIGKILL
+GRACE_ENV = "CASSETTE_KILL_AFTER"  # another number of seconds for that
 _POLL = 0.05  # seconds between checks that a process group is gone (no event tells it)
+
+
+def grace_from(environ: Mapping[str, str]) -> float:
+    """``$CASSETTE_KILL_AFTER`` seconds, or ``GRACE``; ``ValueError`` for anything but a
+    number from 0 up."""
+    given = environ.get(GRACE_ENV, "")
+    if not given:
+        return GRACE
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 1e6:
+        raise ValueError(f"{GRACE_ENV} must be a number of seconds from 0, not {given!r}")
+    return seconds
 
 
 class Supervisor:
     """From ``__enter__`` on, SIGINT, SIGTERM and SIGHUP are caught (not acted on by Python's
-    defaults) and queued for ``run``; ``__exit__`` restores the handlers."""
+    defaults) and queued for ``run``, but those this process was started ignoring (``nohup``,
+    a shell's background job); ``__exit__`` restores the handlers."""
 
-    def __init__(self, grace: float = GRACE) -> None:
-        self.grace = grace
+    def __init__(self, grace: float | None = None) -> None:
+        self.grace = grace if grace is not None else grace_from(os.environ)
         self.signal: int | None = None  # the first signal received
         self.signals = 0  # how many were received
         self.wake = threading.Event()  # set on any signal: stops a proxy's start-up wait
@@ -48,7 +66,8 @@ class Supervisor:
 
     def __enter__(self) -> Supervisor:
         for sig in FORWARDED:
-            self._saved[sig] = signal.signal(sig, self._caught)
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+                self._saved[sig] = signal.signal(sig, self._caught)
         return self
 
     def __exit__(self, *exc: object) -> None:
