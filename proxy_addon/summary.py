@@ -70,49 +70,38 @@ class Summary:
     other_host: list[dict[str, str]] = field(default_factory=list)
 
     def line(self) -> str:
-        """``cassette summary: ...``: the counts that mean something in the mode (``CORE``),
-        then any other that is not 0."""
-        core = CORE.get(self.mode, _ALL_CORE)
-        items = [
-            (self.hits, f"{self.hits} hits", "hits"),
-            (self.recorded, f"{self.recorded} recorded", "recorded"),
-            (self.misses, f"{self.misses} misses", "misses"),
-            (
+        """``cassette summary: ...``: the counts that mean something in the mode (``CORE``), in
+        its order; then hits, recorded or misses where they are not 0 (in no mode they do not
+        mean something), and whatever else happened. Unused recordings only where recordings
+        are looked up; requests only in passthrough, where nothing else is counted."""
+        counts = {
+            "hits": (self.hits, f"{self.hits} hits"),
+            "recorded": (self.recorded, f"{self.recorded} recorded"),
+            "misses": (self.misses, f"{self.misses} misses"),
+            "unused": (
                 len(self.unused),
                 f"{len(self.unused)} unused recordings (of {self.recordings})",
-                "unused",
             ),
-            (self.requests, f"{self.requests} requests passed through", "requests"),
-            (self.abandoned, f"{self.abandoned} not saved (the client left before the end)", ""),
-            (
-                self.upstream_failed,
-                f"{self.upstream_failed} not saved (the upstream failed or refused)",
-                "",
-            ),
-            (self.write_errors, f"{self.write_errors} could not be written", ""),
-            (self.internal_errors, f"{self.internal_errors} internal errors", ""),
-            (
-                self.refused_connections,
-                f"{self.refused_connections} upstream connections refused (replay)",
-                "",
-            ),
-            (
-                self.stale,
-                f"{self.stale} answered from stale recordings (older than cassette_max_age)",
-                "",
-            ),
-            (
-                self.stale_refused,
-                f"{self.stale_refused} refused as stale (older than cassette_max_age)",
-                "",
-            ),
-            (
-                len(self.other_host),
-                f"{len(self.other_host)} answered from another host's recording",
-                "",
-            ),
+            "requests": (self.requests, f"{self.requests} requests passed through"),
+        }
+        core = CORE.get(self.mode, _ALL_CORE)
+        extras = [
+            (self.abandoned, "not saved (the client left before the end)"),
+            (self.upstream_failed, "not saved (the upstream failed or refused)"),
+            (self.write_errors, "could not be written"),
+            (self.internal_errors, "internal errors"),
+            (self.refused_connections, "upstream connections refused (replay)"),
+            (self.stale, "answered from stale recordings (older than cassette_max_age)"),
+            (self.stale_refused, "refused as stale (older than cassette_max_age)"),
+            (len(self.other_host), "answered from another host's recording"),
         ]
-        shown = [text for n, text, name in items if name in core or (n and name != "requests")]
+        shown = [counts[name][1] for name in core]
+        shown += [
+            text
+            for name, (n, text) in counts.items()
+            if n and name not in core and name in ("hits", "recorded", "misses")
+        ]
+        shown += [f"{n} {what}" for n, what in extras if n]
         return "cassette summary: " + ", ".join(shown)
 
     def failure(self, mode: str, environ: Mapping[str, str]) -> str | None:

@@ -10,7 +10,7 @@ import pytest
 from proxy_addon import formats
 from proxy_addon.formats import cassette
 from proxy_addon.store.layout import BY_TEST_DIR, iter_cassette_files
-from tests.conftest import age_by
+from tests.conftest import age_by, summary_counts
 
 pytest_plugins = ["pytester"]
 
@@ -345,3 +345,18 @@ def test_summaries_of_xdist_workers_combine_into_one():
     total = Summary.combine([one, two])
     assert {name: getattr(total, name) for name in names} == dict.fromkeys(names, 3)
     assert (total.recordings, total.unused, total.miss_messages) == (3, ["b.json"], ["m1", "m2"])
+
+
+def test_recording_under_xdist_counts_as_a_serial_run_does(project, http_upstream):
+    """Each worker's proxy knows only the files it recorded; the run's summary counts every
+    file once, as one proxy would have."""
+    serial = run(project, "--cassette-mode=auto", f"--cassette-dir={project.path / 'serial'}")
+    serial.assert_outcomes(passed=5)
+    http_upstream.state.answer_counter.clear()  # the same answers again
+    parallel = run(
+        project, "--cassette-mode=auto", f"--cassette-dir={project.path / 'parallel'}", "-n", "2"
+    )
+    parallel.assert_outcomes(passed=5)
+    counts = summary_counts(serial.stdout.str())
+    assert counts == summary_counts(parallel.stdout.str())
+    assert (counts["recorded"], counts["recordings"], counts["unused"]) == (6, 4, 0)

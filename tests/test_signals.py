@@ -92,7 +92,9 @@ def _started(run: subprocess.Popen[str]) -> tuple[int, int]:
     return int(line.split()[1]), proxy
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"]
+)
 def test_a_signal_ends_the_command_its_children_and_the_proxy_and_prints_the_summary(sig, tmp_path):
     run = _cassette_run(tmp_path)
     command, proxy = _started(run)
@@ -167,7 +169,9 @@ def test_waits():
 
 
 @pytest.mark.parametrize(
-    ("sig", "code"), [(signal.SIGINT, pytest.ExitCode.INTERRUPTED), (signal.SIGTERM, 143)]
+    ("sig", "code"),
+    [(signal.SIGINT, pytest.ExitCode.INTERRUPTED), (signal.SIGTERM, 143)],
+    ids=["SIGINT", "SIGTERM"],
 )
 def test_the_plugin_stops_its_proxy_and_prints_the_summary_on_a_signal(sig, code, tmp_path):
     (tmp_path / "test_waits.py").write_text(PLUGIN_TEST)

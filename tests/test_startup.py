@@ -137,6 +137,12 @@ PLAIN_CASES = {
         ["--set", "cassette_dir={dir}", "--set", "cassette_max_file_mb=abc"],
         "not an integer: abc",
     ),
+    # configure fails once the mode is set: the addon stays, half-configured, until the
+    # start-up check stops mitmdump; meanwhile it answers 503 and connects nowhere
+    "record into a file": (
+        ["--set", "cassette_mode=record", "--set", "cassette_dir={dir}/../a-file"],
+        "is not a directory",
+    ),
 }
 
 
@@ -158,6 +164,7 @@ def test_plain_mitmdump_with_a_bad_or_repeated_option_stops_and_never_forwards(
     args, message = PLAIN_CASES[case]
     cassettes = tmp_path / "c"
     cassettes.mkdir()
+    (tmp_path / "a-file").write_text("not a directory")
     proc = subprocess.Popen(
         [mitmdump_executable(), "--listen-host", "127.0.0.1", "-p", "0"]
         + ["--set", f"confdir={confdir}", "-s", str(ADDON_SCRIPT)]

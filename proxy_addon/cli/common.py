@@ -84,11 +84,11 @@ def print_json(value: Any) -> None:
     try:
         text = orjson.dumps(value, option=orjson.OPT_INDENT_2)
     except TypeError:  # a file name that is not UTF-8 (held with surrogate escapes)
-        text = orjson.dumps(_printable(value), option=orjson.OPT_INDENT_2)
+        text = orjson.dumps(printable(value), option=orjson.OPT_INDENT_2)
     click.echo(text.decode())
 
 
-def _printable(value: Any) -> Any:
+def printable(value: Any) -> Any:
     """``value`` with every string JSON can hold: a byte that is not UTF-8 shown as ``\\xff``."""
     if isinstance(value, str):
         try:
@@ -97,9 +97,9 @@ def _printable(value: Any) -> Any:
             raw = value.encode("utf-8", "backslashreplace")
         return raw.decode("utf-8", "backslashreplace")
     if isinstance(value, dict):
-        return {_printable(k): _printable(v) for k, v in value.items()}
+        return {printable(k): printable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_printable(v) for v in value]
+        return [printable(v) for v in value]
     return value
 
 

@@ -21,6 +21,7 @@ from proxy_addon.cli.common import (
     json_option,
     load_store,
     print_json,
+    printable,
     resolve,
     table,
 )
@@ -111,7 +112,7 @@ def ls_command(
     if older_than is not None:
         limit = age.now() - older_than
         found = [e for e in found if (when := age.recorded(e.recording)) and when < limit]
-    rows = [_row(e, cassette_dir) for e in found]
+    rows = [printable(_row(e, cassette_dir)) for e in found]  # JSON holds no surrogates
     if pattern:
         needle = pattern.lower()
         rows = [r for r in rows if needle in orjson.dumps(r).decode().lower()]

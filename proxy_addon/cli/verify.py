@@ -132,7 +132,7 @@ def scrub_command(
     click.echo(
         f"{total} files checked: "
         + (f"{replaced} secrets replaced in {changed} files" if changed else "nothing to scrub")
-        + (f"; {unreadable} files could not be read" if unreadable else "")
+        + (f"; {unreadable} files skipped, named above" if unreadable else "")
     )
     if unreadable:
         sys.exit(1)
