@@ -260,6 +260,7 @@ def test_a_passing_run_fails_when_the_replay_refused_a_connection(project, http_
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["cassette summary: *, 1 upstream connections refused (replay)"])
+    result.stdout.fnmatch_lines(["cassette: the run fails: 1 upstream connections refused"])
     assert http_upstream.state.connections == before
 
 

@@ -5,6 +5,7 @@ alive (checked by process group, in /proc), and the summary was printed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,14 +20,36 @@ from tests.conftest import CASSETTE
 
 pytestmark = pytest.mark.slow
 
-COMMAND = """\
+# A child that ignores every signal the runner forwards: only the runner's SIGKILL ends it.
+STUBBORN = """\
+import signal, time
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+COMMAND = f"""\
 import os, signal, subprocess, sys, time
-subprocess.Popen(["sleep", "300"])  # a child of its own, in its process group
+child = subprocess.Popen([sys.executable, "-c", {STUBBORN!r}, __file__], stdout=subprocess.PIPE)
+child.stdout.readline()  # it ignores signals from here on; it is in our process group
 if "ignore" in sys.argv:  # SIGTERM does nothing but say so
     signal.signal(signal.SIGTERM, lambda *_: print("ignored SIGTERM", flush=True))
 print("started", os.getpgrp(), flush=True)
 time.sleep(300)
 """
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_even_when_a_test_fails(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Every process whose command line names this test's folder (each one it started does)
+    is killed afterwards, whatever the test's outcome."""
+    yield
+    mark = str(tmp_path).encode()
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError), open(f"/proc/{name}/cmdline", "rb") as f:
+            if mark in f.read():
+                os.kill(int(name), signal.SIGKILL)
 
 
 def _alive(pgid: int) -> list[int]:
@@ -72,7 +95,7 @@ def _cassette_run(tmp_path: Path, *args: str, env: dict[str, str] | None = None)
     cassettes = tmp_path / "c"
     cassettes.mkdir(exist_ok=True)
     (tmp_path / "cmd.py").write_text(COMMAND)
-    return subprocess.Popen(
+    run = subprocess.Popen(
         [CASSETTE, "run", "--dir", str(cassettes), "--", sys.executable, str(tmp_path / "cmd.py")]
         + list(args),
         stdout=subprocess.PIPE,
@@ -80,6 +103,7 @@ def _cassette_run(tmp_path: Path, *args: str, env: dict[str, str] | None = None)
         text=True,
         env={**os.environ, **(env or {})},
     )
+    return run
 
 
 def _started(run: subprocess.Popen[str]) -> tuple[int, int]:
@@ -96,7 +120,9 @@ def _started(run: subprocess.Popen[str]) -> tuple[int, int]:
     "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"]
 )
 def test_a_signal_ends_the_command_its_children_and_the_proxy_and_prints_the_summary(sig, tmp_path):
-    run = _cassette_run(tmp_path)
+    """The command dies of the signal; its child, which ignores it, is killed after the
+    grace."""
+    run = _cassette_run(tmp_path, env={"CASSETTE_KILL_AFTER": "1"})
     command, proxy = _started(run)
     run.send_signal(sig)
     err = run.communicate(timeout=60)[1]
@@ -128,7 +154,7 @@ def test_a_second_signal_kills_the_command_at_once(tmp_path):
 
 
 def test_the_proxy_dying_first_ends_the_command_and_says_so(tmp_path):
-    run = _cassette_run(tmp_path)
+    run = _cassette_run(tmp_path, env={"CASSETTE_KILL_AFTER": "1"})
     command, proxy = _started(run)
     os.kill(proxy, signal.SIGKILL)
     err = run.communicate(timeout=60)[1]
