@@ -6,6 +6,7 @@ commands run in-process (click's runner); exit codes stay 0, 1 or 2."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -94,9 +95,15 @@ def _one_line_error(args: list[str], cwd: Path) -> None:
     """Run ``cassette ARGS``; it may fail, but as a command, never with a traceback."""
     previous = Path.cwd()
     os.chdir(cwd)  # export-llama-stack writes where --to says: a relative name lands here
+    # The commands' warnings go to stderr as they would in a shell (logging's last resort),
+    # not to pytest's log capture: a file name that is not UTF-8 in a captured record cannot
+    # be sent from an xdist worker.
+    ours = logging.getLogger("proxy_addon")
+    ours.propagate = False
     try:
         result = CliRunner().invoke(main, args)
     finally:
+        ours.propagate = True
         os.chdir(previous)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"cassette {args!r} raised:\n{result.output}") from result.exception

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -218,3 +220,33 @@ def test_the_plugin_stops_its_proxy_and_prints_the_summary_on_a_signal(sig, code
     assert session.returncode == code, out
     assert "cassette summary: 0 hits, 0 recorded, 0 unused recordings (of 0)" in out
     assert _alive(proxy) == []
+
+
+def test_on_a_terminal_the_command_reads_the_keyboard_and_gets_ctrl_c(tmp_path):
+    """As a shell gives it: the command in the terminal's foreground, so it reads the keyboard
+    (a background process group would be stopped by SIGTTIN) and a Ctrl-C goes to it."""
+    (tmp_path / "c").mkdir()
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: cassette run on the terminal
+        os.execv(
+            CASSETTE,
+            [CASSETTE, "run", "--mode", "passthrough", "--dir", str(tmp_path / "c"), "--"]
+            + ["sh", "-c", f"echo ask; read x; echo got $x; sleep 300 # {tmp_path}"],
+        )
+    seen = b""
+
+    def until(marker: bytes) -> None:
+        nonlocal seen
+        while marker not in seen:
+            ready, _, _ = select.select([terminal], [], [], 60)
+            assert ready, f"no {marker!r} in {seen!r}"
+            seen += os.read(terminal, 4096)
+
+    until(b"ask")
+    os.write(terminal, b"hello\n")
+    until(b"got hello")
+    os.write(terminal, b"\x03")  # Ctrl-C, as typed
+    until(b"cassette summary: 0 requests passed through")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGINT  # the command's own code
+    os.close(terminal)

@@ -243,9 +243,8 @@ def start_proxy(
     takes meanwhile is picked again; a port given that is in use is a ``ProxyStartError`` naming
     it. ``echo``: called with each line of the proxy's log as it comes (then only the last
     lines are kept). ``wake``: an event the caller sets to give up the start (a signal; the
-    proxy is then stopped and ``ProxyStartError`` raised, ``interrupted``); the start sets it
-    too when the proxy is ready or gone. The proxy runs in its own process group, so a
-    terminal's Ctrl-C reaches the runner, which stops it in turn."""
+    proxy is then stopped and ``ProxyStartError`` raised, ``interrupted``). The proxy runs in
+    its own process group, so a terminal's Ctrl-C reaches the runner, which stops it in turn."""
     limit = start_timeout(timeout)
     wanted = dict(listeners or {})
     for attempt in range(3):
@@ -269,7 +268,7 @@ def start_proxy(
                 listen_host,
                 progress,
                 echo,
-                wake or threading.Event(),
+                wake,
             )
         except ProxyStartError as e:
             picked = {p for name, p in ports.items() if wanted[name] is None}
@@ -296,7 +295,7 @@ def _start(
     listen_host: str,
     progress: Callable[[str], None] | None,
     echo: Callable[[str], None] | None,
-    started: threading.Event,
+    wake: threading.Event | None,
 ) -> RunningProxy:
     confdir = Path(confdir) if confdir is not None else Path(cassette_dir).parent / ".mitmproxy"
     confdir.mkdir(parents=True, exist_ok=True)
@@ -315,6 +314,9 @@ def _start(
         process_group=0,
     )
     lines: list[str] | deque[str] = deque(maxlen=1000) if echo else []
+    started = threading.Event()  # ready (or, for another script, listening), gone, or woken
+    if wake is not None:
+        threading.Thread(target=_relay_event, args=(wake, started), daemon=True).start()
     port_box: list[int] = []
     ended = threading.Event()
     ours = script == ADDON_SCRIPT
@@ -344,7 +346,7 @@ def _start(
         if ended.is_set():
             proc.wait(10)
             _give_up(proxy, f"the proxy stopped during start-up (exit code {proc.returncode})")
-        if woke:
+        if woke and wake is not None and wake.is_set():
             _give_up(proxy, "the proxy's start-up was interrupted", interrupted=True)
         _give_up(proxy, f"the proxy did not start within {limit:g} s ({START_TIMEOUT_ENV})")
     proxy.port = port_box[0]
@@ -354,6 +356,11 @@ def _start(
         except ProxyStartError as e:
             _give_up(proxy, str(e))
     return proxy
+
+
+def _relay_event(source: threading.Event, target: threading.Event) -> None:
+    source.wait()
+    target.set()
 
 
 def _give_up(proxy: RunningProxy, why: str, interrupted: bool = False) -> NoReturn:

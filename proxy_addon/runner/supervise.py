@@ -61,7 +61,8 @@ class Supervisor:
         self.signals = 0  # how many were received
         self.wake = threading.Event()  # set on any signal: stops a proxy's start-up wait
         self.proxy_died = False
-        self._events: queue.Queue[tuple[str, int | None]] = queue.Queue()
+        # SimpleQueue: its put may run in a signal handler while the main thread is inside get
+        self._events: queue.SimpleQueue[tuple[str, int | None]] = queue.SimpleQueue()
         self._saved: dict[int, Any] = {}
 
     def __enter__(self) -> Supervisor:
