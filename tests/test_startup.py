@@ -357,16 +357,20 @@ def test_listeners_take_free_ports_and_a_busy_port_is_named_with_its_option(tmp_
     taken = _cassette_proxy("--port", str(busy), "--dir", str(cassettes), "--confdir", ca)
     out = taken.communicate(timeout=120)[0]
     assert taken.returncode == 2
-    assert f"port {busy} is already in use (the proxy)" in out
-    assert "choose another port with --port (0: a free one)" in out
+    assert (
+        f"the proxy did not start: port {busy} is already in use (the proxy): choose another "
+        "port with --port (0: a free one); its last log lines:"
+    ) in out
 
     taken = _cassette_proxy(
         "--port", "0", "--listeners", f"openai:{busy}", "--dir", str(cassettes), "--confdir", ca
     )
     out = taken.communicate(timeout=120)[0]
     assert taken.returncode == 2
-    assert f"port {busy} is already in use (openai)" in out
-    assert "move that listener with --listeners openai:PORT" in out
+    assert (
+        f"the proxy did not start: port {busy} is already in use (openai): move that listener "
+        "with --listeners openai:PORT"
+    ) in out
 
 
 def test_which_listeners_open_is_chosen(tmp_path):

@@ -127,13 +127,14 @@ def _fail_start(e: ProxyStartError, interface: str) -> NoReturn:
     """Exit 2, saying why the proxy did not start (and which option moves a busy port)."""
     how = ""
     if e.busy_role == "proxy" and interface == "proxy":
-        how = "choose another port with --port (0: a free one); "
+        how = ": choose another port with --port (0: a free one)"
     elif e.busy_role:
         how = (
-            f"move that listener with --listeners {e.busy_role}:PORT, "
-            "or leave it out (--listeners none, or the others by name); "
+            f": move that listener with --listeners {e.busy_role}:PORT, "
+            "or leave it out (--listeners none, or the others by name)"
         )
-    raise click.UsageError(f"the proxy did not start: {how}{e}")
+    tail = f"; its last log lines:\n{e.tail}" if e.tail else ""
+    raise click.UsageError(f"the proxy did not start: {e.why}{how}{tail}")
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True})

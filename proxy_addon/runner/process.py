@@ -52,14 +52,24 @@ RUNNER_OPTIONS = ("cassette_dir", "cassette_mode", "listen_host", "listen_port",
 
 
 class ProxyStartError(RuntimeError):
-    """The proxy did not start: why, in a few lines. ``busy_port``: a port it could not take,
-    with ``busy_role`` (``"proxy"`` or a provider's name)."""
+    """The proxy did not start: ``why``, then the last lines of its log (``tail``).
+    ``busy_port``: a port it could not take, with ``busy_role`` (``"proxy"`` or a provider's
+    name); ``interrupted``: a signal stopped the start."""
 
-    def __init__(self, message: str, busy_port: int | None = None, busy_role: str = "") -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        why: str,
+        tail: str = "",
+        busy_port: int | None = None,
+        busy_role: str = "",
+        interrupted: bool = False,
+    ) -> None:
+        super().__init__(f"{why}; its last log lines:\n{tail}" if tail else why)
+        self.why = why
+        self.tail = tail
         self.busy_port = busy_port
         self.busy_role = busy_role
-        self.interrupted = False  # a signal stopped the start
+        self.interrupted = interrupted
 
 
 def mitmdump_executable() -> str:
@@ -372,9 +382,7 @@ def _give_up(proxy: RunningProxy, why: str, interrupted: bool = False) -> NoRetu
     if busy is not None:
         role = next((lst.provider.name for lst in proxy.listeners if lst.port == busy), "proxy")
         why = f"port {busy} is already in use ({role if role != 'proxy' else 'the proxy'})"
-    error = ProxyStartError(f"{why}; its last log lines:\n{proxy.tail()}", busy, role)
-    error.interrupted = interrupted
-    raise error
+    raise ProxyStartError(why, proxy.tail(), busy, role, interrupted)
 
 
 def _handshake(
