@@ -145,6 +145,8 @@ def test_no_command_prints_a_traceback_for_any_argument(data, folder, tmp_path):
     if data is None:
         for args in (
             ["ls", "--json", "--dir", paths[0]],  # a file name that is not UTF-8
+            ["ls", "--grep", "x", "--dir", paths[0]],
+            ["stale", "--json", "--dir", paths[0]],  # a directory name that is not UTF-8
             ["ls", "--older-than", "99999999999d", "--dir", paths[0]],
             ["show", "--raw", paths[3], "--dir", paths[0]],
             ["export-llama-stack", paths[2], "--to", "out", "--dir", paths[0]],

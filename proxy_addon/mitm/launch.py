@@ -55,7 +55,7 @@ class CassetteMaster(DumpMaster):
     async def run(self) -> None:
         unknown = undeclared(self.options)
         if unknown:
-            _refuse(f"unknown option(s) {', '.join(unknown)}: see --options")
+            _refuse(f"unknown option(s) {', '.join(unknown)}: no addon declares them")
         chain = self.addons.chain
         # where a `-s` script's addons sit: before NextLayer and Dumper (which prints flows)
         at = chain.index(self.addons.get("scriptloader"))

@@ -355,7 +355,14 @@ def _start(
     if not port_box:
         if ended.is_set():
             proc.wait(10)
-            _give_up(proxy, f"the proxy stopped during start-up (exit code {proc.returncode})")
+            # the launcher's own one-line reason, if it gave one (an option it refused)
+            said = [ln.strip() for ln in lines if ln.startswith("mitmdump: ")]
+            _give_up(
+                proxy,
+                said[-1]
+                if said
+                else f"the proxy stopped during start-up (exit code {proc.returncode})",
+            )
         if woke and wake is not None and wake.is_set():
             _give_up(proxy, "the proxy's start-up was interrupted", interrupted=True)
         _give_up(proxy, f"the proxy did not start within {limit:g} s ({START_TIMEOUT_ENV})")
