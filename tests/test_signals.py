@@ -222,6 +222,8 @@ def test_the_plugin_stops_its_proxy_and_prints_the_summary_on_a_signal(sig, code
     assert _alive(proxy) == []
 
 
+# the child does nothing but exec: no lock of a thread is taken between the fork and the exec
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_on_a_terminal_the_command_reads_the_keyboard_and_gets_ctrl_c(tmp_path):
     """As a shell gives it: the command in the terminal's foreground, so it reads the keyboard
     (a background process group would be stopped by SIGTTIN) and a Ctrl-C goes to it."""

@@ -61,6 +61,7 @@ class Supervisor:
         self.signals = 0  # how many were received
         self.wake = threading.Event()  # set on any signal: stops a proxy's start-up wait
         self.proxy_died = False
+        self._killed = False  # the command's group got SIGKILL already
         # SimpleQueue: its put may run in a signal handler while the main thread is inside get
         self._events: queue.SimpleQueue[tuple[str, int | None]] = queue.SimpleQueue()
         self._saved: dict[int, Any] = {}
@@ -113,6 +114,7 @@ class Supervisor:
                     kind, value = self._events.get(timeout=timeout)
                 except queue.Empty:
                     _signal_group(proc.pid, signal.SIGKILL)  # it outlived its grace
+                    self._killed = True
                     deadline = None
                     continue
                 if kind == "exit":
@@ -124,6 +126,7 @@ class Supervisor:
                 elif kind == "signal" and value is not None:
                     first = deadline is None
                     _signal_group(proc.pid, value if first else signal.SIGKILL)
+                    self._killed = self._killed or not first
                     deadline = time.monotonic() + self.grace if first else None
         finally:
             if terminal is not None:
@@ -156,7 +159,11 @@ class Supervisor:
 
     def _end_group(self, pgid: int) -> None:
         """What is left of the command's process group (its children) after a signal: the
-        first signal again, then SIGKILL after the grace, or at once on another signal."""
+        first signal again, then SIGKILL after the grace, or at once on another signal (or if
+        the group was killed already)."""
+        if self._killed:
+            _signal_group(pgid, signal.SIGKILL)
+            return
         _signal_group(pgid, self.signal or signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         seen = self.signals
@@ -173,11 +180,26 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+    """Whether a process of the group still runs. A zombie does not: an orphan's exit status
+    waits for the system's reaper (PID 1), which in a container may take its time or never
+    come, and killpg would count it. Read from /proc where there is one."""
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 def _take_terminal(pgid: int) -> int | None:
