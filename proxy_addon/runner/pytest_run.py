@@ -86,7 +86,16 @@ class ProxySession:
             )
         except ProxyStartError as e:
             shutil.rmtree(self.tmp, ignore_errors=True)
-            raise pytest.UsageError(f"cassette: the proxy did not start: {e}") from None
+            how = (
+                f": move that listener with --cassette-listeners {e.busy_role}:PORT, or leave "
+                "it out"
+                if e.busy_role and e.busy_role != "proxy"
+                else ""
+            )
+            tail = f"; its last log lines:\n{e.tail}" if e.tail else ""
+            raise pytest.UsageError(
+                f"cassette: the proxy did not start: {e.why}{how}{tail}"
+            ) from None
         self.saved_env = {k: os.environ.get(k) for k in self.proxy.client_env({})}
         self.saved_env.update({k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy")})
         os.environ.update(self.proxy.client_env({}))
