@@ -204,8 +204,14 @@ def test_waits():
 def test_the_plugin_stops_its_proxy_and_prints_the_summary_on_a_signal(sig, code, tmp_path):
     (tmp_path / "test_waits.py").write_text(PLUGIN_TEST)
     started = tmp_path / "started"
+    # Ctrl-C's handler set in the session itself: a suite run as a shell's background job
+    # passes SIGINT on ignored, and Python keeps it so
+    interruptible = (
+        "import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler);"
+        " sys.exit(pytest.main(sys.argv[1:]))"
+    )
     session = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--cassette-mode=auto"]
+        [sys.executable, "-c", interruptible, "-p", "no:cacheprovider", "--cassette-mode=auto"]
         + [f"--cassette-dir={tmp_path / 'c'}", str(tmp_path / "test_waits.py")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

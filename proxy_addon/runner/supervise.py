@@ -52,8 +52,8 @@ def grace_from(environ: Mapping[str, str]) -> float:
 
 class Supervisor:
     """From ``__enter__`` on, SIGINT, SIGTERM and SIGHUP are caught (not acted on by Python's
-    defaults) and queued for ``run``, but those this process was started ignoring (``nohup``,
-    a shell's background job); ``__exit__`` restores the handlers."""
+    defaults) and queued for ``run``, but a SIGHUP this process was started ignoring
+    (``nohup``); ``__exit__`` restores the handlers."""
 
     def __init__(self, grace: float | None = None) -> None:
         self.grace = grace if grace is not None else grace_from(os.environ)
@@ -68,8 +68,11 @@ class Supervisor:
 
     def __enter__(self) -> Supervisor:
         for sig in FORWARDED:
-            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
-                self._saved[sig] = signal.signal(sig, self._caught)
+            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # nohup's: a hang-up was meant to pass unnoticed
+            # SIGINT and SIGTERM are handled even when inherited ignored (a shell's background
+            # job ignores SIGINT): a CI system's cancel must still end the run
+            self._saved[sig] = signal.signal(sig, self._caught)
         return self
 
     def __exit__(self, *exc: object) -> None:
