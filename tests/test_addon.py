@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -21,6 +23,7 @@ from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import (
     FAKE_KEY,
     SEED,
+    counted,
     openai_client,
     record_prompts,
     sdk_http_client,
@@ -100,7 +103,7 @@ def test_record_then_replay_gives_identical_sdk_objects(tmp_path, upstream, prox
     rec = proxies(cassettes, "record")
     recorded = exercise(openai_client(rec, upstream))
     log = rec.stop()
-    assert "cassette summary: 0 hits, 11 recorded, 0 misses" in log
+    assert "cassette summary: 11 recorded" in log
     assert recorded["repeated"] == [f"Answer {n} to: again" for n in (1, 2, 3)]
     assert recorded["chat_stream"][-1]["choices"][0]["finish_reason"] == "stop"
     assert recorded["chat_stream_usage"][-1]["usage"]["total_tokens"] == 11
@@ -122,7 +125,7 @@ def test_record_then_replay_gives_identical_sdk_objects(tmp_path, upstream, prox
         model="gpt-4o", messages=[{"role": "user", "content": "again"}]
     )
     assert again.choices[0].message.content == "Answer 3 to: again"
-    assert "cassette summary: 12 hits, 0 recorded, 0 misses, 0 unused" in replay.stop()
+    assert "cassette summary: 12 hits, 0 misses, 0 unused" in replay.stop()
 
 
 def test_cassette_is_readable_json_with_events(tmp_path, http_upstream, proxies):
@@ -227,26 +230,51 @@ def test_seed_replays_as_its_17_chunks_with_default_base_url(seed_dir, proxies):
     assert text == "Why don't skeletons fight each other? \n\nThey don't have the guts!"
 
 
-def test_miss_is_a_404_naming_request_and_nearest_difference(seed_dir, proxies):
+def test_miss_is_a_424_naming_request_and_nearest_difference(seed_dir, proxies):
+    """A miss is a 424 (no SDK class reads it as "not found", none retries it) with
+    ``x-should-retry: false``, in the error shape of the request's provider."""
     proxy = proxies(seed_dir, "replay")
-    client = openai.OpenAI(
-        api_key="sk-test-seed", max_retries=0, http_client=sdk_http_client(proxy)
+    client = openai.OpenAI(  # the SDK's default retries: a retried miss would count twice
+        api_key="sk-test-seed", http_client=sdk_http_client(proxy)
     )
-    with pytest.raises(openai.NotFoundError) as err:
+    with pytest.raises(openai.APIStatusError) as err:
         client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "Tell me a pun"}], stream=True
         )
+    assert type(err.value) is openai.APIStatusError and err.value.status_code == 424
+    assert err.value.response.headers["x-should-retry"] == "false"
+    assert err.value.response.headers["x-cassette-miss"] == "1"
     message = err.value.message
+    assert message.startswith("Error code: 424 - cassette miss: ")  # error.message, alone
     assert "POST api.openai.com/v1/chat/completions" in message
     assert "no recording" in message
     assert "llama-stack-recording-chat-stream.json" in message
     assert "messages[0].content" in message
-    with pytest.raises(openai.NotFoundError) as err:
+    # plain mitmdump's spelling (cassette run and pytest: tests/test_cli.py, test_pytest_plugin)
+    assert message.endswith("Record it with --set cassette_mode=auto (or record).")
+    with pytest.raises(openai.APIStatusError) as err:
         client.embeddings.create(model="text-embedding-3-small", input="x")
     assert "No recording exists for this endpoint" in err.value.message
+    claude = anthropic.Anthropic(api_key="sk-ant-test-seed", http_client=sdk_http_client(proxy))
+    with pytest.raises(anthropic.APIStatusError) as miss:
+        claude.messages.create(
+            model="claude-x", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert type(miss.value) is anthropic.APIStatusError and miss.value.status_code == 424
+    body = miss.value.response.json()  # Anthropic's own error shape
+    assert body["type"] == "error" and body["error"]["type"] == "cassette_miss"
+    assert body["error"]["message"].startswith("cassette miss: ")
+    assert "POST api.anthropic.com/v1/messages" in str(miss.value)
+    gemini = "https://generativelanguage.googleapis.com/v1beta/models/gemini-x:generateContent"
+    ca = ssl.create_default_context(cafile=str(proxy.ca_cert))
+    with httpx.Client(proxy=proxy.url, verify=ca, timeout=20) as raw:
+        google = raw.post(gemini, json={"contents": []})
+    assert google.status_code == 424  # and Google's error shape
+    assert google.json()["error"]["status"] == "FAILED_PRECONDITION"
+    assert google.json()["error"]["message"].startswith("cassette miss: ")
     log = proxy.stop()
     assert "cassette miss" in log
-    assert "cassette summary: 0 hits, 0 recorded, 2 misses, 1 unused recordings (of 1)" in log
+    assert "cassette summary: 0 hits, 4 misses, 1 unused recordings (of 1)" in log
 
 
 def test_paced_replay_spreads_events_over_time(tmp_path, proxies):
@@ -353,7 +381,7 @@ def test_auto_mode_replays_hits_and_records_misses(tmp_path, http_upstream, prox
     )
     assert new.choices[0].message.content == "Answer 1 to: new"
     assert http_upstream.state.hits == hits + 1
-    assert "1 hits, 1 recorded, 0 misses" in auto.stop()
+    assert counted(auto.stop(), "hits", "recorded", "misses") == (1, 1, 0)
     assert len(list(iter_cassette_files(cassettes))) == 2
 
 
@@ -434,6 +462,16 @@ def test_concurrent_recordings_all_land_whole(tmp_path, http_upstream, proxies):
         ("cassette_max_age", "30", "cassette_max_age: '30' is not an age"),
         ("cassette_stale", "sometimes", "cassette_stale must be warn or fail"),
         ("stream_large_bodies", "1m", "stream_large_bodies cannot be used in replay mode"),
+        (
+            "cassette_incidental",
+            "POST https://x.example/y",
+            "cassette_incidental: 'POST https://x.example/y' is not METHOD HOST/PATH [STATUS]",
+        ),
+        (
+            "cassette_host_map",
+            "localhost:8000",
+            "cassette_host_map: 'localhost:8000' is not FROM=TO",
+        ),
     ],
 )
 def test_bad_option_stops_mitmdump_with_a_clear_message(tmp_path, confdir, option, value, expected):
@@ -470,7 +508,7 @@ def test_passthrough_forwards_records_nothing_and_strips_the_test_header(
             model="gpt-4o", messages=[{"role": "user", "content": "live"}]
         )
     assert got.choices[0].message.content == "Answer 2 to: live"  # each call reached upstream
-    assert "0 hits, 0 recorded, 0 misses" in proxy.stop()
+    assert counted(proxy.stop(), "hits", "recorded", "misses", "requests") == (0, 0, 0, 2)
     assert not list(iter_cassette_files(cassettes))
     seen = http_upstream.state.seen[-1].headers
     assert not any(k.lower() == "x-cassette-test-id" for k in seen)

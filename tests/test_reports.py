@@ -119,7 +119,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, confdir: Path) -> Run:
         )
     finally:
         upstream.stop()
-    assert result.stdout.splitlines()[:4] == ["Answer 1 to: one", "Answer 1 to: two", "404", "410"]
+    assert result.stdout.splitlines()[:4] == ["Answer 1 to: one", "Answer 1 to: two", "424", "410"]
     assert result.returncode == 1, result.stderr
     assert counted(result.stderr, "hits", "misses", "stale_refused", "unused") == (2, 1, 1, 1)
     return Run(cassettes, out, upstream.base_url.removeprefix("http://"), result)
@@ -128,7 +128,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, confdir: Path) -> Run:
 def test_markdown_report_has_a_row_per_miss_and_refusal_and_lists_the_unused(run: Run):
     text = (run.out / "report.md").read_text()
     lines = text.splitlines()
-    assert lines[0].startswith("### ❌ cassette replay failed: 2 hits, 0 recorded, 1 misses"), text
+    assert lines[0].startswith(
+        "### ❌ cassette replay failed: 2 hits, 1 misses, 1 unused recordings (of 4)"
+    ), text
     rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith(("| Test ", "| ---"))]
     assert len(rows) == 2, text
     miss, stale = rows

@@ -97,11 +97,14 @@ class CanonicalRequest:
 class Rules:
     """What matching leaves out and replaces, the same for every request of a run: the
     ``cassette_ignore`` paths, the secret rules (``cassette_redact_*`` and the environment's
-    keys) and the ``cassette_normalize`` normaliser."""
+    keys), the ``cassette_normalize`` normaliser and the ``cassette_host_map`` hosts."""
 
     ignore: IgnorePaths = ()
     secrets: Secrets = BUILT_IN
     normalize: Normalizer | None = None
+    # ``cassette_host_map``: (from, to) comparable hosts; a request to ``from`` is compared as
+    # one to ``to`` (recordings made for one base URL answer another)
+    host_map: tuple[tuple[str, str], ...] = ()
 
 
 DEFAULT_RULES = Rules()
@@ -351,6 +354,40 @@ def comparable_host(scheme: str, host: str, port: int | None) -> str:
     return f"{host}:{port}"
 
 
+def parse_host_map(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``FROM=TO`` items as (from, to) comparable hosts (``ValueError`` naming a bad one):
+    ``host[:port]`` each, lower-cased, a default port (80, 443) left out as a compared host
+    leaves it out."""
+    pairs = []
+    for item in items:
+        sides = item.split("=")
+        mapped_from, mapped_to = (
+            (_host_of(sides[0].strip()), _host_of(sides[1].strip()))
+            if len(sides) == 2
+            else (None, None)
+        )
+        if mapped_from is None or mapped_to is None:
+            raise ValueError(
+                f"{item!r} is not FROM=TO with each a host[:port], such as "
+                "localhost:8000=127.0.0.1:8000"
+            )
+        pairs.append((mapped_from, mapped_to))
+    return tuple(pairs)
+
+
+def _host_of(text: str) -> str | None:
+    if not text or any(c in text for c in "/@?#") or " " in text:
+        return None
+    try:
+        parts = urlsplit(f"//{text}")
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return comparable_host("https" if port == 443 else "http", parts.hostname, port)
+
+
 def canonicalize(request: Request, rules: Rules = DEFAULT_RULES) -> CanonicalRequest:
     """The comparable form of a request, live or recorded: the one place a request key is
     made (see ``canonicalize_with_secrets``)."""
@@ -377,6 +414,10 @@ def canonicalize_with_secrets(
         secrets = secrets.with_values(named)
     method = request.method.upper()
     host = "" if request.any_host else comparable_host(request.scheme, request.host, request.port)
+    for mapped_from, mapped_to in rules.host_map:
+        if host == mapped_from:
+            host = mapped_to
+            break
     path = _path(request.path, secrets)
     query = _query(request.query, secrets)
     normalize = rules.normalize

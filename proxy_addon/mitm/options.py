@@ -2,6 +2,14 @@
 one ``Settings`` the hooks read, and the cassette directory opened with them.
 
 A bad value raises ``OptionsError`` naming the option: at start-up mitmdump then stops.
+
+Under plain ``mitmdump -s addon.py``, mitmproxy applies a ``--set cassette_*`` given on the
+command line only once the script has declared it, and an error then (an option given twice, a
+value of the wrong type) would drop the whole addon without a word, leaving a plain proxy that
+forwards everything. So ``load`` applies those values itself and turns such an error into one
+mitmdump reports and stops on; ``running`` refuses a ``cassette_*`` name nobody declared (a
+typo). The launcher (``mitm/launch.py``, used by ``cassette run``, ``cassette proxy`` and the
+pytest plugin) declares the options before the command line is read instead.
 """
 
 from __future__ import annotations
@@ -17,12 +25,15 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions
 
-from proxy_addon.matching import normalize
+from proxy_addon import formats
+from proxy_addon.matching import canonical, normalize
 from proxy_addon.matching.jsonpath import parse_path
 from proxy_addon.mitm.settings import Settings
 from proxy_addon.mitm.state import State
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.reports import publish
+from proxy_addon.runner.interface import DEFAULT_INTERFACE, INTERFACES, spell
+from proxy_addon.serving.incidental import in_force
 from proxy_addon.store import CassetteStore, age
 from proxy_addon.store.cache import BUDGET_BYTES
 from proxy_addon.store.writer import BackgroundWriter
@@ -44,6 +55,7 @@ STORE_OPTIONS = frozenset(
     {
         "cassette_dir",
         "cassette_ignore",
+        "cassette_host_map",
         "cassette_normalize",
         "cassette_mode",
         "cassette_max_file_mb",
@@ -71,6 +83,15 @@ def split_list(values: Sequence[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
+OPTION_PREFIX = "cassette_"
+
+
+def undeclared(options: Any) -> list[str]:
+    """``cassette_*`` names given (``--set``, config.yaml) that no addon declared: typos, which
+    mitmproxy would keep aside forever without a word."""
+    return sorted(name for name in options.deferred if name.startswith(OPTION_PREFIX))
+
+
 class Options:
     """Declares and checks the ``cassette_*`` options; keeps ``state.settings`` and
     ``state.store`` in step with them."""
@@ -79,6 +100,27 @@ class Options:
         self.state = state
 
     def load(self, loader: Any) -> None:
+        self._declare(loader)
+        options = loader.master.options
+        try:
+            # what mitmproxy does right after this hook, where an OptionsError would silently
+            # unload the addon (addonmanager.register -> process_deferred)
+            options.process_deferred()
+        except exceptions.OptionsError as e:
+            known = set(options.keys())
+            for name in [n for n in options.deferred if n in known]:
+                del options.deferred[name]  # or every later script's load fails on it again
+            # not an OptionsError, which mitmproxy would swallow: logged, mitmdump stops
+            raise RuntimeError(f"cassette: bad option: {e}") from None
+
+    def running(self) -> None:
+        unknown = undeclared(ctx.options)
+        if unknown:
+            raise RuntimeError(
+                f"cassette: unknown option(s) {', '.join(unknown)}: see mitmdump --options"
+            )
+
+    def _declare(self, loader: Any) -> None:
         loader.add_option(
             "cassette_dir",
             str,
@@ -93,7 +135,7 @@ class Options:
             "forward everything and (re)write cassettes; auto: replay hits and "
             "record misses; passthrough: forward, record nothing; refresh: "
             "re-record what has a recording (with cassette_max_age, only those "
-            "older), in its own file; a miss is a 404 as in replay.",
+            "older), in its own file; a miss is a 424 as in replay.",
             choices=MODES,
         )
         loader.add_option(
@@ -109,6 +151,29 @@ class Options:
             [],
             "Dotted JSON paths left out of request matching, e.g. user, "
             "metadata.trace_id, messages[0].name, messages.*.name.",
+        )
+        loader.add_option(
+            "cassette_incidental",
+            Sequence[str],
+            [],
+            "Requests not under test, METHOD HOST/PATH [STATUS] (globs; STATUS default "
+            "204), e.g. 'POST telemetry.example.com/v1/*': a replay answers them with "
+            "STATUS, the other modes forward them; never recorded.",
+        )
+        loader.add_option(
+            "cassette_incidental_builtin",
+            bool,
+            True,
+            "Also treat as incidental the built-in list of frameworks' own requests "
+            "(LiteLLM's price map, OpenAI Agents SDK traces, LangSmith, Logfire, ...).",
+        )
+        loader.add_option(
+            "cassette_host_map",
+            Sequence[str],
+            [],
+            "FROM=TO host[:port] pairs: requests to FROM are matched as if sent to TO, "
+            "e.g. localhost:8000=127.0.0.1:8000 (recordings made for one base URL answer "
+            "another).",
         )
         loader.add_option(
             "cassette_normalize",
@@ -152,7 +217,7 @@ class Options:
         loader.add_option(
             "cassette_max_file_mb",
             int,
-            512,
+            formats.MAX_FILE_BYTES >> 20,
             "Skip (with a warning) cassette files larger than this many MB.",
         )
         loader.add_option(
@@ -184,6 +249,14 @@ class Options:
             True,
             "Under GitHub Actions (GITHUB_ACTIONS=true), append the Markdown report to "
             "$GITHUB_STEP_SUMMARY and print an error annotation per miss.",
+        )
+        loader.add_option(
+            "cassette_interface",
+            str,
+            DEFAULT_INTERFACE,
+            "Which interface started the proxy, so its messages spell options as it does: "
+            "mitmdump, run (cassette run), proxy (cassette proxy), pytest.",
+            choices=tuple(INTERFACES),
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -238,6 +311,18 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
             rules["normalize"] = normalize.compile_rules(opts.cassette_normalize)
         except ValueError as e:
             raise exceptions.OptionsError(f"cassette_normalize: {e}") from None
+    if "cassette_host_map" in updated:
+        try:
+            rules["host_map"] = canonical.parse_host_map(split_list(opts.cassette_host_map))
+        except ValueError as e:
+            raise exceptions.OptionsError(f"cassette_host_map: {e}") from None
+    if updated & {"cassette_incidental", "cassette_incidental_builtin"}:
+        try:
+            changes["incidental"] = in_force(
+                split_list(opts.cassette_incidental), opts.cassette_incidental_builtin
+            )
+        except ValueError as e:
+            raise exceptions.OptionsError(f"cassette_incidental: {e}") from None
     if "cassette_max_age" in updated:
         text = opts.cassette_max_age.strip()
         try:
@@ -281,6 +366,13 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
             )
         except ValueError as e:
             raise exceptions.OptionsError(f"cassette_prices: {e}") from None
+    if "cassette_interface" in updated:
+        if opts.cassette_interface not in INTERFACES:
+            raise exceptions.OptionsError(
+                f"cassette_interface must be one of {', '.join(INTERFACES)}, "
+                f"not {opts.cassette_interface!r}"
+            )
+        changes["interface"] = opts.cassette_interface
     if rules:
         changes["rules"] = replace(before.rules, **rules)
     return replace(before, **changes) if changes else before
@@ -291,9 +383,11 @@ def open_store(state: State, root: Path) -> None:
     settings = state.settings
     mode = settings.mode
     if mode in NEEDS_RECORDINGS and not root.is_dir():
+        record = spell(settings.interface, "cassette_mode", "record")
+        auto = spell(settings.interface, "cassette_mode", "auto")
         raise exceptions.OptionsError(
             f"cassette_dir {str(root)!r} is not a directory: nothing to {mode} "
-            "(record first with --set cassette_mode=record or auto)"
+            f"(record first with {record} or {auto})"
         )
     if root.exists() and not root.is_dir():
         raise exceptions.OptionsError(f"cassette_dir {str(root)!r} is not a directory")

@@ -13,8 +13,9 @@ from pathlib import Path
 from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
-from proxy_addon.matching import canonical
+from proxy_addon.matching import canonical, hosts
 from proxy_addon.mitm.flow import META, FlowState, body_of, flow_state, send_to_loopback
+from proxy_addon.mitm.guard import CLOSED_MODES
 from proxy_addon.mitm.state import State, log
 from proxy_addon.mitm.websocket import answer_websocket
 from proxy_addon.model import RecordedResponse
@@ -22,6 +23,7 @@ from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.reports import record
 from proxy_addon.runner import control
 from proxy_addon.serving import misses, normalised
+from proxy_addon.serving.incidental import Incidental
 from proxy_addon.serving.pacer import Pacer
 from proxy_addon.serving.websocket_server import WebSocketServer
 from proxy_addon.serving.wire import wire
@@ -100,22 +102,38 @@ def replayed_response(resp: RecordedResponse) -> http.Response:
     return response
 
 
-def miss_response(message: str) -> http.Response:
-    """A 404, which SDKs do not retry, with an OpenAI-style error body."""
+def miss_response(message: str, canon: canonical.CanonicalRequest) -> http.Response:
+    """``misses.MISS_STATUS`` with the error body the request's provider's SDKs parse, and
+    ``x-should-retry: false``, which the Stainless SDKs (openai, anthropic, groq, and the
+    frameworks over them) honour before their own retry rules."""
     return http.Response.make(
-        404,
-        misses.error_body(message, "cassette_miss", "cassette_not_found"),
-        {"content-type": "application/json", "x-cassette-miss": "1"},
+        misses.MISS_STATUS,
+        misses.error_body(
+            message, "cassette_miss", "cassette_not_found", misses.MISS_STATUS, _provider(canon)
+        ),
+        {"content-type": "application/json", "x-cassette-miss": "1", "x-should-retry": "false"},
     )
 
 
-def stale_response(message: str) -> http.Response:
+def stale_response(message: str, canon: canonical.CanonicalRequest) -> http.Response:
     """A 410 Gone (the recording expired), which SDKs do not retry either."""
     return http.Response.make(
         410,
-        misses.error_body(message, "cassette_stale", "cassette_stale"),
-        {"content-type": "application/json", "x-cassette-stale": "1"},
+        misses.error_body(message, "cassette_stale", "cassette_stale", 410, _provider(canon)),
+        {"content-type": "application/json", "x-cassette-stale": "1", "x-should-retry": "false"},
     )
+
+
+def _provider(canon: canonical.CanonicalRequest) -> str:
+    return hosts.family(canon.host, canon.path)
+
+
+def incidental_response(answer: Incidental) -> http.Response:
+    """The quiet answer a replay gives a request not under test (``cassette_incidental``)."""
+    headers = {"x-cassette-incidental": "1"}
+    if answer.content_type:
+        headers["content-type"] = answer.content_type
+    return http.Response.make(answer.status, answer.body, headers)
 
 
 class ReplayHooks:
@@ -127,6 +145,7 @@ class ReplayHooks:
         self.sockets = sockets
         self._ages: AgeLimit | None = None
         self._told: set[Path] = set()  # files already warned about (stale, not refreshed)
+        self._told_incidental: set[str] = set()  # incidental patterns already logged
         # files re-recorded in this run (refresh), and the test (directory) re-recording each
         self._refreshed: dict[Path, str | None] = {}
 
@@ -146,6 +165,10 @@ class ReplayHooks:
             canonical=canon, action="pass", test_id=test_id, test_dir=test_dir, secrets=secrets
         )
         flow.metadata[META] = st
+        incidental = state.settings.incidental.match(canon.method, canon.host, canon.path)
+        if incidental is not None:
+            self._incidental(flow, st, incidental)
+            return
         if mode == "record" or (
             mode in ("auto", "refresh") and store.recorder.is_recording(canon, test_dir)
         ):
@@ -214,16 +237,37 @@ class ReplayHooks:
         ]
         self._report(st, "hit", file=str(hit.entry.path), notes=notes, **usage)
 
+    def _incidental(self, flow: http.HTTPFlow, st: FlowState, answer: Incidental) -> None:
+        """A request not under test: counted; answered here where nothing may be forwarded
+        (replay, refresh), forwarded otherwise; never recorded. Said once per pattern."""
+        st.action = "incidental"
+        self.state.counters.add("incidental")
+        self._report(st, "incidental")
+        closed = self.state.settings.mode in CLOSED_MODES
+        if answer.pattern not in self._told_incidental:
+            self._told_incidental.add(answer.pattern)
+            log.info(
+                "cassette: %s is not under test (%s): %s, never recorded",
+                misses.clip(st.canonical.describe()),
+                answer.what,
+                f"answered {answer.status}" if closed else "forwarded",
+            )
+        if closed:
+            flow.response = incidental_response(answer)
+
     def _miss(self, flow: http.HTTPFlow, st: FlowState) -> None:
-        """No recording answers it (replay, refresh): a 404 naming the nearest recording."""
+        """No recording answers it (replay, refresh): an error naming the nearest recording."""
         state, store = self.state, self.state.store
         assert store is not None
         st.action = "miss"
         message = misses.miss_message(
-            st.canonical, store.index, lambda rules: canonical_request(flow.request, rules)[0]
+            st.canonical,
+            store.index,
+            lambda rules: canonical_request(flow.request, rules)[0],
+            state.settings.interface,
         )
         state.miss(message)
-        flow.response = miss_response(message)
+        flow.response = miss_response(message, st.canonical)
         self._report(st, "miss", message=message, **record.miss_detail(st.canonical, store.index))
 
     def _age_over_limit(self, hit: Hit) -> timedelta | None:
@@ -243,7 +287,7 @@ class ReplayHooks:
         state = self.state
         refused = state.settings.stale_policy == "fail"
         message = misses.stale_message(
-            hit.entry.path, how_old, state.settings.max_age_text, refused
+            hit.entry.path, how_old, state.settings.max_age_text, refused, state.settings.interface
         )
         if hit.entry.path not in self._told:
             self._told.add(hit.entry.path)
@@ -253,7 +297,7 @@ class ReplayHooks:
             return False
         st.action = "stale"
         state.miss(message, counter="stale_refused", logged=True)  # told once per file, above
-        flow.response = stale_response(message)
+        flow.response = stale_response(message, st.canonical)
         self._report(st, "stale", file=str(hit.entry.path), message=message)
         return True
 

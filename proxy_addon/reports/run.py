@@ -26,6 +26,7 @@ class Outcome:
 OUTCOMES: dict[str, Outcome] = {
     "hit": Outcome("answered from a recording"),
     "recorded": Outcome("forwarded and recorded"),
+    "incidental": Outcome("not under test (incidental), never recorded"),
     "miss": Outcome("no recording matched", fails=True, title="cassette miss"),
     "stale": Outcome("refused as stale", fails=True, title="cassette stale"),
 }

@@ -15,6 +15,7 @@ import orjson
 from proxy_addon.matching import difference, normalize
 from proxy_addon.matching.canonical import CanonicalRequest, Rules
 from proxy_addon.matching.normalize import Normalizer
+from proxy_addon.runner.interface import DEFAULT_INTERFACE, spell
 from proxy_addon.store import age
 from proxy_addon.store.index import Entry, Index
 
@@ -23,6 +24,15 @@ from proxy_addon.store.index import Entry, Index
 Recanonicalize = Callable[[Rules], CanonicalRequest]
 
 QUOTE_LIMIT = 300  # characters of a request body or URL quoted in a message
+
+# The status of a miss: 424 Failed Dependency (what the request depends on, its recording, is
+# missing). Measured with the SDKs and frameworks (research of 2026-12-03): none retries it,
+# none has a class for it (a plain APIStatusError, ModelHTTPError, APIError), and each shows
+# the message; a 404 reads as "model not found" in LangChain, pydantic-ai and CrewAI, and
+# 409, 429 and 5xx are retried.
+MISS_STATUS = 424
+# Google's error status for each status we answer with (``error.status``).
+_GOOGLE_STATUS = {424: "FAILED_PRECONDITION", 410: "FAILED_PRECONDITION", 500: "INTERNAL"}
 
 
 def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
@@ -38,9 +48,15 @@ def quote(value: Any) -> str:
         return f"<a {type(value).__name__} nested too deep to show>"
 
 
-def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanonicalize) -> str:
+def miss_message(
+    canon: CanonicalRequest,
+    index: Index,
+    recanonicalize: Recanonicalize,
+    interface: str = DEFAULT_INTERFACE,
+) -> str:
     """What a user needs to fix a miss: what was asked, what was nearest and where it differs,
-    and the normaliser that would have made it match the nearest, if one would."""
+    and the normaliser that would have made it match the nearest, if one would; options
+    spelled as ``interface`` (``runner/interface.py``) takes them."""
     model = canon.body.get("model") if isinstance(canon.body, dict) else None
     msg = (
         f"cassette miss: no recording in {index.root}/ matches {clip(canon.describe())}"
@@ -49,6 +65,7 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
     )
     if canon.body is not None:
         msg += f" Request body: {quote(canon.body)}."
+    fix = f"Record it with {spell(interface, 'cassette_mode', 'auto')} (or record)."
     try:
         near = index.nearest(canon)
     except RecursionError:  # comparing a body deeper than Python compares
@@ -57,9 +74,11 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
         entry, diffs = near
         where = ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "") if diffs else "nothing"
         msg += f" Nearest recording: {entry.path}, which differs at: {clip(where)}."
-        hint = normaliser_hint(index, entry, recanonicalize)
+        hint = normaliser_hint(index, entry, recanonicalize, interface)
         if hint:
             msg += " " + hint
+        if diffs == ["host"]:  # recorded for another base URL: nothing to record, map it
+            fix = host_map_hint(canon.host, entry.origin, interface)
     else:
         msg += " No recording exists for this endpoint."
     bad = index.bad_files_for(canon)
@@ -69,10 +88,22 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
             + "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
             + "."
         )
-    return msg + " Record it with --set cassette_mode=auto (or record)."
+    return f"{msg} {fix}"
 
 
-def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) -> str | None:
+def host_map_hint(asked: str, recorded_for: str, interface: str = DEFAULT_INTERFACE) -> str:
+    """What makes a recording made for another host (a base URL on another port or machine,
+    ``localhost`` for ``127.0.0.1``) answer this one."""
+    mapping = spell(interface, "cassette_host_map", f"{asked}={recorded_for}")
+    return (
+        f"It was recorded for {recorded_for}: to answer requests to {asked} with the "
+        f"recordings made for {recorded_for}, add {mapping}."
+    )
+
+
+def normaliser_hint(
+    index: Index, entry: Entry, recanonicalize: Recanonicalize, interface: str = DEFAULT_INTERFACE
+) -> str | None:
     """The presets not configured that would make the request match ``entry``: each alone
     first, then all of them together."""
     current = index.rules.normalize or Normalizer()
@@ -86,24 +117,37 @@ def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) 
                 value = ",".join(names)
                 return (
                     f"It matches with the normaliser {value!r} (volatile values such as "
-                    f"today's date in the prompt): add --set cassette_normalize={value}."
+                    f"today's date in the prompt): add "
+                    f"{spell(interface, 'cassette_normalize', value)}."
                 )
     except (RecursionError, OSError, ValueError):  # too deep to compare, or a file gone
         return None
     return None
 
 
-def stale_message(path: Path, how_old: timedelta, limit: str, refused: bool) -> str:
+def stale_message(
+    path: Path, how_old: timedelta, limit: str, refused: bool, interface: str = DEFAULT_INTERFACE
+) -> str:
     """A hit on a recording older than ``cassette_max_age``, answered or refused."""
+    refresh = spell(interface, "cassette_mode", "refresh")
     return (
         f"cassette stale: {path} was recorded {age.describe(how_old)} ago, more than "
         f"cassette_max_age={limit}"
         + ("; refused (cassette_stale=fail)" if refused else "")
-        + f". Re-record it: cassette run --mode refresh --older-than {limit} -- COMMAND "
-        "(or --set cassette_mode=refresh)."
+        + f". Re-record it with {refresh} {spell(interface, 'cassette_max_age', limit)}."
     )
 
 
-def error_body(message: str, kind: str, code: str) -> bytes:
-    """An error in the shape OpenAI-style SDKs parse and show (``error.message``)."""
+def error_body(
+    message: str, kind: str, code: str, status: int = 500, provider: str = "openai-compatible"
+) -> bytes:
+    """An error in the shape the provider's SDKs parse and show (``hosts.family`` names the
+    provider): Anthropic's (``error.type``, ``error.message``), Google's (``error.code``,
+    ``error.status``), else OpenAI's (``error.message``, which OpenAI-compatible clients print
+    alone). Each was checked to show the message in its SDKs and the frameworks over them."""
+    if provider == "anthropic":
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+    if provider in ("gemini", "vertex"):
+        google = _GOOGLE_STATUS.get(status, "UNKNOWN")
+        return orjson.dumps({"error": {"code": status, "message": message, "status": google}})
     return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
