@@ -61,10 +61,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Any other proxy option, e.g. cassette_stale=fail or "
         "cassette_normalize=dates (repeat it).",
     )
-    for name, what in (("markdown", "a Markdown"), ("junit", "a JUnit XML"), ("report", "an HTML")):
-        group.addoption(
-            f"--cassette-{name}", default="", metavar="PATH", help=f"Write {what} report."
-        )
+    for flag, what in (
+        ("--cassette-markdown", "a Markdown"),
+        ("--cassette-junit", "a JUnit XML"),
+        ("--cassette-report", "an HTML"),
+    ):
+        group.addoption(flag, default="", metavar="PATH", help=f"Write {what} report.")
     group.addoption(
         "--cassette-prices",
         default="",
