@@ -252,7 +252,8 @@ def test_html_report_renders_in_chromium_and_shows_the_miss(run: Run, tmp_path: 
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, len(png)
 
 
-# A pytest project using the plugin: test_changed's prompt comes from $PROMPT.
+# A pytest project using the plugin, asking the run's recorded prompts again: test_hit the same,
+# test_changed with a second message the recording has not.
 PROJECT = """
 import os, openai
 
@@ -262,35 +263,31 @@ def ask(*messages):
     return client.chat.completions.create(model="gpt-4o", messages=list(messages)
         ).choices[0].message.content
 
-def test_joke():
-    assert ask({"role": "user", "content": "joke"}) == "Answer 1 to: joke"
+def test_hit():
+    assert ask({"role": "user", "content": "one"}) == "Answer 1 to: one"
 
 def test_changed():
-    prompt = os.environ.get("PROMPT", "story")
-    assert ask({"role": "system", "content": "be brief"}, {"role": "user", "content": prompt})
+    assert ask({"role": "user", "content": "two"}, {"role": "user", "content": "more"})
 """
 
 
 @pytest.mark.slow
 def test_pytest_plugin_writes_the_reports_of_its_xdist_workers_run_once(
-    pytester: pytest.Pytester, http_upstream: FakeUpstreamServer, monkeypatch: pytest.MonkeyPatch
+    run: Run, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ):
-    """With two xdist workers, each with its own proxy: one JUnit case per test, the miss in
-    the test that caused it, one Markdown row and one annotation, the step summary written
-    once (by the controller, not by each worker)."""
-    monkeypatch.setenv("FAKE_UPSTREAM", http_upstream.base_url)
-    pytester.makepyfile(test_app=PROJECT)
-    cassettes = pytester.path / "cassettes"
-    args = ("-p", "no:cacheprovider", f"--cassette-dir={cassettes}")
-    pytester.runpytest_subprocess(*args, "--cassette-mode=record", timeout=120).assert_outcomes(
-        passed=2
-    )
-    monkeypatch.setenv("PROMPT", "other")
+    """With two xdist workers, each with its own proxy, replaying the run's cassettes (shared
+    ones, the fallback of every test): one JUnit case per test, the miss in the test that
+    caused it, one Markdown row and one annotation, the step summary written once (by the
+    controller, not by each worker)."""
+    monkeypatch.setenv("FAKE_UPSTREAM", f"http://{run.host}")  # replayed: it is not asked
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     step = pytester.path / "step.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    pytester.makepyfile(test_app=PROJECT)
     replayed = pytester.runpytest_subprocess(
-        *args,
+        "-p",
+        "no:cacheprovider",
+        f"--cassette-dir={run.cassettes}",
         "--cassette-mode=replay",
         "-n",
         "2",
@@ -302,15 +299,16 @@ def test_pytest_plugin_writes_the_reports_of_its_xdist_workers_run_once(
     xml = junitparser.JUnitXml.fromfile(str(pytester.path / "junit.xml"))
     [suite] = list(xml)
     cases = {c.name: c.result for c in suite}
-    assert set(cases) == {"test_app.py::test_joke", "test_app.py::test_changed"}
-    assert not cases["test_app.py::test_joke"]
+    assert set(cases) == {"test_app.py::test_hit", "test_app.py::test_changed"}
+    assert not cases["test_app.py::test_hit"]
     [failure] = cases["test_app.py::test_changed"]
     assert failure.type == "cassette miss" and failure.message.startswith("cassette miss: ")
-    assert 'messages[1].content: asked "other", recorded "story"' in failure.text
+    assert f"Nearest recording: {file_of(run.cassettes, 'two')}" in failure.message
+    assert 'messages[1]: asked {"role":"user","content":"more"}, recorded (absent)' in failure.text
     text = (pytester.path / "report.md").read_text()
     rows = [ln for ln in text.splitlines() if ln.startswith("| `")]
     assert len(rows) == 1 and rows[0].startswith("| `test_app.py::test_changed` |"), text
-    assert '`messages[1].content`: `"other"` (recorded `"story"`)' in rows[0]
+    assert '`messages[1]`: `{"role":"user","content":"more"}` (recorded `(absent)`)' in rows[0]
     commands = [ln for ln in replayed.outlines if ln.startswith("::")]
     assert len(commands) == 1 and commands[0].startswith(
         "::error title=cassette miss::test_app.py::test_changed: cassette miss: "
