@@ -138,7 +138,7 @@ def test_markdown_report_has_a_row_per_miss_and_refusal_and_lists_the_unused(run
     assert f"`{file_of(run.cassettes, 'one')}`" in miss  # the nearest recording
     assert '`model`: `"gpt-4o-mini"` (recorded `"gpt-4o"`)' in miss
     assert "refused as stale" in stale and f"`{file_of(run.cassettes, 'old')}`" in stale
-    assert "recorded 40 days ago" in stale
+    assert stale.endswith("| recorded 40 days ago, over cassette_max_age=30d |")
     listed = [ln for ln in lines if ln.startswith("- ")]
     assert listed == [f"- `{file_of(run.cassettes, 'unused')}`"]
     # under GitHub Actions the same Markdown is added to the step summary, after what was there
@@ -185,7 +185,7 @@ def test_tokens_served_are_the_recorded_usage_of_the_answers(run: Run):
     dollars = (inp * PRICES["gpt-4o"]["input"] + out * PRICES["gpt-4o"]["output"]) / 1e6
     line = (
         f"cassette tokens: {inp} input and {out} output tokens served from cassettes instead "
-        f"of a provider (${dollars:.4f} at the given prices)"
+        f"of a provider (${dollars:,.2f} at the given prices)"
     )
     assert line in run.result.stderr.splitlines()
     assert line in (run.out / "report.md").read_text()

@@ -298,7 +298,10 @@ class ReplayHooks:
         st.action = "stale"
         state.miss(message, counter="stale_refused", logged=True)  # told once per file, above
         flow.response = stale_response(message, st.canonical)
-        self._report(st, "stale", file=str(hit.entry.path), message=message)
+        reason = (
+            f"recorded {describe(how_old)} ago, over cassette_max_age={state.settings.max_age_text}"
+        )
+        self._report(st, "stale", file=str(hit.entry.path), message=message, reason=reason)
         return True
 
     def _refreshes(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> bool:

@@ -54,7 +54,7 @@ def _row(run: RunReport, r: dict[str, Any]) -> str:
             else ""
         )
     else:
-        near, what = f"`{run.shown(r.get('file', ''))}`", _cell(r.get("message", ""))
+        near, what = f"`{run.shown(r.get('file', ''))}`", _cell(r.get("reason") or r["message"])
     request = f"`{r['method']} {r['host']}{r['path']}`" + (
         f" ({_cell(r['model'])})" if r.get("model") else ""
     )

@@ -4,10 +4,10 @@ recording differs, with both values, and carries both bodies for the HTML report
 
 Schema of a record (README, "Reports"): ``test_id``, ``method``, ``host``, ``path``, ``model``,
 ``outcome`` (``run.OUTCOMES``), ``at`` (Unix time it arrived), ``ms`` (until its response
-ended), ``file`` (the recording that answered or was refused), ``notes`` (``stale``, ``other
-host``, ``normalised``), ``input_tokens`` / ``output_tokens`` (a hit's recorded usage),
-``message`` (a miss or a refusal's text), ``nearest``, ``differences`` (``[{path, asked,
-recorded}]``), ``asked_body``, ``recorded_body``."""
+ended), ``file`` (the recording that answered or was refused), ``notes`` (``other host``,
+``normalised``), ``input_tokens`` / ``output_tokens`` (a hit's recorded usage), ``message`` (a
+miss or a refusal's text), ``reason`` (a refusal's, short), ``nearest``, ``differences``
+(``[{path, asked, recorded}]``), ``asked_body``, ``recorded_body``."""
 
 from __future__ import annotations
 

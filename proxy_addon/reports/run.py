@@ -37,6 +37,11 @@ def outcome(name: str) -> Outcome:
     return OUTCOMES.get(name, OTHER)
 
 
+def dollars(amount: float) -> str:
+    """Cents for an amount of a cent or more; two significant digits below (``$0.00015``)."""
+    return f"${amount:,.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.2g}"
+
+
 @dataclass
 class Tokens:
     """Tokens served from cassettes instead of a provider, and what they would have cost."""
@@ -53,7 +58,7 @@ class Tokens:
             "from cassettes instead of a provider"
         )
         if self.cost is not None:
-            text += f" (${self.cost:.4f} at the given prices"
+            text += f" ({dollars(self.cost)} at the given prices"
             text += f"; no price for {', '.join(self.unpriced)})" if self.unpriced else ")"
         return text
 
