@@ -20,6 +20,7 @@ import junitparser
 import orjson
 import pytest
 
+from proxy_addon.reports.tokens import tokens_of
 from proxy_addon.runner.process import start_proxy
 from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import CASSETTE, age_by, counted, record_prompts
@@ -314,3 +315,36 @@ def test_pytest_plugin_writes_the_reports_of_its_xdist_workers_run_once(
         "::error title=cassette miss::test_app.py::test_changed: cassette miss: "
     ), replayed.outlines
     assert step.read_text() == text + "\n"
+
+
+def test_tokens_are_read_from_each_providers_usage_shape():
+    """Unit test: the usage objects as each provider documents them (OpenAI chat and Responses,
+    Anthropic with its cache counts apart, Gemini with thinking tokens, Ollama)."""
+    assert tokens_of({"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}) == (5, 6)
+    responses = {
+        "input_tokens": 9,
+        "output_tokens": 4,
+        "input_tokens_details": {"cached_tokens": 2},
+    }
+    assert tokens_of(responses) == (9, 4)
+    anthropic = {
+        "input_tokens": 9,
+        "cache_creation_input_tokens": 3,
+        "cache_read_input_tokens": 2,
+        "output_tokens": 4,
+    }
+    assert tokens_of(anthropic) == (14, 4)
+    gemini = {"promptTokenCount": 7, "candidatesTokenCount": 3, "thoughtsTokenCount": 2}
+    assert tokens_of(gemini) == (7, 5)
+    assert tokens_of({"prompt_eval_count": 8, "eval_count": 2}) == (8, 2)
+    assert [tokens_of(u) for u in (None, {}, {"cost": 1}, [1])] == [None] * 4
+
+
+def test_a_bad_price_file_is_a_usage_error_before_anything_runs(tmp_path: Path):
+    bad = tmp_path / "prices.json"
+    bad.write_text('{"gpt-4o": {"input": 2.5}}')
+    result = subprocess.run(
+        [CASSETTE, "run", "--prices", str(bad), "--", "false"], capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr
+    assert "'gpt-4o' must be" in result.stderr and "starting the proxy" not in result.stderr
