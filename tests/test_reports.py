@@ -6,6 +6,7 @@ in headless Chromium) and the tokens it served, each judged against the cassette
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -17,13 +18,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import junitparser
+import openai
 import orjson
 import pytest
 
 from proxy_addon.reports.tokens import tokens_of
 from proxy_addon.runner.process import start_proxy
 from proxy_addon.store.layout import iter_cassette_files
-from tests.conftest import CASSETTE, age_by, counted, record_prompts
+from tests.conftest import CASSETTE, FAKE_KEY, age_by, counted, record_prompts, sdk_http_client
 from tests.upstream import FakeUpstreamServer
 
 pytest_plugins = ["pytester"]
@@ -348,3 +350,38 @@ def test_a_bad_price_file_is_a_usage_error_before_anything_runs(tmp_path: Path):
     )
     assert result.returncode == 2, result.stderr
     assert "'gpt-4o' must be" in result.stderr and "starting the proxy" not in result.stderr
+
+
+def test_the_proxy_writes_the_reports_itself_when_it_stops(
+    run: Run, proxies, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``cassette proxy`` and plain mitmdump: the options ask the addon, which writes the
+    reports when it stops, and under GitHub Actions its step summary and annotations."""
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
+    proxy = proxies(
+        run.cassettes,
+        "replay",
+        cassette_markdown=str(tmp_path / "report.md"),
+        cassette_junit=str(tmp_path / "junit.xml"),
+    )
+    client = openai.OpenAI(
+        api_key=FAKE_KEY,
+        base_url=f"http://{run.host}/v1",
+        max_retries=0,
+        http_client=sdk_http_client(proxy),
+    )
+    asked = [("gpt-4o", "two"), ("gpt-4o", "three")]
+    for model, prompt in asked:
+        with contextlib.suppress(openai.APIStatusError):
+            client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": prompt}]
+            )
+    log = proxy.stop()
+    [suite] = list(junitparser.JUnitXml.fromfile(str(tmp_path / "junit.xml")))
+    assert (suite.tests, suite.failures) == (2, 1)
+    text = (tmp_path / "report.md").read_text()
+    [row] = [ln for ln in text.splitlines() if ln.startswith("| - |")]  # no test id
+    assert '`messages[0].content`: `"three"` (recorded `"' in row
+    assert (tmp_path / "step.md").read_text() == text + "\n"
+    assert log.count("::error title=cassette miss::cassette miss: ") == 1, log[-3000:]

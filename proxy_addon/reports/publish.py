@@ -2,7 +2,7 @@
 ``cassette run`` and the pytest plugin (with their own options, the proxy's summary read back,
 xdist workers' combined) and by the addon when it stops (``cassette proxy``, plain mitmdump).
 Nothing is written unless asked, except the Markdown to ``$GITHUB_STEP_SUMMARY`` under GitHub
-Actions, which ``step_summary=False`` turns off."""
+Actions (and its annotations), which ``step_summary=False`` turns off."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ class Targets:
     markdown: str = ""
     junit: str = ""
     html: str = ""
-    step_summary: bool = True  # the Markdown to $GITHUB_STEP_SUMMARY under GitHub Actions
+    # under GitHub Actions: the Markdown to $GITHUB_STEP_SUMMARY, and the annotations
+    step_summary: bool = True
     prices: Mapping[str, Price] | None = None
 
 
@@ -51,16 +52,17 @@ def publish(
     if run.tokens.input or run.tokens.output:
         tell(run.tokens.line())
     on_github = environ.get("GITHUB_ACTIONS") == "true"
-    if on_github:
+    github_reports = on_github and to.step_summary
+    if github_reports:
         for line in github.error_commands(run):
             command(line)
-    text = markdown.render(run) if to.markdown or on_github else ""
+    text = markdown.render(run) if to.markdown or github_reports else ""
     step_summary = environ.get("GITHUB_STEP_SUMMARY", "")
     writes: list[tuple[str, Callable[[], str], bool]] = [
         (to.markdown, lambda: text, False),
         (to.junit, lambda: junit.render(run), False),
         (to.html, lambda: html.render(run), False),
-        (step_summary if on_github and to.step_summary else "", lambda: text, True),
+        (step_summary if github_reports else "", lambda: text, True),
     ]
     for path, render, append in writes:
         if not path:
