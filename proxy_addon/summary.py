@@ -27,6 +27,11 @@ NOTHING_REACHED = (
 )
 
 
+# The line a proxy prints when indexing its folder takes more than a second; the runner passes it
+# on to the user while it waits for the proxy (``runner/process.py``).
+INDEXING = "cassette: indexing"
+
+
 def nothing_reached_fails(mode: str, environ: Mapping[str, str]) -> bool:
     """Whether a run that no request reached is an error, not a warning: in replay mode on CI
     (``CI=true``), where a green run that tested nothing is the failure to prevent."""
@@ -55,6 +60,9 @@ class Summary:
     bad_files: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     # hits answered from a recording made for another host: {"asked", "recorded_for", "file"}
     other_host: list[dict[str, str]] = field(default_factory=list)
+    # how the directory was indexed at start: seconds, files, from_cache (answered by the saved
+    # index, unread), read, cache (its file), cache_state (``store/index_cache.py``)
+    indexing: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
         extras = [
@@ -111,6 +119,7 @@ class Summary:
             total.miss_messages += part.miss_messages
             total.other_host += part.other_host
         total.bad_files = parts[0].bad_files
+        total.indexing = parts[0].indexing  # each worker indexed the same directory
         return total
 
 
@@ -138,7 +147,11 @@ class Counters:
                 kept.append(item)
 
     def snapshot(
-        self, recordings: int, unused: list[str], bad_files: list[dict[str, str]]
+        self,
+        recordings: int,
+        unused: list[str],
+        bad_files: list[dict[str, str]],
+        indexing: dict[str, Any] | None = None,
     ) -> Summary:
         with self._lock:
             s = self._summary
@@ -147,6 +160,7 @@ class Counters:
                 recordings=recordings,
                 unused=unused,
                 bad_files=bad_files,
+                indexing=indexing or {},
                 miss_messages=list(s.miss_messages),
                 other_host=list(s.other_host),
             )

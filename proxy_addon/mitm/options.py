@@ -10,6 +10,7 @@ import gc
 import logging
 import math
 import os
+import threading
 from collections.abc import Sequence  # mitmproxy's --set parses only this Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -22,9 +23,9 @@ from proxy_addon.matching import normalize
 from proxy_addon.matching.canonical import DEFAULT_RULES, Rules
 from proxy_addon.matching.jsonpath import parse_path
 from proxy_addon.redaction.secret_rules import Secrets
-from proxy_addon.store import CassetteStore, age
+from proxy_addon.store import CassetteStore, age, index_cache
 from proxy_addon.store.writer import BackgroundWriter
-from proxy_addon.summary import MODES, NEEDS_RECORDINGS
+from proxy_addon.summary import INDEXING, MODES, NEEDS_RECORDINGS
 
 if TYPE_CHECKING:
     from proxy_addon.mitm.state import State
@@ -44,8 +45,11 @@ STORE_OPTIONS = frozenset(
         "cassette_max_file_mb",
         "cassette_redact_fields",
         "cassette_redact_headers",
+        "cassette_index_cache",
     }
 )
+# Indexing still under way after this many seconds: say so, once (a large folder, no saved index).
+SLOW_START_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class Settings:
     stale_policy: str = "warn"
     max_file_bytes: int = 512 * 1024 * 1024
     summary_path: str = ""
+    index_cache: Path | None = None  # the folder the index is saved in between runs; None: off
 
 
 def parse_pace(value: str) -> float:
@@ -162,6 +167,14 @@ class Options:
             "Skip (with a warning) cassette files larger than this many MB.",
         )
         loader.add_option(
+            "cassette_index_cache",
+            str,
+            "",
+            "Where the index of cassette_dir is saved between runs, so that a start over "
+            "unchanged files reads no cassette: a folder (default: "
+            "$XDG_CACHE_HOME/llm-cassette-proxy/index, else ~/.cache/...), or off.",
+        )
+        loader.add_option(
             "cassette_summary",
             str,
             "",
@@ -249,6 +262,15 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
         changes["max_file_bytes"] = opts.cassette_max_file_mb * 1024 * 1024
     if "cassette_summary" in updated:
         changes["summary_path"] = opts.cassette_summary
+    if "cassette_index_cache" in updated:
+        where = opts.cassette_index_cache.strip()
+        changes["index_cache"] = (
+            None
+            if where == "off"
+            else Path(where).absolute()
+            if where
+            else index_cache.default_folder(os.environ)
+        )
     if rules:
         changes["rules"] = replace(before.rules, **rules)
     return replace(before, **changes) if changes else before
@@ -268,16 +290,32 @@ def open_store(state: State, root: Path) -> None:
     if state.writer is None:
         state.writer = BackgroundWriter(state.written)
     store = CassetteStore(
-        root, settings.rules, max_file_bytes=settings.max_file_bytes, writer=state.writer
+        root,
+        settings.rules,
+        max_file_bytes=settings.max_file_bytes,
+        writer=state.writer,
+        cache_folder=settings.index_cache,
     )
-    _load_without_collecting(store)
+    notice = threading.Timer(
+        SLOW_START_SECONDS,
+        lambda: log.info(f"{INDEXING} {store.index.found:,} recordings in {root}…"),
+    )
+    notice.daemon = True
+    notice.start()
+    try:
+        _load_without_collecting(store)
+    finally:
+        notice.cancel()
     state.store = store
     bad = len(store.index.bad)
+    done = store.index.indexing
     log.info(
-        "cassette: %d recordings in %s (%s mode)%s",
+        "cassette: %d recordings in %s (%s mode), indexed in %.2f s%s%s",
         len(store),
         root,
         mode,
+        done.seconds,
+        f" ({done.from_cache:,} from the saved index)" if done.from_cache else "",
         f", {bad} unreadable files skipped" if bad else "",
     )
 

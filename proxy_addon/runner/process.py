@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy_addon.runner.providers import PROVIDERS, Listener, plan
+from proxy_addon.summary import INDEXING
 
 ADDON_SCRIPT = Path(__file__).resolve().parents[1] / "addon.py"
 _LISTENING = re.compile(r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)")
@@ -240,6 +241,8 @@ def _start(
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
+            if not port_box and INDEXING in line:  # a large folder: the wait is explained
+                sys.stderr.write(line[line.index(INDEXING) :])
             m = _LISTENING.search(line)
             if m and not port_box:
                 port_box.append(int(m.group(1)))

@@ -40,9 +40,10 @@ class CassetteStore:
         max_file_bytes: int = 512 * 1024 * 1024,
         writer: Writer = atomic_write,
         validate: bool = False,
+        cache_folder: Path | None = None,
     ) -> None:
         self.root = Path(root)
-        self.index = Index(self.root, rules, max_file_bytes, validate)
+        self.index = Index(self.root, rules, max_file_bytes, validate, cache_folder)
         self.recorder = Recorder(self.index, writer)
         self.chooser = Chooser(self.index)
         self._served: dict[str, int] = defaultdict(int)
