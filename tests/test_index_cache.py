@@ -5,6 +5,7 @@ rebuilt), on real files, through a real ``mitmdump`` where the proxy's own start
 
 from __future__ import annotations
 
+import marshal
 import os
 import shutil
 import subprocess
@@ -83,10 +84,11 @@ def ask(client: httpx.Client, prompt: str) -> tuple[int, str]:
 
 
 def saved_index(cache: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The one saved index under ``cache``: its header and its rows, read with plain orjson."""
-    (path,) = cache.glob("index-*.json")
+    """The one saved index under ``cache``: its JSON header and its rows (``marshal``), read
+    with the standard library."""
+    (path,) = cache.glob("index-*")
     head, _, rest = path.read_bytes().partition(b"\n")
-    return orjson.loads(head), orjson.loads(rest)
+    return orjson.loads(head), marshal.loads(rest)
 
 
 @pytest.fixture
@@ -170,7 +172,7 @@ def test_an_unchanged_folder_starts_from_the_saved_index_and_each_change_is_read
     ]
     assert (indexing["files"], indexing["read"], indexing["from_cache"]) == (40, 4, 36)
 
-    (saved,) = cache.glob("index-*.json")
+    (saved,) = cache.glob("index-*")
     saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
     indexing, answers, _ = run("p-9001", "p-0002")
     assert (indexing["files"], indexing["read"], indexing["from_cache"]) == (40, 40, 0)
@@ -268,7 +270,7 @@ def test_a_saved_index_with_a_flipped_byte_is_ignored(tmp_path):
     corpus(folder, 3)
     settle(folder)
     CassetteStore(folder, cache_folder=cache).load()
-    (path,) = cache.glob("index-*.json")
+    (path,) = cache.glob("index-*")
     raw = bytearray(path.read_bytes())
     header, _ = saved_index(cache)
     canon = key_of("POST", URL, "application/json", orjson.dumps(body("p-0001")))
