@@ -181,15 +181,13 @@ class Index:
                 self._load_file(file)
             self.indexing = Indexing(files=len(files), read=len(files))
         else:
-            self.indexing = saved.load(files, len(self._root_text) + 1, self._restore, self._read)
+            self.indexing = saved.load(
+                files, len(self._root_text) + 1, self._restore, self._load_file
+            )
         self.indexing.seconds = time.perf_counter() - started
 
     def _restore(self, file: str, saved: tuple[Any, ...]) -> None:
         self.add(Entry(file, *saved, cache=self.cache))  # type: ignore[misc]  # SAVED_FIELDS
-
-    def _read(self, file: str) -> tuple[Any, ...] | None:
-        entry = self._load_file(file)
-        return None if entry is None else tuple(getattr(entry, name) for name in SAVED_FIELDS)
 
     def _saved_index(self) -> index_cache.IndexCache | None:
         if self.cache_folder is None:
