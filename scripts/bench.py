@@ -395,6 +395,7 @@ def main(rounds: int, requests: int, samples: int, sizes: str, quick: bool, only
     confdir = Path(tempfile.mkdtemp(prefix="cassette-bench-ca-"))
     work = Path(tempfile.mkdtemp(prefix="cassette-bench-"))
     chosen = set(filter(None, only.split(",")))
+    load_before = os.getloadavg()
     try:
         rows: list[Row] = []
         templates = record_templates(confdir)
@@ -431,9 +432,15 @@ def main(rounds: int, requests: int, samples: int, sizes: str, quick: bool, only
         ),
         platform.processor(),
     )
+    load = (
+        ", ".join(f"{a:.1f}" for a in load_before)
+        + " → "
+        + ", ".join(f"{a:.1f}" for a in os.getloadavg())
+    )
     click.echo(
         f"\n{date.today().isoformat()}, {os.cpu_count()} cores ({cpu}), "
-        f"Python {platform.python_version()}, medians of {rounds} runs\n"
+        f"Python {platform.python_version()}, medians of {rounds} runs, "
+        f"load average (1, 5, 15 min) {load}\n"
     )
     click.echo("| measure | ours | baseline | ratio |\n|---|---|---|---|")
     for row in rows:
