@@ -298,7 +298,11 @@ def open_store(state: State, root: Path) -> None:
     )
     notice = threading.Timer(
         SLOW_START_SECONDS,
-        lambda: log.info(f"{INDEXING} {store.index.found:,} recordings in {root}…"),
+        lambda: log.info(
+            f"{INDEXING} {store.index.found:,} recordings in {root}…"
+            if store.index.found  # else the folder is still being listed
+            else f"{INDEXING} the recordings in {root}…"
+        ),
     )
     notice.daemon = True
     notice.start()

@@ -375,9 +375,9 @@ def _decoded(column: Any) -> list[Any]:
 
 def _forget_unused(folder: Path, keep: Path) -> None:
     """Delete the saved indexes of folders not started over for ``UNUSED_DAYS`` (temporary
-    folders of test runs leave theirs behind)."""
+    folders of test runs leave theirs behind), and temporary files a killed start left."""
     limit = time.time() - UNUSED_DAYS * 86400
     with contextlib.suppress(OSError):
-        for path in folder.glob("index-*"):
+        for path in [*folder.glob("index-*"), *folder.glob(".index-*.tmp")]:
             if path != keep and path.stat().st_mtime < limit:
                 path.unlink(missing_ok=True)
