@@ -112,7 +112,7 @@ class Summary:
             (self.stale_refused, "refused as stale (older than cassette_max_age)"),
             (len(self.other_host), "answered from another host's recording"),
             (self.normalised, "answered after normalising"),
-            (self.incidental, "incidental requests (cassette_incidental), never recorded"),
+            (self.incidental, "incidental requests (cassette_incidental; never recorded)"),
         ]
         shown = [counts[name][1] for name in core]
         shown += [

@@ -163,11 +163,11 @@ def test_an_unchanged_folder_starts_from_the_saved_index_and_each_change_is_read
     indexing, answers, _ = run("p-9001", "p-0001", "p-0002", "p-0003", "p-0100", "p-0004", "p-0006")
     assert answers == [
         (200, "answer for p-9001"),
-        (404, ""),
+        (424, ""),
         (200, "answer for p-0002"),
         (200, "answer for p-0003"),
         (200, "answer for p-0100"),
-        (404, ""),
+        (424, ""),
         (200, "answer for p-0006"),
     ]
     assert (indexing["files"], indexing["read"], indexing["from_cache"]) == (40, 4, 36)
