@@ -25,6 +25,7 @@ import pytest
 from proxy_addon.reports.tokens import tokens_of
 from proxy_addon.runner.process import start_proxy
 from proxy_addon.store.layout import iter_cassette_files
+from proxy_addon.summary import Summary
 from tests.conftest import CASSETTE, FAKE_KEY, age_by, counted, record_prompts, sdk_http_client
 from tests.upstream import FakeUpstreamServer
 
@@ -383,3 +384,18 @@ def test_the_proxy_writes_the_reports_itself_when_it_stops(
     assert '`messages[0].content`: `"three"` (recorded `"' in row
     assert (tmp_path / "step.md").read_text() == text + "\n"
     assert log.count("::error title=cassette miss::cassette miss: ") == 1, log[-3000:]
+
+
+def test_xdist_workers_summaries_add_up_their_requests_and_tokens():
+    """Unit test: the controller's summary (``Summary.combine``) keeps every worker's request
+    records and adds up their tokens, so its reports show the whole run."""
+    one = Summary(
+        requests=1,
+        input_tokens_served=5,
+        output_tokens_served=6,
+        request_log=[{"outcome": "hit", "test_id": "a"}],
+    )
+    two = Summary(requests=1, misses=1, request_log=[{"outcome": "miss", "test_id": "b"}])
+    total = Summary.combine([one, two])
+    assert [r["test_id"] for r in total.request_log] == ["a", "b"]
+    assert (total.input_tokens_served, total.output_tokens_served) == (5, 6)
