@@ -61,6 +61,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Any other proxy option, e.g. cassette_stale=fail or "
         "cassette_normalize=dates (repeat it).",
     )
+    for flag, what in (
+        ("--cassette-markdown", "a Markdown"),
+        ("--cassette-junit", "a JUnit XML"),
+        ("--cassette-report", "an HTML"),
+    ):
+        group.addoption(flag, default="", metavar="PATH", help=f"Write {what} report.")
+    group.addoption(
+        "--cassette-prices",
+        default="",
+        metavar="FILE",
+        help='JSON prices, {"MODEL": {"input": USD, "output": USD}} per million tokens: the '
+        "reports say what the tokens served from cassettes would have cost.",
+    )
+    group.addoption(
+        "--cassette-no-step-summary",
+        action="store_true",
+        help="Under GitHub Actions, do not write the Markdown report to $GITHUB_STEP_SUMMARY.",
+    )
     group.addoption(
         "--cassette-listeners",
         default="all",
@@ -93,11 +111,12 @@ def pytest_configure(config: pytest.Config) -> None:
     mode = config.getoption("--cassette-mode")
     if mode is None:
         return
+    from proxy_addon.runner import pytest_run
+
+    config.stash[pytest_run.REPORTS_KEY] = pytest_run.report_targets(config)  # checked early
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         return  # xdist controller: the workers run the tests, and each starts its own proxy
-    from proxy_addon.runner.pytest_run import ProxySession
-
-    config.stash[_PROXY_KEY] = ProxySession(config, mode)
+    config.stash[_PROXY_KEY] = pytest_run.ProxySession(config, mode)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

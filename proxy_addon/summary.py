@@ -82,6 +82,11 @@ class Summary:
     # "passed_over": [files that normalise alike, further from the request]}
     normalised: int = 0
     normalised_hits: list[dict[str, Any]] = field(default_factory=list)
+    # tokens the recorded usage of the answers says (reports/tokens.py), served from cassettes
+    input_tokens_served: int = 0
+    output_tokens_served: int = 0
+    # each request, up to REQUEST_LOG_LIMIT of them: the reports' records (reports/record.py)
+    request_log: list[dict[str, Any]] = field(default_factory=list)
     # how the directory was indexed at start: seconds, files, from_cache (answered by the saved
     # index, unread), read, cache (its file), cache_state (``store/index_cache.py``)
     indexing: dict[str, Any] = field(default_factory=dict)
@@ -192,12 +197,14 @@ class Summary:
             total.miss_messages += part.miss_messages
             total.other_host += part.other_host
             total.normalised_hits += part.normalised_hits
+            total.request_log += part.request_log
         total.bad_files = parts[0].bad_files
         total.indexing = parts[0].indexing  # each worker indexed the same directory
         return total
 
 
 MAX_NOTES = 1000  # miss messages (other-host, normalised hits) a summary keeps; counts go on
+REQUEST_LOG_LIMIT = 10_000  # requests the report lists; counts go on
 
 
 class Counters:
@@ -212,12 +219,12 @@ class Counters:
         with self._lock:
             setattr(self._summary, name, getattr(self._summary, name) + n)
 
-    def note(self, name: str, item: Any) -> None:
-        """Append to one of the lists (miss_messages, other_host, normalised_hits), up to
-        ``MAX_NOTES`` items: a proxy left running keeps counting, not remembering each one."""
+    def note(self, name: str, item: Any, limit: int = MAX_NOTES) -> None:
+        """Append to one of the lists (miss_messages, other_host, normalised_hits, request_log),
+        up to ``limit`` items: a proxy left running keeps counting, not remembering each one."""
         with self._lock:
             kept = getattr(self._summary, name)
-            if len(kept) < MAX_NOTES:
+            if len(kept) < limit:
                 kept.append(item)
 
     def snapshot(
@@ -242,4 +249,5 @@ class Counters:
                 miss_messages=list(s.miss_messages),
                 other_host=list(s.other_host),
                 normalised_hits=list(s.normalised_hits),
+                request_log=list(s.request_log),
             )

@@ -12,11 +12,13 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from proxy_addon.cli.common import dir_option
+from proxy_addon.cli.report_flags import as_options, report_options, targets
+from proxy_addon.reports import publish
 from proxy_addon.runner import providers
 from proxy_addon.runner.interface import owned
 from proxy_addon.runner.process import (
@@ -146,6 +148,7 @@ def _fail_start(e: ProxyStartError, interface: str) -> NoReturn:
 @set_option
 @listeners_option
 @start_timeout_option
+@report_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_command(
     mode: str,
@@ -156,6 +159,7 @@ def run_command(
     listeners: str,
     start_timeout: float | None,
     command: tuple[str, ...],
+    **reports: Any,
 ) -> None:
     """Run COMMAND through a fresh proxy; exit with its code, or 1 when it passed but a replay
     missed, the proxy failed inside, a replay refused an upstream connection, or a stale
@@ -174,6 +178,7 @@ def run_command(
     """
     chosen = _listeners(listeners)
     limit = _timeout(start_timeout)
+    to = targets(reports)
     try:
         grace = grace_from(os.environ)
     except ValueError as e:
@@ -184,7 +189,8 @@ def run_command(
             "run",
             _flag_values(mode, cassette_dir, pace, max_age),
             extra,
-            {"cassette_summary": str(summary_path)},
+            # the reports are written here, from the summary: the step summary once
+            {"cassette_summary": str(summary_path), "cassette_step_summary": "false"},
         )
         try:
             proxy = start_proxy(
@@ -227,6 +233,7 @@ def run_command(
     for message in summary.miss_report():
         _say(message)
     _say(summary.line())
+    publish.publish(summary, mode, to, os.environ, click.echo, _say)
     if placeholders:
         _say(placeholder_note(placeholders))
     if summary.requests == 0:
@@ -266,6 +273,7 @@ def run_command(
 )
 @listeners_option
 @start_timeout_option
+@report_options
 def proxy_command(
     mode: str,
     pace: str,
@@ -277,6 +285,7 @@ def proxy_command(
     confdir: Path,
     listeners: str,
     start_timeout: float | None,
+    **reports: Any,
 ) -> None:
     """Run the proxy in the foreground and print how to point a client at it, once it is
     ready. Stop it with Ctrl-C (or SIGTERM): it prints its summary and exits 0.
@@ -293,7 +302,8 @@ def proxy_command(
         "confdir": str(confdir),
         "mode": listeners,
     }
-    opts = _options("proxy", given, extra, {})
+    targets(reports)  # a bad price file stops here, not in the proxy's log
+    opts = _options("proxy", given | as_options(reports), extra, {})
     for name in ("listen_port", "listen_host", "confdir", "mode"):
         opts.pop(name)  # passed by start_proxy itself
     with Supervisor(GRACE) as sup:

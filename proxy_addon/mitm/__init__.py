@@ -7,13 +7,15 @@ from the store, or mark it as a miss or for recording), ``record`` (forward it, 
 save the exchange), ``websocket`` (a WebSocket's conversation recorded, or its replay pointed
 at the loopback server), ``output`` (what mitmdump prints of it, without secrets); ``state``
 holds what they share; ``guard`` makes every fault, and every connection a replay did not ask
-for, an HTTP error rather than a forwarded request.
+for, an HTTP error rather than a forwarded request. ``contentview`` shows an LLM stream as its
+answer, and a cassette file as its recording, in mitmweb and mitmdump.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from proxy_addon.mitm import contentview
 from proxy_addon.mitm.control import ControlChannel
 from proxy_addon.mitm.guard import ConnectionGuard, FailClosed
 from proxy_addon.mitm.listeners import OwnListeners
@@ -28,7 +30,9 @@ from proxy_addon.serving.pacer import Pacer
 
 def make_addons() -> list[Any]:
     """The addons, in hook order, sharing one ``State``, presented to mitmproxy as one addon
-    that makes a fault in any flow hook fail closed (``guard``)."""
+    that makes a fault in any flow hook fail closed (``guard``); and the ``cassette`` content
+    view registered with mitmproxy."""
+    contentview.register()
     state = State()
     return [
         FailClosed(

@@ -46,6 +46,7 @@ class FlowState:
     loopback: tuple[LoopbackServer[Any], str] | None = None
     websocket: Capture | None = None  # a WebSocket conversation being recorded
     refresh: Entry | None = None  # the recording this flow re-records, in its own file (refresh)
+    report: dict[str, Any] | None = None  # its record in the run's report (reports/record.py)
 
 
 def flow_state(flow: http.HTTPFlow, action: str | None = None) -> FlowState | None:

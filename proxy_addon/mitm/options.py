@@ -32,6 +32,7 @@ from proxy_addon.matching.jsonpath import parse_path
 from proxy_addon.mitm.settings import Settings
 from proxy_addon.mitm.state import State
 from proxy_addon.redaction.secret_rules import Secrets
+from proxy_addon.reports import publish
 from proxy_addon.runner.interface import DEFAULT_INTERFACE, INTERFACES, spell
 from proxy_addon.serving.incidental import in_force
 from proxy_addon.store import CassetteStore, age, index_cache
@@ -42,6 +43,12 @@ from proxy_addon.summary import INDEXING, MODES, NEEDS_RECORDINGS
 log = logging.getLogger("proxy_addon")
 
 STALE_POLICIES = ("warn", "fail")
+# The reports' options: the file each one names gets this (reports/publish.py).
+REPORT_OPTIONS = {
+    "cassette_markdown": "the run's Markdown report",
+    "cassette_junit": "the run's JUnit XML report",
+    "cassette_report": "the run's HTML report",
+}
 # Modes that answer from the cassettes before any upstream connection exists.
 ANSWERING_MODES = ("replay", "auto", "refresh")
 # The options whose change means the directory is read again under the new rules.
@@ -239,6 +246,22 @@ class Options:
             "Write the run's summary (hits, recorded, misses, unused recordings, "
             "miss messages) as JSON to this file when the proxy stops.",
         )
+        for name, what in REPORT_OPTIONS.items():
+            loader.add_option(name, str, "", f"Write {what} to this file when the proxy stops.")
+        loader.add_option(
+            "cassette_prices",
+            str,
+            "",
+            'A JSON price file, {"MODEL": {"input": USD, "output": USD}} per million tokens: '
+            "the reports say what the tokens served from cassettes would have cost.",
+        )
+        loader.add_option(
+            "cassette_step_summary",
+            bool,
+            True,
+            "Under GitHub Actions (GITHUB_ACTIONS=true), append the Markdown report to "
+            "$GITHUB_STEP_SUMMARY and print an error annotation per miss.",
+        )
         loader.add_option(
             "cassette_interface",
             str,
@@ -344,6 +367,17 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
         changes["cache_bytes"] = opts.cassette_cache_mb * 1024 * 1024
     if "cassette_summary" in updated:
         changes["summary_path"] = opts.cassette_summary
+    if updated & {*REPORT_OPTIONS, "cassette_prices", "cassette_step_summary"}:
+        try:
+            changes["reports"] = publish.targets(
+                opts.cassette_markdown,
+                opts.cassette_junit,
+                opts.cassette_report,
+                opts.cassette_step_summary,
+                opts.cassette_prices,
+            )
+        except ValueError as e:
+            raise exceptions.OptionsError(f"cassette_prices: {e}") from None
     if "cassette_interface" in updated:
         if opts.cassette_interface not in INTERFACES:
             raise exceptions.OptionsError(

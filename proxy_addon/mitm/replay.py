@@ -19,6 +19,7 @@ from proxy_addon.mitm.state import State, log
 from proxy_addon.mitm.websocket import answer_websocket
 from proxy_addon.model import RecordedResponse
 from proxy_addon.redaction.secret_rules import Secrets
+from proxy_addon.reports import record
 from proxy_addon.runner import control
 from proxy_addon.serving import misses, normalised
 from proxy_addon.serving.incidental import Incidental
@@ -27,6 +28,7 @@ from proxy_addon.serving.websocket_server import WebSocketServer
 from proxy_addon.serving.wire import wire
 from proxy_addon.store import Hit, LookupContext
 from proxy_addon.store.age import AgeLimit, describe
+from proxy_addon.summary import REQUEST_LOG_LIMIT
 
 
 def canonical_request(
@@ -64,6 +66,8 @@ def _reason(status: int) -> bytes:
 
 # what a hit on each recorded response sends, by the response's id (see replayed_response)
 _templates: dict[int, http.Response] = {}
+# the tokens each recorded response's usage says, by its id, kept as long as the templates
+_usages: dict[int, dict[str, int]] = {}
 
 
 def replayed_response(resp: RecordedResponse) -> http.Response:
@@ -173,17 +177,20 @@ class ReplayHooks:
             mode in ("auto", "refresh") and store.recorder.is_recording(canon, test_dir)
         ):
             st.action = "record"  # recorded in this run: its sequence goes on being recorded
+            self._report(st, "recorded")
             return
         hit = store.lookup(
             canon, LookupContext(connection=flow.client_conn.id, test_id=test_id, test_dir=test_dir)
         )
         if hit is not None:
             if mode == "refresh" and self._refreshes(flow, st, hit):
+                self._report(st, "recorded", file=str(hit.entry.path))
                 return
             if mode != "refresh" and self._refused_as_stale(flow, st, hit):
                 return
             st.action = "hit"
             state.counters.add("hits")
+            self._report_hit(st, hit)
             if hit.normalised:
                 item = normalised.note(canon, hit.entry, hit.passed_over, store.index)
                 state.counters.add("normalised")
@@ -208,14 +215,38 @@ class ReplayHooks:
             return
         if mode == "auto":
             st.action = "record"
+            self._report(st, "recorded")
             return
         self._miss(flow, st)
+
+    def _report(self, st: FlowState, outcome: str, **details: object) -> None:
+        """The request's record in the run's report (its ``ms`` is added when it ends)."""
+        st.report = record.request_record(st.canonical, outcome, st.test_id) | details
+        self.state.counters.note("request_log", st.report, REQUEST_LOG_LIMIT)
+
+    def _report_hit(self, st: FlowState, hit: Hit) -> None:
+        """A hit's record, with the tokens its recorded usage says were served (worked out
+        once per recorded response, as ``replayed_response`` builds it once)."""
+        usage = _usages.get(id(hit.response))
+        if usage is None:
+            usage = _usages[id(hit.response)] = record.hit_usage(hit.response)
+            weakref.finalize(hit.response, _usages.pop, id(hit.response), None)
+        if usage:
+            self.state.counters.add("input_tokens_served", usage["input_tokens"])
+            self.state.counters.add("output_tokens_served", usage["output_tokens"])
+        notes = [
+            what
+            for what, yes in (("other host", hit.other_host), ("normalised", hit.normalised))
+            if yes
+        ]
+        self._report(st, "hit", file=str(hit.entry.path), notes=notes, **usage)
 
     def _incidental(self, flow: http.HTTPFlow, st: FlowState, answer: Incidental) -> None:
         """A request not under test: counted; answered here where nothing may be forwarded
         (replay, refresh), forwarded otherwise; never recorded. Said once per pattern."""
         st.action = "incidental"
         self.state.counters.add("incidental")
+        self._report(st, "incidental")
         closed = self.state.settings.mode in CLOSED_MODES
         if answer.pattern not in self._told_incidental:
             self._told_incidental.add(answer.pattern)
@@ -241,6 +272,7 @@ class ReplayHooks:
         )
         state.miss(message)
         flow.response = miss_response(message, st.canonical)
+        self._report(st, "miss", message=message, **record.miss_detail(st.canonical, store.index))
 
     def _age_over_limit(self, hit: Hit) -> timedelta | None:
         limit = self.state.settings.max_age
@@ -270,6 +302,10 @@ class ReplayHooks:
         st.action = "stale"
         state.miss(message, counter="stale_refused", logged=True)  # told once per file, above
         flow.response = stale_response(message, st.canonical)
+        reason = (
+            f"recorded {describe(how_old)} ago, over cassette_max_age={state.settings.max_age_text}"
+        )
+        self._report(st, "stale", file=str(hit.entry.path), message=message, reason=reason)
         return True
 
     def _refreshes(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> bool:
@@ -333,6 +369,11 @@ class ReplayHooks:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._forget(flow)
+        st = flow_state(flow)
+        if st is not None and st.report is not None and flow.response is not None:
+            end = flow.response.timestamp_end or flow.response.timestamp_start
+            if end is not None:
+                st.report["ms"] = round((end - flow.request.timestamp_start) * 1000, 1)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._forget(flow)

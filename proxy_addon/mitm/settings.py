@@ -9,6 +9,7 @@ from pathlib import Path
 
 from proxy_addon import formats
 from proxy_addon.matching.canonical import DEFAULT_RULES, Rules
+from proxy_addon.reports.publish import Targets
 from proxy_addon.runner.interface import DEFAULT_INTERFACE
 from proxy_addon.serving.incidental import BUILT_IN_ONLY, IncidentalRequests
 from proxy_addon.store.cache import BUDGET_BYTES
@@ -27,6 +28,7 @@ class Settings:
     max_file_bytes: int = formats.MAX_FILE_BYTES
     cache_bytes: int = BUDGET_BYTES
     summary_path: str = ""
+    reports: Targets = Targets()  # written when the proxy stops (reports/publish.py)
     interface: str = DEFAULT_INTERFACE  # which interface started the proxy: its hints' spelling
     incidental: IncidentalRequests = BUILT_IN_ONLY  # requests not under test
     index_cache: Path | None = None  # the folder the index is saved in between runs; None: off

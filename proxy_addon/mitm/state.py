@@ -5,6 +5,7 @@ or a finished write does to the counters; and the summary when the proxy stops."
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import orjson
 
 from proxy_addon.mitm.settings import Settings
+from proxy_addon.reports.publish import publish
 from proxy_addon.runner.control import CurrentTest
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.writer import BackgroundWriter, atomic_write
@@ -107,3 +109,5 @@ class State:
                 )
             except OSError as e:
                 log.error("cassette: could not write the summary to %s: %s", target, e.strerror)
+        settings = self.settings
+        publish(summary, settings.mode, settings.reports, os.environ, print, log.warning)

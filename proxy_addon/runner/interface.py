@@ -40,6 +40,10 @@ _CLI_FLAGS = {
     "cassette_dir": "--dir",
     "cassette_pace": "--pace",
     "cassette_max_age": "--older-than",
+    "cassette_markdown": "--markdown",
+    "cassette_junit": "--junit",
+    "cassette_report": "--report",
+    "cassette_prices": "--prices",
 }
 _PROXY_FLAGS = _CLI_FLAGS | {
     "listen_port": "--port",
@@ -64,6 +68,10 @@ INTERFACES: dict[str, Interface] = {
                 "cassette_dir": "--cassette-dir",
                 "cassette_pace": "--cassette-pace",
                 "cassette_max_age": "--cassette-older-than",
+                "cassette_markdown": "--cassette-markdown",
+                "cassette_junit": "--cassette-junit",
+                "cassette_report": "--cassette-report",
+                "cassette_prices": "--cassette-prices",
             },
         ),
     )

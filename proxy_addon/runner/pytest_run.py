@@ -21,6 +21,8 @@ import httpx
 import orjson
 import pytest
 
+from proxy_addon.reports import publish
+from proxy_addon.reports.publish import Targets
 from proxy_addon.runner import providers
 from proxy_addon.runner.control import CONTROL_HOST
 from proxy_addon.runner.interface import owned
@@ -36,6 +38,22 @@ from proxy_addon.runner.providers import placeholder_keys, placeholder_note
 from proxy_addon.summary import NEEDS_RECORDINGS, NOTHING_REACHED, Summary
 
 CONTROL = f"http://{CONTROL_HOST}"
+REPORTS_KEY = pytest.StashKey[Targets]()
+
+
+def report_targets(config: pytest.Config) -> Targets:
+    """The reports asked for with ``--cassette-markdown``, ``--cassette-junit``, ... (the
+    options of ``cassette run``, prefixed)."""
+    try:
+        return publish.targets(
+            config.getoption("--cassette-markdown"),
+            config.getoption("--cassette-junit"),
+            config.getoption("--cassette-report"),
+            not config.getoption("--cassette-no-step-summary"),
+            config.getoption("--cassette-prices"),
+        )
+    except ValueError as e:
+        raise pytest.UsageError(f"--cassette-prices: {e}") from None
 
 
 class ProxySession:
@@ -56,6 +74,7 @@ class ProxySession:
         options: dict[str, str | list[str]] = {
             "cassette_pace": config.getoption("--cassette-pace"),
             "cassette_summary": str(self.summary_path),
+            "cassette_step_summary": "false",  # the run's reports are written once, at its end
             "cassette_interface": "pytest",
         }
         if config.getoption("--cassette-older-than"):
@@ -182,6 +201,15 @@ def report(
     for message in summary.miss_report():  # a miss outside any test is told here only
         terminalreporter.write_line(message)
     terminalreporter.write_line(summary.line())
+    if not hasattr(config, "workerinput"):  # the controller reports the whole run
+        publish.publish(
+            summary,
+            config.getoption("--cassette-mode"),
+            config.stash[REPORTS_KEY],
+            os.environ,
+            terminalreporter.write_line,  # the terminal's stdout, where GitHub reads commands
+            terminalreporter.write_line,
+        )
     # the placeholders the sessions (each xdist worker's) set, found again in the environment
     # they were set in (restored by now; the xdist controller set none itself)
     placeholders = placeholder_keys(os.environ)
