@@ -184,10 +184,12 @@ import os, sys, anthropic, httpx
 upstream, user, trace, prompt, again = sys.argv[1:6]
 print("NO_PROXY", os.environ.get("NO_PROXY"), os.environ.get("no_proxy"))
 chat = {"model": "gpt-4o", "user": user, "metadata": {"trace": trace}}
-r = httpx.post(upstream + "/v1/chat/completions", json=chat | {"messages": [{"role": "user", "content": prompt}]})
+asked = [{"role": "user", "content": prompt}]
+r = httpx.post(upstream + "/v1/chat/completions", json=chat | {"messages": asked})
 print("chat", r.status_code, r.json()["choices"][0]["message"]["content"])
 client = anthropic.Anthropic(base_url=upstream, max_retries=0)
-m = client.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+hi = [{"role": "user", "content": "hi"}]
+m = client.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=hi)
 print("anthropic", m.content[0].text)
 for _ in range(int(again)):  # one request never recorded, sent again as a framework's retries do
     r = httpx.post(upstream + "/v1/chat/completions", json=chat | {"messages": []})
