@@ -136,6 +136,8 @@ def test_the_plugin_refuses_a_mode_or_directory_set_twice(
     result = pytester.runpytest_subprocess(
         "-p",
         "no:cacheprovider",
+        "-p",
+        "no:langsmith_plugin",
         option,
         f"--cassette-dir={pytester.path}",
         "--cassette-set",
@@ -317,6 +319,8 @@ def test_cassette_run_and_the_plugin_exit_2_when_the_handshake_disagrees(
     result = pytester.runpytest_subprocess(
         "-p",
         "no:cacheprovider",
+        "-p",
+        "no:langsmith_plugin",
         "--cassette-mode=replay",
         f"--cassette-dir={cassettes}",
         "--cassette-set",
@@ -490,7 +494,8 @@ def test_listeners():
     assert os.environ["OPENAI_BASE_URL"].startswith("http://127.0.0.1:{port}")
 """
     )
-    common = ["-p", "no:cacheprovider", "--cassette-mode=replay", f"--cassette-dir={pytester.path}"]
+    common = ["-p", "no:cacheprovider", "-p", "no:langsmith_plugin", "--cassette-mode=replay"]
+    common.append(f"--cassette-dir={pytester.path}")
     clean = {k: os.environ.pop(k) for k in names if k in os.environ}
     try:
         result = pytester.runpytest_subprocess(
