@@ -519,7 +519,7 @@ def test_listeners():
 
     result = pytester.runpytest_subprocess(
         *common,
-        "--cassette-start-timeout=3",
+        "--cassette-start-timeout=1",
         "--cassette-set",
         f"scripts={STARTUP}",
         "--cassette-set",
@@ -528,7 +528,7 @@ def test_listeners():
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*the proxy did not start: the proxy did not start within 3 s (CASSETTE_START_TIMEOUT)*"]
+        ["*the proxy did not start: the proxy did not start within 1 s (CASSETTE_START_TIMEOUT)*"]
     )
 
 
