@@ -3,7 +3,8 @@
 Loaded after the cassette addon with ``-s``. In the ``response`` hook it appends a header
 ``x-touched`` numbered by the response, removes ``x-request-id`` and appends ``!`` to the body:
 a replay that shared one response object between hits would show the earlier changes in the
-later answers (two ``x-touched`` values, a missing header, ``!!``).
+later answers (two ``x-touched`` values, a missing header, ``!!``). The control channel's
+answers are left alone: the runner's handshake reads ``cassette.control/status`` as JSON.
 """
 
 from mitmproxy import http
@@ -14,7 +15,7 @@ class TouchResponses:
         self.seen = 0
 
     def response(self, flow: http.HTTPFlow) -> None:
-        if flow.response is None:
+        if flow.response is None or flow.request.pretty_host == "cassette.control":
             return
         self.seen += 1
         flow.response.headers.add("x-touched", str(self.seen))
