@@ -179,6 +179,75 @@ def test_a_replay_gives_a_placeholder_to_each_provider_without_a_key(tmp_path):
     assert "OPENAI_API_KEY None" in recorded.stdout.splitlines()
 
 
+MIXED_APP = """
+import os, sys, anthropic, httpx
+upstream, user, trace, prompt, again = sys.argv[1:6]
+print("NO_PROXY", os.environ.get("NO_PROXY"), os.environ.get("no_proxy"))
+chat = {"model": "gpt-4o", "user": user, "metadata": {"trace": trace}}
+asked = [{"role": "user", "content": prompt}]
+r = httpx.post(upstream + "/v1/chat/completions", json=chat | {"messages": asked})
+print("chat", r.status_code, r.json()["choices"][0]["message"]["content"])
+client = anthropic.Anthropic(base_url=upstream, max_retries=0)
+hi = [{"role": "user", "content": "hi"}]
+m = client.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=hi)
+print("anthropic", m.content[0].text)
+for _ in range(int(again)):  # one request never recorded, sent again as a framework's retries do
+    r = httpx.post(upstream + "/v1/chat/completions", json=chat | {"messages": []})
+    print("miss", r.status_code)
+"""
+
+
+def test_a_replay_with_no_key_ignores_both_paths_given_and_counts_a_repeated_miss(
+    tmp_path, http_upstream
+):
+    """One recording, one replay, each through ``cassette run`` with the user's ``NO_PROXY``
+    naming the stand-in's host: cleared, so both go through the proxy. The replay runs with no
+    key at all (the Anthropic SDK gets the placeholder and sends), asks the chat with other
+    ``user`` and ``metadata.trace`` values (``--set cassette_ignore`` given twice keeps both
+    paths: a hit), and one request never recorded twice (its message once, "(2 times)")."""
+    app = tmp_path / "app.py"
+    app.write_text(MIXED_APP)
+    cassettes = tmp_path / "cassettes"
+    bypass = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    base = [sys.executable, str(app), http_upstream.base_url]
+    recorded = cassette_run(
+        "record", cassettes, [*base, "u1", "t1", "hello", "0"], stand_in_env(http_upstream) | bypass
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout.splitlines()[0] == "NO_PROXY None None"
+    assert counted(recorded.stderr, "recorded") == (2,)
+    asked = http_upstream.state.hits
+
+    no_key = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_API_KEY", "_AUTH_TOKEN")) and k != "CI"
+    }
+    replayed = subprocess.run(
+        [CASSETTE, "run", "--dir", str(cassettes), "--set", "cassette_ignore=user"]
+        + ["--set", "cassette_ignore=metadata.trace", "--", *base, "u2", "t2", "hello", "2"],
+        env=no_key | bypass,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert replayed.stdout.splitlines() == [
+        "NO_PROXY None None",
+        recorded.stdout.splitlines()[1],  # the chat, a hit whatever its user and trace
+        recorded.stdout.splitlines()[2],  # the Anthropic message, sent with the placeholder
+        "miss 424",
+        "miss 424",
+    ], replayed.stderr
+    assert counted(replayed.stderr, "hits", "misses") == (2, 2)
+    assert http_upstream.state.hits == asked
+    assert "no key was set for OPENAI_API_KEY, ANTHROPIC_API_KEY," in replayed.stderr
+    repeated = [line for line in replayed.stderr.splitlines() if line.endswith("(2 times)")]
+    assert len(repeated) == 1 and "cassette miss" in replayed.stderr, replayed.stderr
+    assert replayed.stderr.count("cassette miss: ") == 1, replayed.stderr
+    assert replayed.returncode == 1
+    assert replayed.stderr.splitlines()[-1] == "cassette: the run fails: 2 replay misses"
+
+
 PY_APP = """
 import sys, openai
 route, upstream, prompt = sys.argv[1:4]

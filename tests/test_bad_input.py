@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from proxy_addon.cli import main
 from tests.conftest import FIXTURES, SEED
 
-# The commands that only read or rewrite the folder (run and proxy start processes: their bad
+# The commands that read or rewrite the folder, or print (run and proxy start processes: their bad
 # arguments are in tests/test_startup.py).
 OPTIONS = {
     "ls": ["--grep", "--older-than", "--json"],
@@ -34,6 +34,9 @@ OPTIONS = {
     "diff": ["--json", "--since"],
     "import-llama-stack": ["--redact-field", "--redact-header"],
     "export-llama-stack": ["--to", "--test-id"],
+    "explain": ["--url", "--method", "--normalize", "--ignore", "--json"],
+    "volatile": ["--since", "--json"],
+    "addon-path": [],
 }
 FLAGS = {"--json", "--raw"}
 HOSTILE_VALUES = [
@@ -109,6 +112,13 @@ def _one_line_error(args: list[str], cwd: Path) -> None:
         raise AssertionError(f"cassette {args!r} raised:\n{result.output}") from result.exception
     assert result.exit_code in (0, 1, 2), (args, result.output)
     assert "Traceback" not in result.output, (args, result.output)
+    if result.exit_code == 2:  # a usage error: click's usage lines, then the error in one line
+        assert "Error: " in result.output, (args, result.output)
+        error, *more = result.output[result.output.find("Error: ") :].rstrip("\n").split("\n")
+        if error.endswith("is ambiguous, it matches:"):  # then what it matches, one a line
+            more = [line for line in more if not line.startswith("  ")]
+        echoed = sum(a.count("\n") for a in args)  # an argument's own line breaks, quoted back
+        assert len(more) <= echoed, (args, result.output)
 
 
 @st.composite
@@ -128,7 +138,7 @@ def arguments(draw: st.DrawFn, paths: list[str]) -> list[str]:
             args += ["--dir", draw(st.sampled_from(paths))]
         else:
             args.append(draw(value))
-    if "--dir" not in args:
+    if "--dir" not in args and command != "addon-path":
         args += ["--dir", paths[0]]
     return args
 
@@ -150,6 +160,12 @@ def test_no_command_prints_a_traceback_for_any_argument(data, folder, tmp_path):
             ["ls", "--older-than", "99999999999d", "--dir", paths[0]],
             ["show", "--raw", paths[3], "--dir", paths[0]],
             ["export-llama-stack", paths[2], "--to", "out", "--dir", paths[0]],
+            ["explain", paths[1], "--normalize", "no-such-preset", "--dir", paths[0]],
+            ["explain", f"{paths[0]}/dated.json", "--normalize", "", "--dir", paths[0]],
+            ["explain", "-", "--url", "a[", "--dir", paths[0]],
+            ["volatile", paths[0], paths[5], "--dir", paths[0]],
+            ["volatile", "--since", "no-such-rev", "--dir", paths[0]],
+            ["addon-path", "extra"],
         ):
             _one_line_error(args, tmp_path)
         return

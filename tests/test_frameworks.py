@@ -62,6 +62,15 @@ FRAMEWORKS = {
     ),
 }
 
+# app -> the exception a changed prompt ends it with (the last line of its traceback): its
+# class, and how its text gives the 424 (LiteLLM's APIError does not print the status)
+MISS_RAISED = {
+    "litellm": ("litellm.exceptions.APIError", "OpenAIException - cassette miss: "),
+    "langchain": ("openai.APIStatusError", "Error code: 424 - cassette miss: "),
+    "pydantic_ai": ("pydantic_ai.exceptions.ModelHTTPError", "status_code: 424, "),
+    "openai_agents": ("openai.APIStatusError", "Error code: 424 - cassette miss: "),
+}
+
 
 def bare_environment(upstream: FakeUpstreamServer) -> dict[str, str]:
     """This process's environment without any key or framework switch, the OpenAI base URL
@@ -135,6 +144,10 @@ def test_a_framework_app_replays_with_no_key_and_a_changed_prompt_reads_as_a_mis
     assert raised, missed.stderr
     for cls, text in raised:
         assert "NotFound" not in cls and "not found" not in text.lower(), (cls, text)
+    # and it is this run's miss (its folder named), raised as the 424 it is
+    cls, shows = MISS_RAISED[app]
+    this_miss = f"cassette miss: no recording in {cassettes}/ matches POST "
+    assert any(c == cls and shows in t and this_miss in t for c, t in raised), raised
     # the nearest recording named is the one of the same call, the prompt alone changed
     [message] = [line for line in missed.stderr.splitlines() if line.startswith("cassette miss:")]
     nearest = Path(message.split("Nearest recording: ")[1].split(", which differs at")[0])

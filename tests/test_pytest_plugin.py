@@ -3,6 +3,7 @@ against a local upstream: recorded, replayed, with a miss, with xdist and with a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -340,6 +341,43 @@ def test_a_session_no_request_reached_warns_and_fails_on_ci(project, monkeypatch
     on_ci = run(project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "test_nothing.py")
     on_ci.assert_outcomes(passed=1)
     assert on_ci.ret == pytest.ExitCode.TESTS_FAILED
+
+
+PLACEHOLDER_KEY = "sk-cassette-replay-placeholder"  # as the README gives it
+NO_KEY = """
+import os, openai
+
+def test_ask():
+    key = os.environ.get("OPENAI_API_KEY")
+    print("OPENAI_API_KEY", key)
+    client = openai.OpenAI(api_key=key or "sk-test-plugin", max_retries=0,
+                           base_url=os.environ["FAKE_UPSTREAM"] + "/v1")
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+"""
+
+
+def test_a_replay_gives_the_tests_a_placeholder_key_and_a_record_none(project, monkeypatch):
+    """No key in the environment: recorded (the test's own fake key), then replayed with the
+    placeholder the session set, which the test's client sends; the note names it."""
+    for name in [k for k in os.environ if k.endswith(("_API_KEY", "_AUTH_TOKEN"))]:
+        monkeypatch.delenv(name)
+    project.makepyfile(test_no_key=NO_KEY)
+    cassettes = project.path / "cassettes"
+    args = [f"--cassette-dir={cassettes}", "-s", "test_no_key.py"]
+    recorded = run(project, "--cassette-mode=record", *args)
+    recorded.assert_outcomes(passed=1)
+    recorded.stdout.fnmatch_lines(["*OPENAI_API_KEY None*"])
+    assert PLACEHOLDER_KEY not in recorded.stdout.str()
+    replayed = run(project, "--cassette-mode=replay", *args)
+    replayed.assert_outcomes(passed=1)
+    replayed.stdout.fnmatch_lines(
+        [
+            f"*OPENAI_API_KEY {PLACEHOLDER_KEY}*",
+            "cassette summary: 1 hits, 0 misses*",
+            "cassette: replay: no key was set for OPENAI_API_KEY, ANTHROPIC_API_KEY,*"
+            f"the placeholder '{PLACEHOLDER_KEY}'*",
+        ]
+    )
 
 
 PAIR = (

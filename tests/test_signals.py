@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CASSETTE
+from tests.conftest import CASSETTE, TEST_ADDONS
+
+STARTUP = TEST_ADDONS / "startup.py"
 
 pytestmark = pytest.mark.slow
 
@@ -165,13 +167,39 @@ def test_the_proxy_dying_first_ends_the_command_and_says_so(tmp_path):
     assert _alive(command) == [] and _alive(proxy) == []
 
 
-def test_a_signal_while_the_proxy_starts_stops_it_and_runs_nothing(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_proxy_starts_stops_it_and_runs_nothing(sig, tmp_path):
     run = _cassette_run(tmp_path)
     proxy = _wait_for(lambda: _proxy_of(run.pid), "proxy process")
-    run.send_signal(signal.SIGTERM)
+    run.send_signal(sig)
     out, err = run.communicate(timeout=60)
-    assert run.returncode == 128 + signal.SIGTERM, err
+    assert run.returncode == 128 + sig, err
     assert "started" not in out  # the command never ran
+    assert "Traceback" not in err
+    assert _alive(proxy) == []
+
+
+def test_a_signal_while_the_proxy_stops_after_the_command_changes_only_the_exit_code(tmp_path):
+    """The command has exited 0; the proxy is stopping (the test addon holds its ``done``
+    until told): a SIGTERM then costs no summary and no traceback, and the run exits 143."""
+    gate = tmp_path / "gate"
+    stopping = tmp_path / "gate.stopping"
+    (tmp_path / "c").mkdir()
+    run = subprocess.Popen(
+        [CASSETTE, "run", "--mode", "passthrough", "--dir", str(tmp_path / "c")]
+        + ["--set", f"scripts={STARTUP}", "--set", f"startup_stop_gate={gate}", "--", "true"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proxy = _wait_for(lambda: _proxy_of(run.pid), "proxy process")
+    _wait_for(lambda: True if stopping.exists() else None, "the proxy stopping")
+    run.send_signal(signal.SIGTERM)
+    gate.touch()
+    err = run.communicate(timeout=60)[1]
+    assert run.returncode == 128 + signal.SIGTERM, err
+    assert "cassette summary: 0 requests passed through" in err
+    assert "Traceback" not in err
     assert _alive(proxy) == []
 
 

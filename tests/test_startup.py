@@ -72,49 +72,83 @@ CLI_CASES = {
         "cassette_summary is given twice: by cassette run itself",
     ),
     "proxy --set mode": (
-        ["proxy", "--port", "0", "--set", "cassette_mode=record"],
+        ["proxy", "--port", "{port}", "--set", "cassette_mode=record"],
         "cassette_mode is given twice: by --mode replay and by --set cassette_mode=record",
     ),
+    "proxy --set dir": (
+        ["proxy", "--port", "{port}", "--set", "cassette_dir=elsewhere"],
+        "cassette_dir is given twice: by --dir {dir} and by --set cassette_dir=elsewhere",
+    ),
     "proxy --set port": (
-        ["proxy", "--port", "0", "--set", "listen_port=9"],
-        "listen_port is given twice: by --port 0 and by --set listen_port=9",
+        ["proxy", "--port", "{port}", "--set", "listen_port=9"],
+        "listen_port is given twice: by --port {port} and by --set listen_port=9",
     ),
 }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_cassette_run_and_proxy_refuse_an_option_set_twice_before_anything_is_served(
     case, tmp_path, http_upstream
 ):
+    """``cassette run``'s command would ask the upstream; for ``cassette proxy`` a client sends
+    requests through the port it was told to use from before it starts until it exits."""
     args, message = CLI_CASES[case]
     cassettes = tmp_path / "c"
     cassettes.mkdir()
-    command = ["--", sys.executable, "-c", _ask_upstream(http_upstream)] if args[0] == "run" else []
-    code, output = _cli(*args, "--dir", str(cassettes), *command)
+    port = _free_port()
+    args = [a.format(port=port) for a in args]
+    if args[0] == "run":
+        command = ["--", sys.executable, "-c", _ask_upstream(http_upstream)]
+        code, output = _cli(*args, "--dir", str(cassettes), *command)
+    else:
+        proc = _cassette_proxy(*args[1:], "--dir", str(cassettes), "--confdir", str(tmp_path))
+        with _hammering(port, http_upstream) as tries:
+            output = proc.communicate(timeout=120)[0]
+            if not tries.wait(30):
+                proc.kill()
+        code = proc.returncode
+        assert tries.is_set(), "no request was sent through the proxy's port"
     assert code == 2, output
-    assert message.format(dir=cassettes) in output
+    assert message.format(dir=cassettes, port=port) in output
     assert http_upstream.state.connections == 0
 
 
-def test_the_plugin_refuses_a_mode_set_twice(pytester, http_upstream):
+@pytest.mark.parametrize(
+    ("option", "sets", "twice"),
+    [
+        ("--cassette-mode=replay", "cassette_mode=auto", "--cassette-mode=replay"),
+        ("--cassette-mode=replay", "cassette_dir=elsewhere", "--cassette-dir={dir}"),
+    ],
+    ids=["mode", "dir"],
+)
+def test_the_plugin_refuses_a_mode_or_directory_set_twice(
+    option, sets, twice, pytester, http_upstream
+):
     pytester.makepyfile(
         test_app=f"def test_ask():\n    {_ask_upstream(http_upstream)}\n",
     )
     result = pytester.runpytest_subprocess(
         "-p",
         "no:cacheprovider",
-        "--cassette-mode=replay",
+        "-p",
+        "no:langsmith_plugin",
+        option,
         f"--cassette-dir={pytester.path}",
         "--cassette-set",
-        "cassette_mode=auto",
+        sets,
         timeout=120,
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+    first = twice.format(dir=pytester.path)
+    name = sets.split("=")[0]
     result.stderr.fnmatch_lines(
-        [
-            "*cassette_mode is given twice: by --cassette-mode=replay and by "
-            "--cassette-set cassette_mode=auto*"
-        ]
+        [f"*{name} is given twice: by {first} and by --cassette-set {sets}*"]
     )
     assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
     assert http_upstream.state.connections == 0
@@ -146,15 +180,37 @@ PLAIN_CASES = {
 }
 
 
-def _hammer(port: int, upstream: FakeUpstreamServer, stop: threading.Event) -> None:
+def _hammer(
+    port: int,
+    upstream: FakeUpstreamServer,
+    stop: threading.Event,
+    tried: threading.Event | None = None,
+) -> None:
     """Ask the proxy at ``port`` for the upstream again and again until told to stop: a
-    proxy that forwards anything shows it in the upstream's count of connections."""
+    proxy that forwards anything shows it in the upstream's count of connections. ``tried``
+    is set once a request was sent (or refused at the port)."""
     with httpx.Client(proxy=f"http://127.0.0.1:{port}", timeout=2) as client:
         while not stop.is_set():
             with contextlib.suppress(httpx.HTTPError):
                 client.post(upstream.base_url + "/v1/chat/completions", json={"messages": []})
+            if tried is not None:
+                tried.set()
             if upstream.state.connections:
                 return
+
+
+@contextlib.contextmanager
+def _hammering(port: int, upstream: FakeUpstreamServer) -> Iterator[threading.Event]:
+    """``_hammer`` in a thread for the block's life; the event it yields is set once a request
+    was tried."""
+    stop, tried = threading.Event(), threading.Event()
+    thread = threading.Thread(target=_hammer, args=(port, upstream, stop, tried))
+    thread.start()
+    try:
+        yield tried
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 @pytest.mark.parametrize("case", list(PLAIN_CASES))
@@ -229,6 +285,56 @@ def test_the_handshake_names_the_mode_directory_and_interface(tmp_path, confdir)
         "interface": "run",
         "recordings": 0,
     }
+
+
+def test_cassette_run_and_the_plugin_exit_2_when_the_handshake_disagrees(
+    tmp_path, pytester, http_upstream
+):
+    """The test addon, loaded through ``--set scripts=`` as a user's own addon would be, makes
+    ``/status`` say ``record`` where ``replay`` was asked: the command never runs."""
+    cassettes = tmp_path / "c"
+    cassettes.mkdir()
+    ran = tmp_path / "ran"
+    command = f"open({str(ran)!r}, 'w').close(); {_ask_upstream(http_upstream)}"
+    code, output = _cli(
+        "run",
+        "--dir",
+        str(cassettes),
+        "--set",
+        f"scripts={STARTUP}",
+        "--set",
+        "startup_mode=record",
+        "--",
+        sys.executable,
+        "-c",
+        command,
+    )
+    assert code == 2, output
+    assert (
+        "the proxy did not start: the addon is not as intended: mode is 'record', not 'replay'"
+    ) in output
+    assert not ran.exists()
+
+    pytester.makepyfile(test_app=f"def test_ask():\n    {command}\n")
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:langsmith_plugin",
+        "--cassette-mode=replay",
+        f"--cassette-dir={cassettes}",
+        "--cassette-set",
+        f"scripts={STARTUP}",
+        "--cassette-set",
+        "startup_mode=record",
+        timeout=120,
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*cassette: the proxy did not start: the addon is not as intended: mode is 'record'*"]
+    )
+    assert not ran.exists()
+    assert http_upstream.state.connections == 0
 
 
 # -- start-up: its limit, and what it says ---------------------------------------------------------
@@ -371,6 +477,59 @@ def test_listeners_take_free_ports_and_a_busy_port_is_named_with_its_option(tmp_
         f"the proxy did not start: port {busy} is already in use (openai): move that listener "
         "with --listeners openai:PORT"
     ) in out
+
+
+def test_the_plugins_listeners_and_start_up_limit_are_its_options(pytester, held_ports):
+    """``--cassette-listeners`` opens the listeners named, on the port given; a port in use is
+    named with the option that moves it; ``--cassette-start-timeout`` is the limit a slow
+    start-up (the test addon's ``running`` blocks 60 s) is stopped at."""
+    port = _free_port()
+    names = sorted(p.variable for p in providers.PROVIDERS)
+    pytester.makepyfile(
+        test_env=f"""
+import os
+
+def test_listeners():
+    assert sorted(k for k in os.environ if k in {names}) == ["OPENAI_BASE_URL"]
+    assert os.environ["OPENAI_BASE_URL"].startswith("http://127.0.0.1:{port}")
+"""
+    )
+    common = ["-p", "no:cacheprovider", "-p", "no:langsmith_plugin", "--cassette-mode=replay"]
+    common.append(f"--cassette-dir={pytester.path}")
+    clean = {k: os.environ.pop(k) for k in names if k in os.environ}
+    try:
+        result = pytester.runpytest_subprocess(
+            *common, f"--cassette-listeners=openai:{port}", timeout=120
+        )
+    finally:
+        os.environ.update(clean)
+    result.assert_outcomes(passed=1)
+
+    busy = _hold(held_ports)
+    result = pytester.runpytest_subprocess(
+        *common, f"--cassette-listeners=openai:{busy}", timeout=120
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"*the proxy did not start: port {busy} is already in use (openai): move that "
+            "listener with --cassette-listeners openai:PORT*"
+        ]
+    )
+
+    result = pytester.runpytest_subprocess(
+        *common,
+        "--cassette-start-timeout=1",
+        "--cassette-set",
+        f"scripts={STARTUP}",
+        "--cassette-set",
+        "startup_delay=60",
+        timeout=120,
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*the proxy did not start: the proxy did not start within 1 s (CASSETTE_START_TIMEOUT)*"]
+    )
 
 
 def test_which_listeners_open_is_chosen(tmp_path):

@@ -176,7 +176,10 @@ def explain_command(
         paths = tuple(parse_path(p) for p in ignore)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-    assert normalizer is not None
+    if normalizer is None:  # only empty values: nothing to explain with
+        raise click.BadParameter(
+            "give a preset name or a PATTERN=REPLACEMENT rule", param_hint="--normalize"
+        )
     request, file = _request(source, url, method.upper())
     index = Index(cassette_dir, canonical.Rules(paths, secrets_of((), ()), normalizer))
     index.load()
