@@ -184,6 +184,7 @@ def test_every_corpus_conversation_is_coherent_when_the_test_is_named(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)  # 699 conversations through two proxies: over 120 s at a load of 8
 def test_corpus_conversations_with_no_test_named(conversations, llama_suite, proxies):
     """With no test named, 662 of the 699 conversations start with a turn that several tests
     recorded with different answers: the request alone cannot tell which one this client's

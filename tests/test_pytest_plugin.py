@@ -226,6 +226,8 @@ def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_up
     assert not extra.exists() and target.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)  # ten pytest sessions, each with its proxy: over 120 s at a load of 8
 def test_prune_refuses_unless_every_test_ran_and_passed(project):
     """Recordings of tests that did not run look unused: pruning after a partial or failing run
     would delete them. Each way of not running everything through the recordings is refused,
