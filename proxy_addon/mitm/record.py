@@ -9,7 +9,8 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.connection import ConnectionState
 
-from proxy_addon.bodies.sse import asks_for_stream, stream_format
+from proxy_addon.bodies.sse import asks_for_stream
+from proxy_addon.bodies.streams import stream_format
 from proxy_addon.bodies.taps import BodyTap, StreamCapture, StreamTap
 from proxy_addon.formats import exchange
 from proxy_addon.mitm.flow import FlowState, body_of, flow_state, shown_url
