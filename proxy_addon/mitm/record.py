@@ -42,7 +42,8 @@ class RecordHooks:
         st.key, st.slot = store.recorder.begin(
             st.canonical, st.request, st.test_id, st.test_dir, into=st.refresh, secrets=st.secrets
         )
-        req.anticomp()  # ask for plain bytes, so cassettes hold readable text
+        if not exchange.signed(req.headers):  # a signed request goes on exactly as it came
+            req.anticomp()  # ask for plain bytes, so cassettes hold readable text
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow, "record")

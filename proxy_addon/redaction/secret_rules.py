@@ -76,6 +76,9 @@ PARAM_ONLY_FIELDS: tuple[str, ...] = (
     "signature",
     "subscription-key",  # Azure API Management
 )
+# Query parameters secret by their prefix: a SigV4-signed URL's (``X-Amz-Date``,
+# ``X-Amz-Expires``, ``X-Amz-SignedHeaders``, ...) change on every signing, with the signature.
+PARAM_PREFIXES: tuple[str, ...] = ("x-amz-",)
 
 # Credential-like environment variables: their values are secrets wherever they appear.
 _ENV_NAME = re.compile(
@@ -135,6 +138,9 @@ def credential_values(value: str, header: str = "") -> list[str]:
         pairs = pairs[:1] if header == "set-cookie" else pairs  # the rest are attributes
         return [p.partition("=")[2].strip() for p in pairs]
     scheme, _, credential = value.strip().partition(" ")
+    if scheme.upper().startswith("AWS4-") and credential:  # SigV4: the key id, the signature
+        fields = dict(f.strip().partition("=")[::2] for f in credential.split(","))
+        return [value, fields.get("Credential", "").partition("/")[0], fields.get("Signature", "")]
     if not credential or scheme.lower() not in _AUTH_SCHEMES:
         return [value]
     credential = credential.strip()
@@ -210,6 +216,7 @@ class Secrets:
         # JSON keys: the field names, and header names (an SDK's extra_headers in a body)
         self.keys = frozenset(normalise(n) for n in (*SECRET_FIELDS, *fields, *self.headers))
         self.params = frozenset(normalise(n) for n in (*SECRET_FIELDS, *PARAM_ONLY_FIELDS, *fields))
+        self.param_prefixes = tuple(normalise(n) for n in PARAM_PREFIXES)
         self.paths: tuple[Path, ...] = tuple(paths)
         labelled = values if isinstance(values, Mapping) else dict.fromkeys(values, "")
         self.values: dict[str, str] = {
@@ -279,7 +286,8 @@ class Secrets:
 
     def is_secret_param(self, name: str) -> bool:
         """A query parameter, form field or multipart field whose value is a secret."""
-        return normalise(name) in self.params
+        name = normalise(name)
+        return name in self.params or name.startswith(self.param_prefixes)
 
     # -- layers 2 and 3: values and shapes, inside any string ------------------------------
 
