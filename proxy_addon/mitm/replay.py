@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from mitmproxy import http
-from mitmproxy.net.http import status_codes
+from mitmproxy.net.http import status_codes, url
 
 from proxy_addon.matching import canonical
 from proxy_addon.mitm.flow import META, FlowState, body_of, flow_state, send_to_loopback
@@ -20,7 +20,7 @@ from proxy_addon.mitm.websocket import answer_websocket
 from proxy_addon.model import RecordedResponse
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.runner import control
-from proxy_addon.serving import misses, normalised
+from proxy_addon.serving import misses, normalised, tokens
 from proxy_addon.serving.pacer import Pacer
 from proxy_addon.serving.websocket_server import WebSocketServer
 from proxy_addon.serving.wire import wire
@@ -32,7 +32,9 @@ def canonical_request(
     req: http.Request, rules: canonical.Rules
 ) -> tuple[canonical.CanonicalRequest, Secrets]:
     """The request's key (``canonical.canonicalize_with_secrets``), and the secret rules knowing
-    its own key, from its secret headers (only those are decoded) and query parameters."""
+    its own key, from its secret headers (only those are decoded) and query parameters. Its host
+    and port are those of the URL a recording keeps (the Host header's, as ``pretty_url``), not
+    the connection's, which may go elsewhere."""
     raw = rules.secrets.raw_headers
     secret = [
         (k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
@@ -40,12 +42,18 @@ def canonical_request(
         if k.lower() in raw
     ]
     path, _, query = req.path.partition("?")
+    host, port = req.pretty_host, req.port
+    authority = req.host_header
+    if authority:  # the host and port its recorded URL names (``pretty_url``)
+        port = (
+            url.parse_authority(authority, check=False)[1] or url.default_port(req.scheme) or port
+        )
     return canonical.canonicalize_with_secrets(
         canonical.Request(
             req.method,
             req.scheme,
-            req.pretty_host,
-            req.port,
+            host,
+            port,
             path,
             query,
             req.headers.get("content-type"),
@@ -122,7 +130,8 @@ class ReplayHooks:
         self.pacer = pacer
         self.sockets = sockets
         self._ages: AgeLimit | None = None
-        self._told: set[Path] = set()  # files already warned about (stale, not refreshed)
+        # files already warned about (stale, not refreshed), token endpoints already logged
+        self._told: set[Path | str] = set()
         # files re-recorded in this run (refresh), and the test (directory) re-recording each
         self._refreshed: dict[Path, str | None] = {}
 
@@ -142,6 +151,10 @@ class ReplayHooks:
             canonical=canon, action="pass", test_id=test_id, test_dir=test_dir, secrets=secrets
         )
         flow.metadata[META] = st
+        endpoint = tokens.BUILT_IN.match(canon.method, canon.host, canon.path)
+        if endpoint is not None:
+            self._token(flow, st, endpoint)
+            return
         if mode == "record" or (
             mode in ("auto", "refresh") and store.recorder.is_recording(canon, test_dir)
         ):
@@ -183,6 +196,33 @@ class ReplayHooks:
             st.action = "record"
             return
         self._miss(flow, st)
+
+    def _token(self, flow: http.HTTPFlow, st: FlowState, endpoint: tokens.TokenEndpoint) -> None:
+        """A token request (``serving/tokens.py``): never recorded, never a miss; answered with
+        a placeholder in replay, forwarded otherwise (in refresh too, its upstream admitted: a
+        re-recording needs a real token). Said once per endpoint."""
+        mode, canon = self.state.settings.mode, st.canonical
+        st.action = "token"
+        if endpoint.target not in self._told:
+            self._told.add(endpoint.target)
+            log.info(
+                "cassette: %s %s%s is a token request (%s): %s, never recorded",
+                canon.method,
+                canon.host,
+                canon.path,
+                endpoint.what,
+                "answered with a placeholder" if mode == "replay" else "forwarded",
+            )
+        if mode == "refresh":
+            self.state.refresh_upstreams.add((flow.request.host, flow.request.port))
+        if mode != "replay":
+            return
+        req = flow.request
+        asked = tokens.TokenRequest(
+            canon.host, canon.path, req.path.partition("?")[2], body_of(req)
+        )
+        answer = endpoint.answer(asked)
+        flow.response = http.Response.make(answer.status, answer.body, answer.headers)
 
     def _miss(self, flow: http.HTTPFlow, st: FlowState) -> None:
         """No recording answers it (replay, refresh): a 404 naming the nearest recording."""
