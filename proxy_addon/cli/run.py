@@ -183,7 +183,7 @@ def proxy_command(
         f"cassette proxy: {mode} mode over {cassette_dir}. Point a client at it:\n"
         f"  export HTTPS_PROXY={url} HTTP_PROXY={url}\n"
         f"  export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} CURL_CA_BUNDLE={ca} "
-        f"NODE_EXTRA_CA_CERTS={ca}\n"
+        f"NODE_EXTRA_CA_CERTS={ca} AWS_CA_BUNDLE={ca}\n"
         "  or, for clients that ignore HTTPS_PROXY (no CA needed):\n"
         + "".join(
             f"  export {lst.provider.variable}={lst.value}   # -> {lst.upstream}, "

@@ -21,7 +21,9 @@ LOOPBACK = "127.0.0.1"
 class Provider:
     name: str
     variable: str  # the environment variable the SDKs read
-    default: str  # its value when unset: the provider's public base URL, as the SDKs expect it
+    # its value when unset: the provider's public base URL, as the SDKs expect it ("": none,
+    # the listener is opened only when the user set the variable)
+    default: str
     read_by: str  # which SDKs read the variable (checked; see README), shown by `cassette proxy`
     host_only: bool = False  # the value is a host[:port] (OLLAMA_HOST), not a base URL
 
@@ -45,6 +47,23 @@ PROVIDERS: tuple[Provider, ...] = (
     ),
     Provider("groq", "GROQ_BASE_URL", "https://api.groq.com", "groq (Python)"),
     Provider("cohere", "CO_API_URL", "https://api.cohere.com", "cohere (Python)"),
+    # The clouds' base URLs are the user's own (a resource, a region): a listener only where
+    # the variable is set. Not Bedrock: SigV4 signs the Host header, which a listener changes
+    # (boto3's AWS_ENDPOINT_URL_BEDROCK_RUNTIME, ANTHROPIC_BEDROCK_BASE_URL); nor google-genai's
+    # GOOGLE_VERTEX_BASE_URL, which turns a URL outside googleapis.com into a gateway without
+    # project, location or token. Those go through HTTPS_PROXY (README: Cloud providers).
+    Provider(
+        "azure-openai",
+        "AZURE_OPENAI_ENDPOINT",
+        "",  # https://<resource>.openai.azure.com
+        "openai (Python): AzureOpenAI",
+    ),
+    Provider(
+        "vertex-anthropic",
+        "ANTHROPIC_VERTEX_BASE_URL",
+        "",  # https://<region>-aiplatform.googleapis.com/v1
+        "anthropic (Python): AnthropicVertex",
+    ),
 )
 
 
@@ -83,10 +102,14 @@ def _base_url(provider: Provider, value: str) -> str:
 
 def plan(env: Mapping[str, str], ports: list[int], host: str = LOOPBACK) -> list[Listener]:
     """One listener per provider, on ``ports`` in table order. Each forwards to the variable's
-    value in ``env`` when the user set one, otherwise to the provider's public URL."""
+    value in ``env`` when the user set one, otherwise to the provider's public URL; a provider
+    with none (a cloud's) gets no listener, and its port stays unused."""
     listeners = []
     for provider, port in zip(PROVIDERS, ports, strict=True):
-        parts = urlsplit(_base_url(provider, env.get(provider.variable) or provider.default))
+        value = env.get(provider.variable) or provider.default
+        if not value:
+            continue
+        parts = urlsplit(_base_url(provider, value))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
                 f"{provider.variable}={env.get(provider.variable)!r} is not a base "
