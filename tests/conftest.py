@@ -97,11 +97,17 @@ def proxies(confdir: Path) -> Iterator[Callable[..., RunningProxy]]:
         cassette_dir: Path,
         mode: str = "replay",
         extra_scripts: tuple[Path, ...] = (),
+        listeners: bool = False,
         **options: str,
     ) -> RunningProxy:
         opts = {"ssl_insecure": "true", **options}
         proxy = start_proxy(
-            cassette_dir, mode, confdir=confdir, options=opts, extra_scripts=extra_scripts
+            cassette_dir,
+            mode,
+            confdir=confdir,
+            options=opts,
+            extra_scripts=extra_scripts,
+            listeners=listeners,
         )
         started.append(proxy)
         return proxy
