@@ -12,12 +12,14 @@ import zlib
 import orjson
 import pytest
 from botocore.eventstream import EventStreamBuffer
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy_addon.bodies import eventstream as es
 from proxy_addon.bodies.sse import Event
 from proxy_addon.bodies.taps import StreamCapture
+from proxy_addon.cli import main
 from proxy_addon.formats import cassette
 from proxy_addon.model import RecordedRequest, RecordedResponse, Recording, Stream
 
@@ -243,3 +245,62 @@ def test_a_stored_message_that_cannot_be_framed_is_refused_naming_the_field(even
     }
     with pytest.raises(cassette.CassetteError, match=reason):
         cassette.from_dict(doc, "f.json")
+
+
+def converse_event(name: str, payload: dict) -> bytes:
+    headers = [
+        [":event-type", name],
+        [":content-type", "application/json"],
+        [":message-type", "event"],
+    ]
+    return es.encode_message(es.encode_headers(headers), orjson.dumps(payload))
+
+
+def converse_stream(text: str, tool: bool = False) -> bytes:
+    """A ConverseStream answer: its text in two deltas, a tool call after it when ``tool``."""
+    first, _, rest = text.partition(" ")
+    events = [
+        ("messageStart", {"role": "assistant"}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": first}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": " " + rest}}),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+    ]
+    if tool:
+        start = {"toolUse": {"toolUseId": "t1", "name": "lookup"}}
+        events += [
+            ("contentBlockStart", {"contentBlockIndex": 1, "start": start}),
+            ("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{}"}}}),
+            ("contentBlockStop", {"contentBlockIndex": 1}),
+        ]
+    events += [
+        ("messageStop", {"stopReason": "tool_use" if tool else "end_turn"}),
+        ("metadata", {"usage": {"inputTokens": 9, "outputTokens": 5, "totalTokens": 14}}),
+    ]
+    return b"".join(converse_event(n, p) for n, p in events)
+
+
+def test_cassette_text_and_diff_read_a_converse_stream(tmp_path):
+    """``cassette text`` shows the streamed answer; ``cassette diff`` names a changed word as
+    noise and a tool call where there was none as shape, by the events' names."""
+
+    def write(name: str, body: bytes) -> str:
+        rec = Recording(
+            RecordedRequest("POST", "https://bedrock-runtime.us-east-1.amazonaws.com/model/m/x"),
+            [RecordedResponse(200, [], stream=Stream("eventstream", split_at(body, [5])))],
+        )
+        (tmp_path / name).write_bytes(cassette.dumps(rec))
+        return str(tmp_path / name)
+
+    def run(*args: str) -> str:
+        return CliRunner().invoke(main, list(args), catch_exceptions=False).output
+
+    paris = write("a.json", converse_stream("The capital is Paris."))
+    rome = write("b.json", converse_stream("The capital is Rome."))
+    tool = write("c.json", converse_stream("The capital is Paris.", tool=True))
+    assert "The capital is Paris." in run("text", paris)
+    words = orjson.loads(run("diff", paris, rome, "--json"))
+    assert words["shape"] == [] and any("Rome" in line for line in words["noise"]), words
+    shape = orjson.loads(run("diff", paris, tool, "--json"))["shape"]
+    sequence = next(line for line in shape if "event sequence" in line)
+    assert "contentBlockStart" in sequence and "messageStart" in sequence, shape
+    assert any("tool" in line for line in shape), shape
