@@ -1,7 +1,7 @@
 """Request canonicalisation and matching: pure functions, request in, key out.
 
 Two requests match when method, host, path (its percent-escapes decoded), query (without secret
-parameters) and body are the same, where a JSON body is compared as data (key order and
+and signing parameters) and body are the same, where a JSON body is compared as data (key order and
 whitespace ignored) with secret fields (at any depth) and the user's ``cassette_ignore`` paths
 removed. Known secret values and key shapes inside strings are replaced as ``redact.scrub``
 replaces them in a cassette, so a recording matches the live request it was made from; an RE2
@@ -311,10 +311,19 @@ def _comparable(
     return _raw_body(content_type, body, rules, secrets) if body else _same(None)
 
 
+# Query parameters a signature sets (a SigV4 pre-signed URL's ``X-Amz-Date``, ``X-Amz-Expires``,
+# ``X-Amz-SignedHeaders``, and its secret ``X-Amz-Signature``, ``X-Amz-Credential``): new on
+# every signing, so never compared. Not secrets by themselves (the secret ones are redacted by
+# their names, ``secret_rules``): the others stay readable in the file.
+SIGNING_PARAM_PREFIX = "x-amz-"
+
+
 def _query(query: str, secrets: Secrets) -> tuple[tuple[str, str], ...]:
     if not query:
         return ()
-    return tuple(sorted(_compared_pairs(parse_qsl(query, keep_blank_values=True), secrets)))
+    pairs = parse_qsl(query, keep_blank_values=True)
+    pairs = [(k, v) for k, v in pairs if not k.lower().startswith(SIGNING_PARAM_PREFIX)]
+    return tuple(sorted(_compared_pairs(pairs, secrets)))
 
 
 def _normalised_query(

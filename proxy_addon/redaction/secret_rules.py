@@ -76,9 +76,6 @@ PARAM_ONLY_FIELDS: tuple[str, ...] = (
     "signature",
     "subscription-key",  # Azure API Management
 )
-# Query parameters secret by their prefix: a SigV4-signed URL's (``X-Amz-Date``,
-# ``X-Amz-Expires``, ``X-Amz-SignedHeaders``, ...) change on every signing, with the signature.
-PARAM_PREFIXES: tuple[str, ...] = ("x-amz-",)
 
 # Credential-like environment variables: their values are secrets wherever they appear.
 _ENV_NAME = re.compile(
@@ -216,7 +213,6 @@ class Secrets:
         # JSON keys: the field names, and header names (an SDK's extra_headers in a body)
         self.keys = frozenset(normalise(n) for n in (*SECRET_FIELDS, *fields, *self.headers))
         self.params = frozenset(normalise(n) for n in (*SECRET_FIELDS, *PARAM_ONLY_FIELDS, *fields))
-        self.param_prefixes = tuple(normalise(n) for n in PARAM_PREFIXES)
         self.paths: tuple[Path, ...] = tuple(paths)
         labelled = values if isinstance(values, Mapping) else dict.fromkeys(values, "")
         self.values: dict[str, str] = {
@@ -286,8 +282,7 @@ class Secrets:
 
     def is_secret_param(self, name: str) -> bool:
         """A query parameter, form field or multipart field whose value is a secret."""
-        name = normalise(name)
-        return name in self.params or name.startswith(self.param_prefixes)
+        return normalise(name) in self.params
 
     # -- layers 2 and 3: values and shapes, inside any string ------------------------------
 
