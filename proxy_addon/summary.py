@@ -8,6 +8,7 @@ combines its xdist workers'), so the wording and the schema live here only.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -49,6 +50,9 @@ class Summary:
     # with an error (cassette_stale=fail)
     stale: int = 0
     stale_refused: int = 0
+    # requests not under test (``cassette_incidental``): answered without a recording in a
+    # replay, forwarded in the other modes, never recorded
+    incidental: int = 0
     recordings: int = 0  # recordings in the directory
     unused: list[str] = field(default_factory=list)  # files no request used
     miss_messages: list[str] = field(default_factory=list)
@@ -71,6 +75,7 @@ class Summary:
             (self.stale_refused, "refused as stale (older than cassette_max_age)"),
             (len(self.other_host), "answered from another host's recording"),
             (self.normalised, "answered after normalising"),
+            (self.incidental, "incidental requests (cassette_incidental), never recorded"),
         ]
         return (
             f"cassette summary: {self.hits} hits, {self.recorded} recorded, "
@@ -86,6 +91,13 @@ class Summary:
         return bool(
             self.misses or self.internal_errors or self.refused_connections or self.stale_refused
         )
+
+    def miss_report(self) -> list[str]:
+        """The miss messages to show, each once, in the order they came, with how often it came
+        when more than once: a framework's own retries (LiteLLM's ``num_retries``, a CrewAI
+        agent's) send the same request again whatever the answer."""
+        times = Counter(self.miss_messages)
+        return [m if times[m] == 1 else f"{m} ({times[m]} times)" for m in times]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -193,6 +193,7 @@ _EXTRAS = {
     "refused as stale": "stale_refused",
     "answered from another host": "other_host",
     "answered after normalising": "normalised",
+    "incidental requests": "incidental",
 }
 
 

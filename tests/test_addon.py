@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -227,26 +229,49 @@ def test_seed_replays_as_its_17_chunks_with_default_base_url(seed_dir, proxies):
     assert text == "Why don't skeletons fight each other? \n\nThey don't have the guts!"
 
 
-def test_miss_is_a_404_naming_request_and_nearest_difference(seed_dir, proxies):
+def test_miss_is_a_424_naming_request_and_nearest_difference(seed_dir, proxies):
+    """A miss is a 424 (no SDK class reads it as "not found", none retries it) with
+    ``x-should-retry: false``, in the error shape of the request's provider."""
     proxy = proxies(seed_dir, "replay")
-    client = openai.OpenAI(
-        api_key="sk-test-seed", max_retries=0, http_client=sdk_http_client(proxy)
+    client = openai.OpenAI(  # the SDK's default retries: a retried miss would count twice
+        api_key="sk-test-seed", http_client=sdk_http_client(proxy)
     )
-    with pytest.raises(openai.NotFoundError) as err:
+    with pytest.raises(openai.APIStatusError) as err:
         client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "Tell me a pun"}], stream=True
         )
+    assert type(err.value) is openai.APIStatusError and err.value.status_code == 424
+    assert err.value.response.headers["x-should-retry"] == "false"
+    assert err.value.response.headers["x-cassette-miss"] == "1"
     message = err.value.message
+    assert message.startswith("Error code: 424 - cassette miss: ")  # error.message, alone
     assert "POST api.openai.com/v1/chat/completions" in message
     assert "no recording" in message
     assert "llama-stack-recording-chat-stream.json" in message
     assert "messages[0].content" in message
-    with pytest.raises(openai.NotFoundError) as err:
+    with pytest.raises(openai.APIStatusError) as err:
         client.embeddings.create(model="text-embedding-3-small", input="x")
     assert "No recording exists for this endpoint" in err.value.message
+    claude = anthropic.Anthropic(api_key="sk-ant-test-seed", http_client=sdk_http_client(proxy))
+    with pytest.raises(anthropic.APIStatusError) as miss:
+        claude.messages.create(
+            model="claude-x", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert type(miss.value) is anthropic.APIStatusError and miss.value.status_code == 424
+    body = miss.value.response.json()  # Anthropic's own error shape
+    assert body["type"] == "error" and body["error"]["type"] == "cassette_miss"
+    assert body["error"]["message"].startswith("cassette miss: ")
+    assert "POST api.anthropic.com/v1/messages" in str(miss.value)
+    gemini = "https://generativelanguage.googleapis.com/v1beta/models/gemini-x:generateContent"
+    ca = ssl.create_default_context(cafile=str(proxy.ca_cert))
+    with httpx.Client(proxy=proxy.url, verify=ca, timeout=20) as raw:
+        google = raw.post(gemini, json={"contents": []})
+    assert google.status_code == 424  # and Google's error shape
+    assert google.json()["error"]["status"] == "FAILED_PRECONDITION"
+    assert google.json()["error"]["message"].startswith("cassette miss: ")
     log = proxy.stop()
     assert "cassette miss" in log
-    assert "cassette summary: 0 hits, 0 recorded, 2 misses, 1 unused recordings (of 1)" in log
+    assert "cassette summary: 0 hits, 0 recorded, 4 misses, 1 unused recordings (of 1)" in log
 
 
 def test_paced_replay_spreads_events_over_time(tmp_path, proxies):
@@ -434,6 +459,16 @@ def test_concurrent_recordings_all_land_whole(tmp_path, http_upstream, proxies):
         ("cassette_max_age", "30", "cassette_max_age: '30' is not an age"),
         ("cassette_stale", "sometimes", "cassette_stale must be warn or fail"),
         ("stream_large_bodies", "1m", "stream_large_bodies cannot be used in replay mode"),
+        (
+            "cassette_incidental",
+            "POST https://x.example/y",
+            "cassette_incidental: 'POST https://x.example/y' is not METHOD HOST/PATH [STATUS]",
+        ),
+        (
+            "cassette_host_map",
+            "localhost:8000",
+            "cassette_host_map: 'localhost:8000' is not FROM=TO",
+        ),
     ],
 )
 def test_bad_option_stops_mitmdump_with_a_clear_message(tmp_path, confdir, option, value, expected):

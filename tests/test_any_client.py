@@ -131,6 +131,54 @@ def test_node_sdks_record_then_replay_through_their_base_url(tmp_path, http_upst
     assert http_upstream.state.hits == 3  # nothing reached the stand-in
 
 
+KEY_NAMES = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "GROQ_API_KEY",
+    "CO_API_KEY",
+    "MISTRAL_API_KEY",
+)
+SHOW_KEYS = f"import os\nfor n in {KEY_NAMES!r}:\n    print(n, os.environ.get(n))\n"
+
+
+def test_a_replay_gives_a_placeholder_to_each_provider_without_a_key(tmp_path):
+    """SDKs refuse to start without a key: a replay sets a placeholder for each provider that
+    has none (any one of its variables set is enough) and says so; a record sets none."""
+    cassettes = tmp_path / "cassettes"
+    cassettes.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_API_KEY", "_AUTH_TOKEN")) and k != "CI"
+    }
+    env |= {"ANTHROPIC_AUTH_TOKEN": "user-anthropic-token", "GEMINI_API_KEY": "user-gemini"}
+    command = [sys.executable, "-c", SHOW_KEYS]
+    replayed = cassette_run("replay", cassettes, command, env)
+    assert replayed.returncode == 0, replayed.stderr
+    placeholder = "sk-cassette-replay-placeholder"
+    assert replayed.stdout.splitlines() == [
+        f"OPENAI_API_KEY {placeholder}",
+        "ANTHROPIC_API_KEY None",
+        "ANTHROPIC_AUTH_TOKEN user-anthropic-token",
+        "GOOGLE_API_KEY None",
+        "GEMINI_API_KEY user-gemini",
+        f"GROQ_API_KEY {placeholder}",
+        f"CO_API_KEY {placeholder}",
+        f"MISTRAL_API_KEY {placeholder}",
+    ]
+    assert (
+        "cassette: replay: no key was set for OPENAI_API_KEY, GROQ_API_KEY, CO_API_KEY, "
+        f"MISTRAL_API_KEY; the command got the placeholder '{placeholder}'" in replayed.stderr
+    )
+    recorded = cassette_run("record", cassettes, command, env)
+    assert recorded.returncode == 0, recorded.stderr
+    assert placeholder not in recorded.stdout + recorded.stderr
+    assert "OPENAI_API_KEY None" in recorded.stdout.splitlines()
+
+
 PY_APP = """
 import sys, openai
 route, upstream, prompt = sys.argv[1:4]

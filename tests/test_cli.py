@@ -379,7 +379,7 @@ def test_run_records_then_replays_and_fails_on_a_miss(tmp_path, http_upstream):
     assert "cassette summary: 2 hits, 0 recorded, 0 misses, 0 unused recordings (of 2)" in ok.stderr
 
     missed = cassette_run("replay", "one", "three")
-    assert missed.returncode == 1  # the app crashed on the 404: its own exit code
+    assert missed.returncode == 1  # the app crashed on the 424: its own exit code
     assert counted(missed.stderr, "hits", "recorded", "misses", "unused") == (1, 0, 1, 1)
     assert "cassette miss" in missed.stderr
     assert http_upstream.state.hits == hits
@@ -389,7 +389,7 @@ def test_run_exits_1_when_the_command_passed_despite_a_miss(tmp_path, fixture_di
     swallow = tmp_path / "swallow.py"
     swallow.write_text(
         "import openai\ntry:\n    openai.OpenAI(api_key='sk-test-x', max_retries=0)"
-        ".models.retrieve('nope')\nexcept openai.NotFoundError:\n    pass\n"
+        ".models.retrieve('nope')\nexcept openai.APIStatusError:\n    pass\n"
     )
     result = subprocess.run(
         [CASSETTE, "run", "--dir", str(fixture_dir), "--", sys.executable, str(swallow)],

@@ -164,6 +164,54 @@ def test_nearest_picks_the_fewest_differences():
     assert difference.request_diff(asked, asked.without_host()) == []  # host-agnostic recording
 
 
+def chat(content: str, **more: object):
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **more}
+    return key_of("POST", URL, None, orjson.dumps(body))
+
+
+def test_nearest_prefers_the_closest_text_among_as_many_differences():
+    """A changed "(sync)" prompt is nearest to the "(sync)" recording, not to the "(async)" one
+    that differs in as many places and comes first."""
+    recorded = [
+        ("async", chat("hello (async)")),
+        ("stream", chat("hello (stream)", stream=True)),
+        ("sync", chat("hello (sync)")),
+    ]
+    item, diffs = difference.closest(chat("goodbye (sync)"), recorded)
+    assert item == "sync" and diffs == ["messages[0].content"]
+    assert difference.closest(chat("goodbye (async)"), recorded)[0] == "async"
+    assert difference.text_similarity("hello (sync)", "hello (sync)") == 1.0
+    assert difference.text_similarity("abc", "xyz") == 0.0
+    long = "x" * 10_000
+    assert 0.99 < difference.text_similarity(long + "a" + long, long + "b" + long) < 1.0
+
+
+EMBEDDINGS = "https://api.openai.com/v1/embeddings"
+# inputs of llama-stack's recorded embeddings (tests/fixtures/llama-stack-suite.tar.xz)
+INPUTS = [
+    "Asia Pacific revenue figures for Q3 2023",
+    "US technical updates for Q2 2023. New features deployed",
+    "European advertising campaign results for Q1 2023",
+    "marketing documents examples",
+]
+
+
+def embed(value: object):
+    body = {"model": "text-embedding-3-small", "input": value, "encoding_format": "float"}
+    return key_of("POST", EMBEDDINGS, None, orjson.dumps(body))
+
+
+def test_nearest_embeddings_recording_is_the_one_sharing_the_input():
+    recorded = [(text, embed([text])) for text in INPUTS]
+    for text in INPUTS:  # each asked with a word changed: its own recording, whatever the order
+        asked = embed([text.replace("for", "in")])
+        assert difference.closest(asked, recorded)[0] == text
+        assert difference.closest(asked, recorded[::-1])[0] == text
+    # a list of inputs is compared as a whole: one place, however many items differ
+    several = [("one string", embed("unrelated")), ("one more", embed(INPUTS + ["extra"]))]
+    assert difference.closest(embed(INPUTS), several)[0] == "one more"
+
+
 KEYS = st.text(alphabet="abcdéü中_ ", max_size=4)  # no secret field name can be spelled
 JSON_VALUES = st.recursive(
     st.none()

@@ -59,7 +59,7 @@ def test_swallows_the_error():
     try:
         client.chat.completions.create(model="gpt-4o",
                                        messages=[{"role": "user", "content": "never recorded"}])
-    except openai.NotFoundError:
+    except openai.APIStatusError:
         pass  # the application hides it; the plugin must not
 """
 
@@ -90,7 +90,10 @@ def project(pytester: pytest.Pytester, http_upstream, monkeypatch) -> pytest.Pyt
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+    # langsmith's plugin (pyproject.toml, addopts): a second of start-up for each inner run
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:langsmith_plugin", *args, timeout=120
+    )
 
 
 def test_record_then_replay_per_test_cassettes(project, http_upstream):
@@ -142,15 +145,40 @@ def test_record_then_replay_per_test_cassettes(project, http_upstream):
     assert http_upstream.state.hits == hits
 
 
+# A miss outside any test (at import, as LiteLLM's price map was): no test fails for it.
+AT_IMPORT = """
+import os, openai
+
+try:
+    openai.OpenAI(api_key="sk-test-plugin", base_url=os.environ["FAKE_UPSTREAM"] + "/v1",
+                  max_retries=0).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "asked at import"}])
+except openai.APIStatusError:
+    pass
+
+def test_passes():
+    pass
+"""
+
+
 def test_a_swallowed_miss_fails_the_test_that_caused_it(project):
+    """And a miss outside any test fails the run with its message printed at the end."""
     cassettes = project.path / "cassettes"
     cassettes.mkdir()
-    project.makepyfile(test_swallow=SWALLOW)
+    project.makepyfile(test_swallow=SWALLOW, test_at_import=AT_IMPORT)
     result = run(
-        project, "--cassette-mode=replay", f"--cassette-dir={cassettes}", "test_swallow.py"
+        project,
+        "--cassette-mode=replay",
+        f"--cassette-dir={cassettes}",
+        "test_swallow.py",
+        "test_at_import.py",
     )
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=1, passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*cassette replay miss*", "*never recorded*"])
+    result.stdout.fnmatch_lines(
+        ["cassette miss: no recording*asked at import*", "cassette summary: 0 hits*2 misses*"]
+    )
 
 
 def test_shared_cassette_is_the_fallback_and_prune_lists_unused(project, http_upstream):

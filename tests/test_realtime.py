@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import shutil
-import socket
 import ssl
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,33 +36,13 @@ from tests.realtime import (
     answer_for,
     binary_answer,
 )
+from tests.upstream import PortWatch
 
 SYNC_TURNS = ("What is the capital of France?", "And of Italy?")
 ASYNC_TURNS = ("Tell me a joke", "Another one")
 # binary "audio chunks" with NUL bytes and invalid UTF-8, and one plain text message
 CHUNKS = (bytes(range(256)) * 16, b"\xff\xfe\x00\x00RIFF" + bytes(1000), b"\x80" * 3)
 TIMEOUT = 30  # generous: a hang fails the test instead of the suite
-
-
-class PortWatch:
-    """Holds a stopped stand-in's port: accepts and counts TCP connections, answers nothing."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_server(("127.0.0.1", port))
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @dataclass
@@ -333,7 +311,7 @@ def test_misses_never_hang_they_get_an_error_event_and_a_close(recorded, proxies
     assert extra[4].rcvd.code == 1008
     # waiting for more than was recorded: the recorded close (the client's, 1000)
     assert isinstance(waited, ConnectionClosed) and waited.rcvd.code == 1000
-    assert unknown == 404
+    assert unknown == 424
     assert (summary.hits, summary.misses, summary.refused_connections) == (3, 3, 0)
     assert "differs at item.content[0].text" in summary.miss_messages[0]
     assert "no recording" in summary.miss_messages[2] and "gpt-other" in summary.miss_messages[2]

@@ -35,6 +35,7 @@ from proxy_addon.redaction.secret_rules import (
     credential_values,
     env_values,
 )
+from proxy_addon.runner.providers import PLACEHOLDER_KEY
 from tests.keys import key_of, recorded_key
 
 ENV = {
@@ -206,6 +207,24 @@ def test_scrubbing_twice_changes_nothing_and_a_clean_recording_is_returned_as_it
         ],
     )
     assert redact.scrub(clean, RULES) == (clean, [])
+
+
+def test_the_replay_placeholder_key_is_a_secret_like_any_key():
+    """The placeholder a replay gives a command that has no key never reaches a recording,
+    should it be sent where one is made: it has a key's shape, with no rule told about it."""
+    placeholder = PLACEHOLDER_KEY
+    rec = Recording(
+        RecordedRequest(
+            "POST",
+            "https://api.example/v1/chat",
+            {"x-client-key": placeholder},
+            body=Body("json", {"messages": [{"role": "user", "content": f"key {placeholder}"}]}),
+        ),
+        [RecordedResponse(200, [["x-echo", placeholder]], body=Body("text", placeholder))],
+    )
+    scrubbed, findings = redact.scrub(rec, Secrets.from_settings([], [], {}))
+    assert findings and {f.layer for f in findings} == {"shape"}  # every place it was
+    assert placeholder.encode() not in cassette.dumps(scrubbed)
 
 
 def test_a_websocket_conversations_messages_and_close_reason_are_scrubbed_by_path():
@@ -434,7 +453,7 @@ JSON = st.recursive(
 def test_the_one_scan_says_yes_whenever_matching_would_change_the_body(value):
     """``might_hold`` lets the common case skip the walk: it must never skip a change, whether
     the body was written with non-ASCII text as it is (orjson) or escaped (``json.dumps``)."""
-    if redact.json_for_matching(value, RULES) != value:
+    if redact.json_for_matching(value, RULES, []) != value:
         assert RULES.might_hold(orjson.dumps(value))
         assert RULES.might_hold(json.dumps(value).encode())
 

@@ -634,11 +634,11 @@ def test_replay_makes_no_upstream_connection_for_hits_or_misses(tmp_path, http_u
         client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "hit"}]
         )
-        with pytest.raises(openai.NotFoundError):
+        with pytest.raises(openai.APIStatusError):
             client.chat.completions.create(
                 model="gpt-4o", messages=[{"role": "user", "content": "miss"}]
             )
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.APIStatusError):
         list(
             client.chat.completions.create(
                 model="gpt-4o", stream=True, messages=[{"role": "user", "content": "miss"}]

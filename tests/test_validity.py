@@ -25,7 +25,14 @@ from proxy_addon.cli import main
 from proxy_addon.matching import normalize
 from proxy_addon.review.changes import compare
 from proxy_addon.store.layout import iter_cassette_files
-from tests.conftest import CASSETTE, age_by, counted, openai_client, record_prompts
+from tests.conftest import (
+    CASSETTE,
+    age_by,
+    counted,
+    openai_client,
+    record_prompts,
+    sdk_http_client,
+)
 
 SESSION_RULE = r"Session \d+=Session <n>"
 
@@ -58,6 +65,48 @@ def file_of(cassettes: Path, prompt: str) -> Path:
     return path
 
 
+def test_recordings_made_for_one_base_url_answer_another_through_the_host_map(
+    tmp_path, http_upstream, proxies
+):
+    """Recorded at http://127.0.0.1:PORT; asked, with the map set, at localhost:PORT and at
+    another port (the same server elsewhere): hits; at a host not mapped, a miss that says
+    exactly what to set."""
+    cassettes = tmp_path / "c"
+    record_prompts(proxies, cassettes, http_upstream, "mapped")
+    port = http_upstream.server_address[1]
+    recorded_for, elsewhere = f"127.0.0.1:{port}", f"localhost:{port + 1}"
+    hits = http_upstream.state.hits
+
+    def asked_at(proxy, host: str) -> str | None:
+        client = openai.OpenAI(
+            api_key="sk-test-host-map",
+            base_url=f"http://{host}/v1",
+            max_retries=0,
+            http_client=sdk_http_client(proxy),
+        )
+        return ask(client, ("user", "mapped"))
+
+    mapped = proxies(
+        cassettes,
+        "replay",
+        cassette_host_map=[f"localhost:{port}={recorded_for}", f"{elsewhere}={recorded_for}"],
+    )
+    assert asked_at(mapped, f"localhost:{port}") == "Answer 1 to: mapped"
+    assert asked_at(mapped, elsewhere) == "Answer 1 to: mapped"
+    unmapped = f"localhost:{port + 2}"
+    with pytest.raises(openai.APIStatusError) as err:  # a host not mapped is still a miss
+        asked_at(mapped, unmapped)
+    assert "differs at: host." in err.value.message
+    assert (
+        f"It was recorded for {recorded_for}: to answer requests to {unmapped} with the "
+        f"recordings made for {recorded_for}, add --set cassette_host_map={unmapped}="
+        f"{recorded_for}." in err.value.message
+    )
+    assert "Record it" not in err.value.message  # re-recording is not the fix
+    assert counted(mapped.stop(), "hits", "misses") == (2, 1)
+    assert http_upstream.state.hits == hits
+
+
 def test_todays_date_in_the_prompt_matches_with_the_dates_normaliser(
     tmp_path, http_upstream, proxies
 ):
@@ -78,12 +127,12 @@ def test_todays_date_in_the_prompt_matches_with_the_dates_normaliser(
 
     exact = proxies(cassettes, "replay")
     client = openai_client(exact, http_upstream)
-    with pytest.raises(openai.NotFoundError) as err:
+    with pytest.raises(openai.APIStatusError) as err:
         ask(client, ("system", today_prompt(tomorrow)), ("user", "what day?"))
     assert "messages[0].content" in err.value.message
     assert "It matches with the normaliser 'dates'" in err.value.message
     assert "--set cassette_normalize=dates" in err.value.message
-    with pytest.raises(openai.NotFoundError) as err:
+    with pytest.raises(openai.APIStatusError) as err:
         ask(client, ("user", "Session 42 says hi"))
     assert "cassette_normalize" not in err.value.message  # no preset would make this one match
     assert "0 hits, 0 recorded, 2 misses" in exact.stop()
@@ -95,7 +144,7 @@ def test_todays_date_in_the_prompt_matches_with_the_dates_normaliser(
         == "Answer 1 to: what day?"
     )
     assert ask(client, ("user", "Session 42 says hi")) == "Answer 1 to: Session 41 says hi"
-    with pytest.raises(openai.NotFoundError):  # only the volatile part is ignored
+    with pytest.raises(openai.APIStatusError):  # only the volatile part is ignored
         ask(client, ("system", today_prompt(tomorrow)), ("user", "what year?"))
     assert "2 hits, 0 recorded, 1 misses" in normalised.stop()
     assert http_upstream.state.hits == hits  # nothing reached the upstream
@@ -218,7 +267,7 @@ def test_refresh_rewrites_old_recordings_in_place_and_diff_since_shows_the_chang
         "Answer 3 to: old",
     ]  # forwarded: the upstream's answer changed
     assert ask(client, ("user", "fresh")) == "Answer 1 to: fresh"  # young enough: replayed
-    with pytest.raises(openai.NotFoundError) as err:
+    with pytest.raises(openai.APIStatusError) as err:
         ask(client, ("user", "never recorded"))
     assert "no recording" in err.value.message
     log = refresh.stop()

@@ -525,8 +525,17 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def _responses(self, data: dict[str, Any]) -> None:
-        answer = f"Responses answer to: {data.get('input')}"
+        """The Responses API, streamed (``"stream": true``) or as one JSON answer, as the
+        openai SDK, the OpenAI Agents SDK and pydantic-ai's ``openai:`` models call it."""
+        answer = f"Responses answer to: {_last_user_text(data.get('input'))}"
         rid = "resp_fake"
+        usage = {
+            "input_tokens": 5,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 6,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 11,
+        }
         base = {
             "id": rid,
             "object": "response",
@@ -581,6 +590,7 @@ class Handler(BaseHTTPRequestHandler):
         done = dict(
             base,
             status="completed",
+            usage=usage,
             output=[
                 dict(
                     item,
@@ -591,6 +601,8 @@ class Handler(BaseHTTPRequestHandler):
                 )
             ],
         )
+        if not data.get("stream"):
+            return self._json(200, done)
         events.append(
             self._sse(
                 {"type": "response.completed", "sequence_number": next(seq), "response": done},
@@ -858,6 +870,27 @@ def compress(body: bytes, encoding: str) -> bytes:
     raise ValueError(encoding)
 
 
+class PortWatch:
+    """Holds a stopped stand-in's port: accepts and counts TCP connections, answers nothing."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port))
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class FakeUpstreamServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # 64 concurrent clients must not overflow the listen backlog
@@ -891,3 +924,17 @@ class FakeUpstreamServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+def _last_user_text(value: Any) -> Any:
+    """What the user said last in a Responses API ``input``: the string itself, or the text of
+    the last user message in a list of items (content as a string or as input_text parts)."""
+    if not isinstance(value, list):
+        return value
+    for item in reversed(value):
+        if isinstance(item, dict) and item.get("role") == "user":
+            content = item.get("content")
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return content
+    return value

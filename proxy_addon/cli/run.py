@@ -21,7 +21,7 @@ from proxy_addon.runner.process import (
     set_options,
     start_proxy,
 )
-from proxy_addon.runner.providers import PROVIDERS, plan
+from proxy_addon.runner.providers import PROVIDERS, placeholder_keys, placeholder_note, plan
 from proxy_addon.summary import MODES, NOTHING_REACHED, Summary, nothing_reached_fails
 
 mode_option = click.option(
@@ -107,8 +107,10 @@ def run_command(
             )
         except ProxyStartError as e:
             _fail_start(e)
+        env = proxy.client_env()
+        placeholders = placeholder_keys(env) if mode == "replay" else {}
         try:
-            code = subprocess.call(list(command), env=proxy.client_env())
+            code = subprocess.call(list(command), env=env | placeholders)
         except OSError as e:  # not found, not executable, a directory...
             raise click.UsageError(f"cannot run {command[0]}: {e.strerror}") from None
         except KeyboardInterrupt:
@@ -119,9 +121,11 @@ def run_command(
         if summary is None:
             click.echo("cassette: the proxy wrote no summary; its log:\n" + proxy.log, err=True)
             sys.exit(code or 1)
-    for message in summary.miss_messages:
+    for message in summary.miss_report():
         click.echo(message, err=True)
     click.echo(summary.line(), err=True)
+    if placeholders:
+        click.echo(placeholder_note(placeholders), err=True)
     if code == 0 and summary.failed:  # a miss, a fault inside the proxy, a refused connection
         sys.exit(1)
     if summary.requests == 0:

@@ -97,11 +97,14 @@ class CanonicalRequest:
 class Rules:
     """What matching leaves out and replaces, the same for every request of a run: the
     ``cassette_ignore`` paths, the secret rules (``cassette_redact_*`` and the environment's
-    keys) and the ``cassette_normalize`` normaliser."""
+    keys), the ``cassette_normalize`` normaliser and the ``cassette_host_map`` hosts."""
 
     ignore: IgnorePaths = ()
     secrets: Secrets = BUILT_IN
     normalize: Normalizer | None = None
+    # ``cassette_host_map``: (from, to) comparable hosts; a request to ``from`` is compared as
+    # one to ``to`` (recordings made for one base URL answer another)
+    host_map: tuple[tuple[str, str], ...] = ()
 
 
 DEFAULT_RULES = Rules()
@@ -189,27 +192,29 @@ def integral_floats_as_ints(value: Any) -> Any:
 
 
 def _json_body(
-    value: Any, rules: Rules, floats: bool, secrets: Secrets, scan: bool
+    value: Any, rules: Rules, floats: bool, secrets: Secrets, scan: bool, named: list[str]
 ) -> tuple[Any, Any]:
     """A JSON body's comparable form before the normaliser, and after it (the same object when
-    there is none or it changed nothing)."""
+    there is none or it changed nothing). The strings its secret fields held go to ``named``."""
     if floats:
         value = integral_floats_as_ints(value)
     if scan or secrets.paths:  # a secret field, value or shape may be in it
-        value = redact.json_for_matching(value, secrets)
+        value = redact.json_for_matching(value, secrets, named)
     for path in rules.ignore:
         value = drop_path(value, path)
     return value, value if rules.normalize is None else rules.normalize.value(value)
 
 
-def _compared_pairs(pairs: list[tuple[str, str]], secrets: Secrets) -> list[tuple[str, str]]:
-    values = redact.pair_values_for_matching(pairs, secrets)
+def _compared_pairs(
+    pairs: list[tuple[str, str]], secrets: Secrets, named: list[str]
+) -> list[tuple[str, str]]:
+    values = redact.pair_values_for_matching(pairs, secrets, named)
     return [(k, v) for (k, _), v in zip(pairs, values) if v is not None]
 
 
-def _multipart(parts: list[dict[str, Any]], secrets: Secrets) -> dict[str, Any]:
+def _multipart(parts: list[dict[str, Any]], secrets: Secrets, named: list[str]) -> dict[str, Any]:
     fields = [(str(p.get("name")), p["value"]) for p in parts if isinstance(p.get("value"), str)]
-    values = iter(redact.pair_values_for_matching(fields, secrets))
+    values = iter(redact.pair_values_for_matching(fields, secrets, named))
     kept = []
     for p in parts:
         if isinstance(p.get("value"), str):
@@ -235,7 +240,7 @@ def _same(value: Any) -> tuple[Any, Any]:
 
 
 def _raw_body(
-    content_type: str | None, raw: bytes, rules: Rules, secrets: Secrets
+    content_type: str | None, raw: bytes, rules: Rules, secrets: Secrets, named: list[str]
 ) -> tuple[Any, Any]:
     """The comparable form of a body given as bytes (a live request), before and after the
     normaliser: one scan of the bytes says whether a secret key, known value or shape needs
@@ -243,15 +248,15 @@ def _raw_body(
     if content_type and content_type.lower().startswith("multipart/form-data"):
         parts = multipart.fields(content_type, raw)
         if parts is not None:
-            return _same(_multipart(parts, secrets))
+            return _same(_multipart(parts, secrets, named))
     if _is_form(content_type):
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
-        return _same({"$form": sorted(_compared_pairs(pairs, secrets))})
+        return _same({"$form": sorted(_compared_pairs(pairs, secrets, named))})
     scan = secrets.might_hold(raw)
     if raw.lstrip()[:1] in (b"{", b"["):
         try:
             return _json_body(
-                orjson.loads(raw), rules, _FLOAT_HINT.search(raw) is not None, secrets, scan
+                orjson.loads(raw), rules, _FLOAT_HINT.search(raw) is not None, secrets, scan, named
             )
         except (orjson.JSONDecodeError, RecursionError):  # compared as text, by its bytes
             pass
@@ -262,7 +267,7 @@ def _raw_body(
     return _same(_digest(raw))
 
 
-def _parsed_json(value: Any, rules: Rules, secrets: Secrets) -> tuple[Any, Any]:
+def _parsed_json(value: Any, rules: Rules, secrets: Secrets, named: list[str]) -> tuple[Any, Any]:
     """The comparable form of a body already parsed from JSON (a stored request, a WebSocket
     message), before and after the normaliser. It is written out once to be looked through for
     floats and secrets: one scan instead of a walk where there is neither."""
@@ -272,7 +277,12 @@ def _parsed_json(value: Any, rules: Rules, secrets: Secrets) -> tuple[Any, Any]:
         return _same(_digest(repr(value).encode()))
     try:
         return _json_body(
-            value, rules, _FLOAT_HINT.search(raw) is not None, secrets, secrets.might_hold(raw)
+            value,
+            rules,
+            _FLOAT_HINT.search(raw) is not None,
+            secrets,
+            secrets.might_hold(raw),
+            named,
         )
     except RecursionError:
         return _same(_digest(raw))
@@ -288,27 +298,29 @@ def comparable_body(
     recording stores it (parsed JSON, multipart fields, text or bytes); a WebSocket client's
     message is compared by the same function. ``secrets``: the rules knowing the request's own
     key (``rules.secrets`` when not given)."""
-    return _comparable(body, content_type, rules, secrets)[1]
+    return _comparable(body, content_type, rules, [], secrets)[1]
 
 
 def _comparable(
     body: bytes | Body | None,
     content_type: str | None,
     rules: Rules,
+    named: list[str],
     secrets: Secrets | None = None,
 ) -> tuple[Any, Any]:
     """The comparable form of a body before and after the normaliser, which applies to JSON
-    data only (forms, uploads and other bodies are compared as they are)."""
+    data only (forms, uploads and other bodies are compared as they are); the strings its
+    secret fields held are appended to ``named``."""
     secrets = rules.secrets if secrets is None else secrets
     if body is None:
         return _same(None)
     if isinstance(body, Body):
         if body.kind == "json":
-            return _parsed_json(body.value, rules, secrets)
+            return _parsed_json(body.value, rules, secrets, named)
         if body.kind == "multipart":
-            return _same(_multipart(body.value, secrets))
+            return _same(_multipart(body.value, secrets, named))
         body = body.to_bytes()
-    return _raw_body(content_type, body, rules, secrets) if body else _same(None)
+    return _raw_body(content_type, body, rules, secrets, named) if body else _same(None)
 
 
 # Query parameters a signature sets (a SigV4 pre-signed URL's ``X-Amz-Date``, ``X-Amz-Expires``,
@@ -323,7 +335,7 @@ def _query(query: str, secrets: Secrets) -> tuple[tuple[str, str], ...]:
         return ()
     pairs = parse_qsl(query, keep_blank_values=True)
     pairs = [(k, v) for k, v in pairs if not k.lower().startswith(SIGNING_PARAM_PREFIX)]
-    return tuple(sorted(_compared_pairs(pairs, secrets)))
+    return tuple(sorted(_compared_pairs(pairs, secrets, [])))
 
 
 def _normalised_query(
@@ -365,6 +377,40 @@ def comparable_host(scheme: str, host: str, port: int | None) -> str:
     return f"{host}:{port}"
 
 
+def parse_host_map(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``FROM=TO`` items as (from, to) comparable hosts (``ValueError`` naming a bad one):
+    ``host[:port]`` each, lower-cased, a default port (80, 443) left out as a compared host
+    leaves it out."""
+    pairs = []
+    for item in items:
+        sides = item.split("=")
+        mapped_from, mapped_to = (
+            (_host_of(sides[0].strip()), _host_of(sides[1].strip()))
+            if len(sides) == 2
+            else (None, None)
+        )
+        if mapped_from is None or mapped_to is None:
+            raise ValueError(
+                f"{item!r} is not FROM=TO with each a host[:port], such as "
+                "localhost:8000=127.0.0.1:8000"
+            )
+        pairs.append((mapped_from, mapped_to))
+    return tuple(pairs)
+
+
+def _host_of(text: str) -> str | None:
+    if not text or any(c in text for c in "/@?#") or " " in text:
+        return None
+    try:
+        parts = urlsplit(f"//{text}")
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return comparable_host("https" if port == 443 else "http", parts.hostname, port)
+
+
 def canonicalize(request: Request, rules: Rules = DEFAULT_RULES) -> CanonicalRequest:
     """The comparable form of a request, live or recorded: the one place a request key is
     made (see ``canonicalize_with_secrets``)."""
@@ -377,18 +423,26 @@ def canonicalize_with_secrets(
     """The comparable form of a request, and the secret rules knowing what it carries by name
     (``exchange.own_secrets``: the key in its secret headers, a secret query parameter's value),
     so a copy of it elsewhere in the request is replaced as the scrub replaces it in the file.
-    A recording's placeholders (``<redacted>``) are no secret to learn. The path and the body
-    are each scanned once, the query's values each once decoded: a part with nothing to
-    replace is used as it is."""
+    The body's secret fields are known for the path and the query too: the scrub learns them
+    before it rewrites the URL. A recording's placeholders (``<redacted>``) are no secret to
+    learn. The path and the body are each scanned once, the query's values each once decoded:
+    a part with nothing to replace is used as it is."""
     secrets = rules.secrets
     own = exchange.own_secrets(request.secret_headers, request.query, secrets)
     if own:
         secrets = secrets.with_values(own)
+    named: list[str] = []
+    body, normal_body = _comparable(request.body, request.content_type, rules, named, secrets)
+    if named:
+        secrets = secrets.with_values(named)
     method = request.method.upper()
     host = "" if request.any_host else comparable_host(request.scheme, request.host, request.port)
+    for mapped_from, mapped_to in rules.host_map:
+        if host == mapped_from:
+            host = mapped_to
+            break
     path = _path(request.path, secrets)
     query = _query(request.query, secrets)
-    body, normal_body = _comparable(request.body, request.content_type, rules, secrets)
     normalize = rules.normalize
     normal_query = _normalised_query(query, normalize) if normalize and query else query
     if normal_query is query and normal_body is body:  # nothing volatile: one request, one key

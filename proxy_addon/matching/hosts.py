@@ -68,7 +68,8 @@ def same_host(a: str, b: str) -> bool:
 def family(host: str, path: str) -> str:
     """The provider behind a host: a known domain, a local server by its usual port, or
     judged by the path (``/api/`` Ollama, ``/ml/v1/`` watsonx, ``/v1/messages`` Anthropic,
-    other ``/v1/`` OpenAI-compatible) when the host says nothing."""
+    ``:generateContent`` Gemini, other ``/v1/`` OpenAI-compatible) when the host says
+    nothing."""
     name, port = split_host(host)
     for suffix, provider in _HOST_FAMILIES:
         if name == suffix.lstrip(".") or name.endswith(suffix):
@@ -81,6 +82,8 @@ def family(host: str, path: str) -> str:
         return "watsonx"
     if path.startswith("/v1/messages"):
         return "anthropic"
+    if ":generateContent" in path or ":streamGenerateContent" in path:
+        return "gemini"
     return "openai-compatible"
 
 

@@ -32,7 +32,7 @@ class FlowState:
     """What the addon decided about one flow, kept in ``flow.metadata[META]``."""
 
     canonical: CanonicalRequest
-    action: str  # "hit", "miss", "stale", "record", "pass", "token" (serving/tokens.py)
+    action: str  # "hit", "miss", "stale", "record", "pass", "incidental"
     test_id: str | None = None
     test_dir: str | None = None
     secrets: Secrets = BUILT_IN  # the rules, knowing this flow's own key (memory only)

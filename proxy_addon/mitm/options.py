@@ -17,11 +17,12 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions
 
-from proxy_addon.matching import normalize
+from proxy_addon.matching import canonical, normalize
 from proxy_addon.matching.jsonpath import parse_path
 from proxy_addon.mitm.settings import Settings
 from proxy_addon.mitm.state import State
 from proxy_addon.redaction.secret_rules import Secrets
+from proxy_addon.serving.incidental import in_force
 from proxy_addon.store import CassetteStore, age
 from proxy_addon.store.cache import BUDGET_BYTES
 from proxy_addon.store.writer import BackgroundWriter
@@ -37,6 +38,7 @@ STORE_OPTIONS = frozenset(
     {
         "cassette_dir",
         "cassette_ignore",
+        "cassette_host_map",
         "cassette_normalize",
         "cassette_mode",
         "cassette_max_file_mb",
@@ -86,7 +88,7 @@ class Options:
             "forward everything and (re)write cassettes; auto: replay hits and "
             "record misses; passthrough: forward, record nothing; refresh: "
             "re-record what has a recording (with cassette_max_age, only those "
-            "older), in its own file; a miss is a 404 as in replay.",
+            "older), in its own file; a miss is a 424 as in replay.",
             choices=MODES,
         )
         loader.add_option(
@@ -102,6 +104,29 @@ class Options:
             [],
             "Dotted JSON paths left out of request matching, e.g. user, "
             "metadata.trace_id, messages[0].name, messages.*.name.",
+        )
+        loader.add_option(
+            "cassette_incidental",
+            Sequence[str],
+            [],
+            "Requests not under test, METHOD HOST/PATH [STATUS] (globs; STATUS default "
+            "204), e.g. 'POST telemetry.example.com/v1/*': a replay answers them with "
+            "STATUS, the other modes forward them; never recorded.",
+        )
+        loader.add_option(
+            "cassette_incidental_builtin",
+            bool,
+            True,
+            "Also treat as incidental the built-in list of frameworks' own requests "
+            "(LiteLLM's price map, OpenAI Agents SDK traces, LangSmith, Logfire, ...).",
+        )
+        loader.add_option(
+            "cassette_host_map",
+            Sequence[str],
+            [],
+            "FROM=TO host[:port] pairs: requests to FROM are matched as if sent to TO, "
+            "e.g. localhost:8000=127.0.0.1:8000 (recordings made for one base URL answer "
+            "another).",
         )
         loader.add_option(
             "cassette_normalize",
@@ -215,6 +240,18 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
             rules["normalize"] = normalize.compile_rules(opts.cassette_normalize)
         except ValueError as e:
             raise exceptions.OptionsError(f"cassette_normalize: {e}") from None
+    if "cassette_host_map" in updated:
+        try:
+            rules["host_map"] = canonical.parse_host_map(split_list(opts.cassette_host_map))
+        except ValueError as e:
+            raise exceptions.OptionsError(f"cassette_host_map: {e}") from None
+    if updated & {"cassette_incidental", "cassette_incidental_builtin"}:
+        try:
+            changes["incidental"] = in_force(
+                split_list(opts.cassette_incidental), opts.cassette_incidental_builtin
+            )
+        except ValueError as e:
+            raise exceptions.OptionsError(f"cassette_incidental: {e}") from None
     if "cassette_max_age" in updated:
         text = opts.cassette_max_age.strip()
         try:

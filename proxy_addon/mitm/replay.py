@@ -13,14 +13,16 @@ from pathlib import Path
 from mitmproxy import http
 from mitmproxy.net.http import status_codes, url
 
-from proxy_addon.matching import canonical
+from proxy_addon.matching import canonical, hosts
 from proxy_addon.mitm.flow import META, FlowState, body_of, flow_state, send_to_loopback
+from proxy_addon.mitm.guard import CLOSED_MODES
 from proxy_addon.mitm.state import State, log
 from proxy_addon.mitm.websocket import answer_websocket
 from proxy_addon.model import RecordedResponse
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.runner import control
 from proxy_addon.serving import misses, normalised, tokens
+from proxy_addon.serving.incidental import Incidental
 from proxy_addon.serving.pacer import Pacer
 from proxy_addon.serving.websocket_server import WebSocketServer
 from proxy_addon.serving.wire import wire
@@ -104,22 +106,47 @@ def replayed_response(resp: RecordedResponse) -> http.Response:
     return response
 
 
-def miss_response(message: str) -> http.Response:
-    """A 404, which SDKs do not retry, with an OpenAI-style error body."""
+def miss_response(message: str, canon: canonical.CanonicalRequest) -> http.Response:
+    """``misses.MISS_STATUS`` with the error body the request's provider's SDKs parse, and
+    ``x-should-retry: false``, which the Stainless SDKs (openai, anthropic, groq, and the
+    frameworks over them) honour before their own retry rules."""
     return http.Response.make(
-        404,
-        misses.error_body(message, "cassette_miss", "cassette_not_found"),
-        {"content-type": "application/json", "x-cassette-miss": "1"},
+        misses.MISS_STATUS,
+        misses.error_body(
+            message, "cassette_miss", "cassette_not_found", misses.MISS_STATUS, _provider(canon)
+        ),
+        {"content-type": "application/json", "x-cassette-miss": "1", "x-should-retry": "false"},
     )
 
 
-def stale_response(message: str) -> http.Response:
+def stale_response(message: str, canon: canonical.CanonicalRequest) -> http.Response:
     """A 410 Gone (the recording expired), which SDKs do not retry either."""
     return http.Response.make(
         410,
-        misses.error_body(message, "cassette_stale", "cassette_stale"),
-        {"content-type": "application/json", "x-cassette-stale": "1"},
+        misses.error_body(message, "cassette_stale", "cassette_stale", 410, _provider(canon)),
+        {"content-type": "application/json", "x-cassette-stale": "1", "x-should-retry": "false"},
     )
+
+
+def _provider(canon: canonical.CanonicalRequest) -> str:
+    return hosts.family(canon.host, canon.path)
+
+
+def incidental_response(
+    answer: Incidental, req: http.Request, canon: canonical.CanonicalRequest
+) -> http.Response:
+    """The quiet answer a replay gives a request not under test (``cassette_incidental``), or
+    the one made for it (a token request's placeholder, ``serving/tokens.py``)."""
+    headers = {"x-cassette-incidental": "1"}
+    if answer.made is not None:
+        asked = tokens.TokenRequest(
+            canon.host, canon.path, req.path.partition("?")[2], body_of(req)
+        )
+        made = answer.made(asked)
+        return http.Response.make(made.status, made.body, {**made.headers, **headers})
+    if answer.content_type:
+        headers["content-type"] = answer.content_type
+    return http.Response.make(answer.status, answer.body, headers)
 
 
 class ReplayHooks:
@@ -130,8 +157,8 @@ class ReplayHooks:
         self.pacer = pacer
         self.sockets = sockets
         self._ages: AgeLimit | None = None
-        # files already warned about (stale, not refreshed), token endpoints already logged
-        self._told: set[Path | str] = set()
+        self._told: set[Path] = set()  # files already warned about (stale, not refreshed)
+        self._told_incidental: set[str] = set()  # incidental patterns already logged
         # files re-recorded in this run (refresh), and the test (directory) re-recording each
         self._refreshed: dict[Path, str | None] = {}
 
@@ -151,9 +178,9 @@ class ReplayHooks:
             canonical=canon, action="pass", test_id=test_id, test_dir=test_dir, secrets=secrets
         )
         flow.metadata[META] = st
-        endpoint = tokens.BUILT_IN.match(canon.method, canon.host, canon.path)
-        if endpoint is not None:
-            self._token(flow, st, endpoint)
+        incidental = state.settings.incidental.match(canon.method, canon.host, canon.path)
+        if incidental is not None:
+            self._incidental(flow, st, incidental)
             return
         if mode == "record" or (
             mode in ("auto", "refresh") and store.recorder.is_recording(canon, test_dir)
@@ -197,35 +224,30 @@ class ReplayHooks:
             return
         self._miss(flow, st)
 
-    def _token(self, flow: http.HTTPFlow, st: FlowState, endpoint: tokens.TokenEndpoint) -> None:
-        """A token request (``serving/tokens.py``): never recorded, never a miss; answered with
-        a placeholder in replay, forwarded otherwise (in refresh too, its upstream admitted: a
-        re-recording needs a real token). Said once per endpoint."""
-        mode, canon = self.state.settings.mode, st.canonical
-        st.action = "token"
-        if endpoint.target not in self._told:
-            self._told.add(endpoint.target)
+    def _incidental(self, flow: http.HTTPFlow, st: FlowState, answer: Incidental) -> None:
+        """A request not under test: counted; answered here where nothing may be forwarded
+        (replay, refresh; a token request in replay only: a re-recording needs a real token,
+        so refresh forwards it and admits its upstream), forwarded otherwise; never recorded.
+        Said once per pattern."""
+        st.action = "incidental"
+        self.state.counters.add("incidental")
+        mode = self.state.settings.mode
+        closed = mode in CLOSED_MODES and not (mode == "refresh" and answer.credentials)
+        if answer.pattern not in self._told_incidental:
+            self._told_incidental.add(answer.pattern)
             log.info(
-                "cassette: %s %s%s is a token request (%s): %s, never recorded",
-                canon.method,
-                canon.host,
-                canon.path,
-                endpoint.what,
-                "answered with a placeholder" if mode == "replay" else "forwarded",
+                "cassette: %s is not under test (%s): %s, never recorded",
+                misses.clip(st.canonical.describe()),
+                answer.what,
+                f"answered {answer.status}" if closed else "forwarded",
             )
-        if mode == "refresh":
+        if closed:
+            flow.response = incidental_response(answer, flow.request, st.canonical)
+        elif mode == "refresh":
             self.state.refresh_upstreams.add((flow.request.host, flow.request.port))
-        if mode != "replay":
-            return
-        req = flow.request
-        asked = tokens.TokenRequest(
-            canon.host, canon.path, req.path.partition("?")[2], body_of(req)
-        )
-        answer = endpoint.answer(asked)
-        flow.response = http.Response.make(answer.status, answer.body, answer.headers)
 
     def _miss(self, flow: http.HTTPFlow, st: FlowState) -> None:
-        """No recording answers it (replay, refresh): a 404 naming the nearest recording."""
+        """No recording answers it (replay, refresh): an error naming the nearest recording."""
         state, store = self.state, self.state.store
         assert store is not None
         st.action = "miss"
@@ -233,7 +255,7 @@ class ReplayHooks:
             st.canonical, store.index, lambda rules: canonical_request(flow.request, rules)[0]
         )
         state.miss(message)
-        flow.response = miss_response(message)
+        flow.response = miss_response(message, st.canonical)
 
     def _age_over_limit(self, hit: Hit) -> timedelta | None:
         limit = self.state.settings.max_age
@@ -262,7 +284,7 @@ class ReplayHooks:
             return False
         st.action = "stale"
         state.miss(message, counter="stale_refused", logged=True)  # told once per file, above
-        flow.response = stale_response(message)
+        flow.response = stale_response(message, st.canonical)
         return True
 
     def _refreshes(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> bool:

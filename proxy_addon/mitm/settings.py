@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from proxy_addon.matching.canonical import DEFAULT_RULES, Rules
+from proxy_addon.serving.incidental import BUILT_IN_ONLY, IncidentalRequests
 from proxy_addon.store.cache import BUDGET_BYTES
 
 
@@ -23,3 +24,4 @@ class Settings:
     max_file_bytes: int = 512 * 1024 * 1024
     cache_bytes: int = BUDGET_BYTES
     summary_path: str = ""
+    incidental: IncidentalRequests = BUILT_IN_ONLY  # requests not under test

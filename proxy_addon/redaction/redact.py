@@ -399,10 +399,10 @@ class _Pass:
 
 
 def _both_passes[T](
-    value: T, secrets: Secrets, step: Callable[[_Pass, T], T], drop: bool = False
+    value: T, secrets: Secrets, step: Callable[[_Pass, T], T]
 ) -> tuple[T, list[Finding]]:
     """``step`` by name, then by value and shape knowing what the first pass removed."""
-    first = _Pass(secrets, by_name=True, drop=drop)
+    first = _Pass(secrets, by_name=True)
     named = step(first, value)
     second = _Pass(secrets.with_values(first.removed), by_name=False)
     return step(second, named), first.findings + second.findings
@@ -430,19 +430,28 @@ def redact_url(url: str, secrets: Secrets) -> str:
     return _both_passes(url, secrets, _Pass.url)[0]
 
 
-def json_for_matching(value: Any, secrets: Secrets) -> Any:
+def json_for_matching(value: Any, secrets: Secrets, named: list[str]) -> Any:
     """A JSON body as requests are compared: secret fields (by name at any depth, and the
     ``cassette_redact_fields`` paths) left out, and known values and shapes in strings and keys
-    replaced as ``scrub`` replaces them in the file. Worth calling only where
-    ``secrets.might_hold`` said yes, or ``secrets.paths`` is set."""
-    return _both_passes(value, secrets, lambda p, v: p.json(v, 0), drop=True)[0]
+    replaced as ``scrub`` replaces them in the file. The strings the secret fields held are
+    appended to ``named``: the scrub knows them for the whole recording (its URL too). Worth
+    calling only where ``secrets.might_hold`` said yes, or ``secrets.paths`` is set."""
+    first = _Pass(secrets, by_name=True, drop=True)
+    without_fields = first.json(value, 0)
+    named.extend(first.removed)
+    return _Pass(secrets.with_values(first.removed), by_name=False).json(without_fields, 0)
 
 
-def pair_values_for_matching(pairs: list[tuple[str, str]], secrets: Secrets) -> list[str | None]:
+def pair_values_for_matching(
+    pairs: list[tuple[str, str]], secrets: Secrets, named: list[str]
+) -> list[str | None]:
     """Query, form or multipart fields' values as compared: None for a secret field (left
-    out), the others with known values and shapes replaced as ``scrub`` replaces them. Each
-    decoded value is scanned: a shape percent-encoded in the raw query shows only decoded."""
-    known = secrets.with_values(param_values(pairs, secrets))
+    out), the others with known values and shapes replaced as ``scrub`` replaces them; the
+    secret fields' strings appended to ``named``. Each decoded value is scanned: a shape
+    percent-encoded in the raw query shows only decoded."""
+    own = param_values(pairs, secrets)
+    named.extend(own)
+    known = secrets.with_values(own)
     return [
         None if secrets.is_secret_param(k) else known.replace(v)[0] if known.might_hold(v) else v
         for k, v in pairs

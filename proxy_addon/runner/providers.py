@@ -10,7 +10,7 @@ and its requests are recorded under the real upstream's host, as through HTTPS_P
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -26,17 +26,27 @@ class Provider:
     default: str
     read_by: str  # which SDKs read the variable (checked; see README), shown by `cassette proxy`
     host_only: bool = False  # the value is a host[:port] (OLLAMA_HOST), not a base URL
+    # the key variables its SDKs (and the frameworks over them) refuse to start without; any
+    # one of them set is enough, the first is the one a replay sets (``placeholder_keys``)
+    keys: tuple[str, ...] = ()
 
 
 # The one table of providers. Not here, because their SDKs read no base-URL variable: Mistral
 # (``server_url=`` / ``serverURL``), and in Node ollama (``host``) and cohere-ai (``baseUrl``).
 PROVIDERS: tuple[Provider, ...] = (
-    Provider("openai", "OPENAI_BASE_URL", "https://api.openai.com/v1", "openai (Python, Node)"),
+    Provider(
+        "openai",
+        "OPENAI_BASE_URL",
+        "https://api.openai.com/v1",
+        "openai (Python, Node)",
+        keys=("OPENAI_API_KEY",),
+    ),
     Provider(
         "anthropic",
         "ANTHROPIC_BASE_URL",
         "https://api.anthropic.com",
         "anthropic (Python), @anthropic-ai/sdk (Node)",
+        keys=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"),
     ),
     Provider("ollama", "OLLAMA_HOST", "http://127.0.0.1:11434", "ollama (Python)", host_only=True),
     Provider(
@@ -44,9 +54,20 @@ PROVIDERS: tuple[Provider, ...] = (
         "GOOGLE_GEMINI_BASE_URL",
         "https://generativelanguage.googleapis.com",
         "google-genai (Python), @google/genai (Node)",
+        # google-genai warns on every client when both are set: one is set, GOOGLE_API_KEY,
+        # which google-genai, LiteLLM, pydantic-ai and LangChain's Google models all read
+        keys=("GOOGLE_API_KEY", "GEMINI_API_KEY"),
     ),
-    Provider("groq", "GROQ_BASE_URL", "https://api.groq.com", "groq (Python)"),
-    Provider("cohere", "CO_API_URL", "https://api.cohere.com", "cohere (Python)"),
+    Provider(
+        "groq", "GROQ_BASE_URL", "https://api.groq.com", "groq (Python)", keys=("GROQ_API_KEY",)
+    ),
+    Provider(
+        "cohere",
+        "CO_API_URL",
+        "https://api.cohere.com",
+        "cohere (Python)",
+        keys=("CO_API_KEY", "COHERE_API_KEY"),
+    ),
     # The clouds' base URLs are the user's own (a resource, a region): a listener only where
     # the variable is set. Not Bedrock: SigV4 signs the Host header, which a listener changes
     # (boto3's AWS_ENDPOINT_URL_BEDROCK_RUNTIME, ANTHROPIC_BEDROCK_BASE_URL); nor google-genai's
@@ -57,6 +78,7 @@ PROVIDERS: tuple[Provider, ...] = (
         "AZURE_OPENAI_ENDPOINT",
         "",  # https://<resource>.openai.azure.com
         "openai (Python): AzureOpenAI",
+        keys=("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN"),  # either one, AzureOpenAI says
     ),
     Provider(
         "vertex-anthropic",
@@ -65,6 +87,15 @@ PROVIDERS: tuple[Provider, ...] = (
         "anthropic (Python): AnthropicVertex",
     ),
 )
+# The key variables of providers whose SDKs read no base-URL variable (so no listener above),
+# which pydantic-ai still requires: ``Agent("mistral:...")`` refuses to start without it.
+KEYS_WITHOUT_LISTENER: tuple[tuple[str, ...], ...] = (("MISTRAL_API_KEY",),)
+
+# What a replay sets for each unset key variable, so that SDKs that refuse to start without a
+# key (the openai SDK, pydantic-ai, CrewAI, ...) start and send their requests, which a replay
+# answers whatever key they carry (secret headers are not matched). Shaped like a key
+# (``sk-...``) so that redaction replaces it like any key, should it ever reach a recording.
+PLACEHOLDER_KEY = "sk-cassette-replay-placeholder"
 
 
 @dataclass(frozen=True)
@@ -121,3 +152,20 @@ def plan(env: Mapping[str, str], ports: list[int], host: str = LOOPBACK) -> list
             )
         )
     return listeners
+
+
+def placeholder_keys(env: Mapping[str, str]) -> dict[str, str]:
+    """The placeholder for each provider whose key variables are all unset (or empty) in
+    ``env``: its first variable, set to ``PLACEHOLDER_KEY``. Only for a replay: a command that
+    records needs its real keys, and a placeholder would be sent upstream."""
+    groups = [p.keys for p in PROVIDERS if p.keys] + list(KEYS_WITHOUT_LISTENER)
+    return {names[0]: PLACEHOLDER_KEY for names in groups if not any(env.get(n) for n in names)}
+
+
+def placeholder_note(names: Iterable[str]) -> str:
+    """What a replay tells the user about the placeholders it set."""
+    return (
+        "cassette: replay: no key was set for "
+        + ", ".join(names)
+        + f"; the command got the placeholder {PLACEHOLDER_KEY!r} (replayed answers need no key)"
+    )

@@ -20,6 +20,7 @@ import pytest
 
 from proxy_addon.runner.control import CONTROL_HOST
 from proxy_addon.runner.process import RunningProxy, set_options, start_proxy
+from proxy_addon.runner.providers import placeholder_keys, placeholder_note
 from proxy_addon.summary import NEEDS_RECORDINGS, NOTHING_REACHED, Summary, nothing_reached_fails
 
 CONTROL = f"http://{CONTROL_HOST}"
@@ -61,6 +62,9 @@ class ProxySession:
         os.environ.update(self.proxy.client_env({}))
         for name in ("NO_PROXY", "no_proxy"):
             os.environ.pop(name, None)
+        placeholders = placeholder_keys(os.environ) if mode == "replay" else {}
+        self.saved_env.update({k: os.environ.get(k) for k in placeholders})
+        os.environ.update(placeholders)
         self.control = httpx.Client(proxy=self.proxy.url, timeout=10, trust_env=False)
 
     def begin_test(self, test_id: str | None, cassette: str | None) -> None:
@@ -115,7 +119,14 @@ def report(
     if summary is None:
         terminalreporter.write_line("cassette: the proxy wrote no summary")
         return
+    for message in summary.miss_report():  # a miss outside any test is told here only
+        terminalreporter.write_line(message)
     terminalreporter.write_line(summary.line())
+    # the placeholders the sessions (each xdist worker's) set, found again in the environment
+    # they were set in (restored by now; the xdist controller set none itself)
+    placeholders = placeholder_keys(os.environ)
+    if placeholders and config.getoption("--cassette-mode") == "replay":
+        terminalreporter.write_line(placeholder_note(placeholders))
     if summary.requests == 0:
         terminalreporter.write_line(f"cassette: warning: {NOTHING_REACHED}")
     if config.getoption("--cassette-prune"):

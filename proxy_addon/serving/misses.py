@@ -24,6 +24,15 @@ Recanonicalize = Callable[[Rules], CanonicalRequest]
 
 QUOTE_LIMIT = 300  # characters of a request body or URL quoted in a message
 
+# The status of a miss: 424 Failed Dependency (what the request depends on, its recording, is
+# missing). Measured with the SDKs and frameworks (research of 2026-12-03): none retries it,
+# none has a class for it (a plain APIStatusError, ModelHTTPError, APIError), and each shows
+# the message; a 404 reads as "model not found" in LangChain, pydantic-ai and CrewAI, and
+# 409, 429 and 5xx are retried.
+MISS_STATUS = 424
+# Google's error status for each status we answer with (``error.status``).
+_GOOGLE_STATUS = {424: "FAILED_PRECONDITION", 410: "FAILED_PRECONDITION", 500: "INTERNAL"}
+
 
 def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
@@ -49,6 +58,7 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
     )
     if canon.body is not None:
         msg += f" Request body: {quote(canon.body)}."
+    fix = "Record it with --set cassette_mode=auto (or record)."
     try:
         near = index.nearest(canon)
     except RecursionError:  # comparing a body deeper than Python compares
@@ -60,6 +70,8 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
         hint = normaliser_hint(index, entry, recanonicalize)
         if hint:
             msg += " " + hint
+        if diffs == ["host"]:  # recorded for another base URL: nothing to record, map it
+            fix = host_map_hint(canon.host, entry.origin)
     else:
         msg += " No recording exists for this endpoint."
     bad = index.bad_files_for(canon)
@@ -69,7 +81,16 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
             + "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
             + "."
         )
-    return msg + " Record it with --set cassette_mode=auto (or record)."
+    return f"{msg} {fix}"
+
+
+def host_map_hint(asked: str, recorded_for: str) -> str:
+    """What makes a recording made for another host (a base URL on another port or machine,
+    ``localhost`` for ``127.0.0.1``) answer this one."""
+    return (
+        f"It was recorded for {recorded_for}: to answer requests to {asked} with the "
+        f"recordings made for {recorded_for}, add --set cassette_host_map={asked}={recorded_for}."
+    )
 
 
 def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) -> str | None:
@@ -104,6 +125,16 @@ def stale_message(path: Path, how_old: timedelta, limit: str, refused: bool) -> 
     )
 
 
-def error_body(message: str, kind: str, code: str) -> bytes:
-    """An error in the shape OpenAI-style SDKs parse and show (``error.message``)."""
+def error_body(
+    message: str, kind: str, code: str, status: int = 500, provider: str = "openai-compatible"
+) -> bytes:
+    """An error in the shape the provider's SDKs parse and show (``hosts.family`` names the
+    provider): Anthropic's (``error.type``, ``error.message``), Google's (``error.code``,
+    ``error.status``), else OpenAI's (``error.message``, which OpenAI-compatible clients print
+    alone). Each was checked to show the message in its SDKs and the frameworks over them."""
+    if provider == "anthropic":
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+    if provider in ("gemini", "vertex"):
+        google = _GOOGLE_STATUS.get(status, "UNKNOWN")
+        return orjson.dumps({"error": {"code": status, "message": message, "status": google}})
     return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})

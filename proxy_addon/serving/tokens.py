@@ -1,25 +1,22 @@
 """Token requests: the credential fetches a cloud SDK makes before the call under test (Google's
 OAuth token endpoint and the GCE metadata server, Entra ID's token endpoint and discovery, AWS
-STS). They are not under test and carry credentials both ways, so they are never recorded. A
-replay answers each itself with a placeholder of the right shape and lifetime (an hour from
-now), so the SDK goes on to its model call as it would online; the other modes forward them
-(refresh too: a re-recording needs a real token).
+STS). They are incidental requests (``incidental.py`` puts them in its built-in list): not under
+test, never recorded (they carry credentials both ways). Here is what a replay answers each: a
+placeholder of the right shape and lifetime (an hour from now), made per request since a
+lifetime counts from now and STS answers the action it was asked, so the SDK goes on to its
+model call as it would online. The other modes forward them (refresh too: a re-recording needs
+a real token).
 
-The table is built like the incidental requests of ``cassette_incidental`` (issue #28: a method
-and a glob over host and path, and who sends it), with an answer made per request, since a
-lifetime counts from now and STS answers the action it was asked. The placeholders have the
-shapes the secret rules know (``ya29.``, ``ASIA``, a JWT), so one that reached a file anyway
-would be redacted like a real one.
+The placeholders have the shapes the secret rules know (``ya29.``, ``ASIA``, a JWT), so one that
+reached a file anyway would be redacted like a real one.
 """
 
 from __future__ import annotations
 
 import base64
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fnmatch import translate
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
@@ -54,7 +51,7 @@ class Answer:
 @dataclass(frozen=True, slots=True)
 class TokenEndpoint:
     method: str
-    target: str  # a glob over ``host/path`` (``*`` stays within the host, spans "/" in the path)
+    target: str  # a glob over ``host/path``, as ``incidental.py`` reads it
     what: str  # who asks, for the log line
     answer: Callable[[TokenRequest], Answer]
 
@@ -234,33 +231,3 @@ ENDPOINTS: tuple[TokenEndpoint, ...] = (
     TokenEndpoint("POST", "sts.amazonaws.com/", "AWS STS", _sts),
     TokenEndpoint("POST", "sts.*.amazonaws.com/", "AWS STS", _sts),
 )
-
-
-def _target(glob: str) -> str:
-    host, _, path = glob.partition("/")
-    host_rx = "".join("[^/]*" if c == "*" else re.escape(c) for c in host)
-    return f"{host_rx}/{translate(path)}"
-
-
-class TokenEndpoints:
-    """The table as one regular expression over ``METHOD host/path``."""
-
-    def __init__(self, endpoints: tuple[TokenEndpoint, ...] = ENDPOINTS) -> None:
-        self.endpoints = endpoints
-        self._rx = re.compile(
-            "|".join(
-                f"(?P<e{i}>{re.escape(e.method)} {_target(e.target)})"
-                for i, e in enumerate(endpoints)
-            )
-        )
-
-    def match(self, method: str, host: str, path: str) -> TokenEndpoint | None:
-        """The token endpoint a request (its comparable host and its path without the query)
-        is sent to, if any."""
-        found = self._rx.match(f"{method} {host}{path}")
-        if found is None or found.lastgroup is None:
-            return None
-        return self.endpoints[int(found.lastgroup[1:])]
-
-
-BUILT_IN = TokenEndpoints()

@@ -323,7 +323,8 @@ class Index:
         return best[1] if best is not None else entries[0].exact_key
 
     def nearest(self, canon: CanonicalRequest) -> tuple[Entry, list[str]] | None:
-        """The recording of the same endpoint that differs least from ``canon``, among at most
+        """The recording of the same endpoint nearest to ``canon`` (``difference.closest``:
+        same model, fewest differing places, closest values), among at most
         ``NEAREST_CANDIDATES`` of them, those of the same model first (requests are read
         again from their files: only a miss pays for this)."""
         candidates = self.by_endpoint.get((canon.method, canon.path), [])
