@@ -17,14 +17,19 @@ import base64
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
 import certifi
+import httpx
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -307,3 +312,46 @@ def check_event_streams(files: list[Path], recorded: dict, stand_in: clouds.Clou
     raw = recorded.get("raw stream")
     if raw is not None:
         assert raw["sha256"] in {sha for _, sha in stand_in.sent}
+
+
+def test_token_requests_get_placeholders_of_an_hour_in_replay(tmp_path, proxies):
+    """Each kind of token request, as its SDK sends it, is answered by a replay with an empty
+    cassette folder: the shape its SDK reads, valid for an hour from now (read with plain JSON,
+    XML and base64), counted as incidental, nothing written."""
+    cassettes = tmp_path / "cassettes"
+    cassettes.mkdir()
+    proxy = proxies(cassettes, "replay")
+    now = time.time()
+    with httpx.Client(
+        proxy=proxy.url, timeout=20, verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+    ) as client:
+        form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": "x.y.z"}
+        google = client.post("https://oauth2.googleapis.com/token", data=form)
+        metadata = client.get(
+            "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/"
+            "default/token",
+            headers={"metadata-flavor": "Google"},
+        )
+        entra = client.post(
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token",
+            data={"grant_type": "client_credentials", "client_secret": "s", "client_id": "c"},
+        )
+        sts = client.post(
+            "https://sts.us-east-1.amazonaws.com/",
+            data={"Action": "AssumeRoleWithWebIdentity", "Version": "2011-06-15"},
+        )
+    log = proxy.stop()
+    assert [r.status_code for r in (google, metadata, entra, sts)] == [200] * 4
+    assert google.json()["access_token"].startswith("ya29.")
+    assert metadata.headers["metadata-flavor"] == "Google"
+    for answer in (google.json(), metadata.json(), entra.json()):
+        assert 3500 < answer["expires_in"] <= 3600, answer
+    claims = entra.json()["access_token"].split(".")[1]
+    expires = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["exp"]
+    assert 3500 < expires - now < 3700
+    found = ET.fromstring(sts.content).find(".//{*}Credentials")
+    assert found is not None and found.findtext("{*}AccessKeyId", "").startswith("ASIA")
+    expiration = datetime.fromisoformat(found.findtext("{*}Expiration", "").replace("Z", "+00:00"))
+    assert 3500 < expiration.timestamp() - now < 3700
+    assert counted(log, "incidental", "misses", "refused") == (4, 0, 0)
+    assert not any(cassettes.iterdir())
