@@ -8,8 +8,9 @@ real mitmdump against a loopback stand-in (tests/clouds.py: it checks every SigV
 every bearer token), the SDKs calling their real hostnames through HTTPS_PROXY or a base-URL
 listener, with a test-only addon routing the proxy's upstream connections to the stand-in
 (tests/addons/route.py: no DNS). Then it is replayed with the stand-in stopped (its port watched)
-and other credentials: web identity through STS for AWS, the GCE metadata server for Google,
-another key and client secret for Azure, their token requests answered by the proxy."""
+and other credentials: web identity through STS for boto3, the placeholder keys `cassette run`
+sets in a replay for AnthropicBedrock (and whatever else is unset), the GCE metadata server for
+Google, another key and client secret for Azure, their token requests answered by the proxy."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from proxy_addon.cli import main
 from proxy_addon.runner.process import RunningProxy
+from proxy_addon.runner.providers import PLACEHOLDER_KEY, placeholder_keys
 from proxy_addon.serving import tokens
 from tests import clouds
 from tests.conftest import TEST_ADDONS, counted
@@ -136,7 +138,7 @@ SDKS = {
         4,
         {BEDROCK, "us-east5-aiplatform.googleapis.com"},
         lambda d: {**aws_keys(d), **service_account(d)},
-        web_identity,
+        lambda _: {},  # cassette run's placeholder AWS keys; the GCE metadata server
         {"messages[0].content"},
         {"/token"},
         listeners=True,
@@ -168,10 +170,17 @@ SDKS = {
 
 
 def run_app(
-    sdk: Sdk, proxy: RunningProxy, credentials: dict[str, str], home: Path, *arguments: str
+    sdk: Sdk,
+    proxy: RunningProxy,
+    credentials: dict[str, str],
+    home: Path,
+    *arguments: str,
+    replay: bool = False,
 ) -> list[dict]:
     """The app in a fresh interpreter with a scrubbed environment: only what it needs, the
-    proxy's variables (client_env) and the credentials given; its results per argument."""
+    proxy's variables (client_env) and the credentials given; in a replay also the placeholder
+    keys ``cassette run`` sets there for what is unset (AWS keys among them). Its results per
+    argument."""
     home.mkdir(exist_ok=True)
     base = {
         "PATH": os.environ["PATH"],
@@ -184,6 +193,8 @@ def run_app(
         "AWS_CA_BUNDLE": certifi.where(),  # as a machine may preset it: boto3 reads it first
         **credentials,
     }
+    if replay:
+        base.update(placeholder_keys(base))
     done = subprocess.run(
         [sys.executable, str(APPS / sdk.app), *arguments],
         env=proxy.client_env(base),
@@ -240,6 +251,7 @@ def test_cloud_sdk_records_then_replays_with_other_credentials(
             tmp_path / "replay",
             sdk.arguments(PROMPT, API_VERSION),
             sdk.arguments(CHANGED, OTHER_API_VERSION),
+            replay=True,
         )
         log = proxy.stop()
     finally:
@@ -271,6 +283,7 @@ def test_cloud_sdk_records_then_replays_with_other_credentials(
         tokens.GOOGLE_TOKEN,
         tokens.AWS_KEY_ID,
         tokens.AWS_SESSION_TOKEN,
+        PLACEHOLDER_KEY,
         *stand_in.signatures,
     ]
     files = [p for p in cassettes.rglob("*") if p.is_file()]

@@ -159,6 +159,7 @@ def test_a_chunks_base64_bytes_are_read_as_the_json_they_hold_and_framed_back_ex
         b'{"a": 1}',  # JSON spaced otherwise than compact: kept as the text it is
         b'{"bytes":"bm90IGpzb24="}',  # base64 of text that is not JSON: kept as base64
         b'{"bytes":"eyJhIjogMX0="}',  # base64 of JSON written otherwise: kept as base64
+        b'{"bytes":"e31="}',  # base64 of {} with padding bits set: decodes, re-encodes otherwise
         b'{"n":1e5}',  # a number orjson writes otherwise
         b"plain text",
         b"\xff\xfe binary",

@@ -90,6 +90,20 @@ PROVIDERS: tuple[Provider, ...] = (
 # The key variables of providers whose SDKs read no base-URL variable (so no listener above),
 # which pydantic-ai still requires: ``Agent("mistral:...")`` refuses to start without it.
 KEYS_WITHOUT_LISTENER: tuple[tuple[str, ...], ...] = (("MISTRAL_API_KEY",),)
+# AWS (boto3, AnthropicBedrock): SigV4 signs with a key pair, and nothing is sent without one.
+# A replay sets both halves unless the user set a credential source of any kind (botocore's
+# chain: keys, a profile, a role, a container's, a Bedrock API key). Any pair matches: the
+# signature, the date and the key id are left out of the key (README: Cloud providers).
+AWS_KEY_PAIR = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+AWS_CREDENTIAL_SOURCES = (
+    *AWS_KEY_PAIR,
+    "AWS_PROFILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_BEARER_TOKEN_BEDROCK",
+)
 
 # What a replay sets for each unset key variable, so that SDKs that refuse to start without a
 # key (the openai SDK, pydantic-ai, CrewAI, ...) start and send their requests, which a replay
@@ -156,10 +170,14 @@ def plan(env: Mapping[str, str], ports: list[int], host: str = LOOPBACK) -> list
 
 def placeholder_keys(env: Mapping[str, str]) -> dict[str, str]:
     """The placeholder for each provider whose key variables are all unset (or empty) in
-    ``env``: its first variable, set to ``PLACEHOLDER_KEY``. Only for a replay: a command that
-    records needs its real keys, and a placeholder would be sent upstream."""
+    ``env``: its first variable, set to ``PLACEHOLDER_KEY`` (AWS: both halves of a key pair).
+    Only for a replay: a command that records needs its real keys, and a placeholder would be
+    sent upstream."""
     groups = [p.keys for p in PROVIDERS if p.keys] + list(KEYS_WITHOUT_LISTENER)
-    return {names[0]: PLACEHOLDER_KEY for names in groups if not any(env.get(n) for n in names)}
+    keys = {names[0]: PLACEHOLDER_KEY for names in groups if not any(env.get(n) for n in names)}
+    if not any(env.get(n) for n in AWS_CREDENTIAL_SOURCES):
+        keys.update(dict.fromkeys(AWS_KEY_PAIR, PLACEHOLDER_KEY))
+    return keys
 
 
 def placeholder_note(names: Iterable[str]) -> str:
