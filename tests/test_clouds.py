@@ -75,6 +75,7 @@ class Sdk:
     token_requests: set[str] = field(default_factory=set)  # the stand-in answers in record
     listeners: bool = False  # reads a base-URL variable the proxy points at a listener
     versioned: bool = False  # its arguments name the api-version too (PROMPT@VERSION)
+    refresh: bool = False  # re-recorded too: its token requests must reach the stand-in
 
     def arguments(self, prompt: str, version: str) -> str:
         return f"{prompt}@{version}" if self.versioned else prompt
@@ -151,6 +152,7 @@ SDKS = {
         lambda _: {},  # the GCE metadata server, through the proxy
         {"contents[0].parts[0].text"},
         {"/token"},
+        refresh=True,
     ),
     "azure-openai": Sdk(
         "azure_openai_app.py",
@@ -301,6 +303,22 @@ def test_cloud_sdk_records_then_replays_with_other_credentials(
     answers = [v for v in recorded.values() if isinstance(v, str)]
     assert answers and all(a in shown for a in answers), shown
     check_event_streams(files, recorded, stand_in)
+    if sdk.refresh:  # a re-recording needs a real token: refresh forwards the token request
+        stand_in = clouds.CloudStandIn(upstream_cert, ENTRA_SECRET).start()
+        route = f"127.0.0.1:{stand_in.port}"
+        proxy = proxies(cassettes, "refresh", (ROUTE,), listeners=sdk.listeners, route_to=route)
+        (refreshed,) = run_app(
+            sdk,
+            proxy,
+            sdk.record(tmp_path),
+            tmp_path / "refresh",
+            sdk.arguments(PROMPT, API_VERSION),
+        )
+        log = proxy.stop()
+        stand_in.stop()
+        assert refreshed == recorded
+        assert sdk.token_requests <= {path for path, _ in stand_in.sent}
+        assert counted(log, "recorded", "misses", "refused") == (sdk.calls, 0, 0)
 
 
 def check_event_streams(files: list[Path], recorded: dict, stand_in: clouds.CloudStandIn) -> None:
