@@ -323,10 +323,8 @@ def _comparable(
     return _raw_body(content_type, body, rules, secrets, named) if body else _same(None)
 
 
-# Query parameters a signature sets (a SigV4 pre-signed URL's ``X-Amz-Date``, ``X-Amz-Expires``,
-# ``X-Amz-SignedHeaders``, and its secret ``X-Amz-Signature``, ``X-Amz-Credential``): new on
-# every signing, so never compared. Not secrets by themselves (the secret ones are redacted by
-# their names, ``secret_rules``): the others stay readable in the file.
+# A SigV4 pre-signed URL's query parameters (``X-Amz-Date``, ``-Expires``, ``-Signature``, ...),
+# new on every signing: never compared (only the secret ones are redacted, by their names).
 SIGNING_PARAM_PREFIX = "x-amz-"
 
 

@@ -2,9 +2,8 @@
 
 It walks everything a cassette holds: the URL (user info, query values), request and response
 headers, every body kind (JSON at any depth, forms, multipart fields, text; base64 bodies are
-bytes and left alone), every stream event (data, comments, id, name; an event stream's
-headers), the cut reason, the llama-stack metadata, the test id. Two passes, the three layers
-of ``secret_rules``:
+bytes and left alone), every stream event (data, comments, id, name, an event stream's headers),
+the cut reason, the llama-stack metadata, the test id. Two passes, the layers of ``secret_rules``:
 
 1. by name: secret headers, fields and parameters are replaced by ``REDACTED`` (in JSON that is
    itself a string too, ``embedded``), and the strings they held become known secrets;
@@ -42,12 +41,7 @@ from proxy_addon.model import (
     WebSocketMessage,
 )
 from proxy_addon.redaction import embedded, spelled
-from proxy_addon.redaction.secret_rules import (
-    REDACTED,
-    Secrets,
-    credential_values,
-    param_values,
-)
+from proxy_addon.redaction.secret_rules import REDACTED, Secrets, credential_values, param_values
 
 Layer = Literal["name", "value", "shape"]
 T = TypeVar("T")
@@ -228,13 +222,12 @@ class _Pass:
         """A response's headers, or an event stream message's (typed values left as they are)."""
         new = []
         for i, header in enumerate(headers):
-            if len(header) != 2 or not isinstance(header[1], str):
-                new.append(header)
-                continue
-            self.path.extend((i, 1))
-            value = self.header(header[0], header[1])
-            del self.path[-2:]
-            new.append([header[0], value] if value is not header[1] else header)
+            if len(header) == 2 and isinstance(header[1], str):
+                self.path.extend((i, 1))
+                value = self.header(header[0], header[1])
+                del self.path[-2:]
+                header = [header[0], value] if value is not header[1] else header
+            new.append(header)
         return headers if all(a is b for a, b in zip(new, headers)) else new
 
     def body(self, body: Body | None, content_type: str | None) -> Body | None:
@@ -299,16 +292,13 @@ class _Pass:
             return True
 
     def event(self, ev: Event) -> Event:
-        new = {
-            "data": self.at("data", self.payload, ev.data),
-            "comments": self.each("comments", ev.comments, self.text),
-            "event": self.at("event", self.text, ev.event) if ev.event is not None else None,
-            "id": self.at("id", self.text, ev.id) if ev.id is not None else None,
-            "headers": ev.headers and self.at("headers", self.header_list, ev.headers),
-        }
-        if all(value is getattr(ev, name) for name, value in new.items()):
-            return ev
-        return dataclasses.replace(ev, **new)
+        new = {"data": self.at("data", self.payload, ev.data)}
+        new["comments"] = self.each("comments", ev.comments, self.text)
+        new["event"] = self.at("event", self.text, ev.event) if ev.event is not None else None
+        new["id"] = self.at("id", self.text, ev.id) if ev.id is not None else None
+        new["headers"] = ev.headers and self.at("headers", self.header_list, ev.headers)
+        same = all(value is getattr(ev, name) for name, value in new.items())
+        return ev if same else dataclasses.replace(ev, **new)
 
     def stream(self, stream: Stream) -> Stream:
         events = stream.events
