@@ -62,6 +62,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "cassette_normalize=dates (repeat it).",
     )
     group.addoption(
+        "--cassette-listeners",
+        default="all",
+        metavar="all|none|NAME[:PORT],...",
+        help="Which base-URL listeners open (free ports unless a PORT is given): all, none, "
+        "or provider names such as openai,anthropic:8082.",
+    )
+    group.addoption(
+        "--cassette-start-timeout",
+        default=None,
+        metavar="SECONDS",
+        help="How long the proxy may take to start (default: $CASSETTE_START_TIMEOUT or 60).",
+    )
+    group.addoption(
         "--cassette-prune",
         action="store_true",
         help="After a full run, list recordings no test used (delete with --cassette-yes).",
@@ -137,6 +150,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     own = config.stash.get(_PROXY_KEY, None)
     if own is not None:
         own.stop()
+        if own.signal is not None:  # SIGTERM or SIGHUP ended the session
+            session.exitstatus = 128 + own.signal
         if hasattr(config, "workerinput"):
             raw = pytest_run.worker_output(own)
             if raw is not None:
@@ -145,7 +160,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     summary = pytest_run.combined(own, config.stash.get(_WORKER_SUMMARIES, []))
     if summary is None or session.exitstatus != pytest.ExitCode.OK:
         return
-    if pytest_run.run_failed(summary, mode):
+    if pytest_run.run_failed(summary, mode) is not None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -20,6 +20,16 @@ MODES = ("replay", "record", "auto", "passthrough", "refresh")
 # The modes that answer from recordings already there: their directory must exist.
 NEEDS_RECORDINGS = ("replay", "refresh")
 
+# The counts each mode's summary always shows; any other is shown when it is not 0.
+CORE: dict[str, tuple[str, ...]] = {
+    "replay": ("hits", "misses", "unused"),
+    "refresh": ("hits", "recorded", "misses", "unused"),
+    "auto": ("hits", "recorded", "unused"),
+    "record": ("recorded",),
+    "passthrough": ("requests",),
+}
+_ALL_CORE = ("hits", "recorded", "misses", "unused")  # a summary that names no mode
+
 # What a run that saw no request at all most likely means.
 NOTHING_REACHED = (
     "no request reached the proxy: does the client read HTTPS_PROXY or a base-URL "
@@ -38,11 +48,13 @@ def nothing_reached_fails(mode: str, environ: Mapping[str, str]) -> bool:
 class Summary:
     """A run's counts, as written to ``cassette_summary``."""
 
+    mode: str = ""  # the proxy's mode: which counts mean something (``CORE``)
     requests: int = 0  # requests that reached the proxy (the control channel's not counted)
     hits: int = 0
     recorded: int = 0
     misses: int = 0
     abandoned: int = 0  # responses not saved: the client left before they were complete
+    upstream_failed: int = 0  # not saved: the upstream refused, reset or failed before an answer
     write_errors: int = 0  # recordings that could not be written (disk full, ...)
     internal_errors: int = 0  # faults inside the proxy's hooks (each answered or logged)
     refused_connections: int = 0  # upstream connections refused in replay mode
@@ -53,7 +65,8 @@ class Summary:
     # requests not under test (``cassette_incidental``): answered without a recording in a
     # replay, forwarded in the other modes, never recorded
     incidental: int = 0
-    recordings: int = 0  # recordings in the directory
+    recordings: int = 0  # recordings in the directory when the proxy stopped
+    created: list[str] = field(default_factory=list)  # files this proxy's recordings created
     unused: list[str] = field(default_factory=list)  # files no request used
     miss_messages: list[str] = field(default_factory=list)
     bad_files: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
@@ -66,8 +79,24 @@ class Summary:
     normalised_hits: list[dict[str, Any]] = field(default_factory=list)
 
     def line(self) -> str:
+        """``cassette summary: ...``: the counts that mean something in the mode (``CORE``), in
+        its order; then hits, recorded or misses where they are not 0 (in no mode they do not
+        mean something), and whatever else happened. Unused recordings only where recordings
+        are looked up; requests only in passthrough, where nothing else is counted."""
+        counts = {
+            "hits": (self.hits, f"{self.hits} hits"),
+            "recorded": (self.recorded, f"{self.recorded} recorded"),
+            "misses": (self.misses, f"{self.misses} misses"),
+            "unused": (
+                len(self.unused),
+                f"{len(self.unused)} unused recordings (of {self.recordings})",
+            ),
+            "requests": (self.requests, f"{self.requests} requests passed through"),
+        }
+        core = CORE.get(self.mode, _ALL_CORE)
         extras = [
             (self.abandoned, "not saved (the client left before the end)"),
+            (self.upstream_failed, "not saved (the upstream failed or refused)"),
             (self.write_errors, "could not be written"),
             (self.internal_errors, "internal errors"),
             (self.refused_connections, "upstream connections refused (replay)"),
@@ -77,20 +106,38 @@ class Summary:
             (self.normalised, "answered after normalising"),
             (self.incidental, "incidental requests (cassette_incidental), never recorded"),
         ]
-        return (
-            f"cassette summary: {self.hits} hits, {self.recorded} recorded, "
-            f"{self.misses} misses, {len(self.unused)} unused recordings "
-            f"(of {self.recordings})" + "".join(f", {n} {what}" for n, what in extras if n)
-        )
+        shown = [counts[name][1] for name in core]
+        shown += [
+            text
+            for name, (n, text) in counts.items()
+            if n and name not in core and name in ("hits", "recorded", "misses")
+        ]
+        shown += [f"{n} {what}" for n, what in extras if n]
+        return "cassette summary: " + ", ".join(shown)
+
+    def failure(self, mode: str, environ: Mapping[str, str]) -> str | None:
+        """Why a run whose command (or tests) passed fails all the same, in one line; None
+        when it does not."""
+        reasons = [
+            f"{n} {what}"
+            for n, what in (
+                (self.misses, "replay misses"),
+                (self.internal_errors, "internal errors in the proxy"),
+                (self.refused_connections, "upstream connections refused"),
+                (self.stale_refused, "stale recordings refused (cassette_stale=fail)"),
+            )
+            if n
+        ]
+        if self.requests == 0 and nothing_reached_fails(mode, environ):
+            reasons.append("no request reached the proxy (replay mode with CI=true)")
+        return "; ".join(reasons) if reasons else None
 
     @property
     def failed(self) -> bool:
         """Whether the run went wrong in a way a green test run must not hide: a replay miss,
         a fault inside the proxy, a connection the replay refused, or a stale recording refused
         (``cassette_stale=fail``)."""
-        return bool(
-            self.misses or self.internal_errors or self.refused_connections or self.stale_refused
-        )
+        return self.failure("", {}) is not None
 
     def miss_report(self) -> list[str]:
         """The miss messages to show, each once, in the order they came, with how often it came
@@ -117,11 +164,19 @@ class Summary:
     @classmethod
     def combine(cls, parts: list[Summary]) -> Summary:
         """Several proxies over one directory (xdist workers): counts add up; a recording is
-        unused only if no proxy used it."""
+        unused only if no proxy used it; the recordings are those the first proxy to start
+        found, plus every file any of them created, each once (as one proxy would count)."""
         unused = set(parts[0].unused)
         for part in parts[1:]:
             unused &= set(part.unused)
-        total = cls(recordings=max(p.recordings for p in parts), unused=sorted(unused))
+        created = sorted({path for part in parts for path in part.created})
+        before = min(p.recordings - len(p.created) for p in parts)
+        total = cls(
+            mode=parts[0].mode,
+            recordings=before + len(created),
+            created=created,
+            unused=sorted(unused),
+        )
         counts = [f.name for f in fields(cls) if f.type == "int" and f.name != "recordings"]
         for part in parts:
             for name in counts:  # every counter, one added later included
@@ -157,13 +212,20 @@ class Counters:
                 kept.append(item)
 
     def snapshot(
-        self, recordings: int, unused: list[str], bad_files: list[dict[str, str]]
+        self,
+        mode: str,
+        recordings: int,
+        created: list[str],
+        unused: list[str],
+        bad_files: list[dict[str, str]],
     ) -> Summary:
         with self._lock:
             s = self._summary
             return replace(
                 s,
+                mode=mode,
                 recordings=recordings,
+                created=created,
                 unused=unused,
                 bad_files=bad_files,
                 miss_messages=list(s.miss_messages),

@@ -9,7 +9,7 @@ import sys
 import tarfile
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -97,7 +97,7 @@ def proxies(confdir: Path) -> Iterator[Callable[..., RunningProxy]]:
         cassette_dir: Path,
         mode: str = "replay",
         extra_scripts: tuple[Path, ...] = (),
-        listeners: bool = False,
+        listeners: Mapping[str, int | None] | None = None,  # provider name -> port (None: free)
         **options: str,
     ) -> RunningProxy:
         opts = {"ssl_insecure": "true", **options}
@@ -180,12 +180,16 @@ def gzip_bomb(compressed_mb: int) -> bytes:
     return head + again * (compressed_mb * (1 << 20) // len(again))
 
 
-_SUMMARY = re.compile(
-    r"cassette summary: (\d+) hits, (\d+) recorded, (\d+) misses, (\d+) unused "
-    r"recordings \(of (\d+)\)([^\n]*)"
-)
-_EXTRAS = {
-    "not saved": "abandoned",
+_SUMMARY = re.compile(r"cassette summary: ([^\n]*)")
+# Each item of the summary line by the start of its wording.
+_ITEMS = {
+    "hits": "hits",
+    "recorded": "recorded",
+    "misses": "misses",
+    "unused recordings": "unused",
+    "requests passed through": "requests",
+    "not saved (the client": "abandoned",
+    "not saved (the upstream": "upstream_failed",
     "could not be written": "write_errors",
     "internal errors": "internal_errors",
     "upstream connections refused": "refused",
@@ -199,17 +203,21 @@ _EXTRAS = {
 
 def summary_counts(text: str) -> dict[str, int]:
     """Every count of the last summary line in ``text`` (a proxy's log, a command's stderr),
-    read from its wording, those it leaves out at 0: so a check of "0 misses" cannot pass on
-    "10 misses", nor one of "no internal errors" on a reworded line."""
+    read from its wording, those it leaves out at 0 (``recordings``: the N of "(of N)"): so a
+    check of "0 misses" cannot pass on "10 misses", nor one of "no internal errors" on a
+    reworded line."""
     found = _SUMMARY.findall(text)
     assert found, f"no summary line in:\n{text[-2000:]}"
-    *head, extras = found[-1]
-    counts = dict(zip(("hits", "recorded", "misses", "unused", "recordings"), map(int, head)))
-    counts.update(dict.fromkeys(_EXTRAS.values(), 0))
-    for n, what in re.findall(r", (\d+) ([^,(]+)", extras):
-        key = next((k for phrase, k in _EXTRAS.items() if what.startswith(phrase)), None)
-        assert key is not None, f"unknown summary item: {what!r}"
-        counts[key] = int(n)
+    counts = dict.fromkeys([*_ITEMS.values(), "recordings"], 0)
+    # items are split before each count: one may hold a comma ("..., never recorded")
+    for item in re.split(r", (?=\d)", found[-1]):
+        m = re.fullmatch(r"(\d+) (.+?)(?: \(of (\d+)\))?", item)
+        assert m, f"unknown summary item: {item!r}"
+        key = next((k for phrase, k in _ITEMS.items() if m.group(2).startswith(phrase)), None)
+        assert key is not None, f"unknown summary item: {item!r}"
+        counts[key] = int(m.group(1))
+        if m.group(3) is not None:
+            counts["recordings"] = int(m.group(3))
     return counts
 
 

@@ -288,5 +288,9 @@ def test_a_run_that_no_request_reached_says_so_and_fails_on_ci(tmp_path, proxies
     )
     on_ci = cassette_run("replay", cassettes, ["true"], {**env, "CI": "true"})
     assert on_ci.returncode == 1 and "no request reached the proxy" in on_ci.stderr
+    # the last line says why it failed
+    assert on_ci.stderr.splitlines()[-1] == (
+        "cassette: the run fails: no request reached the proxy (replay mode with CI=true)"
+    )
     recording = cassette_run("record", cassettes, ["true"], {**env, "CI": "true"})
     assert recording.returncode == 0 and "no request reached the proxy" in recording.stderr

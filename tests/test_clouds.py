@@ -73,7 +73,7 @@ class Sdk:
     # where each miss of the changed run differs (JSON paths in the request)
     missed: set[str]
     token_requests: set[str] = field(default_factory=set)  # the stand-in answers in record
-    listeners: bool = False  # reads a base-URL variable the proxy points at a listener
+    listeners: tuple[str, ...] = ()  # the listeners (provider names) of the variables it reads
     versioned: bool = False  # its arguments name the api-version too (PROMPT@VERSION)
     refresh: bool = False  # re-recorded too: its token requests must reach the stand-in
 
@@ -142,7 +142,7 @@ SDKS = {
         lambda _: {},  # cassette run's placeholder AWS keys; the GCE metadata server
         {"messages[0].content"},
         {"/token"},
-        listeners=True,
+        listeners=("vertex-anthropic",),
     ),
     "google-genai": Sdk(
         "genai_vertex_app.py",
@@ -165,7 +165,7 @@ SDKS = {
         },
         {"query.api-version", "query.api-version, messages[0].content"},
         {"/00000000-0000-0000-0000-000000000001/oauth2/v2.0/token"},
-        listeners=True,
+        listeners=("azure-openai",),
         versioned=True,
     ),
 }
@@ -229,7 +229,9 @@ def test_cloud_sdk_records_then_replays_with_other_credentials(
     stand_in = clouds.CloudStandIn(upstream_cert, ENTRA_SECRET).start()
     route = f"127.0.0.1:{stand_in.port}"
 
-    proxy = proxies(cassettes, "record", (ROUTE,), listeners=sdk.listeners, route_to=route)
+    proxy = proxies(
+        cassettes, "record", (ROUTE,), listeners=dict.fromkeys(sdk.listeners), route_to=route
+    )
     (recorded,) = run_app(
         sdk, proxy, sdk.record(tmp_path), tmp_path / "record", sdk.arguments(PROMPT, API_VERSION)
     )
@@ -245,7 +247,9 @@ def test_cloud_sdk_records_then_replays_with_other_credentials(
 
     watch = PortWatch(stand_in.port)
     try:
-        proxy = proxies(cassettes, "replay", (ROUTE,), listeners=sdk.listeners, route_to=route)
+        proxy = proxies(
+            cassettes, "replay", (ROUTE,), listeners=dict.fromkeys(sdk.listeners), route_to=route
+        )
         replayed, missed = run_app(
             sdk,
             proxy,
@@ -306,7 +310,9 @@ def test_cloud_sdk_records_then_replays_with_other_credentials(
     if sdk.refresh:  # a re-recording needs a real token: refresh forwards the token request
         stand_in = clouds.CloudStandIn(upstream_cert, ENTRA_SECRET).start()
         route = f"127.0.0.1:{stand_in.port}"
-        proxy = proxies(cassettes, "refresh", (ROUTE,), listeners=sdk.listeners, route_to=route)
+        proxy = proxies(
+            cassettes, "refresh", (ROUTE,), listeners=dict.fromkeys(sdk.listeners), route_to=route
+        )
         (refreshed,) = run_app(
             sdk,
             proxy,

@@ -461,7 +461,7 @@ def test_counters_lose_nothing_across_threads():
             t.join()
     finally:
         sys.setswitchinterval(interval)
-    assert counters.snapshot(0, [], []).recorded == 160_000
+    assert counters.snapshot("record", 0, [], [], []).recorded == 160_000
 
 
 def test_the_pacer_reads_chunked_bodies_forgets_dead_tokens_and_reports_faults():

@@ -19,7 +19,7 @@ def test_demo_streams_the_bundled_joke_through_the_proxy(checkout):
     assert result.stdout == (
         "> Tell me a joke\nWhy don't skeletons fight each other? \n\nThey don't have the guts!\n"
     )
-    assert "cassette summary: 1 hits, 0 recorded, 0 misses" in result.stderr
+    assert "cassette summary: 1 hits, 0 misses" in result.stderr
 
 
 def test_setup_fails_clearly_without_python_312(tmp_path, checkout):

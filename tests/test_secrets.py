@@ -175,7 +175,7 @@ def test_a_secret_in_every_place_never_reaches_disk_nor_the_log(
     assert f"key was {SECRETS['query_key']}" in recorded["echo"]["query"]
     assert SECRETS["cookie"] in recorded["set-cookie"]  # the live client got it untouched
     record_log = record.stop()
-    assert "cassette summary: 0 hits, 6 recorded, 0 misses" in record_log
+    assert "cassette summary: 6 recorded" in record_log
 
     files = [p for p in cassettes.rglob("*") if p.is_file()]
     assert len(files) == 6
@@ -198,9 +198,7 @@ def test_a_secret_in_every_place_never_reaches_disk_nor_the_log(
     replay = proxies(cassettes, "replay", **options)
     replayed = exchange(replay, upstream.base_url)
     replay_log = replay.stop()
-    assert (
-        "cassette summary: 6 hits, 0 recorded, 0 misses, 0 unused recordings (of 6)" in replay_log
-    )
+    assert "cassette summary: 6 hits, 0 misses, 0 unused recordings (of 6)" in replay_log
     assert upstream.state.hits == hits
     for name in ("sse", "json", "oauth", "echo", "copy", "upload"):
         assert replayed[name] == redacted(recorded[name]), name

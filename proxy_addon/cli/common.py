@@ -81,7 +81,26 @@ def table(out: Console, *columns: str) -> Table:
 
 
 def print_json(value: Any) -> None:
-    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_INDENT_2)
+    except TypeError:  # a file name that is not UTF-8 (held with surrogate escapes)
+        text = orjson.dumps(printable(value), option=orjson.OPT_INDENT_2)
+    click.echo(text.decode())
+
+
+def printable(value: Any) -> Any:
+    """``value`` with every string JSON can hold: a byte that is not UTF-8 shown as ``\\xff``."""
+    if isinstance(value, str):
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no file name decoding made
+            raw = value.encode("utf-8", "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable(v) for v in value]
+    return value
 
 
 def load_store(cassette_dir: Path, validate: bool = True) -> CassetteStore:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -69,7 +70,7 @@ def import_command(
         )
         # one request may be recorded by several tests (and model lists by several servers):
         # the source file's name keeps them apart
-        tag = hashlib.sha256(path.name.encode()).hexdigest()[:8]
+        tag = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:8]
         target = layout_path(
             cassette_dir, canon, rec.request.url, model_of(rec.request), tag, secrets
         )

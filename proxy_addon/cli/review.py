@@ -12,6 +12,7 @@ import click
 import orjson
 from rich.console import Console
 
+from proxy_addon import formats
 from proxy_addon.bodies.reassemble import reassemble
 from proxy_addon.cli.common import (
     console,
@@ -20,11 +21,18 @@ from proxy_addon.cli.common import (
     json_option,
     load_store,
     print_json,
+    printable,
     resolve,
     table,
 )
 from proxy_addon.matching import canonical
-from proxy_addon.model import Body, RecordedResponse, Recording, WebSocketConversation
+from proxy_addon.model import (
+    Body,
+    CassetteError,
+    RecordedResponse,
+    Recording,
+    WebSocketConversation,
+)
 from proxy_addon.store import CassetteStore, age
 from proxy_addon.store.index import Entry
 from proxy_addon.store.layout import model_of, origin_of
@@ -104,7 +112,7 @@ def ls_command(
     if older_than is not None:
         limit = age.now() - older_than
         found = [e for e in found if (when := age.recorded(e.recording)) and when < limit]
-    rows = [_row(e, cassette_dir) for e in found]
+    rows = [printable(_row(e, cassette_dir)) for e in found]  # JSON holds no surrogates
     if pattern:
         needle = pattern.lower()
         rows = [r for r in rows if needle in orjson.dumps(r).decode().lower()]
@@ -208,7 +216,11 @@ def show_command(ref: str, cassette_dir: Path, raw: bool) -> None:
     """
     path, rec = resolve(ref, cassette_dir)
     if raw:
-        click.echo(path.read_bytes().decode("utf-8", "replace"), nl=False)
+        try:
+            stored = formats.read_bytes(path)
+        except CassetteError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(stored.decode("utf-8", "replace"), nl=False)
         return
     out = console()
     out.rule(f"{path}")

@@ -1,10 +1,13 @@
 """Running things through the proxy: ``cassette run`` (a command, in CI) and ``cassette
-proxy`` (the proxy in the foreground)."""
+proxy`` (the proxy in the foreground). Both start it through ``runner/process.start_proxy``
+(the handshake: the addon confirmed ready in the intended mode and directory) and live under
+``runner/supervise.Supervisor`` (signals, nothing left behind)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import subprocess
+import signal
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -14,15 +17,20 @@ from typing import NoReturn
 import click
 
 from proxy_addon.cli.common import dir_option
+from proxy_addon.runner import providers
+from proxy_addon.runner.interface import owned
 from proxy_addon.runner.process import (
+    RUNNER_OPTIONS,
+    START_TIMEOUT_ENV,
     ProxyStartError,
-    free_ports,
-    mitmdump_args,
-    set_options,
+    RunningProxy,
     start_proxy,
+    start_timeout,
+    user_options,
 )
-from proxy_addon.runner.providers import PROVIDERS, placeholder_keys, placeholder_note, plan
-from proxy_addon.summary import MODES, NOTHING_REACHED, Summary, nothing_reached_fails
+from proxy_addon.runner.providers import placeholder_keys, placeholder_note
+from proxy_addon.runner.supervise import GRACE, Supervisor, grace_from
+from proxy_addon.summary import MODES, NOTHING_REACHED, Summary
 
 mode_option = click.option(
     "--mode",
@@ -50,26 +58,84 @@ set_option = click.option(
     "extra",
     multiple=True,
     metavar="NAME=VALUE",
-    help="Any other mitmproxy or cassette option, e.g. ssl_insecure=true.",
+    help="Any other mitmproxy or cassette option, e.g. ssl_insecure=true (an option this "
+    "command sets itself, such as cassette_mode, is refused: use its own flag).",
+)
+listeners_option = click.option(
+    "--listeners",
+    "listeners",
+    default="all",
+    show_default=True,
+    metavar="all|none|NAME[:PORT],...",
+    help="Which base-URL listeners open, on free ports unless a PORT is given: all, none, "
+    f"or some of {', '.join(p.name for p in providers.PROVIDERS)} (openai:8081,anthropic).",
+)
+start_timeout_option = click.option(
+    "--start-timeout",
+    type=float,
+    envvar=START_TIMEOUT_ENV,
+    show_envvar=True,
+    metavar="SECONDS",
+    help="How long the proxy may take to start [default: 60].",
 )
 
 
 def _options(
-    pace: str, extra: Iterable[str], max_age: str | None = None
+    interface: str,
+    given: dict[str, str],
+    extra: Iterable[str],
+    internal: dict[str, str],
 ) -> dict[str, str | list[str]]:
-    """The proxy's options, ``--set`` ones last (``process.set_options``)."""
-    opts: dict[str, str | list[str]] = {"cassette_pace": pace}
-    if max_age:
-        opts["cassette_max_age"] = max_age
+    """The proxy's options: those of the command's own flags (``given``), those it sets behind
+    the user's back (``internal``), and the ``--set`` ones, refused where they set one of the
+    others again."""
+    mine = owned(interface, given, [*internal, *RUNNER_OPTIONS])
     try:
-        return opts | set_options(extra)
+        users = user_options(extra, mine)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--set") from None
+    opts: dict[str, str | list[str]] = {
+        k: v for k, v in given.items() if k not in ("cassette_mode", "cassette_dir")
+    }
+    return opts | internal | {"cassette_interface": interface} | users
 
 
-def _fail_start(e: ProxyStartError) -> NoReturn:
-    lines = [ln for ln in str(e).splitlines() if "Error" in ln or "cassette" in ln or "error" in ln]
-    raise click.UsageError("the proxy did not start:\n" + "\n".join(lines or [str(e)]))
+def _flag_values(mode: str, cassette_dir: Path, pace: str, max_age: str | None) -> dict[str, str]:
+    given = {"cassette_mode": mode, "cassette_dir": str(cassette_dir), "cassette_pace": pace}
+    return given | ({"cassette_max_age": max_age} if max_age else {})
+
+
+def _listeners(text: str) -> dict[str, int | None]:
+    try:
+        return providers.choose(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--listeners") from None
+
+
+def _timeout(value: float | None) -> float:
+    try:
+        return start_timeout(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--start-timeout") from None
+
+
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError):  # the terminal is gone (SIGHUP): nothing to tell
+        click.echo(line, err=True)
+
+
+def _fail_start(e: ProxyStartError, interface: str) -> NoReturn:
+    """Exit 2, saying why the proxy did not start (and which option moves a busy port)."""
+    how = ""
+    if e.busy_role == "proxy" and interface == "proxy":
+        how = ": choose another port with --port (0: a free one)"
+    elif e.busy_role:
+        how = (
+            f": move that listener with --listeners {e.busy_role}:PORT, "
+            "or leave it out (--listeners none, or the others by name)"
+        )
+    tail = f"; its last log lines:\n{e.tail}" if e.tail else ""
+    raise click.UsageError(f"the proxy did not start: {e.why}{how}{tail}")
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True})
@@ -78,6 +144,8 @@ def _fail_start(e: ProxyStartError) -> NoReturn:
 @older_option
 @dir_option
 @set_option
+@listeners_option
+@start_timeout_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_command(
     mode: str,
@@ -85,6 +153,8 @@ def run_command(
     max_age: str | None,
     cassette_dir: Path,
     extra: tuple[str, ...],
+    listeners: str,
+    start_timeout: float | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND through a fresh proxy; exit with its code, or 1 when it passed but a replay
@@ -94,58 +164,92 @@ def run_command(
     ANTHROPIC_BASE_URL, OLLAMA_HOST, ...). If no request reached the proxy it says so; in
     replay mode with CI=true that exits 1.
 
+    SIGINT, SIGTERM and SIGHUP are passed on to COMMAND's process group, which is killed if
+    it is still there 10 s later ($CASSETTE_KILL_AFTER; at once on a second signal); the
+    summary is printed and the exit code is 128+N, or COMMAND's own non-zero code.
+
     \b
     Example: cassette run --mode replay -- pytest -q
              cassette run --mode refresh --older-than 30d -- pytest -q
     """
-    with tempfile.TemporaryDirectory(prefix="cassette-run-") as tmp:
+    chosen = _listeners(listeners)
+    limit = _timeout(start_timeout)
+    try:
+        grace = grace_from(os.environ)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    with tempfile.TemporaryDirectory(prefix="cassette-run-") as tmp, Supervisor(grace) as sup:
         summary_path = Path(tmp) / "summary.json"
-        opts = _options(pace, extra, max_age) | {"cassette_summary": str(summary_path)}
+        opts = _options(
+            "run",
+            _flag_values(mode, cassette_dir, pace, max_age),
+            extra,
+            {"cassette_summary": str(summary_path)},
+        )
         try:
             proxy = start_proxy(
-                cassette_dir, mode, confdir=Path(tmp) / "ca", options=opts, listeners=True
+                cassette_dir,
+                mode,
+                confdir=Path(tmp) / "ca",
+                options=opts,
+                timeout=limit,
+                listeners=chosen,
+                progress=_say,
+                wake=sup.wake,
             )
         except ProxyStartError as e:
-            _fail_start(e)
+            if e.interrupted:
+                _say("cassette: interrupted while the proxy started")
+                sys.exit(sup.exit_code(None))
+            _fail_start(e, "run")
         env = proxy.client_env()
         placeholders = placeholder_keys(env) if mode == "replay" else {}
         try:
-            code = subprocess.call(list(command), env=env | placeholders)
+            status = sup.run(command, env | placeholders, proxy.ended)
         except OSError as e:  # not found, not executable, a directory...
+            proxy.stop()
             raise click.UsageError(f"cannot run {command[0]}: {e.strerror}") from None
-        except KeyboardInterrupt:
-            code = 130
         finally:
+            died = proxy.process.poll() is not None  # it stopped before we stopped it
             proxy.stop()
         summary = Summary.read(summary_path)
-        if summary is None:
-            click.echo("cassette: the proxy wrote no summary; its log:\n" + proxy.log, err=True)
-            sys.exit(code or 1)
+    code = sup.exit_code(status)
+    if sup.proxy_died or died:
+        _say(
+            f"cassette: the proxy stopped while the command ran ({_how_it_ended(proxy)}); "
+            f"its last log lines:\n{proxy.tail()}"
+        )
+        # the command was ended because of it: its own code says nothing then
+        sys.exit(1 if sup.proxy_died and sup.signal is None else code or 1)
+    if summary is None:
+        _say(f"cassette: the proxy wrote no summary; its last log lines:\n{proxy.tail()}")
+        sys.exit(code or 1)
     for message in summary.miss_report():
-        click.echo(message, err=True)
-    click.echo(summary.line(), err=True)
+        _say(message)
+    _say(summary.line())
     if placeholders:
-        click.echo(placeholder_note(placeholders), err=True)
-    if code == 0 and summary.failed:  # a miss, a fault inside the proxy, a refused connection
-        sys.exit(1)
+        _say(placeholder_note(placeholders))
     if summary.requests == 0:
-        click.echo(f"cassette: warning: {NOTHING_REACHED}", err=True)
-        if code == 0 and nothing_reached_fails(mode, os.environ):
-            sys.exit(1)
+        _say(f"cassette: warning: {NOTHING_REACHED}")
+    reason = summary.failure(mode, os.environ)
+    if code == 0 and reason is not None and sup.signal is None:
+        _say(f"cassette: the run fails: {reason}")
+        sys.exit(1)
     sys.exit(code)
 
 
 @click.command("proxy")
 @mode_option
 @pace_option
+@older_option
 @dir_option
 @set_option
 @click.option(
     "--port",
     default=8080,
     show_default=True,
-    help="Port of the forward proxy (0: a free one); the providers' listeners "
-    "take the next ones (free ones with 0).",
+    type=click.IntRange(0, 65535),
+    help="Port of the forward proxy (0: a free one).",
 )
 @click.option(
     "--listen-host",
@@ -155,60 +259,101 @@ def run_command(
 )
 @click.option(
     "--confdir",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=Path("~/.mitmproxy"),
     show_default=True,
     help="Where mitmproxy keeps its CA.",
 )
+@listeners_option
+@start_timeout_option
 def proxy_command(
     mode: str,
     pace: str,
+    max_age: str | None,
     cassette_dir: Path,
     extra: tuple[str, ...],
     port: int,
     listen_host: str,
     confdir: Path,
+    listeners: str,
+    start_timeout: float | None,
 ) -> None:
-    """Run the proxy in the foreground and print how to point a client at it.
+    """Run the proxy in the foreground and print how to point a client at it, once it is
+    ready. Stop it with Ctrl-C (or SIGTERM): it prints its summary and exits 0.
 
     \b
     Example: cassette proxy --mode record --port 8080
     """
     confdir = confdir.expanduser()
-    if port == 0:  # any free one, said below, as for the listeners
-        port, *ports = free_ports(1 + len(PROVIDERS))
-    else:
-        ports = list(range(port + 1, port + 1 + len(PROVIDERS)))
-    reach = "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
-    listeners = plan(os.environ, ports, reach)
-    url = f"http://{reach}:{port}"
-    ca = confdir / "mitmproxy-ca-cert.pem"
-    click.echo(
-        f"cassette proxy: {mode} mode over {cassette_dir}. Point a client at it:\n"
-        f"  export HTTPS_PROXY={url} HTTP_PROXY={url}\n"
+    chosen = _listeners(listeners)
+    limit = _timeout(start_timeout)
+    given = _flag_values(mode, cassette_dir, pace, max_age) | {
+        "listen_port": str(port),
+        "listen_host": listen_host,
+        "confdir": str(confdir),
+        "mode": listeners,
+    }
+    opts = _options("proxy", given, extra, {})
+    for name in ("listen_port", "listen_host", "confdir", "mode"):
+        opts.pop(name)  # passed by start_proxy itself
+    with Supervisor(GRACE) as sup:
+        try:
+            proxy = start_proxy(
+                cassette_dir,
+                mode,
+                confdir=confdir,
+                options=opts,
+                timeout=limit,
+                listeners=chosen,
+                port=port,
+                listen_host=listen_host,
+                progress=_say,
+                echo=_relay,
+                wake=sup.wake,
+            )
+        except ProxyStartError as e:
+            if e.interrupted:
+                sys.exit(sup.exit_code(None))
+            _fail_start(e, "proxy")
+        _say(_how_to_point(proxy.url, proxy.ca_cert, proxy.listeners, listen_host, mode))
+        sup.serve(proxy.ended)
+        proxy.stop(GRACE)
+    if sup.proxy_died:
+        _say(f"cassette: the proxy stopped ({_how_it_ended(proxy)})")
+        sys.exit(proxy.process.returncode or 1)
+
+
+def _how_it_ended(proxy: RunningProxy) -> str:
+    code = proxy.process.returncode
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def _relay(line: str) -> None:
+    """The proxy's own log, as mitmdump prints it."""
+    with contextlib.suppress(OSError):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+def _how_to_point(
+    url: str, ca: Path, listeners: list[providers.Listener], listen_host: str, mode: str
+) -> str:
+    lines = [
+        f"cassette proxy: ready, {mode} mode. Point a client at it:",
+        f"  export HTTPS_PROXY={url} HTTP_PROXY={url}",
         f"  export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} CURL_CA_BUNDLE={ca} "
-        f"NODE_EXTRA_CA_CERTS={ca} AWS_CA_BUNDLE={ca}\n"
-        "  or, for clients that ignore HTTPS_PROXY (no CA needed):\n"
-        + "".join(
+        f"NODE_EXTRA_CA_CERTS={ca} AWS_CA_BUNDLE={ca}",
+    ]
+    if listeners:
+        lines.append("  or, for clients that ignore HTTPS_PROXY (no CA needed):")
+        lines += [
             f"  export {lst.provider.variable}={lst.value}   # -> {lst.upstream}, "
-            f"read by {lst.provider.read_by}\n"
+            f"read by {lst.provider.read_by}"
             for lst in listeners
-        )
-        + (
-            "  (from a container, use this machine's address instead of 127.0.0.1)\n"
-            if reach != listen_host
-            else ""
-        )
-        + "Stop with Ctrl-C.",
-        err=True,
-    )
-    args = mitmdump_args(
-        cassette_dir,
-        mode,
-        confdir,
-        port,
-        _options(pace, extra),
-        listeners=listeners,
-        listen_host=listen_host,
-    )
-    os.execv(args[0], args)
+        ]
+    if listen_host in ("0.0.0.0", "::"):
+        lines.append("  (from a container, use this machine's address instead of 127.0.0.1)")
+    lines.append("Stop with Ctrl-C.")
+    return "\n".join(lines)

@@ -7,7 +7,6 @@ secrets replaced."""
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,51 +16,62 @@ import orjson
 
 from proxy_addon import formats
 from proxy_addon.cli.common import dir_option, secret_options, secrets_of
-from proxy_addon.formats import cassette
+from proxy_addon.formats import cassette, rewrite
 from proxy_addon.model import CassetteError
 from proxy_addon.redaction import redact
 from proxy_addon.redaction.secret_rules import Secrets
+from proxy_addon.store import age
 from proxy_addon.store.layout import iter_cassette_files
 from proxy_addon.store.writer import atomic_write
 
 
 @dataclass
 class Checked:
-    """One file against the rules: why it cannot be read, the secrets found, and its bytes
-    with them replaced (None when there is nothing to replace)."""
+    """One file against the rules: why it cannot be read (or rewritten), the secrets found,
+    and its bytes with them replaced (None when there is nothing to replace)."""
 
     problems: list[str] = field(default_factory=list)
     findings: list[redact.Finding] = field(default_factory=list)
     scrubbed: bytes | None = None
     in_path: list[str] = field(default_factory=list)  # what its path holds, by which layer
+    invalid: list[str] = field(default_factory=list)  # readable, but wrong where verify looks
 
 
 _RENAME = "re-record it: scrub does not rename files"
 
 
-def check(path: Path, secrets: Secrets, root: Path) -> Checked:
+def check(path: Path, secrets: Secrets, root: Path, scrubbing: bool = False) -> Checked:
     """A cassette of ours is scrubbed as a recording; a llama-stack file as a document, so that
-    it keeps its format. Its path under ``root`` is checked too."""
+    it keeps its format. Its path under ``root`` is checked too. ``scrubbing``: also the file's
+    bytes with the secrets replaced and nothing else changed (``formats.rewrite``)."""
     out = Checked()
     hits = secrets.replace_in_name(str(path.relative_to(root)))[1]
     out.in_path = [f"{what} (by {layer})" for layer, what in hits]
     try:
-        raw = path.read_bytes()
+        raw = formats.read_bytes(path)  # regular files only, within the size limit
         rec = formats.loads(raw, path)
-    except OSError as e:
-        out.problems.append(f"cannot read ({e.strerror})")
-        return out
     except CassetteError as e:
         out.problems.append(e.reason)
         return out
+    out.invalid += [
+        f"responses[{i}].recorded_at: {r.recorded_at!r} is not an ISO 8601 time "
+        "(so the recording never counts as stale)"
+        for i, r in enumerate(rec.responses)
+        if r.recorded_at is not None and age.parse_time(r.recorded_at) is None
+    ]
     if rec.source == "llama-stack":
-        doc, out.findings = redact.scrub_document(orjson.loads(raw), secrets)
-        if out.findings:  # written as llama-stack writes its files
-            out.scrubbed = json.dumps(doc, indent=2).encode() + b"\n"
+        before = orjson.loads(raw)
+        after, out.findings = redact.scrub_document(before, secrets)
     else:
-        rec, out.findings = redact.scrub(rec, secrets)
-        if out.findings:
-            out.scrubbed = cassette.dumps(rec)
+        scrubbed, out.findings = redact.scrub(rec, secrets)
+        if out.findings and scrubbing:  # the two as the writer lays them out
+            before = orjson.loads(cassette.dumps(rec))
+            after = orjson.loads(cassette.dumps(scrubbed))
+    if out.findings and scrubbing:
+        try:
+            out.scrubbed = rewrite.rewrite(raw, before, after)
+        except rewrite.NotExact as e:
+            out.problems.append(f"cannot be rewritten changing only its secrets: {e}")
     return out
 
 
@@ -95,11 +105,12 @@ def verify_command(
         shown = secrets.replace_in_name(str(path))[0]
         for line in (
             checked.problems
+            + checked.invalid
             + [f"its path holds {what} ({_RENAME})" for what in checked.in_path]
             + [f"{f} (run cassette scrub)" for f in checked.findings]
         ):
             click.echo(f"{shown}: {line}")
-        bad += bool(checked.problems or checked.findings or checked.in_path)
+        bad += bool(checked.problems or checked.invalid or checked.findings or checked.in_path)
     click.echo(f"{total} files checked, {bad} bad", err=bad > 0)
     if bad:
         sys.exit(1)
@@ -123,7 +134,7 @@ def scrub_command(
     total = changed = replaced = unreadable = named = 0
     for path in _files(cassette_dir):
         total += 1
-        checked = check(path, secrets, cassette_dir)
+        checked = check(path, secrets, cassette_dir, scrubbing=True)
         shown = secrets.replace_in_name(str(path))[0]
         for problem in checked.problems:
             click.echo(f"{shown}: skipped: {problem}", err=True)
@@ -141,7 +152,7 @@ def scrub_command(
     click.echo(
         f"{total} files checked: "
         + (f"{replaced} secrets replaced in {changed} files" if changed else "nothing to scrub")
-        + (f"; {unreadable} files could not be read" if unreadable else "")
+        + (f"; {unreadable} files skipped, named above" if unreadable else "")
         + (f"; {named} files have a secret in their path" if named else "")
     )
     if unreadable or named:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -46,14 +47,26 @@ def loads(raw: bytes, path: Path | str | None = None) -> Recording:
     return cassette.from_dict(doc, path)
 
 
-def read_bytes(path: Path | str, max_bytes: int | None = None) -> bytes:
-    """A file's bytes; ``CassetteError`` when it cannot be read or is larger than
-    ``max_bytes``. By the system calls themselves: a directory of 100,000 files is read in half
-    the time a Python file object per file takes."""
+# The largest file any reader reads (cassette_max_file_mb's default; the proxy may set another):
+# a file over it is refused by name, never read.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def read_bytes(path: Path | str, max_bytes: int | None = MAX_FILE_BYTES) -> bytes:
+    """A file's bytes; ``CassetteError`` when it cannot be read, is not a regular file, or is
+    larger than ``max_bytes`` (None: no limit). The opened file itself is checked (``fstat``)
+    before anything is read: opened without blocking, so a FIFO that took a file's place
+    cannot hang the reader, and a device or a huge sparse file is refused by what it is. By
+    the system calls themselves: a directory of 100,000 files is read in half the time a Python
+    file object per file takes."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, _OPEN_FLAGS)
         try:
-            size = os.fstat(fd).st_size
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise CassetteError(path, "not a regular file (a FIFO, a device or a socket)")
+            size = info.st_size
             if max_bytes is not None and size > max_bytes:
                 raise CassetteError(
                     path,
@@ -63,9 +76,12 @@ def read_bytes(path: Path | str, max_bytes: int | None = None) -> bytes:
             data = os.read(fd, size + 1)  # one byte more: whether it grew since fstat
             if len(data) <= size:
                 return data
-            rest = [data]
+            rest, total = [data], len(data)
             while chunk := os.read(fd, 1 << 20):
                 rest.append(chunk)
+                total += len(chunk)
+                if max_bytes is not None and total > max_bytes:
+                    raise CassetteError(path, "too large (it grew while it was read)")
             return b"".join(rest)
         finally:
             os.close(fd)

@@ -343,7 +343,7 @@ def compile_rules(values: Sequence[str]) -> Normalizer | None:
         elif names and names[0] in PRESETS:
             raise ValueError(
                 f"{value!r}: give presets and each PATTERN=REPLACEMENT rule in "
-                "separate values (--set cassette_normalize=... once for each)"
+                "separate values (the option given once for each)"
             )
         elif value.strip():
             rules.append(parse_rule(value))

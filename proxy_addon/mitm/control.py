@@ -23,6 +23,7 @@ class ControlChannel:
             flow.request.path,
             flow.request.get_content(strict=False) or b"",
             self.state.settings.rules.secrets,
+            self.state.status(),
         )
         flow.response = http.Response.make(
             status, orjson.dumps(answer), {"content-type": "application/json"}

@@ -43,6 +43,11 @@ LIFECYCLE_HOOKS = frozenset({"load", "configure", "running", "done", "update"})
 # The modes in which nothing reaches the network that the addon did not decide to forward.
 CLOSED_MODES = ("replay", "refresh")
 
+NOT_CONFIGURED = (
+    "cassette: the addon is not configured (its options were refused at start-up): "
+    "nothing is forwarded"
+)
+
 # The start of an HTTP request line: a method token, a space, a target.
 _REQUEST_LINE = re.compile(rb"[A-Za-z][A-Za-z0-9._~!#$%&'*+^`|-]{1,31} [^ \r\n]")
 
@@ -70,7 +75,22 @@ class ConnectionGuard:
         ):
             nextlayer.layer = layers.HttpLayer(nextlayer.context, HTTPMode.transparent)
 
+    def request(self, flow: http.HTTPFlow) -> None:
+        """A proxy whose options failed to apply (plain mitmdump keeps an addon whose
+        ``configure`` raised, until its start-up check stops it) answers, never forwards."""
+        if self.state.store is None and flow.response is None:
+            flow.response = http.Response.make(
+                503,
+                misses.error_body(
+                    NOT_CONFIGURED, "cassette_not_configured", "cassette_not_configured"
+                ),
+                {"content-type": "application/json"},
+            )
+
     def server_connect(self, data: ServerConnectionHookData) -> None:
+        if self.state.store is None:
+            data.server.error = NOT_CONFIGURED
+            return
         mode = self.state.settings.mode
         if mode not in CLOSED_MODES:
             return
@@ -116,7 +136,7 @@ class FailClosed:
     name = "cassette"
 
     def __init__(self, addons: list[Any], state: State) -> None:
-        self._state = state
+        self.state = state  # shared by the hooks; the launcher reports it ready (mitm/launch.py)
         self.addons: list[Any] = []  # no children: mitmproxy walks one addon, not eight
         # by the names faults are reported under (``cassette_replayhooks``)
         self._inner = {f"cassette_{type(addon).__name__.lower()}": addon for addon in addons}
@@ -183,7 +203,7 @@ class FailClosed:
         return guarded
 
     def _failed(self, addon: str, hook: str, arg: Any, error: Exception) -> None:
-        state = self._state
+        state = self.state
         state.counters.add("internal_errors")
         # an exception's text may quote what it choked on: the flow's own key included
         st = flow_state(arg) if isinstance(arg, http.HTTPFlow) else None
@@ -222,7 +242,7 @@ class FailClosed:
     def _closed(self, arg: Any) -> bool:
         """Whether a fault must stop the flow: in replay always; in refresh unless the flow was
         marked to be re-recorded (its live answer then goes on, as in record mode)."""
-        mode = self._state.settings.mode
+        mode = self.state.settings.mode
         if mode == "refresh" and isinstance(arg, http.HTTPFlow):
             return flow_state(arg, "record") is None
         return mode in CLOSED_MODES
@@ -230,7 +250,7 @@ class FailClosed:
     def _skip_recording(self, flow: http.HTTPFlow, hook: str) -> None:
         """The live answer goes on; its cassette is not written."""
         st = flow_state(flow, "record")
-        store = self._state.store
+        store = self.state.store
         if st is None or store is None:
             return
         st.action = "pass"
@@ -240,7 +260,7 @@ class FailClosed:
             store.recorder.abandon(st.key, st.slot)
         log.error(
             "cassette: not recording %s after the error in %s%s",
-            _request_of(flow, self._state),
+            _request_of(flow, self.state),
             hook,
             f" (it would have gone to {path})" if path else "",
         )

@@ -2,6 +2,14 @@
 one ``Settings`` the hooks read, and the cassette directory opened with them.
 
 A bad value raises ``OptionsError`` naming the option: at start-up mitmdump then stops.
+
+Under plain ``mitmdump -s addon.py``, mitmproxy applies a ``--set cassette_*`` given on the
+command line only once the script has declared it, and an error then (an option given twice, a
+value of the wrong type) would drop the whole addon without a word, leaving a plain proxy that
+forwards everything. So ``load`` applies those values itself and turns such an error into one
+mitmdump reports and stops on; ``running`` refuses a ``cassette_*`` name nobody declared (a
+typo). The launcher (``mitm/launch.py``, used by ``cassette run``, ``cassette proxy`` and the
+pytest plugin) declares the options before the command line is read instead.
 """
 
 from __future__ import annotations
@@ -17,11 +25,13 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions
 
+from proxy_addon import formats
 from proxy_addon.matching import canonical, normalize
 from proxy_addon.matching.jsonpath import parse_path
 from proxy_addon.mitm.settings import Settings
 from proxy_addon.mitm.state import State
 from proxy_addon.redaction.secret_rules import Secrets
+from proxy_addon.runner.interface import DEFAULT_INTERFACE, INTERFACES, spell
 from proxy_addon.serving.incidental import in_force
 from proxy_addon.store import CassetteStore, age
 from proxy_addon.store.cache import BUDGET_BYTES
@@ -66,6 +76,15 @@ def split_list(values: Sequence[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
+OPTION_PREFIX = "cassette_"
+
+
+def undeclared(options: Any) -> list[str]:
+    """``cassette_*`` names given (``--set``, config.yaml) that no addon declared: typos, which
+    mitmproxy would keep aside forever without a word."""
+    return sorted(name for name in options.deferred if name.startswith(OPTION_PREFIX))
+
+
 class Options:
     """Declares and checks the ``cassette_*`` options; keeps ``state.settings`` and
     ``state.store`` in step with them."""
@@ -74,6 +93,27 @@ class Options:
         self.state = state
 
     def load(self, loader: Any) -> None:
+        self._declare(loader)
+        options = loader.master.options
+        try:
+            # what mitmproxy does right after this hook, where an OptionsError would silently
+            # unload the addon (addonmanager.register -> process_deferred)
+            options.process_deferred()
+        except exceptions.OptionsError as e:
+            known = set(options.keys())
+            for name in [n for n in options.deferred if n in known]:
+                del options.deferred[name]  # or every later script's load fails on it again
+            # not an OptionsError, which mitmproxy would swallow: logged, mitmdump stops
+            raise RuntimeError(f"cassette: bad option: {e}") from None
+
+    def running(self) -> None:
+        unknown = undeclared(ctx.options)
+        if unknown:
+            raise RuntimeError(
+                f"cassette: unknown option(s) {', '.join(unknown)}: see mitmdump --options"
+            )
+
+    def _declare(self, loader: Any) -> None:
         loader.add_option(
             "cassette_dir",
             str,
@@ -170,7 +210,7 @@ class Options:
         loader.add_option(
             "cassette_max_file_mb",
             int,
-            512,
+            formats.MAX_FILE_BYTES >> 20,
             "Skip (with a warning) cassette files larger than this many MB.",
         )
         loader.add_option(
@@ -186,6 +226,14 @@ class Options:
             "",
             "Write the run's summary (hits, recorded, misses, unused recordings, "
             "miss messages) as JSON to this file when the proxy stops.",
+        )
+        loader.add_option(
+            "cassette_interface",
+            str,
+            DEFAULT_INTERFACE,
+            "Which interface started the proxy, so its messages spell options as it does: "
+            "mitmdump, run (cassette run), proxy (cassette proxy), pytest.",
+            choices=tuple(INTERFACES),
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -284,6 +332,13 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
         changes["cache_bytes"] = opts.cassette_cache_mb * 1024 * 1024
     if "cassette_summary" in updated:
         changes["summary_path"] = opts.cassette_summary
+    if "cassette_interface" in updated:
+        if opts.cassette_interface not in INTERFACES:
+            raise exceptions.OptionsError(
+                f"cassette_interface must be one of {', '.join(INTERFACES)}, "
+                f"not {opts.cassette_interface!r}"
+            )
+        changes["interface"] = opts.cassette_interface
     if rules:
         changes["rules"] = replace(before.rules, **rules)
     return replace(before, **changes) if changes else before
@@ -294,9 +349,11 @@ def open_store(state: State, root: Path) -> None:
     settings = state.settings
     mode = settings.mode
     if mode in NEEDS_RECORDINGS and not root.is_dir():
+        record = spell(settings.interface, "cassette_mode", "record")
+        auto = spell(settings.interface, "cassette_mode", "auto")
         raise exceptions.OptionsError(
             f"cassette_dir {str(root)!r} is not a directory: nothing to {mode} "
-            "(record first with --set cassette_mode=record or auto)"
+            f"(record first with {record} or {auto})"
         )
     if root.exists() and not root.is_dir():
         raise exceptions.OptionsError(f"cassette_dir {str(root)!r} is not a directory")

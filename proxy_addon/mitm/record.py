@@ -108,13 +108,16 @@ class RecordHooks:
                 capture.cut = capture.cut or f"the upstream ended it early: {reason}"
                 self._save(flow, st, capture)
                 return
-        self.state.counters.add("abandoned")
+        left = client_hung_up(flow)
+        # the client left, or the upstream never answered whole (refused, reset, timed out)
+        self.state.counters.add("abandoned" if left else "upstream_failed")
         self._abandon(st)
         log.warning(
-            "cassette: not saving %s %s: %s before the response was complete",
+            "cassette: not saving %s %s: %s%s",
             flow.request.method,
             shown_url(flow, self.state.settings.rules.secrets),
             reason,
+            " before the response was complete" if left else " (the upstream failed)",
         )
 
     def _abandon(self, st: FlowState) -> None:

@@ -252,7 +252,10 @@ class ReplayHooks:
         assert store is not None
         st.action = "miss"
         message = misses.miss_message(
-            st.canonical, store.index, lambda rules: canonical_request(flow.request, rules)[0]
+            st.canonical,
+            store.index,
+            lambda rules: canonical_request(flow.request, rules)[0],
+            state.settings.interface,
         )
         state.miss(message)
         flow.response = miss_response(message, st.canonical)
@@ -274,7 +277,7 @@ class ReplayHooks:
         state = self.state
         refused = state.settings.stale_policy == "fail"
         message = misses.stale_message(
-            hit.entry.path, how_old, state.settings.max_age_text, refused
+            hit.entry.path, how_old, state.settings.max_age_text, refused, state.settings.interface
         )
         if hit.entry.path not in self._told:
             self._told.add(hit.entry.path)

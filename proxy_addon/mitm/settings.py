@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from proxy_addon import formats
 from proxy_addon.matching.canonical import DEFAULT_RULES, Rules
+from proxy_addon.runner.interface import DEFAULT_INTERFACE
 from proxy_addon.serving.incidental import BUILT_IN_ONLY, IncidentalRequests
 from proxy_addon.store.cache import BUDGET_BYTES
 
@@ -21,7 +23,8 @@ class Settings:
     max_age: timedelta | None = None
     max_age_text: str = ""
     stale_policy: str = "warn"
-    max_file_bytes: int = 512 * 1024 * 1024
+    max_file_bytes: int = formats.MAX_FILE_BYTES
     cache_bytes: int = BUDGET_BYTES
     summary_path: str = ""
+    interface: str = DEFAULT_INTERFACE  # which interface started the proxy: its hints' spelling
     incidental: IncidentalRequests = BUILT_IN_ONLY  # requests not under test

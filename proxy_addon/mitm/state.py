@@ -32,6 +32,19 @@ class State:
         self.own_servers: set[tuple[str, int]] = set()
         # in refresh mode, the hosts a re-recording was forwarded to: the only others allowed
         self.refresh_upstreams: set[tuple[str, int]] = set()
+        self.ready = False  # start-up is over and nothing stopped it (mitm/launch.py)
+
+    def status(self) -> dict[str, object]:
+        """What the control channel's ``GET /status`` answers: whether the addon is configured
+        and started, in which mode, over which directory, for which interface."""
+        store = self.store
+        return {
+            "ready": self.ready and store is not None,
+            "mode": self.settings.mode,
+            "dir": str(store.root.resolve()) if store is not None else None,
+            "interface": self.settings.interface,
+            "recordings": len(store) if store is not None else 0,
+        }
 
     def miss(self, message: str, counter: str = "misses", logged: bool = False) -> None:
         """A replay miss (or a stale recording refused, under ``counter``): counted, kept for
@@ -75,7 +88,9 @@ class State:
             return
         index = self.store.index
         summary = self.counters.snapshot(
+            self.settings.mode,
             len(index),
+            sorted(self.store.recorder.created),
             sorted(str(e.path) for e in index.unused()),
             [{"path": str(b.path), "reason": b.reason} for b in index.bad],
         )

@@ -35,7 +35,7 @@ async def answer_websocket(
     order = [hit.index] + [i for i in range(len(responses)) if i != hit.index]
     recordings = [ws for ws in (responses[i].websocket for i in order) if ws is not None]
     where = f"{st.canonical.describe()} ({hit.entry.path})"
-    replay = Replay(recordings, state.settings.rules, where, st.secrets)
+    replay = Replay(recordings, state.settings.rules, where, st.secrets, state.settings.interface)
     await send_to_loopback(
         flow, st, server, Registration(replay, hit.response.headers, state.settings.pace), state
     )

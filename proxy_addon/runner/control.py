@@ -5,7 +5,10 @@ forwarded. The pytest plugin uses them:
 
 - ``POST /test`` with ``{"test_id": ..., "cassette": ...}`` (``{}`` after the test): the test
   being run, and the name of its own cassette;
-- ``GET /misses``: the miss messages since the test began.
+- ``GET /misses``: the miss messages since the test began;
+- ``GET /status``: whether the addon is configured and started, its mode, directory and
+  interface (``mitm/state.State.status``): the handshake ``runner/process.start_proxy`` makes
+  before a command or a test session may use the proxy.
 
 Any client may instead name its test per request with the ``x-cassette-test-id`` header.
 
@@ -60,11 +63,19 @@ class CurrentTest:
 
 
 def handle(
-    current: CurrentTest, method: str, path: str, body: bytes, secrets: Secrets
+    current: CurrentTest,
+    method: str,
+    path: str,
+    body: bytes,
+    secrets: Secrets,
+    status: dict[str, Any],
 ) -> tuple[int, Any]:
     """(status, JSON answer) for one control request; updates ``current``. The answer names
-    the test as the files will (``secrets``: the run's rules)."""
+    the test as the files will (``secrets``: the run's rules); ``status``: the answer to
+    ``GET /status``."""
     path = path.split("?", 1)[0]
+    if path == "/status":
+        return 200, status
     if path == "/test" and method == "POST":
         try:
             data = orjson.loads(body or b"{}")

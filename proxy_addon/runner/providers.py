@@ -145,12 +145,41 @@ def _base_url(provider: Provider, value: str) -> str:
     return f"{parts.scheme}://{parts.hostname or LOOPBACK}:{parts.port or 11434}"
 
 
-def plan(env: Mapping[str, str], ports: list[int], host: str = LOOPBACK) -> list[Listener]:
-    """One listener per provider, on ``ports`` in table order. Each forwards to the variable's
-    value in ``env`` when the user set one, otherwise to the provider's public URL; a provider
-    with none (a cloud's) gets no listener, and its port stays unused."""
+def choose(text: str) -> dict[str, int | None]:
+    """Which listeners to open, as ``--listeners`` gives them: ``all``, ``none``, or provider
+    names separated by commas, each with ``:PORT`` or not (then a free port): provider name ->
+    port or None. ``ValueError`` names what does not parse."""
+    text = text.strip()
+    if text == "all":
+        return dict.fromkeys((p.name for p in PROVIDERS), None)
+    if text == "none":
+        return {}
+    names = [p.name for p in PROVIDERS]
+    chosen: dict[str, int | None] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, port = item.partition(":")
+        if name not in names:
+            raise ValueError(
+                f"{name!r} is not a provider: all, none, or some of {', '.join(names)} "
+                "(each as NAME or NAME:PORT, separated by commas)"
+            )
+        if sep and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"{item!r}: the port must be a number from 1 to 65535")
+        chosen[name] = int(port) if sep else None
+    if not chosen:
+        raise ValueError("no listener named: give all, none, or provider names")
+    return chosen
+
+
+def plan(env: Mapping[str, str], ports: Mapping[str, int], host: str = LOOPBACK) -> list[Listener]:
+    """A listener for each provider named in ``ports`` (in table order), on its port. Each
+    forwards to the variable's value in ``env`` when the user set one, otherwise to the
+    provider's public URL; a provider with none (a cloud's) gets no listener unless its
+    variable is set."""
     listeners = []
-    for provider, port in zip(PROVIDERS, ports, strict=True):
+    for provider in PROVIDERS:
+        if provider.name not in ports:
+            continue
         value = env.get(provider.variable) or provider.default
         if not value:
             continue
@@ -162,7 +191,11 @@ def plan(env: Mapping[str, str], ports: list[int], host: str = LOOPBACK) -> list
             )
         listeners.append(
             Listener(
-                provider, port, f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/"), host
+                provider,
+                ports[provider.name],
+                f"{parts.scheme}://{parts.netloc}",
+                parts.path.rstrip("/"),
+                host,
             )
         )
     return listeners

@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from proxy_addon.runner import providers
 from proxy_addon.runner.control import CONTROL_HOST
-from proxy_addon.runner.process import RunningProxy, set_options, start_proxy
+from proxy_addon.runner.interface import owned
+from proxy_addon.runner.process import (
+    RUNNER_OPTIONS,
+    ProxyStartError,
+    RunningProxy,
+    start_proxy,
+    start_timeout,
+    user_options,
+)
 from proxy_addon.runner.providers import placeholder_keys, placeholder_note
-from proxy_addon.summary import NEEDS_RECORDINGS, NOTHING_REACHED, Summary, nothing_reached_fails
+from proxy_addon.summary import NEEDS_RECORDINGS, NOTHING_REACHED, Summary
 
 CONTROL = f"http://{CONTROL_HOST}"
 
@@ -40,23 +52,51 @@ class ProxySession:
         self.tmp = Path(tempfile.mkdtemp(prefix="cassette-pytest-"))
         self.summary_path = self.tmp / "summary.json"
         self.summary: Summary | None = None
+        self.signal: int | None = None  # SIGTERM or SIGHUP that ended the session
         options: dict[str, str | list[str]] = {
             "cassette_pace": config.getoption("--cassette-pace"),
             "cassette_summary": str(self.summary_path),
+            "cassette_interface": "pytest",
         }
         if config.getoption("--cassette-older-than"):
             options["cassette_max_age"] = config.getoption("--cassette-older-than")
+        given = {
+            "cassette_mode": mode,
+            "cassette_dir": str(self.dir),
+            "cassette_pace": config.getoption("--cassette-pace"),
+        }
+        if "cassette_max_age" in options:
+            given["cassette_max_age"] = str(options["cassette_max_age"])
+        mine = owned("pytest", given, ["cassette_summary", "cassette_interface", *RUNNER_OPTIONS])
         try:
-            options |= set_options(config.getoption("--cassette-set"))
+            options |= user_options(config.getoption("--cassette-set"), mine, "--cassette-set")
+            listeners = providers.choose(config.getoption("--cassette-listeners"))
+            limit = start_timeout(config.getoption("--cassette-start-timeout"))
         except ValueError as e:
-            raise pytest.UsageError(f"--cassette-set: {e}") from None
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise pytest.UsageError(f"cassette: {e}") from None
         try:
             self.proxy: RunningProxy | None = start_proxy(
-                self.dir, mode, confdir=self.tmp / "ca", options=options, listeners=True
+                self.dir,
+                mode,
+                confdir=self.tmp / "ca",
+                options=options,
+                listeners=listeners,
+                timeout=limit,
+                progress=_tell,
             )
-        except Exception as e:  # noqa: BLE001 - any reason: the session cannot run
+        except ProxyStartError as e:
             shutil.rmtree(self.tmp, ignore_errors=True)
-            raise pytest.UsageError(f"cassette: the proxy did not start: {e}") from None
+            how = (
+                f": move that listener with --cassette-listeners {e.busy_role}:PORT, or leave "
+                "it out"
+                if e.busy_role and e.busy_role != "proxy"
+                else ""
+            )
+            tail = f"; its last log lines:\n{e.tail}" if e.tail else ""
+            raise pytest.UsageError(
+                f"cassette: the proxy did not start: {e.why}{how}{tail}"
+            ) from None
         self.saved_env = {k: os.environ.get(k) for k in self.proxy.client_env({})}
         self.saved_env.update({k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy")})
         os.environ.update(self.proxy.client_env({}))
@@ -66,6 +106,18 @@ class ProxySession:
         self.saved_env.update({k: os.environ.get(k) for k in placeholders})
         os.environ.update(placeholders)
         self.control = httpx.Client(proxy=self.proxy.url, timeout=10, trust_env=False)
+        self._saved_handlers = {
+            sig: signal.signal(sig, self._interrupted)
+            for sig in (signal.SIGTERM, signal.SIGHUP)
+            if signal.getsignal(sig) is signal.SIG_DFL  # a handler of the user's stays
+        }
+
+    def _interrupted(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM or SIGHUP (a CI cancel): ended as Ctrl-C ends a session, so the proxy is
+        stopped and the summary printed; the exit code is then 128+N."""
+        if self.signal is None:
+            self.signal = signum
+            raise KeyboardInterrupt(signal.Signals(signum).name)
 
     def begin_test(self, test_id: str | None, cassette: str | None) -> None:
         self.control.post(f"{CONTROL}/test", json={"test_id": test_id, "cassette": cassette})
@@ -76,6 +128,8 @@ class ProxySession:
     def stop(self) -> None:
         if self.proxy is None:
             return
+        for sig, handler in self._saved_handlers.items():
+            signal.signal(sig, handler)
         self.control.close()
         self.proxy.stop()
         self.proxy = None
@@ -105,11 +159,17 @@ def combined(own: ProxySession | None, workers: list[Summary]) -> Summary | None
     return Summary.combine(summaries) if summaries else None
 
 
-def run_failed(summary: Summary, mode: str) -> bool:
-    """A miss outside any test, a fault inside the proxy, a connection a replay refused, or in
-    replay on CI no request at all: the tests may all have passed, the run did not."""
-    nothing = summary.requests == 0 and nothing_reached_fails(mode, os.environ)
-    return summary.failed or nothing
+def _tell(line: str) -> None:
+    """A line for the user while pytest configures (before its terminal reporter writes)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def run_failed(summary: Summary, mode: str) -> str | None:
+    """Why the run fails though its tests may all have passed, in one line (a miss outside
+    any test, a fault inside the proxy, a connection a replay refused, or in replay on CI no
+    request at all); None when it does not."""
+    return summary.failure(mode, os.environ)
 
 
 def report(
@@ -129,6 +189,9 @@ def report(
         terminalreporter.write_line(placeholder_note(placeholders))
     if summary.requests == 0:
         terminalreporter.write_line(f"cassette: warning: {NOTHING_REACHED}")
+    reason = run_failed(summary, config.getoption("--cassette-mode"))
+    if reason is not None:
+        terminalreporter.write_line(f"cassette: the run fails: {reason}")
     if config.getoption("--cassette-prune"):
         if summary.failed:  # the run failed (pytest_sessionfinish)
             exitstatus = max(exitstatus, pytest.ExitCode.TESTS_FAILED)
@@ -153,7 +216,8 @@ def _not_a_full_passing_run(
     if stats.get("deselected"):
         return f"{len(stats['deselected'])} tests were deselected"
     if exitstatus != pytest.ExitCode.OK:
-        return f"the run did not pass ({pytest.ExitCode(exitstatus).name.lower()})"
+        names = {int(code): code.name.lower() for code in pytest.ExitCode}
+        return f"the run did not pass ({names.get(exitstatus, f'exit code {exitstatus}')})"
     if summary.requests == 0:
         return "no request reached the proxy"
     for outcome, how in (("skipped", "skipped"), ("xfailed", "expected to fail, and did")):

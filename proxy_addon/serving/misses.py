@@ -15,6 +15,7 @@ import orjson
 from proxy_addon.matching import difference, normalize
 from proxy_addon.matching.canonical import CanonicalRequest, Rules
 from proxy_addon.matching.normalize import Normalizer
+from proxy_addon.runner.interface import DEFAULT_INTERFACE, spell
 from proxy_addon.store import age
 from proxy_addon.store.index import Entry, Index
 
@@ -47,9 +48,15 @@ def quote(value: Any) -> str:
         return f"<a {type(value).__name__} nested too deep to show>"
 
 
-def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanonicalize) -> str:
+def miss_message(
+    canon: CanonicalRequest,
+    index: Index,
+    recanonicalize: Recanonicalize,
+    interface: str = DEFAULT_INTERFACE,
+) -> str:
     """What a user needs to fix a miss: what was asked, what was nearest and where it differs,
-    and the normaliser that would have made it match the nearest, if one would."""
+    and the normaliser that would have made it match the nearest, if one would; options
+    spelled as ``interface`` (``runner/interface.py``) takes them."""
     model = canon.body.get("model") if isinstance(canon.body, dict) else None
     msg = (
         f"cassette miss: no recording in {index.root}/ matches {clip(canon.describe())}"
@@ -58,7 +65,7 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
     )
     if canon.body is not None:
         msg += f" Request body: {quote(canon.body)}."
-    fix = "Record it with --set cassette_mode=auto (or record)."
+    fix = f"Record it with {spell(interface, 'cassette_mode', 'auto')} (or record)."
     try:
         near = index.nearest(canon)
     except RecursionError:  # comparing a body deeper than Python compares
@@ -67,11 +74,11 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
         entry, diffs = near
         where = ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "") if diffs else "nothing"
         msg += f" Nearest recording: {entry.path}, which differs at: {clip(where)}."
-        hint = normaliser_hint(index, entry, recanonicalize)
+        hint = normaliser_hint(index, entry, recanonicalize, interface)
         if hint:
             msg += " " + hint
         if diffs == ["host"]:  # recorded for another base URL: nothing to record, map it
-            fix = host_map_hint(canon.host, entry.origin)
+            fix = host_map_hint(canon.host, entry.origin, interface)
     else:
         msg += " No recording exists for this endpoint."
     bad = index.bad_files_for(canon)
@@ -84,16 +91,19 @@ def miss_message(canon: CanonicalRequest, index: Index, recanonicalize: Recanoni
     return f"{msg} {fix}"
 
 
-def host_map_hint(asked: str, recorded_for: str) -> str:
+def host_map_hint(asked: str, recorded_for: str, interface: str = DEFAULT_INTERFACE) -> str:
     """What makes a recording made for another host (a base URL on another port or machine,
     ``localhost`` for ``127.0.0.1``) answer this one."""
+    mapping = spell(interface, "cassette_host_map", f"{asked}={recorded_for}")
     return (
         f"It was recorded for {recorded_for}: to answer requests to {asked} with the "
-        f"recordings made for {recorded_for}, add --set cassette_host_map={asked}={recorded_for}."
+        f"recordings made for {recorded_for}, add {mapping}."
     )
 
 
-def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) -> str | None:
+def normaliser_hint(
+    index: Index, entry: Entry, recanonicalize: Recanonicalize, interface: str = DEFAULT_INTERFACE
+) -> str | None:
     """The presets not configured that would make the request match ``entry``: each alone
     first, then all of them together."""
     current = index.rules.normalize or Normalizer()
@@ -107,21 +117,24 @@ def normaliser_hint(index: Index, entry: Entry, recanonicalize: Recanonicalize) 
                 value = ",".join(names)
                 return (
                     f"It matches with the normaliser {value!r} (volatile values such as "
-                    f"today's date in the prompt): add --set cassette_normalize={value}."
+                    f"today's date in the prompt): add "
+                    f"{spell(interface, 'cassette_normalize', value)}."
                 )
     except (RecursionError, OSError, ValueError):  # too deep to compare, or a file gone
         return None
     return None
 
 
-def stale_message(path: Path, how_old: timedelta, limit: str, refused: bool) -> str:
+def stale_message(
+    path: Path, how_old: timedelta, limit: str, refused: bool, interface: str = DEFAULT_INTERFACE
+) -> str:
     """A hit on a recording older than ``cassette_max_age``, answered or refused."""
+    refresh = spell(interface, "cassette_mode", "refresh")
     return (
         f"cassette stale: {path} was recorded {age.describe(how_old)} ago, more than "
         f"cassette_max_age={limit}"
         + ("; refused (cassette_stale=fail)" if refused else "")
-        + f". Re-record it: cassette run --mode refresh --older-than {limit} -- COMMAND "
-        "(or --set cassette_mode=refresh)."
+        + f". Re-record it with {refresh} {spell(interface, 'cassette_max_age', limit)}."
     )
 
 

@@ -25,6 +25,7 @@ from proxy_addon.model import (
     WebSocketMessage,
 )
 from proxy_addon.redaction.secret_rules import Secrets
+from proxy_addon.runner.interface import DEFAULT_INTERFACE, spell
 from proxy_addon.serving.misses import clip, quote
 
 # Ids a client makes up itself, left out when its messages are matched (with cassette_ignore):
@@ -112,6 +113,7 @@ class Replay:
         rules: canonical.Rules,
         where: str,
         secrets: Secrets | None = None,
+        interface: str = DEFAULT_INTERFACE,
     ) -> None:
         assert recordings, "a replay needs at least one recording"
         self._alive = [_Script(r) for r in recordings]
@@ -119,6 +121,7 @@ class Replay:
         # compared without them, and never quoted in a miss
         self._secrets = rules.secrets if secrets is None else secrets
         self._where = where  # the handshake and the file, for messages
+        self._interface = interface  # how a miss spells the option to record again
         self.received = 0  # client messages so far
         self.over = False  # a miss ended it
 
@@ -196,7 +199,7 @@ class Replay:
             else None
         )
         return Miss(
-            text + " Record it again with --set cassette_mode=record.",
+            f"{text} Record it again with {spell(self._interface, 'cassette_mode', 'record')}.",
             path,
             event_id if isinstance(event_id, str) else None,
         )

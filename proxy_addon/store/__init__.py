@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy_addon import formats
 from proxy_addon.matching import hosts
 from proxy_addon.matching.canonical import DEFAULT_RULES, CanonicalRequest, Rules
 from proxy_addon.model import Body, CassetteError, RecordedResponse
@@ -41,7 +42,7 @@ class CassetteStore:
         self,
         root: Path,
         rules: Rules = DEFAULT_RULES,
-        max_file_bytes: int = 512 * 1024 * 1024,
+        max_file_bytes: int = formats.MAX_FILE_BYTES,
         writer: Writer = atomic_write,
         validate: bool = False,
         cache_bytes: int = BUDGET_BYTES,

@@ -29,7 +29,10 @@ def parse_age(text: str) -> timedelta:
         raise ValueError(
             f"{text!r} is not an age: write a number and a unit, s, m, h, d or w (e.g. 30d, 12h)"
         )
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any age a recording can have") from None
 
 
 def parse_time(text: str | None) -> datetime | None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -20,6 +22,8 @@ from proxy_addon.matching import canonical
 from proxy_addon.matching.canonical import CanonicalRequest
 from proxy_addon.model import RecordedRequest
 from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
+
+log = logging.getLogger("proxy_addon")
 
 # Per-test cassettes live in <cassette_dir>/by-test/<test dir>/; everything else is shared.
 BY_TEST_DIR = "by-test"
@@ -136,13 +140,57 @@ def is_cassette_name(relative: str) -> bool:
 
 
 def cassette_files(root: Path | str) -> Iterator[str]:
-    """Every cassette under ``root`` (``is_cassette_name``), as text, in a stable order. Text,
-    not ``Path``: indexing 100,000 files pays per object."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if is_cassette_name(name):
-                yield f"{dirpath}{os.sep}{name}"
+    """Every cassette under ``root`` (``is_cassette_name``) that is a regular file or a link
+    to one, as text, in a stable order (a directory's files, then its subdirectories, by name).
+    Text, not ``Path``: indexing 100,000 files pays per object.
+
+    Anything else named like a cassette (a FIFO, a device, a socket, a link to one of those
+    or to nothing) is skipped with a warning naming it: opening a FIFO blocks until a writer
+    comes, and ``/dev/zero`` never ends. Links to directories are not followed (no loops).
+    Whether an entry is a regular file comes from the directory listing itself, so the walk
+    costs no system call per file; ``formats.read_bytes`` checks the opened file again."""
+    pending = [os.fspath(root)]
+    while pending:
+        top = pending.pop()
+        try:
+            with os.scandir(top) as listing:
+                found = sorted(listing, key=lambda entry: entry.name)
+        except OSError:  # gone, or not readable: as os.walk, nothing under it
+            continue
+        subdirs = []
+        for entry in found:
+            if entry.name.startswith("."):  # hidden: temp files, .git
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.path)
+                elif entry.name.endswith(".json"):
+                    if entry.is_file():
+                        yield entry.path
+                    else:
+                        _skipped(entry.path)
+            except OSError:  # vanished meanwhile
+                continue
+        pending.extend(reversed(subdirs))
+
+
+def _skipped(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        what = "a link to nothing"
+    else:
+        what = next((name for test, name in _KINDS if test(mode)), "something else")
+    log.warning("cassette: skipping %s: it is %s, not a regular file", path, what)
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a link to a directory"),
+)
 
 
 def iter_cassette_files(root: Path) -> Iterator[Path]:

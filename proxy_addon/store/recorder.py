@@ -49,6 +49,7 @@ class _Pending:
     test_dir: str | None  # the cassette the file belongs to (a refreshed shared one: None)
     slots: list[RecordedResponse | _OnDisk | None] = field(default_factory=list)
     llama_stack: dict[str, Any] | None = None  # kept from the file a refresh rewrites
+    new: bool = False  # no recording had this file when it began
 
 
 def _approx_bytes(resp: RecordedResponse) -> int:
@@ -74,6 +75,7 @@ class Recorder:
         self.index = index
         self.writer = writer
         self._pending: dict[str, _Pending] = {}
+        self.created: set[str] = set()  # the files recordings created (none was indexed there)
 
     @staticmethod
     def _key(canon: CanonicalRequest, test_dir: str | None) -> str:
@@ -129,7 +131,7 @@ class Recorder:
                 else layout_path(root, canon, request.url, model_of(request), secrets=secrets)
             )
             pending = self._pending[key] = _Pending(
-                path, canon, request, secrets, test_id, test_dir
+                path, canon, request, secrets, test_id, test_dir, new=not existing
             )
         pending.slots.append(None)
         return key, len(pending.slots) - 1
@@ -152,6 +154,8 @@ class Recorder:
         )
         request, test_id, path = pending.request, pending.test_id, pending.path
         llama, secrets = pending.llama_stack, pending.secrets
+        if pending.new:
+            self.created.add(str(path))
 
         def rewrite(out: BinaryIO) -> None:  # on the writer's thread
             on_disk = formats.load(path).responses if len(in_memory) < len(sources) else []
