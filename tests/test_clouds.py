@@ -33,6 +33,7 @@ import certifi
 import httpx
 import orjson
 import pytest
+from botocore.eventstream import EventStreamBuffer
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -392,3 +393,71 @@ def test_token_requests_get_placeholders_of_an_hour_in_replay(tmp_path, proxies)
     assert 3500 < expiration.timestamp() - now < 3700
     assert counted(log, "incidental", "misses", "refused") == (4, 0, 0)
     assert not any(cassettes.iterdir())
+
+
+def test_a_paced_replay_of_an_event_stream_sends_the_recorded_bytes_at_the_recorded_times(
+    tmp_path, proxies
+):
+    """``cassette_pace=1`` goes through the pacer, which frames an event stream too: the bytes
+    a client reads are the stand-in's encoding of the same messages (CRC32s computed again),
+    botocore's decoder reads them, and the last one comes no sooner than its recorded time."""
+    events = [
+        ("messageStart", {"role": "assistant"}),
+        *(
+            ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}})
+            for w in ("Paris", " is", " the capital.")
+        ),
+        ("messageStop", {"stopReason": "end_turn"}),
+        ("metadata", {"usage": {"inputTokens": 9, "outputTokens": 5, "totalTokens": 14}}),
+    ]
+    wire = [clouds.bedrock_event(name, payload) for name, payload in events]
+    url = f"https://{BEDROCK}/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream"
+    doc = {
+        "format": "llm-cassette",
+        "version": 3,
+        "request": {
+            "method": "POST",
+            "url": url,
+            "headers": {"content-type": "application/json"},
+            "body": {"messages": [{"role": "user", "content": [{"text": PROMPT}]}]},
+        },
+        "responses": [
+            {
+                "status": 200,
+                "headers": [["content-type", "application/vnd.amazon.eventstream"]],
+                "stream": {
+                    "format": "eventstream",
+                    "complete": True,
+                    "events": [
+                        {
+                            "t": 0.15 * i,
+                            "headers": [
+                                [":event-type", name],
+                                [":content-type", "application/json"],
+                                [":message-type", "event"],
+                            ],
+                            "data": payload,
+                        }
+                        for i, (name, payload) in enumerate(events)
+                    ],
+                },
+            }
+        ],
+    }
+    cassettes = tmp_path / "cassettes"
+    cassettes.mkdir()
+    (cassettes / "converse-stream.json").write_text(json.dumps(doc))
+    proxy = proxies(cassettes, "replay", cassette_pace="1")
+    verify = ssl.create_default_context(cafile=str(proxy.ca_cert))
+    with httpx.Client(proxy=proxy.url, timeout=20, verify=verify) as client:
+        start = time.monotonic()
+        with client.stream("POST", url, json=doc["request"]["body"]) as answer:
+            body = b"".join(answer.iter_raw())
+        elapsed = time.monotonic() - start
+    log = proxy.stop()
+    assert answer.status_code == 200 and body == b"".join(wire)
+    buffer = EventStreamBuffer()
+    buffer.add_data(body)
+    assert [m.headers[":event-type"] for m in buffer] == [name for name, _ in events]
+    assert elapsed >= 0.15 * (len(events) - 1)
+    assert counted(log, "hits", "misses") == (1, 0)
