@@ -38,6 +38,11 @@ NOTHING_REACHED = (
 )
 
 
+# The line a proxy prints when indexing its folder takes more than a second; the runner passes it
+# on to the user while it waits for the proxy (``runner/process.py``).
+INDEXING = "cassette: indexing"
+
+
 def nothing_reached_fails(mode: str, environ: Mapping[str, str]) -> bool:
     """Whether a run that no request reached is an error, not a warning: in replay mode on CI
     (``CI=true``), where a green run that tested nothing is the failure to prevent."""
@@ -77,6 +82,9 @@ class Summary:
     # "passed_over": [files that normalise alike, further from the request]}
     normalised: int = 0
     normalised_hits: list[dict[str, Any]] = field(default_factory=list)
+    # how the directory was indexed at start: seconds, files, from_cache (answered by the saved
+    # index, unread), read, cache (its file), cache_state (``store/index_cache.py``)
+    indexing: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
         """``cassette summary: ...``: the counts that mean something in the mode (``CORE``), in
@@ -104,7 +112,7 @@ class Summary:
             (self.stale_refused, "refused as stale (older than cassette_max_age)"),
             (len(self.other_host), "answered from another host's recording"),
             (self.normalised, "answered after normalising"),
-            (self.incidental, "incidental requests (cassette_incidental), never recorded"),
+            (self.incidental, "incidental requests (cassette_incidental; never recorded)"),
         ]
         shown = [counts[name][1] for name in core]
         shown += [
@@ -185,6 +193,7 @@ class Summary:
             total.other_host += part.other_host
             total.normalised_hits += part.normalised_hits
         total.bad_files = parts[0].bad_files
+        total.indexing = parts[0].indexing  # each worker indexed the same directory
         return total
 
 
@@ -218,6 +227,7 @@ class Counters:
         created: list[str],
         unused: list[str],
         bad_files: list[dict[str, str]],
+        indexing: dict[str, Any] | None = None,
     ) -> Summary:
         with self._lock:
             s = self._summary
@@ -228,6 +238,7 @@ class Counters:
                 created=created,
                 unused=unused,
                 bad_files=bad_files,
+                indexing=indexing or {},
                 miss_messages=list(s.miss_messages),
                 other_host=list(s.other_host),
                 normalised_hits=list(s.normalised_hits),

@@ -4,8 +4,10 @@
   mitmproxy answering the same bytes from memory with a trivial addon;
 - record: time to first event and whole stream, against the upstream directly and against
   mitmproxy passing the stream on with a trivial addon;
-- scale, with 100 / 10,000 / 100,000 recordings: time to the first replayed answer, resident
-  memory, latency per request, our own work per request;
+- start-up and scale (``bench_startup``), over 100 / 10,000 / 100,000 recordings as the recorder
+  writes them (``bench_corpus``): time to the first replayed answer with and without the saved
+  index, indexing per file in-process, resident memory, latency per request, our own work per
+  request; ``cassette run -- true`` against ``mitmdump --version``;
 - paced replay of 64 concurrent streams: each event's lateness against its recorded offset;
 - memory recording one 53 MB stream;
 - where a streamed replay spends its time (py-spy, when installed beside Python).
@@ -22,7 +24,6 @@ import base64
 import json
 import os
 import platform
-import random
 import shutil
 import statistics
 import subprocess
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_scenarios import URL, chat_recording, generate  # noqa: E402
+from bench_corpus import record_templates  # noqa: E402
+from bench_scenarios import URL, chat_recording  # noqa: E402
+from bench_startup import (  # noqa: E402
+    bench_indexing,
+    bench_lookup,
+    bench_run_overhead,
+    bench_scale,
+    corpus_rows,
+)
 
 from proxy_addon.formats import cassette  # noqa: E402
 from proxy_addon.runner.process import RunningProxy, start_proxy  # noqa: E402
@@ -65,9 +75,20 @@ def post_all(client: httpx.Client, payload: bytes, requests: int) -> float:
     return requests / (time.perf_counter() - start)
 
 
-def throughput(proxy: RunningProxy, body: dict[str, Any], requests: int) -> float:
+def cpu_seconds(proxy: RunningProxy) -> float:
+    """The proxy process's CPU time so far (user and system)."""
+    with open(f"/proc/{proxy.process.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(proxy: RunningProxy, body: dict[str, Any], requests: int) -> tuple[float, float]:
+    """Requests a second, and the proxy's CPU time per request in µs (less moved by what else
+    runs on the machine than the rate is)."""
     with httpx.Client(proxy=proxy.url, timeout=30) as client:
-        return post_all(client, json.dumps(body).encode(), requests)
+        before = cpu_seconds(proxy)
+        rate = post_all(client, json.dumps(body).encode(), requests)
+        return rate, (cpu_seconds(proxy) - before) / (requests + 20) * 1e6
 
 
 def bench_replay(confdir: Path, rounds: int, requests: int) -> list[Row]:
@@ -92,7 +113,8 @@ def bench_replay(confdir: Path, rounds: int, requests: int) -> list[Row]:
                     }
                 )
             )
-            ours, base = [], []
+            ours: list[tuple[float, float]] = []
+            base: list[tuple[float, float]] = []
             baseline = start_proxy(
                 tmp, script=BASELINE, confdir=confdir, options={"bench_responses": str(table)}
             )
@@ -104,15 +126,23 @@ def bench_replay(confdir: Path, rounds: int, requests: int) -> list[Row]:
             replay.stop()
             # each run's ratio to the baseline run just before it: the machine's drift between
             # runs (±5% here) cancels out, which a ratio of the two medians would keep
-            ratio = statistics.median(o / b for o, b in zip(ours, base))
-            rows.append(
+            ratio = statistics.median(o[0] / b[0] for o, b in zip(ours, base))
+            cpu_ours = statistics.median(o[1] for o in ours)
+            cpu_base = statistics.median(b[1] for b in base)
+            rows += [
                 (
                     f"replay throughput, {kind}",
-                    f"{statistics.median(ours):.0f} req/s",
-                    f"{statistics.median(base):.0f} req/s (mitmproxy, fixed bytes)",
+                    f"{statistics.median(o[0] for o in ours):.0f} req/s",
+                    f"{statistics.median(b[0] for b in base):.0f} req/s (mitmproxy, fixed bytes)",
                     f"{ratio:.2f}x",
-                )
-            )
+                ),
+                (
+                    f"replay, the proxy's CPU time per request, {kind}",
+                    f"{cpu_ours:.0f} µs",
+                    f"{cpu_base:.0f} µs (mitmproxy, fixed bytes)",
+                    f"+{cpu_ours - cpu_base:.0f} µs, {cpu_base / cpu_ours:.2f}x",
+                ),
+            ]
     return rows
 
 
@@ -182,148 +212,6 @@ def bench_record(confdir: Path, runs: int) -> list[Row]:
             f"{total['bare']:.1f} ms (mitmproxy)",
             f"{total['record'] / total['bare']:.2f}x",
         ),
-    ]
-
-
-def rss_mb(proxy: RunningProxy) -> float:
-    with open(f"/proc/{proxy.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc")
-
-
-def first_answer(
-    directory: Path, confdir: Path, body: dict[str, Any] | None
-) -> tuple[RunningProxy, float]:
-    """A replay proxy over ``directory``, and the seconds from its start to its first answer
-    (to listening, when there is nothing to ask)."""
-    start = time.perf_counter()
-    p = start_proxy(directory, "replay", confdir=confdir)
-    if body is not None:
-        with httpx.Client(proxy=p.url, timeout=60) as client:
-            assert client.post(URL, json=body).status_code == 200
-    return p, time.perf_counter() - start
-
-
-def latency(proxy: RunningProxy, bodies: list[dict[str, Any]], requests: int) -> float:
-    """Median seconds per request over a sample, after a first pass that reads and frames
-    each sampled recording once (the work a run does once per recording)."""
-    sample = random.Random(len(bodies)).choices(bodies, k=requests)
-    with httpx.Client(proxy=proxy.url, timeout=30) as client:
-        for body in sample:
-            client.post(URL, json=body).read()
-        times = []
-        for body in sample:
-            s = time.perf_counter()
-            r = client.post(URL, json=body)
-            r.read()
-            times.append(time.perf_counter() - s)
-            assert r.status_code == 200, r.text[:300]
-    return statistics.median(times)
-
-
-def bench_scale(
-    confdir: Path, sizes: list[int], rounds: int, samples: int, work: Path
-) -> list[Row]:
-    empty = work / "empty"
-    empty.mkdir()
-    starts, idle = [], []
-    for _ in range(rounds):
-        p, t = first_answer(empty, confdir, None)
-        starts.append(t)
-        idle.append(rss_mb(p))
-        p.stop()
-    base_start, base_rss = statistics.median(starts), statistics.median(idle)
-    rows = [
-        ("start-up, empty directory (to listening)", f"{base_start:.2f} s", "", ""),
-        ("resident memory, empty directory", f"{base_rss:.0f} MB", "", ""),
-    ]
-    latencies: dict[int, float] = {}
-    for n in sizes:
-        bodies = generate(work / f"n{n}", n)
-        starts, lats, rss = [], [], []
-        for _ in range(rounds):
-            p, t = first_answer(work / f"n{n}", confdir, bodies[0])
-            starts.append(t)
-            lats.append(latency(p, bodies, samples))
-            rss.append(rss_mb(p))
-            p.stop()
-        latencies[n] = statistics.median(lats) * 1000
-        grown = statistics.median(rss) - base_rss
-        rows += [
-            (
-                f"start-up to the first replayed answer, {n:,} recordings",
-                f"{statistics.median(starts):.2f} s",
-                f"{base_start:.2f} s (empty)",
-                f"+{statistics.median(starts) - base_start:.2f} s",
-            ),
-            (
-                f"resident memory replaying, {n:,} recordings",
-                f"{statistics.median(rss):.0f} MB",
-                f"{base_rss:.0f} MB (empty)",
-                # a few MB of noise would read as KB a recording in a small directory
-                f"+{grown * 1024 / n:.2f} KB a recording" if n >= 10_000 else f"+{grown:.0f} MB",
-            ),
-        ]
-    small = latencies[min(sizes)]
-    rows += [
-        (
-            f"replay latency per request, {n:,} recordings",
-            f"{latencies[n]:.2f} ms",
-            f"{small:.2f} ms ({min(sizes):,} recordings)",
-            f"{latencies[n] / small:.2f}x",
-        )
-        for n in sizes
-    ]
-    return rows
-
-
-def bench_lookup(sizes: list[int], work: Path, requests: int = 2000) -> list[Row]:
-    """Our own work per replayed request, in this process: canonicalise, look up, answer (the
-    response the replay hook hands mitmproxy)."""
-    from proxy_addon.matching import canonical
-    from proxy_addon.mitm.replay import replayed_response
-    from proxy_addon.store import CassetteStore
-
-    costs: dict[int, float] = {}
-    for n in sizes:
-        d = work / f"n{n}"
-        bodies = generate(d, n) if not d.exists() else None
-        store = CassetteStore(d)
-        store.load()
-        if bodies is None:
-            bodies = [
-                json.loads(json.dumps(e.recording.request.body.value))
-                for e in list(store.index.all_entries())[:requests]
-            ]
-        raws = [json.dumps(b).encode() for b in random.Random(n).choices(bodies, k=requests)]
-
-        def serve() -> None:  # called below, in this iteration
-            for raw in raws:  # noqa: B023
-                hit = store.lookup(  # noqa: B023
-                    canonical.canonicalize(
-                        canonical.Request.from_url("POST", URL, "application/json", raw)
-                    )
-                )
-                replayed_response(hit.response)
-
-        serve()  # read and frame each answer once
-        runs = []
-        for _ in range(5):
-            start = time.perf_counter()
-            serve()
-            runs.append((time.perf_counter() - start) / len(raws) * 1e6)
-        costs[n] = statistics.median(runs)
-    small = costs[min(sizes)]
-    return [
-        (
-            f"our work per request (canonicalise, look up, answer), {n:,} recordings",
-            f"{costs[n]:.1f} µs",
-            f"{small:.1f} µs ({min(sizes):,} recordings)",
-            f"{costs[n] / small:.2f}x",
-        )
-        for n in sizes
     ]
 
 
@@ -494,28 +382,46 @@ def profile_streamed(confdir: Path, seconds: int = 6) -> list[str]:
     help="Directory sizes for the scale runs.",
 )
 @click.option("--quick", is_flag=True, help="Fewer rounds and requests, for a smoke run.")
-def main(rounds: int, requests: int, samples: int, sizes: str, quick: bool) -> None:
+@click.option(
+    "--only",
+    default="",
+    help="Comma-separated steps to run (default all): replay, record, startup, indexing, "
+    "lookup, run, paced, memory, profile.",
+)
+def main(rounds: int, requests: int, samples: int, sizes: str, quick: bool, only: str) -> None:
     """Benchmark the proxy against baselines in the same run; print a markdown table."""
     if quick:
         rounds, requests, samples = 2, 100, 100
     size_list = [int(s) for s in sizes.split(",")]
     confdir = Path(tempfile.mkdtemp(prefix="cassette-bench-ca-"))
     work = Path(tempfile.mkdtemp(prefix="cassette-bench-"))
+    chosen = set(filter(None, only.split(",")))
+    load_before = os.getloadavg()
     try:
         rows: list[Row] = []
-        for label, step in [
-            ("replay throughput", lambda: bench_replay(confdir, rounds, requests)),
-            ("record overhead", lambda: bench_record(confdir, 30)),
-            ("scale", lambda: bench_scale(confdir, size_list, max(2, rounds // 2), samples, work)),
-            ("our work per request", lambda: bench_lookup(size_list, work)),
-            ("paced replay", lambda: bench_paced(confdir)),
-            ("memory", lambda: [bench_memory_record(confdir)]),
-        ]:
+        templates = record_templates(confdir)
+        scale_rounds = max(2, rounds // 2 + 1)
+        steps: dict[str, Callable[[], list[Row]]] = {
+            "replay": lambda: bench_replay(confdir, rounds, requests),
+            "record": lambda: bench_record(confdir, 30),
+            "startup": lambda: (
+                bench_scale(confdir, size_list, scale_rounds, samples, work, templates)
+                + corpus_rows(templates, size_list, work)
+            ),
+            "indexing": lambda: bench_indexing(size_list, work, scale_rounds),
+            "lookup": lambda: bench_lookup(size_list, work, templates),
+            "run": lambda: bench_run_overhead(work, rounds),
+            "paced": lambda: bench_paced(confdir),
+            "memory": lambda: [bench_memory_record(confdir)],
+        }
+        for label, step in steps.items():
+            if chosen and label not in chosen:
+                continue
             click.echo(f"{label}...", err=True, nl=False)
             started = time.perf_counter()
             rows += step()
             click.echo(f" {time.perf_counter() - started:.0f} s", err=True)
-        profile = profile_streamed(confdir)
+        profile = profile_streamed(confdir) if not chosen or "profile" in chosen else []
     finally:
         shutil.rmtree(confdir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
@@ -527,14 +433,21 @@ def main(rounds: int, requests: int, samples: int, sizes: str, quick: bool) -> N
         ),
         platform.processor(),
     )
+    load = (
+        ", ".join(f"{a:.1f}" for a in load_before)
+        + " → "
+        + ", ".join(f"{a:.1f}" for a in os.getloadavg())
+    )
     click.echo(
         f"\n{date.today().isoformat()}, {os.cpu_count()} cores ({cpu}), "
-        f"Python {platform.python_version()}, medians of {rounds} runs\n"
+        f"Python {platform.python_version()}, medians of {rounds} runs, "
+        f"load average (1, 5, 15 min) {load}\n"
     )
     click.echo("| measure | ours | baseline | ratio |\n|---|---|---|---|")
     for row in rows:
         click.echo("| " + " | ".join(row) + " |")
-    click.echo("\nA streamed replay (16 events), py-spy, share of samples by own frame:\n")
+    if profile:
+        click.echo("\nA streamed replay (16 events), py-spy, share of samples by own frame:\n")
     for line in profile:
         click.echo(f"    {line}")
 

@@ -2,19 +2,15 @@
 
 A chat answer carries the headers OpenAI sends (date, server, request id, rate limits...); a
 stream is N ``chat.completion.chunk`` events with a usage chunk and ``[DONE]``, as with
-``stream_options.include_usage``. A directory of N recordings mixes our own files (plain answers)
-and llama-stack's (streams, indented as its recorder writes them).
+``stream_options.include_usage``. (The corpora of the scale runs are recorded through the proxy:
+``bench_corpus``.)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import orjson
-
 from proxy_addon.bodies.sse import Event
-from proxy_addon.formats import cassette
 from proxy_addon.model import Body, RecordedRequest, RecordedResponse, Recording, Stream
 from proxy_addon.redaction.secret_rules import REDACTED
 
@@ -99,52 +95,3 @@ def chat_recording(prompt: str, events: int = 0, gap: float = 0.01) -> Recording
         Body("json", body),
     )
     return Recording(request, [resp])
-
-
-def llama_stack_doc(prompt: str) -> dict[str, Any]:
-    chunk = {
-        "__type__": "openai.types.chat.chat_completion_chunk.ChatCompletionChunk",
-        "__data__": {
-            "id": "rec-bench",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "gpt-4o",
-            "choices": [{"index": 0, "finish_reason": None, "delta": {"content": "word "}}],
-        },
-    }
-    return {
-        "test_id": f"tests/bench.py::test[{prompt}]",
-        "request": {
-            "method": "POST",
-            "url": "https://api.openai.com/v1/v1/chat/completions",
-            "headers": {},
-            "endpoint": "/v1/chat/completions",
-            "model": "gpt-4o",
-            "body": {
-                "model": "gpt-4o",
-                "stream": True,
-                "messages": [{"role": "user", "content": prompt}],
-            },
-        },
-        "response": {"body": [chunk] * 15, "is_streaming": True},
-        "id_normalization_mapping": {},
-    }
-
-
-def generate(directory: Path, n: int) -> list[dict[str, Any]]:
-    """n recordings, half ours (plain chat), half llama-stack (streamed chat, indented as its
-    recorder writes them); returns the request bodies to ask for them."""
-    directory.mkdir(parents=True, exist_ok=True)
-    bodies = []
-    for i in range(n):
-        if i % 2:
-            doc = llama_stack_doc(f"llama prompt {i}")
-            # the layout of its recorder's json.dumps(indent=2), written by orjson (faster)
-            raw = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
-            (directory / f"ls-{i:06d}.json").write_bytes(raw)
-            bodies.append(doc["request"]["body"])
-        else:
-            rec = chat_recording(f"prompt {i}")
-            (directory / f"ours-{i:06d}.json").write_bytes(cassette.dumps(rec))
-            bodies.append(rec.request.body.value)
-    return bodies

@@ -209,8 +209,7 @@ def summary_counts(text: str) -> dict[str, int]:
     found = _SUMMARY.findall(text)
     assert found, f"no summary line in:\n{text[-2000:]}"
     counts = dict.fromkeys([*_ITEMS.values(), "recordings"], 0)
-    # items are split before each count: one may hold a comma ("..., never recorded")
-    for item in re.split(r", (?=\d)", found[-1]):
+    for item in found[-1].split(", "):
         m = re.fullmatch(r"(\d+) (.+?)(?: \(of (\d+)\))?", item)
         assert m, f"unknown summary item: {item!r}"
         key = next((k for phrase, k in _ITEMS.items() if m.group(2).startswith(phrase)), None)

@@ -23,6 +23,7 @@ from proxy_addon.store.layout import iter_cassette_files
 from tests.conftest import (
     FAKE_KEY,
     SEED,
+    TEST_ADDONS,
     counted,
     openai_client,
     record_prompts,
@@ -228,6 +229,30 @@ def test_seed_replays_as_its_17_chunks_with_default_base_url(seed_dir, proxies):
     assert chunks == expected
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == "Why don't skeletons fight each other? \n\nThey don't have the guts!"
+
+
+def test_each_hit_is_a_response_of_its_own_whatever_another_addon_does_to_one(
+    tmp_path, http_upstream, proxies
+):
+    """Hits on one recording share its bytes, not one response: another addon that changes
+    each response (a header added, one removed, the body appended to:
+    tests/addons/touch_responses.py) changes that one only, and the next hit is as recorded."""
+    cassettes = tmp_path / "c"
+    record_prompts(proxies, cassettes, http_upstream, "hi")
+    proxy = proxies(cassettes, "replay", extra_scripts=(TEST_ADDONS / "touch_responses.py",))
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(proxy=proxy.url, timeout=10) as client:
+        answers = [
+            client.post(http_upstream.base_url + "/v1/chat/completions", json=body)
+            for _ in range(3)
+        ]
+    recorded = orjson.loads(next(iter_cassette_files(cassettes)).read_bytes())["responses"][0]
+    assert ["x-request-id", "req_fake"] in recorded["headers"]
+    for n, answer in enumerate(answers, 1):
+        assert answer.status_code == 200
+        assert answer.headers.get_list("x-touched") == [str(n)]
+        assert "x-request-id" not in answer.headers
+        assert answer.content == orjson.dumps(recorded["body"]) + b"!"
 
 
 def test_miss_is_a_424_naming_request_and_nearest_difference(seed_dir, proxies):

@@ -27,6 +27,7 @@ import orjson
 
 from tests.conftest import CASSETTE, counted, sdk_http_client
 from tests.fake_keys import FAKES, HEX, rep
+from tests.on_disk import spelled_texts, with_replaced
 from tests.upstream import FakeUpstreamServer
 
 SHAPED = dict(FAKES)
@@ -185,34 +186,9 @@ def exchange(proxy: Any, base: str) -> dict[str, Any]:
 SHAPE_PLACES = ("groq", "xai", "perplexity", "replicate", "nvidia", "google_oauth", "slack_app")
 
 
-def spelled(doc: dict[str, Any]) -> list[str]:
-    """The text each JSON path of a file's stream events spells across the events (plain
-    JSON, not the proxy's reader): ``choices[0].delta.content``, ``delta.text``, ..."""
-    joined: dict[tuple[Any, ...], str] = {}
-
-    def walk(value: Any, path: tuple[Any, ...]) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, (*path, k))
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                walk(v, (*path, i))
-        elif isinstance(value, str):
-            joined[path] = joined.get(path, "") + value
-
-    for n, response in enumerate(doc["responses"]):
-        for event in (response.get("stream") or {}).get("events", []):
-            walk(event.get("data"), (n,))
-    return list(joined.values())
-
-
 def redacted(value: Any) -> Any:
     """What a recorded answer must be in replay: each secret replaced, nothing else."""
-    if isinstance(value, str):
-        every = {form for secret in PLACED.values() for form in every_form(secret)}
-        for form in sorted(every, key=len, reverse=True):
-            value = value.replace(form, "<redacted>")
-        return value
+    return with_replaced(value, (f for secret in PLACED.values() for f in every_form(secret)))
     if isinstance(value, list):
         return [redacted(v) for v in value]
     if isinstance(value, dict):
@@ -232,7 +208,7 @@ def leaks(cassettes: Path, output: str) -> dict[str, list[str]]:
         for p in files
     }
     raws = {p: p.read_text() for p in files}
-    spells = {p: spelled(orjson.loads(raw)) for p, raw in raws.items()}
+    spells = {p: spelled_texts(orjson.loads(raw)) for p, raw in raws.items()}
     for name, secret in PLACED.items():
         for form in every_form(secret):
             for path in files:

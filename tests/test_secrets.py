@@ -19,6 +19,7 @@ import httpx
 import openai
 
 from tests.conftest import CASSETTE, sdk_http_client
+from tests.on_disk import with_replaced
 
 SECRETS = {
     "sse_bearer": "fake-sse-bearer-1001",  # the SDK's key, echoed in an SSE event and comment
@@ -148,11 +149,7 @@ def malformed_requests(proxy: Any, base: str) -> None:
 
 def redacted(value: Any) -> Any:
     """What a recorded answer must look like in replay: each secret replaced, nothing else."""
-    if isinstance(value, str):
-        every = {form.decode() for secret in SECRETS.values() for form in forms(secret)}
-        for form in sorted(every, key=len, reverse=True):  # a Basic credential before its part
-            value = value.replace(form, "<redacted>")
-        return value
+    return with_replaced(value, (f.decode() for secret in SECRETS.values() for f in forms(secret)))
     if isinstance(value, list):
         return [redacted(v) for v in value]
     if isinstance(value, dict):

@@ -36,6 +36,7 @@ from proxy_addon.store.layout import layout_path, per_test_dir
 from tests.conftest import FIXTURES, SEED
 from tests.fake_keys import FAKES, ORDINARY
 from tests.keys import key_of, recorded_key
+from tests.on_disk import spelled_texts
 
 RULES = Secrets()
 
@@ -44,27 +45,6 @@ def stored(rec: Recording, secrets: Secrets = RULES) -> tuple[bytes, list[redact
     """The file the writer makes of ``rec``, and what the scrub found."""
     out, findings = redact.scrub(rec, secrets)
     return cassette.dumps(out), findings
-
-
-def joined(doc: dict[str, Any]) -> list[str]:
-    """What each JSON path of a file's stream events spells, joined across events (plain
-    JSON: its own walk, not ``bodies/pieces.py``)."""
-    texts: dict[tuple[Any, ...], str] = {}
-
-    def walk(value: Any, path: tuple[Any, ...]) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, (*path, k))
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                walk(v, (*path, i))
-        elif isinstance(value, str):
-            texts[path] = texts.get(path, "") + value
-
-    for n, response in enumerate(doc["responses"]):
-        for event in (response.get("stream") or {}).get("events", []):
-            walk(event.get("data"), (n,))
-    return list(texts.values())
 
 
 def stream_of(events: list[Event]) -> Recording:
@@ -164,7 +144,7 @@ def test_a_secret_split_anywhere_over_any_number_of_events_is_never_on_disk(
     kept = "" if as_json else secrets.replace(secret)[0].split(REDACTED)[0]  # "Bearer ", "sig="
     core = secret[len(kept) :]
     doc = orjson.loads(raw)
-    spelt = joined(doc)
+    spelt = spelled_texts(doc)
     for form in (core, json.dumps(core)[1:-1]):
         assert form.encode() not in raw and all(form not in s for s in spelt)
     assert expected in spelt and findings
@@ -452,4 +432,4 @@ def test_a_long_answer_is_read_in_windows_and_a_key_across_a_windows_edge_is_fou
     ]
     raw, findings = stored(stream_of(events))
     assert key.encode() not in raw and len(findings) == len(at)
-    assert max(joined(orjson.loads(raw)), key=len) == text.replace(key, REDACTED)
+    assert max(spelled_texts(orjson.loads(raw)), key=len) == text.replace(key, REDACTED)

@@ -75,7 +75,7 @@ def test_normalisers_never_hand_one_prompt_another_answer(tmp_path, http_upstrea
         wrong = [
             (case.name, answer(r))
             for case in KEPT_APART
-            if (r := send(client, http_upstream, case, "asked", "live")).status_code != 404
+            if (r := send(client, http_upstream, case, "asked", "live")).status_code != 424
         ]
         hits = {case.name: send(client, http_upstream, case, "asked", "live") for case in MATCHED}
         standup = [

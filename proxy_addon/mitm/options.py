@@ -18,6 +18,7 @@ import gc
 import logging
 import math
 import os
+import threading
 from collections.abc import Sequence  # mitmproxy's --set parses only this Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -33,10 +34,10 @@ from proxy_addon.mitm.state import State
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.runner.interface import DEFAULT_INTERFACE, INTERFACES, spell
 from proxy_addon.serving.incidental import in_force
-from proxy_addon.store import CassetteStore, age
+from proxy_addon.store import CassetteStore, age, index_cache
 from proxy_addon.store.cache import BUDGET_BYTES
 from proxy_addon.store.writer import BackgroundWriter
-from proxy_addon.summary import MODES, NEEDS_RECORDINGS
+from proxy_addon.summary import INDEXING, MODES, NEEDS_RECORDINGS
 
 log = logging.getLogger("proxy_addon")
 
@@ -55,8 +56,11 @@ STORE_OPTIONS = frozenset(
         "cassette_cache_mb",
         "cassette_redact_fields",
         "cassette_redact_headers",
+        "cassette_index_cache",
     }
 )
+# Indexing still under way after this many seconds: say so, once (a large folder, no saved index).
+SLOW_START_SECONDS = 1.0
 
 
 def parse_pace(value: str) -> float:
@@ -221,6 +225,14 @@ class Options:
             "(the least recently used are read again when next replayed).",
         )
         loader.add_option(
+            "cassette_index_cache",
+            str,
+            "",
+            "Where the index of cassette_dir is saved between runs, so that a start over "
+            "unchanged files reads no cassette: a folder (default: "
+            "$XDG_CACHE_HOME/llm-cassette-proxy/index, else ~/.cache/...), or off.",
+        )
+        loader.add_option(
             "cassette_summary",
             str,
             "",
@@ -339,6 +351,15 @@ def _settings(before: Settings, updated: set[str]) -> Settings:
                 f"not {opts.cassette_interface!r}"
             )
         changes["interface"] = opts.cassette_interface
+    if "cassette_index_cache" in updated:
+        where = opts.cassette_index_cache.strip()
+        changes["index_cache"] = (
+            None
+            if where == "off"
+            else Path(where).absolute()
+            if where
+            else index_cache.default_folder(os.environ)
+        )
     if rules:
         changes["rules"] = replace(before.rules, **rules)
     return replace(before, **changes) if changes else before
@@ -365,15 +386,32 @@ def open_store(state: State, root: Path) -> None:
         max_file_bytes=settings.max_file_bytes,
         writer=state.writer,
         cache_bytes=settings.cache_bytes,
+        cache_folder=settings.index_cache,
     )
-    _load_without_collecting(store)
+    notice = threading.Timer(
+        SLOW_START_SECONDS,
+        lambda: log.info(
+            f"{INDEXING} {store.index.found:,} recordings in {root}…"
+            if store.index.found  # else the folder is still being listed
+            else f"{INDEXING} the recordings in {root}…"
+        ),
+    )
+    notice.daemon = True
+    notice.start()
+    try:
+        _load_without_collecting(store)
+    finally:
+        notice.cancel()
     state.store = store
     bad = len(store.index.bad)
+    done = store.index.indexing
     log.info(
-        "cassette: %d recordings in %s (%s mode)%s",
+        "cassette: %d recordings in %s (%s mode), indexed in %.2f s%s%s",
         len(store),
         root,
         mode,
+        done.seconds,
+        f" ({done.from_cache:,} from the saved index)" if done.from_cache else "",
         f", {bad} unreadable files skipped" if bad else "",
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from proxy_addon import formats
 from proxy_addon.matching.canonical import DEFAULT_RULES, Rules
@@ -28,3 +29,4 @@ class Settings:
     summary_path: str = ""
     interface: str = DEFAULT_INTERFACE  # which interface started the proxy: its hints' spelling
     incidental: IncidentalRequests = BUILT_IN_ONLY  # requests not under test
+    index_cache: Path | None = None  # the folder the index is saved in between runs; None: off

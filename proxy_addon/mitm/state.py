@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import orjson
@@ -93,6 +94,7 @@ class State:
             sorted(self.store.recorder.created),
             sorted(str(e.path) for e in index.unused()),
             [{"path": str(b.path), "reason": b.reason} for b in index.bad],
+            asdict(index.indexing),
         )
         log.warning(summary.line())
         if summary.requests == 0:  # plain mitmdump too: a run that tested nothing says so

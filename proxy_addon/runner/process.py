@@ -31,6 +31,7 @@ import orjson
 
 from proxy_addon.runner.control import CONTROL_HOST
 from proxy_addon.runner.providers import Listener, plan
+from proxy_addon.summary import INDEXING
 
 ADDON_SCRIPT = Path(__file__).resolve().parents[1] / "addon.py"
 LAUNCHER = "proxy_addon.mitm.launch"
@@ -339,6 +340,8 @@ def _start(
             if echo is not None:
                 echo(line)
             if not port_box:
+                if INDEXING in line and progress is not None:  # a large folder: why it waits
+                    progress(line[line.index(INDEXING) :].rstrip("\n"))
                 m = (_READY if ours else _LISTENING).search(line)
                 if m:
                     port_box.append(int(m.group(1)))

@@ -46,9 +46,10 @@ class CassetteStore:
         writer: Writer = atomic_write,
         validate: bool = False,
         cache_bytes: int = BUDGET_BYTES,
+        cache_folder: Path | None = None,
     ) -> None:
         self.root = Path(root)
-        self.index = Index(self.root, rules, max_file_bytes, validate, cache_bytes)
+        self.index = Index(self.root, rules, max_file_bytes, validate, cache_bytes, cache_folder)
         self.recorder = Recorder(self.index, writer)
         self.chooser = Chooser(self.index)
         self._served: dict[str, int] = defaultdict(int)

@@ -5,7 +5,9 @@ then (``formats.head_of``); a recording's responses are parsed when it is first 
 (``cache``), or at once when the CLI validates every file. Files that cannot be read are
 skipped and remembered with the reason, so the proxy keeps serving the others and a miss can say
 that a broken file might have matched; a file whose responses turn out broken when first used is
-skipped the same way then.
+skipped the same way then. The index can be saved between runs (``index_cache``): a start over
+an unchanged folder then reads the saved rows and a stat of each file, and reads only the files
+that changed.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -31,7 +35,9 @@ from proxy_addon.matching.canonical import (
     canonicalize,
 )
 from proxy_addon.model import CassetteError, RecordedRequest, Recording
+from proxy_addon.store import index_cache
 from proxy_addon.store.cache import BUDGET_BYTES, RecordingCache
+from proxy_addon.store.index_cache import Indexing
 from proxy_addon.store.layout import (
     cassette_files,
     model_of,
@@ -43,6 +49,7 @@ from proxy_addon.store.layout import (
 log = logging.getLogger(__name__)
 
 NEAREST_CANDIDATES = 200  # recordings of an endpoint compared to explain a miss
+PER_RUN = {"per_run": True}  # field metadata: state of this run, never saved with the index
 
 
 @dataclass(slots=True, eq=False)
@@ -62,9 +69,10 @@ class Entry:
     model: str | None
     test_id: str | None  # the test that recorded it (llama-stack's recordings name theirs)
     from_llama_stack: bool
-    cache: RecordingCache = field(repr=False)
-    held: Recording | None = None  # recorded in this run: kept until the run ends
-    uses: int = 0
+    # what follows is the run's (the other fields are what ``index_cache`` saves, by name)
+    cache: RecordingCache = field(repr=False, metadata=PER_RUN)
+    held: Recording | None = field(default=None, metadata=PER_RUN)  # recorded in this run
+    uses: int = field(default=0, metadata=PER_RUN)
 
     @property
     def path(self) -> Path:
@@ -79,6 +87,14 @@ class Entry:
     def recording(self) -> Recording:
         """The whole recording (``CassetteError`` if its responses cannot be read)."""
         return self.held if self.held is not None else self.cache.load(self.file)
+
+
+# The fields a saved index holds for each file, by name: those before the run's own, but the
+# file (the row's own path). A saved row is restored as Entry(file, *row, cache=...).
+_RUNS_FROM = next(i for i, f in enumerate(fields(Entry)) if "per_run" in f.metadata)
+SAVED_FIELDS = tuple(f.name for f in fields(Entry)[1:_RUNS_FROM])
+if any("per_run" not in f.metadata for f in fields(Entry)[_RUNS_FROM:]):
+    raise TypeError("Entry: the fields of this run come after those a saved index holds")
 
 
 def make_entry(
@@ -142,6 +158,7 @@ class Index:
         max_file_bytes: int = 512 * 1024 * 1024,
         validate: bool = False,
         cache_bytes: int = BUDGET_BYTES,
+        cache_folder: Path | None = None,
     ) -> None:
         self.root = Path(root)
         # what matching leaves out and replaces (the normaliser too), applied to stored requests
@@ -149,6 +166,10 @@ class Index:
         self.rules = rules
         self.max_file_bytes = max_file_bytes
         self.validate = validate  # read every file whole at load (the CLI), not only requests
+        # where the index is saved between runs (None: never; the CLI reads every file whole)
+        self.cache_folder = None if validate else cache_folder
+        self.found = 0  # cassette files found by the load under way (the slow start-up notice)
+        self.indexing = Indexing()
         self._root_text = os.fspath(self.root)
         self.cache = RecordingCache(cache_bytes, max_file_bytes)
         self.entries: dict[str, list[Entry]] = {}
@@ -158,13 +179,37 @@ class Index:
     def load(self) -> None:
         """Index every readable file; remember (and log) the others. Nothing process-wide is
         touched here (the garbage collector is the caller's: ``mitm/options.py`` pauses it)."""
+        started = time.perf_counter()
         self.entries.clear()
         self.by_endpoint.clear()
         self.bad.clear()
-        for file in cassette_files(self.root):
-            self._load_file(file)
+        files = list(cassette_files(self.root))
+        self.found = len(files)
+        saved = self._saved_index()
+        if saved is None:
+            for file in files:
+                self._load_file(file)
+            self.indexing = Indexing(files=len(files), read=len(files))
+        else:
+            self.indexing = saved.load(
+                files, len(self._root_text) + 1, self._restore, self._load_file
+            )
+        self.indexing.seconds = time.perf_counter() - started
 
-    def _load_file(self, file: str) -> None:
+    def _restore(self, file: str, saved: tuple[Any, ...]) -> None:
+        self.add(Entry(file, *saved, cache=self.cache))  # type: ignore[misc]  # SAVED_FIELDS
+
+    def _saved_index(self) -> index_cache.IndexCache | None:
+        if self.cache_folder is None:
+            return None
+        try:
+            fingerprint = index_cache.fingerprint(self.rules, self.max_file_bytes)
+        except (OSError, TypeError) as e:
+            log.info("cassette: the index is not saved: %s", e)
+            return None
+        return index_cache.IndexCache(self.cache_folder, self._root_text, SAVED_FIELDS, fingerprint)
+
+    def _load_file(self, file: str) -> Entry | None:
         try:
             raw = formats.read_bytes(file, self.max_file_bytes)
             if self.validate:
@@ -182,18 +227,18 @@ class Index:
                 )
             )
             log.warning("cassette: skipping %s: %s", file, e.reason)
-            return
-        self.add(
-            make_entry(
-                file,
-                head.request,
-                self.canonical(head.request),
-                head.test_id,
-                self._root_text,
-                self.cache,
-                head.source == "llama-stack",
-            )
+            return None
+        entry = make_entry(
+            file,
+            head.request,
+            self.canonical(head.request),
+            head.test_id,
+            self._root_text,
+            self.cache,
+            head.source == "llama-stack",
         )
+        self.add(entry)
+        return entry
 
     def canonical(self, request: RecordedRequest, rules: Rules | None = None) -> CanonicalRequest:
         """A stored request's canonical form, under this directory's matching rules, or under
