@@ -9,7 +9,7 @@ import sys
 import tarfile
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -97,11 +97,17 @@ def proxies(confdir: Path) -> Iterator[Callable[..., RunningProxy]]:
         cassette_dir: Path,
         mode: str = "replay",
         extra_scripts: tuple[Path, ...] = (),
+        listeners: Mapping[str, int | None] | None = None,  # provider name -> port (None: free)
         **options: str,
     ) -> RunningProxy:
         opts = {"ssl_insecure": "true", **options}
         proxy = start_proxy(
-            cassette_dir, mode, confdir=confdir, options=opts, extra_scripts=extra_scripts
+            cassette_dir,
+            mode,
+            confdir=confdir,
+            options=opts,
+            extra_scripts=extra_scripts,
+            listeners=listeners,
         )
         started.append(proxy)
         return proxy

@@ -139,7 +139,10 @@ KEY_NAMES = (
     "GEMINI_API_KEY",
     "GROQ_API_KEY",
     "CO_API_KEY",
+    "AZURE_OPENAI_API_KEY",
     "MISTRAL_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
 )
 SHOW_KEYS = f"import os\nfor n in {KEY_NAMES!r}:\n    print(n, os.environ.get(n))\n"
 
@@ -152,7 +155,9 @@ def test_a_replay_gives_a_placeholder_to_each_provider_without_a_key(tmp_path):
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.endswith(("_API_KEY", "_AUTH_TOKEN")) and k != "CI"
+        if not k.endswith(("_API_KEY", "_AUTH_TOKEN", "_AD_TOKEN"))
+        and not k.startswith("AWS_")  # no AWS credential source either
+        and k != "CI"
     }
     env |= {"ANTHROPIC_AUTH_TOKEN": "user-anthropic-token", "GEMINI_API_KEY": "user-gemini"}
     command = [sys.executable, "-c", SHOW_KEYS]
@@ -167,11 +172,15 @@ def test_a_replay_gives_a_placeholder_to_each_provider_without_a_key(tmp_path):
         "GEMINI_API_KEY user-gemini",
         f"GROQ_API_KEY {placeholder}",
         f"CO_API_KEY {placeholder}",
+        f"AZURE_OPENAI_API_KEY {placeholder}",
         f"MISTRAL_API_KEY {placeholder}",
+        f"AWS_ACCESS_KEY_ID {placeholder}",  # both halves of a key pair
+        f"AWS_SECRET_ACCESS_KEY {placeholder}",
     ]
     assert (
         "cassette: replay: no key was set for OPENAI_API_KEY, GROQ_API_KEY, CO_API_KEY, "
-        f"MISTRAL_API_KEY; the command got the placeholder '{placeholder}'" in replayed.stderr
+        "AZURE_OPENAI_API_KEY, MISTRAL_API_KEY, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; the "
+        f"command got the placeholder '{placeholder}'" in replayed.stderr
     )
     recorded = cassette_run("record", cassettes, command, env)
     assert recorded.returncode == 0, recorded.stderr

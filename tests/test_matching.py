@@ -55,6 +55,35 @@ def test_secret_query_parameters_and_body_fields_do_not_affect_the_key():
     assert key(body={**BODY, "api_key": "sk-test-1"}) == key(body={**BODY, "api_key": "sk-test-2"})
 
 
+def test_a_bedrock_model_id_is_one_path_however_the_client_escapes_it():
+    """boto3 sends ``%3A`` for the ``:`` of a model id, the anthropic SDK a raw ``:``; an
+    escaped ``/`` (``%2F``, an ARN's) stays apart from a real one."""
+    base = "https://bedrock-runtime.us-east-1.amazonaws.com/model/"
+    boto3 = key(url=base + "anthropic.claude-3-haiku-20240307-v1%3A0/invoke")
+    assert key(url=base + "anthropic.claude-3-haiku-20240307-v1:0/invoke") == boto3
+    assert key(url=base + "anthropic.claude-3-haiku-20240307-v1:1/invoke") != boto3
+    arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile"
+    escaped = key(url=base + arn.replace(":", "%3A") + "%2Fabc123/invoke")
+    assert key(url=base + arn + "%2Fabc123/invoke") == escaped
+    assert key(url=base + arn + "/abc123/invoke") != escaped
+
+
+def test_a_presigned_urls_signing_parameters_do_not_affect_the_key():
+    """SigV4 query signing: date, expiry, credential and signature change on every signing."""
+
+    def signed(date: str, signature: str, part: str = "1") -> str:
+        return (
+            f"https://bucket.s3.amazonaws.com/o?partNumber={part}&X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            f"&X-Amz-Credential=AKIAFAKE%2F{date[:8]}%2Fus-east-1%2Fs3%2Faws4_request"
+            f"&X-Amz-Date={date}&X-Amz-Expires=900&X-Amz-SignedHeaders=host"
+            f"&X-Amz-Signature={signature}"
+        )
+
+    first = key(url=signed("20261203T101010Z", "ab" * 32), method="GET", body=b"")
+    assert key(url=signed("20261204T090000Z", "cd" * 32), method="GET", body=b"") == first
+    assert key(url=signed("20261203T101010Z", "ab" * 32, "2"), method="GET", body=b"") != first
+
+
 def test_ignore_paths_drop_volatile_fields():
     ignore = [jsonpath.parse_path(p) for p in ("user", "metadata.trace_id", "messages.*.name")]
     a = {

@@ -536,7 +536,7 @@ def test_bad_cassettes_are_skipped_by_name_and_explained_on_a_miss(tmp_path, con
         f"cassette: skipping {d / 'truncated.json'}: not valid JSON (unexpected end of data: "
         "line 1 column 501 (char 500))",
         f"cassette: skipping {d / 'future.json'}: format version 99 is newer than this tool "
-        "reads (2); upgrade",
+        "reads (3); upgrade",
         f"cassette: skipping {d / 'package.json'}: missing or non-integer 'version'",
         f"cassette: skipping {d / 'huge.json'}: too large (2.3 MB, the limit is 1 MB: "
         "cassette_max_file_mb)",

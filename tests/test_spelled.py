@@ -298,6 +298,33 @@ def test_cloud_credentials_are_secret_by_name_in_headers_queries_and_bodies():
     }
 
 
+def test_a_sigv4_signature_is_a_known_secret_wherever_it_appears():
+    """The Authorization header is redacted by name; its signature (64 hex, no known shape)
+    and key id are learnt from it, so an echo of either (a stand-in, an error message) goes
+    too."""
+    signature, key_id = "5e" * 32, "AKIA" + "CASSETTETEST" + "0042"
+    authorization = (
+        f"AWS4-HMAC-SHA256 Credential={key_id}/20261203/us-east-1/bedrock/aws4_request, "
+        f"SignedHeaders=content-type;host;x-amz-date, Signature={signature}"
+    )
+    headers = [("authorization", authorization), ("content-type", "application/json")]
+    secrets = RULES.with_values(exchange.header_values(headers, RULES))
+    echo = {"message": f"signed {signature}"}
+    rec = Recording(
+        exchange.recorded_request(
+            "POST",
+            "https://bedrock-runtime.us-east-1.amazonaws.com/model/m/converse",
+            headers,
+            b"{}",
+            secrets,
+        ),
+        [RecordedResponse(403, [], Body("json", echo))],
+    )
+    raw, _ = stored(rec, secrets)
+    assert signature.encode() not in raw and b"SignedHeaders" not in raw
+    assert orjson.loads(raw)["responses"][0]["body"]["message"].startswith("signed <redacted>")
+
+
 # -- the text pieces spell is what reassemble builds -------------------------------------------
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_addon.bodies import sse
+from proxy_addon.bodies import sse, streams
 from proxy_addon.bodies.taps import StreamCapture
 from proxy_addon.formats import load
 from tests.conftest import FIXTURES, SEED
@@ -100,10 +100,11 @@ def test_ndjson_lines_and_done_marker():
 
 
 def test_stream_format_from_content_type():
-    assert sse.stream_format("text/event-stream; charset=utf-8") == "sse"
-    assert sse.stream_format("application/x-ndjson") == "ndjson"
-    assert sse.stream_format("application/json") is None
-    assert sse.stream_format(None) is None
+    assert streams.stream_format("text/event-stream; charset=utf-8") == "sse"
+    assert streams.stream_format("application/x-ndjson") == "ndjson"
+    assert streams.stream_format("application/vnd.amazon.eventstream") == "eventstream"
+    assert streams.stream_format("application/json") is None
+    assert streams.stream_format(None) is None
 
 
 def test_capture_knows_when_a_stream_is_complete():

@@ -6,13 +6,16 @@ A stream sends its answer in deltas, a few characters each, so anything in the a
 the model repeats, a tool call's ``{"api_key": ...}``) may be cut across events; only the
 joined text shows it (``redaction/spelled.py`` looks there). The fields are the ones
 ``reassemble`` builds what the user saw from (OpenAI chat and completions, the Responses and
-Realtime APIs, Anthropic, Ollama, Gemini); a test checks that both join to the same text.
+Realtime APIs, Anthropic, Ollama, Gemini, and Bedrock's, which ``bedrock.py`` knows); a test
+checks that both join to the same text.
 Plain-text events (a payload that is not JSON) are pieces of one text too.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from proxy_addon.bodies import bedrock
 
 # (channel, path in the payload, text): pieces of one channel, in order, spell one text
 Piece = tuple[tuple[Any, ...], tuple[str | int, ...], str]
@@ -55,7 +58,7 @@ def pieces(payload: Any) -> list[Piece]:
     for name in ("response", "thinking"):  # Ollama's generate
         if "done" in payload and isinstance(payload.get(name), str):
             out.append((("ollama", name), (name,), payload[name]))
-    return out
+    return out or bedrock.pieces(payload, pieces)
 
 
 def _typed_delta(payload: dict[str, Any], kind: str) -> list[Piece]:

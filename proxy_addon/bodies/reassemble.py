@@ -1,10 +1,11 @@
 """What the user saw: the assistant text, tool calls and usage rebuilt from a recorded response.
 
 Works on streams (event by event) and on whole bodies, for the shapes of OpenAI chat and legacy
-completions, the Responses API, Anthropic Messages, Ollama and Gemini, and on a WebSocket
-conversation of the Realtime API (turn by turn: the user's messages, the assistant's text and
-audio transcript deltas). Pure: payloads in, a ``Transcript`` out, so ``cassette text`` and the
-tests share one implementation.
+completions, the Responses API, Anthropic Messages, Ollama, Gemini and Bedrock (Converse, and
+the models' own JSON in InvokeModel answers, read as Anthropic's by ``bedrock.py``), and on a
+WebSocket conversation of the Realtime API (turn by turn: the user's messages, the assistant's
+text and audio transcript deltas). Pure: payloads in, a ``Transcript`` out, so ``cassette
+text`` and the tests share one implementation.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from proxy_addon.bodies import bedrock
 from proxy_addon.bodies.sse import parsed
 from proxy_addon.model import RecordedResponse, WebSocketConversation, WebSocketMessage
 
@@ -348,11 +350,14 @@ def reassemble(resp: RecordedResponse) -> Transcript:
     builder = _Builder()
     if resp.stream is not None:
         for ev in resp.stream.events:
-            builder.feed(parsed(ev))
+            data = parsed(ev)
+            for payload in bedrock.as_anthropic(ev, data) if ev.headers is not None else [data]:
+                builder.feed(payload)
     elif resp.body is not None and resp.body.kind == "json":
         body = resp.body.value
         for item in body if isinstance(body, list) else [body]:  # Gemini's JSON-array stream
-            builder.feed(item)
+            for payload in bedrock.as_anthropic(None, item):
+                builder.feed(payload)
     elif resp.body is not None and resp.body.kind == "text":
         builder.t.text = resp.body.value
     return builder.t

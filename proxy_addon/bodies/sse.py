@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 import orjson
 
-StreamFormat = Literal["sse", "ndjson"]
+StreamFormat = Literal["sse", "ndjson", "eventstream"]  # eventstream: see eventstream.py
+LineFormat = Literal["sse", "ndjson"]  # the formats of lines of text, split and framed here
 
 SSE_CONTENT_TYPES = ("text/event-stream",)
 NDJSON_CONTENT_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -26,7 +27,9 @@ class Event:
     ``data`` is the parsed JSON when the payload is a JSON object or array, otherwise the raw
     string (``"[DONE]"`` stays a string). Only objects and arrays are parsed so that a string is
     always re-emitted verbatim: ``data: 42`` and ``data: "x"`` survive a round trip unchanged.
-    ``t`` is the arrival time in seconds after the response headers.
+    ``t`` is the arrival time in seconds after the response headers. An AWS event stream's
+    message (``eventstream.py``) has its typed ``headers`` in order, and its payload in
+    ``data`` (bytes where it is neither JSON nor text); the SSE fields stay unset.
     """
 
     data: Any = None
@@ -35,6 +38,7 @@ class Event:
     retry: int | None = None
     comments: list[str] = field(default_factory=list)
     t: float = 0.0
+    headers: list[list[Any]] | None = None
 
 
 class Unparsed(str):
@@ -61,18 +65,6 @@ def dump_data(data: Any) -> str:
     if isinstance(data, str):
         return data
     return orjson.dumps(data).decode()
-
-
-def stream_format(content_type: str | None) -> StreamFormat | None:
-    """Which streaming format a ``content-type`` announces, or ``None`` for a plain body."""
-    if not content_type:
-        return None
-    mime = content_type.split(";", 1)[0].strip().lower()
-    if mime in SSE_CONTENT_TYPES:
-        return "sse"
-    if mime in NDJSON_CONTENT_TYPES:
-        return "ndjson"
-    return None
 
 
 class _LineBuffer:
@@ -206,17 +198,17 @@ class NdjsonSplitter:
         return [Event(data=self._parse(line)) for line in self._lines.flush() if line.strip()]
 
 
-def splitter_for(fmt: StreamFormat, parse: bool = True) -> SseSplitter | NdjsonSplitter:
+def splitter_for(fmt: LineFormat, parse: bool = True) -> SseSplitter | NdjsonSplitter:
     return SseSplitter(parse) if fmt == "sse" else NdjsonSplitter(parse)
 
 
-def split(fmt: StreamFormat, body: bytes) -> list[Event]:
+def split(fmt: LineFormat, body: bytes) -> list[Event]:
     """Split a whole body at once."""
     splitter = splitter_for(fmt)
     return splitter.feed(body) + splitter.flush()
 
 
-def frame_event(fmt: StreamFormat, ev: Event) -> bytes:
+def frame_event(fmt: LineFormat, ev: Event) -> bytes:
     """The bytes of one event on the wire."""
     if fmt == "ndjson":
         return dump_data(ev.data).encode() + b"\n"
@@ -233,7 +225,7 @@ def frame_event(fmt: StreamFormat, ev: Event) -> bytes:
     return "".join(parts).encode()
 
 
-def frame(fmt: StreamFormat, events: Iterable[Event]) -> bytes:
+def frame(fmt: LineFormat, events: Iterable[Event]) -> bytes:
     return b"".join(frame_event(fmt, ev) for ev in events)
 
 

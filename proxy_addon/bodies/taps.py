@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 from proxy_addon.bodies.decoding import decoder_for
-from proxy_addon.bodies.sse import Event, StreamFormat, is_end_event, splitter_for
+from proxy_addon.bodies.sse import Event, StreamFormat
+from proxy_addon.bodies.streams import is_end_event, splitter_for
 
 
 class StreamCapture:
@@ -26,15 +27,21 @@ class StreamCapture:
             self._add(ev, t)
 
     def finish(self, t: float) -> None:
-        """The upstream sent its last byte: flush an unterminated last event."""
-        for ev in self._splitter.flush():
-            self._add(ev, t)
+        """The upstream sent its last byte: flush an unterminated last event. An event stream
+        that ended inside a message is marked as cut, with the reason."""
         self.upstream_finished = True
+        if self.cut is not None:
+            return
+        try:
+            for ev in self._splitter.flush():
+                self._add(ev, t)
+        except ValueError as e:
+            self.cut = f"could not decode the stream: {type(e).__name__}: {e}"
 
     def _add(self, ev: Event, t: float) -> None:
         ev.t = t
         self.events.append(ev)
-        if is_end_event(ev):
+        if is_end_event(self.format, ev):
             self.saw_end_marker = True
 
     @property

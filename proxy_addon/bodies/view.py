@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from proxy_addon.bodies.reassemble import reassemble
-from proxy_addon.bodies.sse import dump_data, split, stream_format
+from proxy_addon.bodies.sse import dump_data
+from proxy_addon.bodies.streams import split, stream_format
 from proxy_addon.formats import cassette
 from proxy_addon.model import RecordedResponse, Recording, Stream
 

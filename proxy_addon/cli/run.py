@@ -354,7 +354,7 @@ def _how_to_point(
         f"cassette proxy: ready, {mode} mode. Point a client at it:",
         f"  export HTTPS_PROXY={url} HTTP_PROXY={url}",
         f"  export SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} CURL_CA_BUNDLE={ca} "
-        f"NODE_EXTRA_CA_CERTS={ca}",
+        f"NODE_EXTRA_CA_CERTS={ca} AWS_CA_BUNDLE={ca}",
     ]
     if listeners:
         lines.append("  or, for clients that ignore HTTPS_PROXY (no CA needed):")

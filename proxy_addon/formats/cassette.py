@@ -1,9 +1,10 @@
 """Our cassette format: pretty-printed JSON, one distinct request per file.
 
 Version 1 is every HTTP recording; version 2 adds the ``websocket`` section of a 101 answer
-(the messages and close of a WebSocket conversation). A file is written with the lowest version
-that holds it, so HTTP cassettes stay readable by older tools, and an older tool refuses a
-WebSocket cassette (naming the version) rather than replay a 101 with nothing after it.
+(the messages and close of a WebSocket conversation); version 3 adds streams in the
+``eventstream`` format (AWS event streams: ``events.py``). A file is written with the lowest
+version that holds it, so HTTP cassettes stay readable by older tools, and an older tool
+refuses a newer cassette (naming the version) rather than misread it.
 
 Files are written with a fixed field order (our own fields in a fixed order, provider payloads
 in the order the provider sent them) so re-recording the same traffic gives a small git diff,
@@ -20,7 +21,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from proxy_addon.bodies.sse import Event, parsed
+from proxy_addon.formats.events import event_from, event_to_dict, time_offset
 from proxy_addon.model import (
     Body,
     BodyKind,
@@ -37,7 +38,8 @@ from proxy_addon.model import (
 
 HTTP_VERSION = 1  # a file of HTTP answers only
 WEBSOCKET_VERSION = 2  # a file with a ``websocket`` section
-FORMAT_VERSION = WEBSOCKET_VERSION  # the newest version this tool reads
+EVENTSTREAM_VERSION = 3  # a file with an AWS event stream
+FORMAT_VERSION = EVENTSTREAM_VERSION  # the newest version this tool reads
 FORMAT_NAME = "llm-cassette"
 
 BODY_FIELDS: dict[BodyKind, str] = {
@@ -57,21 +59,6 @@ _SIDES = ("client", "server")
 
 def _body_fields(body: Body | None) -> dict[str, Any]:
     return {} if body is None else {BODY_FIELDS[body.kind]: body.value}
-
-
-def event_to_dict(ev: Event) -> dict[str, Any]:
-    out: dict[str, Any] = {"t": round(ev.t, 4)}
-    if ev.comments:
-        out["comments"] = ev.comments
-    if ev.event is not None:
-        out["event"] = ev.event
-    if ev.id is not None:
-        out["id"] = ev.id
-    if ev.retry is not None:
-        out["retry"] = ev.retry
-    if ev.data is not None:
-        out["data"] = parsed(ev)
-    return out
 
 
 _EVENTS_MARK = "\x00events of response {}\x00"
@@ -115,9 +102,14 @@ def response_to_dict(resp: RecordedResponse, events_mark: str | None = None) -> 
 
 def to_dict(rec: Recording, mark_events: bool = False) -> dict[str, Any]:
     websocket = any(r.websocket is not None for r in rec.responses)
+    binary = any(r.stream is not None and r.stream.format == "eventstream" for r in rec.responses)
     out: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "version": WEBSOCKET_VERSION if websocket else HTTP_VERSION,
+        "version": EVENTSTREAM_VERSION
+        if binary
+        else WEBSOCKET_VERSION
+        if websocket
+        else HTTP_VERSION,
     }
     if rec.test_id:
         out["test_id"] = rec.test_id
@@ -199,46 +191,9 @@ def _require_base64(value: str, path: Path | str | None, where: str) -> None:
         raise CassetteError(path, f"{where} is not valid base64") from None
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _event_from(obj: Any, where: str, path: Path | str | None) -> Event:
-    require(isinstance(obj, dict), path, f"{where} must be an object")
-    t = obj.get("t", 0.0)
-    require(_number(t) and t >= 0, path, f"{where}.t must be a non-negative number")
-    for name in ("event", "id"):
-        require(
-            obj.get(name) is None or isinstance(obj.get(name), str),
-            path,
-            f"{where}.{name} must be a string",
-        )
-    retry = obj.get("retry")
-    require(
-        retry is None or (isinstance(retry, int) and not isinstance(retry, bool)),
-        path,
-        f"{where}.retry must be an integer",
-    )
-    comments = obj.get("comments", [])
-    require(
-        isinstance(comments, list) and all(isinstance(c, str) for c in comments),
-        path,
-        f"{where}.comments must be a list of strings",
-    )
-    return Event(
-        data=obj.get("data"),
-        event=obj.get("event"),
-        id=obj.get("id"),
-        retry=retry,
-        comments=list(comments),
-        t=float(t),
-    )
-
-
 def _message_from(obj: Any, where: str, path: Path | str | None) -> WebSocketMessage:
     require(isinstance(obj, dict), path, f"{where} must be an object")
-    t = obj.get("t", 0.0)
-    require(_number(t) and t >= 0, path, f"{where}.t must be a non-negative number")
+    t = time_offset(obj, where, path)
     require(obj.get("from") in _SIDES, path, f"{where}.from must be 'client' or 'server'")
     found = [(kind, obj[name]) for kind, name in _PAYLOAD_FIELDS.items() if name in obj]
     require(len(found) == 1, path, f"{where} must have exactly one of data / text / base64")
@@ -253,13 +208,12 @@ def _message_from(obj: Any, where: str, path: Path | str | None) -> WebSocketMes
         require(isinstance(value, str), path, f"{where}.{_PAYLOAD_FIELDS[kind]} must be a string")
     if kind == "base64":
         _require_base64(value, path, f"{where}.base64")
-    return WebSocketMessage(side=obj["from"], payload=Body(kind, value), t=float(t))
+    return WebSocketMessage(side=obj["from"], payload=Body(kind, value), t=t)
 
 
 def _close_from(obj: Any, where: str, path: Path | str | None) -> WebSocketClose:
     require(isinstance(obj, dict), path, f"{where} must be an object")
-    t = obj.get("t", 0.0)
-    require(_number(t) and t >= 0, path, f"{where}.t must be a non-negative number")
+    t = time_offset(obj, where, path)
     require(obj.get("from") in _SIDES, path, f"{where}.from must be 'client' or 'server'")
     code = obj.get("code")
     require(
@@ -268,7 +222,7 @@ def _close_from(obj: Any, where: str, path: Path | str | None) -> WebSocketClose
         f"{where}.code must be a WebSocket close code (1000-4999)",
     )
     require(isinstance(obj.get("reason", ""), str), path, f"{where}.reason must be a string")
-    return WebSocketClose(side=obj["from"], code=code, reason=obj.get("reason", ""), t=float(t))
+    return WebSocketClose(side=obj["from"], code=code, reason=obj.get("reason", ""), t=t)
 
 
 def _websocket_from(obj: Any, where: str, path: Path | str | None) -> WebSocketConversation:
@@ -305,9 +259,9 @@ def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedRes
         s = obj["stream"]
         require(isinstance(s, dict), path, f"{where}.stream must be an object")
         require(
-            s.get("format") in ("sse", "ndjson"),
+            s.get("format") in ("sse", "ndjson", "eventstream"),
             path,
-            f"{where}.stream.format must be 'sse' or 'ndjson'",
+            f"{where}.stream.format must be 'sse', 'ndjson' or 'eventstream'",
         )
         require(
             isinstance(s.get("complete", True), bool),
@@ -324,7 +278,8 @@ def _response_from(obj: Any, where: str, path: Path | str | None) -> RecordedRes
         stream = Stream(
             format=s["format"],
             events=[
-                _event_from(e, f"{where}.stream.events[{i}]", path) for i, e in enumerate(events)
+                event_from(e, f"{where}.stream.events[{i}]", path, s["format"] == "eventstream")
+                for i, e in enumerate(events)
             ],
             complete=s.get("complete", True),
             cut=s.get("cut"),

@@ -5,7 +5,7 @@ headers carry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl
 
 from proxy_addon.model import Body, RecordedRequest
@@ -80,3 +80,9 @@ def own_secrets(headers: Iterable[tuple[str, str]], query: str, secrets: Secrets
         if query
         else values
     )
+
+
+def signed(headers: Mapping[str, str]) -> bool:
+    """Whether a request is signed over its headers (AWS SigV4: ``AnthropicBedrock`` signs
+    every header, ``Accept-Encoding`` included), so none of them may change on its way."""
+    return headers.get("authorization", "").upper().startswith("AWS4-")

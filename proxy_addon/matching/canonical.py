@@ -1,17 +1,17 @@
 """Request canonicalisation and matching: pure functions, request in, key out.
 
-Two requests match when method, host, path, query (without secret parameters) and body are the
-same, where a JSON body is compared as data (key order and whitespace ignored) with secret fields
-(at any depth) and the user's ``cassette_ignore`` paths removed. Known secret values and key
-shapes inside strings are replaced as ``redact.scrub`` replaces them in a cassette, so a recording
-matches the live request it was made from; an RE2 scan of each part (``Secrets.might_hold``)
-keeps that free for a request with no secret in it. Then the strings of the JSON body and the
-query values pass through the ``cassette_normalize`` normaliser (``normalize.py``) when there is
-one; where it changed something, the form before it is kept beside (``CanonicalRequest.exact``),
-so a recording of the very request can answer first. The path is never normalised: it is the
-endpoint, which names the files and groups the recordings, and ids in it come from earlier
-recorded answers, which a replay gives back as they were. Nothing here touches mitmproxy or the
-disk.
+Two requests match when method, host, path (its percent-escapes decoded), query (without secret
+and signing parameters) and body are the same, where a JSON body is compared as data (key order and
+whitespace ignored) with secret fields (at any depth) and the user's ``cassette_ignore`` paths
+removed. Known secret values and key shapes inside strings are replaced as ``redact.scrub``
+replaces them in a cassette, so a recording matches the live request it was made from; an RE2
+scan of each part (``Secrets.might_hold``) keeps that free for a request with no secret in it.
+Then the strings of the JSON body and the query values pass through the ``cassette_normalize``
+normaliser (``normalize.py``) when there is one; where it changed something, the form before it
+is kept beside (``CanonicalRequest.exact``), so a recording of the very request can answer
+first. The path is never normalised (only its escapes decoded): it is the endpoint, which names
+the files and groups the recordings, and ids in it come from earlier recorded answers, which a
+replay gives back as they were. Nothing here touches mitmproxy or the disk.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
@@ -323,10 +323,16 @@ def _comparable(
     return _raw_body(content_type, body, rules, secrets, named) if body else _same(None)
 
 
+# A SigV4 pre-signed URL's query parameters (``X-Amz-Date``, ``-Expires``, ``-Signature``, ...),
+# new on every signing: never compared (only the secret ones are redacted, by their names).
+SIGNING_PARAM_PREFIX = "x-amz-"
+
+
 def _query(query: str, secrets: Secrets) -> tuple[tuple[str, str], ...]:
     if not query:
         return ()
     pairs = parse_qsl(query, keep_blank_values=True)
+    pairs = [(k, v) for k, v in pairs if not k.lower().startswith(SIGNING_PARAM_PREFIX)]
     return tuple(sorted(_compared_pairs(pairs, secrets, [])))
 
 
@@ -341,9 +347,24 @@ def _normalised_query(
     return tuple(sorted(zip((k for k, _ in query), values)))
 
 
+def _segment(segment: str) -> str:
+    """A path segment with its percent-escapes decoded, but for those of ``%`` and ``/`` (kept
+    as ``%25`` and ``%2F``, so no two segments decode alike); as it is when the escapes are not
+    UTF-8."""
+    try:
+        decoded = unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        return segment
+    return decoded.replace("%", "%25").replace("/", "%2F")
+
+
 def _path(path: str, secrets: Secrets) -> str:
-    """A URL path as compared: a known secret or a key in it (a bot token) replaced."""
+    """A URL path as compared: percent-escapes decoded (a Bedrock model id is
+    ``anthropic.claude-3-haiku-20240307-v1%3A0`` from boto3 and ``...-v1:0`` from the anthropic
+    SDK: one path), and a known secret or a key in it (a bot token) replaced."""
     path = path or "/"
+    if "%" in path:
+        path = "/".join(_segment(s) for s in path.split("/"))
     return secrets.replace(path)[0] if secrets.might_hold(path) else path
 
 

@@ -20,7 +20,7 @@ class CassetteContentview(Contentview):
     def prettify(self, data: bytes, metadata: Metadata) -> str:
         text = view.render(data, metadata.content_type)
         if text is None:  # asked for by name on another body: mitmproxy says it cannot parse
-            raise ValueError("neither an SSE/NDJSON stream nor a cassette file")
+            raise ValueError("neither an SSE, NDJSON or AWS event stream nor a cassette file")
         return text
 
     def render_priority(self, data: bytes, metadata: Metadata) -> float:

@@ -9,7 +9,8 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.connection import ConnectionState
 
-from proxy_addon.bodies.sse import asks_for_stream, stream_format
+from proxy_addon.bodies.sse import asks_for_stream
+from proxy_addon.bodies.streams import stream_format
 from proxy_addon.bodies.taps import BodyTap, StreamCapture, StreamTap
 from proxy_addon.formats import exchange
 from proxy_addon.mitm.flow import FlowState, body_of, flow_state, shown_url
@@ -41,7 +42,8 @@ class RecordHooks:
         st.key, st.slot = store.recorder.begin(
             st.canonical, st.request, st.test_id, st.test_dir, into=st.refresh, secrets=st.secrets
         )
-        req.anticomp()  # ask for plain bytes, so cassettes hold readable text
+        if not exchange.signed(req.headers):  # a signed request goes on exactly as it came
+            req.anticomp()  # ask for plain bytes, so cassettes hold readable text
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow, "record")

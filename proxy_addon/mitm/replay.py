@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from mitmproxy import http
-from mitmproxy.net.http import status_codes
+from mitmproxy.net.http import status_codes, url
 
 from proxy_addon.matching import canonical, hosts
 from proxy_addon.mitm.flow import META, FlowState, body_of, flow_state, send_to_loopback
@@ -21,7 +21,7 @@ from proxy_addon.model import RecordedResponse
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.reports import record
 from proxy_addon.runner import control
-from proxy_addon.serving import misses, normalised
+from proxy_addon.serving import misses, normalised, tokens
 from proxy_addon.serving.incidental import Incidental
 from proxy_addon.serving.pacer import Pacer
 from proxy_addon.serving.websocket_server import WebSocketServer
@@ -35,7 +35,9 @@ def canonical_request(
     req: http.Request, rules: canonical.Rules
 ) -> tuple[canonical.CanonicalRequest, Secrets]:
     """The request's key (``canonical.canonicalize_with_secrets``), and the secret rules knowing
-    its own key, from its secret headers (only those are decoded) and query parameters."""
+    its own key, from its secret headers (only those are decoded) and query parameters. Its host
+    and port are those of the URL a recording keeps (the Host header's, as ``pretty_url``), not
+    the connection's, which may go elsewhere."""
     raw = rules.secrets.raw_headers
     secret = [
         (k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
@@ -43,12 +45,18 @@ def canonical_request(
         if k.lower() in raw
     ]
     path, _, query = req.path.partition("?")
+    host, port = req.pretty_host, req.port
+    authority = req.host_header
+    if authority:  # the host and port its recorded URL names (``pretty_url``)
+        port = (
+            url.parse_authority(authority, check=False)[1] or url.default_port(req.scheme) or port
+        )
     return canonical.canonicalize_with_secrets(
         canonical.Request(
             req.method,
             req.scheme,
-            req.pretty_host,
-            req.port,
+            host,
+            port,
             path,
             query,
             req.headers.get("content-type"),
@@ -132,9 +140,18 @@ def _provider(canon: canonical.CanonicalRequest) -> str:
     return hosts.family(canon.host, canon.path)
 
 
-def incidental_response(answer: Incidental) -> http.Response:
-    """The quiet answer a replay gives a request not under test (``cassette_incidental``)."""
+def incidental_response(
+    answer: Incidental, req: http.Request, canon: canonical.CanonicalRequest
+) -> http.Response:
+    """The quiet answer a replay gives a request not under test (``cassette_incidental``), or
+    the one made for it (a token request's placeholder, ``serving/tokens.py``)."""
     headers = {"x-cassette-incidental": "1"}
+    if answer.made is not None:
+        asked = tokens.TokenRequest(
+            canon.host, canon.path, req.path.partition("?")[2], body_of(req)
+        )
+        made = answer.made(asked)
+        return http.Response.make(made.status, made.body, {**made.headers, **headers})
     if answer.content_type:
         headers["content-type"] = answer.content_type
     return http.Response.make(answer.status, answer.body, headers)
@@ -243,11 +260,14 @@ class ReplayHooks:
 
     def _incidental(self, flow: http.HTTPFlow, st: FlowState, answer: Incidental) -> None:
         """A request not under test: counted; answered here where nothing may be forwarded
-        (replay, refresh), forwarded otherwise; never recorded. Said once per pattern."""
+        (replay, refresh; a token request in replay only: a re-recording needs a real token,
+        so refresh forwards it and admits its upstream), forwarded otherwise; never recorded.
+        Said once per pattern."""
         st.action = "incidental"
         self.state.counters.add("incidental")
         self._report(st, "incidental")
-        closed = self.state.settings.mode in CLOSED_MODES
+        mode = self.state.settings.mode
+        closed = mode in CLOSED_MODES and not (mode == "refresh" and answer.credentials)
         if answer.pattern not in self._told_incidental:
             self._told_incidental.add(answer.pattern)
             log.info(
@@ -257,7 +277,9 @@ class ReplayHooks:
                 f"answered {answer.status}" if closed else "forwarded",
             )
         if closed:
-            flow.response = incidental_response(answer)
+            flow.response = incidental_response(answer, flow.request, st.canonical)
+        elif mode == "refresh":
+            self.state.refresh_upstreams.add((flow.request.host, flow.request.port))
 
     def _miss(self, flow: http.HTTPFlow, st: FlowState) -> None:
         """No recording answers it (replay, refresh): an error naming the nearest recording."""

@@ -2,12 +2,11 @@
 
 It walks everything a cassette holds: the URL (user info, query values), request and response
 headers, every body kind (JSON at any depth, forms, multipart fields, text; base64 bodies are
-bytes and left alone), every stream event (data, comments, id, name), the cut reason, and the
-llama-stack metadata, the test id. Two passes, the three layers of ``secret_rules``:
+bytes and left alone), every stream event (data, comments, id, name, an event stream's headers),
+the cut reason, the llama-stack metadata, the test id. Two passes, the layers of ``secret_rules``:
 
 1. by name: secret headers, fields and parameters are replaced by ``REDACTED`` (in JSON that is
-   itself a string too, ``embedded``), and the strings they held become known
-   secrets;
+   itself a string too, ``embedded``), and the strings they held become known secrets;
 2. by value and by shape: known secrets (in any of their forms) and well-known key formats are
    replaced inside every string, JSON keys included, and in the text a stream's events (or a
    conversation's server messages) spell together (``spelled.across``).
@@ -42,12 +41,7 @@ from proxy_addon.model import (
     WebSocketMessage,
 )
 from proxy_addon.redaction import embedded, spelled
-from proxy_addon.redaction.secret_rules import (
-    REDACTED,
-    Secrets,
-    credential_values,
-    param_values,
-)
+from proxy_addon.redaction.secret_rules import REDACTED, Secrets, credential_values, param_values
 
 Layer = Literal["name", "value", "shape"]
 T = TypeVar("T")
@@ -224,13 +218,16 @@ class _Pass:
         new = {k: self.at(k, self.header, k, v) for k, v in headers.items()}
         return headers if all(new[k] is v for k, v in headers.items()) else new
 
-    def response_headers(self, headers: list[list[str]]) -> list[list[str]]:
+    def header_list(self, headers: list[list[Any]]) -> list[list[Any]]:
+        """A response's headers, or an event stream message's (typed values left as they are)."""
         new = []
-        for i, (k, v) in enumerate(headers):
-            self.path.extend((i, 1))
-            value = self.header(k, v)
-            del self.path[-2:]
-            new.append([k, value] if value is not v else headers[i])
+        for i, header in enumerate(headers):
+            if len(header) == 2 and isinstance(header[1], str):
+                self.path.extend((i, 1))
+                value = self.header(header[0], header[1])
+                del self.path[-2:]
+                header = [header[0], value] if value is not header[1] else header
+            new.append(header)
         return headers if all(a is b for a, b in zip(new, headers)) else new
 
     def body(self, body: Body | None, content_type: str | None) -> Body | None:
@@ -295,13 +292,13 @@ class _Pass:
             return True
 
     def event(self, ev: Event) -> Event:
-        data = self.at("data", self.payload, ev.data)
-        comments = self.each("comments", ev.comments, self.text)
-        name = self.at("event", self.text, ev.event) if ev.event is not None else None
-        ident = self.at("id", self.text, ev.id) if ev.id is not None else None
-        if data is ev.data and name is ev.event and ident is ev.id and comments is ev.comments:
-            return ev
-        return Event(data=data, event=name, id=ident, retry=ev.retry, comments=comments, t=ev.t)
+        new = {"data": self.at("data", self.payload, ev.data)}
+        new["comments"] = self.each("comments", ev.comments, self.text)
+        new["event"] = self.at("event", self.text, ev.event) if ev.event is not None else None
+        new["id"] = self.at("id", self.text, ev.id) if ev.id is not None else None
+        new["headers"] = ev.headers and self.at("headers", self.header_list, ev.headers)
+        same = all(value is getattr(ev, name) for name, value in new.items())
+        return ev if same else dataclasses.replace(ev, **new)
 
     def stream(self, stream: Stream) -> Stream:
         events = stream.events
@@ -343,7 +340,7 @@ class _Pass:
     # -- a whole recording -----------------------------------------------------------------
 
     def response(self, resp: RecordedResponse) -> RecordedResponse:
-        headers = self.at("headers", self.response_headers, resp.headers)
+        headers = self.at("headers", self.header_list, resp.headers)
         content_type = next((v for k, v in resp.headers if k == "content-type"), None)
         body = self.body(resp.body, content_type)
         stream = self.at("stream", self.stream, resp.stream) if resp.stream is not None else None

@@ -135,6 +135,9 @@ def credential_values(value: str, header: str = "") -> list[str]:
         pairs = pairs[:1] if header == "set-cookie" else pairs  # the rest are attributes
         return [p.partition("=")[2].strip() for p in pairs]
     scheme, _, credential = value.strip().partition(" ")
+    if scheme.upper().startswith("AWS4-") and credential:  # SigV4: the key id, the signature
+        fields = dict(f.strip().partition("=")[::2] for f in credential.split(","))
+        return [value, fields.get("Credential", "").partition("/")[0], fields.get("Signature", "")]
     if not credential or scheme.lower() not in _AUTH_SCHEMES:
         return [value]
     credential = credential.strip()

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from proxy_addon.bodies import bedrock
 from proxy_addon.bodies.reassemble import ToolCall, Transcript, reassemble
 from proxy_addon.bodies.sse import Event, parsed
 from proxy_addon.model import RecordedResponse, Recording, WebSocketMessage
@@ -40,7 +41,11 @@ class Changes:
 
 
 def event_type(ev: Event) -> str:
-    """An event's kind: its SSE ``event:`` name, else its payload's ``type`` or ``object``."""
+    """An event's kind: its SSE ``event:`` name, else its payload's ``type`` or ``object``; an
+    AWS event stream message's is named by ``bedrock.kind`` (its ``:event-type``, or the model's
+    event inside a chunk)."""
+    if ev.headers is not None:
+        return bedrock.kind(ev)
     if ev.event:
         return ev.event
     data = parsed(ev)

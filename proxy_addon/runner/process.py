@@ -160,6 +160,7 @@ class RunningProxy:
                 "REQUESTS_CA_BUNDLE": ca,
                 "CURL_CA_BUNDLE": ca,
                 "NODE_EXTRA_CA_CERTS": ca,
+                "AWS_CA_BUNDLE": ca,  # boto3 reads it before REQUESTS_CA_BUNDLE
             }
         )
         env.update({listener.provider.variable: listener.value for listener in self.listeners})

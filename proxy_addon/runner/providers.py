@@ -21,7 +21,9 @@ LOOPBACK = "127.0.0.1"
 class Provider:
     name: str
     variable: str  # the environment variable the SDKs read
-    default: str  # its value when unset: the provider's public base URL, as the SDKs expect it
+    # its value when unset: the provider's public base URL, as the SDKs expect it ("": none,
+    # the listener is opened only when the user set the variable)
+    default: str
     read_by: str  # which SDKs read the variable (checked; see README), shown by `cassette proxy`
     host_only: bool = False  # the value is a host[:port] (OLLAMA_HOST), not a base URL
     # the key variables its SDKs (and the frameworks over them) refuse to start without; any
@@ -66,10 +68,42 @@ PROVIDERS: tuple[Provider, ...] = (
         "cohere (Python)",
         keys=("CO_API_KEY", "COHERE_API_KEY"),
     ),
+    # The clouds' base URLs are the user's own (a resource, a region): a listener only where
+    # the variable is set. Not Bedrock: SigV4 signs the Host header, which a listener changes
+    # (boto3's AWS_ENDPOINT_URL_BEDROCK_RUNTIME, ANTHROPIC_BEDROCK_BASE_URL); nor google-genai's
+    # GOOGLE_VERTEX_BASE_URL, which turns a URL outside googleapis.com into a gateway without
+    # project, location or token. Those go through HTTPS_PROXY (README: Cloud providers).
+    Provider(
+        "azure-openai",
+        "AZURE_OPENAI_ENDPOINT",
+        "",  # https://<resource>.openai.azure.com
+        "openai (Python): AzureOpenAI",
+        keys=("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN"),  # either one, AzureOpenAI says
+    ),
+    Provider(
+        "vertex-anthropic",
+        "ANTHROPIC_VERTEX_BASE_URL",
+        "",  # https://<region>-aiplatform.googleapis.com/v1
+        "anthropic (Python): AnthropicVertex",
+    ),
 )
 # The key variables of providers whose SDKs read no base-URL variable (so no listener above),
 # which pydantic-ai still requires: ``Agent("mistral:...")`` refuses to start without it.
 KEYS_WITHOUT_LISTENER: tuple[tuple[str, ...], ...] = (("MISTRAL_API_KEY",),)
+# AWS (boto3, AnthropicBedrock): SigV4 signs with a key pair, and nothing is sent without one.
+# A replay sets both halves unless the user set a credential source of any kind (botocore's
+# chain: keys, a profile, a role, a container's, a Bedrock API key). Any pair matches: the
+# signature, the date and the key id are left out of the key (README: Cloud providers).
+AWS_KEY_PAIR = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+AWS_CREDENTIAL_SOURCES = (
+    *AWS_KEY_PAIR,
+    "AWS_PROFILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_BEARER_TOKEN_BEDROCK",
+)
 
 # What a replay sets for each unset key variable, so that SDKs that refuse to start without a
 # key (the openai SDK, pydantic-ai, CrewAI, ...) start and send their requests, which a replay
@@ -140,12 +174,16 @@ def choose(text: str) -> dict[str, int | None]:
 def plan(env: Mapping[str, str], ports: Mapping[str, int], host: str = LOOPBACK) -> list[Listener]:
     """A listener for each provider named in ``ports`` (in table order), on its port. Each
     forwards to the variable's value in ``env`` when the user set one, otherwise to the
-    provider's public URL."""
+    provider's public URL; a provider with none (a cloud's) gets no listener unless its
+    variable is set."""
     listeners = []
     for provider in PROVIDERS:
         if provider.name not in ports:
             continue
-        parts = urlsplit(_base_url(provider, env.get(provider.variable) or provider.default))
+        value = env.get(provider.variable) or provider.default
+        if not value:
+            continue
+        parts = urlsplit(_base_url(provider, value))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
                 f"{provider.variable}={env.get(provider.variable)!r} is not a base "
@@ -165,10 +203,14 @@ def plan(env: Mapping[str, str], ports: Mapping[str, int], host: str = LOOPBACK)
 
 def placeholder_keys(env: Mapping[str, str]) -> dict[str, str]:
     """The placeholder for each provider whose key variables are all unset (or empty) in
-    ``env``: its first variable, set to ``PLACEHOLDER_KEY``. Only for a replay: a command that
-    records needs its real keys, and a placeholder would be sent upstream."""
+    ``env``: its first variable, set to ``PLACEHOLDER_KEY`` (AWS: both halves of a key pair).
+    Only for a replay: a command that records needs its real keys, and a placeholder would be
+    sent upstream."""
     groups = [p.keys for p in PROVIDERS if p.keys] + list(KEYS_WITHOUT_LISTENER)
-    return {names[0]: PLACEHOLDER_KEY for names in groups if not any(env.get(n) for n in names)}
+    keys = {names[0]: PLACEHOLDER_KEY for names in groups if not any(env.get(n) for n in names)}
+    if not any(env.get(n) for n in AWS_CREDENTIAL_SOURCES):
+        keys.update(dict.fromkeys(AWS_KEY_PAIR, PLACEHOLDER_KEY))
+    return keys
 
 
 def placeholder_note(names: Iterable[str]) -> str:

@@ -9,7 +9,10 @@ call mattering (the sources are the installed wheels, ``package==version path``)
   copy at once (a 429 or 5xx is retried with back-off first);
 - an upload (traces, telemetry) gets the success its exporter checks for, so nothing is
   retried and nothing is logged;
-- a check whose answer is read gets a body that reads as the offline default.
+- a check whose answer is read gets a body that reads as the offline default;
+- a token request of a cloud SDK (OAuth, the GCE metadata server, Entra ID, STS) gets a
+  placeholder credential of the right shape and lifetime, made per request by ``tokens.py``;
+  a refresh forwards it (a re-recording needs a real token).
 
 A download whose bytes the program needs (tiktoken's encodings, checked against a fixed
 hash; a Hugging Face tokenizer) is no incidental request: it is recorded and replayed like a
@@ -23,9 +26,11 @@ status to answer with (default 204; ``{}`` is the body of any status but 204).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
+
+from proxy_addon.serving import tokens
 
 EMPTY_JSON = b"{}"
 
@@ -40,6 +45,9 @@ class Incidental:
     body: bytes = b""
     content_type: str = "application/json"
     what: str = ""  # who sends it (the user's pattern: the option), for the log line
+    # an answer made per request (a token's lifetime counts from now), instead of the above
+    made: Callable[[tokens.TokenRequest], tokens.Answer] | None = None
+    credentials: bool = False  # it fetches credentials: forwarded in refresh too
 
     @property
     def pattern(self) -> str:
@@ -104,6 +112,11 @@ BUILT_IN: tuple[Incidental, ...] = (
     # genai_prices==0.2.3 update_prices.py:24, after pydantic_ai.prices.update_in_background()
     # (the bundled prices stay; one ERROR line from its background thread)
     _has_bundled_copy("raw.githubusercontent.com/pydantic/genai-prices/*", "genai-prices update"),
+    # the cloud SDKs' token requests (tokens.py: its sources, and the answers' shapes)
+    *(
+        Incidental(e.method, e.target, 200, what=e.what, made=e.answer, credentials=True)
+        for e in tokens.ENDPOINTS
+    ),
 )
 
 _STATUS = re.compile(r"[1-5]\d\d")

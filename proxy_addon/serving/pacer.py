@@ -15,7 +15,7 @@ import time
 
 import h11
 
-from proxy_addon.bodies.sse import frame_event
+from proxy_addon.bodies.streams import frame_event
 from proxy_addon.model import RecordedResponse
 from proxy_addon.serving.loopback import LoopbackServer
 from proxy_addon.serving.wire import wire_headers

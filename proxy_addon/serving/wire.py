@@ -1,10 +1,10 @@
 """What a replay sends for a recorded response: its headers without the transport ones (the
 body is stored decoded, so a stale ``content-length`` or ``content-encoding`` would be wrong),
-and its body bytes, a stream framed back into SSE or NDJSON."""
+and its body bytes, a stream framed back into SSE, NDJSON or an AWS event stream."""
 
 from __future__ import annotations
 
-from proxy_addon.bodies.sse import frame
+from proxy_addon.bodies.streams import frame
 from proxy_addon.formats import exchange
 from proxy_addon.model import RecordedResponse
 
