@@ -320,7 +320,8 @@ def test_pytest_plugin_writes_the_reports_once_at_the_end(
 
 def test_tokens_are_read_from_each_providers_usage_shape():
     """Unit test: the usage objects as each provider documents them (OpenAI chat and Responses,
-    Anthropic with its cache counts apart, Gemini with thinking tokens, Ollama)."""
+    Anthropic with its cache counts apart, Gemini with thinking tokens, Ollama, Bedrock's
+    Converse with its cache counts, Llama on Bedrock)."""
     assert tokens_of({"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}) == (5, 6)
     responses = {
         "input_tokens": 9,
@@ -338,6 +339,9 @@ def test_tokens_are_read_from_each_providers_usage_shape():
     gemini = {"promptTokenCount": 7, "candidatesTokenCount": 3, "thoughtsTokenCount": 2}
     assert tokens_of(gemini) == (7, 5)
     assert tokens_of({"prompt_eval_count": 8, "eval_count": 2}) == (8, 2)
+    converse = {"inputTokens": 12, "outputTokens": 5, "totalTokens": 17, "cacheReadInputTokens": 4}
+    assert tokens_of(converse) == (16, 5)
+    assert tokens_of({"prompt_token_count": 6, "generation_token_count": 3}) == (6, 3)
     assert [tokens_of(u) for u in (None, {}, {"cost": 1}, [1])] == [None] * 4
 
 

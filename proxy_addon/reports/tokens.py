@@ -24,8 +24,14 @@ USAGE_SHAPES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ),
     ("Gemini", ("promptTokenCount",), ("candidatesTokenCount", "thoughtsTokenCount")),
     ("Ollama", ("prompt_eval_count",), ("eval_count",)),
-    # Bedrock: its shapes (Converse's inputTokens/outputTokens and the invoke-model ones) come
-    # with issue #29; their rows go here.
+    # Bedrock's Converse (and Amazon Nova through InvokeModel); Anthropic models on Bedrock
+    # answer in Anthropic's shape above
+    (
+        "Bedrock Converse, Nova",
+        ("inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"),
+        ("outputTokens",),
+    ),
+    ("Meta Llama on Bedrock", ("prompt_token_count",), ("generation_token_count",)),
 )
 
 
