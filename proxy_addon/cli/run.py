@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import click
 
-from proxy_addon.cli.common import dir_option
+from proxy_addon.cli.options import dir_option
 from proxy_addon.runner import providers
 from proxy_addon.runner.interface import owned
 from proxy_addon.runner.process import (

@@ -170,12 +170,13 @@ class IndexCache:
 
     def load(
         self,
-        files: list[str],
+        files: list[tuple[str, os.stat_result | None]],
         skip: int,
         restore: Callable[[str, tuple[Any, ...]], None],
         read: Callable[[str], object | None],
     ) -> Indexing:
-        """Index ``files`` in their order: each from its saved row while its stamp is the one
+        """Index ``files`` (each with its stat, taken before anything of it is read; None: it
+        could not be taken) in their order: each from its saved row while its stamp is the one
         saved (``restore(file, fields)``), the others read (``read(file)``: an object with the
         fields as attributes, None for a bad file); then save the rows again if they changed.
         ``skip``: the length of the folder's path and separator before each file's path under
@@ -186,17 +187,17 @@ class IndexCache:
         old = saved or Saved.empty(len(self.fields))
         count, paths = len(old.paths), old.paths
         sizes, mtimes, ctimes, inodes = old.sizes, old.mtimes, old.ctimes, old.inodes
+        # the saved rows in the walk's order, made one at a time as the walk reaches them
+        rows, next_row = zip(*old.columns), 0
         where = array("q", [-1]) * len(files)  # the saved row each file was restored from
         # the files read now and settled, to be saved: where they are in ``fresh``, by file
         fresh_at = array("q", [-1]) * len(files)
         fresh = Saved.empty(0)
         read_now: list[object] = []  # their entries (``fresh``'s columns when saved)
         positions: dict[str, int] | None = None  # built only if the walk's order changed
-        stat, nxt = os.stat, 0
-        for i, file in enumerate(files):
-            try:
-                st = stat(file)
-            except OSError:  # reading it says why
+        nxt = 0
+        for i, (file, st) in enumerate(files):
+            if st is None:
                 read(file)
                 continue
             rel = file[skip:]
@@ -213,7 +214,11 @@ class IndexCache:
                 and ctimes[j] == st.st_ctime_ns
                 and inodes[j] == st.st_ino
             ):
-                restore(file, tuple([column[j] for column in old.columns]))
+                if j == next_row:
+                    row, next_row = next(rows), j + 1
+                else:
+                    row = tuple([column[j] for column in old.columns])
+                restore(file, row)
                 where[i] = j
                 nxt = j + 1
                 continue
@@ -226,7 +231,10 @@ class IndexCache:
         fresh.columns = [[getattr(e, name) for e in read_now] for name in self.fields]
         served = len(files) - where.count(-1)
         if read_now or served != count:
-            state += ", " + (self._save(files, skip, (old, where), (fresh, fresh_at)) or "saved")
+            paths_now = [file for file, _ in files]
+            state += ", " + (
+                self._save(paths_now, skip, (old, where), (fresh, fresh_at)) or "saved"
+            )
         return Indexing(0.0, len(files), served, len(files) - served, str(self.path), state)
 
     def _save(
