@@ -40,11 +40,11 @@ from proxy_addon.store.cache import BUDGET_BYTES, RecordingCache
 from proxy_addon.store.index_cache import Indexing
 from proxy_addon.store.layout import (
     cassette_files,
-    cassette_stats,
     model_of,
     origin_of,
     per_test_dir_of,
     safe_segment,
+    stats_of,
 )
 
 log = logging.getLogger(__name__)
@@ -184,18 +184,16 @@ class Index:
         self.entries.clear()
         self.by_endpoint.clear()
         self.bad.clear()
+        files = list(cassette_files(self.root))
+        self.found = len(files)
         saved = self._saved_index()
         if saved is None:
-            files = list(cassette_files(self.root))
-            self.found = len(files)
             for file in files:
                 self._load_file(file)
             self.indexing = Indexing(files=len(files), read=len(files))
         else:
-            stats = list(cassette_stats(self.root))
-            self.found = len(stats)
             self.indexing = saved.load(
-                stats, len(self._root_text) + 1, self._restore, self._load_file
+                files, stats_of(files), len(self._root_text) + 1, self._restore, self._load_file
             )
         self.indexing.seconds = time.perf_counter() - started
 

@@ -35,7 +35,7 @@ import sys
 import time
 import zlib
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
@@ -170,18 +170,19 @@ class IndexCache:
 
     def load(
         self,
-        files: list[tuple[str, os.stat_result | None]],
+        files: list[str],
+        stats: Iterable[os.stat_result | None],
         skip: int,
         restore: Callable[[str, tuple[Any, ...]], None],
         read: Callable[[str], object | None],
     ) -> Indexing:
-        """Index ``files`` (each with its stat, taken before anything of it is read; None: it
-        could not be taken) in their order: each from its saved row while its stamp is the one
-        saved (``restore(file, fields)``), the others read (``read(file)``: an object with the
-        fields as attributes, None for a bad file); then save the rows again if they changed.
-        ``skip``: the length of the folder's path and separator before each file's path under
-        it. A file costs no object that outlives its turn but what ``restore`` or ``read``
-        keeps: 100,000 rows of tuples fragmented 50 MB of memory."""
+        """Index ``files`` (``stats``: each one's stat in turn, taken before anything of it is
+        read; None: it could not be taken) in their order: each from its saved row while its
+        stamp is the one saved (``restore(file, fields)``), the others read (``read(file)``: an
+        object with the fields as attributes, None for a bad file); then save the rows again if
+        they changed. ``skip``: the length of the folder's path and separator before each
+        file's path under it. A file costs no object that outlives its turn but what
+        ``restore`` or ``read`` keeps: 100,000 rows of tuples fragmented 50 MB of memory."""
         scan_ns = time.time_ns()
         saved, state = self.read()
         old = saved or Saved.empty(len(self.fields))
@@ -196,7 +197,7 @@ class IndexCache:
         read_now: list[object] = []  # their entries (``fresh``'s columns when saved)
         positions: dict[str, int] | None = None  # built only if the walk's order changed
         nxt = 0
-        for i, (file, st) in enumerate(files):
+        for i, (file, st) in enumerate(zip(files, stats, strict=True)):
             if st is None:
                 read(file)
                 continue
@@ -214,7 +215,9 @@ class IndexCache:
                 and ctimes[j] == st.st_ctime_ns
                 and inodes[j] == st.st_ino
             ):
-                if j == next_row:
+                if j >= next_row:
+                    for _ in range(j - next_row):  # rows of files gone, changed or moved
+                        next(rows)
                     row, next_row = next(rows), j + 1
                 else:
                     row = tuple([column[j] for column in old.columns])
@@ -231,10 +234,7 @@ class IndexCache:
         fresh.columns = [[getattr(e, name) for e in read_now] for name in self.fields]
         served = len(files) - where.count(-1)
         if read_now or served != count:
-            paths_now = [file for file, _ in files]
-            state += ", " + (
-                self._save(paths_now, skip, (old, where), (fresh, fresh_at)) or "saved"
-            )
+            state += ", " + (self._save(files, skip, (old, where), (fresh, fresh_at)) or "saved")
         return Indexing(0.0, len(files), served, len(files) - served, str(self.path), state)
 
     def _save(
