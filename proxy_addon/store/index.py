@@ -44,7 +44,6 @@ from proxy_addon.store.layout import (
     origin_of,
     per_test_dir_of,
     safe_segment,
-    stats_of,
 )
 
 log = logging.getLogger(__name__)
@@ -193,7 +192,7 @@ class Index:
             self.indexing = Indexing(files=len(files), read=len(files))
         else:
             self.indexing = saved.load(
-                files, stats_of(files), len(self._root_text) + 1, self._restore, self._load_file
+                files, len(self._root_text) + 1, self._restore, self._load_file
             )
         self.indexing.seconds = time.perf_counter() - started
 

@@ -35,7 +35,7 @@ import sys
 import time
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
@@ -171,34 +171,32 @@ class IndexCache:
     def load(
         self,
         files: list[str],
-        stats: Iterable[os.stat_result | None],
         skip: int,
         restore: Callable[[str, tuple[Any, ...]], None],
         read: Callable[[str], object | None],
     ) -> Indexing:
-        """Index ``files`` (``stats``: each one's stat in turn, taken before anything of it is
-        read; None: it could not be taken) in their order: each from its saved row while its
-        stamp is the one saved (``restore(file, fields)``), the others read (``read(file)``: an
-        object with the fields as attributes, None for a bad file); then save the rows again if
-        they changed. ``skip``: the length of the folder's path and separator before each
-        file's path under it. A file costs no object that outlives its turn but what
-        ``restore`` or ``read`` keeps: 100,000 rows of tuples fragmented 50 MB of memory."""
+        """Index ``files`` in their order: each from its saved row while its stamp is the one
+        saved (``restore(file, fields)``), the others read (``read(file)``: an object with the
+        fields as attributes, None for a bad file); then save the rows again if they changed.
+        ``skip``: the length of the folder's path and separator before each file's path under
+        it. A file costs no object that outlives its turn but what ``restore`` or ``read``
+        keeps: 100,000 rows of tuples fragmented 50 MB of memory."""
         scan_ns = time.time_ns()
         saved, state = self.read()
         old = saved or Saved.empty(len(self.fields))
         count, paths = len(old.paths), old.paths
         sizes, mtimes, ctimes, inodes = old.sizes, old.mtimes, old.ctimes, old.inodes
-        # the saved rows in the walk's order, made one at a time as the walk reaches them
-        rows, next_row = zip(*old.columns), 0
         where = array("q", [-1]) * len(files)  # the saved row each file was restored from
         # the files read now and settled, to be saved: where they are in ``fresh``, by file
         fresh_at = array("q", [-1]) * len(files)
         fresh = Saved.empty(0)
         read_now: list[object] = []  # their entries (``fresh``'s columns when saved)
         positions: dict[str, int] | None = None  # built only if the walk's order changed
-        nxt = 0
-        for i, (file, st) in enumerate(zip(files, stats, strict=True)):
-            if st is None:
+        stat, nxt = os.stat, 0
+        for i, file in enumerate(files):
+            try:
+                st = stat(file)
+            except OSError:  # reading it says why
                 read(file)
                 continue
             rel = file[skip:]
@@ -215,13 +213,7 @@ class IndexCache:
                 and ctimes[j] == st.st_ctime_ns
                 and inodes[j] == st.st_ino
             ):
-                if j >= next_row:
-                    for _ in range(j - next_row):  # rows of files gone, changed or moved
-                        next(rows)
-                    row, next_row = next(rows), j + 1
-                else:
-                    row = tuple([column[j] for column in old.columns])
-                restore(file, row)
+                restore(file, tuple([column[j] for column in old.columns]))
                 where[i] = j
                 nxt = j + 1
                 continue

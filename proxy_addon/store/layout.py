@@ -8,14 +8,13 @@ sanitised, and a path is checked to stay inside the directory whatever the reque
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -173,31 +172,6 @@ def cassette_files(root: Path | str) -> Iterator[str]:
             except OSError:  # vanished meanwhile
                 continue
         pending.extend(reversed(subdirs))
-
-
-def stats_of(files: Iterable[str]) -> Iterator[os.stat_result | None]:
-    """Each file's stat, in turn (None: it could not be taken; reading the file says why).
-    Taken relative to its folder, opened once for the files in it that come together (as
-    ``cassette_files`` yields them): the kernel then looks up no whole path per file, which
-    costs up to half as much again over 100,000 files five folders deep. One at a time: a list
-    of 100,000 stats would leave 50 MB of fragmented memory behind."""
-    folder, fd = None, -1
-    try:
-        for file in files:
-            head, _, name = file.rpartition(os.sep)
-            if head != folder:
-                if fd >= 0:
-                    os.close(fd)
-                folder, fd = head, -1
-                with contextlib.suppress(OSError):
-                    fd = os.open(head or os.sep, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                yield os.stat(name, dir_fd=fd) if fd >= 0 else os.stat(file)
-            except OSError:
-                yield None
-    finally:
-        if fd >= 0:
-            os.close(fd)
 
 
 def _skipped(path: str) -> None:
