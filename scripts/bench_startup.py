@@ -250,14 +250,17 @@ def bench_lookup(
     ]
 
 
-def bench_run_overhead(work: Path, rounds: int) -> list[Row]:
+def bench_run_overhead(work: Path, rounds: int, baseline_addon: Path) -> list[Row]:
     """``cassette run -- true`` over an empty folder against ``mitmdump --version`` (Python
-    and mitmproxy's imports: the floor of any run), in turn."""
+    and mitmproxy's imports: the floor of any run), and mitmproxy with a trivial addon started
+    (a fresh CA, as a run makes) and stopped as a run does: what is left is ours. In turn."""
     cassette = str(Path(sys.executable).with_name("cassette"))
     folder = work / "run-empty"
     folder.mkdir()
-    ours, floor = [], []
-    for _ in range(rounds):
+    table = work / "run-no-responses.json"
+    table.write_text("{}")
+    ours, floor, bare = [], [], []
+    for r in range(rounds):
         start = time.perf_counter()
         subprocess.run([mitmdump_executable(), "--version"], capture_output=True, check=True)
         floor.append(time.perf_counter() - start)
@@ -266,12 +269,32 @@ def bench_run_overhead(work: Path, rounds: int) -> list[Row]:
             [cassette, "run", "--dir", str(folder), "--", "true"], capture_output=True, check=True
         )
         ours.append(time.perf_counter() - start)
-    o, f = statistics.median(ours), statistics.median(floor)
+        start = time.perf_counter()
+        start_proxy(
+            folder,
+            script=baseline_addon,
+            confdir=work / f"run-ca-{r}",
+            options={"bench_responses": str(table)},
+        ).stop()
+        bare.append(time.perf_counter() - start)
+    o, f, b = statistics.median(ours), statistics.median(floor), statistics.median(bare)
     return [
         (
             "`cassette run -- true`, empty folder",
             f"{o:.2f} s",
             f"{f:.2f} s (`mitmdump --version`)",
             f"+{o - f:.2f} s",
-        )
+        ),
+        (
+            "mitmproxy with a trivial addon, started to listening and stopped (fresh CA)",
+            f"{b:.2f} s",
+            f"{f:.2f} s (`mitmdump --version`)",
+            f"+{b - f:.2f} s",
+        ),
+        (
+            "`cassette run -- true`, over the trivial addon's start and stop",
+            f"{o:.2f} s",
+            f"{b:.2f} s (trivial addon)",
+            f"+{o - b:.2f} s",
+        ),
     ]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -34,10 +35,42 @@ def fixture_dir(tmp_path: Path) -> Path:
 
 
 def test_every_command_says_what_it_does_with_an_example():
-    assert "Example" in run("--help").output
-    for name in main.commands:
+    listing = run("--help").output
+    assert "Example" in listing
+    context = click.Context(main)
+    names = main.list_commands(context)
+    assert len(names) == 14, names
+    for name in names:  # each command's module is imported when it is asked for
+        assert f"\n  {name} " in listing, name
+        command = main.get_command(context, name)
+        assert command is not None and command.name == name
         out = run(name, "--help").output
+        assert out.startswith(f"Usage: main {name} "), (name, out[:80])
         assert "Example" in out, name
+
+
+def test_cassette_run_imports_none_of_the_modules_that_read_cassettes():
+    """``cassette run`` starts a proxy before anything: the store, the formats, rich and
+    mitmproxy (the proxy's own process imports those) would only delay it."""
+    code = (
+        "import sys, click; from proxy_addon.cli import main; "
+        "context = click.Context(main); "
+        "main.get_command(context, 'run'); main.get_command(context, 'proxy'); "
+        "print(sorted({m.split('.')[0] if not m.startswith('proxy_addon') else "
+        "'.'.join(m.split('.')[:2]) for m in sys.modules}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    for heavy in (
+        "proxy_addon.store",
+        "proxy_addon.formats",
+        "proxy_addon.matching",
+        "rich",
+        "mitmproxy",
+    ):
+        assert f"'{heavy}'" not in loaded.stdout, loaded.stdout
+    assert "'proxy_addon.runner'" in loaded.stdout
 
 
 def test_ls_lists_llama_stack_and_our_own(fixture_dir, tmp_path):

@@ -19,16 +19,6 @@ from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store import CassetteStore
 from proxy_addon.store.index import Entry
 
-dir_option = click.option(
-    "--dir",
-    "cassette_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default="cassettes",
-    envvar="CASSETTE_DIR",
-    show_default=True,
-    show_envvar=True,
-    help="Cassette directory.",
-)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from proxy_addon import formats
-from proxy_addon.cli.common import dir_option, resolve_all, secret_options, secrets_of
+from proxy_addon.cli.common import resolve_all, secret_options, secrets_of
+from proxy_addon.cli.options import dir_option
 from proxy_addon.formats import cassette, llama_stack_export
 from proxy_addon.matching import canonical
 from proxy_addon.model import CassetteError

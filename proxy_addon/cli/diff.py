@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from proxy_addon import formats
-from proxy_addon.cli.common import dir_option, json_option, print_json, resolve_all
+from proxy_addon.cli.common import json_option, print_json, resolve_all
+from proxy_addon.cli.options import dir_option
 from proxy_addon.formats import cassette
 from proxy_addon.matching import canonical, difference
 from proxy_addon.model import Body, CassetteError, RecordedResponse, Recording

@@ -17,7 +17,8 @@ import click
 import orjson
 
 from proxy_addon import formats
-from proxy_addon.cli.common import dir_option, json_option, print_json, secrets_of
+from proxy_addon.cli.common import json_option, print_json, secrets_of
+from proxy_addon.cli.options import dir_option
 from proxy_addon.matching import canonical, normalize, volatile
 from proxy_addon.matching.jsonpath import parse_path
 from proxy_addon.matching.presets import PRESETS

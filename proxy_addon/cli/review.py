@@ -16,7 +16,6 @@ from proxy_addon import formats
 from proxy_addon.bodies.reassemble import reassemble
 from proxy_addon.cli.common import (
     console,
-    dir_option,
     entries,
     json_option,
     load_store,
@@ -25,6 +24,7 @@ from proxy_addon.cli.common import (
     resolve,
     table,
 )
+from proxy_addon.cli.options import dir_option
 from proxy_addon.matching import canonical
 from proxy_addon.model import (
     Body,

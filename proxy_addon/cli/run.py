@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
-from proxy_addon.cli.common import dir_option
+from proxy_addon.cli.options import dir_option
 from proxy_addon.cli.report_flags import as_options, report_options, targets
 from proxy_addon.reports import publish
 from proxy_addon.runner import providers

@@ -15,7 +15,8 @@ import click
 import orjson
 
 from proxy_addon import formats
-from proxy_addon.cli.common import dir_option, secret_options, secrets_of
+from proxy_addon.cli.common import secret_options, secrets_of
+from proxy_addon.cli.options import dir_option
 from proxy_addon.formats import cassette, rewrite
 from proxy_addon.model import CassetteError
 from proxy_addon.redaction import redact

@@ -17,8 +17,9 @@ from typing import Any
 
 import click
 
-from proxy_addon.cli.common import dir_option, json_option, load_store, print_json
+from proxy_addon.cli.common import json_option, load_store, print_json
 from proxy_addon.cli.diff import run_git
+from proxy_addon.cli.options import dir_option
 from proxy_addon.model import CassetteError
 from proxy_addon.review.proposals import Proposal, Recorded, propose
 

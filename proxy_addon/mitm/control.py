@@ -7,7 +7,7 @@ import orjson
 from mitmproxy import http
 
 from proxy_addon.mitm.state import State
-from proxy_addon.runner import control
+from proxy_addon.runner import channel, control
 
 
 class ControlChannel:
@@ -15,7 +15,7 @@ class ControlChannel:
         self.state = state
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.request.host != control.CONTROL_HOST:
+        if flow.request.host != channel.CONTROL_HOST:
             return
         status, answer = control.handle(
             self.state.current,

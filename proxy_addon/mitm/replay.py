@@ -20,7 +20,7 @@ from proxy_addon.mitm.websocket import answer_websocket
 from proxy_addon.model import RecordedResponse
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.reports import record
-from proxy_addon.runner import control
+from proxy_addon.runner import channel
 from proxy_addon.serving import misses, normalised, tokens
 from proxy_addon.serving.incidental import Incidental
 from proxy_addon.serving.pacer import Pacer
@@ -176,7 +176,7 @@ class ReplayHooks:
         state, store = self.state, self.state.store
         assert store is not None
         state.counters.add("requests")
-        named = flow.request.headers.pop(control.TEST_ID_HEADER, None)
+        named = flow.request.headers.pop(channel.TEST_ID_HEADER, None)
         mode = state.settings.mode
         if mode == "passthrough":
             return

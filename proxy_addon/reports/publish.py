@@ -13,7 +13,6 @@ from pathlib import Path
 from proxy_addon.reports import github, html, junit, markdown
 from proxy_addon.reports.run import build
 from proxy_addon.reports.tokens import Price, load_prices
-from proxy_addon.store.writer import atomic_write
 from proxy_addon.summary import Summary
 
 
@@ -72,6 +71,8 @@ def publish(
                 with Path(path).open("a", encoding="utf-8") as f:
                     f.write(render() + "\n")
             else:
+                from proxy_addon.store.writer import atomic_write  # the store: only to write
+
                 atomic_write(Path(path), render().encode())
         except OSError as e:
             tell(f"cassette: could not write the report {path}: {e.strerror}")

@@ -26,9 +26,6 @@ import orjson
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store.layout import per_test_dir
 
-CONTROL_HOST = "cassette.control"
-TEST_ID_HEADER = "x-cassette-test-id"  # removed before matching and forwarding
-
 
 @dataclass(slots=True)
 class CurrentTest:

@@ -29,7 +29,7 @@ from typing import NoReturn
 
 import orjson
 
-from proxy_addon.runner.control import CONTROL_HOST
+from proxy_addon.runner.channel import CONTROL_HOST
 from proxy_addon.runner.providers import Listener, plan
 from proxy_addon.summary import INDEXING
 

@@ -24,7 +24,7 @@ import pytest
 from proxy_addon.reports import publish
 from proxy_addon.reports.publish import Targets
 from proxy_addon.runner import providers
-from proxy_addon.runner.control import CONTROL_HOST
+from proxy_addon.runner.channel import CONTROL_HOST
 from proxy_addon.runner.interface import owned
 from proxy_addon.runner.process import (
     RUNNER_OPTIONS,
