@@ -256,6 +256,15 @@ def test_the_plugin_stops_its_proxy_and_prints_the_summary_on_a_signal(sig, code
     assert _alive(proxy) == []
 
 
+# Python, not sh: its Ctrl-C handler is set before it reads, so a Ctrl-C typed as soon as
+# "got" is printed ends it whatever it is doing (sh would be between "echo got" and forking
+# sleep, whose SIGINT it defers until that child ends: the test hung under load)
+READ_THEN_WAIT = (
+    "import time; print('ask', flush=True); x = input(); print('got', x, flush=True); "
+    "time.sleep(300)"
+)
+
+
 # the child does nothing but exec: no lock of a thread is taken between the fork and the exec
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_on_a_terminal_the_command_reads_the_keyboard_and_gets_ctrl_c(tmp_path):
@@ -267,7 +276,7 @@ def test_on_a_terminal_the_command_reads_the_keyboard_and_gets_ctrl_c(tmp_path):
         os.execv(
             CASSETTE,
             [CASSETTE, "run", "--mode", "passthrough", "--dir", str(tmp_path / "c"), "--"]
-            + ["sh", "-c", f"echo ask; read x; echo got $x; sleep 300 # {tmp_path}"],
+            + [sys.executable, "-c", READ_THEN_WAIT, str(tmp_path)],
         )
     seen = b""
 
