@@ -201,7 +201,7 @@ class ReplayHooks:
         )
         if hit is not None:
             if mode == "refresh" and self._refreshes(flow, st, hit):
-                self._report(st, "recorded", file=str(hit.entry.path))
+                self._report(st, "recorded", file=hit.entry.file)
                 return
             if mode != "refresh" and self._refused_as_stale(flow, st, hit):
                 return
@@ -219,7 +219,7 @@ class ReplayHooks:
                     {
                         "asked": canon.host,
                         "recorded_for": hit.other_host,
-                        "file": str(hit.entry.path),
+                        "file": hit.entry.file,
                     },
                 )
                 log.info(
@@ -256,7 +256,7 @@ class ReplayHooks:
             for what, yes in (("other host", hit.other_host), ("normalised", hit.normalised))
             if yes
         ]
-        self._report(st, "hit", file=str(hit.entry.path), notes=notes, **usage)
+        self._report(st, "hit", file=hit.entry.file, notes=notes, **usage)
 
     def _incidental(self, flow: http.HTTPFlow, st: FlowState, answer: Incidental) -> None:
         """A request not under test: counted; answered here where nothing may be forwarded
@@ -327,7 +327,7 @@ class ReplayHooks:
         reason = (
             f"recorded {describe(how_old)} ago, over cassette_max_age={state.settings.max_age_text}"
         )
-        self._report(st, "stale", file=str(hit.entry.path), message=message, reason=reason)
+        self._report(st, "stale", file=hit.entry.file, message=message, reason=reason)
         return True
 
     def _refreshes(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> bool:

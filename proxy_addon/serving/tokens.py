@@ -173,7 +173,9 @@ def _sts(request: TokenRequest) -> Answer:
     )
     session = escape(form.get("RoleSessionName", "cassette"))
     role = escape(form.get("RoleArn", "arn:aws:iam::000000000000:role/cassette"))
-    account, name = (role.split(":")[4] or "000000000000"), role.rpartition("/")[2]
+    parts = role.split(":")  # arn:aws:iam::ACCOUNT:role/NAME; anything else: a placeholder
+    account = (parts[4] if len(parts) > 4 else "") or "000000000000"
+    name = role.rpartition("/")[2]
     user = (
         f"<AssumedRoleUser><AssumedRoleId>AROACASSETTEPLACEHOLD:{session}</AssumedRoleId>"
         f"<Arn>arn:aws:sts::{account}:assumed-role/{name}/{session}</Arn></AssumedRoleUser>"
