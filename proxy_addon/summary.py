@@ -141,9 +141,15 @@ class Summary:
             )
             if n
         ]
-        if self.requests == 0 and nothing_reached_fails(mode, environ):
+        if self.reached_nothing and nothing_reached_fails(mode, environ):
             reasons.append("no request reached the proxy (replay mode with CI=true)")
         return "; ".join(reasons) if reasons else None
+
+    @property
+    def reached_nothing(self) -> bool:
+        """Whether no client reached the proxy at all: no request, and no connection it refused
+        (a refused tunnel is a client that did reach it, and is reported as such)."""
+        return self.requests == 0 and self.refused_connections == 0
 
     @property
     def failed(self) -> bool:

@@ -16,8 +16,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy_addon.runner.process import RunningProxy, start_proxy
+from proxy_addon.runner.process import START_TIMEOUT_ENV, RunningProxy, start_proxy
+from proxy_addon.runner.supervise import GRACE_ENV
 from tests.upstream import FakeUpstreamServer, make_certificate
+
+# The environment the tool reads to change what it does, as a CI machine may set it: CI=true
+# makes a replay no request reached fail, GitHub's variables send reports to the job's page.
+# Every test starts without them, whatever machine runs it; a test that means one sets it.
+AMBIENT = ("CI", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "CASSETTE_DIR")
+AMBIENT += (START_TIMEOUT_ENV, GRACE_ENV)
+for _name in AMBIENT:
+    os.environ.pop(_name, None)
 
 TESTS = Path(__file__).resolve().parent
 # The checkout these tests come from: its README, scripts and bundled cassettes. scripts/test

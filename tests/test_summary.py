@@ -33,6 +33,10 @@ def test_a_failed_run_says_why_in_one_line():
     )
     assert Summary(requests=0).failure("replay", {}) is None
     assert Summary(requests=0).failure("record", {"CI": "true"}) is None
+    # a client whose tunnel the replay refused did reach the proxy: that is the reason, alone
+    refused = Summary(requests=0, refused_connections=1)
+    assert not refused.reached_nothing
+    assert refused.failure("replay", {"CI": "true"}) == "1 upstream connections refused"
     both = Summary(requests=3, misses=2, internal_errors=1)
     assert both.failure("replay", {}) == "2 replay misses; 1 internal errors in the proxy"
     assert both.failed

@@ -236,7 +236,7 @@ def run_command(
     publish.publish(summary, mode, to, os.environ, click.echo, _say)
     if placeholders:
         _say(placeholder_note(placeholders))
-    if summary.requests == 0:
+    if summary.reached_nothing:
         _say(f"cassette: warning: {NOTHING_REACHED}")
     reason = summary.failure(mode, os.environ)
     if code == 0 and reason is not None and sup.signal is None:

@@ -99,7 +99,7 @@ class State:
             asdict(index.indexing),
         )
         log.warning(summary.line())
-        if summary.requests == 0:  # plain mitmdump too: a run that tested nothing says so
+        if summary.reached_nothing:  # plain mitmdump too: a run that tested nothing says so
             log.warning("cassette: warning: %s", NOTHING_REACHED)
         target = self.settings.summary_path
         if target:

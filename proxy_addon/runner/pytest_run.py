@@ -215,7 +215,7 @@ def report(
     placeholders = placeholder_keys(os.environ)
     if placeholders and config.getoption("--cassette-mode") == "replay":
         terminalreporter.write_line(placeholder_note(placeholders))
-    if summary.requests == 0:
+    if summary.reached_nothing:
         terminalreporter.write_line(f"cassette: warning: {NOTHING_REACHED}")
     reason = run_failed(summary, config.getoption("--cassette-mode"))
     if reason is not None:
@@ -246,7 +246,7 @@ def _not_a_full_passing_run(
     if exitstatus != pytest.ExitCode.OK:
         names = {int(code): code.name.lower() for code in pytest.ExitCode}
         return f"the run did not pass ({names.get(exitstatus, f'exit code {exitstatus}')})"
-    if summary.requests == 0:
+    if summary.reached_nothing:
         return "no request reached the proxy"
     for outcome, how in (("skipped", "skipped"), ("xfailed", "expected to fail, and did")):
         if stats.get(outcome):  # it may have stopped before its requests
