@@ -126,6 +126,21 @@ def _say(line: str) -> None:
         click.echo(line, err=True)
 
 
+def _start(
+    sup: Supervisor, interface: str, cassette_dir: Path, mode: str, **how: Any
+) -> RunningProxy:
+    """The proxy ``run`` and ``proxy`` start (``how``: ``start_proxy``'s keywords), under
+    ``sup``, whose signals give up the wait: or the command ends, 128+N when a signal came
+    while the proxy started, exit 2 saying why it did not start."""
+    try:
+        return start_proxy(cassette_dir, mode, progress=_say, wake=sup.wake, **how)
+    except ProxyStartError as e:
+        if e.interrupted:
+            _say("cassette: interrupted while the proxy started")
+            sys.exit(sup.exit_code(None))
+        _fail_start(e, interface)
+
+
 def _fail_start(e: ProxyStartError, interface: str) -> NoReturn:
     """Exit 2, saying why the proxy did not start (and which option moves a busy port)."""
     how = ""
@@ -192,22 +207,16 @@ def run_command(
             # the reports are written here, from the summary: the step summary once
             {"cassette_summary": str(summary_path), "cassette_step_summary": "false"},
         )
-        try:
-            proxy = start_proxy(
-                cassette_dir,
-                mode,
-                confdir=Path(tmp) / "ca",
-                options=opts,
-                timeout=limit,
-                listeners=chosen,
-                progress=_say,
-                wake=sup.wake,
-            )
-        except ProxyStartError as e:
-            if e.interrupted:
-                _say("cassette: interrupted while the proxy started")
-                sys.exit(sup.exit_code(None))
-            _fail_start(e, "run")
+        proxy = _start(
+            sup,
+            "run",
+            cassette_dir,
+            mode,
+            confdir=Path(tmp) / "ca",
+            options=opts,
+            timeout=limit,
+            listeners=chosen,
+        )
         env = proxy.client_env()
         placeholders = placeholder_keys(env) if mode == "replay" else {}
         try:
@@ -307,24 +316,19 @@ def proxy_command(
     for name in ("listen_port", "listen_host", "confdir", "mode"):
         opts.pop(name)  # passed by start_proxy itself
     with Supervisor(GRACE) as sup:
-        try:
-            proxy = start_proxy(
-                cassette_dir,
-                mode,
-                confdir=confdir,
-                options=opts,
-                timeout=limit,
-                listeners=chosen,
-                port=port,
-                listen_host=listen_host,
-                progress=_say,
-                echo=_relay,
-                wake=sup.wake,
-            )
-        except ProxyStartError as e:
-            if e.interrupted:
-                sys.exit(sup.exit_code(None))
-            _fail_start(e, "proxy")
+        proxy = _start(
+            sup,
+            "proxy",
+            cassette_dir,
+            mode,
+            confdir=confdir,
+            options=opts,
+            timeout=limit,
+            listeners=chosen,
+            port=port,
+            listen_host=listen_host,
+            echo=_relay,
+        )
         _say(_how_to_point(proxy.url, proxy.ca_cert, proxy.listeners, listen_host, mode))
         sup.serve(proxy.ended)
         proxy.stop(GRACE)

@@ -286,15 +286,18 @@ class ReplayHooks:
         state, store = self.state, self.state.store
         assert store is not None
         st.action = "miss"
+        near = misses.nearest(st.canonical, store.index)
         message = misses.miss_message(
             st.canonical,
             store.index,
+            near,
             lambda rules: canonical_request(flow.request, rules)[0],
             state.settings.interface,
         )
         state.miss(message)
         flow.response = miss_response(message, st.canonical)
-        self._report(st, "miss", message=message, **record.miss_detail(st.canonical, store.index))
+        detail = record.miss_detail(st.canonical, store.index, near)
+        self._report(st, "miss", message=message, **detail)
 
     def _age_over_limit(self, hit: Hit) -> timedelta | None:
         limit = self.state.settings.max_age

@@ -22,7 +22,7 @@ from proxy_addon.matching.jsonpath import parse_path
 from proxy_addon.model import RecordedResponse
 from proxy_addon.reports.tokens import tokens_of
 from proxy_addon.serving.misses import clip, quote
-from proxy_addon.store.index import Index
+from proxy_addon.store.index import Entry, Index
 
 BODY_LIMIT = 20_000  # characters of each body a miss keeps for the side-by-side diff
 ABSENT = "(absent)"
@@ -51,14 +51,16 @@ def hit_usage(resp: RecordedResponse) -> dict[str, int]:
     return {} if tokens is None else {"input_tokens": tokens[0], "output_tokens": tokens[1]}
 
 
-def miss_detail(canon: CanonicalRequest, index: Index) -> dict[str, Any]:
-    """The nearest recording of a miss and where it differs, each path with both values, and
-    both bodies (pretty JSON, clipped) for a side-by-side diff."""
+def miss_detail(
+    canon: CanonicalRequest, index: Index, near: tuple[Entry, list[str]] | None
+) -> dict[str, Any]:
+    """The nearest recording of a miss (``near``, as ``serving.misses.nearest`` found it) and
+    where it differs, each path with both values, and both bodies (pretty JSON, clipped) for a
+    side-by-side diff."""
+    if near is None:
+        return {}
+    entry, paths = near
     try:
-        near = index.nearest(canon)
-        if near is None:
-            return {}
-        entry, paths = near
         recorded = index.canonical(entry.request)
     except (RecursionError, OSError, ValueError):  # too deep to compare, or a file gone
         return {}

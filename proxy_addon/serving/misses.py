@@ -48,15 +48,27 @@ def quote(value: Any) -> str:
         return f"<a {type(value).__name__} nested too deep to show>"
 
 
+def nearest(canon: CanonicalRequest, index: Index) -> tuple[Entry, list[str]] | None:
+    """The recording nearest a missed request and the paths where it differs, found once for
+    the miss's message and its report; None when there is none, or when the body is deeper
+    than Python compares."""
+    try:
+        return index.nearest(canon)
+    except RecursionError:
+        return None
+
+
 def miss_message(
     canon: CanonicalRequest,
     index: Index,
+    near: tuple[Entry, list[str]] | None,
     recanonicalize: Recanonicalize,
     interface: str = DEFAULT_INTERFACE,
 ) -> str:
-    """What a user needs to fix a miss: what was asked, what was nearest and where it differs,
-    and the normaliser that would have made it match the nearest, if one would; options
-    spelled as ``interface`` (``runner/interface.py``) takes them."""
+    """What a user needs to fix a miss: what was asked, what was nearest (``near``, from
+    ``nearest``) and where it differs, and the normaliser that would have made it match the
+    nearest, if one would; options spelled as ``interface`` (``runner/interface.py``) takes
+    them."""
     model = canon.body.get("model") if isinstance(canon.body, dict) else None
     msg = (
         f"cassette miss: no recording in {index.root}/ matches {clip(canon.describe())}"
@@ -66,10 +78,6 @@ def miss_message(
     if canon.body is not None:
         msg += f" Request body: {quote(canon.body)}."
     fix = f"Record it with {spell(interface, 'cassette_mode', 'auto')} (or record)."
-    try:
-        near = index.nearest(canon)
-    except RecursionError:  # comparing a body deeper than Python compares
-        near = None
     if near is not None:
         entry, diffs = near
         where = ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "") if diffs else "nothing"
