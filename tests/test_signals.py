@@ -131,8 +131,8 @@ def test_a_signal_ends_the_command_its_children_and_the_proxy_and_prints_the_sum
     run.send_signal(sig)
     err = run.communicate(timeout=60)[1]
     assert run.returncode == 128 + sig, err
-    assert "cassette summary: 0 hits, 0 misses" in err
-    assert _alive(command) == [] and _alive(proxy) == []
+    assert "cassette summary: 0 hits, 0 misses" in err, err
+    assert _alive(command) == [] and _alive(proxy) == [], err
 
 
 def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
@@ -141,8 +141,8 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
     run.send_signal(signal.SIGTERM)
     err = run.communicate(timeout=60)[1]
     assert run.returncode == 128 + signal.SIGTERM, err
-    assert "cassette summary:" in err
-    assert _alive(command) == [] and _alive(proxy) == []
+    assert "cassette summary:" in err, err
+    assert _alive(command) == [] and _alive(proxy) == [], err
 
 
 def test_a_second_signal_kills_the_command_at_once(tmp_path):
@@ -153,8 +153,8 @@ def test_a_second_signal_kills_the_command_at_once(tmp_path):
     run.send_signal(signal.SIGINT)
     err = run.communicate(timeout=60)[1]  # not the hour of its grace
     assert run.returncode == 128 + signal.SIGTERM, err  # the first signal's
-    assert "cassette summary:" in err
-    assert _alive(command) == [] and _alive(proxy) == []
+    assert "cassette summary:" in err, err
+    assert _alive(command) == [] and _alive(proxy) == [], err
 
 
 def test_the_proxy_dying_first_ends_the_command_and_says_so(tmp_path):
@@ -164,7 +164,7 @@ def test_the_proxy_dying_first_ends_the_command_and_says_so(tmp_path):
     err = run.communicate(timeout=60)[1]
     assert run.returncode == 1, err
     assert "cassette: the proxy stopped while the command ran (killed by SIGKILL)" in err
-    assert _alive(command) == [] and _alive(proxy) == []
+    assert _alive(command) == [] and _alive(proxy) == [], err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
