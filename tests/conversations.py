@@ -1,9 +1,9 @@
 """The multi-turn conversations of a llama-stack corpus, read from the recorded files alone.
 
-Nothing here uses the project's code: the files are read as raw JSON and parsed as the
-``openai`` SDK parses what it receives, streamed answers are accumulated here the way a chat
-client does (content concatenated, tool calls gathered by index), and a conversation is played
-by sending each recorded request exactly as it was recorded, through the real SDK.
+Nothing here uses the project's code: the files are read as raw JSON, answers are read from
+the JSON a client receives (a completion's message; a stream's events, accumulated the way a
+chat client does: content concatenated, tool calls gathered by index), and a conversation is
+played by sending each recorded request exactly as it was recorded, through the real SDK.
 
 A follow-up request (one whose messages hold assistant answers) is a conversation: for each of
 its assistant messages there is a recorded request made of the messages before it, whose
@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from openai._models import construct_type  # how the SDK itself parses what it receives
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 Answer = tuple[str, tuple[tuple[str | None, str | None, str], ...]]  # text, tool calls
 
@@ -59,30 +57,37 @@ def answer_of_message(message: dict[str, Any]) -> Answer:
     return content or "", calls
 
 
-def answer_of_completion(completion: Any) -> Answer:
-    """The assistant message of a ChatCompletion (or the SDK's accumulated snapshot)."""
-    message = completion.choices[0].message
-    calls = tuple(
-        (c.id, c.function.name, c.function.arguments or "") for c in message.tool_calls or []
-    )
-    return message.content or "", calls
+def answer_of_completion(completion: dict[str, Any]) -> Answer:
+    """The assistant message of a chat completion, as JSON."""
+    return answer_of_message(completion["choices"][0]["message"])
 
 
-def answer_of_chunks(chunks: list[ChatCompletionChunk]) -> Answer:
-    """The assistant message a stream adds up to: content deltas concatenated; tool calls by
-    their index, the id and name from the delta that has them, arguments concatenated."""
+def answer_of_chunks(chunks: list[dict[str, Any]]) -> Answer:
+    """The assistant message a stream of chunks (as JSON) adds up to: content deltas
+    concatenated; tool calls by their index, the id and name from the delta that has them,
+    arguments concatenated."""
     text: list[str] = []
     calls: dict[int, list[Any]] = {}
     for chunk in chunks:
-        for choice in chunk.choices[:1]:
-            text.append(choice.delta.content or "")
-            for tc in choice.delta.tool_calls or []:
-                call = calls.setdefault(tc.index, [None, None, ""])
-                call[0] = tc.id or call[0]
-                if tc.function is not None:
-                    call[1] = tc.function.name or call[1]
-                    call[2] += tc.function.arguments or ""
+        for choice in chunk["choices"][:1]:
+            delta = choice["delta"]
+            text.append(delta.get("content") or "")
+            for tc in delta.get("tool_calls") or []:
+                call = calls.setdefault(tc["index"], [None, None, ""])
+                call[0] = tc.get("id") or call[0]
+                if tc.get("function") is not None:
+                    call[1] = tc["function"].get("name") or call[1]
+                    call[2] += tc["function"].get("arguments") or ""
     return "".join(text), tuple(tuple(calls[i]) for i in sorted(calls))  # type: ignore[misc]
+
+
+def stream_chunks(body: bytes) -> list[dict[str, Any]]:
+    """The JSON of each event of an OpenAI server-sent-event stream, as a client reads them."""
+    return [
+        orjson.loads(line[len(b"data:") :])
+        for line in body.splitlines()
+        if line.startswith(b"data:") and line[len(b"data:") :].strip() != b"[DONE]"
+    ]
 
 
 def _recorded_answer(response: dict[str, Any]) -> Answer | None:
@@ -92,17 +97,11 @@ def _recorded_answer(response: dict[str, Any]) -> Answer | None:
     try:
         if response.get("is_streaming"):
             return answer_of_chunks(
-                [
-                    construct_type(type_=ChatCompletionChunk, value=c["__data__"])
-                    for c in body
-                    if isinstance(c, dict) and "__data__" in c
-                ]
+                [c["__data__"] for c in body if isinstance(c, dict) and "__data__" in c]
             )
         if isinstance(body, dict) and "__data__" in body:
-            return answer_of_completion(
-                construct_type(type_=ChatCompletion, value=body["__data__"])
-            )
-    except (ValueError, KeyError, IndexError, TypeError):
+            return answer_of_completion(body["__data__"])
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None  # not an OpenAI chat answer (another provider's shape)
     return None
 

@@ -28,6 +28,7 @@ from tests.conversations import (
     find_conversations,
     play,
     play_as_client,
+    stream_chunks,
 )
 from tests.keys import recorded_key
 
@@ -158,10 +159,13 @@ def each_client(
             )
 
             def send(call_args: dict[str, Any]) -> Answer:
-                got = client.chat.completions.create(**call_args)  # noqa: B023 - this turn
+                # the SDK sends the request; its answer is read as JSON, not built into the
+                # SDK's models (24 ms of a turn's CPU, under cProfile, for 1549 turns)
+                raw = client.chat.completions.with_raw_response.create(**call_args)  # noqa: B023
+                body = raw.http_response.read()
                 if call_args.get("stream"):
-                    return answer_of_chunks(list(got))
-                return answer_of_completion(got)
+                    return answer_of_chunks(stream_chunks(body))
+                return answer_of_completion(orjson.loads(body))
 
             yield conv, send
 
