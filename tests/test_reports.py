@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,6 +24,8 @@ import junitparser
 import openai
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy_addon.reports.tokens import tokens_of
 from proxy_addon.runner.process import start_proxy
@@ -464,3 +467,32 @@ def test_a_miss_on_a_path_of_control_characters_leaves_every_report_valid(
         raw = sorted({c for c in text if c in "\x00\x1b\x7f"})
         assert not raw, f"{name} holds raw {raw}"
         assert shown in text, f"{name} does not show {shown}: {text[-2000:]}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=30))
+def test_any_text_a_request_holds_renders_as_well_formed_xml_and_printable_text(text: str):
+    """Unit test: whatever a test id, a path, a model name, a message and a differing value
+    hold (any code point: controls, lone surrogates, U+FFFF), the JUnit file parses with
+    ElementTree and no report holds a control character but line breaks and tabs."""
+    from xml.etree import ElementTree
+
+    from proxy_addon.reports import html, junit, markdown
+    from proxy_addon.reports.run import build
+
+    record = {
+        "test_id": f"t{text}",
+        "method": "POST",
+        "host": "h",
+        "path": f"/v1/{text}",
+        "model": text,
+        "outcome": "miss",
+        "at": 1.0,
+        "message": f"cassette miss: {text}",
+        "differences": [{"path": "messages[0].content", "asked": text, "recorded": "x"}],
+    }
+    run = build(Summary(requests=1, misses=1, request_log=[record]), "replay")
+    ElementTree.fromstring(junit.render(run).encode())
+    for rendered in (junit.render(run), markdown.render(run), html.render(run)):
+        bad = [c for c in rendered if unicodedata.category(c) in ("Cc", "Cs") and c not in "\n\t"]
+        assert not bad, bad
