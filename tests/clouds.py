@@ -4,11 +4,11 @@ for Anthropic, Meta Llama, Amazon Titan and Nova models), Vertex AI (Gemini, and
 rawPredict / streamRawPredict), Azure OpenAI (deployments, api-key or Entra bearer), and the
 token endpoints they use (Google OAuth, Entra ID's discovery and token).
 
-Written from the services' models and the SDKs' sources (research notes of 2026-12-03), with
-its own event-stream encoder, independent of the proxy's. It checks what a real service checks
-where a recording proxy could break it: every SigV4 signature (recomputed with botocore from
-the fake secret key; the proxy must not change a signed header), and that each bearer token is
-one it issued. Every answer is made from the prompt, so a test can tell answers apart; the
+Written from the services' models and the SDKs' sources (research notes of 2026-12-03), with its
+own event-stream encoder (`tests/upstream.py`), independent of the proxy's. It checks what a real
+service checks where a recording proxy could break it: every SigV4 signature (recomputed with
+botocore from the fake secret key; the proxy must not change a signed header), and that each bearer
+token is one it issued. Every answer is made from the prompt, so a test can tell answers apart; the
 SHA-256 of every body sent is kept, so a test can compare a replay's bytes with them.
 """
 
@@ -18,9 +18,7 @@ import base64
 import hashlib
 import json
 import re
-import struct
 import uuid
-import zlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -30,7 +28,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from tests.fake_keys import rep
-from tests.upstream import FakeUpstreamServer, Handler
+from tests.upstream import FakeUpstreamServer, Handler, eventstream_message
 
 # The fake credentials the stand-in knows (as AWS, Google and Entra know a caller's), built at
 # run time (tests/fake_keys.py) so that no file holds a string a secret scanner would flag.
@@ -43,24 +41,8 @@ AZURE_KEY = rep("0123456789abcdef", 32)  # an Azure OpenAI key: 32 hex, no known
 # -- the AWS event stream, written from its description ----------------------------------------
 
 
-def _header(name: str, value: str) -> bytes:
-    raw = value.encode()
-    return bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
-
-
-def message(headers: list[tuple[str, str]], payload: bytes) -> bytes:
-    """One event-stream message: prelude (lengths, CRC32), string headers, payload, CRC32."""
-    head = b"".join(_header(n, v) for n, v in headers)
-    prelude = struct.pack(">II", 16 + len(head) + len(payload), len(head))
-    start = prelude + struct.pack(">I", zlib.crc32(prelude)) + head + payload
-    return start + struct.pack(">I", zlib.crc32(start))
-
-
 def bedrock_event(name: str, payload: dict[str, Any]) -> bytes:
-    return message(
-        [(":event-type", name), (":content-type", "application/json"), (":message-type", "event")],
-        json.dumps(payload, separators=(",", ":")).encode(),
-    )
+    return eventstream_message(name, json.dumps(payload, separators=(",", ":")).encode())
 
 
 def chunk(model_json: dict[str, Any], n: int) -> bytes:

@@ -68,6 +68,20 @@ def test_a_bedrock_model_id_is_one_path_however_the_client_escapes_it():
     assert key(url=base + arn + "/abc123/invoke") != escaped
 
 
+def test_paths_a_server_reads_apart_never_share_a_key():
+    """A ``%`` that starts no escape is not the escaped ``%25`` (a server reads ``a%zz`` as is,
+    ``a%25zz`` as ``a%zz``), with or without escapes that are not UTF-8 beside it; a
+    well-formed escape still keys as its character, beside a stray ``%`` too."""
+    base = "https://api.openai.com/v1/"
+    pairs = [("a%zz", "a%25zz"), ("a%", "a%25"), ("a%2", "a%252"), ("%%FF", "%%46F")]
+    pairs += [("%25%FF", "%%FF"), ("a%zz%FF", "a%25zz%FF")]
+    for one, other in pairs:
+        assert key(url=base + one) != key(url=base + other), (one, other)
+    assert key(url=base + "a%z%7A") == key(url=base + "a%zz")
+    assert key(url=base + "a%%41") == key(url=base + "a%A")
+    assert key(url=base + "caf%C3%A9%") == key(url=base + "café%")
+
+
 def test_a_presigned_urls_signing_parameters_do_not_affect_the_key():
     """SigV4 query signing: date, expiry, credential and signature change on every signing."""
 

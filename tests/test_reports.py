@@ -7,12 +7,15 @@ in headless Chromium) and the tokens it served, each judged against the cassette
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,6 +24,8 @@ import junitparser
 import openai
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy_addon.reports.tokens import tokens_of
 from proxy_addon.runner.process import start_proxy
@@ -403,3 +408,91 @@ def test_xdist_workers_summaries_add_up_their_requests_and_tokens():
     total = Summary.combine([one, two])
     assert [r["test_id"] for r in total.request_log] == ["a", "b"]
     assert (total.input_tokens_served, total.output_tokens_served) == (5, 6)
+
+
+def test_a_miss_on_a_path_of_control_characters_leaves_every_report_valid(
+    tmp_path: Path, proxies, http_upstream, monkeypatch: pytest.MonkeyPatch
+):
+    """A replay miss on a path holding ``%00``, ``%1B[31m`` and ``%7F`` (decoded for the key):
+    the JUnit file parses with junitparser and with ElementTree, the Markdown, the HTML, the
+    annotations and every log line show each control character as a visible escape, and no
+    raw control byte reaches the proxy's output (plain mitmdump writing its reports)."""
+    from xml.etree import ElementTree
+
+    from tests.test_fail_closed import send
+
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
+    cassettes = tmp_path / "cassettes"
+    cassettes.mkdir()
+    reports = {kind: tmp_path / f"report.{kind}" for kind in ("md", "xml", "html")}
+    proxy = proxies(
+        cassettes,
+        "replay",
+        cassette_markdown=str(reports["md"]),
+        cassette_junit=str(reports["xml"]),
+        cassette_report=str(reports["html"]),
+        cassette_incidental=f"POST {http_upstream.base_url.removeprefix('http://')}/telemetry/*",
+    )
+    path = "/v1/a%00b%1B[31mred%7F/chat/completions"
+    body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+    conn.request("POST", http_upstream.base_url + path, body)
+    answer = conn.getresponse()
+    message = json.loads(answer.read())["error"]["message"]  # what the SDKs show
+    conn.close()
+    # an incidental request's log line names its path too
+    incidental = "/telemetry/%1B[31m%00%7F"
+    assert send(proxy, http_upstream.base_url, "POST", incidental, {}, b"{}") == 204
+    log = proxy.stop()
+    assert answer.status == 424
+    assert counted(log, "misses", "incidental") == (1, 1), log[-3000:]
+    assert "/telemetry/\\x1b[31m\\x00\\x7f is not under test" in log, log[-3000:]
+    shown = "/v1/a\\x00b\\x1b[31mred\\x7f/chat/completions"
+    [suite] = list(junitparser.JUnitXml.fromfile(str(reports["xml"])))
+    assert (suite.tests, suite.failures) == (2, 1)  # the miss, and the incidental request
+    [case] = [
+        c
+        for c in ElementTree.parse(reports["xml"]).iter("testcase")
+        if c.find("failure") is not None
+    ]
+    assert shown in case.get("name", ""), case.get("name")
+    failure = case.find("failure")
+    assert failure is not None and shown in failure.get("message", "")
+    for name, text in [
+        *((p.name, p.read_text()) for p in [*reports.values(), tmp_path / "step.md"]),
+        ("log", log),
+        ("the 424's message", message),
+    ]:
+        raw = sorted({c for c in text if c in "\x00\x1b\x7f"})
+        assert not raw, f"{name} holds raw {raw}"
+        assert shown in text, f"{name} does not show {shown}: {text[-2000:]}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=30))
+def test_any_text_a_request_holds_renders_as_well_formed_xml_and_printable_text(text: str):
+    """Unit test: whatever a test id, a path, a model name, a message and a differing value
+    hold (any code point: controls, lone surrogates, U+FFFF), the JUnit file parses with
+    ElementTree and no report holds a control character but line breaks and tabs."""
+    from xml.etree import ElementTree
+
+    from proxy_addon.reports import html, junit, markdown
+    from proxy_addon.reports.run import build
+
+    record = {
+        "test_id": f"t{text}",
+        "method": "POST",
+        "host": "h",
+        "path": f"/v1/{text}",
+        "model": text,
+        "outcome": "miss",
+        "at": 1.0,
+        "message": f"cassette miss: {text}",
+        "differences": [{"path": "messages[0].content", "asked": text, "recorded": "x"}],
+    }
+    run = build(Summary(requests=1, misses=1, request_log=[record]), "replay")
+    ElementTree.fromstring(junit.render(run).encode())
+    for rendered in (junit.render(run), markdown.render(run), html.render(run)):
+        bad = [c for c in rendered if unicodedata.category(c) in ("Cc", "Cs") and c not in "\n\t"]
+        assert not bad, bad

@@ -17,6 +17,7 @@ import zlib
 from urllib.parse import urlencode
 
 import brotli
+import orjson
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
@@ -215,3 +216,41 @@ def test_random_requests_recorded_through_the_proxy_replay_as_hits(
         send(replayer, upstream.base_url, method, target, headers, body)
     log = replayer.stop()
     assert counted(log, "hits", "misses") == (40, 0), log[-3000:]
+
+
+def test_a_stray_percent_and_an_escaped_one_never_answer_each_other(
+    tmp_path, proxies, http_upstream
+):
+    """``a%zz`` (a ``%`` that starts no escape) and ``a%25zz`` are two paths to a server: each
+    is recorded through mitmdump into its own file, and a replay holding only one of them
+    answers the other with a miss, in both orders; ``a%z%7A`` (``%7A`` is ``z``) still keys as
+    ``a%zz``."""
+    stray, escaped = "/v1/a%zz/chat/completions", "/v1/a%25zz/chat/completions"
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    headers = {"content-type": "application/json"}
+    recorded = tmp_path / "recorded"
+    recorder = proxies(recorded, "record")
+    for path in (stray, escaped):
+        assert send(recorder, http_upstream.base_url, "POST", path, headers, body.encode()) == 200
+    log = recorder.stop()
+    assert counted(log, "recorded") == (2,), log[-3000:]
+    files = {orjson.loads(p.read_bytes())["request"]["url"]: p for p in recorded.rglob("*.json")}
+    assert sorted(files) == sorted(http_upstream.base_url + p for p in (stray, escaped)), files
+    # (the one recording kept, what is asked, what the replay must answer)
+    cases = [
+        (stray, {escaped: 424, stray: 200, stray.replace("%zz", "%z%7A"): 200}),
+        (escaped, {stray: 424, escaped: 200}),
+    ]
+    for kept, expected in cases:
+        cassettes = tmp_path / kept.split("/")[2]
+        cassettes.mkdir()
+        (cassettes / "only.json").write_bytes(files[http_upstream.base_url + kept].read_bytes())
+        replayer = proxies(cassettes, "replay")
+        answered = {
+            path: send(replayer, http_upstream.base_url, "POST", path, headers, body.encode())
+            for path in expected
+        }
+        log = replayer.stop()
+        assert answered == expected, (kept, log[-3000:])
+        misses = list(expected.values()).count(424)
+        assert counted(log, "hits", "misses") == (len(expected) - misses, misses), log[-3000:]

@@ -1,13 +1,15 @@
 """A small fake LLM provider on 127.0.0.1, plain HTTP or HTTPS with its own certificate.
 
-It speaks the wire formats the real SDKs parse (OpenAI chat / embeddings / models / Responses,
-SSE with chunked transfer) and counts every request, so a test can prove that a replay made no
-upstream call. Streams are written in deliberately odd TCP chunks (events cut in the middle) with
-a small delay between them, as real providers do.
+It speaks the wire formats the real SDKs parse (OpenAI chat / embeddings / models / Responses, SSE
+with chunked transfer; a Bedrock event stream of the chunks a test spells) and counts every
+request, so a test can prove that a replay made no upstream call. Streams are written in
+deliberately odd TCP chunks (events cut in the middle) with a small delay between them, as real
+providers do.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import email.parser
 import email.policy
@@ -87,6 +89,24 @@ class UpstreamState:
     gate: threading.Event | None = None
     gate_opened: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# -- the AWS event stream, written from its description ----------------------------------------
+
+
+def _header(name: str, value: str) -> bytes:
+    raw = value.encode()
+    return bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
+
+
+def eventstream_message(event_type: str, payload: bytes) -> bytes:
+    """One message of a Bedrock event stream, as AWS frames it: prelude (lengths, CRC32), the
+    string headers Bedrock sends (its event type, JSON content, an event), payload, CRC32."""
+    headers = [(":event-type", event_type), (":content-type", "application/json")]
+    head = b"".join(_header(n, v) for n, v in [*headers, (":message-type", "event")])
+    prelude = struct.pack(">II", 16 + len(head) + len(payload), len(head))
+    start = prelude + struct.pack(">I", zlib.crc32(prelude)) + head + payload
+    return start + struct.pack(">I", zlib.crc32(start))
 
 
 def _chat_chunk(
@@ -329,6 +349,8 @@ class Handler(BaseHTTPRequestHandler):
             )
         if path.endswith("/chat/completions"):
             return self._chat(data)
+        if path.endswith("/invoke-with-response-stream"):
+            return self._bedrock_chunks(data["chunks"])
         if path.endswith("/responses"):
             return self._responses(data)
         self._json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
@@ -632,6 +654,22 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     # -- more providers -----------------------------------------------------------------------
+
+    def _bedrock_chunks(self, chunks: list[str]) -> None:
+        """Bedrock's InvokeModelWithResponseStream as the test spells it: each of ``chunks`` is
+        the model's JSON as text, sent byte for byte (its spacing and escapes) in base64, in an
+        event stream's ``chunk`` message."""
+        events = [
+            eventstream_message(
+                "chunk",
+                json.dumps(
+                    {"bytes": base64.b64encode(text.encode()).decode(), "p": "abcdef"[: i % 6]},
+                    separators=(",", ":"),
+                ).encode(),
+            )
+            for i, text in enumerate(chunks)
+        ]
+        self._stream(events, "application/vnd.amazon.eventstream")
 
     def _completions(self, data: dict[str, Any]) -> None:
         words = f"completion of {data['prompt']}".split(" ")

@@ -9,17 +9,20 @@ whose ``data`` is its payload made readable: the JSON object or array it holds, 
 ``bytes`` member holding JSON (InvokeModelWithResponseStream's chunks: the model's own events)
 decoded to that JSON; text that is not such JSON as text; other bytes as bytes. Each readable
 form is kept only when framing it again gives back the very bytes received (checked when the
-message is read), so a replay re-frames every message byte-exact and recomputes its CRC32s.
-Nothing here knows about mitmproxy.
+message is read), so a replay re-frames every message byte-exact and recomputes its CRC32s;
+only a message the scrub changed is framed anew (``scrubbed_member``: a secret in a ``bytes``
+member kept as base64 is found too). Nothing here knows about mitmproxy.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import struct
 import uuid
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -158,17 +161,49 @@ def _exact_json(raw: bytes) -> Any:
     return value if orjson.dumps(value) == raw else None
 
 
+def _member_bytes(value: Any) -> bytes | None:
+    """What a payload's base64 ``bytes`` member holds; None without one."""
+    if not isinstance(value, dict) or not isinstance(value.get("bytes"), str):
+        return None
+    try:
+        return base64.b64decode(value["bytes"], validate=True)
+    except ValueError:  # not base64 (binascii.Error), or not ASCII
+        return None
+
+
+def _with_member(value: dict[str, Any], member: Any) -> dict[str, Any]:
+    return {k: member if k == "bytes" else v for k, v in value.items()}
+
+
 def _decoded_member(value: Any) -> Any:
     """A payload whose base64 ``bytes`` member holds JSON, with that member decoded."""
-    if not isinstance(value, dict) or not isinstance(value.get("bytes"), str):
-        return value
+    raw = _member_bytes(value)
+    inner = None if raw is None else _exact_json(raw)
+    return value if inner is None else _with_member(value, inner)
+
+
+def scrubbed_member(data: Any, scrub: Callable[[Any], Any]) -> Any:
+    """``scrub(data)``, but for a payload whose ``bytes`` member is still base64 (what it holds
+    is not JSON that frames back exactly): that member opened for ``scrub`` (the JSON object or
+    array it holds, else its UTF-8 text), so no secret hides in base64. ``data`` itself when
+    ``scrub`` changed nothing; otherwise the scrubbed JSON stays opened (``payload_bytes``
+    frames it as compact JSON: that message is no longer byte-exact) and text is base64 again."""
+    raw = _member_bytes(data)
+    if raw is None:
+        return scrub(data)
     try:
-        inner = _exact_json(base64.b64decode(value["bytes"], validate=True))
-    except ValueError:  # not base64 (binascii.Error), or not ASCII
-        return value
-    if inner is None:
-        return value
-    return {k: inner if k == "bytes" else v for k, v in value.items()}
+        inner: Any = raw.decode("utf-8")
+    except UnicodeDecodeError:  # bytes that are not text: nothing to read a secret in
+        return scrub(data)
+    with contextlib.suppress(orjson.JSONDecodeError):  # else it is read as text
+        inner = orjson.loads(raw) if raw[:1] in (b"{", b"[") else inner
+    opened = _with_member(data, inner)
+    new = scrub(opened)
+    if new is opened:
+        return data
+    if isinstance(new.get("bytes"), str):
+        return _with_member(new, base64.b64encode(new["bytes"].encode()).decode())
+    return new
 
 
 def readable(payload: bytes, content_type: str | None = None) -> Any:

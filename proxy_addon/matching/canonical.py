@@ -184,10 +184,8 @@ def _integral_as_int(value: Any, _key: str | None = None) -> Any:
 
 
 def integral_floats_as_ints(value: Any) -> Any:
-    """``value`` with every float that is a whole number written as an int.
-
-    JSON has one number type: ``1`` and ``1.0`` are the same value, and a client in another
-    language may send either. Unchanged parts are shared, not copied."""
+    """``value`` with every float that is a whole number written as an int (JSON has one number
+    type: a client in another language may send ``1`` or ``1.0``); unchanged parts shared."""
     return map_leaves(value, _integral_as_int)
 
 
@@ -243,8 +241,7 @@ def _raw_body(
     content_type: str | None, raw: bytes, rules: Rules, secrets: Secrets, named: list[str]
 ) -> tuple[Any, Any]:
     """The comparable form of a body given as bytes (a live request), before and after the
-    normaliser: one scan of the bytes says whether a secret key, known value or shape needs
-    the walk."""
+    normaliser: one scan of the bytes says whether a key, known value or shape needs the walk."""
     if content_type and content_type.lower().startswith("multipart/form-data"):
         parts = multipart.fields(content_type, raw)
         if parts is not None:
@@ -347,15 +344,19 @@ def _normalised_query(
     return tuple(sorted(zip((k for k, _ in query), values)))
 
 
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a ``%`` that starts no escape: ``a%zz``
+
+
 def _segment(segment: str) -> str:
-    """A path segment with its percent-escapes decoded, but for those of ``%`` and ``/`` (kept
-    as ``%25`` and ``%2F``, so no two segments decode alike); as it is when the escapes are not
-    UTF-8."""
+    """A path segment with its escapes decoded, but for those of ``%`` and ``/`` (kept as ``%25``
+    and ``%2F``) and a stray ``%`` (``%%``: a server reads ``a%zz`` apart from ``a%25zz``), so no
+    two segments decode alike; as it is (strays as ``%%``) when the escapes are not UTF-8."""
+    parts = _STRAY_PERCENT.split(segment)
     try:
-        decoded = unquote(segment, errors="strict")
+        decoded = [unquote(part, errors="strict") for part in parts]
     except UnicodeDecodeError:
-        return segment
-    return decoded.replace("%", "%25").replace("/", "%2F")
+        return "%%".join(parts)
+    return "%%".join(part.replace("%", "%25").replace("/", "%2F") for part in decoded)
 
 
 def _path(path: str, secrets: Secrets) -> str:
@@ -421,10 +422,9 @@ def canonicalize_with_secrets(
     """The comparable form of a request, and the secret rules knowing what it carries by name
     (``exchange.own_secrets``: the key in its secret headers, a secret query parameter's value),
     so a copy of it elsewhere in the request is replaced as the scrub replaces it in the file.
-    The body's secret fields are known for the path and the query too: the scrub learns them
-    before it rewrites the URL. A recording's placeholders (``<redacted>``) are no secret to
-    learn. The path and the body are each scanned once, the query's values each once decoded:
-    a part with nothing to replace is used as it is."""
+    The body's secret fields are known for the path and the query too (the scrub learns them
+    before it rewrites the URL); a recording's ``<redacted>`` is no secret to learn. Path and body
+    are scanned once each, query values once decoded: a part with nothing to replace is kept."""
     secrets = rules.secrets
     own = exchange.own_secrets(request.secret_headers, request.query, secrets)
     if own:

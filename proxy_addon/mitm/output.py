@@ -7,7 +7,8 @@ recorded: secret query values, known secrets and key shapes in the URL, and secr
 header values (shown at ``flow_detail`` 2). The response is not touched: for a response that is
 not streamed this hook runs before the client gets it. A filter on the log's handlers replaces
 secrets in every log line, mitmproxy's own included (it echoes a malformed request line as it
-came).
+came), and writes its control characters as visible escapes (``printable``): a path's ``%1B``,
+decoded for the key, never reaches the terminal as ESC.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mitmproxy import http
 
 from proxy_addon.mitm.flow import flow_state
 from proxy_addon.mitm.state import State
+from proxy_addon.printable import printable
 from proxy_addon.redaction import redact
 from proxy_addon.redaction.secret_rules import REDACTED
 
@@ -41,7 +43,7 @@ class _LogFilter(logging.Filter):
         if folded:  # a traceback quotes the exception's text: it is filtered too
             message += "\n" + _TRACEBACK.formatException(record.exc_info)  # type: ignore[arg-type]
             record.exc_info = record.exc_text = None
-        shown = self.state.settings.rules.secrets.replace_in_log(message)
+        shown = printable(self.state.settings.rules.secrets.replace_in_log(message))
         if folded or shown != message:
             record.msg, record.args = shown, None
         return True

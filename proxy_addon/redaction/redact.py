@@ -2,8 +2,9 @@
 
 It walks everything a cassette holds: the URL (user info, query values), request and response
 headers, every body kind (JSON at any depth, forms, multipart fields, text; base64 bodies are
-bytes and left alone), every stream event (data, comments, id, name, an event stream's headers),
-the cut reason, the llama-stack metadata, the test id. Two passes, the layers of ``secret_rules``:
+bytes and left alone), every stream event (data, comments, id, name, an event stream's headers,
+and what a chunk's ``bytes`` member holds in base64: ``eventstream.scrubbed_member``), the cut
+reason, the llama-stack metadata, the test id. Two passes, the layers of ``secret_rules``:
 
 1. by name: secret headers, fields and parameters are replaced by ``REDACTED`` (in JSON that is
    itself a string too, ``embedded``), and the strings they held become known secrets;
@@ -29,6 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
 
+from proxy_addon.bodies import eventstream
 from proxy_addon.bodies.sse import Event, Unparsed, parse_data
 from proxy_addon.formats.cassette import BODY_FIELDS
 from proxy_addon.matching.jsonpath import format_path
@@ -292,7 +294,10 @@ class _Pass:
             return True
 
     def event(self, ev: Event) -> Event:
-        new = {"data": self.at("data", self.payload, ev.data)}
+        if ev.headers is None:
+            new = {"data": self.at("data", self.payload, ev.data)}
+        else:  # an event stream's message: its ``bytes`` member read even where still base64
+            new = {"data": self.at("data", eventstream.scrubbed_member, ev.data, self.payload)}
         new["comments"] = self.each("comments", ev.comments, self.text)
         new["event"] = self.at("event", self.text, ev.event) if ev.event is not None else None
         new["id"] = self.at("id", self.text, ev.id) if ev.id is not None else None
@@ -349,16 +354,10 @@ class _Pass:
             if resp.websocket is not None
             else None
         )
-        if (
-            headers is resp.headers
-            and body is resp.body
-            and stream is resp.stream
-            and socket is resp.websocket
-        ):
+        new = {"headers": headers, "body": body, "stream": stream, "websocket": socket}
+        if all(value is getattr(resp, name) for name, value in new.items()):
             return resp
-        return dataclasses.replace(
-            resp, headers=headers, body=body, stream=stream, websocket=socket
-        )
+        return dataclasses.replace(resp, **new)
 
     def recording(self, rec: Recording) -> Recording:
         req = rec.request

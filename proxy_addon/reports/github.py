@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy_addon.printable import printable
 from proxy_addon.reports.run import RunReport, outcome
 
 MAX_ANNOTATIONS = 10  # GitHub shows at most 10 error annotations per step
@@ -25,8 +26,8 @@ def _annotation(r: dict[str, Any]) -> str:
 
 
 def _data(text: str) -> str:
-    """A workflow command's message, escaped as the runner expects."""
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """A workflow command's message, escaped as the runner expects, and printable."""
+    return printable(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def _property(text: str) -> str:

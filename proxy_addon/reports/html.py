@@ -10,6 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from proxy_addon.printable import printable
 from proxy_addon.reports.run import RunReport, outcome
 
 CSS = """
@@ -43,7 +44,7 @@ def render(run: RunReport) -> str:
     ]
     if run.requests_not_listed:
         body.append(f"<p class=muted>{run.requests_not_listed} requests not listed.</p>")
-    return (
+    return printable(
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         f"<title>cassette {escape(run.mode)} report</title><style>{CSS}</style></head>"
         f"<body class={'failed' if run.failed else 'passed'}>\n"

@@ -1,6 +1,7 @@
 """The run as JUnit XML, which GitLab, Jenkins, CircleCI and Buildkite read: one test case per
 test id (each of its requests a line of it), or per request when requests carry no test id
-(``cassette run`` of a command); a request that failed the run is its case's failure."""
+(``cassette run`` of a command); a request that failed the run is its case's failure.
+Well-formed whatever a request held: control characters are written as visible escapes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
 
+from proxy_addon.printable import printable
 from proxy_addon.reports.run import RunReport, outcome
 
 
@@ -52,7 +54,8 @@ def render(run: RunReport) -> str:
     ET.SubElement(props, "property", name="summary", value=run.summary.line())
     ET.SubElement(props, "property", name="tokens", value=run.tokens.line())
     ET.indent(suites)
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+    # ElementTree writes a control character as it is, which no XML reader accepts
+    return printable(ET.tostring(suites, encoding="unicode", xml_declaration=True)) + "\n"
 
 
 def _cases(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy_addon.printable import printable
 from proxy_addon.reports.run import RunReport, outcome
 
 ROWS_SHOWN = 50  # problems listed in the table; the rest are counted
@@ -38,7 +39,7 @@ def render(run: RunReport) -> str:
             f"{run.requests_not_listed} requests not listed (the report keeps the first).",
             "",
         ]
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 def _row(run: RunReport, r: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import orjson
 from proxy_addon.matching import difference, normalize
 from proxy_addon.matching.canonical import CanonicalRequest, Rules
 from proxy_addon.matching.normalize import Normalizer
+from proxy_addon.printable import printable
 from proxy_addon.runner.interface import DEFAULT_INTERFACE, spell
 from proxy_addon.store import age
 from proxy_addon.store.index import Entry, Index
@@ -96,7 +97,7 @@ def miss_message(
             + "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
             + "."
         )
-    return f"{msg} {fix}"
+    return printable(f"{msg} {fix}")  # printed by the runners, shown by the SDKs
 
 
 def host_map_hint(asked: str, recorded_for: str, interface: str = DEFAULT_INTERFACE) -> str:
