@@ -186,8 +186,9 @@ class Index:
         """Every entry, in the walk's order (each saved row made into one)."""
         return iter(self.entries)
 
-    def unused(self) -> list[Entry]:
-        return [e for e in self.entries if e.uses == 0]
+    def unused(self) -> list[str]:
+        """The files of the recordings no request used, in no particular order."""
+        return self.entries.unused_files()
 
     def find(self, canon: CanonicalRequest, test_dir: str | None = None) -> Found | None:
         """The recordings for a request: exact matches first, then host-agnostic ones; within
