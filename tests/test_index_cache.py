@@ -23,8 +23,8 @@ import pytest
 from proxy_addon.matching.canonical import Rules
 from proxy_addon.matching.normalize import compile_rules
 from proxy_addon.redaction.secret_rules import Secrets
-from proxy_addon.store import CassetteStore, index_cache
-from proxy_addon.store.index import Entry
+from proxy_addon.store import CassetteStore, LookupContext, index_cache
+from proxy_addon.store.entries import Entry
 from tests.conftest import CASSETTE, ROOT, SEED, TEST_ADDONS
 from tests.keys import key_of
 
@@ -205,6 +205,59 @@ def test_entries_from_the_saved_index_equal_those_read_from_the_files(tmp_path):
     assert restored == read
     assert {e["test_dir"] for e in read} == {None, "tests__test_app.py__test_one"}
     assert [e["from_llama_stack"] for e in read].count(True) == 1
+
+
+def test_a_start_from_the_saved_index_answers_names_and_lists_as_reading_every_file_does(
+    tmp_path,
+):
+    """A start from the saved index makes a file's entry only when something first needs it,
+    so each use is checked on such a start. Its first request misses and still names the
+    nearest recording; a test's own recording answers the test before the shared one of the
+    same request; two files of one request, the first changed since the index was saved (read
+    now, the other restored from its row), stay in the folder's order; after three hits on
+    another start every other recording is listed unused. Expected files are the ones
+    written, not the store's."""
+    folder, cache = tmp_path / "c", tmp_path / "cache"
+    files = corpus(folder, 8)
+    test_dir = "tests__test_app.py__test_one"
+    own = write_cassette(folder / "by-test" / test_dir, "gpt-4o-0001", "p-0001")
+    twin = write_cassette(folder, "gpt-4o-0002b", "p-0002")  # after gpt-4o-0002 in its folder
+    settle(folder)
+    CassetteStore(folder, cache_folder=cache).load()  # saves the index
+    doc = orjson.loads(files[2].read_bytes())
+    doc["responses"][0]["body"]["answer"] = "changed"
+    files[2].write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+
+    def asked(prompt: str) -> Any:
+        return key_of("POST", URL, "application/json", orjson.dumps(body(prompt)))
+
+    def started() -> CassetteStore:
+        store = CassetteStore(folder, cache_folder=cache)
+        store.load()
+        assert store.index.indexing.from_cache >= 9 and len(store) == 10
+        return store
+
+    store = started()
+    assert store.index.indexing.read == 1
+    miss = asked("p-0005 and more")
+    assert store.lookup(miss) is None
+    nearest = store.index.nearest(miss)
+    assert nearest is not None
+    assert (nearest[0].file, nearest[1]) == (str(files[5]), ["messages[0].content"])
+    found = store.index.find(asked("p-0002"))
+    assert found is not None and [e.file for e in found.entries] == [str(files[2]), str(twin)]
+
+    store = started()  # no miss this time: the entries not asked for are never made
+    hits = [
+        store.lookup(asked("p-0001"), LookupContext(test_dir=test_dir)),
+        store.lookup(asked("p-0001")),
+        store.lookup(asked("p-0000")),
+    ]
+    assert [h.entry.file if h else None for h in hits] == [str(own), str(files[1]), str(files[0])]
+    on_disk = {str(p) for p in folder.rglob("*.json")}
+    assert sorted(store.index.unused()) == sorted(
+        on_disk - {str(own), str(files[1]), str(files[0])}
+    )
 
 
 def test_a_file_changed_just_before_the_scan_is_read_and_not_saved(tmp_path):

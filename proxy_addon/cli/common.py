@@ -17,7 +17,7 @@ from proxy_addon import formats
 from proxy_addon.model import CassetteError, Recording
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store import CassetteStore
-from proxy_addon.store.index import Entry
+from proxy_addon.store.entries import Entry
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 

@@ -56,10 +56,8 @@ def _leave_out(index: Index, file: Path | None) -> None:
     if file is None:
         return
     own = file.resolve()
-    for key, entries in index.entries.items():
-        index.entries[key] = [e for e in entries if e.path.resolve() != own]
-    for endpoint, entries in index.by_endpoint.items():
-        index.by_endpoint[endpoint] = [e for e in entries if e.path.resolve() != own]
+    for entry in [e for e in index.all_entries() if e.path.resolve() == own]:
+        index.entries.remove(entry)
 
 
 def explain(

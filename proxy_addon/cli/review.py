@@ -34,7 +34,7 @@ from proxy_addon.model import (
     WebSocketConversation,
 )
 from proxy_addon.store import CassetteStore, age
-from proxy_addon.store.index import Entry
+from proxy_addon.store.entries import Entry
 from proxy_addon.store.layout import model_of, origin_of
 
 

@@ -18,7 +18,7 @@ from proxy_addon.model import RecordedRequest
 from proxy_addon.redaction import redact
 from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
 from proxy_addon.serving.loopback import LoopbackServer
-from proxy_addon.store.index import Entry
+from proxy_addon.store.entries import Entry
 
 META = "cassette"  # key of our FlowState in flow.metadata
 T = TypeVar("T")

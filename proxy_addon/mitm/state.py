@@ -94,7 +94,7 @@ class State:
             self.settings.mode,
             len(index),
             sorted(self.store.recorder.created),
-            sorted(str(e.path) for e in index.unused()),
+            sorted(index.unused()),
             [{"path": str(b.path), "reason": b.reason} for b in index.bad],
             asdict(index.indexing),
         )

@@ -18,7 +18,8 @@ from proxy_addon.matching.normalize import Normalizer
 from proxy_addon.printable import printable
 from proxy_addon.runner.interface import DEFAULT_INTERFACE, spell
 from proxy_addon.store import age
-from proxy_addon.store.index import Entry, Index
+from proxy_addon.store.entries import Entry
+from proxy_addon.store.index import Index
 
 # The request as matching would see it under other rules (another normaliser), computed again
 # from the live request, only when a miss is explained.

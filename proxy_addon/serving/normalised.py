@@ -14,7 +14,8 @@ from proxy_addon.matching import volatile
 from proxy_addon.matching.canonical import CanonicalRequest
 from proxy_addon.model import CassetteError
 from proxy_addon.serving.misses import clip
-from proxy_addon.store.index import Entry, Index
+from proxy_addon.store.entries import Entry
+from proxy_addon.store.index import Index
 
 VALUE_LIMIT = 120  # characters of a replaced value shown
 

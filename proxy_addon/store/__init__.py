@@ -17,7 +17,8 @@ from proxy_addon.matching.canonical import DEFAULT_RULES, CanonicalRequest, Rule
 from proxy_addon.model import Body, CassetteError, RecordedResponse
 from proxy_addon.store.cache import BUDGET_BYTES
 from proxy_addon.store.chooser import Chooser, LookupContext
-from proxy_addon.store.index import Entry, Found, Index
+from proxy_addon.store.entries import Entry
+from proxy_addon.store.index import Found, Index
 from proxy_addon.store.recorder import Recorder
 from proxy_addon.store.writer import Writer, atomic_write
 
@@ -58,7 +59,7 @@ class CassetteStore:
 
     def load(self) -> None:
         self.index.load()
-        self._ambiguous = any(len(v) > 1 for v in self.index.entries.values())
+        self._ambiguous = self.index.entries.ambiguous()
 
     def __len__(self) -> int:
         return len(self.index)
@@ -72,15 +73,10 @@ class CassetteStore:
             try:
                 return self._lookup(canon, ctx or LookupContext())
             except CassetteError as e:
-                broken = [
-                    entry
-                    for entries in self.index.entries.values()
-                    for entry in entries
-                    if entry.file == e.path
-                ]
-                if not broken:
+                broken = self.index.entries.made_for(e.path) if e.path else None
+                if broken is None:
                     raise
-                self.index.drop(broken[0], e)
+                self.index.drop(broken, e)
 
     def _lookup(self, canon: CanonicalRequest, ctx: LookupContext) -> Hit | None:
         found = self.index.find(canon, ctx.test_dir)

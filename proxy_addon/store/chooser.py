@@ -23,7 +23,8 @@ from proxy_addon.store.conversation import (
     transcript_signature,
     write_answer,
 )
-from proxy_addon.store.index import Entry, Found, Index
+from proxy_addon.store.entries import Entry
+from proxy_addon.store.index import Found, Index
 
 MAX_VARIANTS = 32  # combinations of other answers tried for one request
 
@@ -128,7 +129,7 @@ class Chooser:
         followers = self._followers.get(endpoint)
         if followers is None:
             followers = self._followers[endpoint] = defaultdict(list)
-            for e in self.index.by_endpoint.get(endpoint, []):
+            for e in self.index.entries.of_endpoint(*endpoint):
                 try:
                     request = e.request
                 except CassetteError:  # unreadable now: it follows nothing

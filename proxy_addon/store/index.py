@@ -7,20 +7,17 @@ skipped and remembered with the reason, so the proxy keeps serving the others an
 that a broken file might have matched; a file whose responses turn out broken when first used is
 skipped the same way then. The index can be saved between runs (``index_cache``): a start over
 an unchanged folder then reads the saved rows and a stat of each file, and reads only the files
-that changed.
+that changed; a file's entry is made from its saved row when first needed (``entries``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -34,99 +31,16 @@ from proxy_addon.matching.canonical import (
     Rules,
     canonicalize,
 )
-from proxy_addon.model import CassetteError, RecordedRequest, Recording
+from proxy_addon.model import CassetteError, RecordedRequest
 from proxy_addon.store import index_cache
 from proxy_addon.store.cache import BUDGET_BYTES, RecordingCache
+from proxy_addon.store.entries import SAVED_FIELDS, Entries, Entry, SavedRows, make_entry
 from proxy_addon.store.index_cache import Indexing
-from proxy_addon.store.layout import (
-    cassette_files,
-    model_of,
-    origin_of,
-    per_test_dir_of,
-    safe_segment,
-)
+from proxy_addon.store.layout import cassette_files, safe_segment
 
 log = logging.getLogger(__name__)
 
 NEAREST_CANDIDATES = 200  # recordings of an endpoint compared to explain a miss
-PER_RUN = {"per_run": True}  # field metadata: state of this run, never saved with the index
-
-
-@dataclass(slots=True, eq=False)
-class Entry:
-    """One readable file of the directory, as little as finding it needs (a directory may hold
-    100,000 of them). Compared by identity: the same file read twice is two entries."""
-
-    file: str
-    key: str
-    # the key before the cassette_normalize normaliser: the same string as ``key`` when there is
-    # none, or when it changed nothing in this request (exact beats normalised, ``Index.find``)
-    exact_key: str
-    method: str
-    endpoint: str  # the URL's path
-    test_dir: str | None  # the test's own cassette it belongs to; None: shared
-    origin: str  # the host it was recorded for (an any-host recording keeps it too)
-    model: str | None
-    test_id: str | None  # the test that recorded it (llama-stack's recordings name theirs)
-    from_llama_stack: bool
-    # what follows is the run's (the other fields are what ``index_cache`` saves, by name)
-    cache: RecordingCache = field(repr=False, metadata=PER_RUN)
-    held: Recording | None = field(default=None, metadata=PER_RUN)  # recorded in this run
-    uses: int = field(default=0, metadata=PER_RUN)
-
-    @property
-    def path(self) -> Path:
-        return Path(self.file)
-
-    @property
-    def request(self) -> RecordedRequest:
-        """The recorded request alone, from the file's head (``CassetteError`` if unreadable)."""
-        return self.held.request if self.held is not None else formats.load_head(self.file).request
-
-    @property
-    def recording(self) -> Recording:
-        """The whole recording (``CassetteError`` if its responses cannot be read)."""
-        return self.held if self.held is not None else self.cache.load(self.file)
-
-
-# The fields a saved index holds for each file, by name: those before the run's own, but the
-# file (the row's own path). A saved row is restored as Entry(file, *row, cache=...).
-_RUNS_FROM = next(i for i, f in enumerate(fields(Entry)) if "per_run" in f.metadata)
-SAVED_FIELDS = tuple(f.name for f in fields(Entry)[1:_RUNS_FROM])
-if any("per_run" not in f.metadata for f in fields(Entry)[_RUNS_FROM:]):
-    raise TypeError("Entry: the fields of this run come after those a saved index holds")
-
-
-def make_entry(
-    file: str,
-    request: RecordedRequest,
-    canon: CanonicalRequest,
-    test_id: str | None,
-    root: str,
-    cache: RecordingCache,
-    from_llama_stack: bool,
-    held: Recording | None = None,
-) -> Entry:
-    intern = sys.intern  # endpoints, hosts and models repeat across thousands of entries
-    model = model_of(request)
-    test_dir = per_test_dir_of(root, file)
-    origin = canon.host or origin_of(request)  # the key leaves an any-host recording's out
-    key = canon.key()
-    exact_key = canon.exact_key()
-    return Entry(
-        file,
-        key,
-        key if exact_key == key else exact_key,
-        intern(canon.method),
-        intern(canon.path),
-        intern(test_dir) if test_dir else None,
-        intern(origin),
-        intern(model) if model else None,
-        test_id,
-        from_llama_stack,
-        cache,
-        held,
-    )
 
 
 @dataclass(slots=True)
@@ -172,32 +86,39 @@ class Index:
         self.indexing = Indexing()
         self._root_text = os.fspath(self.root)
         self.cache = RecordingCache(cache_bytes, max_file_bytes)
-        self.entries: dict[str, list[Entry]] = {}
-        self.by_endpoint: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+        self.entries = Entries(self.cache)
         self.bad: list[BadFile] = []
 
     def load(self) -> None:
         """Index every readable file; remember (and log) the others. Nothing process-wide is
         touched here (the garbage collector is the caller's: ``mitm/options.py`` pauses it)."""
         started = time.perf_counter()
-        self.entries.clear()
-        self.by_endpoint.clear()
+        self.entries = Entries(self.cache)
         self.bad.clear()
         files = list(cassette_files(self.root))
         self.found = len(files)
         saved = self._saved_index()
         if saved is None:
-            for file in files:
-                self._load_file(file)
+            for place, file in enumerate(files):
+                entry = self._load_file(file)
+                if entry is not None:
+                    self.entries.add(entry, place)
             self.indexing = Indexing(files=len(files), read=len(files))
         else:
-            self.indexing = saved.load(
-                files, len(self._root_text) + 1, self._restore, self._load_file
-            )
-        self.indexing.seconds = time.perf_counter() - started
+            read: list[Entry] = []  # placed among the saved rows (``Entries.restore``)
 
-    def _restore(self, file: str, saved: tuple[Any, ...]) -> None:
-        self.add(Entry(file, *saved, cache=self.cache))  # type: ignore[misc]  # SAVED_FIELDS
+            def read_file(place: int, file: str) -> Entry | None:
+                entry = self._load_file(file)
+                if entry is not None:
+                    entry.place = place
+                    read.append(entry)
+                return entry
+
+            skip = len(self._root_text) + 1
+            self.indexing, rows, places = saved.load(files, skip, read_file)
+            prefix = files[0][:skip] if files else ""
+            self.entries.restore(SavedRows(prefix, rows.paths, rows.columns, places), read)
+        self.indexing.seconds = time.perf_counter() - started
 
     def _saved_index(self) -> index_cache.IndexCache | None:
         if self.cache_folder is None:
@@ -210,6 +131,7 @@ class Index:
         return index_cache.IndexCache(self.cache_folder, self._root_text, SAVED_FIELDS, fingerprint)
 
     def _load_file(self, file: str) -> Entry | None:
+        """The file's entry (not indexed yet), or None: a bad file, remembered."""
         try:
             raw = formats.read_bytes(file, self.max_file_bytes)
             if self.validate:
@@ -228,7 +150,7 @@ class Index:
             )
             log.warning("cassette: skipping %s: %s", file, e.reason)
             return None
-        entry = make_entry(
+        return make_entry(
             file,
             head.request,
             self.canonical(head.request),
@@ -237,51 +159,36 @@ class Index:
             self.cache,
             head.source == "llama-stack",
         )
-        self.add(entry)
-        return entry
 
     def canonical(self, request: RecordedRequest, rules: Rules | None = None) -> CanonicalRequest:
         """A stored request's canonical form, under this directory's matching rules, or under
         ``rules`` (another normaliser: would it make a miss match?)."""
         return canonicalize(Request.recorded(request), self.rules if rules is None else rules)
 
-    def add(self, entry: Entry) -> None:
-        """Index an entry read from the directory (after the ones read before it)."""
-        self.entries.setdefault(entry.key, []).append(entry)
-        self.by_endpoint[(entry.method, entry.endpoint)].append(entry)
-
     def replace(self, entry: Entry) -> None:
         """Index a file just (re)written, first among its key's entries, in place of any
         earlier entry of the same file."""
         self.cache.forget(entry.file)
-        self.entries[entry.key] = [
-            entry,
-            *(e for e in self.entries.get(entry.key, []) if e.file != entry.file),
-        ]
-        endpoint = (entry.method, entry.endpoint)
-        self.by_endpoint[endpoint] = [
-            e for e in self.by_endpoint[endpoint] if e.file != entry.file
-        ] + [entry]
+        self.entries.replace(entry)
 
     def drop(self, entry: Entry, error: CassetteError) -> None:
         """A file whose responses turned out broken when first used: skipped from now on,
         like the files found broken at start-up (a miss may then name it)."""
         self.cache.forget(entry.file)
-        self.entries[entry.key] = [e for e in self.entries.get(entry.key, []) if e is not entry]
-        endpoint = (entry.method, entry.endpoint)
-        self.by_endpoint[endpoint] = [e for e in self.by_endpoint[endpoint] if e is not entry]
+        self.entries.remove(entry)
         self.bad.append(BadFile(entry.path, error.reason, entry.key))
         log.warning("cassette: skipping %s: %s", entry.file, error.reason)
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self.entries.values())
+        return len(self.entries)
 
     def all_entries(self) -> Iterator[Entry]:
-        for entries in self.entries.values():
-            yield from entries
+        """Every entry, in the walk's order (each saved row made into one)."""
+        return iter(self.entries)
 
-    def unused(self) -> list[Entry]:
-        return [e for e in self.all_entries() if e.uses == 0]
+    def unused(self) -> list[str]:
+        """The files of the recordings no request used, in no particular order."""
+        return self.entries.unused_files()
 
     def find(self, canon: CanonicalRequest, test_dir: str | None = None) -> Found | None:
         """The recordings for a request: exact matches first, then host-agnostic ones; within
@@ -290,7 +197,7 @@ class Index:
         recorded for that host, else for the same provider family, else any (``hosts``).
         With a normaliser, exact beats normalised (``_by_original``)."""
         for key in self._keys(canon):
-            entries = self.entries.get(key)
+            entries = self.entries.get(key)  # made from their saved rows when first asked for
             if not entries:
                 continue
             own = [e for e in entries if e.test_dir == test_dir] if test_dir is not None else []
@@ -372,7 +279,7 @@ class Index:
         same model, fewest differing places, closest values), among at most
         ``NEAREST_CANDIDATES`` of them, those of the same model first (requests are read
         again from their files: only a miss pays for this)."""
-        candidates = self.by_endpoint.get((canon.method, canon.path), [])
+        candidates = self.entries.of_endpoint(canon.method, canon.path)
         if not candidates:
             return None
         model = canon.body.get("model") if isinstance(canon.body, dict) else None

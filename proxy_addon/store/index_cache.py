@@ -169,25 +169,22 @@ class IndexCache:
         self.fingerprint = fingerprint
 
     def load(
-        self,
-        files: list[str],
-        skip: int,
-        restore: Callable[[str, tuple[Any, ...]], None],
-        read: Callable[[str], object | None],
-    ) -> Indexing:
-        """Index ``files`` in their order: each from its saved row while its stamp is the one
-        saved (``restore(file, fields)``), the others read (``read(file)``: an object with the
-        fields as attributes, None for a bad file); then save the rows again if they changed.
+        self, files: list[str], skip: int, read: Callable[[int, str], object | None]
+    ) -> tuple[Indexing, Saved, array[int]]:
+        """Check ``files`` against the saved rows: a file whose stamp is the one saved keeps its
+        row, the others are read (``read(place, file)``: an object with the fields as
+        attributes, None for a bad file); then save the rows again if they changed. Returns
+        the rows and, for each, the place in ``files`` of the file it stands for (-1: none).
         ``skip``: the length of the folder's path and separator before each file's path under
-        it. A file costs no object that outlives its turn but what ``restore`` or ``read``
-        keeps: 100,000 rows of tuples fragmented 50 MB of memory."""
+        it. A file costs no object that outlives its turn but what ``read`` keeps: 100,000
+        rows of tuples fragmented 50 MB of memory."""
         scan_ns = time.time_ns()
         saved, state = self.read()
         old = saved or Saved.empty(len(self.fields))
         count, paths = len(old.paths), old.paths
         sizes, mtimes, ctimes, inodes = old.sizes, old.mtimes, old.ctimes, old.inodes
-        where = array("q", [-1]) * len(files)  # the saved row each file was restored from
-        # the files read now and settled, to be saved: where they are in ``fresh``, by file
+        places = array("q", [-1]) * count  # the file each saved row stands for, by its place
+        # the files read now and settled, to be saved: where they are in ``fresh``, by place
         fresh_at = array("q", [-1]) * len(files)
         fresh = Saved.empty(0)
         read_now: list[object] = []  # their entries (``fresh``'s columns when saved)
@@ -197,7 +194,7 @@ class IndexCache:
             try:
                 st = stat(file)
             except OSError:  # reading it says why
-                read(file)
+                read(i, file)
                 continue
             rel = file[skip:]
             if nxt < count and paths[nxt] == rel:  # the order of the walk that saved them
@@ -213,21 +210,25 @@ class IndexCache:
                 and ctimes[j] == st.st_ctime_ns
                 and inodes[j] == st.st_ino
             ):
-                restore(file, tuple([column[j] for column in old.columns]))
-                where[i] = j
+                places[j] = i
                 nxt = j + 1
                 continue
-            entry = read(file)
+            entry = read(i, file)
             if entry is not None and S_ISREG(st.st_mode) and settled(st, scan_ns):
                 with contextlib.suppress(OverflowError):  # a time or inode beyond 64 bits
                     _append(fresh, stamp(st))
                     fresh_at[i] = len(read_now)
                     read_now.append(entry)
         fresh.columns = [[getattr(e, name) for e in read_now] for name in self.fields]
-        served = len(files) - where.count(-1)
+        served = count - places.count(-1)
         if read_now or served != count:
+            where = array("q", [-1]) * len(files)  # the saved row each file keeps
+            for j, i in enumerate(places):
+                if i >= 0:
+                    where[i] = j
             state += ", " + (self._save(files, skip, (old, where), (fresh, fresh_at)) or "saved")
-        return Indexing(0.0, len(files), served, len(files) - served, str(self.path), state)
+        indexing = Indexing(0.0, len(files), served, len(files) - served, str(self.path), state)
+        return indexing, old, places
 
     def _save(
         self,
@@ -236,7 +237,7 @@ class IndexCache:
         *sources: tuple[Saved, array[int]],
     ) -> str | None:
         """The rows of this load, in the walk's order, each from the source that has it (the
-        saved rows restored, the rows read now), by its position there."""
+        saved rows kept, the rows read now), by its position there."""
         new = Saved.empty(len(self.fields))
         for i, file in enumerate(files):
             for rows, at in sources:

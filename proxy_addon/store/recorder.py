@@ -25,7 +25,8 @@ from proxy_addon.model import RecordedRequest, RecordedResponse, Recording
 from proxy_addon.redaction import redact
 from proxy_addon.redaction.secret_rules import Secrets
 from proxy_addon.store.cache import LARGE_FILE_BYTES
-from proxy_addon.store.index import Entry, Index, make_entry
+from proxy_addon.store.entries import Entry, make_entry
+from proxy_addon.store.index import Index
 from proxy_addon.store.layout import BY_TEST_DIR, layout_path, model_of
 from proxy_addon.store.writer import Writer
 
@@ -121,7 +122,7 @@ class Recorder:
         else:
             existing = [
                 e
-                for e in self.index.entries.get(canon.key(), [])
+                for e in self.index.entries.get(canon.key())
                 if e.test_dir == test_dir and not e.from_llama_stack
             ]
             root = self.index.root / BY_TEST_DIR / test_dir if test_dir else self.index.root
