@@ -22,7 +22,8 @@ from proxy_addon.matching.jsonpath import parse_path
 from proxy_addon.model import RecordedResponse
 from proxy_addon.reports.tokens import tokens_of
 from proxy_addon.serving.misses import clip, quote
-from proxy_addon.store.index import Entry, Index
+from proxy_addon.store.entries import Entry
+from proxy_addon.store.index import Index
 
 BODY_LIMIT = 20_000  # characters of each body a miss keeps for the side-by-side diff
 ABSENT = "(absent)"
