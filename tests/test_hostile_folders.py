@@ -111,3 +111,30 @@ def test_a_fifo_or_a_device_in_a_files_place_is_refused_without_blocking(hostile
         reader.join(30)
         assert not reader.is_alive(), f"reading {name} blocked"
     assert errors == ["not a regular file (a FIFO, a device or a socket)"] * 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["explain", "{fifo}", "--dir", "{dir}"],
+        ["show", "{fifo}", "--dir", "{dir}"],
+        ["text", "{fifo}", "--dir", "{dir}"],
+        ["diff", "{fifo}", "{ok}", "--dir", "{dir}"],
+        ["run", "--prices", "{fifo}", "--", "true"],
+        ["proxy", "--prices", "{fifo}"],
+    ],
+    ids=lambda args: " ".join(a for a in args if not a.startswith(("{", "--dir")))[:30],
+)
+def test_a_fifo_named_as_a_commands_file_is_refused_in_one_line(args, hostile):
+    """A file the user names (a request to explain, a recording, a price file) may be a FIFO:
+    the command says so and ends; it never waits for a writer (``explain`` and ``--prices``
+    opened it with a plain ``open`` and hung)."""
+    given = [
+        a.format(fifo=hostile / "fifo.json", ok=hostile / "ok.json", dir=hostile) for a in args
+    ]
+    result = subprocess.run(
+        [CASSETTE, *given], capture_output=True, text=True, timeout=30, cwd=hostile.parent
+    )
+    assert result.returncode in (1, 2), result.stderr
+    assert "not a regular file" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

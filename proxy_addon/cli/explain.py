@@ -32,7 +32,10 @@ ALL_PRESETS = ",".join(PRESETS)
 def _request(source: str, url: str | None, method: str) -> tuple[canonical.Request, Path | None]:
     """The request to explain: a cassette's, or a JSON body sent to ``url``; and the file it
     came from."""
-    raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    try:  # a FIFO or a device named as the file is refused, not waited on
+        raw = sys.stdin.buffer.read() if source == "-" else formats.read_bytes(source)
+    except CassetteError as e:
+        raise click.BadParameter(str(e), param_hint="REQUEST") from None
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as e:

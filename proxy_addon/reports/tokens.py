@@ -60,10 +60,13 @@ class Price:
 def load_prices(path: Path) -> dict[str, Price]:
     """A price file: JSON, model name to dollars per million tokens, e.g.
     ``{"gpt-4o": {"input": 2.5, "output": 10}}``. ``ValueError`` names what is wrong."""
+    from proxy_addon.formats import read_bytes  # a FIFO is refused, not waited on
+    from proxy_addon.model import CassetteError  # (both here: ``cassette run`` imports this)
+
     try:
-        data = orjson.loads(path.read_bytes())
-    except OSError as e:
-        raise ValueError(f"cannot read the price file {path}: {e.strerror}") from None
+        data = orjson.loads(read_bytes(path))
+    except CassetteError as e:
+        raise ValueError(f"cannot read the price file {path}: {e.reason}") from None
     except orjson.JSONDecodeError as e:
         raise ValueError(f"the price file {path} is not JSON: {e}") from None
     if not isinstance(data, dict):
