@@ -169,13 +169,15 @@ def bench_scale(
 
 def bench_indexing(sizes: list[int], work: Path, rounds: int) -> list[Row]:
     """Indexing in this process, the garbage collector paused as mitmdump pauses it: reading
-    every file (no saved index), and from the saved index; per file."""
+    every file (no saved index), and from the saved index; per file. Each with the processes a
+    load forks (``store/fanout.py``: as many as the CPUs) and with this process alone."""
     from proxy_addon.store import CassetteStore
+    from proxy_addon.store.fanout import processes
 
-    def load(folder: Path, cache: Path | None) -> float:
+    def load(folder: Path, cache: Path | None, alone: bool) -> float:
         gc.disable()
         try:
-            store = CassetteStore(folder, cache_folder=cache)
+            store = CassetteStore(folder, cache_folder=cache, processes=1 if alone else None)
             start = time.perf_counter()
             store.load()
             return time.perf_counter() - start
@@ -185,25 +187,27 @@ def bench_indexing(sizes: list[int], work: Path, rounds: int) -> list[Row]:
             gc.collect()
 
     rows = []
+    cpus = processes()
     for n in [s for s in sizes if s >= 10_000]:
         folder, cache = work / f"n{n}", work / f"cache-{n}-inprocess"
-        load(folder, cache)
-        cold = statistics.median(load(folder, None) for _ in range(rounds))
-        warm = statistics.median(load(folder, cache) for _ in range(rounds))
-        rows += [
-            (
-                f"indexing in-process, {n:,} recordings, reading every file",
-                f"{cold:.2f} s",
-                "",
-                f"{cold / n * 1e6:.1f} µs a file",
-            ),
-            (
-                f"indexing in-process, {n:,} recordings, from the saved index",
-                f"{warm:.2f} s",
-                "",
-                f"{warm / n * 1e6:.1f} µs a file",
-            ),
-        ]
+        load(folder, cache, False)
+        for alone, who in ((False, f"{cpus} processes"), (True, "one process")):
+            cold = statistics.median(load(folder, None, alone) for _ in range(rounds))
+            warm = statistics.median(load(folder, cache, alone) for _ in range(rounds))
+            rows += [
+                (
+                    f"indexing in-process, {n:,} recordings, reading every file, {who}",
+                    f"{cold:.2f} s",
+                    "",
+                    f"{cold / n * 1e6:.1f} µs a file",
+                ),
+                (
+                    f"indexing in-process, {n:,} recordings, from the saved index, {who}",
+                    f"{warm:.2f} s",
+                    "",
+                    f"{warm / n * 1e6:.1f} µs a file",
+                ),
+            ]
     return rows
 
 

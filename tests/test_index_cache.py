@@ -74,7 +74,7 @@ def settle(folder: Path) -> None:
     """Wait until every file under ``folder`` changed long enough ago to be saved: a file's
     change time cannot be set back, so the clock is what is waited on."""
     paths = [p for p in folder.rglob("*") if p.is_file()]
-    while not all(index_cache.settled(p.stat(), time.time_ns()) for p in paths):
+    while not all(index_cache.settled(p.stat().st_ctime_ns, time.time_ns()) for p in paths):
         time.sleep(0.01)
 
 

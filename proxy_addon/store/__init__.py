@@ -48,9 +48,12 @@ class CassetteStore:
         validate: bool = False,
         cache_bytes: int = BUDGET_BYTES,
         cache_folder: Path | None = None,
+        processes: int | None = None,
     ) -> None:
         self.root = Path(root)
-        self.index = Index(self.root, rules, max_file_bytes, validate, cache_bytes, cache_folder)
+        self.index = Index(
+            self.root, rules, max_file_bytes, validate, cache_bytes, cache_folder, processes
+        )
         self.recorder = Recorder(self.index, writer)
         self.chooser = Chooser(self.index)
         self._served: dict[str, int] = defaultdict(int)

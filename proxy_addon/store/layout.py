@@ -15,6 +15,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
+from operator import attrgetter
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -139,6 +140,9 @@ def is_cassette_name(relative: str) -> bool:
     return parts[-1].endswith(".json") and not any(p.startswith(".") for p in parts)
 
 
+_NAME = attrgetter("name")
+
+
 def cassette_files(root: Path | str) -> Iterator[str]:
     """Every cassette under ``root`` (``is_cassette_name``) that is a regular file or a link
     to one, as text, in a stable order (a directory's files, then its subdirectories, by name).
@@ -154,7 +158,7 @@ def cassette_files(root: Path | str) -> Iterator[str]:
         top = pending.pop()
         try:
             with os.scandir(top) as listing:
-                found = sorted(listing, key=lambda entry: entry.name)
+                found = sorted(listing, key=_NAME)
         except OSError:  # gone, or not readable: as os.walk, nothing under it
             continue
         subdirs = []
