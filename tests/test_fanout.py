@@ -23,7 +23,7 @@ from proxy_addon.store import CassetteStore, fanout
 from proxy_addon.store.entries import Entry
 from proxy_addon.store.index import READS_PER_PROCESS
 from proxy_addon.store.index_cache import IndexCache, _Checked, _checker
-from tests.conftest import SEED
+from tests.conftest import SEED, wait_until
 from tests.test_index_cache import ask, corpus, settle, write_cassette
 
 PARENT = os.getpid()
@@ -114,6 +114,33 @@ def test_a_signal_to_a_child_ends_it_and_never_reaches_this_process():
     wake_read.close()
     wake_write.close()
     assert woken == b""
+
+
+def test_no_child_outlives_a_load_whose_own_share_fails(tmp_path):
+    """This process's share raises (or is interrupted): the children, still working, are killed
+    and reaped before the error goes on; none is left running or a zombie."""
+    pids = tmp_path / "pids"
+
+    def work(chunk: range) -> list[tuple[int, bool]]:
+        if os.getpid() != PARENT:
+            with open(pids, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            time.sleep(3600)
+        wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 3, "3 children")
+        raise RuntimeError("this process's share failed")
+
+    with pytest.raises(RuntimeError, match="share failed"):
+        fanout.fan_out(range(40), work, 10, 4, encode=marshal.dumps, decode=marshal.loads)
+    left = []
+    for pid in map(int, pids.read_text().split()):
+        try:
+            os.waitpid(pid, os.WNOHANG)  # ours and not reaped: still running, or a zombie
+        except ChildProcessError:
+            continue
+        left.append(pid)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert left == []
 
 
 def mixed_folder(folder: Path, n: int) -> None:

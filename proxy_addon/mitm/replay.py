@@ -45,12 +45,11 @@ def canonical_request(
         if k.lower() in raw
     ]
     path, _, query = req.path.partition("?")
-    host, port = req.pretty_host, req.port
+    host, port = req.host, req.port
     authority = req.host_header
-    if authority:  # the host and port its recorded URL names (``pretty_url``)
-        port = (
-            url.parse_authority(authority, check=False)[1] or url.default_port(req.scheme) or port
-        )
+    if authority:  # the host and port its recorded URL names (``pretty_host``, ``pretty_url``)
+        host, named_port = url.parse_authority(authority, check=False)  # parsed once
+        port = named_port or url.default_port(req.scheme) or port
     return canonical.canonicalize_with_secrets(
         canonical.Request(
             req.method,

@@ -77,13 +77,21 @@ def fan_out[T, R](
     size = -(-len(items) // count)
     chunks = [items[at : at + size] for at in range(0, len(items), size)]
     children = [_start(chunk, lambda c: encode(work(c))) for chunk in chunks[1:]]
-    started = time.monotonic()
-    results = [work(chunks[0])]
-    deadline = time.monotonic() + max(limit_s, 4 * (time.monotonic() - started))
-    for chunk, child in zip(chunks[1:], children):
-        answer = _collect(child, deadline) if child is not None else None
-        results.append(decode(answer) if answer is not None else work(chunk))
-    return results
+    pending = [child for child in children if child is not None]
+    try:
+        started = time.monotonic()
+        results = [work(chunks[0])]
+        deadline = time.monotonic() + max(limit_s, 4 * (time.monotonic() - started))
+        for chunk, child in zip(chunks[1:], children):
+            answer = None
+            if child is not None:
+                pending.remove(child)
+                answer = _collect(child, deadline)
+            results.append(decode(answer) if answer is not None else work(chunk))
+        return results
+    finally:  # this process's work failed (or was interrupted): no child outlives the load
+        for child in pending:
+            _collect(child, deadline=0.0)
 
 
 def _start[T](chunk: Sequence[T], work: Callable[[Sequence[T]], bytes]) -> _Child | None:
