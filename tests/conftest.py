@@ -29,6 +29,11 @@ for _name in AMBIENT:
     os.environ.pop(_name, None)
 
 TESTS = Path(__file__).resolve().parent
+# Given to every pytest the tests start (a project's session with the plugin, a README recipe):
+# two plugins of this suite's test extras that none of those sessions uses and a user's project
+# would not have, langsmith's (LangChain's) and hypothesis's, import 1.9 s of modules into each
+# process (a bare session: 2.4 s of CPU, 0.55 s without them), and the tests start dozens.
+UNUSED_PLUGINS = ("-p", "no:langsmith_plugin", "-p", "no:hypothesispytest")
 # The checkout these tests come from: its README, scripts and bundled cassettes. scripts/test
 # runs the tests inside it, against its own package (installed editable); scripts/test --wheel
 # (CI) copies them out of it, beside a wheel installed in a venv of its own, and names it in

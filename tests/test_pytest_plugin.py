@@ -11,7 +11,7 @@ import pytest
 from proxy_addon import formats
 from proxy_addon.formats import cassette
 from proxy_addon.store.layout import BY_TEST_DIR, iter_cassette_files
-from tests.conftest import age_by, summary_counts
+from tests.conftest import UNUSED_PLUGINS, age_by, summary_counts
 
 pytest_plugins = ["pytester"]
 
@@ -91,9 +91,8 @@ def project(pytester: pytest.Pytester, http_upstream, monkeypatch) -> pytest.Pyt
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    # langsmith's plugin (pyproject.toml, addopts): a second of start-up for each inner run
     return pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-p", "no:langsmith_plugin", *args, timeout=120
+        "-p", "no:cacheprovider", *UNUSED_PLUGINS, *args, timeout=120
     )
 
 

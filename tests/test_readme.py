@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from proxy_addon.runner.process import free_ports
-from tests.conftest import summary_counts
+from tests.conftest import UNUSED_PLUGINS, summary_counts
 from tests.upstream import FakeUpstreamServer
 
 FAKE_KEY = "sk-test-readme-0123456789abcdef"
@@ -214,6 +214,7 @@ def user(tmp_path: Path) -> Iterator[User]:
     # the environment the package is installed in comes first, as when it is activated
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["HOME"] = str(home)
+    env["PYTEST_ADDOPTS"] = " ".join(UNUSED_PLUGINS)  # this suite's extras, not the user's
     u = User(home, project, free_ports(1)[0], env)
     u.mitmproxy_config()
     yield u

@@ -31,7 +31,15 @@ from proxy_addon.reports.tokens import tokens_of
 from proxy_addon.runner.process import start_proxy
 from proxy_addon.store.layout import iter_cassette_files
 from proxy_addon.summary import Summary
-from tests.conftest import CASSETTE, FAKE_KEY, age_by, counted, record_prompts, sdk_http_client
+from tests.conftest import (
+    CASSETTE,
+    FAKE_KEY,
+    UNUSED_PLUGINS,
+    age_by,
+    counted,
+    record_prompts,
+    sdk_http_client,
+)
 from tests.upstream import FakeUpstreamServer
 
 pytest_plugins = ["pytester"]
@@ -296,6 +304,7 @@ def test_pytest_plugin_writes_the_reports_once_at_the_end(
     replayed = pytester.runpytest_subprocess(
         "-p",
         "no:cacheprovider",
+        *UNUSED_PLUGINS,
         f"--cassette-dir={run.cassettes}",
         "--cassette-mode=replay",
         "--cassette-junit=junit.xml",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CASSETTE, TEST_ADDONS
+from tests.conftest import CASSETTE, TEST_ADDONS, UNUSED_PLUGINS
 
 STARTUP = TEST_ADDONS / "startup.py"
 
@@ -239,7 +239,8 @@ def test_the_plugin_stops_its_proxy_and_prints_the_summary_on_a_signal(sig, code
         " sys.exit(pytest.main(sys.argv[1:]))"
     )
     session = subprocess.Popen(
-        [sys.executable, "-c", interruptible, "-p", "no:cacheprovider", "--cassette-mode=auto"]
+        [sys.executable, "-c", interruptible, "-p", "no:cacheprovider", *UNUSED_PLUGINS]
+        + ["--cassette-mode=auto"]
         + [f"--cassette-dir={tmp_path / 'c'}", str(tmp_path / "test_waits.py")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

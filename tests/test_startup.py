@@ -31,7 +31,7 @@ from proxy_addon.runner.process import (
     mitmdump_executable,
     start_proxy,
 )
-from tests.conftest import CASSETTE, TEST_ADDONS
+from tests.conftest import CASSETTE, TEST_ADDONS, UNUSED_PLUGINS
 from tests.upstream import FakeUpstreamServer
 
 STARTUP = TEST_ADDONS / "startup.py"
@@ -136,6 +136,7 @@ def test_the_plugin_refuses_a_mode_or_directory_set_twice(
     result = pytester.runpytest_subprocess(
         "-p",
         "no:cacheprovider",
+        *UNUSED_PLUGINS,
         "-p",
         "no:langsmith_plugin",
         option,
@@ -319,6 +320,7 @@ def test_cassette_run_and_the_plugin_exit_2_when_the_handshake_disagrees(
     result = pytester.runpytest_subprocess(
         "-p",
         "no:cacheprovider",
+        *UNUSED_PLUGINS,
         "-p",
         "no:langsmith_plugin",
         "--cassette-mode=replay",
@@ -496,7 +498,7 @@ def test_listeners():
     assert os.environ["OPENAI_BASE_URL"].startswith("http://127.0.0.1:{port}")
 """
     )
-    common = ["-p", "no:cacheprovider", "-p", "no:langsmith_plugin", "--cassette-mode=replay"]
+    common = ["-p", "no:cacheprovider", *UNUSED_PLUGINS, "--cassette-mode=replay"]
     common.append(f"--cassette-dir={pytester.path}")
     clean = {k: os.environ.pop(k) for k in names if k in os.environ}
     try:
