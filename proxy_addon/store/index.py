@@ -7,7 +7,9 @@ skipped and remembered with the reason, so the proxy keeps serving the others an
 that a broken file might have matched; a file whose responses turn out broken when first used is
 skipped the same way then. The index can be saved between runs (``index_cache``): a start over
 an unchanged folder then reads the saved rows and a stat of each file, and reads only the files
-that changed; a file's entry is made from its saved row when first needed (``entries``).
+that changed; a file's entry is made from its saved row when first needed (``entries``). A
+load of many files shares the reading with forked processes (``fanout``), and gives what one
+process gives.
 """
 
 from __future__ import annotations
