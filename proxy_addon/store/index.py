@@ -135,7 +135,7 @@ class Index:
         with forked processes (``fanout``) when there are many, but when every file is read
         whole (the CLI keeps what it reads)."""
         if self.validate:
-            results = [self._read_one(file) for file in files]
+            results = self._read_chunk(files)
         else:
             results = []
             for chunk in fanout.fan_out(
