@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tracemalloc
 from urllib.parse import quote
 
 import orjson
@@ -483,6 +484,29 @@ def test_a_key_or_value_written_with_json_escapes_is_still_found():
         assert key_of("POST", "https://h/v1/x", "application/json", body, secrets=umlaut).body == {
             "q": REDACTED
         }, body
+
+
+def test_a_scan_remembered_is_the_answer_of_the_rules_asked_and_the_memory_stays_bounded():
+    """``might_hold`` remembers its answers for short texts (a request's path is asked twice,
+    and again by the next request): rules that also know a flow's own value answer for
+    themselves, never with the answer of the rules they came from, and a proxy that sees ever
+    new paths keeps a bounded number of answers."""
+    rules = Secrets()
+    path = "/v1/files/fake-own-value-1040/content"
+    assert not rules.might_hold(path)
+    own = rules.with_values(["fake-own-value-1040"])
+    assert own.might_hold(path) and own.might_hold(path.encode())
+    assert not rules.might_hold(path)
+    assert own.replace(path)[0] == f"/v1/files/{REDACTED}/content"
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(50_000):
+            rules.might_hold(f"/v1/threads/thread_{i:040d}/messages")
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1_000_000, f"{kept:,} bytes kept after 50,000 distinct paths"
 
 
 def test_a_header_value_that_is_not_utf8_is_found_and_replaced_everywhere():

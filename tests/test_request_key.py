@@ -89,8 +89,8 @@ ENCODE = {
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     """A request as a client sends it: method, path and query, headers (a key in a secret
-    header or none), and body bytes (JSON, a form, text or bytes; compressed or not); the key
-    it sends may also appear in its body or query."""
+    header or none; their names in any case), and body bytes (JSON, a form, text or bytes;
+    compressed or not); the key it sends may also appear in its body or query."""
     key = draw(KEY | OPAQUE)
     method = draw(st.sampled_from(["POST", "GET"]))
     path = "/v1/" + draw(
@@ -143,7 +143,11 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     if encoding and body:
         body = ENCODE[encoding](body)
         headers["content-encoding"] = encoding
-    return method, path + (f"?{urlencode(query)}" if query else ""), headers, body
+    # clients spell header names as they like (curl ``Content-Type``, h11 as given)
+    spelled = {
+        draw(st.sampled_from([str.lower, str.title, str.upper]))(k): v for k, v in headers.items()
+    }
+    return method, path + (f"?{urlencode(query)}" if query else ""), spelled, body
 
 
 def recorded_as_written(req: http.Request, secrets: Secrets) -> bytes:

@@ -204,3 +204,37 @@ def test_a_secret_in_every_place_never_reaches_disk_nor_the_log(
     assert replayed["set-cookie"] == "<redacted>"
     for name, secret in SECRETS.items():
         assert secret not in replay_log, name
+
+
+def test_mitmdump_showing_request_headers_shows_none_of_their_secrets(
+    tmp_path, http_upstream, proxies
+):
+    """At ``flow_detail=2`` mitmdump prints each request's headers, after every addon's hooks:
+    a request's secret headers (a repeated one too) read ``<redacted>`` there, in record and in
+    replay, and the others as they were sent."""
+    bearer, first, second = "fake-flow-auth-1030", "fake-flow-xkey-1031", "fake-flow-xkey-1032"
+    headers = [
+        ("authorization", f"Bearer {bearer}"),
+        ("x-api-key", first),
+        ("X-Api-Key", second),
+        ("x-trace", "kept-as-sent"),
+    ]
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "headers shown"}]}
+    cassettes = tmp_path / "c"
+    logs = []
+    for mode in ("record", "replay"):
+        proxy = proxies(cassettes, mode, flow_detail="2")
+        with httpx.Client(proxy=proxy.url, timeout=30) as client:
+            r = client.post(
+                http_upstream.base_url + "/v1/chat/completions", json=body, headers=headers
+            )
+        assert r.status_code == 200, r.text[:300]
+        logs.append(proxy.stop())
+    for mode, log in zip(("record", "replay"), logs):
+        for secret in (bearer, first, second):
+            assert secret not in log, (mode, secret)
+        shown = log.lower()
+        assert "authorization: <redacted>" in shown, mode
+        assert shown.count("x-api-key: <redacted>") == 2, mode
+        assert "x-trace: kept-as-sent" in shown, mode
+    assert "1 hits, 0 misses" in logs[1]

@@ -250,7 +250,23 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.answered = True
+        super().send_response(code, message)
+
     def _handle(self, body: bytes) -> None:
+        """Answer as the provider would; a request the fake cannot read (random JSON lacking
+        a field it expects) gets the provider's 400, as a real one answers it, not a dropped
+        connection."""
+        self.answered = False
+        try:
+            self._dispatch(body)
+        except (KeyError, TypeError, IndexError, AttributeError, UnicodeDecodeError) as e:
+            if self.answered:
+                raise
+            self._json(400, {"error": {"message": repr(e), "type": "invalid_request_error"}})
+
+    def _dispatch(self, body: bytes) -> None:
         state = self.server.state
         with state.lock:
             state.hits += 1

@@ -237,6 +237,15 @@ def _same(value: Any) -> tuple[Any, Any]:
     return value, value
 
 
+def _json_start(raw: bytes) -> bool:
+    """Whether ``raw`` starts like a JSON object or array, after any whitespace (looked at
+    without copying the body, as ``lstrip`` would, where it starts at once)."""
+    first = raw[:1]
+    if first in (b"{", b"["):
+        return True
+    return first.isspace() and raw.lstrip()[:1] in (b"{", b"[")
+
+
 def _raw_body(
     content_type: str | None, raw: bytes, rules: Rules, secrets: Secrets, named: list[str]
 ) -> tuple[Any, Any]:
@@ -250,7 +259,7 @@ def _raw_body(
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
         return _same({"$form": sorted(_compared_pairs(pairs, secrets, named))})
     scan = secrets.might_hold(raw)
-    if raw.lstrip()[:1] in (b"{", b"["):
+    if _json_start(raw):
         try:
             return _json_body(
                 orjson.loads(raw), rules, _FLOAT_HINT.search(raw) is not None, secrets, scan, named

@@ -186,7 +186,7 @@ class FailClosed:
                 for name, addon in owners:
                     try:
                         result = getattr(addon, hook)(arg)
-                        if inspect.isawaitable(result):
+                        if result is not None and inspect.isawaitable(result):
                             await result
                     except Exception as e:  # noqa: BLE001 - this is the point
                         self._failed(name, hook, arg, e)

@@ -25,6 +25,7 @@ from proxy_addon.redaction import redact
 from proxy_addon.redaction.secret_rules import REDACTED
 
 _TRACEBACK = logging.Formatter()
+_REDACTED = REDACTED.encode()
 
 
 class _LogFilter(logging.Filter):
@@ -79,6 +80,11 @@ class OutputScrubber:
             if path != request.path:
                 request.path = path
         # the request has gone upstream; the response (not yet sent to the client when this
-        # hook runs) is left as it is
-        for name in {k for k, _ in request.headers.fields if k.lower() in secrets.raw_headers}:
-            request.headers[name.decode("latin-1")] = REDACTED
+        # hook runs) is left as it is. Each secret header's value is replaced where it stands,
+        # in one pass over the fields.
+        secret = secrets.raw_headers
+        fields = request.headers.fields
+        if any(k.lower() in secret for k, _ in fields):
+            request.headers.fields = tuple(
+                (k, _REDACTED if k.lower() in secret else v) for k, v in fields
+            )

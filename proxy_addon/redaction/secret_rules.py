@@ -29,6 +29,10 @@ REDACTED = "<redacted>"
 _FLOW_VALUE = "a value redacted by name in this exchange"
 # A known value shorter than this is never searched for: it would match ordinary text.
 MIN_VALUE_LENGTH = 8
+# ``might_hold``'s answers for short texts (URL paths, asked for each request, often twice) are
+# remembered, this many at most per rules, each at most this long.
+_REMEMBERED = 256
+_REMEMBERED_LENGTH = 512
 
 SECRET_HEADERS: frozenset[str] = frozenset(
     {
@@ -228,6 +232,7 @@ class Secrets:
         self._values_rx: re.Pattern[str] | None = None
         self._labels: dict[str, str] = {}  # each form of each value -> what the value is
         self._named_rx: re.Pattern[str] | None = None
+        self._held: dict[str, bool] = {}  # might_hold's answers for short texts
 
     @classmethod
     def from_settings(
@@ -292,7 +297,8 @@ class Secrets:
         so the caller can skip walking it. An escaped ASCII character (``\\u005f``, ``\\/``) says
         yes: a key or value written with one (``api\\u005fkey``) is only seen once the text is
         parsed. Escaped non-ASCII text (``caf\\u00e9``, as Python's ``json.dumps`` writes it)
-        does not: no key or shape holds any, and a known value's escaped forms are searched."""
+        does not: no key or shape holds any, and a known value's escaped forms are searched.
+        The answer for a short text (a URL path, asked of each request) is remembered."""
         if self._prefilter is None:
             options = re2.Options()
             options.encoding = re2.Options.Encoding.LATIN1
@@ -307,7 +313,16 @@ class Secrets:
             parts += [_re2_literal(v) for value in self.values for v in _variants(value)]
             pattern = "|".join(f"(?:{p})" for p in parts).encode("latin-1")
             self._prefilter = re2.compile(pattern, options)
-        return self._prefilter.search(_utf8(raw) if isinstance(raw, str) else raw) is not None
+        if not isinstance(raw, str):
+            return self._prefilter.search(raw) is not None
+        if len(raw) > _REMEMBERED_LENGTH:
+            return self._prefilter.search(_utf8(raw)) is not None
+        held = self._held.get(raw)
+        if held is None:
+            if len(self._held) >= _REMEMBERED:
+                self._held.clear()
+            held = self._held[raw] = self._prefilter.search(_utf8(raw)) is not None
+        return held
 
     def _values(self) -> re.Pattern[str] | None:
         """Every form of every known value, longest first, as one pattern (None: none known)."""
