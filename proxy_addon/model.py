@@ -57,10 +57,19 @@ def text_of(raw: bytes, content_type: str | None) -> str | None:
     return None if "\x00" in text else text
 
 
+def starts_like_json(raw: bytes) -> bool:
+    """Whether ``raw`` starts like a JSON object or array, after any whitespace: looked at
+    without copying the body (as ``lstrip`` would) where it starts at once."""
+    first = raw[:1]
+    if first in (b"{", b"["):
+        return True
+    return first.isspace() and raw.lstrip()[:1] in (b"{", b"[")
+
+
 def json_value(raw: bytes) -> dict[str, Any] | list[Any] | None:
     """``raw`` as a JSON object or array, when it is one that orjson also writes back (one
     nested deeper than orjson writes is kept as text); None otherwise."""
-    if raw.lstrip()[:1] not in (b"{", b"["):
+    if not starts_like_json(raw):
         return None
     try:
         value = orjson.loads(raw)

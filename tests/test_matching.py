@@ -26,6 +26,10 @@ def test_key_ignores_json_key_order_and_whitespace():
         b'{ "stream": true,\n "messages": [{"content": "hi", "role": "user"}], "model": "gpt-4o" }'
     )
     assert key(body=reordered) == key()
+    # whitespace before the JSON too (a hand-written body, a pretty-printer's leading newline)
+    for lead in (b"\n", b"  ", b"\r\n\t "):
+        assert key(body=lead + reordered) == key(), lead
+    assert key(body=b"\n" + b"not json") != key(body=b"not json")  # text: compared as sent
 
 
 def test_key_changes_with_method_host_path_query_and_body():

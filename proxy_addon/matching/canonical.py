@@ -30,7 +30,7 @@ from proxy_addon.bodies import multipart
 from proxy_addon.formats import exchange
 from proxy_addon.matching.jsonpath import drop_path, map_leaves
 from proxy_addon.matching.normalize import Normalizer
-from proxy_addon.model import Body, RecordedRequest, text_of
+from proxy_addon.model import Body, RecordedRequest, starts_like_json, text_of
 from proxy_addon.redaction import redact
 from proxy_addon.redaction.secret_rules import BUILT_IN, Secrets
 
@@ -237,15 +237,6 @@ def _same(value: Any) -> tuple[Any, Any]:
     return value, value
 
 
-def _json_start(raw: bytes) -> bool:
-    """Whether ``raw`` starts like a JSON object or array, after any whitespace (looked at
-    without copying the body, as ``lstrip`` would, where it starts at once)."""
-    first = raw[:1]
-    if first in (b"{", b"["):
-        return True
-    return first.isspace() and raw.lstrip()[:1] in (b"{", b"[")
-
-
 def _raw_body(
     content_type: str | None, raw: bytes, rules: Rules, secrets: Secrets, named: list[str]
 ) -> tuple[Any, Any]:
@@ -259,7 +250,7 @@ def _raw_body(
         pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
         return _same({"$form": sorted(_compared_pairs(pairs, secrets, named))})
     scan = secrets.might_hold(raw)
-    if _json_start(raw):
+    if starts_like_json(raw):
         try:
             return _json_body(
                 orjson.loads(raw), rules, _FLOAT_HINT.search(raw) is not None, secrets, scan, named
