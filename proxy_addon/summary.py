@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -209,29 +209,46 @@ class Summary:
         return total
 
 
+_FIELDS = frozenset(f.name for f in fields(Summary))
 MAX_NOTES = 1000  # miss messages (other-host, normalised hits) a summary keeps; counts go on
 REQUEST_LOG_LIMIT = 10_000  # requests the report lists; counts go on
 
 
 class Counters:
     """The counts of a running proxy. The event loop and the writer thread both count, so
-    every change goes through ``add`` under a lock."""
+    every change goes through ``add`` under a lock. Kept by name in dicts (a replayed request
+    adds to four of them) and made into a ``Summary`` when one is asked for (``snapshot``),
+    which refuses a name that is not one of its fields."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._summary = Summary()
+        self._counts: dict[str, int] = {}
+        # miss_messages, other_host, normalised_hits, request_log
+        self._notes: dict[str, list[Any]] = {}
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
-            setattr(self._summary, name, getattr(self._summary, name) + n)
+            self._counts[name] = self._counts.get(name, 0) + n
+
+    def tally(self, counts: Mapping[str, int], name: str, item: Any, limit: int) -> None:
+        """Several counts and one note at once (``add``, ``note``): a replayed request's, under
+        one acquisition of the lock."""
+        with self._lock:
+            kept = self._counts
+            for counter, n in counts.items():
+                kept[counter] = kept.get(counter, 0) + n
+            self._note(name, item, limit)
 
     def note(self, name: str, item: Any, limit: int = MAX_NOTES) -> None:
         """Append to one of the lists (miss_messages, other_host, normalised_hits, request_log),
         up to ``limit`` items: a proxy left running keeps counting, not remembering each one."""
         with self._lock:
-            kept = getattr(self._summary, name)
-            if len(kept) < limit:
-                kept.append(item)
+            self._note(name, item, limit)
+
+    def _note(self, name: str, item: Any, limit: int) -> None:
+        kept = self._notes.setdefault(name, [])
+        if len(kept) < limit:
+            kept.append(item)
 
     def snapshot(
         self,
@@ -242,18 +259,16 @@ class Counters:
         bad_files: list[dict[str, str]],
         indexing: dict[str, Any] | None = None,
     ) -> Summary:
+        summary = Summary(mode, recordings=recordings, created=created, unused=unused)
+        summary.bad_files, summary.indexing = bad_files, indexing or {}
         with self._lock:
-            s = self._summary
-            return replace(
-                s,
-                mode=mode,
-                recordings=recordings,
-                created=created,
-                unused=unused,
-                bad_files=bad_files,
-                indexing=indexing or {},
-                miss_messages=list(s.miss_messages),
-                other_host=list(s.other_host),
-                normalised_hits=list(s.normalised_hits),
-                request_log=list(s.request_log),
-            )
+            counted: dict[str, Any] = {
+                **self._counts,
+                **{name: list(items) for name, items in self._notes.items()},
+            }
+        unknown = counted.keys() - _FIELDS
+        if unknown:
+            raise AttributeError(f"Summary has no field {', '.join(sorted(unknown))}")
+        for name, value in counted.items():
+            setattr(summary, name, value)
+        return summary

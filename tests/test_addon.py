@@ -533,7 +533,15 @@ def test_passthrough_forwards_records_nothing_and_strips_the_test_header(
             model="gpt-4o", messages=[{"role": "user", "content": "live"}]
         )
     assert got.choices[0].message.content == "Answer 2 to: live"  # each call reached upstream
-    assert counted(proxy.stop(), "hits", "recorded", "misses", "requests") == (0, 0, 0, 2)
-    assert not list(iter_cassette_files(cassettes))
+    assert not any(k.lower() == "x-cassette-test-id" for k in http_upstream.state.seen[-1].headers)
+    # spelt as Go's net/http sends every header name (the SDK sends it in lower case)
+    with httpx.Client(proxy=proxy.url) as plain:
+        plain.post(
+            http_upstream.base_url + "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "go"}]},
+            headers={"X-Cassette-Test-Id": "tests/x.py::t"},
+        ).raise_for_status()
     seen = http_upstream.state.seen[-1].headers
-    assert not any(k.lower() == "x-cassette-test-id" for k in seen)
+    assert "Host" in seen and not any(k.lower() == "x-cassette-test-id" for k in seen)
+    assert counted(proxy.stop(), "hits", "recorded", "misses", "requests") == (0, 0, 0, 3)
+    assert not list(iter_cassette_files(cassettes))

@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import time
 import weakref
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from types import MappingProxyType
 
 from mitmproxy import http
 from mitmproxy.net.http import status_codes, url
@@ -17,8 +19,10 @@ from proxy_addon.mitm.flow import (
     META,
     FlowState,
     body_of,
+    decoded_body,
     flow_state,
     header,
+    joined,
     send_to_loopback,
 )
 from proxy_addon.mitm.guard import CLOSED_MODES
@@ -44,19 +48,26 @@ def canonical_request(
     """The request's key (``canonical.canonicalize_with_secrets``), and the secret rules knowing
     its own key, from its secret headers (only those are decoded) and query parameters. Its host
     and port are those of the URL a recording keeps (the Host header's, as ``pretty_url``), not
-    the connection's, which may go elsewhere."""
-    raw = rules.secrets.raw_headers
-    secret = [
-        (k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
-        for k, v in req.headers.fields
-        if k.lower() in raw
-    ]
+    the connection's, which may go elsewhere. The headers it reads are read in one pass."""
+    secret_names = rules.secrets.raw_headers
+    secret: list[tuple[str, str]] = []
+    read: dict[bytes, list[bytes]] = {}
+    for k, v in req.headers.fields:
+        name = k.lower()
+        if name in secret_names:
+            secret.append((k.decode("latin-1"), v.decode("utf-8", "surrogateescape")))
+        if name in _KEY_HEADERS:
+            read.setdefault(name, []).append(v)
     path, _, query = req.path.partition("?")
-    host, port = req.host, req.port
-    authority = (req.authority if req.is_http2 or req.is_http3 else "") or header(req, b"host")
+    version = req.data.http_version
+    authority = (req.authority if version in _AUTHORITY_VERSIONS else "") or joined(
+        read.get(b"host")
+    )
     if authority:  # the host and port its recorded URL names (``pretty_host``, ``pretty_url``)
         host, named_port = _authority(authority)
-        port = named_port or url.default_port(req.scheme) or port
+        port = named_port or url.default_port(req.scheme) or req.port
+    else:
+        host, port = req.host, req.port
     return canonical.canonicalize_with_secrets(
         canonical.Request(
             req.method,
@@ -65,14 +76,18 @@ def canonical_request(
             port,
             path,
             query,
-            header(req, b"content-type"),
-            body_of(req),
+            joined(read.get(b"content-type")),
+            decoded_body(req.raw_content or b"", joined(read.get(b"content-encoding"))),
             secret,
         ),
         rules,
     )
 
 
+# the headers the key reads, besides the secret ones (lower case, as ``header`` takes them)
+_KEY_HEADERS = frozenset((b"host", b"content-type", b"content-encoding"))
+# where the authority is the request's own (``:authority``), as ``Request.host_header`` reads it
+_AUTHORITY_VERSIONS = (b"HTTP/2.0", b"HTTP/3")
 _TEST_ID_HEADER = channel.TEST_ID_HEADER.encode()
 
 
@@ -91,8 +106,10 @@ def _reason(status: int) -> bytes:
 
 # what a hit on each recorded response sends, by the response's id (see replayed_response)
 _templates: dict[int, http.Response] = {}
-# the tokens each recorded response's usage says, by its id, kept as long as the templates
-_usages: dict[int, dict[str, int]] = {}
+# the tokens each recorded response's usage says (the report's fields), and what a hit on it
+# adds to the summary's counts, by its id, kept as long as the templates
+_served: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
+_NO_COUNTS: Mapping[str, int] = MappingProxyType({})
 
 
 def replayed_response(resp: RecordedResponse) -> http.Response:
@@ -225,7 +242,6 @@ class ReplayHooks:
             if mode != "refresh" and self._refused_as_stale(flow, st, hit):
                 return
             st.action = "hit"
-            state.counters.add("hits")
             self._report_hit(st, hit)
             if hit.normalised:
                 item = normalised.note(canon, hit.entry, hit.passed_over, store.index)
@@ -255,27 +271,37 @@ class ReplayHooks:
             return
         self._miss(flow, st)
 
-    def _report(self, st: FlowState, outcome: str, **details: object) -> None:
-        """The request's record in the run's report (its ``ms`` is added when it ends)."""
-        st.report = record.request_record(st.canonical, outcome, st.test_id) | details
-        self.state.counters.note("request_log", st.report, REQUEST_LOG_LIMIT)
+    def _report(
+        self,
+        st: FlowState,
+        outcome: str,
+        counts: Mapping[str, int] = _NO_COUNTS,
+        **details: object,
+    ) -> None:
+        """The request's record in the run's report (its ``ms`` is added when it ends), and the
+        ``counts`` its outcome adds to the summary's."""
+        st.report = record.request_record(st.canonical, outcome, st.test_id, details)
+        self.state.counters.tally(counts, "request_log", st.report, REQUEST_LOG_LIMIT)
 
     def _report_hit(self, st: FlowState, hit: Hit) -> None:
         """A hit's record, with the tokens its recorded usage says were served (worked out
-        once per recorded response, as ``replayed_response`` builds it once)."""
-        usage = _usages.get(id(hit.response))
-        if usage is None:
-            usage = _usages[id(hit.response)] = record.hit_usage(hit.response)
-            weakref.finalize(hit.response, _usages.pop, id(hit.response), None)
-        if usage:
-            self.state.counters.add("input_tokens_served", usage["input_tokens"])
-            self.state.counters.add("output_tokens_served", usage["output_tokens"])
-        notes = [
-            what
-            for what, yes in (("other host", hit.other_host), ("normalised", hit.normalised))
-            if yes
-        ]
-        self._report(st, "hit", file=hit.entry.file, notes=notes, **usage)
+        once per recorded response, as ``replayed_response`` builds it once), counted."""
+        served = _served.get(id(hit.response))
+        if served is None:
+            usage = record.hit_usage(hit.response)
+            counts = {"hits": 1}
+            if usage:
+                counts["input_tokens_served"] = usage["input_tokens"]
+                counts["output_tokens_served"] = usage["output_tokens"]
+            served = _served[id(hit.response)] = (usage, counts)
+            weakref.finalize(hit.response, _served.pop, id(hit.response), None)
+        usage, counts = served
+        notes = []
+        if hit.other_host:
+            notes.append("other host")
+        if hit.normalised:
+            notes.append("normalised")
+        self._report(st, "hit", counts, file=hit.entry.file, notes=notes, **usage)
 
     def _incidental(self, flow: http.HTTPFlow, st: FlowState, answer: Incidental) -> None:
         """A request not under test: counted; answered here where nothing may be forwarded
@@ -283,8 +309,7 @@ class ReplayHooks:
         so refresh forwards it and admits its upstream), forwarded otherwise; never recorded.
         Said once per pattern."""
         st.action = "incidental"
-        self.state.counters.add("incidental")
-        self._report(st, "incidental")
+        self._report(st, "incidental", {"incidental": 1})
         mode = self.state.settings.mode
         closed = mode in CLOSED_MODES and not (mode == "refresh" and answer.credentials)
         if answer.pattern not in self._told_incidental:
@@ -412,21 +437,25 @@ class ReplayHooks:
             flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._forget(flow)
         st = flow_state(flow)
-        if st is not None and st.report is not None and flow.response is not None:
+        if st is None:
+            return
+        self._forget(st)
+        if st.report is not None and flow.response is not None:
             end = flow.response.timestamp_end or flow.response.timestamp_start
             if end is not None:
                 st.report["ms"] = round((end - flow.request.timestamp_start) * 1000, 1)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._forget(flow)
+        st = flow_state(flow)
+        if st is not None:
+            self._forget(st)
 
-    def _forget(self, flow: http.HTTPFlow) -> None:
+    @staticmethod
+    def _forget(st: FlowState) -> None:
         """A flow sent to the pacer or the WebSocket server ended (for a WebSocket: its
         handshake did): its token must not stay behind (it may never have reached them)."""
-        st = flow_state(flow, "hit")
-        if st is not None and st.loopback is not None:
+        if st.action == "hit" and st.loopback is not None:
             server, token = st.loopback
             server.forget(token)
 

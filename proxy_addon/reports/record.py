@@ -12,6 +12,8 @@ miss or a refusal's text), ``reason`` (a refusal's, short), ``nearest``, ``diffe
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -29,7 +31,13 @@ BODY_LIMIT = 20_000  # characters of each body a miss keeps for the side-by-side
 ABSENT = "(absent)"
 
 
-def request_record(canon: CanonicalRequest, outcome: str, test_id: str | None) -> dict[str, Any]:
+def request_record(
+    canon: CanonicalRequest,
+    outcome: str,
+    test_id: str | None,
+    details: Mapping[str, object] = MappingProxyType({}),
+) -> dict[str, Any]:
+    """A request's record; ``details``: the fields its outcome adds (``file``, ``message``...)."""
     model = canon.body.get("model") if isinstance(canon.body, dict) else None
     return {
         "test_id": test_id,
@@ -39,6 +47,7 @@ def request_record(canon: CanonicalRequest, outcome: str, test_id: str | None) -
         "model": model if isinstance(model, str) else None,
         "outcome": outcome,
         "at": round(time.time(), 3),
+        **details,
     }
 
 
