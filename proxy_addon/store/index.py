@@ -233,40 +233,43 @@ class Index:
         never answer). Among host-agnostic ones, only those closest to the request's host:
         recorded for that host, else for the same provider family, else any (``hosts``).
         With a normaliser, exact beats normalised (``_by_original``)."""
-        for key in self._keys(canon):
-            entries = self.entries.get(key)  # made from their saved rows when first asked for
-            if not entries:
-                continue
-            own = [e for e in entries if e.test_dir == test_dir] if test_dir is not None else []
-            group, counter = (
-                (own, f"{test_dir}|{key}")
-                if own
-                else ([e for e in entries if e.test_dir is None], f"|{key}")
-            )
-            if not group:
-                continue
-            if key == canon.key():
-                found = Found(counter, group)
-            else:
-                closeness = [hosts.closeness(canon.host, e.origin, canon.path) for e in group]
-                best = max(closeness)
-                closest = [e for e, c in zip(group, closeness) if c == best]
-                found = Found(
-                    f"{counter}|{canon.host}",
-                    closest,
-                    other_host=None if best == 2 else closest[0].origin,
-                )
-            if self.rules.normalize is None:  # one key per request: nothing more to compare
-                return found
-            exact = canon.exact_key() if key == canon.key() else canon.exact_any_host_key()
-            return self._by_original(found, exact, canon)
-        return None
+        key = canon.key()
+        found = self._found(key, key, canon, test_dir)
+        if found is None:  # the host-agnostic key, worked out only now
+            found = self._found(canon.any_host_key(), key, canon, test_dir)
+        return found
 
-    @staticmethod
-    def _keys(canon: CanonicalRequest) -> Iterator[str]:
-        """The exact key, then (only when that found nothing) the host-agnostic one."""
-        yield canon.key()
-        yield canon.any_host_key()
+    def _found(
+        self, asked: str, key: str, canon: CanonicalRequest, test_dir: str | None
+    ) -> Found | None:
+        """The recordings under one of the request's keys (``asked``: ``key``, its exact one,
+        or its host-agnostic one), as ``find`` says."""
+        entries = self.entries.get(asked)  # made from their saved rows when first asked for
+        if not entries:
+            return None
+        own = [e for e in entries if e.test_dir == test_dir] if test_dir is not None else []
+        group, counter = (
+            (own, f"{test_dir}|{asked}")
+            if own
+            else ([e for e in entries if e.test_dir is None], f"|{asked}")
+        )
+        if not group:
+            return None
+        if asked == key:
+            found = Found(counter, group)
+        else:
+            closeness = [hosts.closeness(canon.host, e.origin, canon.path) for e in group]
+            best = max(closeness)
+            closest = [e for e, c in zip(group, closeness) if c == best]
+            found = Found(
+                f"{counter}|{canon.host}",
+                closest,
+                other_host=None if best == 2 else closest[0].origin,
+            )
+        if self.rules.normalize is None:  # one key per request: nothing more to compare
+            return found
+        exact = canon.exact_key() if asked == key else canon.exact_any_host_key()
+        return self._by_original(found, exact, canon)
 
     def _by_original(self, found: Found, exact: str, canon: CanonicalRequest) -> Found:
         """Exact beats normalised. Recordings of this very request (``exact``, the key before
