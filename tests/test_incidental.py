@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import tracemalloc
 
 import httpx
 import pytest
@@ -117,3 +118,30 @@ def test_the_readmes_list_of_built_in_incidental_requests_is_the_codes():
         assert (entry.what, entry.status) == (what, int(status)), url
         seen.add(entry.pattern)
     assert seen == {entry.pattern for entry in BUILT_IN}
+
+
+def test_an_answer_remembered_is_the_same_answer_and_the_memory_stays_bounded():
+    """``match`` remembers its answer per request line (a run asks the same few): asked again,
+    each line gets the answer it got first, a miss stays a miss, and a proxy that sees ever new
+    paths keeps a bounded number of answers."""
+    found = in_force(["* *.internal/*", "GET api.openai.com/v1/traces/ingest 500"], builtin=True)
+    asked = [
+        ("DELETE", "db.internal", "/a/b", "* *.internal/*"),
+        ("GET", "api.openai.com", "/v1/traces/ingest", "GET api.openai.com/v1/traces/ingest"),
+        ("POST", "api.openai.com", "/v1/traces/ingest", "POST api.openai.com/v1/traces/ingest"),
+        ("POST", "api.openai.com", "/v1/chat/completions", None),
+    ]
+    for _ in range(3):
+        for method, host, path, pattern in asked:
+            answer = found.match(method, host, path)
+            assert (answer.pattern if answer else None) == pattern, (method, host, path)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(50_000):
+            assert found.match("POST", "api.openai.com", f"/v1/threads/thread_{i:040d}") is None
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1_000_000, f"{kept:,} bytes kept after 50,000 distinct paths"
+    assert found.match("DELETE", "db.internal", "/a/b").pattern == "* *.internal/*"
