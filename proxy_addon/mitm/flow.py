@@ -88,7 +88,9 @@ def joined(values: list[bytes] | None) -> str | None:
     decoded as mitmproxy decodes a header; None when there are none."""
     if not values:
         return None
-    return ", ".join(v.decode("utf-8", "surrogateescape") for v in values)
+    if len(values) == 1:  # as nearly always: no generator to run
+        return values[0].decode("utf-8", "surrogateescape")
+    return ", ".join([v.decode("utf-8", "surrogateescape") for v in values])
 
 
 def body_of(

@@ -84,7 +84,7 @@ class OutputScrubber:
         # in one pass over the fields.
         secret = secrets.raw_headers
         fields = request.headers.fields
-        if any(k.lower() in secret for k, _ in fields):
+        if not secret.isdisjoint([k.lower() for k, _ in fields]):
             request.headers.fields = tuple(
-                (k, _REDACTED if k.lower() in secret else v) for k, v in fields
+                [(k, _REDACTED if k.lower() in secret else v) for k, v in fields]
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -263,7 +263,9 @@ class ReplayHooks:
                     hit.other_host,
                     hit.entry.path,
                 )
-            await self._answer(flow, st, hit)
+            pointed = self._answer(flow, st, hit)
+            if pointed is not None:
+                await pointed
             return
         if mode == "auto":
             st.action = "record"
@@ -412,19 +414,20 @@ class ReplayHooks:
         )
         return True
 
-    async def _answer(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> None:
+    def _answer(self, flow: http.HTTPFlow, st: FlowState, hit: Hit) -> Awaitable[None] | None:
+        """Answer a hit: its response is set here (the common case, nothing to await), or the
+        flow is pointed at one of the loopback servers, which the caller awaits."""
         resp = hit.response
         pace = self.state.settings.pace
         flow.is_replay = "response"  # as mitmproxy's own server replay marks its flows
         if resp.websocket is not None:
-            await answer_websocket(flow, st, hit, self.sockets, self.state)
-            return
+            return answer_websocket(flow, st, hit, self.sockets, self.state)
         if resp.stream is not None and (pace > 0 or not resp.stream.complete):
             # Stream through the pacer: events spread over time, or a recorded cut replayed
             # as a real cut (the connection closes before the stream's end).
-            await send_to_loopback(flow, st, self.pacer, (resp, pace), self.state)
-            return
+            return send_to_loopback(flow, st, self.pacer, (resp, pace), self.state)
         flow.response = replayed_response(resp)
+        return None
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow, "hit")
