@@ -123,7 +123,7 @@ def test_the_readmes_list_of_built_in_incidental_requests_is_the_codes():
 def test_an_answer_remembered_is_the_same_answer_and_the_memory_stays_bounded():
     """``match`` remembers its answer per request line (a run asks the same few): asked again,
     each line gets the answer it got first, a miss stays a miss, and a proxy that sees ever new
-    paths keeps a bounded number of answers."""
+    paths keeps a bounded number of answers, none for a long line."""
     found = in_force(["* *.internal/*", "GET api.openai.com/v1/traces/ingest 500"], builtin=True)
     asked = [
         ("DELETE", "db.internal", "/a/b", "* *.internal/*"),
@@ -140,8 +140,10 @@ def test_an_answer_remembered_is_the_same_answer_and_the_memory_stays_bounded():
         before = tracemalloc.get_traced_memory()[0]
         for i in range(50_000):
             assert found.match("POST", "api.openai.com", f"/v1/threads/thread_{i:040d}") is None
+        for i in range(300):  # a long path's answer is not kept at all: each would hold 10 kB
+            assert found.match("GET", "api.openai.com", f"/v1/files/{i:010000d}") is None
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert kept < 1_000_000, f"{kept:,} bytes kept after 50,000 distinct paths"
+    assert kept < 1_000_000, f"{kept:,} bytes kept after 50,000 distinct paths and 300 long ones"
     assert found.match("DELETE", "db.internal", "/a/b").pattern == "* *.internal/*"

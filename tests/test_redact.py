@@ -490,7 +490,7 @@ def test_a_scan_remembered_is_the_answer_of_the_rules_asked_and_the_memory_stays
     """``might_hold`` remembers its answers for short texts (a request's path is asked twice,
     and again by the next request): rules that also know a flow's own value answer for
     themselves, never with the answer of the rules they came from, and a proxy that sees ever
-    new paths keeps a bounded number of answers."""
+    new paths keeps a bounded number of answers, none for a long text."""
     rules = Secrets()
     path = "/v1/files/fake-own-value-1040/content"
     assert not rules.might_hold(path)
@@ -503,10 +503,12 @@ def test_a_scan_remembered_is_the_answer_of_the_rules_asked_and_the_memory_stays
         before = tracemalloc.get_traced_memory()[0]
         for i in range(50_000):
             rules.might_hold(f"/v1/threads/thread_{i:040d}/messages")
+        for i in range(300):  # a long text's answer is not kept at all: each would hold 10 kB
+            rules.might_hold(f"/v1/files/{i:010000d}")
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert kept < 1_000_000, f"{kept:,} bytes kept after 50,000 distinct paths"
+    assert kept < 1_000_000, f"{kept:,} bytes kept after 50,000 distinct paths and 300 long ones"
 
 
 def test_a_header_value_that_is_not_utf8_is_found_and_replaced_everywhere():

@@ -24,15 +24,12 @@ import re2  # type: ignore[import-untyped]
 
 from proxy_addon.matching.jsonpath import Path, is_path, matches, parse_path
 from proxy_addon.redaction.shapes import SHAPES, loose
+from proxy_addon.remembered import remembered
 
 REDACTED = "<redacted>"
 _FLOW_VALUE = "a value redacted by name in this exchange"
 # A known value shorter than this is never searched for: it would match ordinary text.
 MIN_VALUE_LENGTH = 8
-# ``might_hold``'s answers for short texts (URL paths, asked for each request, often twice) are
-# remembered, this many at most per rules, each at most this long.
-_REMEMBERED = 256
-_REMEMBERED_LENGTH = 512
 
 SECRET_HEADERS: frozenset[str] = frozenset(
     {
@@ -232,7 +229,8 @@ class Secrets:
         self._values_rx: re.Pattern[str] | None = None
         self._labels: dict[str, str] = {}  # each form of each value -> what the value is
         self._named_rx: re.Pattern[str] | None = None
-        self._held: dict[str, bool] = {}  # might_hold's answers for short texts
+        # might_hold's answers for texts (URL paths, asked of each request, often twice)
+        self._text_held = remembered(self._scan_text)
 
     @classmethod
     def from_settings(
@@ -313,16 +311,12 @@ class Secrets:
             parts += [_re2_literal(v) for value in self.values for v in _variants(value)]
             pattern = "|".join(f"(?:{p})" for p in parts).encode("latin-1")
             self._prefilter = re2.compile(pattern, options)
-        if not isinstance(raw, str):
-            return self._prefilter.search(raw) is not None
-        if len(raw) > _REMEMBERED_LENGTH:
-            return self._prefilter.search(_utf8(raw)) is not None
-        held = self._held.get(raw)
-        if held is None:
-            if len(self._held) >= _REMEMBERED:
-                self._held.clear()
-            held = self._held[raw] = self._prefilter.search(_utf8(raw)) is not None
-        return held
+        if isinstance(raw, str):
+            return self._text_held(raw)
+        return self._prefilter.search(raw) is not None
+
+    def _scan_text(self, text: str) -> bool:
+        return self._prefilter.search(_utf8(text)) is not None
 
     def _values(self) -> re.Pattern[str] | None:
         """Every form of every known value, longest first, as one pattern (None: none known)."""

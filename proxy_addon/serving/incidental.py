@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
 
+from proxy_addon.remembered import remembered
 from proxy_addon.serving import tokens
 
 EMPTY_JSON = b"{}"
@@ -157,10 +158,6 @@ def _target(glob: str) -> str:
     return f"{host_rx}/{translate(path)}"  # fnmatch's group is anchored at the end
 
 
-_REMEMBERED = 256  # request lines whose answer is kept; all are forgotten when full
-_REMEMBERED_LENGTH = 512  # characters of the longest line kept
-
-
 class IncidentalRequests:
     """The patterns in force, compiled into one regular expression over ``METHOD host/path``:
     one match per request, whatever their number (the common case, a model call, matches
@@ -174,28 +171,20 @@ class IncidentalRequests:
         ]
         self._rx = re.compile("|".join(alternatives)) if alternatives else None
         # the answers for the requests asked about, by their line (a run asks the same few)
-        self._answers: dict[str, Incidental | None] = {}
+        self._line_matches = remembered(self._line_match)
 
     def match(self, method: str, host: str, path: str) -> Incidental | None:
         """The pattern a request (its comparable host, see ``canonical.comparable_host``, and
-        its path without the query) matches, if any. Remembered for short lines, at most
-        ``_REMEMBERED`` of them."""
+        its path without the query) matches, if any."""
         if self._rx is None:
             return None
-        line = f"{method} {host}{path}"
-        if line in self._answers:
-            return self._answers[line]
-        found = self._rx.match(line)
-        answer = (
-            None
-            if found is None or found.lastgroup is None
-            else self.patterns[int(found.lastgroup[1:])]
-        )
-        if len(line) <= _REMEMBERED_LENGTH:
-            if len(self._answers) >= _REMEMBERED:
-                self._answers.clear()
-            self._answers[line] = answer
-        return answer
+        return self._line_matches(f"{method} {host}{path}")
+
+    def _line_match(self, line: str) -> Incidental | None:
+        found = self._rx.match(line) if self._rx is not None else None
+        if found is None or found.lastgroup is None:
+            return None
+        return self.patterns[int(found.lastgroup[1:])]
 
 
 def in_force(user: Sequence[str], builtin: bool) -> IncidentalRequests:
